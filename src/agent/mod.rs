@@ -1,0 +1,137 @@
+//! The coding agent: how its command line is built from `[agent]` and how the prompt reaches
+//! it; [`scan`] reads what it prints; [`scripted`] is the agent that ships with ralph for
+//! dry runs and tests.
+
+pub mod scan;
+pub mod scripted;
+
+use crate::config::{AgentConfig, PromptMode};
+use crate::process::SpawnRequest;
+use std::path::{Path, PathBuf};
+
+/// Placeholder replaced by the prompt text in `prompt = "arg"` mode.
+pub const PROMPT_PLACEHOLDER: &str = "{prompt}";
+/// Placeholder replaced by the saved prompt's path in `prompt = "file"` mode.
+pub const PROMPT_FILE_PLACEHOLDER: &str = "{prompt_file}";
+
+/// Variables removed from the agent's environment. `CLAUDECODE` makes a child `claude` refuse
+/// to start ("cannot be launched inside another Claude Code session", umputun/ralphex#156).
+const ENV_REMOVE: &[&str] = &["CLAUDECODE"];
+
+/// What ralph tells the agent about the iteration through its environment.
+#[derive(Debug, Clone)]
+pub struct IterationEnv {
+    pub run_id: String,
+    pub iteration: u32,
+    pub task: String,
+    /// The nth iteration spent on this task, across runs (1-based).
+    pub task_iteration: u32,
+    pub iter_dir: PathBuf,
+}
+
+/// Builds the agent's spawn request.
+pub fn request(
+    cfg: &AgentConfig,
+    root: &Path,
+    prompt: &str,
+    prompt_file: &Path,
+    it: &IterationEnv,
+) -> SpawnRequest {
+    let mut args: Vec<String> = cfg.command[1..].to_vec();
+    let mut stdin = None;
+    match cfg.prompt {
+        PromptMode::Stdin => stdin = Some(prompt.as_bytes().to_vec()),
+        PromptMode::Arg => substitute_or_append(&mut args, PROMPT_PLACEHOLDER, prompt),
+        PromptMode::File => {
+            substitute_or_append(&mut args, PROMPT_FILE_PLACEHOLDER, &prompt_file.to_string_lossy())
+        }
+    }
+    let mut env: Vec<(String, String)> = cfg.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    env.extend([
+        ("RALPH_RUN_ID".to_string(), it.run_id.clone()),
+        ("RALPH_ITERATION".to_string(), it.iteration.to_string()),
+        ("RALPH_TASK".to_string(), it.task.clone()),
+        ("RALPH_TASK_ITERATION".to_string(), it.task_iteration.to_string()),
+        ("RALPH_ITER_DIR".to_string(), it.iter_dir.to_string_lossy().into_owned()),
+        ("RALPH_PROMPT_FILE".to_string(), prompt_file.to_string_lossy().into_owned()),
+    ]);
+    SpawnRequest {
+        program: cfg.command[0].clone(),
+        args,
+        cwd: root.to_path_buf(),
+        env,
+        env_remove: ENV_REMOVE.iter().map(|s| s.to_string()).collect(),
+        stdin,
+        pty: cfg.pty,
+    }
+}
+
+fn substitute_or_append(args: &mut Vec<String>, placeholder: &str, value: &str) {
+    let mut found = false;
+    for a in args.iter_mut() {
+        if a.contains(placeholder) {
+            *a = a.replace(placeholder, value);
+            found = true;
+        }
+    }
+    if !found {
+        args.push(value.to_string());
+    }
+}
+
+/// Finds the agent's program: a path (relative to the repository root) or a name on PATH
+/// (the agent's configured PATH first).
+pub fn resolve_program(cfg: &AgentConfig, root: &Path) -> Option<PathBuf> {
+    let program = &cfg.command[0];
+    if program.contains('/') {
+        let p = Path::new(program);
+        let p = if p.is_absolute() { p.to_path_buf() } else { root.join(p) };
+        return is_executable(&p).then_some(p);
+    }
+    let path = cfg.env.get("PATH").cloned().or_else(|| std::env::var("PATH").ok())?;
+    std::env::split_paths(&path).map(|d| d.join(program)).find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn cfg(toml: &str) -> AgentConfig {
+        Config::parse(Path::new("ralph.toml"), toml).unwrap().agent
+    }
+
+    fn it() -> IterationEnv {
+        IterationEnv {
+            run_id: "r".into(),
+            iteration: 2,
+            task: "010-a".into(),
+            task_iteration: 1,
+            iter_dir: "/x".into(),
+        }
+    }
+
+    #[test]
+    fn prompt_modes() {
+        let pf = Path::new("/tmp/p.md");
+        let r = request(&cfg("[agent]\ncommand=[\"a\",\"-x\"]\n"), Path::new("/r"), "P", pf, &it());
+        assert_eq!(r.args, vec!["-x"]);
+        assert_eq!(r.stdin.as_deref(), Some(&b"P"[..]));
+
+        let c = cfg("[agent]\ncommand=[\"a\",\"-p\",\"{prompt}\",\"-y\"]\nprompt=\"arg\"\n");
+        let r = request(&c, Path::new("/r"), "P", pf, &it());
+        assert_eq!(r.args, vec!["-p", "P", "-y"]);
+        assert!(r.stdin.is_none());
+
+        let c = cfg("[agent]\ncommand=[\"a\"]\nprompt=\"file\"\n");
+        let r = request(&c, Path::new("/r"), "P", pf, &it());
+        assert_eq!(r.args, vec!["/tmp/p.md"]);
+        assert!(r.env.contains(&("RALPH_TASK".into(), "010-a".into())));
+        assert!(r.env_remove.contains(&"CLAUDECODE".to_string()));
+    }
+}

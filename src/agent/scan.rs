@@ -1,0 +1,277 @@
+//! Reads the agent's output as it streams: the completion promise, `<learning>` entries, the
+//! `<progress>` note, and a bounded tail.
+//!
+//! Only what the agent wrote counts. A line that also appears in the prompt is an echo (some
+//! CLIs print their input) and is skipped, so the promise quoted by the prompt never completes
+//! a task. The default template therefore never puts the promise alone on a line. Memory is
+//! bounded whatever the agent prints: lines are cut at [`MAX_LINE`], tags at [`MAX_TAG`].
+
+use std::collections::HashSet;
+
+/// Longest line examined; the rest of a longer line is ignored (still logged).
+pub const MAX_LINE: usize = 64 * 1024;
+/// Longest learning or progress note kept.
+pub const MAX_TAG: usize = 4 * 1024;
+/// Bytes of output kept for the failure summary.
+pub const TAIL_BYTES: usize = 4 * 1024;
+
+/// What the scanner found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Findings {
+    pub promise: bool,
+    pub learnings: Vec<String>,
+    pub progress: Option<String>,
+    /// The last [`TAIL_BYTES`] of output (echo lines included), for failure summaries.
+    pub tail: String,
+}
+
+#[derive(Debug)]
+enum Open {
+    Learning(String),
+    Progress(String),
+}
+
+/// Incremental scanner over one agent's stdout.
+#[derive(Debug)]
+pub struct Scanner {
+    prompt_lines: HashSet<String>,
+    promise: String,
+    line: Vec<u8>,
+    line_truncated: bool,
+    open: Option<Open>,
+    found: Findings,
+    tail: Vec<u8>,
+}
+
+impl Scanner {
+    pub fn new(prompt: &str, promise: &str) -> Self {
+        let prompt_lines = prompt.lines().map(normalize).filter(|l| !l.is_empty()).collect();
+        Self {
+            prompt_lines,
+            promise: promise.to_string(),
+            line: Vec::new(),
+            line_truncated: false,
+            open: None,
+            found: Findings::default(),
+            tail: Vec::new(),
+        }
+    }
+
+    /// Feeds a chunk of output.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.tail.extend_from_slice(bytes);
+        if self.tail.len() > 2 * TAIL_BYTES {
+            self.tail.drain(..self.tail.len() - TAIL_BYTES);
+        }
+        let mut rest = bytes;
+        while let Some(i) = memchr::memchr(b'\n', rest) {
+            self.push_partial(&rest[..i]);
+            self.end_line();
+            rest = &rest[i + 1..];
+        }
+        self.push_partial(rest);
+    }
+
+    fn push_partial(&mut self, bytes: &[u8]) {
+        let room = MAX_LINE.saturating_sub(self.line.len());
+        if bytes.len() > room {
+            self.line_truncated = true;
+        }
+        self.line.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+
+    fn end_line(&mut self) {
+        let raw = String::from_utf8_lossy(&self.line).into_owned();
+        self.line.clear();
+        self.line_truncated = false;
+        let line = strip_ansi(&raw);
+        if self.prompt_lines.contains(&normalize(&line)) {
+            return;
+        }
+        self.scan_line(&line);
+    }
+
+    fn scan_line(&mut self, line: &str) {
+        if line.contains(&self.promise) {
+            self.found.promise = true;
+        }
+        let mut rest = line;
+        loop {
+            if let Some(open) = &mut self.open {
+                let (close, buf) = match open {
+                    Open::Learning(b) => ("</learning>", b),
+                    Open::Progress(b) => ("</progress>", b),
+                };
+                match rest.find(close) {
+                    Some(i) => {
+                        append_capped(buf, &rest[..i]);
+                        rest = &rest[i + close.len()..];
+                        let done = self.open.take();
+                        self.finish_tag(done);
+                    }
+                    None => {
+                        append_capped(buf, rest);
+                        append_capped(buf, "\n");
+                        return;
+                    }
+                }
+            } else {
+                let l = rest.find("<learning>");
+                let p = rest.find("<progress>");
+                match (l, p) {
+                    (Some(i), p) if p.is_none_or(|p| i < p) => {
+                        rest = &rest[i + "<learning>".len()..];
+                        self.open = Some(Open::Learning(String::new()));
+                    }
+                    (_, Some(i)) => {
+                        rest = &rest[i + "<progress>".len()..];
+                        self.open = Some(Open::Progress(String::new()));
+                    }
+                    _ => return,
+                }
+            }
+        }
+    }
+
+    fn finish_tag(&mut self, tag: Option<Open>) {
+        match tag {
+            Some(Open::Learning(text)) => {
+                let text = collapse(&text);
+                if !text.is_empty() && text.len() <= MAX_TAG && !self.found.learnings.contains(&text) {
+                    self.found.learnings.push(text);
+                }
+            }
+            Some(Open::Progress(text)) => {
+                let text = text.trim().to_string();
+                if !text.is_empty() {
+                    self.found.progress = Some(text);
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Ends the stream and returns what was found.
+    pub fn finish(mut self) -> Findings {
+        if !self.line.is_empty() {
+            self.end_line();
+        }
+        let start = self.tail.len().saturating_sub(TAIL_BYTES);
+        self.found.tail = strip_ansi(&String::from_utf8_lossy(&self.tail[start..]));
+        self.found
+    }
+}
+
+fn append_capped(buf: &mut String, s: &str) {
+    if buf.len() < MAX_TAG + 1 {
+        let room = MAX_TAG + 1 - buf.len();
+        let mut end = s.len().min(room);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        buf.push_str(&s[..end]);
+    }
+}
+
+fn normalize(line: &str) -> String {
+    line.trim().to_string()
+}
+
+fn collapse(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Removes ANSI escape sequences and carriage returns (PTY output carries both).
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => match chars.peek() {
+                Some('[') => {
+                    chars.next();
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                Some(']') => {
+                    for c in chars.by_ref() {
+                        if c == '\u{7}' {
+                            break;
+                        }
+                    }
+                }
+                _ => {
+                    chars.next();
+                }
+            },
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PROMISE: &str = "<promise>COMPLETE</promise>";
+
+    fn scan(prompt: &str, chunks: &[&str]) -> Findings {
+        let mut s = Scanner::new(prompt, PROMISE);
+        for c in chunks {
+            s.feed(c.as_bytes());
+        }
+        s.finish()
+    }
+
+    #[test]
+    fn promise_written_by_the_agent_counts() {
+        let f = scan("Do the task.", &["working\nall done ", "<promise>COMP", "LETE</promise>\n"]);
+        assert!(f.promise);
+    }
+
+    #[test]
+    fn an_echo_of_the_prompt_does_not_count() {
+        let prompt = "# Task\nWhen done, print <promise>COMPLETE</promise> and stop.\n";
+        let f = scan(prompt, &[prompt, "I am still working.\n"]);
+        assert!(!f.promise);
+    }
+
+    #[test]
+    fn learnings_single_and_multi_line_deduplicated() {
+        let f = scan(
+            "",
+            &[
+                "<learning>Run `make gen`  first</learning> and <learning>b</learning>\n",
+                "<learning>multi\nline</learning>\n",
+                "<learning>Run `make gen` first</learning>\n",
+            ],
+        );
+        assert_eq!(f.learnings, vec!["Run `make gen` first", "b", "multi line"]);
+    }
+
+    #[test]
+    fn progress_note_and_tail() {
+        let f = scan("", &["<progress>half done;\nparser next</progress>\nbye"]);
+        assert_eq!(f.progress.as_deref(), Some("half done;\nparser next"));
+        assert!(f.tail.ends_with("bye"));
+    }
+
+    #[test]
+    fn huge_lines_and_ansi_are_handled() {
+        let big = "x".repeat(MAX_LINE * 3);
+        let f = scan("", &[&big, "\n\u{1b}[32m<promise>COMPLETE</promise>\u{1b}[0m\r\n"]);
+        assert!(f.promise);
+        assert!(f.tail.len() <= TAIL_BYTES);
+    }
+
+    #[test]
+    fn an_unclosed_learning_is_dropped() {
+        let f = scan("", &["<learning>never closed\n"]);
+        assert!(f.learnings.is_empty());
+    }
+}

@@ -1,0 +1,104 @@
+//! The command line: one enum of subcommands (clap derive).
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Runs a coding agent in a loop over a backlog of specs: one fresh agent process per
+/// iteration, the project's checks run by ralph itself, commits only when they pass.
+#[derive(Debug, Parser)]
+#[command(name = "ralph", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Run as if started in this directory.
+    #[arg(short = 'C', long = "directory", global = true, value_name = "DIR")]
+    pub directory: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Set up ralph in this repository: ralph.toml, specs/ with an example, AGENTS.md.
+    Init(InitArgs),
+    /// Run the loop until the backlog is done or a budget runs out.
+    Run(RunArgs),
+    /// Show the backlog and the current or last run.
+    Status(StatusArgs),
+    /// Print (or follow) an iteration's logs.
+    Logs(LogsArgs),
+    /// Run the loop on a demo project with the scripted agent: no API key needed.
+    Demo(DemoArgs),
+    /// The scripted agent: plays a scenario file instead of calling a model.
+    ScriptedAgent(ScriptedAgentArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Overwrite an existing ralph.toml.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Stop after this many iterations (overrides [budget] max_iterations).
+    #[arg(long, value_name = "N")]
+    pub max_iterations: Option<u32>,
+    /// Stop after this much wall-clock time, e.g. "2h" (overrides [budget] max_duration).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub max_duration: Option<std::time::Duration>,
+    /// Start even with uncommitted changes; they go into ralph's first commit, and a revert
+    /// puts them back.
+    #[arg(long)]
+    pub allow_dirty: bool,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::config::parse_duration(s)
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The iteration (default: the latest).
+    pub iteration: Option<u32>,
+    /// Follow the live iteration, and the next ones as they start.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// A run id (default: the latest run).
+    #[arg(long, value_name = "RUN_ID")]
+    pub run: Option<String>,
+    /// Print the checks' log instead of the agent's.
+    #[arg(long, conflicts_with_all = ["prompt", "patch"])]
+    pub checks: bool,
+    /// Print the prompt the agent was given.
+    #[arg(long, conflicts_with = "patch")]
+    pub prompt: bool,
+    /// Print the rejected diff of a reverted iteration.
+    #[arg(long)]
+    pub patch: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where to create the demo project (default: a new temporary directory, kept afterwards).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ScriptedAgentArgs {
+    /// The scenario file (TOML).
+    pub scenario: PathBuf,
+    /// The prompt (default: read from --prompt-file, else from stdin).
+    pub prompt: Option<String>,
+    /// Read the prompt from this file.
+    #[arg(long, value_name = "FILE")]
+    pub prompt_file: Option<PathBuf>,
+}

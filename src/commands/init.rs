@@ -1,0 +1,150 @@
+//! `ralph init`: sets up a repository. Creates what is missing (ralph.toml, specs/ with an
+//! example, AGENTS.md, `.ralph/` ignored by git) and never overwrites the user's files
+//! (ralph.toml only with `--force`).
+
+use crate::backlog::SPECS_DIR;
+use crate::config;
+use crate::error::CliError;
+use crate::learnings::AGENTS_MD;
+use crate::state;
+use std::path::Path;
+
+const EXAMPLE_SPEC: &str = r#"---
+status: todo
+priority: 1
+---
+# Document how to run the checks
+
+Add a `## Development` section to README.md (create the file if it is missing) that says, in
+two or three sentences, how to build the project and run its tests.
+
+## Done when
+
+- README.md has a `## Development` section naming the build and test commands.
+- The checks in ralph.toml pass.
+"#;
+
+const AGENTS_TEMPLATE: &str = "# AGENTS.md\n\nNotes for coding agents working in this repository: how to build, test and run it, \
+and the conventions to keep. Keep it short and operational; ralph adds what the loop learns \
+under `## Learnings`.\n\n## Build and test\n\n- (fill in)\n";
+
+/// Guesses the project's test command from the files at its root.
+fn detect_checks(root: &Path) -> Vec<&'static str> {
+    if root.join("Cargo.toml").exists() {
+        vec!["cargo test"]
+    } else if root.join("package.json").exists() {
+        vec!["npm test"]
+    } else if root.join("go.mod").exists() {
+        vec!["go test ./..."]
+    } else if root.join("pyproject.toml").exists() || root.join("setup.py").exists() {
+        vec!["python -m pytest -q"]
+    } else if root.join("Makefile").exists() {
+        vec!["make test"]
+    } else {
+        vec![]
+    }
+}
+
+fn config_text(checks: &[&str]) -> String {
+    let checks = checks.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
+    format!(
+        r#"# ralph configuration; the reference is in ralph's README.
+
+[agent]
+# The agent's command line; a fresh process per iteration.
+command = ["claude", "-p", "--dangerously-skip-permissions"]
+# How the prompt reaches it: stdin | arg ({{prompt}} placeholder) | file ({{prompt_file}} placeholder)
+prompt = "stdin"
+timeout = "30m"            # wall clock per iteration
+idle_timeout = "10m"       # no output for this long: the agent is hung
+# completion_promise = "<promise>COMPLETE</promise>"
+# Dry run without a model: command = ["ralph", "scripted-agent", "scenario.toml"]
+
+[checks]
+# Run by ralph after the agent exits; work is committed only when all pass.
+commands = [{checks}]
+timeout = "20m"
+
+[budget]
+max_iterations = 50
+max_duration = "8h"
+max_attempts = 3               # per task, then it is blocked
+max_consecutive_failures = 5   # then the run stops
+
+# [git]
+# branch = "ralph/work"        # created or checked out before the first iteration
+
+# [prompt]
+# template = "PROMPT.md"       # default: the built-in template
+"#
+    )
+}
+
+/// Runs `ralph init`.
+pub fn run(cwd: &Path, force: bool) -> Result<u8, CliError> {
+    let root = crate::runner::repo_root(cwd)?;
+    let io = |what: &str, p: &Path, e: std::io::Error| {
+        CliError::failure(format!("cannot {what} {}: {e}", p.display()))
+    };
+    let mut created = Vec::new();
+
+    let cfg_path = root.join(config::FILE_NAME);
+    if cfg_path.exists() && !force {
+        println!("kept      {} (exists; --force overwrites it)", config::FILE_NAME);
+    } else {
+        let checks = detect_checks(&root);
+        state::atomic_write(&cfg_path, config_text(&checks).as_bytes())?;
+        created.push(config::FILE_NAME.to_string());
+        if checks.is_empty() {
+            println!("note: no test command detected; set [checks] commands in ralph.toml");
+        }
+    }
+
+    let specs = root.join(SPECS_DIR);
+    let has_specs = std::fs::read_dir(&specs)
+        .map(|rd| rd.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().ends_with(".md")))
+        .unwrap_or(false);
+    if has_specs {
+        println!("kept      {SPECS_DIR}/ (has specs)");
+    } else {
+        std::fs::create_dir_all(&specs).map_err(|e| io("create", &specs, e))?;
+        let example = specs.join("010-document-checks.md");
+        state::atomic_write(&example, EXAMPLE_SPEC.as_bytes())?;
+        created.push(format!("{SPECS_DIR}/010-document-checks.md"));
+    }
+
+    let agents = root.join(AGENTS_MD);
+    if agents.exists() {
+        println!("kept      {AGENTS_MD}");
+    } else {
+        state::atomic_write(&agents, AGENTS_TEMPLATE.as_bytes())?;
+        created.push(AGENTS_MD.to_string());
+    }
+    state::ensure_ralph_dir(&root)?;
+    for c in &created {
+        println!("created   {c}");
+    }
+    println!("ignored   .ralph/ (ralph's logs and state; never committed)");
+    println!();
+    println!("Next: write one spec per task in specs/, check [agent] and [checks] in ralph.toml,");
+    println!("commit, then run `ralph run`.");
+    Ok(crate::exit_code::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_generated_config_parses() {
+        let c = config::Config::parse(Path::new("ralph.toml"), &config_text(&["cargo test"])).unwrap();
+        assert_eq!(c.checks.commands, vec!["cargo test"]);
+        assert_eq!(c.budget.max_iterations, 50);
+    }
+
+    #[test]
+    fn the_example_spec_parses() {
+        let s = crate::backlog::spec::parse("010-document-checks", Path::new("x"), EXAMPLE_SPEC).unwrap();
+        assert_eq!(s.title, "Document how to run the checks");
+    }
+}

@@ -1,0 +1,153 @@
+//! `ralph logs`: prints an iteration's agent log (or its checks log, prompt or rejected patch);
+//! `-f` follows the live iteration and moves on to the next one when it starts, until the run
+//! ends.
+
+use crate::cli::LogsArgs;
+use crate::error::CliError;
+use crate::logs as layout;
+use crate::state::{RALPH_DIR, RunLock, RunMeta};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How often `-f` looks for new output. Cheap: one `stat` per poll.
+const POLL: Duration = Duration::from_millis(100);
+
+fn file_name(a: &LogsArgs) -> &'static str {
+    if a.checks {
+        "checks.log"
+    } else if a.prompt {
+        "prompt.md"
+    } else if a.patch {
+        "rejected.patch"
+    } else {
+        "agent.log"
+    }
+}
+
+/// Runs `ralph logs`.
+pub fn run(cwd: &Path, a: &LogsArgs) -> Result<u8, CliError> {
+    let root = crate::runner::repo_root(cwd)?;
+    let run_id = match &a.run {
+        Some(r) => {
+            if !layout::run_dir(&root, r).join("run.json").is_file() {
+                return Err(CliError::usage(format!(
+                    "no run `{r}` in {}",
+                    layout::runs_dir(&root).display()
+                ))
+                .hint("`ralph status` names the latest run"));
+            }
+            r.clone()
+        }
+        None => layout::latest_run(&root)
+            .ok_or_else(|| CliError::usage("no runs yet").hint("start one with `ralph run`"))?,
+    };
+    let run_dir = layout::run_dir(&root, &run_id);
+    let iterations = layout::iterations(&run_dir);
+    let iteration = match a.iteration {
+        Some(n) if iterations.contains(&n) => n,
+        Some(n) => {
+            return Err(CliError::usage(format!(
+                "run {run_id} has no iteration {n} (it has {})",
+                describe(&iterations)
+            )));
+        }
+        None => match iterations.last() {
+            Some(&n) => n,
+            None if a.follow => 0,
+            None => return Err(CliError::usage(format!("run {run_id} has no iteration yet"))),
+        },
+    };
+    let name = file_name(a);
+    let mut out = std::io::stdout().lock();
+    if !a.follow {
+        let path = layout::iter_dir(&run_dir, iteration).join(name);
+        let mut f = std::fs::File::open(&path).map_err(|e| {
+            CliError::usage(format!("cannot open {}: {e}", path.display())).hint(if a.patch {
+                "only reverted iterations with changes have a rejected.patch"
+            } else {
+                "the iteration may not have reached this step"
+            })
+        })?;
+        copy(&mut f, &mut out)?;
+        return Ok(crate::exit_code::OK);
+    }
+    follow(&root, &run_dir, iteration, a.iteration.is_none(), name, &mut out)
+}
+
+fn describe(its: &[u32]) -> String {
+    match (its.first(), its.last()) {
+        (Some(a), Some(b)) if a == b => format!("iteration {a}"),
+        (Some(a), Some(b)) => format!("iterations {a} to {b}"),
+        _ => "none".into(),
+    }
+}
+
+/// Copies a reader to stdout; a closed stdout (`| head`) is a normal end.
+fn copy(r: &mut impl Read, out: &mut impl Write) -> Result<u64, CliError> {
+    match std::io::copy(r, out).and_then(|n| out.flush().map(|()| n)) {
+        Ok(n) => Ok(n),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => Err(CliError::failure(format!("cannot print the log: {e}"))),
+    }
+}
+
+fn run_is_live(root: &Path, run_dir: &Path) -> bool {
+    let Ok(meta) = RunMeta::load(run_dir) else { return false };
+    meta.ended_at.is_none() && RunLock::holder(&root.join(RALPH_DIR)) == Some(meta.pid)
+}
+
+fn follow(
+    root: &Path,
+    run_dir: &Path,
+    mut iteration: u32,
+    move_on: bool,
+    name: &str,
+    out: &mut impl Write,
+) -> Result<u8, CliError> {
+    let mut pos = 0u64;
+    let mut path: PathBuf = layout::iter_dir(run_dir, iteration).join(name);
+    let mut announced = false;
+    loop {
+        let live = run_is_live(root, run_dir);
+        if iteration > 0 {
+            if move_on && !announced {
+                let _ = writeln!(out, "==> iteration {iteration} <==");
+                announced = true;
+            }
+            if let Ok(mut f) = std::fs::File::open(&path) {
+                let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+                if len < pos {
+                    pos = 0;
+                }
+                if len > pos {
+                    f.seek(SeekFrom::Start(pos)).map_err(|e| CliError::failure(e.to_string()))?;
+                    pos += copy(&mut f.take(len - pos), out)?;
+                }
+            }
+        }
+        if move_on && let Some(&next) = layout::iterations(run_dir).iter().find(|&&n| n > iteration) {
+            // Finish the current file first: the iteration is over once the next begins.
+            if iteration > 0
+                && let Ok(mut f) = std::fs::File::open(&path)
+            {
+                let _ = f.seek(SeekFrom::Start(pos));
+                copy(&mut f, out)?;
+            }
+            iteration = next;
+            path = layout::iter_dir(run_dir, iteration).join(name);
+            pos = 0;
+            announced = false;
+            continue;
+        }
+        if !live {
+            // One last read: the run may have written its final bytes just before ending.
+            if let Ok(mut f) = std::fs::File::open(&path) {
+                let _ = f.seek(SeekFrom::Start(pos));
+                copy(&mut f, out)?;
+            }
+            return Ok(crate::exit_code::OK);
+        }
+        std::thread::sleep(POLL);
+    }
+}

@@ -1,0 +1,56 @@
+//! The subcommands other than the loop itself, and the dispatch from the parsed command line.
+
+pub mod demo;
+pub mod init;
+pub mod logs;
+pub mod status;
+
+use crate::cli::{Cli, Command};
+use crate::error::CliError;
+use crate::reporter::Human;
+use crate::runner::{self, RunOptions};
+use std::path::PathBuf;
+
+/// Runs the parsed command; returns the exit code.
+pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
+    let cwd = match cli.directory {
+        Some(d) => d,
+        None => std::env::current_dir()
+            .map_err(|e| CliError::failure(format!("cannot read the current directory: {e}")))?,
+    };
+    match cli.command {
+        Command::Init(a) => init::run(&cwd, a.force),
+        Command::Run(a) => block_on(async move {
+            let stop = crate::signal::install()
+                .map_err(|e| CliError::failure(format!("cannot install signal handlers: {e}")))?;
+            let opts = RunOptions {
+                cwd,
+                max_iterations: a.max_iterations,
+                max_duration: a.max_duration,
+                allow_dirty: a.allow_dirty,
+            };
+            runner::run(opts, &mut Human::new(), stop).await
+        }),
+        Command::Status(a) => status::run(&cwd, a.json),
+        Command::Logs(a) => logs::run(&cwd, &a),
+        Command::Demo(a) => block_on(demo::run(a.dir)),
+        Command::ScriptedAgent(a) => {
+            let code = crate::agent::scripted::main(
+                &a.scenario,
+                a.prompt,
+                a.prompt_file.map(|p: PathBuf| cwd.join(p)),
+            );
+            // The scripted agent's exit code is part of its scenario; pass it through whole.
+            std::process::exit(code)
+        }
+    }
+}
+
+fn block_on<F: std::future::Future<Output = Result<u8, CliError>>>(f: F) -> Result<u8, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failure(format!("cannot start the async runtime: {e}")))?
+        .block_on(f)
+}

@@ -1,0 +1,348 @@
+//! `ralph.toml`: the project's configuration, its defaults, and the command-line overrides.
+//!
+//! Precedence: built-in defaults < `ralph.toml` < command-line flags. Unknown keys are errors,
+//! so a typo never silently falls back to a default. Every error names the file and line.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The configuration file's name, at the repository root.
+pub const FILE_NAME: &str = "ralph.toml";
+
+/// The default completion promise the agent prints when the task is done.
+pub const DEFAULT_PROMISE: &str = "<promise>COMPLETE</promise>";
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the schema.
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse { path: PathBuf, line: usize, column: usize, message: String },
+    /// A value is well-formed TOML but makes no sense.
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// How the rendered prompt reaches the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PromptMode {
+    /// Written to the agent's stdin, which is then closed.
+    #[default]
+    Stdin,
+    /// Passed as an argument: replaces `{prompt}` in the command, or is appended.
+    Arg,
+    /// The path of the saved `prompt.md`: replaces `{prompt_file}`, or is appended.
+    File,
+}
+
+/// A duration written as "30m", "1h 30m", "45s".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s).map(HumanDuration).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses "30m", "2h", "1h 30m", "500ms"; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(t)
+        .map_err(|e| format!("invalid duration `{s}` ({e}); write it like \"30s\", \"10m\" or \"2h\""))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    agent: AgentFile,
+    #[serde(default)]
+    checks: ChecksFile,
+    #[serde(default)]
+    budget: BudgetFile,
+    #[serde(default)]
+    git: GitFile,
+    #[serde(default)]
+    prompt: PromptFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentFile {
+    command: Option<Vec<String>>,
+    prompt: Option<PromptMode>,
+    timeout: Option<HumanDuration>,
+    idle_timeout: Option<HumanDuration>,
+    kill_grace: Option<HumanDuration>,
+    pty: Option<bool>,
+    completion_promise: Option<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChecksFile {
+    commands: Option<Vec<String>>,
+    timeout: Option<HumanDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BudgetFile {
+    max_iterations: Option<u32>,
+    max_duration: Option<HumanDuration>,
+    max_attempts: Option<u32>,
+    max_consecutive_failures: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GitFile {
+    branch: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PromptFile {
+    template: Option<PathBuf>,
+}
+
+/// The agent section, with defaults applied.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Program and arguments; never empty.
+    pub command: Vec<String>,
+    pub prompt: PromptMode,
+    /// Wall clock per iteration.
+    pub timeout: Duration,
+    /// No output for this long: the agent is hung.
+    pub idle_timeout: Duration,
+    /// Between SIGTERM and SIGKILL when ralph stops the agent.
+    pub kill_grace: Duration,
+    /// Run the agent under a pseudo-terminal.
+    pub pty: bool,
+    /// The text that marks the task complete, when the agent itself prints it.
+    pub completion_promise: String,
+    /// Added to the agent's environment.
+    pub env: BTreeMap<String, String>,
+}
+
+/// The checks section, with defaults applied.
+#[derive(Debug, Clone)]
+pub struct ChecksConfig {
+    /// Shell commands, run in order by `sh -c` at the repository root.
+    pub commands: Vec<String>,
+    /// Per command.
+    pub timeout: Duration,
+}
+
+/// The budget section, with defaults applied.
+#[derive(Debug, Clone)]
+pub struct BudgetConfig {
+    pub max_iterations: u32,
+    pub max_duration: Option<Duration>,
+    pub max_attempts: u32,
+    pub max_consecutive_failures: u32,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it was read from.
+    pub path: PathBuf,
+    pub agent: AgentConfig,
+    pub checks: ChecksConfig,
+    pub budget: BudgetConfig,
+    /// Branch to create or check out before the first iteration.
+    pub branch: Option<String>,
+    /// Prompt template override, relative to the repository root.
+    pub template: Option<PathBuf>,
+}
+
+/// Defaults, documented in the README's configuration reference.
+pub mod defaults {
+    use std::time::Duration;
+    pub const AGENT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+    /// Long enough for an agent to save its session, short enough not to stall the loop.
+    pub const KILL_GRACE: Duration = Duration::from_secs(5);
+    pub const CHECKS_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+    /// A night's worth; a loop with no limit at all is how peers burn money.
+    pub const MAX_ITERATIONS: u32 = 100;
+    pub const MAX_ATTEMPTS: u32 = 3;
+    pub const MAX_CONSECUTIVE_FAILURES: u32 = 5;
+}
+
+impl Config {
+    /// Reads `ralph.toml` from `root`.
+    pub fn load(root: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(root.join(FILE_NAME))
+            .map_err(|source| ConfigError::Read { path: PathBuf::from(FILE_NAME), source })?;
+        Self::parse(Path::new(FILE_NAME), &text)
+    }
+
+    /// Parses configuration text; `path` is only used in messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map(|span| line_col(text, span.start)).unwrap_or((1, 1));
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        let invalid = |message: String| ConfigError::Invalid { path: path.to_path_buf(), message };
+
+        let command = file.agent.command.unwrap_or_default();
+        if command.is_empty() || command[0].trim().is_empty() {
+            return Err(invalid(
+                "[agent] command is missing or empty; set it, e.g. command = [\"claude\", \"-p\"]".into(),
+            ));
+        }
+        let prompt = file.agent.prompt.unwrap_or_default();
+        let promise = file.agent.completion_promise.unwrap_or_else(|| DEFAULT_PROMISE.to_string());
+        if promise.trim().is_empty() {
+            return Err(invalid("[agent] completion_promise must not be empty".into()));
+        }
+        let commands = file.checks.commands.unwrap_or_default();
+        if let Some(i) = commands.iter().position(|c| c.trim().is_empty()) {
+            return Err(invalid(format!("[checks] commands[{i}] is empty")));
+        }
+        let max_attempts = file.budget.max_attempts.unwrap_or(defaults::MAX_ATTEMPTS);
+        if max_attempts == 0 {
+            return Err(invalid("[budget] max_attempts must be at least 1".into()));
+        }
+        let max_consecutive_failures =
+            file.budget.max_consecutive_failures.unwrap_or(defaults::MAX_CONSECUTIVE_FAILURES);
+        if max_consecutive_failures == 0 {
+            return Err(invalid("[budget] max_consecutive_failures must be at least 1".into()));
+        }
+        let nonzero = |d: Option<HumanDuration>, default: Duration, key: &str| {
+            let d = d.map(|h| h.0).unwrap_or(default);
+            if d.is_zero() { Err(invalid(format!("{key} must be longer than zero"))) } else { Ok(d) }
+        };
+        Ok(Config {
+            path: path.to_path_buf(),
+            agent: AgentConfig {
+                command,
+                prompt,
+                timeout: nonzero(file.agent.timeout, defaults::AGENT_TIMEOUT, "[agent] timeout")?,
+                idle_timeout: nonzero(
+                    file.agent.idle_timeout,
+                    defaults::IDLE_TIMEOUT,
+                    "[agent] idle_timeout",
+                )?,
+                kill_grace: file.agent.kill_grace.map(|h| h.0).unwrap_or(defaults::KILL_GRACE),
+                pty: file.agent.pty.unwrap_or(false),
+                completion_promise: promise,
+                env: file.agent.env,
+            },
+            checks: ChecksConfig {
+                commands,
+                timeout: nonzero(file.checks.timeout, defaults::CHECKS_TIMEOUT, "[checks] timeout")?,
+            },
+            budget: BudgetConfig {
+                max_iterations: file.budget.max_iterations.unwrap_or(defaults::MAX_ITERATIONS),
+                max_duration: file.budget.max_duration.map(|h| h.0),
+                max_attempts,
+                max_consecutive_failures,
+            },
+            branch: file.git.branch.filter(|b| !b.trim().is_empty()),
+            template: file.prompt.template,
+        })
+    }
+}
+
+/// 1-based line and column of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("ralph.toml"), text)
+    }
+
+    #[test]
+    fn contract_keys_parse_with_their_units() {
+        let c = parse(
+            r#"
+[agent]
+command = ["my-agent", "--flag"]
+prompt = "file"
+timeout = "30m"
+idle_timeout = "10m"
+
+[checks]
+commands = ["cargo test"]
+timeout = "20m"
+
+[budget]
+max_iterations = 50
+max_duration = "8h"
+max_attempts = 3
+max_consecutive_failures = 5
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.agent.command, vec!["my-agent", "--flag"]);
+        assert_eq!(c.agent.prompt, PromptMode::File);
+        assert_eq!(c.agent.timeout, Duration::from_secs(1800));
+        assert_eq!(c.agent.idle_timeout, Duration::from_secs(600));
+        assert_eq!(c.checks.timeout, Duration::from_secs(1200));
+        assert_eq!(c.budget.max_iterations, 50);
+        assert_eq!(c.budget.max_duration, Some(Duration::from_secs(8 * 3600)));
+        assert_eq!(c.agent.completion_promise, DEFAULT_PROMISE);
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let err = parse("[agent]\ncommand = [\"a\"]\ntimeout = \"soon\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("ralph.toml:3:"), "{msg}");
+        assert!(msg.contains("invalid duration"), "{msg}");
+
+        let err = parse("[agent]\ncommand = [\"a\"]\ncommnd = 1\n").unwrap_err().to_string();
+        assert!(err.starts_with("ralph.toml:3:"), "{err}");
+        assert!(err.contains("unknown field"), "{err}");
+
+        let err = parse("[agent\n").unwrap_err().to_string();
+        assert!(err.starts_with("ralph.toml:1:"), "{err}");
+    }
+
+    #[test]
+    fn missing_command_is_invalid() {
+        let err = parse("[checks]\ncommands = []\n").unwrap_err().to_string();
+        assert!(err.contains("[agent] command"), "{err}");
+    }
+
+    #[test]
+    fn durations_accept_bare_seconds() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("tomorrow").is_err());
+    }
+}

@@ -1,0 +1,95 @@
+//! The top-level error every command returns: a message, optional hints, and the exit code it
+//! maps to. Subsystem errors convert into it, and their kind picks the code (after jj's
+//! `CommandError`).
+
+use crate::exit_code;
+use std::fmt;
+
+/// An error that ends a `ralph` command.
+#[derive(Debug)]
+pub struct CliError {
+    /// The exit code, from [`crate::exit_code`].
+    pub code: u8,
+    /// One line that reads well after "error: ".
+    pub message: String,
+    /// Follow-up lines that tell the user what to do.
+    pub hints: Vec<String>,
+}
+
+impl CliError {
+    /// A usage or configuration error (exit 2).
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self { code: exit_code::USAGE, message: message.into(), hints: Vec::new() }
+    }
+
+    /// A runtime failure (exit 1).
+    pub fn failure(message: impl Into<String>) -> Self {
+        Self { code: exit_code::FAILURE, message: message.into(), hints: Vec::new() }
+    }
+
+    /// Adds a hint line.
+    #[must_use]
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hints.push(hint.into());
+        self
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.message)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+/// Formats an error and its `source()` chain as "a: b: c".
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let s = e.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = e.source();
+    }
+    out
+}
+
+impl From<crate::config::ConfigError> for CliError {
+    fn from(e: crate::config::ConfigError) -> Self {
+        CliError::usage(chain(&e))
+    }
+}
+
+impl From<crate::backlog::BacklogError> for CliError {
+    fn from(e: crate::backlog::BacklogError) -> Self {
+        CliError::usage(chain(&e))
+    }
+}
+
+impl From<crate::prompt::PromptError> for CliError {
+    fn from(e: crate::prompt::PromptError) -> Self {
+        CliError::usage(chain(&e))
+    }
+}
+
+impl From<crate::git::GitError> for CliError {
+    fn from(e: crate::git::GitError) -> Self {
+        CliError::failure(format!("git failed: {}", chain(&e)))
+    }
+}
+
+impl From<crate::state::StateError> for CliError {
+    fn from(e: crate::state::StateError) -> Self {
+        CliError::failure(chain(&e))
+    }
+}
+
+impl From<crate::process::SpawnError> for CliError {
+    fn from(e: crate::process::SpawnError) -> Self {
+        CliError::failure(chain(&e))
+    }
+}

@@ -1,0 +1,231 @@
+//! Every git operation ralph performs, by shelling out to the `git` CLI.
+//!
+//! The CLI, not libgit2, because a commit made for the user must behave as `git commit` does:
+//! their pre-commit and commit-msg hooks run, `core.hooksPath` and `commit.gpgsign` are honoured
+//! (libgit2 runs no hooks: libgit2/libgit2#964). Invariants: ralph never pushes, never touches a
+//! branch other than the one it works on, and never stages `.ralph/`.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// Pathspec that keeps ralph's own folder out of every `git add`, even if the user's ignore
+/// rules were edited.
+const EXCLUDE_RALPH: &str = ":(exclude).ralph";
+
+/// A git command that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("`git` could not be started (is git installed?)")]
+    Spawn(#[source] std::io::Error),
+    #[error("`git {command}` exited with {status}: {stderr}")]
+    Failed { command: String, status: String, stderr: String },
+    #[error("{0} is not inside a git repository")]
+    NotARepo(PathBuf),
+}
+
+fn git(root: &Path) -> Command {
+    let mut cmd = Command::new("git");
+    cmd.current_dir(root).env("LC_ALL", "C").env("GIT_TERMINAL_PROMPT", "0").stdin(Stdio::null());
+    cmd
+}
+
+fn run<I, S>(root: &Path, args: I) -> Result<Output, GitError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
+    let out = git(root).args(&args).output().map_err(GitError::Spawn)?;
+    if out.status.success() { Ok(out) } else { Err(failed(&args, &out)) }
+}
+
+fn failed(args: &[std::ffi::OsString], out: &Output) -> GitError {
+    let command = args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ");
+    let mut stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    if stderr.is_empty() {
+        stderr = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    }
+    GitError::Failed { command, status: out.status.to_string(), stderr }
+}
+
+fn stdout(out: Output) -> String {
+    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+}
+
+/// The repository's top folder for `dir`.
+pub fn toplevel(dir: &Path) -> Result<PathBuf, GitError> {
+    let out = git(dir).args(["rev-parse", "--show-toplevel"]).output().map_err(GitError::Spawn)?;
+    if !out.status.success() {
+        return Err(GitError::NotARepo(dir.to_path_buf()));
+    }
+    Ok(PathBuf::from(stdout(out)))
+}
+
+/// The commit HEAD points to, or `None` in a repository with no commits yet.
+pub fn head(root: &Path) -> Result<Option<String>, GitError> {
+    let out = git(root).args(["rev-parse", "--verify", "-q", "HEAD"]).output().map_err(GitError::Spawn)?;
+    Ok(out.status.success().then(|| stdout(out)))
+}
+
+/// The checked-out branch, or `None` on a detached HEAD.
+pub fn current_branch(root: &Path) -> Result<Option<String>, GitError> {
+    let out = git(root).args(["symbolic-ref", "-q", "--short", "HEAD"]).output().map_err(GitError::Spawn)?;
+    Ok(out.status.success().then(|| stdout(out)))
+}
+
+/// Uncommitted changes (`git status --porcelain` lines), ignored files excluded.
+pub fn dirty_entries(root: &Path) -> Result<Vec<String>, GitError> {
+    let out = run(root, ["status", "--porcelain", "--untracked-files=all"])?;
+    Ok(stdout(out)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .filter(|l| !l[3.min(l.len())..].starts_with(".ralph/"))
+        .map(str::to_string)
+        .collect())
+}
+
+/// Stages every change in the working tree, except `.ralph/`.
+pub fn add_all(root: &Path) -> Result<(), GitError> {
+    run(root, ["add", "-A", "--", ".", EXCLUDE_RALPH]).map(drop)
+}
+
+/// Stages one path.
+pub fn add_path(root: &Path, path: &Path) -> Result<(), GitError> {
+    run(root, [OsStr::new("add"), OsStr::new("--"), path.as_os_str()]).map(drop)
+}
+
+/// Files whose staged content differs from `base`.
+pub fn staged_files(root: &Path, base: &str) -> Result<Vec<String>, GitError> {
+    let out = run(root, ["diff", "--cached", "--name-only", "-z", base])?;
+    Ok(out
+        .stdout
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect())
+}
+
+/// The staged changes against `base` as a binary-safe patch.
+pub fn staged_patch(root: &Path, base: &str) -> Result<Vec<u8>, GitError> {
+    Ok(run(root, ["diff", "--cached", "--binary", base])?.stdout)
+}
+
+/// Puts index and working tree back to `rev` and removes untracked files. Ignored files,
+/// `.ralph/` among them, are left alone.
+pub fn restore(root: &Path, rev: &str) -> Result<(), GitError> {
+    run(root, ["reset", "--hard", "-q", rev])?;
+    run(root, ["clean", "-fdq", "-e", ".ralph"]).map(drop)
+}
+
+/// Moves the branch to `rev`, keeping index and working tree (folds commits the agent made
+/// itself into ralph's one commit).
+pub fn reset_soft(root: &Path, rev: &str) -> Result<(), GitError> {
+    run(root, ["reset", "--soft", "-q", rev]).map(drop)
+}
+
+/// The result of `git commit`: hooks may refuse it.
+#[derive(Debug)]
+pub enum CommitResult {
+    Committed(String),
+    /// git (usually a hook) refused; its combined output.
+    Refused(String),
+}
+
+/// Commits what is staged with `message`, as `git commit` does for the user: hooks run and
+/// signing follows their configuration.
+pub fn commit(root: &Path, message: &str, message_file: &Path) -> Result<CommitResult, GitError> {
+    std::fs::write(message_file, message).map_err(GitError::Spawn)?;
+    let out = git(root)
+        .args([OsStr::new("commit"), OsStr::new("-q"), OsStr::new("-F"), message_file.as_os_str()])
+        .output()
+        .map_err(GitError::Spawn)?;
+    let _ = std::fs::remove_file(message_file);
+    if !out.status.success() {
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        return Ok(CommitResult::Refused(text));
+    }
+    match head(root)? {
+        Some(sha) => Ok(CommitResult::Committed(sha)),
+        None => Ok(CommitResult::Refused("git commit left no HEAD".into())),
+    }
+}
+
+/// Checks out `branch`, creating it at HEAD when it does not exist.
+pub fn checkout_branch(root: &Path, branch: &str) -> Result<(), GitError> {
+    let exists = git(root)
+        .args(["rev-parse", "--verify", "-q", &format!("refs/heads/{branch}")])
+        .output()
+        .map_err(GitError::Spawn)?
+        .status
+        .success();
+    if exists {
+        run(root, ["checkout", "-q", branch]).map(drop)
+    } else {
+        run(root, ["checkout", "-q", "-b", branch]).map(drop)
+    }
+}
+
+/// Whether a branch name is valid.
+pub fn valid_branch_name(root: &Path, branch: &str) -> bool {
+    git(root)
+        .args(["check-ref-format", "--branch", branch])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Initialises a repository (used by `ralph demo`).
+pub fn init(root: &Path) -> Result<(), GitError> {
+    run(root, ["init", "-q"]).map(drop)
+}
+
+/// Reads a config value, if set.
+pub fn config_get(root: &Path, key: &str) -> Option<String> {
+    let out = git(root).args(["config", "--get", key]).output().ok()?;
+    out.status.success().then(|| stdout(out)).filter(|s| !s.is_empty())
+}
+
+/// Sets a repository-local config value.
+pub fn config_set(root: &Path, key: &str, value: &str) -> Result<(), GitError> {
+    run(root, ["config", key, value]).map(drop)
+}
+
+/// Records the whole working tree (tracked and untracked, ignored files and `.ralph/` left
+/// out) as a tree object, without touching the real index. Used with `--allow-dirty`, so a
+/// revert puts the user's uncommitted changes back instead of losing them.
+pub fn snapshot(root: &Path, tmp_index: &Path) -> Result<String, GitError> {
+    let index = stdout(run(root, ["rev-parse", "--git-path", "index"])?);
+    let index = root.join(index);
+    if index.exists() {
+        std::fs::copy(&index, tmp_index).map_err(GitError::Spawn)?;
+    }
+    let with_index = |args: &[&str]| -> Result<Output, GitError> {
+        let out = git(root).env("GIT_INDEX_FILE", tmp_index).args(args).output().map_err(GitError::Spawn)?;
+        if out.status.success() {
+            Ok(out)
+        } else {
+            let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+            Err(failed(&args, &out))
+        }
+    };
+    let result = with_index(&["add", "-A", "--", ".", EXCLUDE_RALPH])
+        .and_then(|_| with_index(&["write-tree"]))
+        .map(stdout);
+    let _ = std::fs::remove_file(tmp_index);
+    result
+}
+
+/// Puts the working tree back to a [`snapshot`] taken on top of `head`. The index ends equal to
+/// `head`: changes the user had staged come back unstaged.
+pub fn restore_snapshot(root: &Path, head: &str, tree: &str) -> Result<(), GitError> {
+    restore(root, head)?;
+    run(root, ["checkout", tree, "--", "."])?;
+    run(root, ["reset", "-q"]).map(drop)
+}
+
+/// Puts one path back to its content at HEAD.
+pub fn checkout_path(root: &Path, path: &Path) -> Result<(), GitError> {
+    run(root, [OsStr::new("checkout"), OsStr::new("HEAD"), OsStr::new("--"), path.as_os_str()]).map(drop)
+}

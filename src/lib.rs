@@ -1,0 +1,60 @@
+//! ralph: runs a coding agent in a loop over a backlog of specs, one fresh agent process per
+//! iteration, and commits only what the project's own checks pass.
+//!
+//! Subsystems: [`backlog`] (specs and task selection), [`prompt`] (the template), [`agent`]
+//! (command line, output scanning, the scripted agent), [`process`] (spawning, timeouts,
+//! process groups), [`checks`], [`git`], [`learnings`], [`budget`], [`state`] (persisted state,
+//! lock, atomic writes), [`logs`] (on-disk layout), [`record`] (the iteration record),
+//! [`runner`] (the loop), [`reporter`] (what the user sees), [`commands`] (the other
+//! subcommands).
+
+pub mod agent;
+pub mod backlog;
+pub mod budget;
+pub mod checks;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod exit_code;
+pub mod git;
+pub mod learnings;
+pub mod logs;
+pub mod process;
+pub mod prompt;
+pub mod record;
+pub mod reporter;
+pub mod runner;
+pub mod secrets;
+pub mod signal;
+pub mod state;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+/// The whole program: parses the command line, runs the command, prints errors with their
+/// hints, and returns the documented exit code.
+pub fn main() -> ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit_code::USAGE } else { exit_code::OK });
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("RALPH_LOG"))
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+    match commands::dispatch(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            for h in &e.hints {
+                eprintln!("hint: {h}");
+            }
+            ExitCode::from(e.code)
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! Child processes: the agent and the checks. One API over two backends, pipes
+//! ([`pipe`]) and a pseudo-terminal ([`pty`]), and one supervisor that enforces the wall-clock
+//! and idle timeouts.
+//!
+//! Invariants: every child leads its own process group and gets stdin from `/dev/null` unless
+//! ralph writes to it; a child is never left running when its supervisor returns (or is
+//! dropped); stopping is SIGTERM to the group, a grace period while output is still drained,
+//! then SIGKILL to the group; after the leader exits, the rest of its group is killed and the
+//! pipes are drained with a bound, so a grandchild holding stdout open cannot hang ralph.
+
+pub mod group;
+mod pipe;
+mod pty;
+
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How long to keep reading output after the process group is gone. Pipes held by an escaped
+/// grandchild are abandoned after this (codex uses 2 s for the same purpose).
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Size of one read from a child's output.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// Chunks in flight between the readers and the supervisor; bounds ralph's memory under a
+/// flood of output (the child blocks on a full pipe instead).
+const CHANNEL_CHUNKS: usize = 16;
+
+/// Why a child could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("cannot start `{program}`")]
+    Io {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start `{program}` under a pseudo-terminal: {message}")]
+    Pty { program: String, message: String },
+}
+
+/// Which output stream a chunk came from. A PTY merges both into `Stdout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// A piece of a child's output, as it arrived.
+#[derive(Debug)]
+pub struct Chunk {
+    pub stream: Stream,
+    pub data: Vec<u8>,
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct SpawnRequest {
+    pub program: String,
+    pub args: Vec<String>,
+    pub cwd: PathBuf,
+    /// Added to (or replacing in) the inherited environment.
+    pub env: Vec<(String, String)>,
+    /// Removed from the inherited environment.
+    pub env_remove: Vec<String>,
+    /// Written to stdin, which is then closed; `None` means stdin is `/dev/null`.
+    pub stdin: Option<Vec<u8>>,
+    /// Run under a pseudo-terminal.
+    pub pty: bool,
+}
+
+/// A started child: its group id, its output, and its exit.
+pub struct Spawned {
+    /// The child's pid, which is also its process group id.
+    pub pgid: u32,
+    output: mpsc::Receiver<Chunk>,
+    exit: oneshot::Receiver<Option<i32>>,
+    guard: group::GroupGuard,
+    /// Resources the backend keeps alive until the child is done (the PTY master).
+    _keep: Option<Box<dyn Send>>,
+}
+
+/// Starts a child in its own process group.
+pub fn spawn(req: &SpawnRequest) -> Result<Spawned, SpawnError> {
+    if req.pty { pty::spawn(req) } else { pipe::spawn(req) }
+}
+
+/// Limits the supervisor enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Wall clock from start.
+    pub timeout: Duration,
+    /// No output for this long.
+    pub idle_timeout: Option<Duration>,
+    /// Between SIGTERM and SIGKILL.
+    pub grace: Duration,
+}
+
+/// Why the child stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// It exited by itself.
+    Exited,
+    /// The wall-clock limit was reached.
+    Timeout,
+    /// No output for the idle limit.
+    IdleTimeout,
+    /// ralph was asked to stop (Ctrl-C, SIGTERM, SIGHUP).
+    Cancelled,
+}
+
+/// How a supervised child ended.
+#[derive(Debug, Clone, Copy)]
+pub struct Finished {
+    pub ending: Ending,
+    /// The exit code; `None` when a signal ended it.
+    pub exit_code: Option<i32>,
+    /// Output was still open after the group was killed and the drain bound passed.
+    pub output_leaked: bool,
+}
+
+/// Supervises `child` until it ends, feeding each output chunk to `on_output` as it arrives.
+/// `cancel` stops it gracefully; `force` (a second Ctrl-C) skips the grace period.
+pub async fn supervise(
+    mut child: Spawned,
+    limits: Limits,
+    cancel: &CancellationToken,
+    force: &CancellationToken,
+    mut on_output: impl FnMut(&Chunk),
+) -> Finished {
+    let start = Instant::now();
+    let deadline = start + limits.timeout;
+    let idle = limits.idle_timeout;
+    let mut idle_deadline = idle.map(|d| start + d);
+    let mut output_open = true;
+    let far = start + Duration::from_secs(100 * 365 * 24 * 3600);
+
+    let (ending, exit_code) = loop {
+        tokio::select! {
+            biased;
+            code = &mut child.exit => break (Ending::Exited, code.ok().flatten()),
+            chunk = child.output.recv(), if output_open => match chunk {
+                Some(c) => {
+                    on_output(&c);
+                    if let Some(d) = idle { idle_deadline = Some(Instant::now() + d); }
+                }
+                None => output_open = false,
+            },
+            _ = cancel.cancelled() => break (Ending::Cancelled, None),
+            _ = tokio::time::sleep_until(deadline) => break (Ending::Timeout, None),
+            _ = tokio::time::sleep_until(idle_deadline.unwrap_or(far)) => break (Ending::IdleTimeout, None),
+        }
+    };
+
+    let exit_code = if ending == Ending::Exited {
+        exit_code
+    } else {
+        stop(&mut child, limits.grace, force, &mut on_output, &mut output_open).await
+    };
+    // Whatever the leader did, nothing of its group outlives the iteration.
+    group::kill(child.pgid);
+    let output_leaked = drain(&mut child, &mut on_output, output_open).await;
+    child.guard.disarm();
+    Finished { ending, exit_code, output_leaked }
+}
+
+/// SIGTERM, the grace period (output still read), SIGKILL; returns the exit code if any.
+async fn stop(
+    child: &mut Spawned,
+    grace: Duration,
+    force: &CancellationToken,
+    on_output: &mut impl FnMut(&Chunk),
+    output_open: &mut bool,
+) -> Option<i32> {
+    group::terminate(child.pgid);
+    let grace_end = Instant::now() + grace;
+    loop {
+        tokio::select! {
+            biased;
+            code = &mut child.exit => return code.ok().flatten(),
+            chunk = child.output.recv(), if *output_open => match chunk {
+                Some(c) => on_output(&c),
+                None => *output_open = false,
+            },
+            _ = force.cancelled() => break,
+            _ = tokio::time::sleep_until(grace_end) => break,
+        }
+    }
+    group::kill(child.pgid);
+    (&mut child.exit).await.ok().flatten()
+}
+
+/// Reads what is left in the pipes, for at most [`DRAIN_TIMEOUT`]. Returns whether the output
+/// was still open when the bound passed.
+async fn drain(child: &mut Spawned, on_output: &mut impl FnMut(&Chunk), open: bool) -> bool {
+    if !open {
+        return false;
+    }
+    let end = Instant::now() + DRAIN_TIMEOUT;
+    loop {
+        tokio::select! {
+            chunk = child.output.recv() => match chunk {
+                Some(c) => on_output(&c),
+                None => return false,
+            },
+            _ = tokio::time::sleep_until(end) => return true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> SpawnRequest {
+        SpawnRequest {
+            program: "sh".into(),
+            args: vec!["-c".into(), script.into()],
+            cwd: std::env::temp_dir(),
+            env: vec![],
+            env_remove: vec![],
+            stdin: None,
+            pty: false,
+        }
+    }
+
+    fn limits(timeout_ms: u64, idle_ms: Option<u64>) -> Limits {
+        Limits {
+            timeout: Duration::from_millis(timeout_ms),
+            idle_timeout: idle_ms.map(Duration::from_millis),
+            grace: Duration::from_millis(300),
+        }
+    }
+
+    async fn run(req: SpawnRequest, l: Limits) -> (Finished, String) {
+        let child = spawn(&req).unwrap();
+        let mut out = Vec::new();
+        let t = CancellationToken::new();
+        let f = supervise(child, l, &t, &t, |c| out.extend_from_slice(&c.data)).await;
+        (f, String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// Whether `pid` runs; a zombie (killed, not yet reaped by init) counts as gone.
+    fn alive(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+            .unwrap_or(false)
+    }
+
+    #[tokio::test]
+    async fn exit_code_and_output_are_reported() {
+        let (f, out) = run(sh("echo hi; echo err >&2; exit 3"), limits(10_000, None)).await;
+        assert_eq!(f.ending, Ending::Exited);
+        assert_eq!(f.exit_code, Some(3));
+        assert!(out.contains("hi") && out.contains("err"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn stdin_is_dev_null_unless_given() {
+        let (_, out) = run(sh("cat; echo end"), limits(10_000, None)).await;
+        assert_eq!(out.trim(), "end");
+        let mut req = sh("cat");
+        req.stdin = Some(b"the prompt".to_vec());
+        let (_, out) = run(req, limits(10_000, None)).await;
+        assert_eq!(out, "the prompt");
+    }
+
+    #[tokio::test]
+    async fn idle_timeout_kills_the_group_including_grandchildren() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("gc.pid");
+        let script = format!(
+            "sh -c 'trap \"\" TERM; echo $$ > {}; exec sleep 1000' & echo started; sleep 1000",
+            pidfile.display()
+        );
+        let (f, out) = run(sh(&script), limits(60_000, Some(500))).await;
+        assert_eq!(f.ending, Ending::IdleTimeout);
+        assert!(out.contains("started"));
+        let gc: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        // The grandchild ignored SIGTERM; SIGKILL to the group must still have reached it.
+        let mut gone = false;
+        for _ in 0..50 {
+            if !alive(gc) {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(gone, "grandchild {gc} survived");
+    }
+
+    #[tokio::test]
+    async fn wall_clock_timeout_applies_despite_output() {
+        let (f, _) = run(sh("while true; do echo tick; sleep 0.05; done"), limits(400, Some(5_000))).await;
+        assert_eq!(f.ending, Ending::Timeout);
+    }
+
+    #[tokio::test]
+    async fn a_grandchild_holding_stdout_does_not_hang_the_supervisor() {
+        let started = std::time::Instant::now();
+        let (f, out) = run(sh("setsid sleep 30 & sleep 0.3; echo done"), limits(60_000, None)).await;
+        assert_eq!(f.ending, Ending::Exited);
+        assert_eq!(f.exit_code, Some(0));
+        assert!(out.contains("done"));
+        assert!(f.output_leaked, "{f:?} after {:?}", started.elapsed());
+        assert!(started.elapsed() < Duration::from_secs(20));
+    }
+
+    #[tokio::test]
+    async fn cancel_stops_the_child() {
+        let child = spawn(&sh("sleep 1000")).unwrap();
+        let cancel = CancellationToken::new();
+        let c2 = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            c2.cancel();
+        });
+        let force = CancellationToken::new();
+        let f = supervise(child, limits(60_000, None), &cancel, &force, |_| {}).await;
+        assert_eq!(f.ending, Ending::Cancelled);
+        assert_eq!(f.exit_code, None);
+    }
+
+    #[tokio::test]
+    async fn pty_mode_gives_the_child_a_terminal() {
+        let mut req = sh("test -t 1 && echo tty || echo notty");
+        req.pty = true;
+        let (f, out) = run(req, limits(10_000, None)).await;
+        assert_eq!(f.exit_code, Some(0));
+        assert!(out.contains("tty") && !out.contains("notty"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn missing_program_is_a_spawn_error() {
+        let mut req = sh("");
+        req.program = "/nonexistent/agent".into();
+        assert!(matches!(spawn(&req), Err(SpawnError::Io { .. })));
+    }
+}

@@ -1,0 +1,62 @@
+//! The pipe backend: stdout and stderr as separate pipes, read as they arrive.
+
+use super::{CHANNEL_CHUNKS, CHUNK_BYTES, Chunk, SpawnError, SpawnRequest, Spawned, Stream, group};
+use std::process::Stdio;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+pub(super) fn spawn(req: &SpawnRequest) -> Result<Spawned, SpawnError> {
+    let mut cmd = tokio::process::Command::new(&req.program);
+    cmd.args(&req.args)
+        .current_dir(&req.cwd)
+        .process_group(0)
+        .kill_on_drop(true)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Agents read a non-terminal stdin to EOF or wait on it; /dev/null ends that at once.
+        .stdin(if req.stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    for key in &req.env_remove {
+        cmd.env_remove(key);
+    }
+    for (k, v) in &req.env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().map_err(|source| SpawnError::Io { program: req.program.clone(), source })?;
+    let pgid = child.id().unwrap_or(0);
+    let guard = group::GroupGuard::new(pgid);
+
+    let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(read_into(out, Stream::Stdout, tx.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(read_into(err, Stream::Stderr, tx));
+    }
+    if let (Some(mut stdin), Some(bytes)) = (child.stdin.take(), req.stdin.clone()) {
+        tokio::spawn(async move {
+            // A child that exits without reading its stdin breaks the pipe: not our error.
+            let _ = stdin.write_all(&bytes).await;
+            let _ = stdin.shutdown().await;
+        });
+    }
+    let (exit_tx, exit_rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let code = child.wait().await.ok().and_then(|s| s.code());
+        let _ = exit_tx.send(code);
+    });
+    Ok(Spawned { pgid, output: rx, exit: exit_rx, guard, _keep: None })
+}
+
+async fn read_into(mut reader: impl AsyncRead + Unpin, stream: Stream, tx: mpsc::Sender<Chunk>) {
+    let mut buf = vec![0u8; CHUNK_BYTES];
+    loop {
+        match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if tx.send(Chunk { stream, data: buf[..n].to_vec() }).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

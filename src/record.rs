@@ -1,0 +1,106 @@
+//! The iteration record: one JSON line per iteration in `runs/<id>/iterations.jsonl`.
+//! The schema is a contract (documented in the README); fields are only ever added.
+
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::Path;
+
+/// How an iteration ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Checks green and the promise given: committed, task done.
+    Done,
+    /// Checks green, no promise: progress committed, the task continues.
+    Progress,
+    /// A check (or a commit hook) failed: reverted.
+    ChecksFailed,
+    /// The agent exited non-zero or could not start: reverted.
+    AgentFailed,
+    /// The wall-clock limit: reverted.
+    Timeout,
+    /// No output for the idle limit: reverted.
+    IdleTimeout,
+    /// Ctrl-C or a termination signal: reverted.
+    Interrupted,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Done => "done",
+            Outcome::Progress => "progress",
+            Outcome::ChecksFailed => "checks_failed",
+            Outcome::AgentFailed => "agent_failed",
+            Outcome::Timeout => "timeout",
+            Outcome::IdleTimeout => "idle_timeout",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+
+    /// Green outcomes keep the work.
+    pub fn is_green(self) -> bool {
+        matches!(self, Outcome::Done | Outcome::Progress)
+    }
+
+    /// Outcomes that use up one of the task's attempts.
+    pub fn counts_as_attempt(self) -> bool {
+        !self.is_green() && self != Outcome::Interrupted
+    }
+}
+
+/// One check command's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckRecord {
+    pub command: String,
+    /// `null` when it was killed (timeout or interrupt).
+    pub exit_code: Option<i32>,
+    pub duration_ms: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub timed_out: bool,
+}
+
+/// One line of `iterations.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IterationRecord {
+    pub run_id: String,
+    pub iteration: u32,
+    pub task: String,
+    pub started_at: String,
+    pub ended_at: String,
+    pub duration_ms: u64,
+    /// The agent's exit code; `null` when it was killed.
+    pub exit_code: Option<i32>,
+    pub outcome: Outcome,
+    pub checks: Vec<CheckRecord>,
+    pub head_before: Option<String>,
+    pub commit: Option<String>,
+    pub files_changed: Vec<String>,
+    pub learnings_added: Vec<String>,
+    /// Whether the agent printed the completion promise.
+    pub promise: bool,
+    /// What failed, as shown to the next iteration.
+    pub failure: Option<String>,
+    /// The agent's `<progress>` note.
+    pub progress: Option<String>,
+    /// Set when this iteration used the task's last attempt.
+    pub blocked: bool,
+    /// The agent's output stayed open past the drain bound (an escaped grandchild).
+    pub output_leaked: bool,
+}
+
+/// Appends one record as one line.
+pub fn append(path: &Path, record: &IterationRecord) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(record).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    // One write call per line, so a reader never sees half a record.
+    f.write_all(&line)?;
+    f.sync_data()
+}
+
+/// Reads all records of a run; a torn last line (a crash mid-write) is skipped.
+pub fn read_all(path: &Path) -> Vec<IterationRecord> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
+    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}

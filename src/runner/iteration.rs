@@ -1,0 +1,398 @@
+//! One iteration, start to end: render and save the prompt, run the agent, run the checks,
+//! then commit (green) or save the diff and revert (red), keep the learnings either way,
+//! update the task's state and append the record.
+//!
+//! Invariants: when this returns, the working tree is either committed or back at
+//! `head_before` (with `--allow-dirty`: back at the snapshot taken at the start); `.ralph/`
+//! is never staged or reverted; the record is appended last, after every change is durable.
+
+use crate::agent::{self, IterationEnv, scan::Scanner};
+use crate::backlog::{Backlog, Spec, Status, spec};
+use crate::checks;
+use crate::config::Config;
+use crate::error::CliError;
+use crate::git::{self, CommitResult};
+use crate::learnings;
+use crate::logs;
+use crate::process::{self, Ending, Limits};
+use crate::prompt::{self, Template};
+use crate::record::{self, IterationRecord, Outcome};
+use crate::reporter::Reporter;
+use crate::secrets::{Secrets, StreamMasker};
+use crate::signal::Stop;
+use crate::state::{self, LastIteration, RALPH_DIR, State};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Lines of the agent's output shown to the next iteration when the agent failed.
+const AGENT_TAIL_LINES: usize = 40;
+
+/// Everything one iteration needs.
+pub(crate) struct Iteration<'a> {
+    pub root: &'a Path,
+    pub cfg: &'a Config,
+    pub template: &'a Template,
+    pub backlog: &'a Backlog,
+    pub task: &'a Spec,
+    pub run_id: &'a str,
+    pub run_dir: &'a Path,
+    pub number: u32,
+    pub secrets: &'a Secrets,
+    pub stop: &'a Stop,
+    /// What is left of the run's time budget: caps the agent's wall clock.
+    pub time_left: Option<Duration>,
+    pub allow_dirty: bool,
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> CliError {
+    CliError::failure(format!("cannot {what} {}: {e}", path.display()))
+}
+
+/// Runs one iteration and returns its record (already appended to `iterations.jsonl`).
+pub(crate) async fn run(
+    it: Iteration<'_>,
+    state: &mut State,
+    reporter: &mut dyn Reporter,
+) -> Result<IterationRecord, CliError> {
+    let root = it.root;
+    let task = it.task;
+    let started_at = logs::now_rfc3339();
+    let t0 = Instant::now();
+    let dir = logs::iter_dir(it.run_dir, it.number);
+    std::fs::create_dir_all(&dir).map_err(|e| io_err("create", &dir, e))?;
+    let ralph_dir = root.join(RALPH_DIR);
+
+    let ts = state.task(&task.id);
+    let attempt = ts.attempts + 1;
+    let prompt_text = it.secrets.mask(&it.template.render(&prompt_context(&it, &ts, attempt))?);
+    let prompt_path = dir.join("prompt.md");
+    state::atomic_write(&prompt_path, prompt_text.as_bytes())?;
+    reporter.iteration_started(it.number, &task.id, &task.title, attempt);
+
+    let head_before = git::head(root)?.ok_or_else(|| CliError::failure("HEAD disappeared during the run"))?;
+    let snapshot = if it.allow_dirty && !git::dirty_entries(root)?.is_empty() {
+        Some(git::snapshot(root, &ralph_dir.join("snapshot-index"))?)
+    } else {
+        None
+    };
+
+    // The agent.
+    let env = IterationEnv {
+        run_id: it.run_id.to_string(),
+        iteration: it.number,
+        task: task.id.clone(),
+        task_iteration: ts.iterations + 1,
+        iter_dir: dir.clone(),
+    };
+    let req = agent::request(&it.cfg.agent, root, &prompt_text, &prompt_path, &env);
+    let log_path = dir.join("agent.log");
+    let mut log = std::fs::File::create(&log_path).map_err(|e| io_err("create", &log_path, e))?;
+    let mut masker = StreamMasker::new(it.secrets.clone());
+    let mut scanner = Scanner::new(&prompt_text, &it.cfg.agent.completion_promise);
+    let budget_cuts = it.time_left.is_some_and(|t| t < it.cfg.agent.timeout);
+    let timeout = it.time_left.map_or(it.cfg.agent.timeout, |t| t.min(it.cfg.agent.timeout));
+    let limits =
+        Limits { timeout, idle_timeout: Some(it.cfg.agent.idle_timeout), grace: it.cfg.agent.kill_grace };
+    let mut write_err = None;
+    let finished = match process::spawn(&req) {
+        Ok(child) => Ok(process::supervise(child, limits, &it.stop.cancel, &it.stop.force, |c| {
+            if let Err(e) = log.write_all(&masker.push(&c.data)) {
+                write_err.get_or_insert(e);
+            }
+            if c.stream == process::Stream::Stdout {
+                scanner.feed(&c.data);
+            }
+        })
+        .await),
+        Err(e) => {
+            let _ = writeln!(log, "ralph: {}", crate::error::chain(&e));
+            Err(e)
+        }
+    };
+    let tail = masker.finish();
+    log.write_all(&tail).and_then(|()| log.flush()).map_err(|e| io_err("write", &log_path, e))?;
+    if let Some(e) = write_err {
+        return Err(io_err("write", &log_path, e));
+    }
+    let findings = scanner.finish();
+    let agent_tail = it.secrets.mask(&checks::last_lines(&findings.tail, AGENT_TAIL_LINES));
+
+    // The outcome, from the agent's ending and then the checks.
+    let mut check_records = Vec::new();
+    let mut failure: Option<String> = None;
+    let mut exit_code = None;
+    let mut output_leaked = false;
+    let mut outcome = match &finished {
+        Err(e) => {
+            failure = Some(format!("the agent could not start: {}", crate::error::chain(e)));
+            Outcome::AgentFailed
+        }
+        Ok(f) => {
+            exit_code = f.exit_code;
+            output_leaked = f.output_leaked;
+            match f.ending {
+                Ending::Cancelled => Outcome::Interrupted,
+                Ending::Timeout => {
+                    let why = if budget_cuts {
+                        "the run's time budget ran out"
+                    } else {
+                        "the iteration's time limit"
+                    };
+                    failure = Some(format!(
+                        "the agent was stopped after {} ({why}); its last output:\n{agent_tail}",
+                        humantime::format_duration(timeout)
+                    ));
+                    Outcome::Timeout
+                }
+                Ending::IdleTimeout => {
+                    failure = Some(format!(
+                        "the agent printed nothing for {} and was stopped as hung; its last output:\n{agent_tail}",
+                        humantime::format_duration(it.cfg.agent.idle_timeout)
+                    ));
+                    Outcome::IdleTimeout
+                }
+                Ending::Exited if f.exit_code != Some(0) => {
+                    let code = f.exit_code.map_or("a signal".to_string(), |c| format!("code {c}"));
+                    failure = Some(format!("the agent exited with {code}; its last output:\n{agent_tail}"));
+                    Outcome::AgentFailed
+                }
+                Ending::Exited => {
+                    reporter.phase("checks");
+                    let checks_path = dir.join("checks.log");
+                    let mut clog =
+                        std::fs::File::create(&checks_path).map_err(|e| io_err("create", &checks_path, e))?;
+                    let mut cmasker = StreamMasker::new(it.secrets.clone());
+                    let r = checks::run(
+                        &it.cfg.checks,
+                        root,
+                        &mut clog,
+                        &mut cmasker,
+                        it.cfg.agent.kill_grace,
+                        &it.stop.cancel,
+                        &it.stop.force,
+                    )
+                    .await
+                    .map_err(|e| io_err("write", &checks_path, e))?;
+                    check_records = r.records;
+                    if r.interrupted {
+                        Outcome::Interrupted
+                    } else if let Some(f) = r.failure {
+                        failure = Some(f);
+                        Outcome::ChecksFailed
+                    } else if findings.promise {
+                        Outcome::Done
+                    } else {
+                        Outcome::Progress
+                    }
+                }
+            }
+        }
+    };
+
+    // Green: commit. A refusing hook turns it red.
+    let mut commit = None;
+    let mut files_changed = Vec::new();
+    let mut learnings_added = Vec::new();
+    if outcome.is_green() {
+        reporter.phase("commit");
+        if outcome == Outcome::Done {
+            set_status(root, task, Status::Done, None)?;
+        }
+        learnings_added = learnings::record(root, &task.id, &findings.learnings, it.secrets)?;
+        if git::head(root)?.as_deref() != Some(head_before.as_str()) {
+            git::reset_soft(root, &head_before)?;
+        }
+        git::add_all(root)?;
+        files_changed = git::staged_files(root, &head_before)?;
+        if !files_changed.is_empty() {
+            let message = commit_message(task, outcome, it.run_id, it.number);
+            match git::commit(root, &message, &ralph_dir.join("COMMIT_MSG"))? {
+                CommitResult::Committed(sha) => commit = Some(sha),
+                CommitResult::Refused(text) => {
+                    let text = it.secrets.mask(&text);
+                    append_to(&dir.join("checks.log"), &format!("$ git commit\n{text}\n"))?;
+                    failure = Some(format!(
+                        "`git commit` was refused (a hook failed); its output:\n{}",
+                        checks::last_lines(&text, checks::FAILURE_TAIL_LINES)
+                    ));
+                    outcome = Outcome::ChecksFailed;
+                    learnings_added.clear();
+                }
+            }
+        }
+    }
+
+    // Red: keep the diff, put the tree back, then keep the learnings.
+    if !outcome.is_green() {
+        reporter.phase("revert");
+        git::add_all(root)?;
+        files_changed = git::staged_files(root, &head_before)?;
+        if !files_changed.is_empty() {
+            let patch = git::staged_patch(root, &head_before)?;
+            let path = dir.join("rejected.patch");
+            let masked = it.secrets.mask_bytes(&patch);
+            std::fs::write(&path, masked).map_err(|e| io_err("write", &path, e))?;
+        }
+        match &snapshot {
+            Some(tree) => git::restore_snapshot(root, &head_before, tree)?,
+            None => git::restore(root, &head_before)?,
+        }
+        learnings_added = learnings::record(root, &task.id, &findings.learnings, it.secrets)?;
+        if !learnings_added.is_empty() {
+            let msg = format!(
+                "ralph({}): learnings from iteration {}\n\n{}",
+                task.id,
+                it.number,
+                trailers(task, it.run_id, it.number)
+            );
+            commit_one(root, Path::new(learnings::AGENTS_MD), &msg, &ralph_dir, reporter)?;
+        }
+    }
+    if outcome == Outcome::Interrupted {
+        failure.get_or_insert_with(|| {
+            "the iteration was interrupted (ralph was stopped) and its changes were reverted".into()
+        });
+    }
+
+    // The task's state, and blocking after the last attempt.
+    let max_attempts = it.cfg.budget.max_attempts;
+    let ts = state.task_mut(&task.id);
+    ts.iterations += 1;
+    if outcome.counts_as_attempt() {
+        ts.attempts += 1;
+    }
+    if outcome == Outcome::Done {
+        ts.attempts = 0;
+        ts.blocked_by_ralph = false;
+    }
+    ts.last = Some(LastIteration {
+        run_id: it.run_id.to_string(),
+        iteration: it.number,
+        outcome: outcome.as_str().to_string(),
+        failure: if outcome.is_green() { None } else { failure.clone() },
+        progress: findings.progress.clone(),
+    });
+    let mut blocked = false;
+    if outcome.counts_as_attempt() && ts.attempts >= max_attempts {
+        let first = failure.as_deref().and_then(|f| f.lines().next()).unwrap_or("");
+        let reason = format!("{} failed attempts; the last: {} ({first})", ts.attempts, outcome.as_str());
+        ts.blocked_by_ralph = true;
+        blocked = true;
+        set_status(root, task, Status::Blocked, Some(&reason))?;
+        let msg = format!(
+            "ralph({}): block after {} failed attempts\n\n{}",
+            task.id,
+            ts.attempts,
+            trailers(task, it.run_id, it.number)
+        );
+        commit_one(root, &task.path, &msg, &ralph_dir, reporter)?;
+    }
+    state.save(root)?;
+
+    let record = IterationRecord {
+        run_id: it.run_id.to_string(),
+        iteration: it.number,
+        task: task.id.clone(),
+        started_at,
+        ended_at: logs::now_rfc3339(),
+        duration_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
+        exit_code,
+        outcome,
+        checks: check_records,
+        head_before: Some(head_before),
+        commit,
+        files_changed,
+        learnings_added,
+        promise: findings.promise,
+        failure,
+        progress: findings.progress,
+        blocked,
+        output_leaked,
+    };
+    let records = logs::records_path(it.run_dir);
+    record::append(&records, &record).map_err(|e| io_err("write", &records, e))?;
+    reporter.iteration_ended(&record);
+    Ok(record)
+}
+
+fn prompt_context(it: &Iteration<'_>, ts: &state::TaskState, attempt: u32) -> prompt::Context {
+    let agents_md = std::fs::read_to_string(it.root.join(learnings::AGENTS_MD)).unwrap_or_default();
+    prompt::Context {
+        task: prompt::TaskContext {
+            id: it.task.id.clone(),
+            title: it.task.title.clone(),
+            path: it.task.path.to_string_lossy().into_owned(),
+            spec: it.task.body.trim().to_string(),
+        },
+        other_specs: it
+            .backlog
+            .other_paths(&it.task.id)
+            .into_iter()
+            .map(|(path, status)| prompt::OtherSpec { path, status: status.as_str().to_string() })
+            .collect(),
+        agents_md: agents_md.trim().to_string(),
+        previous: ts.last.as_ref().map(|l| prompt::Previous {
+            iteration: l.iteration,
+            outcome: l.outcome.clone(),
+            failure: l.failure.clone(),
+            progress: l.progress.clone(),
+        }),
+        attempt,
+        max_attempts: it.cfg.budget.max_attempts,
+        promise: it.cfg.agent.completion_promise.clone(),
+        checks: it.cfg.checks.commands.clone(),
+        run_id: it.run_id.to_string(),
+        iteration: it.number,
+    }
+}
+
+fn set_status(root: &Path, task: &Spec, status: Status, reason: Option<&str>) -> Result<(), CliError> {
+    let path: PathBuf = root.join(&task.path);
+    let text = std::fs::read_to_string(&path).map_err(|e| io_err("read", &path, e))?;
+    state::atomic_write(&path, spec::with_status(&text, status, reason).as_bytes())?;
+    Ok(())
+}
+
+fn append_to(path: &Path, text: &str) -> Result<(), CliError> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| io_err("write", path, e))
+}
+
+/// Commits one path on its own (learnings of a reverted iteration, a block). If a hook refuses,
+/// the path is put back so the tree stays clean, and the run goes on.
+fn commit_one(
+    root: &Path,
+    path: &Path,
+    message: &str,
+    ralph_dir: &Path,
+    reporter: &mut dyn Reporter,
+) -> Result<(), CliError> {
+    git::add_path(root, path)?;
+    if let CommitResult::Refused(text) = git::commit(root, message, &ralph_dir.join("COMMIT_MSG"))? {
+        git::checkout_path(root, path)?;
+        reporter.line(&format!(
+            "warning: git commit of {} was refused; the change is not kept: {}",
+            path.display(),
+            text.trim()
+        ));
+    }
+    Ok(())
+}
+
+fn trailers(task: &Spec, run_id: &str, iteration: u32) -> String {
+    format!("Ralph-Task: {}\nRalph-Run: {run_id}\nRalph-Iteration: {iteration}\n", task.id)
+}
+
+/// The commit message of a green iteration: names the task, ends with the trailer block.
+pub fn commit_message(task: &Spec, outcome: Outcome, run_id: &str, iteration: u32) -> String {
+    let subject = match outcome {
+        Outcome::Done => format!("ralph({}): {}", task.id, task.title),
+        _ => format!("ralph({}): progress on {}", task.id, task.title),
+    };
+    format!("{subject}\n\n{}", trailers(task, run_id, iteration))
+}

@@ -1,0 +1,285 @@
+//! `ralph run`: the loop. It validates everything before touching anything (configuration,
+//! specs, template, agent binary, git state), takes the single-instance lock, then runs one
+//! iteration at a time on the task the backlog picks, until the backlog is done, nothing is
+//! runnable, a budget runs out, or it is stopped.
+//!
+//! Exit codes are in [`crate::exit_code`]; the run's end is also written to `run.json`.
+
+mod iteration;
+
+pub use iteration::commit_message;
+
+use crate::agent;
+use crate::backlog::{Backlog, Next, Status};
+use crate::budget::Budget;
+use crate::config::{self, Config};
+use crate::error::CliError;
+use crate::exit_code;
+use crate::git;
+use crate::logs;
+use crate::prompt::Template;
+use crate::record::Outcome;
+use crate::reporter::Reporter;
+use crate::secrets::Secrets;
+use crate::signal::Stop;
+use crate::state::{self, RunLock, RunMeta, State};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// `ralph run`'s options.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub cwd: PathBuf,
+    pub max_iterations: Option<u32>,
+    pub max_duration: Option<Duration>,
+    pub allow_dirty: bool,
+}
+
+/// The repository root for `cwd`, or a usage error.
+pub fn repo_root(cwd: &Path) -> Result<PathBuf, CliError> {
+    git::toplevel(cwd).map_err(|e| match e {
+        git::GitError::NotARepo(p) => CliError::usage(format!("{} is not a git repository", p.display()))
+            .hint("ralph works in a git repository: run `git init` and commit your project first"),
+        other => other.into(),
+    })
+}
+
+/// Loads `ralph.toml`, with a hint when it is missing.
+pub fn load_config(root: &Path) -> Result<Config, CliError> {
+    match Config::load(root) {
+        Err(config::ConfigError::Read { path, source }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Err(CliError::usage(format!("{} not found", path.display()))
+                .hint("run `ralph init` to create one"))
+        }
+        other => Ok(other?),
+    }
+}
+
+/// Runs the loop; returns the exit code.
+pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> Result<u8, CliError> {
+    // Validate everything first: a bad input changes nothing.
+    let root = repo_root(&opts.cwd)?;
+    let mut cfg = load_config(&root)?;
+    if let Some(n) = opts.max_iterations {
+        cfg.budget.max_iterations = n;
+    }
+    if let Some(d) = opts.max_duration {
+        cfg.budget.max_duration = Some(d);
+    }
+    let template = Template::load(&root, cfg.template.as_deref())?;
+    Backlog::load(&root)?;
+    if agent::resolve_program(&cfg.agent, &root).is_none() {
+        return Err(CliError::usage(format!(
+            "{}: [agent] command: `{}` was not found{}",
+            config::FILE_NAME,
+            cfg.agent.command[0],
+            if cfg.agent.command[0].contains('/') { "" } else { " on PATH" }
+        ))
+        .hint("install the agent, or set [agent] command to its full path"));
+    }
+    if cfg.agent.pty && cfg.agent.prompt == config::PromptMode::Stdin {
+        return Err(CliError::usage(format!(
+            "{}: [agent] pty = true needs prompt = \"arg\" or \"file\": a terminal's input line is too short for a prompt",
+            config::FILE_NAME
+        )));
+    }
+    if let Some(branch) = &cfg.branch
+        && !git::valid_branch_name(&root, branch)
+    {
+        return Err(CliError::usage(format!(
+            "{}: [git] branch `{branch}` is not a valid branch name",
+            config::FILE_NAME
+        )));
+    }
+    if git::head(&root)?.is_none() {
+        return Err(CliError::usage("the repository has no commits yet")
+            .hint("commit your project (ralph.toml and specs/ included) before `ralph run`"));
+    }
+    let dirty = git::dirty_entries(&root)?;
+    if !dirty.is_empty() && !opts.allow_dirty {
+        let mut shown: Vec<String> = dirty.iter().take(10).map(|l| format!("  {l}")).collect();
+        if dirty.len() > 10 {
+            shown.push(format!("  ... and {} more", dirty.len() - 10));
+        }
+        return Err(CliError::usage(format!(
+            "the working tree has uncommitted changes:\n{}",
+            shown.join("\n")
+        ))
+        .hint("commit or stash them first: ralph reverts failed iterations to the last commit")
+        .hint("or pass --allow-dirty to start from them (they go into ralph's first commit)"));
+    }
+
+    let ralph_dir = state::ensure_ralph_dir(&root)?;
+    let _lock = RunLock::acquire(&ralph_dir).map_err(|e| match e {
+        state::StateError::Locked { .. } => CliError::usage(e.to_string())
+            .hint("wait for it to finish, or stop it with Ctrl-C in its terminal"),
+        other => other.into(),
+    })?;
+    if let Some(branch) = &cfg.branch
+        && git::current_branch(&root)?.as_deref() != Some(branch.as_str())
+    {
+        git::checkout_branch(&root, branch)?;
+        reporter.line(&format!("on branch {branch}"));
+    }
+
+    let run_id = logs::new_run_id(&root);
+    let run_dir = logs::run_dir(&root, &run_id);
+    std::fs::create_dir_all(&run_dir)
+        .map_err(|e| CliError::failure(format!("cannot create {}: {e}", run_dir.display())))?;
+    let mut meta = RunMeta {
+        run_id: run_id.clone(),
+        pid: std::process::id(),
+        started_at: logs::now_rfc3339(),
+        ended_at: None,
+        iterations: 0,
+        exit_code: None,
+        end_reason: None,
+        branch: git::current_branch(&root)?,
+    };
+    meta.save(&run_dir)?;
+    let env: Vec<(String, String)> = cfg.agent.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let secrets = Secrets::from_env(&env);
+
+    reporter.line(&format!(
+        "ralph run {run_id}: agent `{}`, checks: {}",
+        cfg.agent.command.join(" "),
+        if cfg.checks.commands.is_empty() { "none".to_string() } else { cfg.checks.commands.join(", ") }
+    ));
+    if cfg.checks.commands.is_empty() {
+        reporter.line("warning: no [checks] commands: green means only that the agent exited 0");
+    }
+
+    let started = Instant::now();
+    let mut budget =
+        Budget::new(cfg.budget.max_iterations, cfg.budget.max_duration, cfg.budget.max_consecutive_failures);
+    let mut counts: std::collections::BTreeMap<Outcome, u32> = Default::default();
+    let result = run_loop(
+        &root,
+        &cfg,
+        &template,
+        &run_id,
+        &run_dir,
+        &secrets,
+        &stop,
+        opts.allow_dirty,
+        &mut budget,
+        &mut counts,
+        &mut meta,
+        reporter,
+    )
+    .await;
+
+    let (code, reason) = match &result {
+        Ok((code, reason)) => (*code, reason.clone()),
+        Err(e) => (e.code, format!("error: {}", e.message)),
+    };
+    meta.ended_at = Some(logs::now_rfc3339());
+    meta.exit_code = Some(code);
+    meta.end_reason = Some(reason.clone());
+    meta.iterations = budget.iterations;
+    // Best effort: the run's own error, if any, matters more than this write.
+    let _ = meta.save(&run_dir);
+    let outcomes: Vec<String> = counts.iter().map(|(o, n)| format!("{n} {}", o.as_str())).collect();
+    let summary = format!(
+        "ralph: {reason} — {} iteration(s){}{} in {} (exit {code})",
+        budget.iterations,
+        if outcomes.is_empty() { "" } else { ": " },
+        outcomes.join(", "),
+        humantime::format_duration(Duration::from_secs(started.elapsed().as_secs())),
+    );
+    match result {
+        Ok(_) => {
+            eprintln!("{summary}");
+            Ok(code)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_loop(
+    root: &Path,
+    cfg: &Config,
+    template: &Template,
+    run_id: &str,
+    run_dir: &Path,
+    secrets: &Secrets,
+    stop: &Stop,
+    allow_dirty: bool,
+    budget: &mut Budget,
+    counts: &mut std::collections::BTreeMap<Outcome, u32>,
+    meta: &mut RunMeta,
+    reporter: &mut dyn Reporter,
+) -> Result<(u8, String), CliError> {
+    let started = Instant::now();
+    let mut state = State::load(root)?;
+    loop {
+        if stop.cancel.is_cancelled() {
+            return Ok((exit_code::INTERRUPTED, "interrupted".into()));
+        }
+        // Specs are read afresh each iteration: edits between iterations apply.
+        let backlog = Backlog::load(root)?;
+        // A task the user moved back to todo starts over with fresh attempts.
+        let mut unblocked = false;
+        for t in &backlog.tasks {
+            let ts = state.task_mut(&t.id);
+            if t.status == Status::Todo && ts.blocked_by_ralph {
+                ts.blocked_by_ralph = false;
+                ts.attempts = 0;
+                unblocked = true;
+            }
+        }
+        if unblocked {
+            state.save(root)?;
+        }
+        let task = match backlog.next() {
+            Next::AllDone => return Ok((exit_code::OK, "backlog done".into())),
+            Next::OnlyBlocked => {
+                let blocked: Vec<&str> = backlog
+                    .tasks
+                    .iter()
+                    .filter(|t| t.status == Status::Blocked)
+                    .map(|t| t.id.as_str())
+                    .collect();
+                return Ok((
+                    exit_code::BLOCKED,
+                    format!(
+                        "nothing runnable left; blocked: {}",
+                        if blocked.is_empty() { "none".to_string() } else { blocked.join(", ") }
+                    ),
+                ));
+            }
+            Next::Task(t) => t.clone(),
+        };
+        if let Err(spent) = budget.check(started.elapsed()) {
+            return Ok((exit_code::BUDGET, format!("stopped: {spent}")));
+        }
+        let number = budget.iterations + 1;
+        let record = iteration::run(
+            iteration::Iteration {
+                root,
+                cfg,
+                template,
+                backlog: &backlog,
+                task: &task,
+                run_id,
+                run_dir,
+                number,
+                secrets,
+                stop,
+                time_left: budget.time_left(started.elapsed()),
+                allow_dirty,
+            },
+            &mut state,
+            reporter,
+        )
+        .await?;
+        *counts.entry(record.outcome).or_default() += 1;
+        budget.record(record.outcome.counts_as_attempt());
+        meta.iterations = budget.iterations;
+        meta.save(run_dir)?;
+        if record.outcome == Outcome::Interrupted {
+            return Ok((exit_code::INTERRUPTED, "interrupted".into()));
+        }
+    }
+}

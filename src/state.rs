@@ -1,0 +1,249 @@
+//! What ralph keeps between iterations and runs, under `.ralph/`: the per-task state
+//! (`state.json`), each run's metadata (`runs/<id>/run.json`), and the single-instance lock.
+//!
+//! Invariants: every write is atomic (temporary file in the same folder, sync, rename), so a
+//! crash never leaves half a file; the lock is a kernel lock released when the process dies,
+//! so a crashed run never blocks the next one.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+/// ralph's folder at the repository root. Never committed, never touched by a revert.
+pub const RALPH_DIR: &str = ".ralph";
+
+/// Why state could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is corrupt ({message}); move it aside to start afresh")]
+    Corrupt { path: PathBuf, message: String },
+    #[error("another `ralph run` (pid {pid}) is already running in this repository")]
+    Locked { pid: String },
+}
+
+/// Writes `bytes` to `path` atomically: a reader sees the old file or the new one, never half.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let err = |source| StateError::Write { path: path.to_path_buf(), source };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
+    tmp.write_all(bytes).map_err(err)?;
+    tmp.as_file().sync_all().map_err(err)?;
+    // Keep the file's permissions when replacing it (specs and AGENTS.md are the user's).
+    if let Ok(meta) = std::fs::metadata(path) {
+        let _ = std::fs::set_permissions(tmp.path(), meta.permissions());
+    }
+    tmp.persist(path).map_err(|e| err(e.error))?;
+    Ok(())
+}
+
+/// Creates `.ralph/` with a `.gitignore` that ignores everything in it, so git never sees
+/// ralph's files whatever the user's own ignore rules say.
+pub fn ensure_ralph_dir(root: &Path) -> Result<PathBuf, StateError> {
+    let dir = root.join(RALPH_DIR);
+    let err = |source| StateError::Write { path: dir.clone(), source };
+    std::fs::create_dir_all(&dir).map_err(err)?;
+    let ignore = dir.join(".gitignore");
+    if std::fs::read_to_string(&ignore).map(|s| s.trim() != "*").unwrap_or(true) {
+        atomic_write(&ignore, b"*\n")?;
+    }
+    Ok(dir)
+}
+
+/// The single-instance lock on `.ralph/lock`, held for the whole run.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+}
+
+impl RunLock {
+    /// Takes the lock, or says which pid holds it.
+    pub fn acquire(ralph_dir: &Path) -> Result<RunLock, StateError> {
+        let path = ralph_dir.join("lock");
+        let err = |source| StateError::Write { path: path.clone(), source };
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(err)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                let pid = pid.trim().to_string();
+                return Err(StateError::Locked { pid: if pid.is_empty() { "unknown".into() } else { pid } });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(err(e)),
+        }
+        file.set_len(0).map_err(err)?;
+        file.rewind().map_err(err)?;
+        write!(file, "{}", std::process::id()).map_err(err)?;
+        file.flush().map_err(err)?;
+        Ok(RunLock { _file: file })
+    }
+
+    /// The pid of the run holding the lock, if one does.
+    pub fn holder(ralph_dir: &Path) -> Option<u32> {
+        let path = ralph_dir.join("lock");
+        let mut file = File::open(&path).ok()?;
+        match file.try_lock_shared() {
+            Ok(()) => None,
+            Err(_) => {
+                let mut pid = String::new();
+                file.read_to_string(&mut pid).ok()?;
+                pid.trim().parse().ok()
+            }
+        }
+    }
+}
+
+/// What ralph remembers of one task.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TaskState {
+    /// Iterations spent on the task, across runs.
+    #[serde(default)]
+    pub iterations: u32,
+    /// Failed iterations since the task was last done or unblocked; `max_attempts` of them
+    /// block it.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Whether ralph blocked it (so an unblock by the user resets `attempts`).
+    #[serde(default)]
+    pub blocked_by_ralph: bool,
+    /// The last iteration's outcome on this task, for the next prompt.
+    #[serde(default)]
+    pub last: Option<LastIteration>,
+}
+
+/// The handoff from one iteration on a task to the next.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LastIteration {
+    pub run_id: String,
+    pub iteration: u32,
+    pub outcome: String,
+    /// What failed: the tail of the failing check's output, or of the agent's.
+    pub failure: Option<String>,
+    /// The agent's `<progress>` note.
+    pub progress: Option<String>,
+}
+
+/// `.ralph/state.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct State {
+    #[serde(default)]
+    pub tasks: BTreeMap<String, TaskState>,
+}
+
+impl State {
+    fn path(root: &Path) -> PathBuf {
+        root.join(RALPH_DIR).join("state.json")
+    }
+
+    /// Reads the state; a missing file is an empty state.
+    pub fn load(root: &Path) -> Result<State, StateError> {
+        let path = Self::path(root);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| StateError::Corrupt { path, message: e.to_string() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+            Err(source) => Err(StateError::Read { path, source }),
+        }
+    }
+
+    /// Writes the state atomically.
+    pub fn save(&self, root: &Path) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec_pretty(self)
+            .map_err(|e| StateError::Corrupt { path: Self::path(root), message: e.to_string() })?;
+        atomic_write(&Self::path(root), &bytes)
+    }
+
+    pub fn task(&self, id: &str) -> TaskState {
+        self.tasks.get(id).cloned().unwrap_or_default()
+    }
+
+    pub fn task_mut(&mut self, id: &str) -> &mut TaskState {
+        self.tasks.entry(id.to_string()).or_default()
+    }
+}
+
+/// `runs/<id>/run.json`: one run's metadata, rewritten as the run goes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RunMeta {
+    pub run_id: String,
+    pub pid: u32,
+    pub started_at: String,
+    #[serde(default)]
+    pub ended_at: Option<String>,
+    pub iterations: u32,
+    /// Set when the run ends.
+    #[serde(default)]
+    pub exit_code: Option<u8>,
+    /// One line: why the run ended.
+    #[serde(default)]
+    pub end_reason: Option<String>,
+    #[serde(default)]
+    pub branch: Option<String>,
+}
+
+impl RunMeta {
+    pub fn load(run_dir: &Path) -> Result<RunMeta, StateError> {
+        let path = run_dir.join("run.json");
+        let bytes = std::fs::read(&path).map_err(|source| StateError::Read { path: path.clone(), source })?;
+        serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt { path, message: e.to_string() })
+    }
+
+    pub fn save(&self, run_dir: &Path) -> Result<(), StateError> {
+        let path = run_dir.join("run.json");
+        let bytes = serde_json::to_vec_pretty(self)
+            .map_err(|e| StateError::Corrupt { path: path.clone(), message: e.to_string() })?;
+        atomic_write(&path, &bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_names_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = RunLock::acquire(dir.path()).unwrap();
+        // A second open file description conflicts, as a second process would.
+        let err = RunLock::acquire(dir.path()).unwrap_err().to_string();
+        assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
+        assert_eq!(RunLock::holder(dir.path()), Some(std::process::id()));
+        drop(lock);
+        assert_eq!(RunLock::holder(dir.path()), None);
+        RunLock::acquire(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn state_round_trips_and_corruption_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = State::default();
+        s.task_mut("a").attempts = 2;
+        std::fs::create_dir(dir.path().join(RALPH_DIR)).unwrap();
+        s.save(dir.path()).unwrap();
+        assert_eq!(State::load(dir.path()).unwrap().task("a").attempts, 2);
+        std::fs::write(dir.path().join(".ralph/state.json"), "{").unwrap();
+        let e = State::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("state.json is corrupt"), "{e}");
+    }
+}

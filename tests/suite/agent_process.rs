@@ -1,0 +1,188 @@
+//! The agent process: idle and wall-clock timeouts kill the whole group, Ctrl-C leaves a clean
+//! tree, prompt delivery modes, PTY mode, streaming logs, secrets masked.
+
+use crate::common::*;
+use std::time::Duration;
+
+#[test]
+fn a_hung_agent_is_killed_by_the_idle_timeout_grandchild_included() {
+    let repo = TestRepo::new();
+    let pid_file = repo.outside.join("grandchild.pid");
+    repo.set_scenario(&format!(
+        r#"
+[[step]]
+actions = [
+  {{ write = {{ path = "half.txt", content = "half\n" }} }},
+  {{ grandchild = {{ command = "sleep 1000", pid_file = {} }} }},
+  {{ print = "about to hang" }},
+  {{ ignore_sigterm = true }},
+  {{ hang = true }},
+]
+"#,
+        toml_str(&pid_file.to_string_lossy())
+    ));
+    repo.write_config(&["true"], "idle_timeout = \"1s\"\n[budget]\nmax_attempts = 1\n");
+    repo.write("specs/010-a.md", "# A\n");
+    repo.commit_all("setup");
+    let head = repo.head();
+
+    let started = std::time::Instant::now();
+    repo.ralph(&["run"]).expect(4);
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let r = &repo.records()[0];
+    assert_eq!(r["outcome"], "idle_timeout");
+    assert_eq!(r["exit_code"], serde_json::Value::Null);
+    assert!(r["failure"].as_str().unwrap().contains("printed nothing for 1s"), "{r}");
+    let gc: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    assert!(wait_for(5, || !alive(gc)), "grandchild {gc} survived the group kill");
+    // The work was reverted; the only commit is the block.
+    assert!(!repo.exists("half.txt"));
+    assert_eq!(repo.git(&["rev-list", "--count", &format!("{head}..HEAD")]).trim(), "1");
+    assert!(repo.iter_file(1, "agent.log").contains("about to hang"));
+}
+
+#[test]
+fn the_wall_clock_timeout_stops_a_chatty_agent() {
+    let scenario = r#"
+[[step]]
+actions = [{ run = "while true; do echo tick; sleep 0.1; done" }]
+"#;
+    let repo = TestRepo::with_loop(
+        scenario,
+        &["true"],
+        "timeout = \"1s\"\n[budget]\nmax_attempts = 1\n",
+        &[("010-a.md", "# A\n")],
+    );
+    repo.ralph(&["run"]).expect(4);
+    let r = &repo.records()[0];
+    assert_eq!(r["outcome"], "timeout");
+    assert!(r["failure"].as_str().unwrap().contains("stopped after 1s"), "{r}");
+    assert!(repo.iter_file(1, "agent.log").contains("tick"));
+}
+
+#[test]
+fn ctrl_c_kills_the_agent_restores_the_tree_and_exits_130() {
+    let scenario = r#"
+[[step]]
+actions = [
+  { write = { path = "README.md", content = "clobbered\n" } },
+  { write = { path = "new.txt", content = "new\n" } },
+  { print = "working" },
+  { hang = true },
+]
+"#;
+    let repo = TestRepo::with_loop(scenario, &["true"], "", &[("010-a.md", "# A\n")]);
+    let head = repo.head();
+    let mut child = repo.cmd(&["run"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let agent_log = || {
+        let runs = repo.path(".ralph/runs");
+        std::fs::read_dir(&runs)
+            .ok()
+            .and_then(|mut d| d.next())
+            .map(|e| e.unwrap().path().join("iter-0001/agent.log"))
+    };
+    // The log fills while the agent runs, not at the end.
+    let ok = wait_for(20, || {
+        agent_log().is_some_and(|p| std::fs::read_to_string(p).unwrap_or_default().contains("working"))
+    });
+    let ps = std::process::Command::new("ps").args(["-eo", "pid,ppid,pgid,stat,args"]).output().unwrap();
+    assert!(
+        ok,
+        "agent log: {:?}\n{}",
+        agent_log().map(|p| (p.clone(), std::fs::read_to_string(p))),
+        String::from_utf8_lossy(&ps.stdout)
+    );
+    // SAFETY: sending SIGINT to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(repo.dirt(), "");
+    assert_eq!(repo.read("README.md"), "# test project\n");
+    assert!(!repo.exists("new.txt"));
+    assert_eq!(repo.head(), head);
+    let r = &repo.records()[0];
+    assert_eq!(r["outcome"], "interrupted");
+    let meta = std::fs::read_to_string(repo.latest_run_dir().join("run.json")).unwrap();
+    assert!(meta.contains("\"exit_code\": 130"), "{meta}");
+    // Interrupted is not a failed attempt.
+    let status = repo.ralph(&["status", "--json"]).expect(0);
+    let v: serde_json::Value = serde_json::from_str(&status.stdout()).unwrap();
+    assert_eq!(v["tasks"][0]["attempts"], 0);
+}
+
+#[test]
+fn the_prompt_can_go_in_as_an_argument_or_a_file() {
+    let scenario = r#"
+[[step]]
+actions = [{ expect_prompt = "Task 010-a" }, { write = { path = "ok.txt", content = "ok\n" } }, { promise = true }]
+"#;
+    // arg mode: the scripted agent takes the prompt as its second positional argument.
+    let repo =
+        TestRepo::with_loop(scenario, &["test -f ok.txt"], "prompt = \"arg\"\n", &[("010-a.md", "# A\n")]);
+    repo.ralph(&["run"]).expect(0);
+    // file mode with a placeholder.
+    let repo = TestRepo::new();
+    repo.set_scenario(scenario);
+    let cfg = format!(
+        "[agent]\ncommand = [{}, \"scripted-agent\", {}, \"--prompt-file\", \"{{prompt_file}}\"]\nprompt = \"file\"\n[checks]\ncommands = [\"test -f ok.txt\"]\n",
+        toml_str(RALPH),
+        toml_str(&repo.scenario_path().to_string_lossy())
+    );
+    repo.write("ralph.toml", &cfg);
+    repo.write("specs/010-a.md", "# A\n");
+    repo.commit_all("setup");
+    repo.ralph(&["run"]).expect(0);
+    assert_eq!(repo.spec_status("010-a"), "done");
+}
+
+#[test]
+fn pty_mode_gives_the_agent_a_terminal() {
+    let scenario = r#"
+[[step]]
+actions = [{ run = "if [ -t 1 ]; then echo TTY-YES; else echo TTY-NO; fi" }, { promise = true }]
+"#;
+    let repo = TestRepo::with_loop(scenario, &[], "pty = true\nprompt = \"arg\"\n", &[("010-a.md", "# A\n")]);
+    repo.ralph(&["run"]).expect(0);
+    let log = repo.iter_file(1, "agent.log");
+    assert!(log.contains("TTY-YES"), "{log}");
+    assert_eq!(repo.records()[0]["outcome"], "done");
+}
+
+#[test]
+fn secrets_from_the_environment_are_masked_everywhere_ralph_writes() {
+    let scenario = r#"
+[[step]]
+actions = [
+  { run = "echo token is $MY_SERVICE_TOKEN" },
+  { learning = "the token is s3cr3t-t0ken-value" },
+  { write = { path = "leak.txt", content = "s3cr3t-t0ken-value\n" } },
+  { exit = 1 },
+]
+"#;
+    let repo =
+        TestRepo::with_loop(scenario, &["true"], "[budget]\nmax_attempts = 1\n", &[("010-a.md", "# A\n")]);
+    let out = repo.cmd(&["run"]).env("MY_SERVICE_TOKEN", "s3cr3t-t0ken-value").output().unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    let run_dir = repo.latest_run_dir();
+    let mut seen = String::new();
+    for entry in walk(&run_dir) {
+        seen.push_str(&std::fs::read_to_string(entry).unwrap_or_default());
+    }
+    seen.push_str(&repo.read("AGENTS.md"));
+    assert!(!seen.contains("s3cr3t-t0ken-value"), "a secret leaked");
+    assert!(repo.iter_file(1, "agent.log").contains("token is [MASKED]"));
+    assert!(repo.read("AGENTS.md").contains("the token is [MASKED]"));
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

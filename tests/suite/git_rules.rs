@@ -1,0 +1,110 @@
+//! ralph commits as `git commit` does for the user: hooks run and can refuse; agent commits
+//! are folded into ralph's; `[git] branch` is used; `.ralph/` is never committed.
+
+use crate::common::*;
+use std::os::unix::fs::PermissionsExt;
+
+fn hook(repo: &TestRepo, name: &str, body: &str) {
+    let path = repo.path(&format!(".git/hooks/{name}"));
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn the_users_hooks_run_and_a_refusing_hook_turns_the_iteration_red() {
+    let scenario = r#"
+[[step]]
+iteration = 1
+actions = [{ write = { path = "code.txt", content = "FORBIDDEN\n" } }, { promise = true }]
+[[step]]
+iteration = 2
+actions = [{ expect_prompt = "no FORBIDDEN please" }, { write = { path = "code.txt", content = "fine\n" } }, { promise = true }]
+"#;
+    let repo = TestRepo::with_loop(scenario, &["true"], "", &[("010-a.md", "# A\n")]);
+    let msg_log = repo.outside.join("commit-msg.log");
+    hook(
+        &repo,
+        "pre-commit",
+        "if git diff --cached | grep -q FORBIDDEN; then echo 'no FORBIDDEN please' >&2; exit 1; fi",
+    );
+    hook(&repo, "commit-msg", &format!("cat \"$1\" >> '{}'", msg_log.display()));
+    repo.ralph(&["run"]).expect(0);
+    let records = repo.records();
+    assert_eq!(records[0]["outcome"], "checks_failed");
+    assert!(records[0]["failure"].as_str().unwrap().contains("no FORBIDDEN please"));
+    assert_eq!(records[1]["outcome"], "done");
+    assert_eq!(repo.read("code.txt"), "fine\n");
+    // The commit-msg hook saw ralph's message, trailers included.
+    let seen = std::fs::read_to_string(&msg_log).unwrap();
+    assert!(seen.contains("Ralph-Task: 010-a"), "{seen}");
+    assert_eq!(repo.dirt(), "");
+}
+
+#[test]
+fn commits_the_agent_made_itself_are_folded_into_ralphs_commit() {
+    let scenario = r#"
+[[step]]
+actions = [
+  { write = { path = "a.txt", content = "a\n" } },
+  { run = "git add a.txt && git commit -q -m 'agent commit'" },
+  { write = { path = "b.txt", content = "b\n" } },
+  { promise = true },
+]
+"#;
+    let repo = TestRepo::with_loop(scenario, &["true"], "", &[("010-a.md", "# A\n")]);
+    let head = repo.head();
+    repo.ralph(&["run"]).expect(0);
+    let subjects = repo.git(&["log", "--format=%s", &format!("{head}..HEAD")]);
+    assert_eq!(subjects, "ralph(010-a): A\n");
+    let files = repo.git(&["show", "--name-only", "--format=", "HEAD"]);
+    assert_eq!(files, "a.txt\nb.txt\nspecs/010-a.md\n");
+}
+
+#[test]
+fn a_red_iteration_also_undoes_the_agents_own_commits() {
+    let scenario = r#"
+[[step]]
+actions = [
+  { write = { path = "a.txt", content = "a\n" } },
+  { run = "git add a.txt && git commit -q -m 'agent commit'" },
+  { exit = 2 },
+]
+"#;
+    let repo =
+        TestRepo::with_loop(scenario, &["true"], "[budget]\nmax_attempts = 1\n", &[("010-a.md", "# A\n")]);
+    let head = repo.head();
+    repo.ralph(&["run"]).expect(4);
+    assert!(!repo.exists("a.txt"));
+    let subjects = repo.git(&["log", "--format=%s", &format!("{head}..HEAD")]);
+    assert_eq!(subjects, "ralph(010-a): block after 1 failed attempts\n");
+    assert!(repo.iter_file(1, "rejected.patch").contains("+a"));
+}
+
+#[test]
+fn the_configured_branch_is_created_and_other_branches_are_left_alone() {
+    let scenario =
+        "[[step]]\nactions = [{ write = { path = \"x.txt\", content = \"x\\n\" } }, { promise = true }]\n";
+    let repo = TestRepo::with_loop(
+        scenario,
+        &["true"],
+        "[git]\nbranch = \"ralph/work\"\n",
+        &[("010-a.md", "# A\n")],
+    );
+    let main = repo.head();
+    repo.ralph(&["run"]).expect(0);
+    assert_eq!(repo.git(&["symbolic-ref", "--short", "HEAD"]).trim(), "ralph/work");
+    assert_eq!(repo.git(&["rev-parse", "main"]).trim(), main);
+    assert_eq!(repo.git(&["log", "-1", "--format=%s", "ralph/work"]).trim(), "ralph(010-a): A");
+}
+
+#[test]
+fn ralph_dir_is_never_committed_even_if_the_user_unignores_it() {
+    let scenario =
+        "[[step]]\nactions = [{ write = { path = \"x.txt\", content = \"x\\n\" } }, { promise = true }]\n";
+    let repo = TestRepo::with_loop(scenario, &["true"], "", &[("010-a.md", "# A\n")]);
+    repo.write(".gitignore", "!.ralph/\n");
+    repo.commit_all("unignore");
+    repo.ralph(&["run"]).expect(0);
+    assert!(!repo.git(&["ls-files"]).contains(".ralph"));
+    assert!(repo.exists(".ralph/runs"));
+}

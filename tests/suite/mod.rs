@@ -1,0 +1,5 @@
+mod agent_process;
+mod bad_input;
+mod commands;
+mod git_rules;
+mod loop_outcomes;
