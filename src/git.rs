@@ -229,3 +229,8 @@ pub fn restore_snapshot(root: &Path, head: &str, tree: &str) -> Result<(), GitEr
 pub fn checkout_path(root: &Path, path: &Path) -> Result<(), GitError> {
     run(root, [OsStr::new("checkout"), OsStr::new("HEAD"), OsStr::new("--"), path.as_os_str()]).map(drop)
 }
+
+/// Points HEAD at `branch` without touching index or working tree.
+pub fn point_head_at(root: &Path, branch: &str) -> Result<(), GitError> {
+    run(root, ["symbolic-ref", "HEAD", &format!("refs/heads/{branch}")]).map(drop)
+}

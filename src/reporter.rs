@@ -86,10 +86,7 @@ impl Reporter for Human {
                 Some(c) => format!("committed {} ({} files)", &c[..c.len().min(8)], r.files_changed.len()),
                 None => "no changes".to_string(),
             },
-            _ => {
-                let first = r.failure.as_deref().and_then(|f| f.lines().next()).unwrap_or("");
-                format!("reverted; {first}")
-            }
+            _ => format!("reverted; {}", summary(r.failure.as_deref().unwrap_or(""))),
         };
         let mut line = format!(
             "iteration {} · {} → {} in {secs:.1}s: {detail}",
@@ -118,4 +115,26 @@ impl Reporter for Silent {
     fn iteration_started(&mut self, _: u32, _: &str, _: &str, _: u32) {}
     fn phase(&mut self, _: &str) {}
     fn iteration_ended(&mut self, _: &IterationRecord) {}
+}
+
+/// One line for a multi-line failure: its first line and, when there is more, its last.
+pub fn summary(failure: &str) -> String {
+    let mut lines = failure.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("");
+    match lines.last() {
+        Some(last) => format!("{} {last}", first.trim_end_matches(':').to_string() + ":"),
+        None => first.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn failure_summaries_fit_on_one_line() {
+        assert_eq!(
+            super::summary("`make` failed (exit 2):\nx\nerror: y\n"),
+            "`make` failed (exit 2): error: y"
+        );
+        assert_eq!(super::summary("the agent exited with code 1"), "the agent exited with code 1");
+    }
 }

@@ -39,8 +39,19 @@ pub fn run(cwd: &Path, a: &LogsArgs) -> Result<u8, CliError> {
             }
             r.clone()
         }
-        None => layout::latest_run(&root)
-            .ok_or_else(|| CliError::usage("no runs yet").hint("start one with `ralph run`"))?,
+        None => match layout::latest_run(&root) {
+            Some(r) => r,
+            None if a.follow => {
+                eprintln!("ralph logs: waiting for a run to start...");
+                loop {
+                    std::thread::sleep(POLL);
+                    if let Some(r) = layout::latest_run(&root) {
+                        break r;
+                    }
+                }
+            }
+            None => return Err(CliError::usage("no runs yet").hint("start one with `ralph run`")),
+        },
     };
     let run_dir = layout::run_dir(&root, &run_id);
     let iterations = layout::iterations(&run_dir);

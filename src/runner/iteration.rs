@@ -22,7 +22,7 @@ use crate::secrets::{Secrets, StreamMasker};
 use crate::signal::Stop;
 use crate::state::{self, LastIteration, RALPH_DIR, State};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Lines of the agent's output shown to the next iteration when the agent failed.
@@ -71,6 +71,9 @@ pub(crate) async fn run(
     reporter.iteration_started(it.number, &task.id, &task.title, attempt);
 
     let head_before = git::head(root)?.ok_or_else(|| CliError::failure("HEAD disappeared during the run"))?;
+    let branch_before = git::current_branch(root)?;
+    let spec_path = root.join(&task.path);
+    let spec_before = std::fs::read_to_string(&spec_path).map_err(|e| io_err("read", &spec_path, e))?;
     let snapshot = if it.allow_dirty && !git::dirty_entries(root)?.is_empty() {
         Some(git::snapshot(root, &ralph_dir.join("snapshot-index"))?)
     } else {
@@ -116,6 +119,7 @@ pub(crate) async fn run(
         return Err(io_err("write", &log_path, e));
     }
     let findings = scanner.finish();
+    let switched = put_branch_back(root, branch_before.as_deref())?;
     let agent_tail = it.secrets.mask(&checks::last_lines(&findings.tail, AGENT_TAIL_LINES));
 
     // The outcome, from the agent's ending and then the checks.
@@ -124,6 +128,14 @@ pub(crate) async fn run(
     let mut exit_code = None;
     let mut output_leaked = false;
     let mut outcome = match &finished {
+        _ if switched.is_some() => {
+            failure = switched.clone();
+            if let Ok(f) = &finished {
+                exit_code = f.exit_code;
+                output_leaked = f.output_leaked;
+            }
+            Outcome::AgentFailed
+        }
         Err(e) => {
             failure = Some(format!("the agent could not start: {}", crate::error::chain(e)));
             Outcome::AgentFailed
@@ -196,9 +208,9 @@ pub(crate) async fn run(
     let mut learnings_added = Vec::new();
     if outcome.is_green() {
         reporter.phase("commit");
-        if outcome == Outcome::Done {
-            set_status(root, task, Status::Done, None)?;
-        }
+        // ralph owns the status: the agent's word (or edit) does not mark a task done.
+        let status = if outcome == Outcome::Done { Status::Done } else { Status::Todo };
+        set_status(&spec_path, &spec_before, status, None)?;
         learnings_added = learnings::record(root, &task.id, &findings.learnings, it.secrets)?;
         if git::head(root)?.as_deref() != Some(head_before.as_str()) {
             git::reset_soft(root, &head_before)?;
@@ -275,11 +287,11 @@ pub(crate) async fn run(
     });
     let mut blocked = false;
     if outcome.counts_as_attempt() && ts.attempts >= max_attempts {
-        let first = failure.as_deref().and_then(|f| f.lines().next()).unwrap_or("");
-        let reason = format!("{} failed attempts; the last: {} ({first})", ts.attempts, outcome.as_str());
+        let why = crate::reporter::summary(failure.as_deref().unwrap_or(""));
+        let reason = format!("{} failed attempts; the last: {} ({why})", ts.attempts, outcome.as_str());
         ts.blocked_by_ralph = true;
         blocked = true;
-        set_status(root, task, Status::Blocked, Some(&reason))?;
+        set_status(&spec_path, &spec_before, Status::Blocked, Some(&reason))?;
         let msg = format!(
             "ralph({}): block after {} failed attempts\n\n{}",
             task.id,
@@ -347,11 +359,30 @@ fn prompt_context(it: &Iteration<'_>, ts: &state::TaskState, attempt: u32) -> pr
     }
 }
 
-fn set_status(root: &Path, task: &Spec, status: Status, reason: Option<&str>) -> Result<(), CliError> {
-    let path: PathBuf = root.join(&task.path);
-    let text = std::fs::read_to_string(&path).map_err(|e| io_err("read", &path, e))?;
-    state::atomic_write(&path, spec::with_status(&text, status, reason).as_bytes())?;
+/// Writes `status` into the spec at `path`, leaving its other lines as they are now; a spec
+/// the agent deleted is restored from `before`. Writes nothing when nothing changes.
+fn set_status(path: &Path, before: &str, status: Status, reason: Option<&str>) -> Result<(), CliError> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|_| before.to_string());
+    let new = spec::with_status(&text, status, reason);
+    if new != text || !path.exists() {
+        state::atomic_write(path, new.as_bytes())?;
+    }
     Ok(())
+}
+
+/// If the agent left the branch the iteration started on, points HEAD back at it without
+/// touching the tree (the revert that follows restores the tree) and says what happened.
+fn put_branch_back(root: &Path, before: Option<&str>) -> Result<Option<String>, CliError> {
+    let now = git::current_branch(root)?;
+    if now.as_deref() == before {
+        return Ok(None);
+    }
+    let Some(before) = before else { return Ok(None) };
+    git::point_head_at(root, before)?;
+    Ok(Some(format!(
+        "the agent switched from branch `{before}` to {}; ralph works on one branch and commits for the agent",
+        now.map_or("a detached HEAD".to_string(), |b| format!("`{b}`"))
+    )))
 }
 
 fn append_to(path: &Path, text: &str) -> Result<(), CliError> {

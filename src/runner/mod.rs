@@ -233,6 +233,9 @@ async fn run_loop(
             state.save(root)?;
         }
         let task = match backlog.next() {
+            Next::AllDone if backlog.tasks.is_empty() => {
+                return Ok((exit_code::OK, "the backlog is empty: add one specs/*.md per task".into()));
+            }
             Next::AllDone => return Ok((exit_code::OK, "backlog done".into())),
             Next::OnlyBlocked => {
                 let blocked: Vec<&str> = backlog

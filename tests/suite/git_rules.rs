@@ -108,3 +108,58 @@ fn ralph_dir_is_never_committed_even_if_the_user_unignores_it() {
     assert!(!repo.git(&["ls-files"]).contains(".ralph"));
     assert!(repo.exists(".ralph/runs"));
 }
+
+#[test]
+fn signing_and_a_custom_hooks_path_are_honoured() {
+    let scenario =
+        "[[step]]\nactions = [{ write = { path = \"x.txt\", content = \"x\\n\" } }, { promise = true }]\n";
+    let repo = TestRepo::with_loop(scenario, &["true"], "", &[("010-a.md", "# A\n")]);
+    // A stand-in for gpg: git hands it the payload and expects a signature and a status line.
+    let gpg = repo.outside.join("fake-gpg");
+    let signed_log = repo.outside.join("signed.log");
+    std::fs::write(
+        &gpg,
+        format!(
+            "#!/bin/sh\ncat > /dev/null\necho signed >> '{}'\necho '[GNUPG:] SIG_CREATED D 1 8 00 0 0 0' >&2\nprintf -- '-----BEGIN PGP SIGNATURE-----\\n\\nZmFrZQ==\\n-----END PGP SIGNATURE-----\\n'\n",
+            signed_log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&gpg, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let hooks = repo.outside.join("hooks");
+    std::fs::create_dir(&hooks).unwrap();
+    let hook_log = repo.outside.join("hook.log");
+    std::fs::write(hooks.join("pre-commit"), format!("#!/bin/sh\necho ran >> '{}'\n", hook_log.display()))
+        .unwrap();
+    std::fs::set_permissions(hooks.join("pre-commit"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    repo.git(&["config", "commit.gpgsign", "true"]);
+    repo.git(&["config", "user.signingkey", "TESTKEY"]);
+    repo.git(&["config", "gpg.program", &gpg.to_string_lossy()]);
+    repo.git(&["config", "core.hooksPath", &hooks.to_string_lossy()]);
+
+    repo.ralph(&["run"]).expect(0);
+    let raw = repo.git(&["cat-file", "commit", "HEAD"]);
+    assert!(raw.contains("gpgsig -----BEGIN PGP SIGNATURE-----"), "{raw}");
+    assert!(std::fs::read_to_string(&hook_log).unwrap().contains("ran"));
+}
+
+#[test]
+fn an_agent_that_switches_branches_is_rejected_and_the_branch_put_back() {
+    let scenario = r#"
+[[step]]
+actions = [
+  { run = "git checkout -q -b agent-branch" },
+  { write = { path = "x.txt", content = "x\n" } },
+  { promise = true },
+]
+"#;
+    let repo =
+        TestRepo::with_loop(scenario, &["true"], "[budget]\nmax_attempts = 1\n", &[("010-a.md", "# A\n")]);
+    repo.ralph(&["run"]).expect(4);
+    assert_eq!(repo.git(&["symbolic-ref", "--short", "HEAD"]).trim(), "main");
+    let r = &repo.records()[0];
+    assert_eq!(r["outcome"], "agent_failed");
+    assert!(r["failure"].as_str().unwrap().contains("switched from branch `main` to `agent-branch`"), "{r}");
+    assert!(!repo.exists("x.txt"));
+    assert_eq!(repo.dirt(), "");
+}

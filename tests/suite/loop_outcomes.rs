@@ -268,3 +268,41 @@ fn the_run_json_records_how_the_run_ended() {
     assert_eq!(meta["iterations"], 3);
     assert_eq!(meta["end_reason"], "backlog done");
 }
+
+#[test]
+fn the_agent_cannot_mark_its_own_task_done_or_lose_its_spec() {
+    // It edits its spec to `done` without the promise: ralph puts `todo` back.
+    let scenario = r#"
+[[step]]
+task = "010-a"
+actions = [{ run = "sed -i 's/status: todo/status: done/' specs/010-a.md" }, { write = { path = "a.txt", content = "a\n" } }]
+[[step]]
+task = "020-b"
+actions = [{ delete = "specs/020-b.md" }, { write = { path = "b.txt", content = "b\n" } }, { promise = true }]
+"#;
+    let repo = TestRepo::with_loop(
+        scenario,
+        &["true"],
+        "",
+        &[
+            ("010-a.md", "---\nstatus: todo\n---\n# A\n\nKeep this body.\n"),
+            ("020-b.md", "---\ntitle: Bee\n---\n# B\n"),
+        ],
+    );
+    repo.ralph(&["run", "--max-iterations", "1"]).expect(3);
+    assert_eq!(repo.records()[0]["outcome"], "progress");
+    assert_eq!(repo.read("specs/010-a.md"), "---\nstatus: todo\n---\n# A\n\nKeep this body.\n");
+
+    // It deletes its spec and claims completion: the spec comes back, marked done.
+    std::fs::remove_file(repo.path("specs/010-a.md")).unwrap();
+    repo.commit_all("drop a");
+    repo.ralph(&["run"]).expect(0);
+    assert_eq!(repo.read("specs/020-b.md"), "---\ntitle: Bee\nstatus: done\n---\n# B\n");
+}
+
+#[test]
+fn an_empty_backlog_says_so() {
+    let repo = TestRepo::with_loop("", &["true"], "", &[]);
+    let run = repo.ralph(&["run"]).expect(0);
+    assert!(run.stderr().contains("the backlog is empty"), "{}", run.stderr());
+}
