@@ -121,7 +121,7 @@ impl Reporter for Silent {
 pub fn summary(failure: &str) -> String {
     let mut lines = failure.lines().map(str::trim).filter(|l| !l.is_empty());
     let first = lines.next().unwrap_or("");
-    match lines.last() {
+    match lines.next_back() {
         Some(last) => format!("{} {last}", first.trim_end_matches(':').to_string() + ":"),
         None => first.to_string(),
     }
