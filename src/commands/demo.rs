@@ -95,9 +95,26 @@ pub async fn run(dir: Option<PathBuf>) -> Result<u8, CliError> {
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
     eprintln!("\nThe commits ralph made (git log --oneline):\n{log}");
+    let ralph = invocation();
     eprintln!("Look around:");
-    eprintln!("  ralph -C {} status", dir.display());
-    eprintln!("  ralph -C {} logs 2 --checks    # the failed check, reverted", dir.display());
-    eprintln!("  ralph -C {} logs 3 --prompt    # the retry's prompt, with the failure", dir.display());
+    eprintln!("  {ralph} -C {} status", dir.display());
+    eprintln!("  {ralph} -C {} logs 2 --checks    # the failed check, reverted", dir.display());
+    eprintln!("  {ralph} -C {} logs 3 --prompt    # the retry's prompt, with the failure", dir.display());
     Ok(code)
+}
+
+/// How the user can call this binary again: `ralph` when that is what PATH finds, else its path.
+fn invocation() -> String {
+    let me = std::env::current_exe().ok().and_then(|p| p.canonicalize().ok());
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("ralph"))
+            .find(|p| p.is_file())
+            .and_then(|p| p.canonicalize().ok())
+    });
+    match (me, on_path) {
+        (Some(me), Some(found)) if me == found => "ralph".to_string(),
+        (Some(me), _) => me.to_string_lossy().into_owned(),
+        (None, _) => "ralph".to_string(),
+    }
 }

@@ -363,6 +363,13 @@ fn prompt_context(it: &Iteration<'_>, ts: &state::TaskState, attempt: u32) -> pr
 /// the agent deleted is restored from `before`. Writes nothing when nothing changes.
 fn set_status(path: &Path, before: &str, status: Status, reason: Option<&str>) -> Result<(), CliError> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|_| before.to_string());
+    let current = spec::parse("", path, &text).ok();
+    if path.exists()
+        && reason.is_none()
+        && current.is_some_and(|c| c.status == status && c.blocked_reason.is_none())
+    {
+        return Ok(());
+    }
     let new = spec::with_status(&text, status, reason);
     if new != text || !path.exists() {
         state::atomic_write(path, new.as_bytes())?;
