@@ -36,6 +36,7 @@ where
     S: AsRef<OsStr>,
 {
     let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
+    tracing::debug!(?args, "git");
     let out = git(root).args(&args).output().map_err(GitError::Spawn)?;
     if out.status.success() { Ok(out) } else { Err(failed(&args, &out)) }
 }

@@ -111,6 +111,12 @@ pub fn main(scenario: &Path, prompt_arg: Option<String>, prompt_file: Option<Pat
         (None, None) => {
             let mut s = String::new();
             let _ = std::io::stdin().read_to_string(&mut s);
+            // prompt = "file" without a placeholder still works: ralph names the file.
+            if s.is_empty()
+                && let Ok(f) = std::env::var("RALPH_PROMPT_FILE")
+            {
+                s = std::fs::read_to_string(f).unwrap_or_default();
+            }
             s
         }
     };

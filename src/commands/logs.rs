@@ -1,6 +1,7 @@
 //! `ralph logs`: prints an iteration's agent log (or its checks log, prompt or rejected patch);
 //! `-f` follows the live iteration and moves on to the next one when it starts, until the run
-//! ends.
+//! ends. Following wakes on file-system events (notify) and falls back to a slow poll, so a
+//! new line shows at once without spinning on `stat`.
 
 use crate::cli::LogsArgs;
 use crate::error::CliError;
@@ -10,8 +11,35 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// How often `-f` looks for new output. Cheap: one `stat` per poll.
-const POLL: Duration = Duration::from_millis(100);
+/// How often `-f` looks for new output when no file-system event wakes it (and how often it
+/// checks that the run is still alive).
+const POLL: Duration = Duration::from_millis(500);
+
+/// Wakes the follower when something under the run's folder changes.
+struct Waker {
+    _watcher: Option<notify::RecommendedWatcher>,
+    events: std::sync::mpsc::Receiver<()>,
+}
+
+impl Waker {
+    fn new(dir: &Path) -> Waker {
+        use notify::Watcher;
+        let (tx, events) = std::sync::mpsc::channel();
+        let watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+            let _ = tx.send(());
+        })
+        .and_then(|mut w| w.watch(dir, notify::RecursiveMode::Recursive).map(|()| w));
+        // Without a watcher (inotify limits), the poll alone still works.
+        Waker { _watcher: watcher.ok(), events }
+    }
+
+    /// Blocks until a change or [`POLL`], then swallows the burst of events that came with it.
+    fn wait(&self) {
+        if self.events.recv_timeout(POLL).is_ok() {
+            while self.events.try_recv().is_ok() {}
+        }
+    }
+}
 
 fn file_name(a: &LogsArgs) -> &'static str {
     if a.checks {
@@ -44,7 +72,7 @@ pub fn run(cwd: &Path, a: &LogsArgs) -> Result<u8, CliError> {
             None if a.follow => {
                 eprintln!("ralph logs: waiting for a run to start...");
                 loop {
-                    std::thread::sleep(POLL);
+                    std::thread::sleep(Duration::from_millis(100));
                     if let Some(r) = layout::latest_run(&root) {
                         break r;
                     }
@@ -119,6 +147,7 @@ fn follow(
     let mut pos = 0u64;
     let mut path: PathBuf = layout::iter_dir(run_dir, iteration).join(name);
     let mut announced = false;
+    let waker = Waker::new(run_dir);
     loop {
         let live = run_is_live(root, run_dir);
         if iteration > 0 {
@@ -159,6 +188,6 @@ fn follow(
             }
             return Ok(crate::exit_code::OK);
         }
-        std::thread::sleep(POLL);
+        waker.wait();
     }
 }

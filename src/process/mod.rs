@@ -85,7 +85,10 @@ pub struct Spawned {
 
 /// Starts a child in its own process group.
 pub fn spawn(req: &SpawnRequest) -> Result<Spawned, SpawnError> {
-    if req.pty { pty::spawn(req) } else { pipe::spawn(req) }
+    let child = if req.pty { pty::spawn(req) } else { pipe::spawn(req) }?;
+    // Arguments may carry the prompt (and so whatever it quotes): only their count is logged.
+    tracing::debug!(program = %req.program, args = req.args.len(), pgid = child.pgid, pty = req.pty, "spawned");
+    Ok(child)
 }
 
 /// Limits the supervisor enforces.
@@ -160,6 +163,7 @@ pub async fn supervise(
     } else {
         stop(&mut child, limits.grace, force, &mut on_output, &mut output_open).await
     };
+    tracing::debug!(pgid = child.pgid, ?ending, ?exit_code, "child ended");
     // Whatever the leader did, nothing of its group outlives the iteration.
     group::kill(child.pgid);
     let output_leaked = drain(&mut child, &mut on_output, output_open).await;
