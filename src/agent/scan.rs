@@ -57,12 +57,17 @@ impl Scanner {
         }
     }
 
-    /// Feeds a chunk of output.
-    pub fn feed(&mut self, bytes: &[u8]) {
+    /// Feeds a chunk of output that only counts for the tail (stderr).
+    pub fn feed_tail(&mut self, bytes: &[u8]) {
         self.tail.extend_from_slice(bytes);
         if self.tail.len() > 2 * TAIL_BYTES {
             self.tail.drain(..self.tail.len() - TAIL_BYTES);
         }
+    }
+
+    /// Feeds a chunk of the agent's own output (stdout).
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.feed_tail(bytes);
         let mut rest = bytes;
         while let Some(i) = memchr::memchr(b'\n', rest) {
             self.push_partial(&rest[..i]);

@@ -103,8 +103,10 @@ pub(crate) async fn run(
             if let Err(e) = log.write_all(&masker.push(&c.data)) {
                 write_err.get_or_insert(e);
             }
-            if c.stream == process::Stream::Stdout {
-                scanner.feed(&c.data);
+            match c.stream {
+                process::Stream::Stdout => scanner.feed(&c.data),
+                // stderr carries no promise or learning, but its errors belong in the tail.
+                process::Stream::Stderr => scanner.feed_tail(&c.data),
             }
         })
         .await),
@@ -128,12 +130,10 @@ pub(crate) async fn run(
     let mut exit_code = None;
     let mut output_leaked = false;
     let mut outcome = match &finished {
-        _ if switched.is_some() => {
+        Ok(f) if switched.is_some() && f.ending != Ending::Cancelled => {
             failure = switched.clone();
-            if let Ok(f) = &finished {
-                exit_code = f.exit_code;
-                output_leaked = f.output_leaked;
-            }
+            exit_code = f.exit_code;
+            output_leaked = f.output_leaked;
             Outcome::AgentFailed
         }
         Err(e) => {

@@ -167,6 +167,10 @@ actions = [{ write = { path = "next.txt", content = "n\n" } }, { promise = true 
     let status = repo.ralph(&["status", "--json"]).expect(0);
     let v: serde_json::Value = serde_json::from_str(&status.stdout()).unwrap();
     assert_eq!(v["tasks"][0]["attempts"], 1);
+    // The scenario has no third step: the agent's complaint on stderr is the failure shown.
+    let r = &repo.records()[0];
+    assert_eq!(r["outcome"], "agent_failed");
+    assert!(r["failure"].as_str().unwrap().contains("no step matches task 010-fix iteration 3"), "{r}");
 }
 
 #[test]
