@@ -51,6 +51,10 @@ pub struct RunArgs {
     /// puts them back.
     #[arg(long)]
     pub allow_dirty: bool,
+    /// Use this agent preset (claude, codex, gemini, opencode, pi, qwen, aider, amp, cursor),
+    /// whatever ralph.toml says.
+    #[arg(long, value_name = "PRESET")]
+    pub agent: Option<String>,
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

@@ -3,6 +3,8 @@
 //! Precedence: built-in defaults < `ralph.toml` < command-line flags. Unknown keys are errors,
 //! so a typo never silently falls back to a default. Every error names the file and line.
 
+use crate::agent::output::Format;
+use crate::agent::preset::{self, Preset};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -84,7 +86,14 @@ struct FileConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AgentFile {
+    preset: Option<String>,
     command: Option<Vec<String>>,
+    bin: Option<String>,
+    model: Option<String>,
+    args: Option<Vec<String>>,
+    output_format: Option<Format>,
+    retry_wait: Option<HumanDuration>,
+    retry_wait_max: Option<HumanDuration>,
     prompt: Option<PromptMode>,
     timeout: Option<HumanDuration>,
     idle_timeout: Option<HumanDuration>,
@@ -126,9 +135,19 @@ struct PromptFile {
 /// The agent section, with defaults applied.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// Program and arguments; never empty.
+    /// The preset; `None` for a custom command.
+    pub preset: Option<&'static Preset>,
+    /// Program and arguments, the preset's resolved; never empty.
     pub command: Vec<String>,
     pub prompt: PromptMode,
+    /// How its stdout is parsed.
+    pub format: Format,
+    /// The model asked for, if any.
+    pub model: Option<String>,
+    /// First wait after a usage or rate limit that names no reset time; doubles each time.
+    pub retry_wait: Duration,
+    /// The longest such wait.
+    pub retry_wait_max: Duration,
     /// Wall clock per iteration.
     pub timeout: Duration,
     /// No output for this long: the agent is hung.
@@ -161,6 +180,13 @@ pub struct BudgetConfig {
     pub max_consecutive_failures: u32,
 }
 
+/// Command-line flags that change how the file is read (others are applied after).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--agent NAME`: the preset, replacing the file's preset or command.
+    pub agent: Option<String>,
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -187,18 +213,25 @@ pub mod defaults {
     pub const MAX_ITERATIONS: u32 = 100;
     pub const MAX_ATTEMPTS: u32 = 3;
     pub const MAX_CONSECUTIVE_FAILURES: u32 = 5;
+    pub const RETRY_WAIT: Duration = Duration::from_secs(60);
+    pub const RETRY_WAIT_MAX: Duration = Duration::from_secs(3600);
 }
 
 impl Config {
     /// Reads `ralph.toml` from `root`.
-    pub fn load(root: &Path) -> Result<Config, ConfigError> {
+    pub fn load(root: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(root.join(FILE_NAME))
             .map_err(|source| ConfigError::Read { path: PathBuf::from(FILE_NAME), source })?;
-        Self::parse(Path::new(FILE_NAME), &text)
+        Self::parse_with(Path::new(FILE_NAME), &text, overrides)
     }
 
     /// Parses configuration text; `path` is only used in messages.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        Self::parse_with(path, text, &Overrides::default())
+    }
+
+    /// Parses configuration text with command-line overrides applied.
+    pub fn parse_with(path: &Path, text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
         let file: FileConfig = toml::from_str(text).map_err(|e| {
             let (line, column) = e.span().map(|span| line_col(text, span.start)).unwrap_or((1, 1));
             ConfigError::Parse {
@@ -210,13 +243,68 @@ impl Config {
         })?;
         let invalid = |message: String| ConfigError::Invalid { path: path.to_path_buf(), message };
 
-        let command = file.agent.command.unwrap_or_default();
-        if command.is_empty() || command[0].trim().is_empty() {
-            return Err(invalid(
-                "[agent] command is missing or empty; set it, e.g. command = [\"claude\", \"-p\"]".into(),
-            ));
+        let a = &file.agent;
+        let preset_name = overrides.agent.clone().or_else(|| a.preset.clone());
+        let user_args = a.args.clone().unwrap_or_default();
+        let (preset, command) = match preset_name.as_deref() {
+            None | Some("custom") => {
+                let mut command = match &a.command {
+                    Some(c) if !c.is_empty() && !c[0].trim().is_empty() => c.clone(),
+                    _ if preset_name.is_some() => {
+                        return Err(invalid("[agent] preset = \"custom\" needs `command`".into()));
+                    }
+                    _ => {
+                        return Err(invalid(format!(
+                            "[agent] needs a `preset` ({}) or a `command`",
+                            preset::names()
+                        )));
+                    }
+                };
+                if a.model.is_some() {
+                    return Err(invalid(
+                        "[agent] model needs a preset; put the model flag in `command` or `args`".into(),
+                    ));
+                }
+                if let Some(bin) = &a.bin {
+                    command[0] = bin.clone();
+                }
+                command.extend(user_args);
+                (None, command)
+            }
+            Some(name) => {
+                let Some(p) = preset::find(name) else {
+                    return Err(invalid(format!(
+                        "[agent] preset `{name}` is unknown (known: {})",
+                        preset::names()
+                    )));
+                };
+                if a.command.is_some() && overrides.agent.is_none() {
+                    return Err(invalid(format!(
+                        "[agent] sets both preset = \"{name}\" and command; use `bin` and `args` to adjust a preset, or preset = \"custom\""
+                    )));
+                }
+                if a.model.is_some() && p.model_flag.is_empty() {
+                    return Err(invalid(format!("[agent] model: the {name} preset has no model flag")));
+                }
+                (Some(p), preset::command_line(p, a.bin.as_deref(), a.model.as_deref(), &user_args))
+            }
+        };
+        let prompt = match (a.prompt, preset) {
+            (Some(m), _) => m,
+            (None, Some(p)) => p.prompt,
+            (None, None) => PromptMode::default(),
+        };
+        let format = a.output_format.or(preset.map(|p| p.format)).unwrap_or_default();
+        let mut env: BTreeMap<String, String> = preset
+            .map(|p| p.env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+            .unwrap_or_default();
+        env.extend(a.env.clone());
+        let retry_wait = a.retry_wait.map(|h| h.0).unwrap_or(defaults::RETRY_WAIT);
+        let retry_wait_max = a.retry_wait_max.map(|h| h.0).unwrap_or(defaults::RETRY_WAIT_MAX);
+        if retry_wait.is_zero() || retry_wait_max < retry_wait {
+            return Err(invalid("[agent] retry_wait must be above zero and at most retry_wait_max".into()));
         }
-        let prompt = file.agent.prompt.unwrap_or_default();
+        let model = a.model.clone();
         let promise = file.agent.completion_promise.unwrap_or_else(|| DEFAULT_PROMISE.to_string());
         if promise.trim().is_empty() {
             return Err(invalid("[agent] completion_promise must not be empty".into()));
@@ -241,8 +329,13 @@ impl Config {
         Ok(Config {
             path: path.to_path_buf(),
             agent: AgentConfig {
+                preset,
                 command,
                 prompt,
+                format,
+                model,
+                retry_wait,
+                retry_wait_max,
                 timeout: nonzero(file.agent.timeout, defaults::AGENT_TIMEOUT, "[agent] timeout")?,
                 idle_timeout: nonzero(
                     file.agent.idle_timeout,
@@ -252,7 +345,7 @@ impl Config {
                 kill_grace: file.agent.kill_grace.map(|h| h.0).unwrap_or(defaults::KILL_GRACE),
                 pty: file.agent.pty.unwrap_or(false),
                 completion_promise: promise,
-                env: file.agent.env,
+                env,
             },
             checks: ChecksConfig {
                 commands,
@@ -334,9 +427,44 @@ max_consecutive_failures = 5
     }
 
     #[test]
-    fn missing_command_is_invalid() {
+    fn an_agent_is_required() {
         let err = parse("[checks]\ncommands = []\n").unwrap_err().to_string();
-        assert!(err.contains("[agent] command"), "{err}");
+        assert!(err.contains("[agent] needs a `preset` (claude, codex"), "{err}");
+    }
+
+    #[test]
+    fn presets_resolve_with_bin_model_args_and_env() {
+        let c = parse(
+            "[agent]\npreset = \"claude\"\nbin = \"/opt/claude\"\nmodel = \"sonnet\"\nargs = [\"--max-turns\", \"9\"]\nretry_wait = \"30s\"\n[agent.env]\nIS_SANDBOX = \"1\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.agent.command[0], "/opt/claude");
+        assert!(c.agent.command.ends_with(&[
+            "--model".into(),
+            "sonnet".into(),
+            "--max-turns".into(),
+            "9".into()
+        ]));
+        assert_eq!(c.agent.format, Format::ClaudeStreamJson);
+        assert_eq!(c.agent.prompt, PromptMode::Stdin);
+        assert_eq!(c.agent.retry_wait, Duration::from_secs(30));
+        assert_eq!(c.agent.retry_wait_max, Duration::from_secs(3600));
+        assert_eq!(c.agent.env.get("IS_SANDBOX").map(String::as_str), Some("1"));
+
+        let g = parse("[agent]\npreset = \"gemini\"\n").unwrap();
+        assert_eq!(g.agent.env.get("GEMINI_CLI_TRUST_WORKSPACE").map(String::as_str), Some("true"));
+
+        let e = parse("[agent]\npreset = \"gpt\"\n").unwrap_err().to_string();
+        assert!(e.contains("preset `gpt` is unknown"), "{e}");
+        let e = parse("[agent]\npreset = \"claude\"\ncommand = [\"x\"]\n").unwrap_err().to_string();
+        assert!(e.contains("use `bin` and `args`"), "{e}");
+        let e = parse("[agent]\ncommand = [\"x\"]\nmodel = \"m\"\n").unwrap_err().to_string();
+        assert!(e.contains("model needs a preset"), "{e}");
+
+        // --agent replaces whatever the file says.
+        let o = Overrides { agent: Some("codex".into()) };
+        let c = Config::parse_with(Path::new("ralph.toml"), "[agent]\ncommand = [\"x\"]\n", &o).unwrap();
+        assert_eq!(c.agent.command[..2], ["codex".to_string(), "exec".to_string()]);
     }
 
     #[test]

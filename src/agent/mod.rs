@@ -2,6 +2,9 @@
 //! it; [`scan`] reads what it prints; [`scripted`] is the agent that ships with ralph for
 //! dry runs and tests.
 
+pub mod limits;
+pub mod output;
+pub mod preset;
 pub mod scan;
 pub mod scripted;
 

@@ -28,6 +28,7 @@ pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
                 max_iterations: a.max_iterations,
                 max_duration: a.max_duration,
                 allow_dirty: a.allow_dirty,
+                agent: a.agent,
             };
             runner::run(opts, &mut Human::new(), stop).await
         }),

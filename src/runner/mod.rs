@@ -33,6 +33,8 @@ pub struct RunOptions {
     pub max_iterations: Option<u32>,
     pub max_duration: Option<Duration>,
     pub allow_dirty: bool,
+    /// `--agent`: a preset replacing the configured agent.
+    pub agent: Option<String>,
 }
 
 /// The repository root for `cwd`, or a usage error.
@@ -45,8 +47,8 @@ pub fn repo_root(cwd: &Path) -> Result<PathBuf, CliError> {
 }
 
 /// Loads `ralph.toml`, with a hint when it is missing.
-pub fn load_config(root: &Path) -> Result<Config, CliError> {
-    match Config::load(root) {
+pub fn load_config(root: &Path, overrides: &config::Overrides) -> Result<Config, CliError> {
+    match Config::load(root, overrides) {
         Err(config::ConfigError::Read { path, source }) if source.kind() == std::io::ErrorKind::NotFound => {
             Err(CliError::usage(format!("{} not found", path.display()))
                 .hint("run `ralph init` to create one"))
@@ -59,7 +61,7 @@ pub fn load_config(root: &Path) -> Result<Config, CliError> {
 pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> Result<u8, CliError> {
     // Validate everything first: a bad input changes nothing.
     let root = repo_root(&opts.cwd)?;
-    let mut cfg = load_config(&root)?;
+    let mut cfg = load_config(&root, &config::Overrides { agent: opts.agent.clone() })?;
     if let Some(n) = opts.max_iterations {
         cfg.budget.max_iterations = n;
     }

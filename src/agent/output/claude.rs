@@ -1,0 +1,153 @@
+//! Claude Code `--output-format stream-json` (one JSON object per line), also spoken by Amp,
+//! Qwen Code and Cursor CLI. A failed API call arrives as `subtype: "success"` with
+//! `is_error: true` and `api_error_status`: classify on those, never on `subtype`.
+
+use super::{Report, Tokens, str_at, u64_at};
+use crate::agent::limits::{self, Fatal, Limit, Signal};
+use jiff::{Timestamp, Zoned};
+use serde_json::Value;
+
+pub(super) fn line(r: &mut Report, v: &Value, now: &Zoned, emit: &mut dyn FnMut(&str)) {
+    match str_at(v, "type") {
+        Some("system") => {
+            if let Some(id) = str_at(v, "session_id") {
+                r.session_id = Some(id.to_string());
+            }
+            if let Some(m) = str_at(v, "model") {
+                r.model = Some(m.to_string());
+            }
+        }
+        Some("assistant") => {
+            let msg = &v["message"];
+            if r.model.is_none() {
+                r.model = str_at(msg, "model").map(str::to_string);
+            }
+            let mut last = None;
+            for block in msg["content"].as_array().into_iter().flatten() {
+                if str_at(block, "type") == Some("text") {
+                    if let Some(t) = str_at(block, "text") {
+                        emit(t);
+                        last = Some(t.to_string());
+                    }
+                }
+            }
+            if let Some(t) = &last {
+                r.final_message = Some(t.clone());
+            }
+            if let Some(err) = str_at(v, "error") {
+                let text = last.unwrap_or_else(|| err.to_string());
+                match err {
+                    "rate_limit" => {
+                        r.limit
+                            .get_or_insert(Limit { reset_at: limits::reset_time(&text, now), message: text });
+                    }
+                    "authentication_failed" | "billing_error" => r.fatal = Some(Fatal::Auth(text)),
+                    _ => {}
+                }
+            }
+        }
+        Some("rate_limit_event") => {
+            let info = &v["rate_limit_info"];
+            if str_at(info, "status") == Some("rejected") {
+                let reset_at =
+                    info.get("resetsAt").and_then(Value::as_i64).and_then(|s| Timestamp::from_second(s).ok());
+                let kind = str_at(info, "rateLimitType").unwrap_or("usage");
+                r.limit = Some(Limit { reset_at, message: format!("{kind} limit reached") });
+            }
+        }
+        Some("result") => {
+            r.is_error = v.get("is_error").and_then(Value::as_bool).unwrap_or(false);
+            r.num_turns = v.get("num_turns").and_then(Value::as_u64).and_then(|n| u32::try_from(n).ok());
+            if let Some(id) = str_at(v, "session_id") {
+                r.session_id = Some(id.to_string());
+            }
+            let result = str_at(v, "result").unwrap_or("").to_string();
+            if !result.is_empty() {
+                r.final_message = Some(result.clone());
+            }
+            if let Some(c) = v.get("total_cost_usd").or_else(|| v.get("total_cost")).and_then(Value::as_f64) {
+                r.cost_usd = Some(c);
+            }
+            let u = &v["usage"];
+            if u.is_object() {
+                r.tokens = Some(Tokens {
+                    input: u64_at(u, "input_tokens"),
+                    output: u64_at(u, "output_tokens"),
+                    cache_read: u64_at(u, "cache_read_input_tokens"),
+                    cache_write: u64_at(u, "cache_creation_input_tokens"),
+                });
+            }
+            if r.is_error {
+                r.set_error(&result);
+                let status =
+                    v.get("api_error_status").and_then(Value::as_u64).and_then(|s| u16::try_from(s).ok());
+                let signal = match status {
+                    Some(s) => limits::classify_status(s, &result, now),
+                    None => limits::classify(&result, now),
+                };
+                match signal {
+                    Some(Signal::Limit(l)) => {
+                        // A rate_limit_event's reset time beats none.
+                        if r.limit.as_ref().is_none_or(|old| old.reset_at.is_none()) {
+                            r.limit = Some(l);
+                        }
+                    }
+                    Some(Signal::Fatal(f)) => r.fatal = Some(f),
+                    None => {}
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::parse;
+    use super::super::{Format, Tokens};
+    use crate::agent::limits::Fatal;
+
+    #[test]
+    fn a_successful_run() {
+        let text = r#"{"type":"system","subtype":"init","session_id":"s-1","model":"claude-sonnet-4-5","tools":[]}
+{"type":"assistant","message":{"model":"claude-sonnet-4-5","content":[{"type":"tool_use","name":"Bash","input":{"command":"echo '<promise>COMPLETE</promise>'"}}]}}
+{"type":"user","message":{"content":[{"type":"tool_result","content":"<promise>COMPLETE</promise>"}]}}
+{"type":"assistant","message":{"content":[{"type":"text","text":"Done. <learning>use make</learning>\n<promise>COMPLETE</promise>"}]}}
+{"type":"result","subtype":"success","is_error":false,"num_turns":3,"result":"Done. <learning>use make</learning>\n<promise>COMPLETE</promise>","total_cost_usd":0.0123,"usage":{"input_tokens":10,"output_tokens":20,"cache_read_input_tokens":30,"cache_creation_input_tokens":40},"session_id":"s-1"}
+"#;
+        let (r, f) = parse(Format::ClaudeStreamJson, text);
+        assert!(!r.is_error);
+        assert_eq!(r.num_turns, Some(3));
+        assert_eq!(r.cost_usd, Some(0.0123));
+        assert_eq!(r.tokens, Some(Tokens { input: 10, output: 20, cache_read: 30, cache_write: 40 }));
+        assert_eq!(r.model.as_deref(), Some("claude-sonnet-4-5"));
+        assert_eq!(r.session_id.as_deref(), Some("s-1"));
+        assert!(f.promise);
+        assert_eq!(f.learnings, vec!["use make"]);
+    }
+
+    #[test]
+    fn the_promise_in_tool_output_does_not_count() {
+        let text = r#"{"type":"assistant","message":{"content":[{"type":"tool_use","name":"Bash","input":{"command":"cat notes"}}]}}
+{"type":"user","message":{"content":[{"type":"tool_result","content":"<promise>COMPLETE</promise>"}]}}
+{"type":"result","subtype":"success","is_error":false,"num_turns":2,"result":"Still working."}
+"#;
+        let (_, f) = parse(Format::ClaudeStreamJson, text);
+        assert!(!f.promise);
+    }
+
+    #[test]
+    fn api_errors_are_classified_from_the_result() {
+        let limit = r#"{"type":"rate_limit_event","rate_limit_info":{"status":"rejected","resetsAt":1795341600,"rateLimitType":"five_hour"}}
+{"type":"result","subtype":"success","is_error":true,"api_error_status":429,"result":"API Error: Request rejected (429) · rate_limit_error"}
+"#;
+        let (r, _) = parse(Format::ClaudeStreamJson, limit);
+        assert!(r.is_error);
+        assert_eq!(r.limit.unwrap().reset_at.unwrap().as_second(), 1795341600);
+
+        let auth = r#"{"type":"result","subtype":"success","is_error":true,"api_error_status":401,"result":"Failed to authenticate. API Error: 401 authentication_error"}"#;
+        let (r, _) = parse(Format::ClaudeStreamJson, auth);
+        assert!(matches!(r.fatal, Some(Fatal::Auth(_))));
+        assert!(r.limit.is_none());
+    }
+}
