@@ -24,11 +24,11 @@ pub(super) fn line(r: &mut Report, v: &Value, now: &Zoned, emit: &mut dyn FnMut(
             }
             let mut last = None;
             for block in msg["content"].as_array().into_iter().flatten() {
-                if str_at(block, "type") == Some("text") {
-                    if let Some(t) = str_at(block, "text") {
-                        emit(t);
-                        last = Some(t.to_string());
-                    }
+                if str_at(block, "type") == Some("text")
+                    && let Some(t) = str_at(block, "text")
+                {
+                    emit(t);
+                    last = Some(t.to_string());
                 }
             }
             if let Some(t) = &last {
@@ -86,12 +86,11 @@ pub(super) fn line(r: &mut Report, v: &Value, now: &Zoned, emit: &mut dyn FnMut(
                     None => limits::classify(&result, now),
                 };
                 match signal {
-                    Some(Signal::Limit(l)) => {
-                        // A rate_limit_event's reset time beats none.
-                        if r.limit.as_ref().is_none_or(|old| old.reset_at.is_none()) {
-                            r.limit = Some(l);
-                        }
+                    // A rate_limit_event's reset time beats none.
+                    Some(Signal::Limit(l)) if r.limit.as_ref().is_none_or(|old| old.reset_at.is_none()) => {
+                        r.limit = Some(l);
                     }
+                    Some(Signal::Limit(_)) => {}
                     Some(Signal::Fatal(f)) => r.fatal = Some(f),
                     None => {}
                 }

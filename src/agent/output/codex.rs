@@ -15,11 +15,11 @@ pub(super) fn line(r: &mut Report, v: &Value, now: &Zoned, emit: &mut dyn FnMut(
             let item = &v["item"];
             // Older versions call the field `item_type`.
             let kind = str_at(item, "type").or_else(|| str_at(item, "item_type"));
-            if kind == Some("agent_message") {
-                if let Some(t) = str_at(item, "text") {
-                    emit(t);
-                    r.final_message = Some(t.to_string());
-                }
+            if kind == Some("agent_message")
+                && let Some(t) = str_at(item, "text")
+            {
+                emit(t);
+                r.final_message = Some(t.to_string());
             }
         }
         Some("turn.completed") => {
