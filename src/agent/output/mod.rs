@@ -193,15 +193,15 @@ impl Parser {
                 scanner.feed(b"\n");
             });
         }
-        if let Some(m) = &mut self.report.final_message {
-            if m.len() > MAX_FINAL_MESSAGE {
-                let mut end = MAX_FINAL_MESSAGE;
-                while !m.is_char_boundary(end) {
-                    end -= 1;
-                }
-                m.truncate(end);
-                m.push('…');
+        if let Some(m) = &mut self.report.final_message
+            && m.len() > MAX_FINAL_MESSAGE
+        {
+            let mut end = MAX_FINAL_MESSAGE;
+            while !m.is_char_boundary(end) {
+                end -= 1;
             }
+            m.truncate(end);
+            m.push('…');
         }
         self.report
     }
