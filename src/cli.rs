@@ -26,6 +26,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Print (or follow) an iteration's logs.
     Logs(LogsArgs),
+    /// Check the configured agent, checks and git state without spending tokens.
+    Doctor(DoctorArgs),
     /// Run the loop on a demo project with the scripted agent: no API key needed.
     Demo(DemoArgs),
     /// The scripted agent: plays a scenario file instead of calling a model.
@@ -37,6 +39,9 @@ pub struct InitArgs {
     /// Overwrite an existing ralph.toml.
     #[arg(long)]
     pub force: bool,
+    /// The agent preset to configure (default: claude).
+    #[arg(long, value_name = "PRESET")]
+    pub agent: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -66,6 +71,13 @@ pub struct StatusArgs {
     /// Print JSON for scripts.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Check this agent preset instead of the configured one.
+    #[arg(long, value_name = "PRESET")]
+    pub agent: Option<String>,
 }
 
 #[derive(Debug, Args)]

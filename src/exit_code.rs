@@ -11,5 +11,8 @@ pub const USAGE: u8 = 2;
 pub const BUDGET: u8 = 3;
 /// Nothing runnable is left, but some tasks are blocked (or held back by blocked tasks).
 pub const BLOCKED: u8 = 4;
+/// The agent cannot work at all: its authentication failed or its model does not exist.
+/// Retrying would only spin, so the run stops.
+pub const AGENT: u8 = 5;
 /// Interrupted by Ctrl-C, SIGTERM or SIGHUP.
 pub const INTERRUPTED: u8 = 130;

@@ -1,6 +1,7 @@
 //! The iteration record: one JSON line per iteration in `runs/<id>/iterations.jsonl`.
 //! The schema is a contract (documented in the README); fields are only ever added.
 
+pub use crate::agent::output::Tokens;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::Path;
@@ -23,6 +24,8 @@ pub enum Outcome {
     IdleTimeout,
     /// Ctrl-C or a termination signal: reverted.
     Interrupted,
+    /// A usage or rate limit: reverted, waited out, the task retried; no attempt used.
+    RateLimited,
 }
 
 impl Outcome {
@@ -35,6 +38,7 @@ impl Outcome {
             Outcome::Timeout => "timeout",
             Outcome::IdleTimeout => "idle_timeout",
             Outcome::Interrupted => "interrupted",
+            Outcome::RateLimited => "rate_limited",
         }
     }
 
@@ -45,7 +49,7 @@ impl Outcome {
 
     /// Outcomes that use up one of the task's attempts.
     pub fn counts_as_attempt(self) -> bool {
-        !self.is_green() && self != Outcome::Interrupted
+        !self.is_green() && !matches!(self, Outcome::Interrupted | Outcome::RateLimited)
     }
 }
 
@@ -87,6 +91,30 @@ pub struct IterationRecord {
     pub blocked: bool,
     /// The agent's output stayed open past the drain bound (an escaped grandchild).
     pub output_leaked: bool,
+    /// Tokens the agent reported using, when its output says.
+    #[serde(default)]
+    pub tokens: Option<Tokens>,
+    /// What the agent reported the iteration cost, in US dollars.
+    #[serde(default)]
+    pub cost_usd: Option<f64>,
+    /// Model turns, when the agent reports them.
+    #[serde(default)]
+    pub num_turns: Option<u32>,
+    /// The model the agent used (reported, else configured).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// The agent's own session or thread id.
+    #[serde(default)]
+    pub agent_session_id: Option<String>,
+    /// The agent's final message (capped at 4 KiB).
+    #[serde(default)]
+    pub final_message: Option<String>,
+    /// The agent reported an error, whatever its exit code.
+    #[serde(default)]
+    pub is_error: bool,
+    /// For `rate_limited`: when the agent said the limit resets (RFC 3339), if it said.
+    #[serde(default)]
+    pub limit_resets_at: Option<String>,
 }
 
 /// Appends one record as one line.

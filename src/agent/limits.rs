@@ -278,7 +278,7 @@ pub fn wait_for(limit: &Limit, now: Timestamp, backoff: Duration) -> Duration {
     match limit.reset_at {
         Some(at) if at > now => {
             let d = now.duration_until(at);
-            Duration::try_from(d).map(|d| d + MARGIN).unwrap_or(backoff)
+            Duration::try_from(d).map(|d| d + MARGIN.min(d / 10)).unwrap_or(backoff)
         }
         _ => backoff,
     }
@@ -350,6 +350,8 @@ mod tests {
         let l = Limit { reset_at: Some(at), message: String::new() };
         let now = "2026-11-22T10:00:00Z".parse::<Timestamp>().unwrap();
         assert_eq!(wait_for(&l, now, Duration::from_secs(60)), Duration::from_secs(30 * 60 + 10));
+        let soon = Limit { reset_at: Some("2026-11-22T10:00:02Z".parse().unwrap()), message: String::new() };
+        assert_eq!(wait_for(&soon, now, Duration::from_secs(60)), Duration::from_millis(2200));
         let l = Limit { reset_at: None, message: String::new() };
         assert_eq!(wait_for(&l, now, Duration::from_secs(60)), Duration::from_secs(60));
     }

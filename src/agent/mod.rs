@@ -2,6 +2,7 @@
 //! it; [`scan`] reads what it prints; [`scripted`] is the agent that ships with ralph for
 //! dry runs and tests.
 
+pub mod hazards;
 pub mod limits;
 pub mod output;
 pub mod preset;

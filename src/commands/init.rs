@@ -45,20 +45,26 @@ fn detect_checks(root: &Path) -> Vec<&'static str> {
     }
 }
 
-fn config_text(checks: &[&str]) -> String {
+fn config_text(preset: &str, checks: &[&str]) -> String {
     let checks = checks.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
     format!(
         r#"# ralph configuration; the reference is in ralph's README.
 
 [agent]
-# The agent's command line; a fresh process per iteration.
-command = ["claude", "-p", "--dangerously-skip-permissions"]
-# How the prompt reaches it: stdin | arg ({{prompt}} placeholder) | file ({{prompt_file}} placeholder)
-prompt = "stdin"
-timeout = "30m"            # wall clock per iteration
-idle_timeout = "10m"       # no output for this long: the agent is hung
-# completion_promise = "<promise>COMPLETE</promise>"
-# Dry run without a model: command = ["ralph", "scripted-agent", "scenario.toml"]
+# claude | codex | gemini | opencode | pi | qwen | aider | amp | cursor | custom
+preset = "{preset}"
+# model = "sonnet"             # passed with the preset's model flag
+# args = ["--max-turns", "50"] # appended to the preset's command line
+# bin = "/opt/bin/claude"      # default: found on PATH
+timeout = "30m"                # wall clock per iteration
+idle_timeout = "10m"           # no output for this long: the agent is hung
+# retry_wait = "60s"           # first wait after a usage limit with no reset time; doubles
+# retry_wait_max = "1h"
+# Dry run without a model: preset = "custom" and
+# command = ["ralph", "scripted-agent", "scenario.toml"]
+
+# [agent.env]
+# IS_SANDBOX = "1"             # claude as root, on a disposable machine only
 
 [checks]
 # Run by ralph after the agent exits; work is committed only when all pass.
@@ -81,7 +87,14 @@ max_consecutive_failures = 5   # then the run stops
 }
 
 /// Runs `ralph init`.
-pub fn run(cwd: &Path, force: bool) -> Result<u8, CliError> {
+pub fn run(cwd: &Path, force: bool, agent: Option<&str>) -> Result<u8, CliError> {
+    let preset = agent.unwrap_or("claude");
+    if preset != "custom" && crate::agent::preset::find(preset).is_none() {
+        return Err(CliError::usage(format!(
+            "unknown agent preset `{preset}` (known: {})",
+            crate::agent::preset::names()
+        )));
+    }
     let root = crate::runner::repo_root(cwd)?;
     let io = |what: &str, p: &Path, e: std::io::Error| {
         CliError::failure(format!("cannot {what} {}: {e}", p.display()))
@@ -93,7 +106,7 @@ pub fn run(cwd: &Path, force: bool) -> Result<u8, CliError> {
         println!("kept      {} (exists; --force overwrites it)", config::FILE_NAME);
     } else {
         let checks = detect_checks(&root);
-        state::atomic_write(&cfg_path, config_text(&checks).as_bytes())?;
+        state::atomic_write(&cfg_path, config_text(preset, &checks).as_bytes())?;
         created.push(config::FILE_NAME.to_string());
         if checks.is_empty() {
             println!("note: no test command detected; set [checks] commands in ralph.toml");
@@ -137,7 +150,9 @@ mod tests {
 
     #[test]
     fn the_generated_config_parses() {
-        let c = config::Config::parse(Path::new("ralph.toml"), &config_text(&["cargo test"])).unwrap();
+        let c =
+            config::Config::parse(Path::new("ralph.toml"), &config_text("codex", &["cargo test"])).unwrap();
+        assert_eq!(c.agent.preset.map(|p| p.name), Some("codex"));
         assert_eq!(c.checks.commands, vec!["cargo test"]);
         assert_eq!(c.budget.max_iterations, 50);
     }

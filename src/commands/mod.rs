@@ -1,6 +1,7 @@
 //! The subcommands other than the loop itself, and the dispatch from the parsed command line.
 
 pub mod demo;
+pub mod doctor;
 pub mod init;
 pub mod logs;
 pub mod status;
@@ -19,7 +20,7 @@ pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
             .map_err(|e| CliError::failure(format!("cannot read the current directory: {e}")))?,
     };
     match cli.command {
-        Command::Init(a) => init::run(&cwd, a.force),
+        Command::Init(a) => init::run(&cwd, a.force, a.agent.as_deref()),
         Command::Run(a) => block_on(async move {
             let stop = crate::signal::install()
                 .map_err(|e| CliError::failure(format!("cannot install signal handlers: {e}")))?;
@@ -33,6 +34,7 @@ pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
             runner::run(opts, &mut Human::new(), stop).await
         }),
         Command::Status(a) => status::run(&cwd, a.json),
+        Command::Doctor(a) => doctor::run(&cwd, a.agent),
         Command::Logs(a) => logs::run(&cwd, &a),
         Command::Demo(a) => block_on(demo::run(a.dir)),
         Command::ScriptedAgent(a) => {

@@ -6,7 +6,10 @@
 //! `head_before` (with `--allow-dirty`: back at the snapshot taken at the start); `.ralph/`
 //! is never staged or reverted; the record is appended last, after every change is durable.
 
-use crate::agent::{self, IterationEnv, scan::Scanner};
+use crate::agent::limits::{self, Fatal, Limit, Signal};
+use crate::agent::output::{Format, Parser, Report};
+use crate::agent::scan::{Findings, Scanner};
+use crate::agent::{self, IterationEnv};
 use crate::backlog::{Backlog, Spec, Status, spec};
 use crate::checks;
 use crate::config::Config;
@@ -54,7 +57,7 @@ pub(crate) async fn run(
     it: Iteration<'_>,
     state: &mut State,
     reporter: &mut dyn Reporter,
-) -> Result<IterationRecord, CliError> {
+) -> Result<IterationEnd, CliError> {
     let root = it.root;
     let task = it.task;
     let started_at = logs::now_rfc3339();
@@ -93,6 +96,7 @@ pub(crate) async fn run(
     let mut log = std::fs::File::create(&log_path).map_err(|e| io_err("create", &log_path, e))?;
     let mut masker = StreamMasker::new(it.secrets.clone());
     let mut scanner = Scanner::new(&prompt_text, &it.cfg.agent.completion_promise);
+    let mut parser = Parser::new(it.cfg.agent.format);
     let budget_cuts = it.time_left.is_some_and(|t| t < it.cfg.agent.timeout);
     let timeout = it.time_left.map_or(it.cfg.agent.timeout, |t| t.min(it.cfg.agent.timeout));
     let limits =
@@ -104,7 +108,7 @@ pub(crate) async fn run(
                 write_err.get_or_insert(e);
             }
             match c.stream {
-                process::Stream::Stdout => scanner.feed(&c.data),
+                process::Stream::Stdout => parser.feed(&c.data, &mut scanner),
                 // stderr carries no promise or learning, but its errors belong in the tail.
                 process::Stream::Stderr => scanner.feed_tail(&c.data),
             }
@@ -120,6 +124,7 @@ pub(crate) async fn run(
     if let Some(e) = write_err {
         return Err(io_err("write", &log_path, e));
     }
+    let report = parser.finish(&mut scanner);
     let findings = scanner.finish();
     let switched = put_branch_back(root, branch_before.as_deref())?;
     let agent_tail = it.secrets.mask(&checks::last_lines(&findings.tail, AGENT_TAIL_LINES));
@@ -129,6 +134,8 @@ pub(crate) async fn run(
     let mut failure: Option<String> = None;
     let mut exit_code = None;
     let mut output_leaked = false;
+    let mut limit: Option<Limit> = None;
+    let mut fatal: Option<Fatal> = None;
     let mut outcome = match &finished {
         Ok(f) if switched.is_some() && f.ending != Ending::Cancelled => {
             failure = switched.clone();
@@ -145,6 +152,12 @@ pub(crate) async fn run(
             output_leaked = f.output_leaked;
             match f.ending {
                 Ending::Cancelled => Outcome::Interrupted,
+                // An agent that kept retrying a limit until ralph stopped it was limited, not hung.
+                Ending::Timeout | Ending::IdleTimeout if report.limit.is_some() => {
+                    limit = report.limit.clone();
+                    failure = limit.as_ref().map(|l| format!("usage or rate limit: {}", l.message));
+                    Outcome::RateLimited
+                }
                 Ending::Timeout => {
                     let why = if budget_cuts {
                         "the run's time budget ran out"
@@ -164,39 +177,45 @@ pub(crate) async fn run(
                     ));
                     Outcome::IdleTimeout
                 }
-                Ending::Exited if f.exit_code != Some(0) => {
-                    let code = f.exit_code.map_or("a signal".to_string(), |c| format!("code {c}"));
-                    failure = Some(format!("the agent exited with {code}; its last output:\n{agent_tail}"));
-                    Outcome::AgentFailed
+                Ending::Exited
+                    if f.exit_code != Some(0)
+                        || report.is_error
+                        || it.cfg.agent.format == Format::AiderText =>
+                {
+                    let failed = f.exit_code != Some(0) || report.is_error;
+                    match signal(&report, &agent_tail, failed) {
+                        Some(Signal::Fatal(e)) => {
+                            failure = Some(e.message());
+                            fatal = Some(e);
+                            Outcome::AgentFailed
+                        }
+                        Some(Signal::Limit(l)) => {
+                            failure = Some(format!("usage or rate limit: {}", l.message));
+                            limit = Some(l);
+                            Outcome::RateLimited
+                        }
+                        None if failed => {
+                            let how = match f.exit_code {
+                                Some(0) => "reported an error (exit code 0)".to_string(),
+                                Some(c) => format!("exited with code {c}"),
+                                None => "was killed by a signal".to_string(),
+                            };
+                            let said = report
+                                .error_message
+                                .as_deref()
+                                .map(|m| format!("; it said: {}", it.secrets.mask(m)))
+                                .unwrap_or_default();
+                            failure = Some(format!("the agent {how}{said}; its last output:\n{agent_tail}"));
+                            Outcome::AgentFailed
+                        }
+                        None => {
+                            run_checks(&it, &dir, reporter, &findings, &mut check_records, &mut failure)
+                                .await?
+                        }
+                    }
                 }
                 Ending::Exited => {
-                    reporter.phase("checks");
-                    let checks_path = dir.join("checks.log");
-                    let mut clog =
-                        std::fs::File::create(&checks_path).map_err(|e| io_err("create", &checks_path, e))?;
-                    let mut cmasker = StreamMasker::new(it.secrets.clone());
-                    let r = checks::run(
-                        &it.cfg.checks,
-                        root,
-                        &mut clog,
-                        &mut cmasker,
-                        it.cfg.agent.kill_grace,
-                        &it.stop.cancel,
-                        &it.stop.force,
-                    )
-                    .await
-                    .map_err(|e| io_err("write", &checks_path, e))?;
-                    check_records = r.records;
-                    if r.interrupted {
-                        Outcome::Interrupted
-                    } else if let Some(f) = r.failure {
-                        failure = Some(f);
-                        Outcome::ChecksFailed
-                    } else if findings.promise {
-                        Outcome::Done
-                    } else {
-                        Outcome::Progress
-                    }
+                    run_checks(&it, &dir, reporter, &findings, &mut check_records, &mut failure).await?
                 }
             }
         }
@@ -278,13 +297,16 @@ pub(crate) async fn run(
         ts.attempts = 0;
         ts.blocked_by_ralph = false;
     }
-    ts.last = Some(LastIteration {
-        run_id: it.run_id.to_string(),
-        iteration: it.number,
-        outcome: outcome.as_str().to_string(),
-        failure: if outcome.is_green() { None } else { failure.clone() },
-        progress: findings.progress.clone(),
-    });
+    // A limit says nothing about the task: the next try starts from the same handoff.
+    if outcome != Outcome::RateLimited {
+        ts.last = Some(LastIteration {
+            run_id: it.run_id.to_string(),
+            iteration: it.number,
+            outcome: outcome.as_str().to_string(),
+            failure: if outcome.is_green() { None } else { failure.clone() },
+            progress: findings.progress.clone(),
+        });
+    }
     let mut blocked = false;
     if outcome.counts_as_attempt() && ts.attempts >= max_attempts {
         let why = crate::reporter::summary(failure.as_deref().unwrap_or(""));
@@ -321,11 +343,28 @@ pub(crate) async fn run(
         progress: findings.progress,
         blocked,
         output_leaked,
+        tokens: report.tokens,
+        cost_usd: report.cost_usd,
+        num_turns: report.num_turns,
+        model: report.model.clone().or_else(|| it.cfg.agent.model.clone()),
+        agent_session_id: report.session_id.clone(),
+        final_message: report.final_message.as_deref().map(|m| it.secrets.mask(m)),
+        is_error: report.is_error,
+        limit_resets_at: limit.as_ref().and_then(|l| l.reset_at).map(|t| t.to_string()),
     };
     let records = logs::records_path(it.run_dir);
     record::append(&records, &record).map_err(|e| io_err("write", &records, e))?;
     reporter.iteration_ended(&record);
-    Ok(record)
+    Ok(IterationEnd { record, limit, fatal })
+}
+
+/// How an iteration ended, with what the loop must act on.
+pub(crate) struct IterationEnd {
+    pub record: IterationRecord,
+    /// A limit to wait out before the task runs again.
+    pub limit: Option<Limit>,
+    /// A failure that ends the run.
+    pub fatal: Option<Fatal>,
 }
 
 fn prompt_context(it: &Iteration<'_>, ts: &state::TaskState, attempt: u32) -> prompt::Context {
@@ -433,4 +472,65 @@ pub fn commit_message(task: &Spec, outcome: Outcome, run_id: &str, iteration: u3
         _ => format!("ralph({}): progress on {}", task.id, task.title),
     };
     format!("{subject}\n\n{}", trailers(task, run_id, iteration))
+}
+
+/// Runs the checks after a clean agent exit and says what they make of the iteration.
+async fn run_checks(
+    it: &Iteration<'_>,
+    dir: &Path,
+    reporter: &mut dyn Reporter,
+    findings: &Findings,
+    records: &mut Vec<crate::record::CheckRecord>,
+    failure: &mut Option<String>,
+) -> Result<Outcome, CliError> {
+    reporter.phase("checks");
+    let checks_path = dir.join("checks.log");
+    let mut clog = std::fs::File::create(&checks_path).map_err(|e| io_err("create", &checks_path, e))?;
+    let mut cmasker = StreamMasker::new(it.secrets.clone());
+    let r = checks::run(
+        &it.cfg.checks,
+        it.root,
+        &mut clog,
+        &mut cmasker,
+        it.cfg.agent.kill_grace,
+        &it.stop.cancel,
+        &it.stop.force,
+    )
+    .await
+    .map_err(|e| io_err("write", &checks_path, e))?;
+    *records = r.records;
+    Ok(if r.interrupted {
+        Outcome::Interrupted
+    } else if let Some(f) = r.failure {
+        *failure = Some(f);
+        Outcome::ChecksFailed
+    } else if findings.promise {
+        Outcome::Done
+    } else {
+        Outcome::Progress
+    })
+}
+
+/// What a failed (or, for text agents, any) agent run signals: the structured output first,
+/// then the known error messages in what it printed last.
+fn signal(report: &Report, tail: &str, failed: bool) -> Option<Signal> {
+    if let Some(f) = &report.fatal {
+        return Some(Signal::Fatal(f.clone()));
+    }
+    if let Some(l) = &report.limit {
+        return Some(Signal::Limit(l.clone()));
+    }
+    let now = jiff::Zoned::now();
+    let said = [
+        report.error_message.as_deref(),
+        report.is_error.then_some(report.final_message.as_deref()).flatten(),
+    ];
+    for text in said.into_iter().flatten() {
+        if let Some(s) = limits::classify(text, &now) {
+            return Some(s);
+        }
+    }
+    // An agent that exited 0 without an error report is only read for its last words.
+    let tail: String = if failed { tail.to_string() } else { checks::last_lines(tail, 5) };
+    limits::classify(&tail, &now)
 }

@@ -9,7 +9,7 @@ mod iteration;
 
 pub use iteration::commit_message;
 
-use crate::agent;
+use crate::agent::{self, limits};
 use crate::backlog::{Backlog, Next, Status};
 use crate::budget::Budget;
 use crate::config::{self, Config};
@@ -79,11 +79,15 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
         ))
         .hint("install the agent, or set [agent] command to its full path"));
     }
-    if cfg.agent.pty && cfg.agent.prompt == config::PromptMode::Stdin {
-        return Err(CliError::usage(format!(
-            "{}: [agent] pty = true needs prompt = \"arg\" or \"file\": a terminal's input line is too short for a prompt",
-            config::FILE_NAME
-        )));
+    let env = |k: &str| std::env::var(k).ok();
+    for h in agent::hazards::check(&cfg.agent, agent::hazards::euid(), &env) {
+        if h.level == agent::hazards::Level::Problem {
+            let e = CliError::usage(format!("{}: {}", config::FILE_NAME, h.message));
+            return Err(match h.hint {
+                Some(hint) => e.hint(hint),
+                None => e,
+            });
+        }
     }
     if let Some(branch) = &cfg.branch
         && !git::valid_branch_name(&root, branch)
@@ -178,13 +182,12 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
     meta.ended_at = Some(logs::now_rfc3339());
     meta.exit_code = Some(code);
     meta.end_reason = Some(reason.clone());
-    meta.iterations = budget.iterations;
     // Best effort: the run's own error, if any, matters more than this write.
     let _ = meta.save(&run_dir);
     let outcomes: Vec<String> = counts.iter().map(|(o, n)| format!("{n} {}", o.as_str())).collect();
     let summary = format!(
         "ralph: {reason} — {} iteration(s){}{} in {} (exit {code})",
-        budget.iterations,
+        meta.iterations,
         if outcomes.is_empty() { "" } else { ": " },
         outcomes.join(", "),
         humantime::format_duration(Duration::from_secs(started.elapsed().as_secs())),
@@ -215,6 +218,8 @@ async fn run_loop(
 ) -> Result<(u8, String), CliError> {
     let started = Instant::now();
     let mut state = State::load(root)?;
+    let mut number = 0;
+    let mut backoff = cfg.agent.retry_wait;
     loop {
         if stop.cancel.is_cancelled() {
             return Ok((exit_code::INTERRUPTED, "interrupted".into()));
@@ -259,8 +264,8 @@ async fn run_loop(
         if let Err(spent) = budget.check(started.elapsed()) {
             return Ok((exit_code::BUDGET, format!("stopped: {spent}")));
         }
-        let number = budget.iterations + 1;
-        let record = iteration::run(
+        number += 1;
+        let end = iteration::run(
             iteration::Iteration {
                 root,
                 cfg,
@@ -279,12 +284,48 @@ async fn run_loop(
             reporter,
         )
         .await?;
-        *counts.entry(record.outcome).or_default() += 1;
-        budget.record(record.outcome.counts_as_attempt());
-        meta.iterations = budget.iterations;
+        let outcome = end.record.outcome;
+        *counts.entry(outcome).or_default() += 1;
+        meta.iterations = number;
         meta.save(run_dir)?;
-        if record.outcome == Outcome::Interrupted {
+        if outcome == Outcome::Interrupted {
             return Ok((exit_code::INTERRUPTED, "interrupted".into()));
         }
+        if let Some(fatal) = end.fatal {
+            return Ok((exit_code::AGENT, format!("stopped: {}", fatal.message())));
+        }
+        let Some(limit) = end.limit else {
+            // A limit uses no iteration of the budget and is no failure: it is waited out.
+            budget.record(outcome.counts_as_attempt());
+            backoff = cfg.agent.retry_wait;
+            continue;
+        };
+        let wait = limits::wait_for(&limit, jiff::Timestamp::now(), backoff);
+        if limit.reset_at.is_none() {
+            backoff = (backoff * 2).min(cfg.agent.retry_wait_max);
+        }
+        if let Some(left) = budget.time_left(started.elapsed())
+            && wait >= left
+        {
+            return Ok((
+                exit_code::BUDGET,
+                format!("stopped: the usage limit lifts in {}, after the time budget ends", human(wait)),
+            ));
+        }
+        let until = jiff::Timestamp::now() + jiff::SignedDuration::try_from(wait).unwrap_or_default();
+        reporter.line(&format!(
+            "waiting for the usage limit to lift: until {} (in {}); the same task runs next, no attempt used",
+            until.strftime("%Y-%m-%d %H:%M:%S UTC"),
+            human(wait)
+        ));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.cancel.cancelled() => return Ok((exit_code::INTERRUPTED, "interrupted".into())),
+        }
     }
+}
+
+/// A duration to the second, as "1h 5m 3s".
+fn human(d: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(d.as_secs().max(1))).to_string()
 }

@@ -1,4 +1,5 @@
 mod agent_process;
+mod agents;
 mod bad_input;
 mod commands;
 mod git_rules;
