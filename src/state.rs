@@ -43,10 +43,13 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
     tmp.write_all(bytes).map_err(err)?;
     tmp.as_file().sync_all().map_err(err)?;
-    // Keep the file's permissions when replacing it (specs and AGENTS.md are the user's).
-    if let Ok(meta) = std::fs::metadata(path) {
-        let _ = std::fs::set_permissions(tmp.path(), meta.permissions());
-    }
+    // Keep the file's permissions when replacing it (specs and AGENTS.md are the user's); a
+    // new file gets the usual 0644, not the temporary file's 0600.
+    let perms = match std::fs::metadata(path) {
+        Ok(meta) => meta.permissions(),
+        Err(_) => std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    };
+    let _ = std::fs::set_permissions(tmp.path(), perms);
     tmp.persist(path).map_err(|e| err(e.error))?;
     Ok(())
 }
@@ -232,6 +235,18 @@ mod tests {
         drop(lock);
         assert_eq!(RunLock::holder(dir.path()), None);
         RunLock::acquire(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn new_files_are_world_readable_and_old_ones_keep_their_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("AGENTS.md");
+        atomic_write(&p, b"a").unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o644);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        atomic_write(&p, b"b").unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
     #[test]

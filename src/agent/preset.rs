@@ -74,8 +74,9 @@ pub const PRESETS: &[Preset] = &[
         bin: "gemini",
         args: &["--output-format", "stream-json", "--yolo"],
         model_flag: "-m",
-        trailing: &[],
-        prompt: PromptMode::Stdin,
+        // The prompt follows -p: the headless form verified against gemini 0.61.
+        trailing: &["-p"],
+        prompt: PromptMode::Arg,
         format: Format::GeminiStreamJson,
         // Headless gemini exits 55 in a folder it does not trust.
         env: &[("GEMINI_CLI_TRUST_WORKSPACE", "true")],

@@ -338,6 +338,15 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn pwd_names_the_childs_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut req = sh("echo $PWD");
+        req.cwd = dir.path().to_path_buf();
+        let (_, out) = run(req, limits(10_000, None)).await;
+        assert_eq!(out.trim(), dir.path().to_string_lossy());
+    }
+
+    #[tokio::test]
     async fn missing_program_is_a_spawn_error() {
         let mut req = sh("");
         req.program = "/nonexistent/agent".into();

@@ -21,6 +21,9 @@ pub(super) fn spawn(req: &SpawnRequest) -> Result<Spawned, SpawnError> {
     for (k, v) in &req.env {
         cmd.env(k, v);
     }
+    // Many CLIs (node, bun) trust $PWD over getcwd(): an inherited PWD would send them to
+    // ralph's own directory instead of the repository.
+    cmd.env("PWD", &req.cwd);
     let mut child = cmd.spawn().map_err(|source| SpawnError::Io { program: req.program.clone(), source })?;
     let pgid = child.id().unwrap_or(0);
     let guard = group::GroupGuard::new(pgid);

@@ -22,6 +22,8 @@ pub(super) fn spawn(req: &SpawnRequest) -> Result<Spawned, SpawnError> {
     for (k, v) in &req.env {
         cmd.env(k, v);
     }
+    // See the pipe backend: $PWD must name the child's directory.
+    cmd.env("PWD", &req.cwd);
     // portable-pty reports a missing program only after forking; check first for a clear error.
     if which(&req.program, req).is_none() {
         return Err(SpawnError::Io {

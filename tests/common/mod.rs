@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod model_server;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -37,7 +39,9 @@ pub fn hermetic(cmd: &mut Command, home: &Path) {
 impl TestRepo {
     /// An initialised repository with one commit (a README).
     pub fn new() -> TestRepo {
-        let dir = tempfile::tempdir().unwrap();
+        let mut dir = tempfile::tempdir().unwrap();
+        // RALPH_TEST_KEEP=1 keeps the folders for a look after a failure.
+        dir.disable_cleanup(std::env::var_os("RALPH_TEST_KEEP").is_some());
         let outside = dir.path().canonicalize().unwrap();
         let root = outside.join("repo");
         std::fs::create_dir(&root).unwrap();

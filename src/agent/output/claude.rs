@@ -19,8 +19,9 @@ pub(super) fn line(r: &mut Report, v: &Value, now: &Zoned, emit: &mut dyn FnMut(
         }
         Some("assistant") => {
             let msg = &v["message"];
+            // Claude labels the messages it makes up itself (API errors) "<synthetic>".
             if r.model.is_none() {
-                r.model = str_at(msg, "model").map(str::to_string);
+                r.model = str_at(msg, "model").filter(|m| !m.starts_with('<')).map(str::to_string);
             }
             let mut last = None;
             for block in msg["content"].as_array().into_iter().flatten() {

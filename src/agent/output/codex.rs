@@ -23,6 +23,7 @@ pub(super) fn line(r: &mut Report, v: &Value, now: &Zoned, emit: &mut dyn FnMut(
             }
         }
         Some("turn.completed") => {
+            r.error_message = None;
             let u = &v["usage"];
             let input = u64_at(u, "input_tokens");
             let cached = u64_at(u, "cached_input_tokens");
@@ -35,7 +36,9 @@ pub(super) fn line(r: &mut Report, v: &Value, now: &Zoned, emit: &mut dyn FnMut(
             });
         }
         Some("turn.failed") => failed(r, str_at(&v["error"], "message").unwrap_or("turn failed"), now),
-        Some("error") => failed(r, str_at(v, "message").unwrap_or("error"), now),
+        // Not fatal by itself: codex reports its own retries ("Reconnecting... 1/5") this way
+        // and may still complete the turn. Kept as the error text if the run then fails.
+        Some("error") => r.error_message = str_at(v, "message").map(str::to_string),
         _ => {}
     }
 }
@@ -75,5 +78,14 @@ mod tests {
         let (r, _) = parse(Format::CodexJson, limited);
         assert!(r.is_error);
         assert!(r.limit.unwrap().reset_at.is_some());
+
+        // A retried error followed by a completed turn is no failure.
+        let recovered = r#"{"type":"turn.started"}
+{"type":"error","message":"Reconnecting... 1/5 (unexpected status 429 Too Many Requests)"}
+{"type":"item.completed","item":{"id":"i","type":"agent_message","text":"ok"}}
+{"type":"turn.completed","usage":{"input_tokens":1,"cached_input_tokens":0,"output_tokens":1}}
+"#;
+        let (r, _) = parse(Format::CodexJson, recovered);
+        assert!(!r.is_error && r.limit.is_none() && r.error_message.is_none(), "{r:?}");
     }
 }

@@ -268,6 +268,47 @@ mod tests {
         (report, scanner.finish())
     }
 
+    /// The real CLIs' output, recorded against the scripted model server
+    /// (tests/fixtures/agent-output/README.md says how).
+    #[test]
+    fn recorded_output_of_the_real_clis() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/agent-output");
+        let formats = [
+            ("claude", Format::ClaudeStreamJson),
+            ("codex", Format::CodexJson),
+            ("gemini", Format::GeminiStreamJson),
+            ("opencode", Format::OpencodeJson),
+            ("pi", Format::PiJson),
+        ];
+        let mut seen = 0;
+        for (cli, format) in formats {
+            let read = |case: &str| std::fs::read_to_string(dir.join(format!("{cli}-{case}.jsonl"))).ok();
+            if let Some(text) = read("success") {
+                let (r, f) = parse(format, &text);
+                assert!(f.promise, "{cli}: promise");
+                assert_eq!(f.learnings, vec!["probe learning"], "{cli}");
+                assert!(!r.is_error && r.limit.is_none() && r.fatal.is_none(), "{cli}: {r:?}");
+                assert!(r.tokens.is_some_and(|t| t.total() > 0), "{cli}: tokens {r:?}");
+                assert!(r.session_id.is_some(), "{cli}: session");
+                seen += 1;
+            }
+            if let Some(text) = read("ratelimit") {
+                let (r, f) = parse(format, &text);
+                assert!(r.is_error, "{cli}: {r:?}");
+                assert!(r.limit.is_some(), "{cli}: limit {r:?}");
+                assert!(r.fatal.is_none() && !f.promise, "{cli}");
+                seen += 1;
+            }
+            if let Some(text) = read("auth") {
+                let (r, _) = parse(format, &text);
+                assert!(r.is_error, "{cli}: {r:?}");
+                assert!(matches!(r.fatal, Some(Fatal::Auth(_))), "{cli}: auth {r:?}");
+                seen += 1;
+            }
+        }
+        assert!(seen >= 9, "only {seen} fixtures found in {}", dir.display());
+    }
+
     #[test]
     fn aider_counts_tokens_and_cost() {
         let (r, f) = parse(
