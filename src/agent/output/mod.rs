@@ -306,7 +306,22 @@ mod tests {
                 seen += 1;
             }
         }
-        assert!(seen >= 9, "only {seen} fixtures found in {}", dir.display());
+        // Limits the CLI retried itself and got past are no failure.
+        for (cli, format) in &formats[..] {
+            if let Ok(text) = std::fs::read_to_string(dir.join(format!("{cli}-ratelimit-recover.jsonl"))) {
+                let (r, f) = parse(*format, &text);
+                assert!(!r.is_error && r.limit.is_none() && r.fatal.is_none(), "{cli} recover: {r:?}");
+                assert!(f.promise, "{cli} recover");
+                seen += 1;
+            }
+        }
+        // Codex's plan limit names the time it lifts.
+        if let Ok(text) = std::fs::read_to_string(dir.join("codex-usagelimit.jsonl")) {
+            let (r, _) = parse(Format::CodexJson, &text);
+            assert!(r.limit.as_ref().is_some_and(|l| l.reset_at.is_some()), "{r:?}");
+            seen += 1;
+        }
+        assert!(seen >= 13, "only {seen} fixtures found in {}", dir.display());
     }
 
     #[test]
