@@ -166,3 +166,40 @@ fn doctor_passes_a_ready_configuration() {
     let out = repo.ralph(&["doctor"]).expect(2).stdout();
     assert!(out.contains("uncommitted change(s)"), "{out}");
 }
+
+#[test]
+fn a_missing_model_stops_the_run_at_once() {
+    let scenario =
+        "[[step]]\nactions = [{ eprint = \"Error: model not found: claude-nope\" }, { exit = 1 }]\n";
+    let repo = TestRepo::with_loop(scenario, &["true"], "", &[("010-a.md", "# A\n")]);
+    let run = repo.ralph(&["run"]).expect(5);
+    assert!(run.stderr().contains("the agent's model does not exist"), "{}", run.stderr());
+}
+
+#[test]
+fn doctor_checks_the_flags_the_preset_needs() {
+    use std::os::unix::fs::PermissionsExt;
+    let repo = TestRepo::with_loop("", &["true"], "", &[("010-a.md", "# A\n")]);
+    // A `claude` too old to know --verbose.
+    let bin = repo.outside.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let fake = bin.join("claude");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\ncase \"$1\" in --version) echo '0.1.0 (Claude Code)';; *) echo 'Usage: claude --print --output-format --dangerously-skip-permissions';; esac\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let out = repo
+        .cmd(&["doctor", "--agent", "claude"])
+        .env("PATH", &path)
+        .env("IS_SANDBOX", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("version: 0.1.0 (Claude Code)"), "{text}");
+    assert!(text.contains("`claude --help` does not list --verbose"), "{text}");
+    assert!(text.contains("reads CLAUDE.md, not AGENTS.md"), "{text}");
+}
