@@ -203,6 +203,9 @@ pub struct RunMeta {
     pub end_reason: Option<String>,
     #[serde(default)]
     pub branch: Option<String>,
+    /// While the run waits out a usage limit: until when (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_until: Option<String>,
 }
 
 impl RunMeta {

@@ -37,6 +37,8 @@ struct RunView {
     outcomes: BTreeMap<Outcome, u32>,
     elapsed_ms: u64,
     last_iteration: Option<LastView>,
+    /// While a running run waits out a usage limit: until when.
+    waiting_until: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -92,6 +94,7 @@ fn run_view(root: &Path) -> Option<RunView> {
             task: r.task.clone(),
             outcome: r.outcome,
         }),
+        waiting_until: if state == "running" { meta.waiting_until } else { None },
     })
 }
 
@@ -165,6 +168,11 @@ fn render(v: &StatusView) -> String {
         Some(r) => {
             let elapsed = humantime::format_duration(std::time::Duration::from_secs(r.elapsed_ms / 1000));
             let head = match r.state {
+                "running" if r.waiting_until.is_some() => format!(
+                    "running (pid {}), waiting for a usage limit to lift until {}",
+                    r.pid,
+                    r.waiting_until.as_deref().unwrap_or("")
+                ),
                 "running" => format!("running (pid {})", r.pid),
                 "crashed" => "ended without a record (crashed or killed)".to_string(),
                 _ => format!(

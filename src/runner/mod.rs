@@ -141,6 +141,7 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
         exit_code: None,
         end_reason: None,
         branch: git::current_branch(&root)?,
+        waiting_until: None,
     };
     meta.save(&run_dir)?;
     let env: Vec<(String, String)> = cfg.agent.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -180,6 +181,7 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
         Err(e) => (e.code, format!("error: {}", e.message)),
     };
     meta.ended_at = Some(logs::now_rfc3339());
+    meta.waiting_until = None;
     meta.exit_code = Some(code);
     meta.end_reason = Some(reason.clone());
     // Best effort: the run's own error, if any, matters more than this write.
@@ -318,10 +320,14 @@ async fn run_loop(
             until.strftime("%Y-%m-%d %H:%M:%S UTC"),
             human(wait)
         ));
+        meta.waiting_until = Some(until.to_string());
+        meta.save(run_dir)?;
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.cancel.cancelled() => return Ok((exit_code::INTERRUPTED, "interrupted".into())),
         }
+        meta.waiting_until = None;
+        meta.save(run_dir)?;
     }
 }
 

@@ -203,3 +203,28 @@ fn doctor_checks_the_flags_the_preset_needs() {
     assert!(text.contains("`claude --help` does not list --verbose"), "{text}");
     assert!(text.contains("reads CLAUDE.md, not AGENTS.md"), "{text}");
 }
+
+#[test]
+fn status_shows_a_run_waiting_for_a_limit() {
+    let scenario = r#"
+[[step]]
+iteration = 1
+actions = [{ eprint = "You've hit your limit. Try again in 3 seconds." }, { exit = 1 }]
+[[step]]
+iteration = 2
+actions = [{ promise = true }]
+"#;
+    let repo = TestRepo::with_loop(scenario, &["true"], "", &[("010-a.md", "# A\n")]);
+    let mut child = repo.cmd(&["run"]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    assert!(wait_for(20, || {
+        let out = repo.ralph(&["status", "--json"]).0.stdout;
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
+        v["run"]["waiting_until"].is_string()
+    }));
+    let text = repo.ralph(&["status"]).expect(0).stdout();
+    assert!(text.contains("waiting for a usage limit to lift until"), "{text}");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let v: serde_json::Value =
+        serde_json::from_str(&repo.ralph(&["status", "--json"]).expect(0).stdout()).unwrap();
+    assert!(v["run"]["waiting_until"].is_null());
+}
