@@ -1,14 +1,33 @@
-//! Run budgets: iterations, wall-clock duration and consecutive failures. Pure bookkeeping:
-//! the runner asks before each iteration whether one more may start.
+//! Run budgets and circuit breakers: iterations, active time, tokens and money for the run;
+//! consecutive failures; K iterations in a row without file changes or with the same failure.
+//!
+//! What is spent is derived from the run's records when a run resumes, so budgets survive a
+//! stop or a crash: a restart never hands the loop a fresh allowance (the peers' #244).
 
-use std::time::Duration;
+use crate::config::BudgetConfig;
+use crate::record::{IterationRecord, Outcome};
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
 
-/// Why the run must stop.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why the run must stop (or, for a breaker set to block, why the task is blocked).
+#[derive(Debug, Clone, PartialEq)]
 pub enum Exhausted {
     Iterations(u32),
     Duration(Duration),
+    Tokens(u64),
+    Cost(f64),
     ConsecutiveFailures(u32),
+    /// A circuit breaker: iterations in a row that changed no file.
+    NoChanges(u32),
+    /// A circuit breaker: iterations in a row that failed the same way.
+    SameFailure(u32),
+}
+
+impl Exhausted {
+    /// Whether this is a circuit breaker (which `on_breaker = "block"` turns into a block).
+    pub fn is_breaker(&self) -> bool {
+        matches!(self, Exhausted::NoChanges(_) | Exhausted::SameFailure(_))
+    }
 }
 
 impl std::fmt::Display for Exhausted {
@@ -18,93 +37,260 @@ impl std::fmt::Display for Exhausted {
             Exhausted::Duration(d) => {
                 write!(f, "the time budget ({}) is spent", humantime::format_duration(*d))
             }
+            Exhausted::Tokens(n) => write!(f, "the token budget ({n}) is spent"),
+            Exhausted::Cost(c) => write!(f, "the cost budget (${c:.2}) is spent"),
             Exhausted::ConsecutiveFailures(n) => write!(f, "{n} iterations in a row failed"),
+            Exhausted::NoChanges(n) => write!(f, "{n} iterations in a row changed no file"),
+            Exhausted::SameFailure(n) => write!(f, "{n} iterations in a row failed the same way"),
         }
     }
 }
 
-/// Limits and what has been spent.
+/// What a run has spent, as persisted and shown by `ralph status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Spent {
+    /// Iterations that count against `max_iterations` (a usage limit's wait does not).
+    pub iterations: u32,
+    /// Time ralph was running, across resumptions.
+    pub elapsed_ms: u64,
+    pub tokens: u64,
+    pub cost_usd: f64,
+    pub consecutive_failures: u32,
+    /// Counted iterations in a row that changed no file.
+    pub no_change_streak: u32,
+    /// The last failure's signature and how many iterations in a row failed with it.
+    pub failure_signature: Option<String>,
+    pub failure_streak: u32,
+}
+
+/// Limits, what was spent before this session, and this session's clock.
 #[derive(Debug, Clone)]
 pub struct Budget {
-    pub max_iterations: u32,
-    pub max_duration: Option<Duration>,
-    pub max_consecutive_failures: u32,
-    pub iterations: u32,
-    pub consecutive_failures: u32,
+    pub limits: BudgetConfig,
+    pub spent: Spent,
+    before: Duration,
+    session: Instant,
 }
 
 impl Budget {
-    pub fn new(max_iterations: u32, max_duration: Option<Duration>, max_consecutive_failures: u32) -> Self {
-        Self {
-            max_iterations,
-            max_duration,
-            max_consecutive_failures,
-            iterations: 0,
-            consecutive_failures: 0,
+    /// A budget with nothing spent, or resuming from `records` and `elapsed_ms` of a run.
+    pub fn resume(limits: BudgetConfig, records: &[IterationRecord], elapsed_ms: u64) -> Self {
+        let mut b = Self {
+            limits,
+            spent: Spent::default(),
+            before: Duration::from_millis(elapsed_ms),
+            session: Instant::now(),
+        };
+        for r in records {
+            b.record(r);
+        }
+        b
+    }
+
+    /// Active time spent, this session included.
+    pub fn elapsed(&self) -> Duration {
+        self.before + self.session.elapsed()
+    }
+
+    /// What has been spent, with the time brought up to now.
+    pub fn spent_now(&self) -> Spent {
+        Spent {
+            elapsed_ms: u64::try_from(self.elapsed().as_millis()).unwrap_or(u64::MAX),
+            ..self.spent.clone()
         }
     }
 
-    /// Whether another iteration may start after `elapsed`.
-    pub fn check(&self, elapsed: Duration) -> Result<(), Exhausted> {
-        if self.consecutive_failures >= self.max_consecutive_failures {
-            return Err(Exhausted::ConsecutiveFailures(self.consecutive_failures));
+    /// Whether another iteration may start.
+    pub fn check(&self) -> Result<(), Exhausted> {
+        let l = &self.limits;
+        let s = &self.spent;
+        if s.consecutive_failures >= l.max_consecutive_failures {
+            return Err(Exhausted::ConsecutiveFailures(s.consecutive_failures));
         }
-        if self.iterations >= self.max_iterations {
-            return Err(Exhausted::Iterations(self.max_iterations));
+        if let Some(k) = l.max_no_change
+            && s.no_change_streak >= k
+        {
+            return Err(Exhausted::NoChanges(s.no_change_streak));
         }
-        if let Some(d) = self.max_duration
-            && elapsed >= d
+        if let Some(k) = l.max_same_failure
+            && s.failure_streak >= k
+        {
+            return Err(Exhausted::SameFailure(s.failure_streak));
+        }
+        if s.iterations >= l.max_iterations {
+            return Err(Exhausted::Iterations(l.max_iterations));
+        }
+        if let Some(d) = l.max_duration
+            && self.elapsed() >= d
         {
             return Err(Exhausted::Duration(d));
+        }
+        if let Some(t) = l.max_tokens
+            && s.tokens >= t
+        {
+            return Err(Exhausted::Tokens(t));
+        }
+        if let Some(c) = l.max_cost
+            && s.cost_usd >= c
+        {
+            return Err(Exhausted::Cost(c));
         }
         Ok(())
     }
 
     /// Time left before the duration budget ends, if there is one.
-    pub fn time_left(&self, elapsed: Duration) -> Option<Duration> {
-        self.max_duration.map(|d| d.saturating_sub(elapsed))
+    pub fn time_left(&self) -> Option<Duration> {
+        self.limits.max_duration.map(|d| d.saturating_sub(self.elapsed()))
     }
 
     /// Counts a finished iteration.
-    pub fn record(&mut self, failed: bool) {
-        self.iterations += 1;
-        if failed {
-            self.consecutive_failures += 1;
+    pub fn record(&mut self, r: &IterationRecord) {
+        let s = &mut self.spent;
+        s.tokens += r.tokens.map_or(0, |t| t.total());
+        s.cost_usd += r.cost_usd.unwrap_or(0.0);
+        if matches!(r.outcome, Outcome::RateLimited | Outcome::Interrupted) {
+            return;
+        }
+        s.iterations += 1;
+        if r.outcome.counts_as_attempt() {
+            s.consecutive_failures += 1;
+            let sig = signature(r);
+            if s.failure_signature.as_deref() == Some(sig.as_str()) {
+                s.failure_streak += 1;
+            } else {
+                s.failure_signature = Some(sig);
+                s.failure_streak = 1;
+            }
         } else {
-            self.consecutive_failures = 0;
+            s.consecutive_failures = 0;
+            s.failure_signature = None;
+            s.failure_streak = 0;
+        }
+        if r.files_changed.is_empty() {
+            s.no_change_streak += 1;
+        } else {
+            s.no_change_streak = 0;
         }
     }
+
+    /// Resets the breakers (after a breaker blocked a task, the next task starts clean).
+    pub fn reset_breakers(&mut self) {
+        self.spent.no_change_streak = 0;
+        self.spent.failure_signature = None;
+        self.spent.failure_streak = 0;
+        self.spent.consecutive_failures = 0;
+    }
+}
+
+/// A failure's signature: the task, the outcome and the failure text with numbers (times,
+/// line numbers, pids) and spacing folded, so the same error twice matches.
+pub fn signature(r: &IterationRecord) -> String {
+    let text = r.failure.as_deref().unwrap_or("");
+    let folded: String = text
+        .chars()
+        .map(|c| if c.is_ascii_digit() { '#' } else { c })
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!("{}|{}|{folded}", r.task, r.outcome.as_str())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::Tokens;
 
-    #[test]
-    fn iterations_run_out() {
-        let mut b = Budget::new(2, None, 5);
-        assert!(b.check(Duration::ZERO).is_ok());
-        b.record(false);
-        b.record(false);
-        assert_eq!(b.check(Duration::ZERO), Err(Exhausted::Iterations(2)));
+    fn limits() -> BudgetConfig {
+        BudgetConfig {
+            max_iterations: 10,
+            max_duration: None,
+            max_attempts: 3,
+            max_consecutive_failures: 5,
+            max_tokens: None,
+            max_cost: None,
+            max_task_tokens: None,
+            max_task_duration: None,
+            max_no_change: None,
+            max_same_failure: None,
+            on_breaker: crate::config::OnBreaker::Stop,
+            context_tokens: None,
+        }
+    }
+
+    fn rec(outcome: Outcome, files: &[&str], failure: Option<&str>) -> IterationRecord {
+        let mut r: IterationRecord = serde_json::from_value(serde_json::json!({
+            "run_id": "r", "iteration": 1, "task": "t", "started_at": "", "ended_at": "", "duration_ms": 0,
+            "exit_code": 0, "outcome": outcome, "checks": [], "head_before": null, "commit": null,
+            "files_changed": files, "learnings_added": [], "promise": false, "failure": failure,
+            "progress": null, "blocked": false, "output_leaked": false
+        }))
+        .unwrap();
+        r.tokens = Some(Tokens { input: 100, output: 50, cache_read: 0, cache_write: 0 });
+        r.cost_usd = Some(0.5);
+        r
     }
 
     #[test]
-    fn duration_runs_out() {
-        let b = Budget::new(10, Some(Duration::from_secs(60)), 5);
-        assert!(b.check(Duration::from_secs(59)).is_ok());
-        assert_eq!(b.check(Duration::from_secs(60)), Err(Exhausted::Duration(Duration::from_secs(60))));
-        assert_eq!(b.time_left(Duration::from_secs(50)), Some(Duration::from_secs(10)));
+    fn spending_resumes_from_the_records() {
+        let mut l = limits();
+        l.max_tokens = Some(400);
+        l.max_cost = Some(10.0);
+        let records = vec![rec(Outcome::Done, &["a"], None), rec(Outcome::RateLimited, &[], None)];
+        let b = Budget::resume(l.clone(), &records, 60_000);
+        assert_eq!(b.spent.iterations, 1);
+        assert_eq!(b.spent.tokens, 300);
+        assert_eq!(b.spent.cost_usd, 1.0);
+        assert!(b.elapsed() >= Duration::from_secs(60));
+        assert!(b.check().is_ok());
+        let done = rec(Outcome::Done, &["a"], None);
+        let b = Budget::resume(l, &[done.clone(), done.clone(), done], 0);
+        assert_eq!(b.check(), Err(Exhausted::Tokens(400)));
+    }
+
+    #[test]
+    fn duration_and_iterations_run_out() {
+        let mut l = limits();
+        l.max_duration = Some(Duration::from_secs(60));
+        assert_eq!(
+            Budget::resume(l.clone(), &[], 60_000).check(),
+            Err(Exhausted::Duration(Duration::from_secs(60)))
+        );
+        l.max_iterations = 2;
+        let b =
+            Budget::resume(l, &[rec(Outcome::Progress, &["a"], None), rec(Outcome::Done, &["b"], None)], 0);
+        assert_eq!(b.check(), Err(Exhausted::Iterations(2)));
+    }
+
+    #[test]
+    fn breakers_trip_on_streaks() {
+        let mut l = limits();
+        l.max_no_change = Some(2);
+        l.max_same_failure = Some(3);
+        let b = Budget::resume(
+            l.clone(),
+            &[rec(Outcome::Progress, &[], None), rec(Outcome::Progress, &[], None)],
+            0,
+        );
+        assert_eq!(b.check(), Err(Exhausted::NoChanges(2)));
+        let f1 = rec(Outcome::ChecksFailed, &["a"], Some("test x failed at line 12 after 0.31s"));
+        let f2 = rec(Outcome::ChecksFailed, &["a"], Some("test x failed at line 14 after 0.29s"));
+        let b = Budget::resume(l.clone(), &[f1.clone(), f2.clone(), f1.clone()], 0);
+        assert_eq!(b.check(), Err(Exhausted::SameFailure(3)));
+        let other = rec(Outcome::ChecksFailed, &["a"], Some("another error"));
+        let b = Budget::resume(l, &[f1.clone(), other, f2], 0);
+        assert!(b.check().is_ok());
     }
 
     #[test]
     fn a_success_resets_consecutive_failures() {
-        let mut b = Budget::new(10, None, 2);
-        b.record(true);
-        b.record(false);
-        b.record(true);
-        assert!(b.check(Duration::ZERO).is_ok());
-        b.record(true);
-        assert_eq!(b.check(Duration::ZERO), Err(Exhausted::ConsecutiveFailures(2)));
+        let mut l = limits();
+        l.max_consecutive_failures = 2;
+        let fail = rec(Outcome::AgentFailed, &["a"], Some("x"));
+        let ok = rec(Outcome::Progress, &["a"], None);
+        let b = Budget::resume(l.clone(), &[fail.clone(), ok, fail.clone()], 0);
+        assert!(b.check().is_ok());
+        let b = Budget::resume(l, &[fail.clone(), fail], 0);
+        assert_eq!(b.check(), Err(Exhausted::ConsecutiveFailures(2)));
     }
 }

@@ -29,6 +29,7 @@ pub struct ChecksResult {
 /// Runs the checks, appending their output to `log`.
 pub async fn run(
     cfg: &ChecksConfig,
+    env: &[(String, String)],
     root: &Path,
     log: &mut std::fs::File,
     masker: &mut StreamMasker,
@@ -44,13 +45,17 @@ pub async fn run(
             program: "sh".into(),
             args: vec!["-c".into(), command.clone()],
             cwd: root.to_path_buf(),
-            env: vec![],
+            // RALPH_RUN_ID marks the checks as this run's, for crash recovery to find.
+            env: env.to_vec(),
             env_remove: vec![],
             stdin: None,
             pty: false,
         };
         let child = match process::spawn(&req) {
-            Ok(c) => c,
+            Ok(c) => {
+                crate::fault::point("checks_running");
+                c
+            }
             Err(e) => {
                 writeln!(log, "ralph: {e}")?;
                 result.records.push(CheckRecord {
@@ -135,7 +140,8 @@ mod tests {
         };
         let t = CancellationToken::new();
         let mut m = StreamMasker::new(Secrets::default());
-        let r = run(&cfg, dir.path(), &mut log, &mut m, Duration::from_millis(100), &t, &t).await.unwrap();
+        let r =
+            run(&cfg, &[], dir.path(), &mut log, &mut m, Duration::from_millis(100), &t, &t).await.unwrap();
         (r, std::fs::read_to_string(log_path).unwrap())
     }
 

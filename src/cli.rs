@@ -28,6 +28,8 @@ pub enum Command {
     Logs(LogsArgs),
     /// Check the configured agent, checks and git state without spending tokens.
     Doctor(DoctorArgs),
+    /// Ask the running loop to stop after the current iteration (`--now`: at once, cleanly).
+    Stop(StopArgs),
     /// Run the loop on a demo project with the scripted agent: no API key needed.
     Demo(DemoArgs),
     /// The scripted agent: plays a scenario file instead of calling a model.
@@ -60,6 +62,16 @@ pub struct RunArgs {
     /// whatever ralph.toml says.
     #[arg(long, value_name = "PRESET")]
     pub agent: Option<String>,
+    /// Stop once the agents have reported this many tokens in the run (overrides
+    /// [budget] max_tokens).
+    #[arg(long, value_name = "N")]
+    pub max_tokens: Option<u64>,
+    /// Stop once the agents have reported this cost in US dollars (overrides [budget] max_cost).
+    #[arg(long, value_name = "USD")]
+    pub max_cost: Option<f64>,
+    /// Start a new run with fresh budgets instead of resuming the last one.
+    #[arg(long)]
+    pub new_run: bool,
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -71,6 +83,13 @@ pub struct StatusArgs {
     /// Print JSON for scripts.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Stop at once: the agent is ended, the tree restored, the iteration recorded as interrupted.
+    #[arg(long)]
+    pub now: bool,
 }
 
 #[derive(Debug, Args)]

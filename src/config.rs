@@ -116,8 +116,27 @@ struct ChecksFile {
 struct BudgetFile {
     max_iterations: Option<u32>,
     max_duration: Option<HumanDuration>,
+    max_tokens: Option<u64>,
+    max_cost: Option<f64>,
     max_attempts: Option<u32>,
+    max_task_tokens: Option<u64>,
+    max_task_duration: Option<HumanDuration>,
     max_consecutive_failures: Option<u32>,
+    max_no_change: Option<u32>,
+    max_same_failure: Option<u32>,
+    on_breaker: Option<OnBreaker>,
+    context_tokens: Option<u64>,
+}
+
+/// What a circuit breaker does when it trips.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnBreaker {
+    /// Stop the run (exit 3).
+    #[default]
+    Stop,
+    /// Block the task with the reason and go on with the next.
+    Block,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -175,9 +194,25 @@ pub struct ChecksConfig {
 #[derive(Debug, Clone)]
 pub struct BudgetConfig {
     pub max_iterations: u32,
+    /// Active time (ralph running), across stops and resumptions.
     pub max_duration: Option<Duration>,
+    /// Tokens the agents reported, all kinds added up.
+    pub max_tokens: Option<u64>,
+    /// US dollars the agents reported.
+    pub max_cost: Option<f64>,
     pub max_attempts: u32,
+    /// Per task, across runs; then it is blocked.
+    pub max_task_tokens: Option<u64>,
+    /// Per task (time its iterations took), across runs; then it is blocked.
+    pub max_task_duration: Option<Duration>,
     pub max_consecutive_failures: u32,
+    /// Circuit breaker: iterations in a row that change no file.
+    pub max_no_change: Option<u32>,
+    /// Circuit breaker: iterations in a row with the same failure.
+    pub max_same_failure: Option<u32>,
+    pub on_breaker: OnBreaker,
+    /// Context size at which the agent is ended gracefully and the next iteration starts fresh.
+    pub context_tokens: Option<u64>,
 }
 
 /// Command-line flags that change how the file is read (others are applied after).
@@ -213,6 +248,9 @@ pub mod defaults {
     pub const MAX_ITERATIONS: u32 = 100;
     pub const MAX_ATTEMPTS: u32 = 3;
     pub const MAX_CONSECUTIVE_FAILURES: u32 = 5;
+    /// Breakers: three strikes; 0 in ralph.toml turns one off.
+    pub const MAX_NO_CHANGE: u32 = 3;
+    pub const MAX_SAME_FAILURE: u32 = 3;
     pub const RETRY_WAIT: Duration = Duration::from_secs(60);
     pub const RETRY_WAIT_MAX: Duration = Duration::from_secs(3600);
 }
@@ -354,8 +392,18 @@ impl Config {
             budget: BudgetConfig {
                 max_iterations: file.budget.max_iterations.unwrap_or(defaults::MAX_ITERATIONS),
                 max_duration: file.budget.max_duration.map(|h| h.0),
+                max_tokens: file.budget.max_tokens,
+                max_cost: file.budget.max_cost,
                 max_attempts,
+                max_task_tokens: file.budget.max_task_tokens,
+                max_task_duration: file.budget.max_task_duration.map(|h| h.0),
                 max_consecutive_failures,
+                max_no_change: Some(file.budget.max_no_change.unwrap_or(defaults::MAX_NO_CHANGE))
+                    .filter(|n| *n > 0),
+                max_same_failure: Some(file.budget.max_same_failure.unwrap_or(defaults::MAX_SAME_FAILURE))
+                    .filter(|n| *n > 0),
+                on_breaker: file.budget.on_breaker.unwrap_or_default(),
+                context_tokens: file.budget.context_tokens,
             },
             branch: file.git.branch.filter(|b| !b.trim().is_empty()),
             template: file.prompt.template,

@@ -235,3 +235,28 @@ pub fn checkout_path(root: &Path, path: &Path) -> Result<(), GitError> {
 pub fn point_head_at(root: &Path, branch: &str) -> Result<(), GitError> {
     run(root, ["symbolic-ref", "HEAD", &format!("refs/heads/{branch}")]).map(drop)
 }
+
+/// Whether `commit` carries ralph's trailers for this run and iteration.
+pub fn commit_has_trailers(root: &Path, commit: &str, run_id: &str, iteration: u32) -> bool {
+    run(root, ["log", "-1", "--format=%B", commit]).map(stdout).is_ok_and(|msg| {
+        msg.contains(&format!("Ralph-Run: {run_id}\n"))
+            && msg.contains(&format!("Ralph-Iteration: {iteration}"))
+    })
+}
+
+/// Files that differ between two commits.
+pub fn changed_between(root: &Path, from: &str, to: &str) -> Result<Vec<String>, GitError> {
+    let out = run(root, ["diff", "--name-only", "-z", from, to])?;
+    Ok(out
+        .stdout
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect())
+}
+
+/// The repository's git directory.
+pub fn git_dir(root: &Path) -> Option<PathBuf> {
+    let out = run(root, ["rev-parse", "--git-dir"]).ok()?;
+    Some(root.join(stdout(out)))
+}

@@ -17,6 +17,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod exit_code;
+pub mod fault;
 pub mod git;
 pub mod learnings;
 pub mod logs;

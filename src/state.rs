@@ -35,14 +35,22 @@ pub enum StateError {
     Locked { pid: String },
 }
 
+/// The prefix of atomic writes' temporary files.
+pub const TMP_PREFIX: &str = ".ralph-tmp-";
+
 /// Writes `bytes` to `path` atomically: a reader sees the old file or the new one, never half.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     let err = |source| StateError::Write { path: path.to_path_buf(), source };
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(err)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
+    // A recognisable name: recovery removes what a crash left half-written.
+    let mut tmp = tempfile::Builder::new().prefix(TMP_PREFIX).tempfile_in(dir).map_err(err)?;
     tmp.write_all(bytes).map_err(err)?;
     tmp.as_file().sync_all().map_err(err)?;
+    if crate::fault::armed() {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        crate::fault::point(&format!("write:{name}"));
+    }
     // Keep the file's permissions when replacing it (specs and AGENTS.md are the user's); a
     // new file gets the usual 0644, not the temporary file's 0600.
     let perms = match std::fs::metadata(path) {
@@ -130,6 +138,12 @@ pub struct TaskState {
     /// Whether ralph blocked it (so an unblock by the user resets `attempts`).
     #[serde(default)]
     pub blocked_by_ralph: bool,
+    /// Tokens its iterations used, since it was last unblocked.
+    #[serde(default)]
+    pub tokens: u64,
+    /// Time its iterations took, since it was last unblocked.
+    #[serde(default)]
+    pub elapsed_ms: u64,
     /// The last iteration's outcome on this task, for the next prompt.
     #[serde(default)]
     pub last: Option<LastIteration>,
@@ -187,7 +201,7 @@ impl State {
 }
 
 /// `runs/<id>/run.json`: one run's metadata, rewritten as the run goes.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RunMeta {
     pub run_id: String,
     pub pid: u32,
@@ -206,6 +220,38 @@ pub struct RunMeta {
     /// While the run waits out a usage limit: until when (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_until: Option<String>,
+    /// How many times `ralph run` started or resumed this run.
+    #[serde(default)]
+    pub sessions: u32,
+    /// Active time before the current session.
+    #[serde(default)]
+    pub elapsed_ms: u64,
+    /// What the run has spent, as of the last iteration.
+    #[serde(default)]
+    pub spent: Option<crate::budget::Spent>,
+    /// The limits of the current (or last) session.
+    #[serde(default)]
+    pub limits: Option<Limits>,
+}
+
+/// The run's limits, as `ralph status` shows them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Limits {
+    pub max_iterations: u32,
+    pub max_duration_ms: Option<u64>,
+    pub max_tokens: Option<u64>,
+    pub max_cost: Option<f64>,
+}
+
+impl From<&crate::config::BudgetConfig> for Limits {
+    fn from(b: &crate::config::BudgetConfig) -> Self {
+        Limits {
+            max_iterations: b.max_iterations,
+            max_duration_ms: b.max_duration.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            max_tokens: b.max_tokens,
+            max_cost: b.max_cost,
+        }
+    }
 }
 
 impl RunMeta {

@@ -5,6 +5,7 @@ pub mod doctor;
 pub mod init;
 pub mod logs;
 pub mod status;
+pub mod stop;
 
 use crate::cli::{Cli, Command};
 use crate::error::CliError;
@@ -30,11 +31,15 @@ pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
                 max_duration: a.max_duration,
                 allow_dirty: a.allow_dirty,
                 agent: a.agent,
+                new_run: a.new_run,
+                max_tokens: a.max_tokens,
+                max_cost: a.max_cost,
             };
             runner::run(opts, &mut Human::new(), stop).await
         }),
         Command::Status(a) => status::run(&cwd, a.json),
         Command::Doctor(a) => doctor::run(&cwd, a.agent),
+        Command::Stop(a) => stop::run(&cwd, a.now),
         Command::Logs(a) => logs::run(&cwd, &a),
         Command::Demo(a) => block_on(demo::run(a.dir)),
         Command::ScriptedAgent(a) => {

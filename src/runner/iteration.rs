@@ -14,6 +14,7 @@ use crate::backlog::{Backlog, Spec, Status, spec};
 use crate::checks;
 use crate::config::Config;
 use crate::error::CliError;
+use crate::fault;
 use crate::git::{self, CommitResult};
 use crate::learnings;
 use crate::logs;
@@ -66,13 +67,6 @@ pub(crate) async fn run(
     std::fs::create_dir_all(&dir).map_err(|e| io_err("create", &dir, e))?;
     let ralph_dir = root.join(RALPH_DIR);
 
-    let ts = state.task(&task.id);
-    let attempt = ts.attempts + 1;
-    let prompt_text = it.secrets.mask(&it.template.render(&prompt_context(&it, &ts, attempt))?);
-    let prompt_path = dir.join("prompt.md");
-    state::atomic_write(&prompt_path, prompt_text.as_bytes())?;
-    reporter.iteration_started(it.number, &task.id, &task.title, attempt);
-
     let head_before = git::head(root)?.ok_or_else(|| CliError::failure("HEAD disappeared during the run"))?;
     let branch_before = git::current_branch(root)?;
     let spec_path = root.join(&task.path);
@@ -82,6 +76,23 @@ pub(crate) async fn run(
     } else {
         None
     };
+    // What a run resumed after a crash needs to put this iteration right.
+    let started = Started {
+        task: task.id.clone(),
+        started_at: started_at.clone(),
+        head_before: head_before.clone(),
+        branch: branch_before.clone(),
+        snapshot: snapshot.clone(),
+    };
+    state::atomic_write(&dir.join(STARTED), &serde_json::to_vec(&started).unwrap_or_default())?;
+    fault::point("iteration_started");
+
+    let ts = state.task(&task.id);
+    let attempt = ts.attempts + 1;
+    let prompt_text = it.secrets.mask(&it.template.render(&prompt_context(&it, &ts, attempt))?);
+    let prompt_path = dir.join("prompt.md");
+    state::atomic_write(&prompt_path, prompt_text.as_bytes())?;
+    reporter.iteration_started(it.number, &task.id, &task.title, attempt);
 
     // The agent.
     let env = IterationEnv {
@@ -104,6 +115,7 @@ pub(crate) async fn run(
     let mut write_err = None;
     let finished = match process::spawn(&req) {
         Ok(child) => Ok(process::supervise(child, limits, &it.stop.cancel, &it.stop.force, |c| {
+            fault::point("agent_running");
             if let Err(e) = log.write_all(&masker.push(&c.data)) {
                 write_err.get_or_insert(e);
             }
@@ -124,6 +136,7 @@ pub(crate) async fn run(
     if let Some(e) = write_err {
         return Err(io_err("write", &log_path, e));
     }
+    fault::point("agent_exited");
     let report = parser.finish(&mut scanner);
     let findings = scanner.finish();
     let switched = put_branch_back(root, branch_before.as_deref())?;
@@ -238,8 +251,12 @@ pub(crate) async fn run(
         files_changed = git::staged_files(root, &head_before)?;
         if !files_changed.is_empty() {
             let message = commit_message(task, outcome, it.run_id, it.number);
+            fault::point("before_commit");
             match git::commit(root, &message, &ralph_dir.join("COMMIT_MSG"))? {
-                CommitResult::Committed(sha) => commit = Some(sha),
+                CommitResult::Committed(sha) => {
+                    fault::point("after_commit");
+                    commit = Some(sha);
+                }
                 CommitResult::Refused(text) => {
                     let text = it.secrets.mask(&text);
                     append_to(&dir.join("checks.log"), &format!("$ git commit\n{text}\n"))?;
@@ -307,22 +324,34 @@ pub(crate) async fn run(
             progress: findings.progress.clone(),
         });
     }
-    let mut blocked = false;
-    if outcome.counts_as_attempt() && ts.attempts >= max_attempts {
+    ts.tokens += report.tokens.map_or(0, |t| t.total());
+    ts.elapsed_ms += u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let limits = &it.cfg.budget;
+    let block_reason = if outcome == Outcome::Done {
+        None
+    } else if outcome.counts_as_attempt() && ts.attempts >= max_attempts {
         let why = crate::reporter::summary(failure.as_deref().unwrap_or(""));
-        let reason = format!("{} failed attempts; the last: {} ({why})", ts.attempts, outcome.as_str());
-        ts.blocked_by_ralph = true;
-        blocked = true;
-        set_status(&spec_path, &spec_before, Status::Blocked, Some(&reason))?;
-        let msg = format!(
-            "ralph({}): block after {} failed attempts\n\n{}",
-            task.id,
-            ts.attempts,
-            trailers(task, it.run_id, it.number)
-        );
-        commit_one(root, &task.path, &msg, &ralph_dir, reporter)?;
+        Some(format!("{} failed attempts; the last: {} ({why})", ts.attempts, outcome.as_str()))
+    } else if let Some(max) = limits.max_task_tokens.filter(|m| ts.tokens >= *m) {
+        Some(format!("used {} tokens, over the task's limit of {max}", ts.tokens))
+    } else {
+        limits
+            .max_task_duration
+            .filter(|m| ts.elapsed_ms >= u64::try_from(m.as_millis()).unwrap_or(u64::MAX))
+            .map(|m| {
+                format!(
+                    "took {}, over the task's limit of {}",
+                    humantime::format_duration(Duration::from_secs(ts.elapsed_ms / 1000)),
+                    humantime::format_duration(m)
+                )
+            })
+    };
+    let blocked = block_reason.is_some();
+    if let Some(reason) = block_reason {
+        block(root, task, &reason, it.run_id, it.number, state, reporter)?;
     }
     state.save(root)?;
+    fault::point("before_record");
 
     let record = IterationRecord {
         run_id: it.run_id.to_string(),
@@ -354,6 +383,7 @@ pub(crate) async fn run(
     };
     let records = logs::records_path(it.run_dir);
     record::append(&records, &record).map_err(|e| io_err("write", &records, e))?;
+    fault::point("after_record");
     reporter.iteration_ended(&record);
     Ok(IterationEnd { record, limit, fatal })
 }
@@ -487,8 +517,10 @@ async fn run_checks(
     let checks_path = dir.join("checks.log");
     let mut clog = std::fs::File::create(&checks_path).map_err(|e| io_err("create", &checks_path, e))?;
     let mut cmasker = StreamMasker::new(it.secrets.clone());
+    let env = [("RALPH_RUN_ID".to_string(), it.run_id.to_string())];
     let r = checks::run(
         &it.cfg.checks,
+        &env,
         it.root,
         &mut clog,
         &mut cmasker,
@@ -533,4 +565,41 @@ fn signal(report: &Report, tail: &str, failed: bool) -> Option<Signal> {
     // An agent that exited 0 without an error report is only read for its last words.
     let tail: String = if failed { tail.to_string() } else { checks::last_lines(tail, 5) };
     limits::classify(&tail, &now)
+}
+
+/// The file an iteration writes first, for crash recovery.
+pub(crate) const STARTED: &str = "started.json";
+
+/// Where an iteration began: what recovery needs if ralph dies during it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Started {
+    pub task: String,
+    pub started_at: String,
+    pub head_before: String,
+    pub branch: Option<String>,
+    /// The `--allow-dirty` snapshot tree, if the iteration started dirty.
+    pub snapshot: Option<String>,
+}
+
+/// Blocks a task: `status: blocked` and the reason in its front matter, committed on its own,
+/// and remembered so that moving it back to `todo` gives it fresh attempts.
+pub(crate) fn block(
+    root: &Path,
+    task: &Spec,
+    reason: &str,
+    run_id: &str,
+    iteration: u32,
+    state: &mut State,
+    reporter: &mut dyn Reporter,
+) -> Result<(), CliError> {
+    let path = root.join(&task.path);
+    let before = std::fs::read_to_string(&path).map_err(|e| io_err("read", &path, e))?;
+    set_status(&path, &before, Status::Blocked, Some(reason))?;
+    let short = reason.split(';').next().unwrap_or(reason);
+    let msg =
+        format!("ralph({}): blocked ({short})\n\n{reason}\n\n{}", task.id, trailers(task, run_id, iteration));
+    commit_one(root, &task.path, &msg, &root.join(RALPH_DIR), reporter)?;
+    state.task_mut(&task.id).blocked_by_ralph = true;
+    reporter.line(&format!("blocked {}: {reason}", task.id));
+    Ok(())
 }

@@ -6,6 +6,7 @@
 //! Exit codes are in [`crate::exit_code`]; the run's end is also written to `run.json`.
 
 mod iteration;
+mod recover;
 
 pub use iteration::commit_message;
 
@@ -18,7 +19,7 @@ use crate::exit_code;
 use crate::git;
 use crate::logs;
 use crate::prompt::Template;
-use crate::record::Outcome;
+use crate::record::{self, Outcome};
 use crate::reporter::Reporter;
 use crate::secrets::Secrets;
 use crate::signal::Stop;
@@ -35,6 +36,10 @@ pub struct RunOptions {
     pub allow_dirty: bool,
     /// `--agent`: a preset replacing the configured agent.
     pub agent: Option<String>,
+    /// Start a new run (fresh budgets) instead of resuming the last one.
+    pub new_run: bool,
+    pub max_tokens: Option<u64>,
+    pub max_cost: Option<f64>,
 }
 
 /// The repository root for `cwd`, or a usage error.
@@ -67,6 +72,12 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
     }
     if let Some(d) = opts.max_duration {
         cfg.budget.max_duration = Some(d);
+    }
+    if let Some(t) = opts.max_tokens {
+        cfg.budget.max_tokens = Some(t);
+    }
+    if let Some(c) = opts.max_cost {
+        cfg.budget.max_cost = Some(c);
     }
     let template = Template::load(&root, cfg.template.as_deref())?;
     Backlog::load(&root)?;
@@ -101,6 +112,32 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
         return Err(CliError::usage("the repository has no commits yet")
             .hint("commit your project (ralph.toml and specs/ included) before `ralph run`"));
     }
+    let ralph_dir = state::ensure_ralph_dir(&root)?;
+    let _lock = RunLock::acquire(&ralph_dir).map_err(|e| match e {
+        state::StateError::Locked { .. } => CliError::usage(e.to_string()).hint(
+            "wait for it to finish, or stop it: `ralph stop` (after this iteration) or `ralph stop --now`",
+        ),
+        other => other.into(),
+    })?;
+
+    // A run killed without ending (kill -9, a crash, a reboot) is put right before anything else.
+    let latest = logs::latest_run(&root).and_then(|id| RunMeta::load(&logs::run_dir(&root, &id)).ok());
+    if let Some(m) = &latest
+        && m.ended_at.is_none()
+    {
+        let dir = logs::run_dir(&root, &m.run_id);
+        recover::crashed_run(&root, &dir, &m.run_id, reporter)?;
+        if opts.new_run {
+            let mut ended = m.clone();
+            ended.ended_at = Some(logs::now_rfc3339());
+            ended.exit_code = Some(exit_code::INTERRUPTED);
+            ended.end_reason = Some("killed; recovered when the next run started".into());
+            ended.save(&dir)?;
+        }
+    }
+    // The run to resume: the latest, unless it finished its backlog or --new-run says so.
+    let resumed = latest.filter(|m| !opts.new_run && m.exit_code != Some(exit_code::OK));
+
     let dirty = git::dirty_entries(&root)?;
     if !dirty.is_empty() && !opts.allow_dirty {
         let mut shown: Vec<String> = dirty.iter().take(10).map(|l| format!("  {l}")).collect();
@@ -114,13 +151,6 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
         .hint("commit or stash them first: ralph reverts failed iterations to the last commit")
         .hint("or pass --allow-dirty to start from them (they go into ralph's first commit)"));
     }
-
-    let ralph_dir = state::ensure_ralph_dir(&root)?;
-    let _lock = RunLock::acquire(&ralph_dir).map_err(|e| match e {
-        state::StateError::Locked { .. } => CliError::usage(e.to_string())
-            .hint("wait for it to finish, or stop it with Ctrl-C in its terminal"),
-        other => other.into(),
-    })?;
     if let Some(branch) = &cfg.branch
         && git::current_branch(&root)?.as_deref() != Some(branch.as_str())
     {
@@ -128,25 +158,61 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
         reporter.line(&format!("on branch {branch}"));
     }
 
-    let run_id = logs::new_run_id(&root);
+    let (run_id, mut meta, records) = match resumed {
+        Some(mut m) => {
+            let run_dir = logs::run_dir(&root, &m.run_id);
+            let records = record::read_all(&logs::records_path(&run_dir));
+            m.pid = std::process::id();
+            m.ended_at = None;
+            m.exit_code = None;
+            m.end_reason = None;
+            m.waiting_until = None;
+            m.sessions += 1;
+            m.iterations = m.iterations.max(logs::iterations(&run_dir).last().copied().unwrap_or(0));
+            (m.run_id.clone(), m, records)
+        }
+        None => {
+            let run_id = logs::new_run_id(&root);
+            let meta = RunMeta {
+                run_id: run_id.clone(),
+                pid: std::process::id(),
+                started_at: logs::now_rfc3339(),
+                ended_at: None,
+                iterations: 0,
+                exit_code: None,
+                end_reason: None,
+                branch: None,
+                waiting_until: None,
+                sessions: 1,
+                elapsed_ms: 0,
+                spent: None,
+                limits: None,
+            };
+            (run_id, meta, Vec::new())
+        }
+    };
     let run_dir = logs::run_dir(&root, &run_id);
     std::fs::create_dir_all(&run_dir)
         .map_err(|e| CliError::failure(format!("cannot create {}: {e}", run_dir.display())))?;
-    let mut meta = RunMeta {
-        run_id: run_id.clone(),
-        pid: std::process::id(),
-        started_at: logs::now_rfc3339(),
-        ended_at: None,
-        iterations: 0,
-        exit_code: None,
-        end_reason: None,
-        branch: git::current_branch(&root)?,
-        waiting_until: None,
-    };
+    meta.branch = git::current_branch(&root)?;
+    let mut budget = Budget::resume(cfg.budget.clone(), &records, meta.elapsed_ms);
+    meta.limits = Some(state::Limits::from(&cfg.budget));
+    meta.spent = Some(budget.spent_now());
     meta.save(&run_dir)?;
     let env: Vec<(String, String)> = cfg.agent.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let secrets = Secrets::from_env(&env);
 
+    if meta.sessions > 1 {
+        let s = budget.spent_now();
+        reporter.line(&format!(
+            "resuming run {run_id} (session {}): {} iteration(s), {} active, {} tokens, ${:.2} spent so far; `ralph run --new-run` starts afresh",
+            meta.sessions,
+            meta.iterations,
+            humantime::format_duration(Duration::from_secs(s.elapsed_ms / 1000)),
+            s.tokens,
+            s.cost_usd
+        ));
+    }
     reporter.line(&format!(
         "ralph run {run_id}: agent `{}`, checks: {}",
         cfg.agent.command.join(" "),
@@ -157,8 +223,6 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
     }
 
     let started = Instant::now();
-    let mut budget =
-        Budget::new(cfg.budget.max_iterations, cfg.budget.max_duration, cfg.budget.max_consecutive_failures);
     let mut counts: std::collections::BTreeMap<Outcome, u32> = Default::default();
     let result = run_loop(
         &root,
@@ -184,12 +248,15 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
     meta.waiting_until = None;
     meta.exit_code = Some(code);
     meta.end_reason = Some(reason.clone());
+    let spent = budget.spent_now();
+    meta.elapsed_ms = spent.elapsed_ms;
+    meta.spent = Some(spent);
     // Best effort: the run's own error, if any, matters more than this write.
     let _ = meta.save(&run_dir);
     let outcomes: Vec<String> = counts.iter().map(|(o, n)| format!("{n} {}", o.as_str())).collect();
     let summary = format!(
         "ralph: {reason} — {} iteration(s){}{} in {} (exit {code})",
-        meta.iterations,
+        counts.values().sum::<u32>(),
         if outcomes.is_empty() { "" } else { ": " },
         outcomes.join(", "),
         humantime::format_duration(Duration::from_secs(started.elapsed().as_secs())),
@@ -218,23 +285,26 @@ async fn run_loop(
     meta: &mut RunMeta,
     reporter: &mut dyn Reporter,
 ) -> Result<(u8, String), CliError> {
-    let started = Instant::now();
     let mut state = State::load(root)?;
-    let mut number = 0;
     let mut backoff = cfg.agent.retry_wait;
     loop {
         if stop.cancel.is_cancelled() {
             return Ok((exit_code::INTERRUPTED, "interrupted".into()));
         }
+        if stop.after_iteration.is_cancelled() {
+            return Ok((exit_code::INTERRUPTED, "stopped by `ralph stop` (resume with `ralph run`)".into()));
+        }
         // Specs are read afresh each iteration: edits between iterations apply.
         let backlog = Backlog::load(root)?;
-        // A task the user moved back to todo starts over with fresh attempts.
+        // A task the user moved back to todo starts over with fresh attempts and allowances.
         let mut unblocked = false;
         for t in &backlog.tasks {
             let ts = state.task_mut(&t.id);
             if t.status == Status::Todo && ts.blocked_by_ralph {
                 ts.blocked_by_ralph = false;
                 ts.attempts = 0;
+                ts.tokens = 0;
+                ts.elapsed_ms = 0;
                 unblocked = true;
             }
         }
@@ -263,10 +333,33 @@ async fn run_loop(
             }
             Next::Task(t) => t.clone(),
         };
-        if let Err(spent) = budget.check(started.elapsed()) {
+        if let Err(spent) = budget.check() {
+            if spent.is_breaker() && cfg.budget.on_breaker == config::OnBreaker::Block {
+                // The breaker tripped on the task that ran last: block that one and go on.
+                if let Some(last) = record::read_all(&logs::records_path(run_dir)).last()
+                    && let Some(spec) = backlog.get(&last.task)
+                    && spec.status == Status::Todo
+                {
+                    iteration::block(
+                        root,
+                        spec,
+                        &spent.to_string(),
+                        run_id,
+                        meta.iterations,
+                        &mut state,
+                        reporter,
+                    )?;
+                    state.save(root)?;
+                    budget.reset_breakers();
+                    continue;
+                }
+            }
             return Ok((exit_code::BUDGET, format!("stopped: {spent}")));
         }
-        number += 1;
+        meta.iterations += 1;
+        let number = meta.iterations;
+        meta.spent = Some(budget.spent_now());
+        meta.save(run_dir)?;
         let end = iteration::run(
             iteration::Iteration {
                 root,
@@ -279,7 +372,7 @@ async fn run_loop(
                 number,
                 secrets,
                 stop,
-                time_left: budget.time_left(started.elapsed()),
+                time_left: budget.time_left(),
                 allow_dirty,
             },
             &mut state,
@@ -288,7 +381,10 @@ async fn run_loop(
         .await?;
         let outcome = end.record.outcome;
         *counts.entry(outcome).or_default() += 1;
-        meta.iterations = number;
+        budget.record(&end.record);
+        let spent = budget.spent_now();
+        meta.elapsed_ms = spent.elapsed_ms;
+        meta.spent = Some(spent);
         meta.save(run_dir)?;
         if outcome == Outcome::Interrupted {
             return Ok((exit_code::INTERRUPTED, "interrupted".into()));
@@ -297,8 +393,6 @@ async fn run_loop(
             return Ok((exit_code::AGENT, format!("stopped: {}", fatal.message())));
         }
         let Some(limit) = end.limit else {
-            // A limit uses no iteration of the budget and is no failure: it is waited out.
-            budget.record(outcome.counts_as_attempt());
             backoff = cfg.agent.retry_wait;
             continue;
         };
@@ -306,7 +400,7 @@ async fn run_loop(
         if limit.reset_at.is_none() {
             backoff = (backoff * 2).min(cfg.agent.retry_wait_max);
         }
-        if let Some(left) = budget.time_left(started.elapsed())
+        if let Some(left) = budget.time_left()
             && wait >= left
         {
             return Ok((
@@ -325,6 +419,9 @@ async fn run_loop(
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.cancel.cancelled() => return Ok((exit_code::INTERRUPTED, "interrupted".into())),
+            _ = stop.after_iteration.cancelled() => {
+                return Ok((exit_code::INTERRUPTED, "stopped by `ralph stop` (resume with `ralph run`)".into()));
+            }
         }
         meta.waiting_until = None;
         meta.save(run_dir)?;

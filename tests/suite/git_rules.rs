@@ -76,7 +76,7 @@ actions = [
     repo.ralph(&["run"]).expect(4);
     assert!(!repo.exists("a.txt"));
     let subjects = repo.git(&["log", "--format=%s", &format!("{head}..HEAD")]);
-    assert_eq!(subjects, "ralph(010-a): block after 1 failed attempts\n");
+    assert_eq!(subjects, "ralph(010-a): blocked (1 failed attempts)\n");
     assert!(repo.iter_file(1, "rejected.patch").contains("+a"));
 }
 

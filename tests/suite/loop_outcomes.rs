@@ -151,7 +151,7 @@ actions = [{ write = { path = "next.txt", content = "n\n" } }, { promise = true 
     assert_eq!(repo.dirt(), "");
     let subjects = repo.git(&["log", "--format=%s", &format!("{before}..HEAD")]);
     assert!(subjects.contains("ralph(010-fix): learnings from iteration 1"), "{subjects}");
-    assert!(subjects.contains("ralph(010-fix): block after 2 failed attempts"), "{subjects}");
+    assert!(subjects.contains("ralph(010-fix): blocked (2 failed attempts)"), "{subjects}");
 
     let status = repo.ralph(&["status", "--json"]).expect(0);
     let v: serde_json::Value = serde_json::from_str(&status.stdout()).unwrap();
@@ -163,7 +163,7 @@ actions = [{ write = { path = "next.txt", content = "n\n" } }, { promise = true 
     let text = repo.read("specs/010-fix.md").replace("status: blocked", "status: todo");
     repo.write("specs/010-fix.md", &text);
     repo.commit_all("unblock");
-    repo.ralph(&["run", "--max-iterations", "1"]).expect(3);
+    repo.ralph(&["run", "--new-run", "--max-iterations", "1"]).expect(3);
     let status = repo.ralph(&["status", "--json"]).expect(0);
     let v: serde_json::Value = serde_json::from_str(&status.stdout()).unwrap();
     assert_eq!(v["tasks"][0]["attempts"], 1);
