@@ -7,10 +7,10 @@ use crate::config::ChecksConfig;
 use crate::process::{self, Ending, Limits, SpawnRequest};
 use crate::record::CheckRecord;
 use crate::secrets::StreamMasker;
+use crate::signal::Stop;
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 /// Lines of a failing check's output shown to the next iteration.
 pub const FAILURE_TAIL_LINES: usize = 60;
@@ -34,9 +34,9 @@ pub async fn run(
     log: &mut std::fs::File,
     masker: &mut StreamMasker,
     grace: Duration,
-    cancel: &CancellationToken,
-    force: &CancellationToken,
+    stop: &Stop,
 ) -> std::io::Result<ChecksResult> {
+    let (cancel, force) = (&stop.cancel, &stop.force);
     let mut result = ChecksResult::default();
     for command in &cfg.commands {
         writeln!(log, "$ {command}")?;

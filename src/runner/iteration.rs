@@ -518,18 +518,10 @@ async fn run_checks(
     let mut clog = std::fs::File::create(&checks_path).map_err(|e| io_err("create", &checks_path, e))?;
     let mut cmasker = StreamMasker::new(it.secrets.clone());
     let env = [("RALPH_RUN_ID".to_string(), it.run_id.to_string())];
-    let r = checks::run(
-        &it.cfg.checks,
-        &env,
-        it.root,
-        &mut clog,
-        &mut cmasker,
-        it.cfg.agent.kill_grace,
-        &it.stop.cancel,
-        &it.stop.force,
-    )
-    .await
-    .map_err(|e| io_err("write", &checks_path, e))?;
+    let r =
+        checks::run(&it.cfg.checks, &env, it.root, &mut clog, &mut cmasker, it.cfg.agent.kill_grace, it.stop)
+            .await
+            .map_err(|e| io_err("write", &checks_path, e))?;
     *records = r.records;
     Ok(if r.interrupted {
         Outcome::Interrupted
