@@ -138,10 +138,10 @@ mod tests {
             commands: commands.iter().map(|s| s.to_string()).collect(),
             timeout: Duration::from_millis(timeout_ms),
         };
-        let t = CancellationToken::new();
+        let stop = Stop::default();
         let mut m = StreamMasker::new(Secrets::default());
         let r =
-            run(&cfg, &[], dir.path(), &mut log, &mut m, Duration::from_millis(100), &t, &t).await.unwrap();
+            run(&cfg, &[], dir.path(), &mut log, &mut m, Duration::from_millis(100), &stop).await.unwrap();
         (r, std::fs::read_to_string(log_path).unwrap())
     }
 
