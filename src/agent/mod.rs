@@ -53,6 +53,8 @@ pub fn request(
     let mut env: Vec<(String, String)> = cfg.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     env.extend([
         ("RALPH_RUN_ID".to_string(), it.run_id.clone()),
+        // With the run id, marks the agent's processes as this repository's run (crash recovery).
+        ("RALPH_ROOT".to_string(), root.to_string_lossy().into_owned()),
         ("RALPH_ITERATION".to_string(), it.iteration.to_string()),
         ("RALPH_TASK".to_string(), it.task.clone()),
         ("RALPH_TASK_ITERATION".to_string(), it.task_iteration.to_string()),

@@ -39,6 +39,21 @@ struct RunView {
     last_iteration: Option<LastView>,
     /// While a running run waits out a usage limit: until when.
     waiting_until: Option<String>,
+    /// What the run has spent (carried over when it resumes).
+    spent: Option<crate::budget::Spent>,
+    /// Its limits, and what is left of each.
+    limits: Option<crate::state::Limits>,
+    left: Option<Left>,
+    /// How many times `ralph run` started or resumed it.
+    sessions: u32,
+}
+
+#[derive(Debug, Serialize)]
+struct Left {
+    iterations: u32,
+    duration_ms: Option<u64>,
+    tokens: Option<u64>,
+    cost_usd: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -94,7 +109,19 @@ fn run_view(root: &Path) -> Option<RunView> {
             task: r.task.clone(),
             outcome: r.outcome,
         }),
-        waiting_until: if state == "running" { meta.waiting_until } else { None },
+        waiting_until: if state == "running" { meta.waiting_until.clone() } else { None },
+        left: match (&meta.spent, &meta.limits) {
+            (Some(s), Some(l)) => Some(Left {
+                iterations: l.max_iterations.saturating_sub(s.iterations),
+                duration_ms: l.max_duration_ms.map(|d| d.saturating_sub(s.elapsed_ms)),
+                tokens: l.max_tokens.map(|t| t.saturating_sub(s.tokens)),
+                cost_usd: l.max_cost.map(|c| (c - s.cost_usd).max(0.0)),
+            }),
+            _ => None,
+        },
+        spent: meta.spent,
+        limits: meta.limits,
+        sessions: meta.sessions,
     })
 }
 
@@ -191,6 +218,38 @@ fn render(v: &StatusView) -> String {
                 if outcomes.is_empty() { "" } else { ": " },
                 outcomes.join(", ")
             ));
+            if let (Some(s), Some(l)) = (&r.spent, &r.limits) {
+                let dur = |ms: u64| {
+                    humantime::format_duration(std::time::Duration::from_secs(ms / 1000)).to_string()
+                };
+                let mut parts = vec![format!("iterations {}/{}", s.iterations, l.max_iterations)];
+                parts.push(match l.max_duration_ms {
+                    Some(m) => format!("time {}/{}", dur(s.elapsed_ms), dur(m)),
+                    None => format!("time {}", dur(s.elapsed_ms)),
+                });
+                parts.push(match l.max_tokens {
+                    Some(m) => format!("tokens {}/{m}", s.tokens),
+                    None => format!("tokens {}", s.tokens),
+                });
+                parts.push(match l.max_cost {
+                    Some(m) => format!("cost ${:.2}/${m:.2}", s.cost_usd),
+                    None => format!("cost ${:.2}", s.cost_usd),
+                });
+                out.push_str(&format!("  spent: {}\n", parts.join(" · ")));
+                if let Some(left) = &r.left {
+                    let mut parts = vec![format!("{} iteration(s)", left.iterations)];
+                    if let Some(d) = left.duration_ms {
+                        parts.push(dur(d));
+                    }
+                    if let Some(t) = left.tokens {
+                        parts.push(format!("{t} tokens"));
+                    }
+                    if let Some(c) = left.cost_usd {
+                        parts.push(format!("${c:.2}"));
+                    }
+                    out.push_str(&format!("  left:  {}\n", parts.join(" · ")));
+                }
+            }
             if let Some(l) = &r.last_iteration {
                 out.push_str(&format!(
                     "  last: iteration {} on {} → {}\n",

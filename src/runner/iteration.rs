@@ -517,7 +517,10 @@ async fn run_checks(
     let checks_path = dir.join("checks.log");
     let mut clog = std::fs::File::create(&checks_path).map_err(|e| io_err("create", &checks_path, e))?;
     let mut cmasker = StreamMasker::new(it.secrets.clone());
-    let env = [("RALPH_RUN_ID".to_string(), it.run_id.to_string())];
+    let env = [
+        ("RALPH_RUN_ID".to_string(), it.run_id.to_string()),
+        ("RALPH_ROOT".to_string(), it.root.to_string_lossy().into_owned()),
+    ];
     let r =
         checks::run(&it.cfg.checks, &env, it.root, &mut clog, &mut cmasker, it.cfg.agent.kill_grace, it.stop)
             .await

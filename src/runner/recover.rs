@@ -2,7 +2,8 @@
 //! cut) mid-iteration. Before anything else happens, the next `ralph run`:
 //!
 //! 1. ends the orphans of the killed run: every process whose environment carries its
-//!    `RALPH_RUN_ID` (the agent's whole group, grandchildren included, and the checks);
+//!    `RALPH_RUN_ID` and `RALPH_ROOT` (the agent's whole group, grandchildren included, and
+//!    the checks);
 //! 2. removes what a half-done write or git command left: a torn last line of
 //!    `iterations.jsonl`, ralph's temporary files, stale git lock files;
 //! 3. settles the interrupted iteration: if ralph's commit for it exists, the work is kept;
@@ -28,7 +29,7 @@ pub fn crashed_run(
     run_id: &str,
     reporter: &mut dyn Reporter,
 ) -> Result<(), CliError> {
-    let killed = kill_orphans(run_id);
+    let killed = kill_orphans(root, run_id);
     if killed > 0 {
         reporter.line(&format!("ended {killed} process(es) left running by the killed run {run_id}"));
     }
@@ -130,9 +131,12 @@ fn settle(root: &Path, run_id: &str, n: u32, dir: &Path, st: &Started) -> Result
     })
 }
 
-/// Kills every process whose environment names this run; returns how many.
-pub fn kill_orphans(run_id: &str) -> usize {
+/// Kills every process whose environment names this run of this repository; returns how many.
+/// Both are matched: run ids are timestamps, and two repositories may start runs in the same
+/// second.
+pub fn kill_orphans(root: &Path, run_id: &str) -> usize {
     let needle = format!("RALPH_RUN_ID={run_id}\0");
+    let root_needle = format!("RALPH_ROOT={}\0", root.display());
     let me = std::process::id();
     let mut killed = 0;
     // Twice: a dying parent may have forked a child between the scan and the kill.
@@ -144,7 +148,9 @@ pub fn kill_orphans(run_id: &str) -> usize {
                 continue;
             }
             let Ok(env) = std::fs::read(e.path().join("environ")) else { continue };
-            if memchr::memmem::find(&env, needle.as_bytes()).is_some() {
+            if memchr::memmem::find(&env, needle.as_bytes()).is_some()
+                && memchr::memmem::find(&env, root_needle.as_bytes()).is_some()
+            {
                 // SAFETY: kill has no memory-safety preconditions.
                 unsafe {
                     libc::kill(pid, libc::SIGKILL);

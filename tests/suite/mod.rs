@@ -4,3 +4,4 @@ mod bad_input;
 mod commands;
 mod git_rules;
 mod loop_outcomes;
+mod overnight;

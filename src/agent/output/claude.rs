@@ -64,6 +64,11 @@ pub(super) fn line(r: &mut Report, v: &Value, now: &Zoned, emit: &mut dyn FnMut(
             }
             let result = str_at(v, "result").unwrap_or("").to_string();
             if !result.is_empty() {
+                // The result repeats the last assistant text; a stream that had none still
+                // carries the agent's final words here.
+                if r.final_message.as_deref() != Some(result.as_str()) && !r.is_error {
+                    emit(&result);
+                }
                 r.final_message = Some(result.clone());
             }
             if let Some(c) = v.get("total_cost_usd").or_else(|| v.get("total_cost")).and_then(Value::as_f64) {

@@ -1,0 +1,295 @@
+//! A night unattended: budgets that survive a stop or a crash, circuit breakers, `ralph stop`,
+//! and crash safety under `kill -9` at every named point of an iteration and at random moments.
+
+use crate::common::*;
+use std::os::unix::process::ExitStatusExt;
+use std::time::Duration;
+
+const FOUR: &[(&str, &str)] =
+    &[("010-a.md", "# A\n"), ("020-b.md", "# B\n"), ("030-c.md", "# C\n"), ("040-d.md", "# D\n")];
+
+/// Every task writes its own file and promises.
+fn four_tasks(extra: &str, sleep: &str) -> TestRepo {
+    let mut scenario = String::new();
+    for id in ["010-a", "020-b", "030-c", "040-d"] {
+        scenario.push_str(&format!(
+            "[[step]]\ntask = \"{id}\"\nactions = [{{ print = \"working on {id}\" }}, {{ sleep = \"{sleep}\" }}, {{ write = {{ path = \"{id}.txt\", content = \"{id}\\n\" }} }}, {{ learning = \"{id} taught something\" }}, {{ promise = true }}]\n"
+        ));
+    }
+    TestRepo::with_loop(&scenario, &["true"], extra, FOUR)
+}
+
+/// The first iteration's agent log, once the run has started one.
+fn first_log(repo: &TestRepo) -> String {
+    let Ok(mut runs) = std::fs::read_dir(repo.path(".ralph/runs")) else { return String::new() };
+    runs.next()
+        .and_then(|e| std::fs::read_to_string(e.ok()?.path().join("iter-0001/agent.log")).ok())
+        .unwrap_or_default()
+}
+
+fn status(repo: &TestRepo) -> serde_json::Value {
+    serde_json::from_str(&repo.ralph(&["status", "--json"]).expect(0).stdout()).unwrap()
+}
+
+#[test]
+fn budgets_survive_a_restart_and_new_run_starts_afresh() {
+    let repo = four_tasks("", "0s");
+    repo.ralph(&["run", "--max-iterations", "2"]).expect(3);
+    let first = repo.latest_run_dir();
+    // Resuming: the two iterations are spent already.
+    let again = repo.ralph(&["run", "--max-iterations", "2"]).expect(3);
+    assert!(again.stderr().contains("resuming run"), "{}", again.stderr());
+    assert!(again.stderr().contains("iteration budget (2) is spent"), "{}", again.stderr());
+    assert_eq!(repo.latest_run_dir(), first);
+    assert_eq!(repo.records().len(), 2);
+    let v = status(&repo);
+    assert_eq!(v["run"]["spent"]["iterations"], 2);
+    assert_eq!(v["run"]["left"]["iterations"], 0);
+    assert_eq!(v["run"]["sessions"], 2);
+    let text = repo.ralph(&["status"]).expect(0).stdout();
+    assert!(text.contains("spent: iterations 2/2"), "{text}");
+    // A raised limit lets the same run go on; its records continue the numbering.
+    repo.ralph(&["run", "--max-iterations", "3"]).expect(3);
+    assert_eq!(repo.records().len(), 3);
+    assert_eq!(repo.records()[2]["iteration"], 3);
+    // --new-run: fresh budgets in a new run folder.
+    repo.ralph(&["run", "--new-run"]).expect(0);
+    assert_ne!(repo.latest_run_dir(), first);
+    assert_eq!(repo.records().len(), 1);
+    // A finished backlog is not resumed: the next run is new.
+    repo.write("specs/050-e.md", "# E\n");
+    repo.commit_all("more");
+    let before = repo.latest_run_dir();
+    repo.set_scenario("[[step]]\nactions = [{ promise = true }]\n");
+    repo.ralph(&["run"]).expect(0);
+    assert_ne!(repo.latest_run_dir(), before);
+}
+
+#[test]
+fn token_and_cost_budgets_stop_the_run_and_task_limits_block() {
+    let line = |json: &str| format!("{{ print = {} }}", toml_str(json));
+    let result = r#"{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"ok <promise>COMPLETE</promise>","total_cost_usd":1.5,"usage":{"input_tokens":600,"output_tokens":400,"cache_read_input_tokens":0,"cache_creation_input_tokens":0}}"#;
+    let scenario = format!(
+        "[[step]]\nactions = [{{ write = {{ path = \"x.txt\", content = \"x\\n\" }} }}, {}]\n",
+        line(result)
+    );
+    let repo = TestRepo::with_loop(&scenario, &["true"], "output_format = \"claude-stream-json\"\n", FOUR);
+    let run = repo.ralph(&["run", "--max-tokens", "1500"]).expect(3);
+    assert!(run.stderr().contains("token budget (1500) is spent"), "{}", run.stderr());
+    assert_eq!(repo.records().len(), 2);
+    let run = repo.ralph(&["run", "--new-run", "--max-cost", "1"]).expect(3);
+    assert!(run.stderr().contains("cost budget ($1.00) is spent"), "{}", run.stderr());
+    assert_eq!(status(&repo)["run"]["spent"]["cost_usd"], 1.5);
+
+    // A task over its own token limit is blocked with the reason, and the loop moves on.
+    let no_promise = r#"{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"not yet","usage":{"input_tokens":600,"output_tokens":400}}"#;
+    let scenario = format!(
+        "[[step]]\ntask = \"010-a\"\nactions = [{{ write = {{ path = \"x.txt\", content = \"{{}}\" }} }}, {{ run = \"date +%N > x.txt\" }}, {}]\n[[step]]\nactions = [{}]\n",
+        line(no_promise),
+        line(result)
+    );
+    let repo = TestRepo::with_loop(
+        &scenario,
+        &["true"],
+        "output_format = \"claude-stream-json\"\n[budget]\nmax_task_tokens = 2500\n",
+        FOUR,
+    );
+    repo.ralph(&["run"]).expect(4);
+    assert_eq!(repo.spec_status("010-a"), "blocked");
+    assert!(repo.read("specs/010-a.md").contains("used 3000 tokens, over the task's limit of 2500"));
+    assert_eq!(repo.spec_status("040-d"), "done");
+}
+
+#[test]
+fn circuit_breakers_stop_a_spinning_loop_or_block_the_task() {
+    // The agent changes nothing, over and over.
+    let repo = TestRepo::with_loop("[[step]]\nactions = [{ print = \"thinking\" }]\n", &["true"], "", FOUR);
+    let run = repo.ralph(&["run"]).expect(3);
+    assert!(run.stderr().contains("3 iterations in a row changed no file"), "{}", run.stderr());
+    assert_eq!(repo.records().len(), 3);
+
+    // The same failure every time, with attempts to spare: stopped after three.
+    let scenario = "[[step]]\nactions = [{ run = \"date +%N > x.txt\" }, { promise = true }]\n";
+    let repo = TestRepo::with_loop(
+        scenario,
+        &["echo 'error[E0308]: mismatched types at src/main.rs:12'; exit 1"],
+        "[budget]\nmax_attempts = 10\nmax_consecutive_failures = 10\n",
+        FOUR,
+    );
+    let run = repo.ralph(&["run"]).expect(3);
+    assert!(run.stderr().contains("3 iterations in a row failed the same way"), "{}", run.stderr());
+
+    // on_breaker = "block": the task is blocked with the reason and the next one runs.
+    let scenario = "[[step]]\ntask = \"010-a\"\nactions = [{ print = \"thinking\" }]\n[[step]]\nactions = [{ run = \"date +%N > $RALPH_TASK.txt\" }, { promise = true }]\n";
+    let repo = TestRepo::with_loop(scenario, &["true"], "[budget]\non_breaker = \"block\"\n", FOUR);
+    repo.ralph(&["run"]).expect(4);
+    assert_eq!(repo.spec_status("010-a"), "blocked");
+    assert!(repo.read("specs/010-a.md").contains("changed no file"), "{}", repo.read("specs/010-a.md"));
+    for id in ["020-b", "030-c", "040-d"] {
+        assert_eq!(repo.spec_status(id), "done");
+    }
+}
+
+#[test]
+fn ralph_stop_ends_the_run_after_the_iteration_and_run_resumes_it() {
+    let repo = four_tasks("", "1s");
+    let err = repo.ralph(&["stop"]).expect(2);
+    assert!(err.stderr().contains("no `ralph run` is running"), "{}", err.stderr());
+
+    let mut child = repo.cmd(&["run"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    assert!(wait_for(20, || first_log(&repo).contains("working on 010-a")));
+    let out = repo.ralph(&["stop"]).expect(0);
+    assert!(out.stdout().contains("after the current iteration"), "{}", out.stdout());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let records = repo.records();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["outcome"], "done", "the iteration in progress was finished, not cut");
+    assert_eq!(repo.dirt(), "");
+    // `ralph run` resumes the same run and finishes the backlog.
+    repo.ralph(&["run"]).expect(0);
+    assert_eq!(repo.records().len(), 4);
+
+    // --now: cut at once, cleanly.
+    let repo = four_tasks("", "30s");
+    let mut child = repo.cmd(&["run"]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    assert!(wait_for(20, || first_log(&repo).contains("working on 010-a")));
+    repo.ralph(&["stop", "--now"]).expect(0);
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert_eq!(repo.records()[0]["outcome"], "interrupted");
+    assert_eq!(repo.dirt(), "");
+}
+
+/// What must hold after any crash and a completed `ralph run`.
+fn assert_invariants(repo: &TestRepo, expected_done: &[&str]) {
+    assert_eq!(repo.dirt(), "", "the tree is clean");
+    assert!(!repo.path(".git/index.lock").exists(), "no stale index.lock");
+    let fsck = std::process::Command::new("git")
+        .args(["fsck", "--no-progress"])
+        .current_dir(&repo.root)
+        .output()
+        .unwrap();
+    assert!(fsck.status.success(), "git fsck: {}", String::from_utf8_lossy(&fsck.stderr));
+    for id in expected_done {
+        assert_eq!(repo.spec_status(id), "done", "{id}");
+        assert_eq!(repo.read(&format!("{id}.txt")), format!("{id}\n"), "{id}'s committed work");
+        // Exactly one ralph commit did the task's work.
+        let log = repo.git(&["log", "--format=%s", "--", &format!("{id}.txt")]);
+        assert_eq!(log.lines().count(), 1, "{id}: {log}");
+    }
+    // State and records parse, every iteration folder has exactly one record.
+    let state = std::fs::read_to_string(repo.path(".ralph/state.json")).unwrap();
+    serde_json::from_str::<serde_json::Value>(&state).unwrap();
+    for run in std::fs::read_dir(repo.path(".ralph/runs")).unwrap() {
+        let run = run.unwrap().path();
+        let text = std::fs::read_to_string(run.join("iterations.jsonl")).unwrap_or_default();
+        let mut seen = std::collections::BTreeSet::new();
+        for line in text.lines() {
+            let r: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("bad record {line:?}: {e}"));
+            assert!(seen.insert(r["iteration"].as_u64().unwrap()), "iteration recorded twice: {text}");
+        }
+        for e in std::fs::read_dir(&run).unwrap() {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            if let Some(n) = name.strip_prefix("iter-") {
+                assert!(
+                    seen.contains(&n.parse::<u64>().unwrap()),
+                    "{name} of {} has no record",
+                    run.display()
+                );
+            }
+        }
+    }
+    // No half-written file survives.
+    for dir in [repo.root.clone(), repo.path("specs"), repo.path(".ralph")] {
+        for e in std::fs::read_dir(dir).unwrap() {
+            assert!(!e.unwrap().file_name().to_string_lossy().starts_with(".ralph-tmp-"));
+        }
+    }
+    // No process of any run is left.
+    let leftover = std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        std::fs::read(e.path().join("environ"))
+            .map(|env| {
+                let env = String::from_utf8_lossy(&env);
+                env.contains("RALPH_RUN_ID=") && env.contains(&format!("HOME={}", repo.outside.display()))
+            })
+            .unwrap_or(false)
+    });
+    assert!(!leftover, "a process of the killed run is still running");
+}
+
+#[test]
+fn kill_9_at_every_named_point_loses_nothing() {
+    let points = [
+        "iteration_started",
+        "agent_running",
+        "agent_exited",
+        "checks_running",
+        "before_commit",
+        "after_commit",
+        "before_record",
+        "after_record",
+        "write:state.json",
+        "write:AGENTS.md",
+        "write:010-a.md",
+        "write:run.json",
+    ];
+    for point in points {
+        let repo = four_tasks("", "0s");
+        // The agent leaves a grandchild behind, which recovery must end.
+        let out = repo.cmd(&["run"]).env("RALPH_FAULT", point).output().unwrap();
+        assert_eq!(
+            out.status.signal(),
+            Some(9),
+            "{point}: ralph was not killed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let run = repo.ralph(&["run"]);
+        assert_eq!(run.code(), 0, "{point}: {}", run.stderr());
+        assert_invariants(&repo, &["010-a", "020-b", "030-c", "040-d"]);
+        let records = repo.records();
+        assert!(
+            records.iter().any(|r| r["outcome"] == "interrupted")
+                || point == "after_record"
+                || point == "write:run.json",
+            "{point}: the killed iteration was not recorded as interrupted: {records:?}"
+        );
+    }
+}
+
+#[test]
+fn kill_9_at_random_moments_many_times_loses_nothing() {
+    let repo = four_tasks("", "150ms");
+    // A check that takes a moment too, so kills land in every phase.
+    let text = repo.read("ralph.toml").replace("commands = [\"true\"]", "commands = [\"sleep 0.1\"]");
+    repo.write("ralph.toml", &text);
+    repo.commit_all("slower check");
+    let mut seed: u64 = 0x5eed_1234;
+    let mut kills = 0;
+    for _ in 0..40 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let delay = Duration::from_millis(50 + (seed >> 33) % 600);
+        let mut child = repo.cmd(&["run"]).stderr(std::process::Stdio::null()).spawn().unwrap();
+        std::thread::sleep(delay);
+        if child.try_wait().unwrap().is_none() {
+            // SAFETY: SIGKILL to our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            kills += 1;
+        }
+        let status = child.wait().unwrap();
+        if status.code() == Some(0) {
+            break;
+        }
+    }
+    assert!(kills >= 5, "only {kills} kills landed");
+    let last = repo.ralph(&["run"]);
+    if last.code() != 0 {
+        let all: Vec<String> = repo
+            .records()
+            .iter()
+            .map(|r| format!("{} {} {} {}", r["iteration"], r["task"], r["outcome"], r["failure"]))
+            .collect();
+        panic!("{}\n{}", last.stderr(), all.join("\n"));
+    }
+    assert_invariants(&repo, &["010-a", "020-b", "030-c", "040-d"]);
+}
