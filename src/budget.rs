@@ -152,7 +152,7 @@ impl Budget {
             return;
         }
         s.iterations += 1;
-        if r.outcome.counts_as_attempt() {
+        if r.outcome.counts_as_attempt() && r.commit.is_none() {
             s.consecutive_failures += 1;
             let sig = signature(r);
             if s.failure_signature.as_deref() == Some(sig.as_str()) {

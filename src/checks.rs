@@ -80,6 +80,7 @@ pub async fn run(
             if tail.len() > 2 * TAIL_BYTES {
                 tail.drain(..tail.len() - TAIL_BYTES);
             }
+            std::ops::ControlFlow::Continue(())
         })
         .await;
         let rest = masker.finish();

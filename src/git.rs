@@ -260,3 +260,8 @@ pub fn git_dir(root: &Path) -> Option<PathBuf> {
     let out = run(root, ["rev-parse", "--git-dir"]).ok()?;
     Some(root.join(stdout(out)))
 }
+
+/// Whether the working tree or HEAD differs from `base` (ignored files and `.ralph/` aside).
+pub fn has_changes(root: &Path, base: &str) -> Result<bool, GitError> {
+    Ok(head(root)?.as_deref() != Some(base) || !dirty_entries(root)?.is_empty())
+}

@@ -12,6 +12,7 @@ pub mod group;
 mod pipe;
 mod pty;
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -113,6 +114,8 @@ pub enum Ending {
     IdleTimeout,
     /// ralph was asked to stop (Ctrl-C, SIGTERM, SIGHUP).
     Cancelled,
+    /// The output callback asked for a graceful end (the agent's context grew past its budget).
+    Yielded,
 }
 
 /// How a supervised child ended.
@@ -125,14 +128,15 @@ pub struct Finished {
     pub output_leaked: bool,
 }
 
-/// Supervises `child` until it ends, feeding each output chunk to `on_output` as it arrives.
-/// `cancel` stops it gracefully; `force` (a second Ctrl-C) skips the grace period.
+/// Supervises `child` until it ends, feeding each output chunk to `on_output` as it arrives;
+/// `on_output` returning `Break` ends the child gracefully ([`Ending::Yielded`]). `cancel`
+/// stops it gracefully; `force` (a second Ctrl-C) skips the grace period.
 pub async fn supervise(
     mut child: Spawned,
     limits: Limits,
     cancel: &CancellationToken,
     force: &CancellationToken,
-    mut on_output: impl FnMut(&Chunk),
+    mut on_output: impl FnMut(&Chunk) -> ControlFlow<()>,
 ) -> Finished {
     let start = Instant::now();
     let deadline = start + limits.timeout;
@@ -147,7 +151,9 @@ pub async fn supervise(
             code = &mut child.exit => break (Ending::Exited, code.ok().flatten()),
             chunk = child.output.recv(), if output_open => match chunk {
                 Some(c) => {
-                    on_output(&c);
+                    if on_output(&c).is_break() {
+                        break (Ending::Yielded, None);
+                    }
                     if let Some(d) = idle { idle_deadline = Some(Instant::now() + d); }
                 }
                 None => output_open = false,
@@ -176,7 +182,7 @@ async fn stop(
     child: &mut Spawned,
     grace: Duration,
     force: &CancellationToken,
-    on_output: &mut impl FnMut(&Chunk),
+    on_output: &mut impl FnMut(&Chunk) -> ControlFlow<()>,
     output_open: &mut bool,
 ) -> Option<i32> {
     group::terminate(child.pgid);
@@ -186,7 +192,9 @@ async fn stop(
             biased;
             code = &mut child.exit => return code.ok().flatten(),
             chunk = child.output.recv(), if *output_open => match chunk {
-                Some(c) => on_output(&c),
+                Some(c) => {
+                    let _ = on_output(&c);
+                }
                 None => *output_open = false,
             },
             _ = force.cancelled() => break,
@@ -199,7 +207,11 @@ async fn stop(
 
 /// Reads what is left in the pipes, for at most [`DRAIN_TIMEOUT`]. Returns whether the output
 /// was still open when the bound passed.
-async fn drain(child: &mut Spawned, on_output: &mut impl FnMut(&Chunk), open: bool) -> bool {
+async fn drain(
+    child: &mut Spawned,
+    on_output: &mut impl FnMut(&Chunk) -> ControlFlow<()>,
+    open: bool,
+) -> bool {
     if !open {
         return false;
     }
@@ -207,7 +219,9 @@ async fn drain(child: &mut Spawned, on_output: &mut impl FnMut(&Chunk), open: bo
     loop {
         tokio::select! {
             chunk = child.output.recv() => match chunk {
-                Some(c) => on_output(&c),
+                Some(c) => {
+                    let _ = on_output(&c);
+                }
                 None => return false,
             },
             _ = tokio::time::sleep_until(end) => return true,
@@ -243,7 +257,11 @@ mod tests {
         let child = spawn(&req).unwrap();
         let mut out = Vec::new();
         let t = CancellationToken::new();
-        let f = supervise(child, l, &t, &t, |c| out.extend_from_slice(&c.data)).await;
+        let f = supervise(child, l, &t, &t, |c| {
+            out.extend_from_slice(&c.data);
+            ControlFlow::Continue(())
+        })
+        .await;
         (f, String::from_utf8_lossy(&out).into_owned())
     }
 
@@ -323,7 +341,7 @@ mod tests {
             c2.cancel();
         });
         let force = CancellationToken::new();
-        let f = supervise(child, limits(60_000, None), &cancel, &force, |_| {}).await;
+        let f = supervise(child, limits(60_000, None), &cancel, &force, |_| ControlFlow::Continue(())).await;
         assert_eq!(f.ending, Ending::Cancelled);
         assert_eq!(f.exit_code, None);
     }
@@ -335,6 +353,17 @@ mod tests {
         let (f, out) = run(req, limits(10_000, None)).await;
         assert_eq!(f.exit_code, Some(0));
         assert!(out.contains("tty") && !out.contains("notty"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn the_output_callback_can_end_the_child() {
+        let child = spawn(&sh("echo one; sleep 1000")).unwrap();
+        let t = CancellationToken::new();
+        let f = supervise(child, limits(60_000, None), &t, &t, |c| {
+            if c.data.starts_with(b"one") { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        })
+        .await;
+        assert_eq!(f.ending, Ending::Yielded);
     }
 
     #[tokio::test]

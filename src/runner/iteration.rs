@@ -113,6 +113,7 @@ pub(crate) async fn run(
     let limits =
         Limits { timeout, idle_timeout: Some(it.cfg.agent.idle_timeout), grace: it.cfg.agent.kill_grace };
     let mut write_err = None;
+    let context_limit = it.cfg.budget.context_tokens;
     let finished = match process::spawn(&req) {
         Ok(child) => Ok(process::supervise(child, limits, &it.stop.cancel, &it.stop.force, |c| {
             fault::point("agent_running");
@@ -123,6 +124,11 @@ pub(crate) async fn run(
                 process::Stream::Stdout => parser.feed(&c.data, &mut scanner),
                 // stderr carries no promise or learning, but its errors belong in the tail.
                 process::Stream::Stderr => scanner.feed_tail(&c.data),
+            }
+            // The context budget: a fresh context beats a crowded one.
+            match (context_limit, parser.context_tokens()) {
+                (Some(limit), Some(now)) if now >= limit => std::ops::ControlFlow::Break(()),
+                _ => std::ops::ControlFlow::Continue(()),
             }
         })
         .await),
@@ -148,6 +154,7 @@ pub(crate) async fn run(
     let mut exit_code = None;
     let mut output_leaked = false;
     let mut limit: Option<Limit> = None;
+    let mut progress_note: Option<String> = None;
     let mut fatal: Option<Fatal> = None;
     let mut outcome = match &finished {
         Ok(f) if switched.is_some() && f.ending != Ending::Cancelled => {
@@ -170,6 +177,26 @@ pub(crate) async fn run(
                     limit = report.limit.clone();
                     failure = limit.as_ref().map(|l| format!("usage or rate limit: {}", l.message));
                     Outcome::RateLimited
+                }
+                Ending::Yielded => {
+                    progress_note = Some(format!(
+                        "the agent's context reached {} tokens (the budget is {}); ralph ended it so the next iteration starts fresh",
+                        report.context_tokens.unwrap_or(0),
+                        it.cfg.budget.context_tokens.unwrap_or(0)
+                    ));
+                    if git::has_changes(root, &head_before)? {
+                        run_checks(
+                            &it,
+                            &dir,
+                            reporter,
+                            &no_promise(&findings),
+                            &mut check_records,
+                            &mut failure,
+                        )
+                        .await?
+                    } else {
+                        Outcome::Progress
+                    }
                 }
                 Ending::Timeout => {
                     let why = if budget_cuts {
@@ -234,11 +261,30 @@ pub(crate) async fn run(
         }
     };
 
+    // A stopped agent's work is not thrown away unseen: if the checks pass, it is kept.
+    let mut kept_after_stop = false;
+    if matches!(outcome, Outcome::Timeout | Outcome::IdleTimeout) && git::has_changes(root, &head_before)? {
+        reporter.line("the agent was stopped, but it changed files: running the checks on what it left");
+        let mut check_failure = None;
+        match run_checks(&it, &dir, reporter, &no_promise(&findings), &mut check_records, &mut check_failure)
+            .await?
+        {
+            Outcome::Interrupted => outcome = Outcome::Interrupted,
+            Outcome::Progress | Outcome::Done => kept_after_stop = true,
+            _ => {
+                if let (Some(f), Some(c)) = (failure.as_mut(), check_failure) {
+                    f.push_str("\nand the checks on what it left failed: ");
+                    f.push_str(&c);
+                }
+            }
+        }
+    }
+
     // Green: commit. A refusing hook turns it red.
     let mut commit = None;
     let mut files_changed = Vec::new();
     let mut learnings_added = Vec::new();
-    if outcome.is_green() {
+    if outcome.is_green() || kept_after_stop {
         reporter.phase("commit");
         // ralph owns the status: the agent's word (or edit) does not mark a task done.
         let status = if outcome == Outcome::Done { Status::Done } else { Status::Todo };
@@ -272,7 +318,7 @@ pub(crate) async fn run(
     }
 
     // Red: keep the diff, put the tree back, then keep the learnings.
-    if !outcome.is_green() {
+    if !outcome.is_green() && commit.is_none() {
         reporter.phase("revert");
         git::add_all(root)?;
         files_changed = git::staged_files(root, &head_before)?;
@@ -307,7 +353,9 @@ pub(crate) async fn run(
     let max_attempts = it.cfg.budget.max_attempts;
     let ts = state.task_mut(&task.id);
     ts.iterations += 1;
-    if outcome.counts_as_attempt() {
+    // Kept work (a stopped agent's green changes) uses no attempt.
+    let attempt_used = outcome.counts_as_attempt() && commit.is_none();
+    if attempt_used {
         ts.attempts += 1;
     }
     if outcome == Outcome::Done {
@@ -321,7 +369,7 @@ pub(crate) async fn run(
             iteration: it.number,
             outcome: outcome.as_str().to_string(),
             failure: if outcome.is_green() { None } else { failure.clone() },
-            progress: findings.progress.clone(),
+            progress: findings.progress.clone().or_else(|| progress_note.clone()),
         });
     }
     ts.tokens += report.tokens.map_or(0, |t| t.total());
@@ -329,7 +377,7 @@ pub(crate) async fn run(
     let limits = &it.cfg.budget;
     let block_reason = if outcome == Outcome::Done {
         None
-    } else if outcome.counts_as_attempt() && ts.attempts >= max_attempts {
+    } else if attempt_used && ts.attempts >= max_attempts {
         let why = crate::reporter::summary(failure.as_deref().unwrap_or(""));
         Some(format!("{} failed attempts; the last: {} ({why})", ts.attempts, outcome.as_str()))
     } else if let Some(max) = limits.max_task_tokens.filter(|m| ts.tokens >= *m) {
@@ -369,7 +417,7 @@ pub(crate) async fn run(
         learnings_added,
         promise: findings.promise,
         failure,
-        progress: findings.progress,
+        progress: findings.progress.clone().or(progress_note),
         blocked,
         output_leaked,
         tokens: report.tokens,
@@ -597,4 +645,10 @@ pub(crate) fn block(
     state.task_mut(&task.id).blocked_by_ralph = true;
     reporter.line(&format!("blocked {}: {reason}", task.id));
     Ok(())
+}
+
+/// The findings with the promise withdrawn: work kept from a stopped agent is progress, never
+/// a finished task.
+fn no_promise(f: &Findings) -> Findings {
+    Findings { promise: false, ..f.clone() }
 }

@@ -21,7 +21,8 @@ actions = [
 "#,
         toml_str(&pid_file.to_string_lossy())
     ));
-    repo.write_config(&["true"], "idle_timeout = \"1s\"\n[budget]\nmax_attempts = 1\n");
+    // A check that fails on what the hung agent left: its work is not kept.
+    repo.write_config(&["test ! -f half.txt"], "idle_timeout = \"1s\"\n[budget]\nmax_attempts = 1\n");
     repo.write("specs/010-a.md", "# A\n");
     repo.commit_all("setup");
     let head = repo.head();

@@ -293,3 +293,56 @@ fn kill_9_at_random_moments_many_times_loses_nothing() {
     }
     assert_invariants(&repo, &["010-a", "020-b", "030-c", "040-d"]);
 }
+
+#[test]
+fn a_stopped_agents_green_work_is_kept() {
+    let scenario = r#"
+[[step]]
+iteration = 1
+actions = [{ write = { path = "part1.txt", content = "1\n" } }, { print = "then I hang" }, { hang = true }]
+[[step]]
+iteration = 2
+actions = [{ expect_prompt = "then I hang" }, { write = { path = "part2.txt", content = "2\n" } }, { promise = true }]
+"#;
+    let repo = TestRepo::with_loop(
+        scenario,
+        &["test -f part1.txt"],
+        "idle_timeout = \"1s\"\n[budget]\nmax_attempts = 1\n",
+        FOUR[..1].as_ref(),
+    );
+    let run = repo.ralph(&["run"]).expect(0);
+    assert!(run.stderr().contains("running the checks on what it left"), "{}", run.stderr());
+    let r = repo.records();
+    assert_eq!(r[0]["outcome"], "idle_timeout");
+    assert!(r[0]["commit"].is_string(), "green work was kept: {}", r[0]);
+    assert_eq!(r[1]["outcome"], "done");
+    assert_eq!(repo.read("part1.txt"), "1\n");
+    assert_eq!(repo.git(&["log", "-2", "--format=%s"]), "ralph(010-a): A\nralph(010-a): progress on A\n");
+}
+
+#[test]
+fn the_context_budget_ends_the_agent_and_the_next_iteration_starts_fresh() {
+    let big = r#"{"type":"assistant","message":{"content":[{"type":"text","text":"reading everything"}],"usage":{"input_tokens":900,"cache_read_input_tokens":150000,"cache_creation_input_tokens":0,"output_tokens":10}}}"#;
+    let scenario = format!(
+        "[[step]]\niteration = 1\nactions = [{{ write = {{ path = \"part1.txt\", content = \"1\\n\" }} }}, {{ print = {} }}, {{ hang = true }}]\n\
+         [[step]]\niteration = 2\nactions = [{{ expect_prompt = \"context reached 150900 tokens\" }}, {{ print = {} }}]\n",
+        toml_str(big),
+        toml_str(
+            r#"{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"done <promise>COMPLETE</promise>"}"#
+        )
+    );
+    let repo = TestRepo::with_loop(
+        &scenario,
+        &["test -f part1.txt"],
+        "output_format = \"claude-stream-json\"\n[budget]\ncontext_tokens = 100000\n",
+        FOUR[..1].as_ref(),
+    );
+    let started = std::time::Instant::now();
+    repo.ralph(&["run"]).expect(0);
+    assert!(started.elapsed() < Duration::from_secs(20), "the agent was not ended at the context budget");
+    let r = repo.records();
+    assert_eq!(r[0]["outcome"], "progress");
+    assert!(r[0]["commit"].is_string());
+    assert!(r[0]["progress"].as_str().unwrap().contains("context reached 150900 tokens"), "{}", r[0]);
+    assert_eq!(r[1]["outcome"], "done");
+}

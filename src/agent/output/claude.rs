@@ -35,6 +35,15 @@ pub(super) fn line(r: &mut Report, v: &Value, now: &Zoned, emit: &mut dyn FnMut(
             if let Some(t) = &last {
                 r.final_message = Some(t.clone());
             }
+            let u = &msg["usage"];
+            if u.is_object() {
+                let ctx = u64_at(u, "input_tokens")
+                    + u64_at(u, "cache_read_input_tokens")
+                    + u64_at(u, "cache_creation_input_tokens");
+                if ctx > 0 {
+                    r.context_tokens = Some(ctx);
+                }
+            }
             if let Some(err) = str_at(v, "error") {
                 let text = last.unwrap_or_else(|| err.to_string());
                 match err {

@@ -84,6 +84,9 @@ pub struct Report {
     pub limit: Option<Limit>,
     /// A failure waiting cannot fix.
     pub fatal: Option<Fatal>,
+    /// The agent's context size at its latest model call (input, cached input included), where
+    /// the output reports usage per call (Claude, pi, opencode).
+    pub context_tokens: Option<u64>,
 }
 
 impl Report {
@@ -180,6 +183,11 @@ impl Parser {
             Format::PiJson => pi::line(&mut self.pi, r, &v, &self.now, &mut emit),
             Format::Text | Format::AiderText => {}
         }
+    }
+
+    /// The agent's context size at its latest model call, if the format reports it.
+    pub fn context_tokens(&self) -> Option<u64> {
+        self.report.context_tokens
     }
 
     /// Ends the stream and returns the report.

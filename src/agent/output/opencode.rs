@@ -23,6 +23,7 @@ pub(super) fn line(r: &mut Report, v: &Value, now: &Zoned, emit: &mut dyn FnMut(
             let t = &part["tokens"];
             if t.is_object() {
                 let cache = &t["cache"];
+                r.context_tokens = Some(u64_at(t, "input") + u64_at(cache, "read") + u64_at(cache, "write"));
                 r.add_tokens(Tokens {
                     input: u64_at(t, "input"),
                     output: u64_at(t, "output") + u64_at(t, "reasoning"),

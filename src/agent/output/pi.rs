@@ -49,6 +49,10 @@ fn message(r: &mut Report, m: &Value, now: &Zoned, emit: &mut dyn FnMut(&str)) {
     }
     let u = &m["usage"];
     if u.is_object() {
+        let ctx = u64_at(u, "input") + u64_at(u, "cacheRead") + u64_at(u, "cacheWrite");
+        if ctx > 0 {
+            r.context_tokens = Some(ctx);
+        }
         r.add_tokens(Tokens {
             input: u64_at(u, "input"),
             output: u64_at(u, "output"),
