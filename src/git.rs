@@ -265,3 +265,21 @@ pub fn git_dir(root: &Path) -> Option<PathBuf> {
 pub fn has_changes(root: &Path, base: &str) -> Result<bool, GitError> {
     Ok(head(root)?.as_deref() != Some(base) || !dirty_entries(root)?.is_empty())
 }
+
+/// Every branch and tag with the commit it points at.
+pub fn refs(root: &Path) -> Result<Vec<(String, String)>, GitError> {
+    let out = run(root, ["for-each-ref", "--format=%(refname) %(objectname)", "refs/heads", "refs/tags"])?;
+    Ok(stdout(out)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(r, s)| (r.to_string(), s.to_string()))
+        .collect())
+}
+
+/// Points `name` at `sha`, or deletes it.
+pub fn update_ref(root: &Path, name: &str, sha: Option<&str>) -> Result<(), GitError> {
+    match sha {
+        Some(sha) => run(root, ["update-ref", name, sha]).map(drop),
+        None => run(root, ["update-ref", "-d", name]).map(drop),
+    }
+}

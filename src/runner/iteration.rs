@@ -6,6 +6,7 @@
 //! `head_before` (with `--allow-dirty`: back at the snapshot taken at the start); `.ralph/`
 //! is never staged or reverted; the record is appended last, after every change is durable.
 
+use super::frame::Frame;
 use crate::agent::limits::{self, Fatal, Limit, Signal};
 use crate::agent::output::{Format, Parser, Report};
 use crate::agent::scan::{Findings, Scanner};
@@ -103,6 +104,7 @@ pub(crate) async fn run(
         iter_dir: dir.clone(),
     };
     let req = agent::request(&it.cfg.agent, root, &prompt_text, &prompt_path, &env);
+    let frame = Frame::take(root, it.run_dir);
     let log_path = dir.join("agent.log");
     let mut log = std::fs::File::create(&log_path).map_err(|e| io_err("create", &log_path, e))?;
     let mut masker = StreamMasker::new(it.secrets.clone());
@@ -146,6 +148,15 @@ pub(crate) async fn run(
     let report = parser.finish(&mut scanner);
     let findings = scanner.finish();
     let switched = put_branch_back(root, branch_before.as_deref())?;
+    let broke_frame = frame.restore();
+    let switched = match (switched, broke_frame.is_empty()) {
+        (s, true) => s,
+        (s, false) => Some(format!(
+            "{}the agent changed what it must not touch: {}; ralph put it back and rejected the iteration",
+            s.map(|s| format!("{s}; ")).unwrap_or_default(),
+            broke_frame.join(", ")
+        )),
+    };
     let agent_tail = it.secrets.mask(&checks::last_lines(&findings.tail, AGENT_TAIL_LINES));
 
     // The outcome, from the agent's ending and then the checks.

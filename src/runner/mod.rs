@@ -5,6 +5,7 @@
 //!
 //! Exit codes are in [`crate::exit_code`]; the run's end is also written to `run.json`.
 
+mod frame;
 mod iteration;
 mod recover;
 

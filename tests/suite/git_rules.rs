@@ -163,3 +163,45 @@ actions = [
     assert!(!repo.exists("x.txt"));
     assert_eq!(repo.dirt(), "");
 }
+
+#[test]
+fn an_agent_that_breaks_the_frame_is_rejected_and_everything_put_back() {
+    let scenario = r##"
+[[step]]
+iteration = 1
+actions = [
+  { write = { path = "work.txt", content = "w\n" } },
+  { append = { path = "ralph.toml", content = "\n[budget]\nmax_iterations = 1000\n" } },
+  { write = { path = ".git/hooks/pre-commit", content = "#!/bin/sh\nexit 0\n" } },
+  { run = "git branch -D keep-me && git config user.name Agent && rm .ralph/runs/*/run.json .ralph/.gitignore" },
+  { promise = true },
+]
+[[step]]
+iteration = 2
+actions = [{ expect_prompt = "must not touch" }, { write = { path = "work.txt", content = "w\n" } }, { promise = true }]
+"##;
+    let repo = TestRepo::with_loop(scenario, &["true"], "", &[("010-a.md", "# A\n")]);
+    repo.git(&["branch", "keep-me"]);
+    let keep = repo.git(&["rev-parse", "keep-me"]);
+    let toml = repo.read("ralph.toml");
+    repo.ralph(&["run"]).expect(0);
+    let r = repo.records();
+    assert_eq!(r[0]["outcome"], "agent_failed");
+    let failure = r[0]["failure"].as_str().unwrap();
+    for name in [
+        "ralph.toml",
+        ".ralph/.gitignore",
+        "/run.json",
+        ".git/hooks/pre-commit",
+        "refs/heads/keep-me",
+        ".git/config",
+    ] {
+        assert!(failure.contains(name), "{name} not named in: {failure}");
+    }
+    assert_eq!(repo.read("ralph.toml"), toml);
+    assert_eq!(repo.git(&["rev-parse", "keep-me"]), keep);
+    assert!(!repo.exists(".git/hooks/pre-commit"));
+    assert!(!repo.git(&["config", "--list", "--local"]).contains("user.name=Agent"));
+    assert_eq!(r[1]["outcome"], "done");
+    assert_eq!(repo.read(".ralph/.gitignore"), "*\n");
+}

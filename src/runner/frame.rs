@@ -1,0 +1,151 @@
+//! The frame around the agent: what it must not touch. ralph's own state (`.ralph/state.json`,
+//! the run's `run.json` and `iterations.jsonl`, `.ralph/.gitignore`), git's internals
+//! (`.git/config`, `.git/info/exclude`, `.git/hooks/`, every branch and tag but the one being
+//! worked on) and `ralph.toml`. A snapshot is taken before the agent starts; afterwards every
+//! change is put back and named, and the iteration is rejected with the names as its reason.
+//!
+//! Older iterations' logs are not snapshotted (they can be large): an agent that deletes them
+//! is still caught by the state files it deletes with them.
+
+use crate::config;
+use crate::git;
+use crate::state::RALPH_DIR;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Files larger than this are compared by length and hash only and cannot be put back.
+const MAX_SNAPSHOT_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The protected files and refs as they were.
+#[derive(Debug)]
+pub struct Frame {
+    /// Absolute path → content (`None`: it did not exist).
+    files: BTreeMap<PathBuf, Option<Vec<u8>>>,
+    /// Files under these folders that were not there before are removed.
+    dirs: Vec<PathBuf>,
+    /// Ref name → commit, for every branch and tag but the current branch.
+    refs: BTreeMap<String, String>,
+    current_ref: Option<String>,
+    root: PathBuf,
+}
+
+fn read(p: &Path) -> Option<Vec<u8>> {
+    let meta = std::fs::metadata(p).ok()?;
+    if !meta.is_file() || meta.len() > MAX_SNAPSHOT_BYTES {
+        return None;
+    }
+    std::fs::read(p).ok()
+}
+
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect())
+        .unwrap_or_default()
+}
+
+impl Frame {
+    /// Takes the snapshot.
+    pub fn take(root: &Path, run_dir: &Path) -> Frame {
+        let git_dir = git::git_dir(root).unwrap_or_else(|| root.join(".git"));
+        let hooks = git_dir.join("hooks");
+        let mut paths = vec![
+            root.join(config::FILE_NAME),
+            root.join(RALPH_DIR).join("state.json"),
+            root.join(RALPH_DIR).join(".gitignore"),
+            run_dir.join("run.json"),
+            run_dir.join("iterations.jsonl"),
+            git_dir.join("config"),
+            git_dir.join("info").join("exclude"),
+        ];
+        paths.extend(files_in(&hooks));
+        let files = paths.into_iter().map(|p| {
+            let content = read(&p);
+            (p, content)
+        });
+        let current_ref = git::current_branch(root).ok().flatten().map(|b| format!("refs/heads/{b}"));
+        let refs = git::refs(root)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(r, _)| Some(r) != current_ref.as_ref())
+            .collect();
+        Frame { files: files.collect(), dirs: vec![hooks], refs, current_ref, root: root.to_path_buf() }
+    }
+
+    /// Puts back whatever changed; returns what did, as paths relative to the repository root
+    /// (or ref names). Empty when the agent kept to its frame.
+    pub fn restore(&self) -> Vec<String> {
+        let mut changed = Vec::new();
+        let rel = |p: &Path| p.strip_prefix(&self.root).unwrap_or(p).to_string_lossy().into_owned();
+        for (path, before) in &self.files {
+            let now = read(path);
+            if now == *before {
+                continue;
+            }
+            match before {
+                Some(bytes) => {
+                    if let Some(parent) = path.parent() {
+                        let _ = std::fs::create_dir_all(parent);
+                    }
+                    let _ = crate::state::atomic_write(path, bytes);
+                }
+                None => {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+            changed.push(rel(path));
+        }
+        for dir in &self.dirs {
+            for p in files_in(dir) {
+                if !self.files.contains_key(&p) {
+                    let _ = std::fs::remove_file(&p);
+                    changed.push(rel(&p));
+                }
+            }
+        }
+        let now: BTreeMap<String, String> = git::refs(&self.root)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(r, _)| Some(r) != self.current_ref.as_ref())
+            .collect();
+        for (r, sha) in &self.refs {
+            if now.get(r) != Some(sha) {
+                let _ = git::update_ref(&self.root, r, Some(sha));
+                changed.push(r.clone());
+            }
+        }
+        for r in now.keys() {
+            if !self.refs.contains_key(r) {
+                let _ = git::update_ref(&self.root, r, None);
+                changed.push(r.clone());
+            }
+        }
+        changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_are_put_back_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::process::Command::new("git").args(["init", "-q"]).current_dir(root).status().unwrap();
+        std::fs::write(root.join("ralph.toml"), "[agent]\n").unwrap();
+        let run_dir = root.join(".ralph/runs/r");
+        std::fs::create_dir_all(&run_dir).unwrap();
+        std::fs::write(run_dir.join("run.json"), "{}").unwrap();
+        let frame = Frame::take(root, &run_dir);
+        assert!(frame.restore().is_empty());
+
+        std::fs::write(root.join("ralph.toml"), "[agent]\ncommand = [\"evil\"]\n").unwrap();
+        std::fs::remove_file(run_dir.join("run.json")).unwrap();
+        std::fs::write(root.join(".git/hooks/pre-commit"), "#!/bin/sh\nexit 0\n").unwrap();
+        let changed = frame.restore();
+        assert_eq!(changed, vec![".ralph/runs/r/run.json", "ralph.toml", ".git/hooks/pre-commit"]);
+        assert_eq!(std::fs::read_to_string(root.join("ralph.toml")).unwrap(), "[agent]\n");
+        assert_eq!(std::fs::read_to_string(run_dir.join("run.json")).unwrap(), "{}");
+        assert!(!root.join(".git/hooks/pre-commit").exists());
+    }
+}
