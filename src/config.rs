@@ -58,6 +58,37 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
+/// A size written as "100MB", "1GiB", "512KB" or a bare number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_size(&s).map(ByteSize).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses "100MB" (10^6), "100MiB" (2^20), "1GB", "512KB", "4096".
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 =
+        num.parse().map_err(|_| format!("invalid size `{s}`; write it like \"100MB\" or \"1GiB\""))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" | "k" => 1e3,
+        "kib" => 1024.0,
+        "mb" | "m" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "gb" | "g" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        other => return Err(format!("invalid size unit `{other}` in `{s}` (B, KB, MB, GB, KiB, MiB, GiB)")),
+    };
+    Ok((n * mult) as u64)
+}
+
 /// Parses "30m", "2h", "1h 30m", "500ms"; a bare number is seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
@@ -95,6 +126,7 @@ struct AgentFile {
     retry_wait: Option<HumanDuration>,
     retry_wait_max: Option<HumanDuration>,
     prompt: Option<PromptMode>,
+    max_log_size: Option<ByteSize>,
     timeout: Option<HumanDuration>,
     idle_timeout: Option<HumanDuration>,
     kill_grace: Option<HumanDuration>,
@@ -179,6 +211,8 @@ pub struct AgentConfig {
     pub completion_promise: String,
     /// Added to the agent's environment.
     pub env: BTreeMap<String, String>,
+    /// agent.log is cut at this size, with a marker; the output is still read to the end.
+    pub max_log_size: u64,
 }
 
 /// The checks section, with defaults applied.
@@ -251,6 +285,8 @@ pub mod defaults {
     /// Breakers: three strikes; 0 in ralph.toml turns one off.
     pub const MAX_NO_CHANGE: u32 = 3;
     pub const MAX_SAME_FAILURE: u32 = 3;
+    /// Enough for any honest agent's night; a runaway one is cut here.
+    pub const MAX_LOG_SIZE: u64 = 100 * 1024 * 1024;
     pub const RETRY_WAIT: Duration = Duration::from_secs(60);
     pub const RETRY_WAIT_MAX: Duration = Duration::from_secs(3600);
 }
@@ -343,6 +379,7 @@ impl Config {
             return Err(invalid("[agent] retry_wait must be above zero and at most retry_wait_max".into()));
         }
         let model = a.model.clone();
+        let max_log_size = a.max_log_size.map_or(defaults::MAX_LOG_SIZE, |b| b.0);
         let promise = file.agent.completion_promise.unwrap_or_else(|| DEFAULT_PROMISE.to_string());
         if promise.trim().is_empty() {
             return Err(invalid("[agent] completion_promise must not be empty".into()));
@@ -384,6 +421,7 @@ impl Config {
                 pty: file.agent.pty.unwrap_or(false),
                 completion_promise: promise,
                 env,
+                max_log_size,
             },
             checks: ChecksConfig {
                 commands,
@@ -513,6 +551,15 @@ max_consecutive_failures = 5
         let o = Overrides { agent: Some("codex".into()) };
         let c = Config::parse_with(Path::new("ralph.toml"), "[agent]\ncommand = [\"x\"]\n", &o).unwrap();
         assert_eq!(c.agent.command[..2], ["codex".to_string(), "exec".to_string()]);
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("100MB"), Ok(100_000_000));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("3 parsecs").is_err());
     }
 
     #[test]

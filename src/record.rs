@@ -91,6 +91,9 @@ pub struct IterationRecord {
     pub blocked: bool,
     /// The agent's output stayed open past the drain bound (an escaped grandchild).
     pub output_leaked: bool,
+    /// agent.log reached `[agent] max_log_size` and was cut.
+    #[serde(default)]
+    pub log_capped: bool,
     /// Tokens the agent reported using, when its output says.
     #[serde(default)]
     pub tokens: Option<Tokens>,

@@ -36,6 +36,8 @@ enum Open {
 pub struct Scanner {
     prompt_lines: HashSet<String>,
     promise: String,
+    /// The promise and the two opening tags: a line holding none of them needs no decoding.
+    needles: [memchr::memmem::Finder<'static>; 3],
     line: Vec<u8>,
     line_truncated: bool,
     open: Option<Open>,
@@ -48,6 +50,11 @@ impl Scanner {
         let prompt_lines = prompt.lines().map(normalize).filter(|l| !l.is_empty()).collect();
         Self {
             prompt_lines,
+            needles: [
+                memchr::memmem::Finder::new(promise.as_bytes()).into_owned(),
+                memchr::memmem::Finder::new(b"<learning>").into_owned(),
+                memchr::memmem::Finder::new(b"<progress>").into_owned(),
+            ],
             promise: promise.to_string(),
             line: Vec::new(),
             line_truncated: false,
@@ -69,10 +76,28 @@ impl Scanner {
     pub fn feed(&mut self, bytes: &[u8]) {
         self.feed_tail(bytes);
         let mut rest = bytes;
-        while let Some(i) = memchr::memchr(b'\n', rest) {
+        // The first line may continue one begun in the last chunk: through the slow path.
+        if let Some(i) = memchr::memchr(b'\n', rest) {
             self.push_partial(&rest[..i]);
             self.end_line();
             rest = &rest[i + 1..];
+        } else {
+            self.push_partial(rest);
+            return;
+        }
+        // Whole lines in the middle of the chunk: one scan per needle decides whether any of
+        // them matters at all.
+        if let Some(last) = memchr::memrchr(b'\n', rest) {
+            let (middle, tail) = rest.split_at(last + 1);
+            if self.open.is_some() || self.needles.iter().any(|n| n.find(middle).is_some()) {
+                let mut m = middle;
+                while let Some(i) = memchr::memchr(b'\n', m) {
+                    self.push_partial(&m[..i]);
+                    self.end_line();
+                    m = &m[i + 1..];
+                }
+            }
+            rest = tail;
         }
         self.push_partial(rest);
     }
@@ -86,6 +111,13 @@ impl Scanner {
     }
 
     fn end_line(&mut self) {
+        // Most lines hold neither the promise nor a tag: skip them without decoding (a flood
+        // of output must cost little more than its copy to the log).
+        if self.open.is_none() && self.needles.iter().all(|n| n.find(&self.line).is_none()) {
+            self.line.clear();
+            self.line_truncated = false;
+            return;
+        }
         let raw = String::from_utf8_lossy(&self.line).into_owned();
         self.line.clear();
         self.line_truncated = false;
@@ -272,6 +304,17 @@ mod tests {
         let f = scan("", &[&big, "\n\u{1b}[32m<promise>COMPLETE</promise>\u{1b}[0m\r\n"]);
         assert!(f.promise);
         assert!(f.tail.len() <= TAIL_BYTES);
+    }
+
+    #[test]
+    fn needles_in_the_middle_of_a_big_chunk_are_found() {
+        let mut chunk = "noise\n".repeat(1000);
+        chunk.push_str("<learning>in the middle</learning>\n");
+        chunk.push_str(&"more noise\n".repeat(1000));
+        chunk.push_str("<promise>COMPLETE</promise>\nend");
+        let f = scan("", &["first line continues ", &chunk]);
+        assert!(f.promise);
+        assert_eq!(f.learnings, vec!["in the middle"]);
     }
 
     #[test]

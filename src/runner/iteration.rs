@@ -106,7 +106,7 @@ pub(crate) async fn run(
     let req = agent::request(&it.cfg.agent, root, &prompt_text, &prompt_path, &env);
     let frame = Frame::take(root, it.run_dir);
     let log_path = dir.join("agent.log");
-    let mut log = std::fs::File::create(&log_path).map_err(|e| io_err("create", &log_path, e))?;
+    let log = std::fs::File::create(&log_path).map_err(|e| io_err("create", &log_path, e))?;
     let mut masker = StreamMasker::new(it.secrets.clone());
     let mut scanner = Scanner::new(&prompt_text, &it.cfg.agent.completion_promise);
     let mut parser = Parser::new(it.cfg.agent.format);
@@ -115,11 +115,12 @@ pub(crate) async fn run(
     let limits =
         Limits { timeout, idle_timeout: Some(it.cfg.agent.idle_timeout), grace: it.cfg.agent.kill_grace };
     let mut write_err = None;
+    let mut log = CappedLog { file: log, written: 0, cap: it.cfg.agent.max_log_size, capped: false };
     let context_limit = it.cfg.budget.context_tokens;
     let finished = match process::spawn(&req) {
         Ok(child) => Ok(process::supervise(child, limits, &it.stop.cancel, &it.stop.force, |c| {
             fault::point("agent_running");
-            if let Err(e) = log.write_all(&masker.push(&c.data)) {
+            if let Err(e) = log.write(&masker.push(&c.data)) {
                 write_err.get_or_insert(e);
             }
             match c.stream {
@@ -135,12 +136,13 @@ pub(crate) async fn run(
         })
         .await),
         Err(e) => {
-            let _ = writeln!(log, "ralph: {}", crate::error::chain(&e));
+            let _ = log.write(format!("ralph: {}\n", crate::error::chain(&e)).as_bytes());
             Err(e)
         }
     };
     let tail = masker.finish();
-    log.write_all(&tail).and_then(|()| log.flush()).map_err(|e| io_err("write", &log_path, e))?;
+    log.write(&tail).and_then(|()| log.file.flush()).map_err(|e| io_err("write", &log_path, e))?;
+    let log_capped = log.capped;
     if let Some(e) = write_err {
         return Err(io_err("write", &log_path, e));
     }
@@ -431,6 +433,7 @@ pub(crate) async fn run(
         progress: findings.progress.clone().or(progress_note),
         blocked,
         output_leaked,
+        log_capped,
         tokens: report.tokens,
         cost_usd: report.cost_usd,
         num_turns: report.num_turns,
@@ -662,4 +665,34 @@ pub(crate) fn block(
 /// a finished task.
 fn no_promise(f: &Findings) -> Findings {
     Findings { promise: false, ..f.clone() }
+}
+
+/// agent.log, cut at a size with a marker. Output past the cap is still read (and parsed) so
+/// the agent never blocks on a full pipe; only the writing stops.
+struct CappedLog {
+    file: std::fs::File,
+    written: u64,
+    cap: u64,
+    capped: bool,
+}
+
+impl CappedLog {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if self.capped {
+            return Ok(());
+        }
+        let room = self.cap.saturating_sub(self.written);
+        let n = usize::try_from(room).unwrap_or(usize::MAX).min(bytes.len());
+        self.file.write_all(&bytes[..n])?;
+        self.written += n as u64;
+        if n < bytes.len() {
+            self.capped = true;
+            write!(
+                self.file,
+                "\n[ralph: agent.log capped at {} bytes ([agent] max_log_size); the rest of the output was read but not kept]\n",
+                self.cap
+            )?;
+        }
+        Ok(())
+    }
 }

@@ -120,6 +120,7 @@ fn settle(root: &Path, run_id: &str, n: u32, dir: &Path, st: &Started) -> Result
         progress: None,
         blocked: false,
         output_leaked: false,
+        log_capped: false,
         tokens: None,
         cost_usd: None,
         num_turns: None,

@@ -187,3 +187,24 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn hostile_output_is_capped_and_read_to_the_end() {
+    let scenario = r#"
+[[step]]
+actions = [
+  { run = "head -c 2000000 /dev/urandom; yes 'a line of noise' | head -c 3000000; head -c 2000000 /dev/zero | tr '\\0' x" },
+  { print = "" },
+  { write = { path = "x.txt", content = "x\n" } },
+  { promise = true },
+]
+"#;
+    let repo = TestRepo::with_loop(scenario, &["true"], "max_log_size = \"1MB\"\n", &[("010-a.md", "# A\n")]);
+    repo.ralph(&["run"]).expect(0);
+    let r = &repo.records()[0];
+    assert_eq!(r["outcome"], "done", "the promise after 7 MB of garbage was still read: {r}");
+    assert_eq!(r["log_capped"], true);
+    let log = std::fs::read(repo.latest_run_dir().join("iter-0001/agent.log")).unwrap();
+    assert!(log.len() < 1_100_000, "{} bytes", log.len());
+    assert!(String::from_utf8_lossy(&log).contains("[ralph: agent.log capped at 1000000 bytes"));
+}
