@@ -51,7 +51,13 @@ pub(crate) struct Iteration<'a> {
 }
 
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> CliError {
-    CliError::failure(format!("cannot {what} {}: {e}", path.display()))
+    let full = e.kind() == std::io::ErrorKind::StorageFull;
+    let err = CliError::failure(format!("cannot {what} {}: {e}", path.display()));
+    if full {
+        err.hint("free some space, then `ralph run` again: it resumes the run, records the cut iteration as interrupted and keeps its diff as rejected.patch")
+    } else {
+        err
+    }
 }
 
 /// Runs one iteration and returns its record (already appended to `iterations.jsonl`).
@@ -121,7 +127,9 @@ pub(crate) async fn run(
         Ok(child) => Ok(process::supervise(child, limits, &it.stop.cancel, &it.stop.force, |c| {
             fault::point("agent_running");
             if let Err(e) = log.write(&masker.push(&c.data)) {
+                // A full disk or an unwritable .ralph/: stop the agent, then stop the run.
                 write_err.get_or_insert(e);
+                return std::ops::ControlFlow::Break(());
             }
             match c.stream {
                 process::Stream::Stdout => parser.feed(&c.data, &mut scanner),
@@ -148,7 +156,9 @@ pub(crate) async fn run(
     }
     fault::point("agent_exited");
     let report = parser.finish(&mut scanner);
-    let findings = scanner.finish();
+    let mut findings = scanner.finish();
+    // The note is written to disk (record, state, next prompt): no secret in it.
+    findings.progress = findings.progress.map(|p| it.secrets.mask(&p));
     let switched = put_branch_back(root, branch_before.as_deref())?;
     let broke_frame = frame.restore();
     let switched = match (switched, broke_frame.is_empty()) {

@@ -156,6 +156,7 @@ fn secrets_from_the_environment_are_masked_everywhere_ralph_writes() {
 actions = [
   { run = "echo token is $MY_SERVICE_TOKEN" },
   { learning = "the token is s3cr3t-t0ken-value" },
+  { progress = "half way; the token s3cr3t-t0ken-value works" },
   { write = { path = "leak.txt", content = "s3cr3t-t0ken-value\n" } },
   { exit = 1 },
 ]
@@ -170,6 +171,8 @@ actions = [
         seen.push_str(&std::fs::read_to_string(entry).unwrap_or_default());
     }
     seen.push_str(&repo.read("AGENTS.md"));
+    seen.push_str(&repo.read(".ralph/state.json"));
+    assert!(seen.contains("the token [MASKED] works"), "the progress note is kept, masked");
     assert!(!seen.contains("s3cr3t-t0ken-value"), "a secret leaked");
     assert!(repo.iter_file(1, "agent.log").contains("token is [MASKED]"));
     assert!(repo.read("AGENTS.md").contains("the token is [MASKED]"));

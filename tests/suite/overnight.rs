@@ -346,3 +346,85 @@ fn the_context_budget_ends_the_agent_and_the_next_iteration_starts_fresh() {
     assert!(r[0]["progress"].as_str().unwrap().contains("context reached 150900 tokens"), "{}", r[0]);
     assert_eq!(r[1]["outcome"], "done");
 }
+
+/// A small tmpfs, unmounted when dropped; `None` where mounting is not allowed (not root).
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &std::path::Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| SmallDisk(at.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_stops_the_run_clearly_and_loses_nothing() {
+    let outside = tempfile::tempdir().unwrap();
+    let Some(disk) = SmallDisk::mount(&outside.path().join("disk"), "4m") else {
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root and must be able to mount a tmpfs");
+        eprintln!("skipped: cannot mount a tmpfs here (not root)");
+        return;
+    };
+    let root = disk.0.join("repo");
+    std::fs::create_dir(&root).unwrap();
+    let git = |args: &[&str]| {
+        let mut c = std::process::Command::new("git");
+        c.args(args).current_dir(&root);
+        hermetic(&mut c, outside.path());
+        assert!(c.status().unwrap().success());
+    };
+    git(&["init", "-q"]);
+    std::fs::create_dir(root.join("specs")).unwrap();
+    std::fs::write(root.join("specs/010-a.md"), "# A\n").unwrap();
+    std::fs::write(root.join("keep.txt"), "committed work\n").unwrap();
+    let scenario = outside.path().join("s.toml");
+    std::fs::write(
+        &scenario,
+        "[[step]]\nactions = [{ write = { path = \"a.txt\", content = \"a\\n\" } }, { run = \"yes 'a flood that fills the disk' | head -c 8000000\" }, { promise = true }]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("ralph.toml"),
+        format!(
+            "[agent]\ncommand = [{}, \"scripted-agent\", {}]\n",
+            toml_str(RALPH),
+            toml_str(&scenario.to_string_lossy())
+        ),
+    )
+    .unwrap();
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "init"]);
+    let mut cmd = std::process::Command::new(RALPH);
+    cmd.arg("run").current_dir(&root);
+    hermetic(&mut cmd, outside.path());
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(err.contains("hint: free some space"), "{err}");
+    assert_eq!(std::fs::read_to_string(root.join("keep.txt")).unwrap(), "committed work\n");
+    // Space freed: the next run recovers the cut iteration and finishes.
+    for e in std::fs::read_dir(root.join(".ralph/runs")).unwrap() {
+        let _ = std::fs::remove_file(e.unwrap().path().join("iter-0001/agent.log"));
+    }
+    std::fs::write(
+        &scenario,
+        "[[step]]\nactions = [{ write = { path = \"a.txt\", content = \"a\\n\" } }, { promise = true }]\n",
+    )
+    .unwrap();
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(root.join("a.txt")).unwrap(), "a\n");
+}
