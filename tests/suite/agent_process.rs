@@ -211,3 +211,29 @@ actions = [
     assert!(log.len() < 1_100_000, "{} bytes", log.len());
     assert!(String::from_utf8_lossy(&log).contains("[ralph: agent.log capped at 1000000 bytes"));
 }
+
+#[test]
+fn sighup_stops_like_ctrl_c_and_a_second_signal_skips_the_grace_period() {
+    let scenario =
+        "[[step]]\nactions = [{ ignore_sigterm = true }, { print = \"stubborn\" }, { hang = true }]\n";
+    let repo = TestRepo::with_loop(scenario, &["true"], "kill_grace = \"60s\"\n", &[("010-a.md", "# A\n")]);
+    let mut child = repo.cmd(&["run"]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let log = || {
+        std::fs::read_dir(repo.path(".ralph/runs"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| std::fs::read_to_string(e.unwrap().path().join("iter-0001/agent.log")).ok())
+            .unwrap_or_default()
+    };
+    assert!(wait_for(20, || log().contains("stubborn")));
+    let started = std::time::Instant::now();
+    // SAFETY: signals to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "the first signal waits out the grace period");
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert!(started.elapsed() < Duration::from_secs(20), "the second signal did not skip the 60 s grace");
+    assert_eq!(repo.records()[0]["outcome"], "interrupted");
+    assert_eq!(repo.dirt(), "");
+}
