@@ -92,9 +92,32 @@ impl Secrets {
     }
 }
 
+/// The agents' own credential variables, listed so that a renamed one is still caught (all
+/// of today's also match [`CREDENTIAL_WORDS`]).
+const KNOWN_CREDENTIALS: &[&str] = &[
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_AUTH_TOKEN",
+    "CLAUDE_CODE_OAUTH_TOKEN",
+    "OPENAI_API_KEY",
+    "CODEX_API_KEY",
+    "AZURE_OPENAI_API_KEY",
+    "GEMINI_API_KEY",
+    "GOOGLE_API_KEY",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "OPENROUTER_API_KEY",
+    "AMP_API_KEY",
+    "CURSOR_API_KEY",
+    "DASHSCOPE_API_KEY",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "GH_TOKEN",
+    "GITHUB_TOKEN",
+    "HF_TOKEN",
+];
+
 fn is_credential_name(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
-    CREDENTIAL_WORDS.iter().any(|w| upper.contains(w))
+    KNOWN_CREDENTIALS.contains(&upper.as_str()) || CREDENTIAL_WORDS.iter().any(|w| upper.contains(w))
 }
 
 /// Masks a stream; see the module doc for the hold-back rule.
