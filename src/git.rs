@@ -99,12 +99,7 @@ pub fn add_path(root: &Path, path: &Path) -> Result<(), GitError> {
 /// Files whose staged content differs from `base`.
 pub fn staged_files(root: &Path, base: &str) -> Result<Vec<String>, GitError> {
     let out = run(root, ["diff", "--cached", "--name-only", "-z", base])?;
-    Ok(out
-        .stdout
-        .split(|&b| b == 0)
-        .filter(|s| !s.is_empty())
-        .map(|s| String::from_utf8_lossy(s).into_owned())
-        .collect())
+    Ok(nul_separated(&out.stdout))
 }
 
 /// The staged changes against `base` as a binary-safe patch.
@@ -247,12 +242,7 @@ pub fn commit_has_trailers(root: &Path, commit: &str, run_id: &str, iteration: u
 /// Files that differ between two commits.
 pub fn changed_between(root: &Path, from: &str, to: &str) -> Result<Vec<String>, GitError> {
     let out = run(root, ["diff", "--name-only", "-z", from, to])?;
-    Ok(out
-        .stdout
-        .split(|&b| b == 0)
-        .filter(|s| !s.is_empty())
-        .map(|s| String::from_utf8_lossy(s).into_owned())
-        .collect())
+    Ok(nul_separated(&out.stdout))
 }
 
 /// The repository's git directory.
@@ -282,4 +272,13 @@ pub fn update_ref(root: &Path, name: &str, sha: Option<&str>) -> Result<(), GitE
         Some(sha) => run(root, ["update-ref", name, sha]).map(drop),
         None => run(root, ["update-ref", "-d", name]).map(drop),
     }
+}
+
+/// The paths of a `-z` listing.
+fn nul_separated(bytes: &[u8]) -> Vec<String> {
+    bytes
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
 }

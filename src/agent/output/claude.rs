@@ -3,7 +3,7 @@
 //! `is_error: true` and `api_error_status`: classify on those, never on `subtype`.
 
 use super::{Report, Tokens, str_at, u64_at};
-use crate::agent::limits::{self, Fatal, Limit, Signal};
+use crate::agent::limits::{self, Fatal, Limit};
 use jiff::{Timestamp, Zoned};
 use serde_json::Value;
 
@@ -93,22 +93,9 @@ pub(super) fn line(r: &mut Report, v: &Value, now: &Zoned, emit: &mut dyn FnMut(
                 });
             }
             if r.is_error {
-                r.set_error(&result);
                 let status =
                     v.get("api_error_status").and_then(Value::as_u64).and_then(|s| u16::try_from(s).ok());
-                let signal = match status {
-                    Some(s) => limits::classify_status(s, &result, now),
-                    None => limits::classify(&result, now),
-                };
-                match signal {
-                    // A rate_limit_event's reset time beats none.
-                    Some(Signal::Limit(l)) if r.limit.as_ref().is_none_or(|old| old.reset_at.is_none()) => {
-                        r.limit = Some(l);
-                    }
-                    Some(Signal::Limit(_)) => {}
-                    Some(Signal::Fatal(f)) => r.fatal = Some(f),
-                    None => {}
-                }
+                r.fail(&result, status, now);
             }
         }
         _ => {}

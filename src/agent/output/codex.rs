@@ -3,7 +3,6 @@
 //! include the cached ones); failures in `turn.failed` and `error`. No cost, no model.
 
 use super::{Report, Tokens, str_at, u64_at};
-use crate::agent::limits::{self, Signal};
 use jiff::Zoned;
 use serde_json::Value;
 
@@ -35,20 +34,11 @@ pub(super) fn line(r: &mut Report, v: &Value, now: &Zoned, emit: &mut dyn FnMut(
                 cache_write: 0,
             });
         }
-        Some("turn.failed") => failed(r, str_at(&v["error"], "message").unwrap_or("turn failed"), now),
+        Some("turn.failed") => r.fail(str_at(&v["error"], "message").unwrap_or("turn failed"), None, now),
         // Not fatal by itself: codex reports its own retries ("Reconnecting... 1/5") this way
         // and may still complete the turn. Kept as the error text if the run then fails.
         Some("error") => r.error_message = str_at(v, "message").map(str::to_string),
         _ => {}
-    }
-}
-
-fn failed(r: &mut Report, message: &str, now: &Zoned) {
-    r.set_error(message);
-    match limits::classify(message, now) {
-        Some(Signal::Limit(l)) => r.limit = Some(l),
-        Some(Signal::Fatal(f)) => r.fatal = Some(f),
-        None => {}
     }
 }
 

@@ -2,7 +2,6 @@
 //! `delta` pieces), `tool_use`, `tool_result`, `error`, `result` with `stats`.
 
 use super::{Report, Tokens, str_at, u64_at};
-use crate::agent::limits::{self, Signal};
 use jiff::Zoned;
 use serde_json::Value;
 
@@ -36,13 +35,13 @@ pub(super) fn line(s: &mut State, r: &mut Report, v: &Value, now: &Zoned, emit: 
         Some("error") => {
             let m = str_at(v, "message").unwrap_or("error");
             if str_at(v, "severity") != Some("warning") {
-                failed(r, m, now);
+                r.fail(m, None, now);
             }
         }
         Some("result") => {
             if str_at(v, "status") == Some("error") {
                 let m = str_at(&v["error"], "message").unwrap_or("the run failed").to_string();
-                failed(r, &m, now);
+                r.fail(&m, None, now);
             }
             let st = &v["stats"];
             if st.is_object() {
@@ -72,15 +71,6 @@ pub(super) fn finish(s: &mut State, r: &mut Report, emit: &mut dyn FnMut(&str)) 
         let text = std::mem::take(&mut s.current);
         emit(&text);
         r.final_message = Some(text);
-    }
-}
-
-fn failed(r: &mut Report, message: &str, now: &Zoned) {
-    r.set_error(message);
-    match limits::classify(message, now) {
-        Some(Signal::Limit(l)) => r.limit = Some(l),
-        Some(Signal::Fatal(f)) => r.fatal = Some(f),
-        None => {}
     }
 }
 

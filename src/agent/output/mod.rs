@@ -104,6 +104,25 @@ impl Report {
             self.error_message = Some(message.trim().to_string());
         }
     }
+
+    /// Records a failure the agent reported, classified by the HTTP status it names (if any)
+    /// or its text. A limit already known with a reset time is kept over one without.
+    fn fail(&mut self, message: &str, status: Option<u16>, now: &jiff::Zoned) {
+        self.set_error(message);
+        let signal = match status {
+            Some(s) => super::limits::classify_status(s, message, now),
+            None => super::limits::classify(message, now),
+        };
+        match signal {
+            Some(super::limits::Signal::Limit(l))
+                if self.limit.as_ref().is_none_or(|old| old.reset_at.is_none()) =>
+            {
+                self.limit = Some(l);
+            }
+            Some(super::limits::Signal::Limit(_)) | None => {}
+            Some(super::limits::Signal::Fatal(f)) => self.fatal = Some(f),
+        }
+    }
 }
 
 /// Parses one agent's stdout as it streams.

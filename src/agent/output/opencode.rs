@@ -2,7 +2,7 @@
 //! usage and cost per step in `step_finish`, failures in `error`.
 
 use super::{Report, Tokens, str_at, u64_at};
-use crate::agent::limits::{self, Fatal, Signal};
+use crate::agent::limits::Fatal;
 use jiff::Zoned;
 use serde_json::Value;
 
@@ -41,21 +41,13 @@ pub(super) fn line(r: &mut Report, v: &Value, now: &Zoned, emit: &mut dyn FnMut(
             let data = &e["data"];
             let message =
                 str_at(data, "message").or_else(|| str_at(e, "message")).unwrap_or(name).to_string();
-            r.set_error(&message);
             if name == "ProviderAuthError" {
+                r.set_error(&message);
                 r.fatal = Some(Fatal::Auth(message));
                 return;
             }
-            let signal =
-                match data.get("statusCode").and_then(Value::as_u64).and_then(|s| u16::try_from(s).ok()) {
-                    Some(s) => limits::classify_status(s, &message, now),
-                    None => limits::classify(&message, now),
-                };
-            match signal {
-                Some(Signal::Limit(l)) => r.limit = Some(l),
-                Some(Signal::Fatal(f)) => r.fatal = Some(f),
-                None => {}
-            }
+            let status = data.get("statusCode").and_then(Value::as_u64).and_then(|s| u16::try_from(s).ok());
+            r.fail(&message, status, now);
         }
         _ => {}
     }

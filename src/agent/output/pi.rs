@@ -3,7 +3,6 @@
 //! error, so `stopReason: "error"` is what marks a failure.
 
 use super::{Report, Tokens, str_at, u64_at};
-use crate::agent::limits::{self, Signal};
 use jiff::Zoned;
 use serde_json::Value;
 
@@ -65,12 +64,7 @@ fn message(r: &mut Report, m: &Value, now: &Zoned, emit: &mut dyn FnMut(&str)) {
     }
     if matches!(str_at(m, "stopReason"), Some("error") | Some("aborted")) {
         let msg = str_at(m, "errorMessage").unwrap_or("the model call failed").to_string();
-        r.set_error(&msg);
-        match limits::classify(&msg, now) {
-            Some(Signal::Limit(l)) => r.limit = Some(l),
-            Some(Signal::Fatal(f)) => r.fatal = Some(f),
-            None => {}
-        }
+        r.fail(&msg, None, now);
     } else {
         // A later successful message clears an earlier retried failure.
         r.is_error = false;
