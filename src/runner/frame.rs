@@ -4,8 +4,8 @@
 //! worked on) and `ralph.toml`. A snapshot is taken before the agent starts; afterwards every
 //! change is put back and named, and the iteration is rejected with the names as its reason.
 //!
-//! Older iterations' logs are not snapshotted (they can be large): an agent that deletes them
-//! is still caught by the state files it deletes with them.
+//! Older iterations' logs are not snapshotted (they can be large), nor files over 1 MiB: an
+//! agent that deletes them is still caught by the state files it deletes with them.
 
 use crate::config;
 use crate::git;
@@ -13,8 +13,9 @@ use crate::state::RALPH_DIR;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Files larger than this are compared by length and hash only and cannot be put back.
-const MAX_SNAPSHOT_BYTES: u64 = 16 * 1024 * 1024;
+/// Files larger than this are not snapshotted (a long run's `iterations.jsonl` grows past it):
+/// the frame costs a few reads per iteration, never a copy of a large file in memory.
+const MAX_SNAPSHOT_BYTES: u64 = 1024 * 1024;
 
 /// The protected files and refs as they were.
 #[derive(Debug)]
