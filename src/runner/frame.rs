@@ -20,8 +20,8 @@ const MAX_SNAPSHOT_BYTES: u64 = 1024 * 1024;
 /// The protected files and refs as they were.
 #[derive(Debug)]
 pub struct Frame {
-    /// Absolute path → content (`None`: it did not exist).
-    files: BTreeMap<PathBuf, Option<Vec<u8>>>,
+    /// Absolute path → what it was.
+    files: BTreeMap<PathBuf, Seen>,
     /// Files under these folders that were not there before are removed.
     dirs: Vec<PathBuf>,
     /// Ref name → commit, for every branch and tag but the current branch.
@@ -30,12 +30,21 @@ pub struct Frame {
     root: PathBuf,
 }
 
-fn read(p: &Path) -> Option<Vec<u8>> {
-    let meta = std::fs::metadata(p).ok()?;
-    if !meta.is_file() || meta.len() > MAX_SNAPSHOT_BYTES {
-        return None;
+/// A protected file as seen at one moment.
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    Absent,
+    Content(Vec<u8>),
+    /// Too large to keep: only a shrink or a removal is noticed, and cannot be undone.
+    Large(u64),
+}
+
+fn read(p: &Path) -> Seen {
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_file() && m.len() > MAX_SNAPSHOT_BYTES => Seen::Large(m.len()),
+        Ok(m) if m.is_file() => std::fs::read(p).map_or(Seen::Absent, Seen::Content),
+        _ => Seen::Absent,
     }
-    std::fs::read(p).ok()
 }
 
 fn files_in(dir: &Path) -> Vec<PathBuf> {
@@ -79,19 +88,19 @@ impl Frame {
         let rel = |p: &Path| p.strip_prefix(&self.root).unwrap_or(p).to_string_lossy().into_owned();
         for (path, before) in &self.files {
             let now = read(path);
-            if now == *before {
-                continue;
-            }
-            match before {
-                Some(bytes) => {
+            match (before, &now) {
+                (b, n) if b == n => continue,
+                (Seen::Large(was), Seen::Large(is)) if is >= was => continue,
+                (Seen::Content(bytes), _) => {
                     if let Some(parent) = path.parent() {
                         let _ = std::fs::create_dir_all(parent);
                     }
                     let _ = crate::state::atomic_write(path, bytes);
                 }
-                None => {
+                (Seen::Absent, _) => {
                     let _ = std::fs::remove_file(path);
                 }
+                (Seen::Large(_), _) => {}
             }
             changed.push(rel(path));
         }
