@@ -112,6 +112,16 @@ struct FileConfig {
     git: GitFile,
     #[serde(default)]
     prompt: PromptFile,
+    #[serde(default)]
+    learnings: LearningsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LearningsFile {
+    max_bytes: Option<usize>,
+    max_entry_chars: Option<usize>,
+    require_review: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -268,6 +278,7 @@ pub struct Config {
     pub branch: Option<String>,
     /// Prompt template override, relative to the repository root.
     pub template: Option<PathBuf>,
+    pub learnings: crate::learnings::Settings,
 }
 
 /// Defaults, documented in the README's configuration reference.
@@ -445,6 +456,14 @@ impl Config {
             },
             branch: file.git.branch.filter(|b| !b.trim().is_empty()),
             template: file.prompt.template,
+            learnings: {
+                let d = crate::learnings::Settings::default();
+                crate::learnings::Settings {
+                    max_bytes: file.learnings.max_bytes.unwrap_or(d.max_bytes),
+                    max_entry_chars: file.learnings.max_entry_chars.unwrap_or(d.max_entry_chars),
+                    require_review: file.learnings.require_review.unwrap_or(d.require_review),
+                }
+            },
         })
     }
 }

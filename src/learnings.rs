@@ -1,162 +1,631 @@
-//! Learnings: what an agent reports inside `<learning>...</learning>` is kept in AGENTS.md
-//! under a `## Learnings` section, one bullet per entry tagged with its task:
-//! `- [010-add-login] Run the migrations before the tests.`
+//! Learnings: what the loop learns, kept so that each fresh context starts smarter, governed so
+//! that AGENTS.md does not bloat or teach the wrong thing.
 //!
-//! Invariants: entries are deduplicated (case, spacing and a final full stop do not make a new
-//! entry); secrets are masked; everything outside the section is left byte for byte; writes
-//! are atomic. Learnings are kept even when the iteration's code is reverted.
+//! The store (`.ralph/learnings.json`) holds every entry with its provenance (task, iteration,
+//! run, agent, model, the failure that taught it, the commit) and a count of how often it was
+//! learned again. AGENTS.md shows a bounded view of it: the active entries, most confirmed
+//! first, within `[learnings] max_bytes`, between two markers under `## Learnings`. Agents
+//! propose (`<learning>`, `<learning update="L3">`, `<learning retire="L3">`); they never edit
+//! the section (ralph renders it again every time).
+//!
+//! Admission: near-duplicates merge into the existing entry (its count goes up); rejected, with
+//! the reason: entries over the length limit, anything that looks like a secret, advice to
+//! weaken the judge (skip or delete tests, `--no-verify`, edit CI or ralph.toml), long copies
+//! of the task's spec. With `require_review`, new entries wait (`pending`) until a person
+//! reviews them (`ralph learnings review ID`).
 
+use crate::agent::scan::Findings;
 use crate::secrets::Secrets;
-use crate::state::{StateError, atomic_write};
-use std::path::Path;
+use crate::state::{RALPH_DIR, StateError, atomic_write};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 
-/// The file learnings go to, at the repository root.
+/// The file learnings are shown in, at the repository root.
 pub const AGENTS_MD: &str = "AGENTS.md";
 /// The section heading.
 pub const HEADING: &str = "## Learnings";
-/// Longest entry kept; longer ones are cut with an ellipsis.
-pub const MAX_ENTRY_CHARS: usize = 500;
+/// The markers around the rendered entries.
+pub const START: &str =
+    "<!-- ralph:learnings:start — rendered from .ralph/learnings.json; change with `ralph learnings` -->";
+pub const END: &str = "<!-- ralph:learnings:end -->";
+const START_PREFIX: &str = "<!-- ralph:learnings:start";
 
-fn key(text: &str) -> String {
-    let t = text.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
-    t.trim_end_matches(['.', '!', ';']).to_string()
+/// `[learnings]` settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// The most AGENTS.md shows of the store, in bytes.
+    pub max_bytes: usize,
+    /// The longest entry admitted, in characters.
+    pub max_entry_chars: usize,
+    /// New entries wait for `ralph learnings review` before they reach AGENTS.md.
+    pub require_review: bool,
 }
 
-/// The entry text of a bullet line, without its `- [task] ` prefix.
-fn entry_text(line: &str) -> Option<&str> {
-    let rest = line.strip_prefix("- ")?;
-    if let Some(after) = rest.strip_prefix('[')
-        && let Some(i) = after.find("] ")
-    {
-        return Some(&after[i + 2..]);
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { max_bytes: 4000, max_entry_chars: 300, require_review: false }
     }
-    Some(rest)
 }
 
-/// Returns the new file text and the entries actually added.
-pub fn merge(existing: &str, task: &str, learnings: &[String], secrets: &Secrets) -> (String, Vec<String>) {
-    let lines: Vec<&str> = existing.lines().collect();
-    let start = lines.iter().position(|l| l.trim_end() == HEADING);
-    let end = start.map(|s| {
-        lines[s + 1..]
-            .iter()
-            .position(|l| l.starts_with("# ") || l.starts_with("## "))
-            .map_or(lines.len(), |i| s + 1 + i)
-    });
-    let mut seen: Vec<String> = match (start, end) {
-        (Some(s), Some(e)) => lines[s + 1..e].iter().filter_map(|l| entry_text(l)).map(key).collect(),
-        _ => Vec::new(),
-    };
-    let mut added = Vec::new();
-    for l in learnings {
-        let mut text = secrets.mask(&l.split_whitespace().collect::<Vec<_>>().join(" "));
-        if text.chars().count() > MAX_ENTRY_CHARS {
-            text = text.chars().take(MAX_ENTRY_CHARS).collect::<String>() + "…";
-        }
-        let k = key(&text);
-        if k.is_empty() || seen.contains(&k) {
-            continue;
-        }
-        seen.push(k);
-        added.push(text);
+/// An entry's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryStatus {
+    Active,
+    /// Waiting for review (`require_review`).
+    Pending,
+    Retired,
+}
+
+/// One learning and where it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub id: String,
+    pub text: String,
+    pub status: EntryStatus,
+    pub reviewed: bool,
+    /// How many times it was learned (a near-duplicate adds one).
+    pub count: u32,
+    pub task: String,
+    pub run_id: String,
+    pub iteration: u32,
+    pub agent: String,
+    pub model: Option<String>,
+    /// The first line of the failure the iteration hit, if it failed.
+    pub failure: Option<String>,
+    /// The commit that carried it into AGENTS.md.
+    pub commit: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(default)]
+    pub retired_reason: Option<String>,
+}
+
+/// Where a proposal came from.
+#[derive(Debug, Clone, Default)]
+pub struct Provenance {
+    pub task: String,
+    pub run_id: String,
+    pub iteration: u32,
+    pub agent: String,
+    pub model: Option<String>,
+    pub failure: Option<String>,
+}
+
+/// A proposal that was not admitted, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejected {
+    pub text: String,
+    pub reason: String,
+}
+
+/// What one iteration's proposals did to the store.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Admitted {
+    /// Texts of new entries.
+    pub added: Vec<String>,
+    /// Ids whose count went up (near-duplicates).
+    pub merged: Vec<String>,
+    pub updated: Vec<String>,
+    pub retired: Vec<String>,
+    pub rejected: Vec<Rejected>,
+}
+
+impl Admitted {
+    /// Whether the store changed.
+    pub fn changed(&self) -> bool {
+        !(self.added.is_empty()
+            && self.merged.is_empty()
+            && self.updated.is_empty()
+            && self.retired.is_empty())
     }
-    if added.is_empty() {
-        return (existing.to_string(), added);
+}
+
+/// The store.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Store {
+    pub entries: Vec<Entry>,
+    #[serde(default)]
+    pub next_id: u32,
+}
+
+fn store_path(root: &Path) -> PathBuf {
+    root.join(RALPH_DIR).join("learnings.json")
+}
+
+/// Lower-case words, for comparing entries.
+fn words(text: &str) -> BTreeSet<String> {
+    text.split(|c: char| !c.is_alphanumeric() && c != '_' && c != '-')
+        .filter(|w| !w.is_empty())
+        .map(|w| w.to_lowercase())
+        .collect()
+}
+
+/// Near-duplicates: the same words, or word sets that overlap by 80% (Jaccard).
+fn similar(a: &str, b: &str) -> bool {
+    let (wa, wb) = (words(a), words(b));
+    if wa.is_empty() || wb.is_empty() {
+        return false;
     }
-    let bullets: Vec<String> = added.iter().map(|t| format!("- [{task}] {t}")).collect();
-    let out = match (start, end) {
-        (Some(_), Some(e)) => {
-            // Insert after the section's last non-blank line.
-            let mut insert_at = e;
-            while insert_at > 0
-                && lines[insert_at - 1].trim().is_empty()
-                && insert_at - 1 > start.unwrap_or(0)
+    let common = wa.intersection(&wb).count() as f64;
+    let all = wa.union(&wb).count() as f64;
+    common / all >= 0.8
+}
+
+/// Advice that would weaken the judge. Matched on lower-case text.
+const WEAKENING: &[&str] = &[
+    "skip the test",
+    "skip tests",
+    "skip test",
+    "skip failing",
+    "delete the test",
+    "delete tests",
+    "delete failing",
+    "remove the test",
+    "remove tests",
+    "remove failing test",
+    "disable the test",
+    "disable tests",
+    "comment out the test",
+    "comment out tests",
+    "#[ignore]",
+    "@pytest.mark.skip",
+    "pytest.skip",
+    "it.skip",
+    "test.skip",
+    "describe.skip",
+    "xit(",
+    "t.skip(",
+    "--no-verify",
+    "edit ci",
+    "edit the ci",
+    "change the ci",
+    ".github/workflows",
+    ".gitlab-ci",
+    "ralph.toml",
+    "lower the coverage",
+    "loosen the assert",
+    "weaken the assert",
+];
+
+/// Whether a text looks like it carries a credential.
+fn looks_secret(text: &str, secrets: &Secrets) -> bool {
+    if secrets.mask(text) != text {
+        return true;
+    }
+    let prefixes = ["sk-", "ghp_", "gho_", "github_pat_", "xox", "AKIA", "AIza", "glpat-"];
+    text.split_whitespace().map(|w| w.trim_matches(|c: char| !c.is_alphanumeric())).any(|w| {
+        let long_token = w.len() >= 32
+            && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_+/=".contains(c))
+            && w.chars().any(|c| c.is_ascii_digit())
+            && w.chars().any(|c| c.is_ascii_alphabetic());
+        long_token || (w.len() >= 16 && prefixes.iter().any(|p| w.starts_with(p)))
+    })
+}
+
+/// Whether `text` copies a long run (over 60 characters) of `spec` word for word.
+fn copies(text: &str, spec: &str) -> bool {
+    const RUN: usize = 60;
+    let t: String = text.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+    let s: String = spec.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+    if t.len() < RUN {
+        return false;
+    }
+    let chars: Vec<char> = t.chars().collect();
+    (0..=chars.len() - RUN).step_by(10).any(|i| s.contains(&chars[i..i + RUN].iter().collect::<String>()))
+}
+
+impl Store {
+    /// Reads the store. Without one, entries already in AGENTS.md's `## Learnings` (written by
+    /// an older ralph or by hand) are taken in, so nothing is lost.
+    pub fn load(root: &Path) -> Result<Store, StateError> {
+        let path = store_path(root);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| StateError::Corrupt { path, message: e.to_string() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let text = std::fs::read_to_string(root.join(AGENTS_MD)).unwrap_or_default();
+                Ok(Store::import(&text))
+            }
+            Err(source) => Err(StateError::Read { path, source }),
+        }
+    }
+
+    fn import(agents_md: &str) -> Store {
+        let mut store = Store::default();
+        let now = crate::logs::now_rfc3339();
+        let mut in_section = false;
+        for line in agents_md.lines() {
+            if line.trim_end() == HEADING {
+                in_section = true;
+                continue;
+            }
+            if in_section && (line.starts_with("# ") || line.starts_with("## ")) {
+                break;
+            }
+            let Some(rest) = line.strip_prefix("- ").filter(|_| in_section) else { continue };
+            // "- [task] text" (older ralph) or "- [L3] text (task)" (this one) or "- text".
+            let (tag, text) = match rest.strip_prefix('[').and_then(|r| r.split_once("] ")) {
+                Some((tag, text)) => (tag.to_string(), text.to_string()),
+                None => (String::new(), rest.to_string()),
+            };
+            let (text, task) = match text.rsplit_once(" (") {
+                Some((t, task)) if task.ends_with(')') && !task.contains(' ') => {
+                    (t.to_string(), task.trim_end_matches(')').to_string())
+                }
+                _ => (
+                    text,
+                    if tag.starts_with('L') && tag[1..].chars().all(|c| c.is_ascii_digit()) {
+                        String::new()
+                    } else {
+                        tag
+                    },
+                ),
+            };
+            store.next_id += 1;
+            store.entries.push(Entry {
+                id: format!("L{}", store.next_id),
+                text,
+                status: EntryStatus::Active,
+                reviewed: false,
+                count: 1,
+                task,
+                run_id: String::new(),
+                iteration: 0,
+                agent: "imported from AGENTS.md".into(),
+                model: None,
+                failure: None,
+                commit: None,
+                created_at: now.clone(),
+                updated_at: now.clone(),
+                retired_reason: None,
+            });
+        }
+        store
+    }
+
+    /// Writes the store atomically.
+    pub fn save(&self, root: &Path) -> Result<(), StateError> {
+        let path = store_path(root);
+        let bytes = serde_json::to_vec_pretty(self)
+            .map_err(|e| StateError::Corrupt { path: path.clone(), message: e.to_string() })?;
+        atomic_write(&path, &bytes)
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Entry> {
+        self.entries.iter().find(|e| e.id.eq_ignore_ascii_case(id))
+    }
+
+    fn get_mut(&mut self, id: &str) -> Option<&mut Entry> {
+        self.entries.iter_mut().find(|e| e.id.eq_ignore_ascii_case(id))
+    }
+
+    /// Takes in an iteration's proposals.
+    pub fn admit(
+        &mut self,
+        f: &Findings,
+        prov: &Provenance,
+        spec: &str,
+        secrets: &Secrets,
+        cfg: &Settings,
+    ) -> Admitted {
+        let mut out = Admitted::default();
+        let now = crate::logs::now_rfc3339();
+        let check = |text: &str| -> Option<String> {
+            if text.chars().count() > cfg.max_entry_chars {
+                return Some(format!("longer than {} characters", cfg.max_entry_chars));
+            }
+            if looks_secret(text, secrets) {
+                return Some("looks like it holds a secret".into());
+            }
+            let lower = text.to_lowercase();
+            if let Some(p) = WEAKENING.iter().find(|p| lower.contains(*p)) {
+                return Some(format!("tells future agents to weaken the checks (`{p}`)"));
+            }
+            if copies(text, spec) {
+                return Some("copies the task's spec".into());
+            }
+            None
+        };
+        for text in &f.learnings {
+            let text = text.trim();
+            if let Some(reason) = check(text) {
+                out.rejected.push(Rejected { text: secrets.mask(text), reason });
+                continue;
+            }
+            if let Some(e) =
+                self.entries.iter_mut().find(|e| e.status != EntryStatus::Retired && similar(&e.text, text))
             {
-                insert_at -= 1;
+                e.count += 1;
+                e.updated_at = now.clone();
+                out.merged.push(e.id.clone());
+                continue;
             }
-            let mut v: Vec<String> = lines[..insert_at].iter().map(|s| s.to_string()).collect();
-            if insert_at == start.unwrap_or(0) + 1 {
-                v.push(String::new());
-            }
-            v.extend(bullets);
-            if insert_at < lines.len() {
-                v.push(String::new());
-                v.extend(
-                    lines[insert_at..].iter().skip_while(|l| l.trim().is_empty()).map(|s| s.to_string()),
-                );
-            }
-            v.join("\n") + "\n"
+            self.next_id += 1;
+            let status = if cfg.require_review { EntryStatus::Pending } else { EntryStatus::Active };
+            self.entries.push(Entry {
+                id: format!("L{}", self.next_id),
+                text: text.to_string(),
+                status,
+                reviewed: false,
+                count: 1,
+                task: prov.task.clone(),
+                run_id: prov.run_id.clone(),
+                iteration: prov.iteration,
+                agent: prov.agent.clone(),
+                model: prov.model.clone(),
+                failure: prov.failure.as_ref().map(|f| secrets.mask(f)),
+                commit: None,
+                created_at: now.clone(),
+                updated_at: now.clone(),
+                retired_reason: None,
+            });
+            out.added.push(text.to_string());
         }
-        _ => {
-            let mut s = existing.trim_end().to_string();
+        for (id, text) in &f.learning_updates {
+            if let Some(reason) = check(text) {
+                out.rejected.push(Rejected { text: secrets.mask(text), reason });
+                continue;
+            }
+            match self.get_mut(id) {
+                Some(e) if e.status != EntryStatus::Retired => {
+                    e.text = text.trim().to_string();
+                    e.updated_at = now.clone();
+                    if cfg.require_review {
+                        e.status = EntryStatus::Pending;
+                        e.reviewed = false;
+                    }
+                    out.updated.push(e.id.clone());
+                }
+                _ => out.rejected.push(Rejected {
+                    text: text.clone(),
+                    reason: format!("no active learning {id} to update"),
+                }),
+            }
+        }
+        for (id, reason) in &f.learning_retirements {
+            match self.get_mut(id) {
+                Some(e) if e.status != EntryStatus::Retired => {
+                    e.status = EntryStatus::Retired;
+                    e.retired_reason = Some(format!(
+                        "retired by the agent in {} iteration {}: {reason}",
+                        prov.task, prov.iteration
+                    ));
+                    e.updated_at = now.clone();
+                    out.retired.push(e.id.clone());
+                }
+                _ => out.rejected.push(Rejected {
+                    text: reason.clone(),
+                    reason: format!("no active learning {id} to retire"),
+                }),
+            }
+        }
+        out
+    }
+
+    /// Notes the commit that carried these entries.
+    pub fn set_commit(&mut self, texts: &[String], commit: &str) {
+        for e in self.entries.iter_mut().filter(|e| e.commit.is_none() && texts.contains(&e.text)) {
+            e.commit = Some(commit.to_string());
+        }
+    }
+
+    /// The entries AGENTS.md shows, in order: active ones, most confirmed first, then newest.
+    fn shown(&self) -> Vec<&Entry> {
+        let mut v: Vec<&Entry> = self.entries.iter().filter(|e| e.status == EntryStatus::Active).collect();
+        v.sort_by(|a, b| b.count.cmp(&a.count).then(b.updated_at.cmp(&a.updated_at)).then(a.id.cmp(&b.id)));
+        v
+    }
+
+    /// The section's body: the bullets within the size cap, and a note of what did not fit.
+    fn render_block(&self, cfg: &Settings) -> String {
+        let mut out = String::new();
+        let shown = self.shown();
+        let mut left = shown.len();
+        for e in &shown {
+            let task = if e.task.is_empty() { String::new() } else { format!(" ({})", e.task) };
+            let line = format!("- [{}] {}{task}\n", e.id, e.text);
+            if out.len() + line.len() > cfg.max_bytes {
+                break;
+            }
+            out.push_str(&line);
+            left -= 1;
+        }
+        if left > 0 {
+            out.push_str(&format!("- ({left} more in `ralph learnings`: fewer confirmations)\n"));
+        }
+        out
+    }
+
+    /// `agents_md` with the section rendered from the store; every other byte kept.
+    pub fn render(&self, agents_md: &str, cfg: &Settings) -> String {
+        let block = format!("{START}\n{}{END}\n", self.render_block(cfg));
+        let lines: Vec<&str> = agents_md.split_inclusive('\n').collect();
+        let heading = lines.iter().position(|l| l.trim_end() == HEADING);
+        let Some(h) = heading else {
+            if self.shown().is_empty() {
+                return agents_md.to_string();
+            }
+            let mut s = agents_md.trim_end().to_string();
             if !s.is_empty() {
                 s.push_str("\n\n");
             }
-            s.push_str(HEADING);
-            s.push_str("\n\n");
-            s.push_str(&bullets.join("\n"));
-            s.push('\n');
-            s
+            return format!("{s}{HEADING}\n\n{block}");
+        };
+        // The section runs to the next heading (or to the end marker, if one is there).
+        let end = lines[h + 1..]
+            .iter()
+            .position(|l| l.starts_with("# ") || l.starts_with("## "))
+            .map_or(lines.len(), |i| h + 1 + i);
+        let body = &lines[h + 1..end];
+        let start_marker = body.iter().position(|l| l.starts_with(START_PREFIX));
+        let end_marker = body.iter().position(|l| l.trim_end() == END);
+        let (keep_before, keep_after): (Vec<&str>, Vec<&str>) = match (start_marker, end_marker) {
+            // Text the user wrote around the markers stays.
+            (Some(a), Some(b)) if a < b => (body[..a].to_vec(), body[b + 1..].to_vec()),
+            // No markers yet: the section's old bullets are in the store (imported).
+            _ => (body.iter().copied().filter(|l| !l.starts_with("- ")).collect(), Vec::new()),
+        };
+        let mut out: String = lines[..=h].concat();
+        let before: String = keep_before.concat();
+        let before = before.trim_end();
+        out.push('\n');
+        if !before.trim().is_empty() {
+            out.push_str(before.trim_start_matches('\n'));
+            out.push_str("\n\n");
         }
-    };
-    (out, added)
+        out.push_str(&block);
+        let after: String = keep_after.concat();
+        if !after.trim().is_empty() {
+            out.push_str(&after);
+        }
+        if end < lines.len() {
+            out.push('\n');
+            out.push_str(&lines[end..].concat());
+        }
+        out
+    }
 }
 
-/// Adds `learnings` from `task` to `root/AGENTS.md`; returns the entries added.
-pub fn record(
-    root: &Path,
-    task: &str,
-    learnings: &[String],
-    secrets: &Secrets,
-) -> Result<Vec<String>, StateError> {
-    if learnings.is_empty() {
-        return Ok(Vec::new());
-    }
+/// Renders the store into `root/AGENTS.md`; returns whether the file changed.
+pub fn write_agents_md(root: &Path, store: &Store, cfg: &Settings) -> Result<bool, StateError> {
     let path = root.join(AGENTS_MD);
-    let existing = std::fs::read_to_string(&path).unwrap_or_default();
-    let (text, added) = merge(&existing, task, learnings, secrets);
-    if !added.is_empty() {
-        atomic_write(&path, text.as_bytes())?;
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    let new = store.render(&old, cfg);
+    if new == old {
+        return Ok(false);
     }
-    Ok(added)
+    atomic_write(&path, new.as_bytes())?;
+    Ok(true)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn m(existing: &str, new: &[&str]) -> (String, Vec<String>) {
-        let new: Vec<String> = new.iter().map(|s| s.to_string()).collect();
-        merge(existing, "t1", &new, &Secrets::default())
+    fn findings(adds: &[&str]) -> Findings {
+        Findings { learnings: adds.iter().map(|s| s.to_string()).collect(), ..Default::default() }
+    }
+
+    fn prov() -> Provenance {
+        Provenance {
+            task: "010-a".into(),
+            run_id: "r".into(),
+            iteration: 2,
+            agent: "claude".into(),
+            ..Default::default()
+        }
     }
 
     #[test]
-    fn creates_the_section_and_keeps_the_rest() {
-        let (out, added) = m("# Project\n\nRules.\n", &["Use make."]);
-        assert_eq!(out, "# Project\n\nRules.\n\n## Learnings\n\n- [t1] Use make.\n");
-        assert_eq!(added, vec!["Use make."]);
+    fn near_duplicates_merge_and_count() {
+        let mut s = Store::default();
+        let cfg = Settings::default();
+        let a =
+            s.admit(&findings(&["Run `make gen` before the tests."]), &prov(), "", &Secrets::default(), &cfg);
+        assert_eq!(a.added.len(), 1);
+        let a = s.admit(
+            &findings(&["run make gen before the tests", "Something else entirely"]),
+            &prov(),
+            "",
+            &Secrets::default(),
+            &cfg,
+        );
+        assert_eq!(a.merged, vec!["L1"]);
+        assert_eq!(a.added, vec!["Something else entirely"]);
+        assert_eq!(s.get("L1").unwrap().count, 2);
+        assert_eq!(s.get("l1").unwrap().task, "010-a");
     }
 
     #[test]
-    fn appends_inside_the_section_before_the_next_heading() {
-        let existing = "# P\n\n## Learnings\n\n- [t0] Old one.\n\n## Other\n\nText.\n";
-        let (out, _) = m(existing, &["New one"]);
-        assert_eq!(out, "# P\n\n## Learnings\n\n- [t0] Old one.\n- [t1] New one\n\n## Other\n\nText.\n");
+    fn admission_rejects_with_reasons() {
+        let mut s = Store::default();
+        let cfg = Settings { max_entry_chars: 50, ..Settings::default() };
+        let secrets = Secrets::from_vars([("MY_TOKEN", "tok-123456789")]);
+        let spec = "The parser must accept nested lists of arbitrary depth and report the line of every syntax error it finds.";
+        let f = findings(&[
+            &"x".repeat(60),
+            "the key is tok-123456789",
+            "use sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123456789 for auth",
+            "If a test fails, skip the test with #[ignore]",
+            "Commit with --no-verify when hooks are slow",
+            "the parser must accept nested lists of arbitrary depth and report the line",
+        ]);
+        let cfg2 = Settings { max_entry_chars: 500, ..cfg.clone() };
+        let a = s.admit(&findings(&[f.learnings[0].as_str()]), &prov(), spec, &secrets, &cfg);
+        assert!(a.rejected[0].reason.contains("longer than 50"));
+        let a = s.admit(
+            &Findings { learnings: f.learnings[1..].to_vec(), ..Default::default() },
+            &prov(),
+            spec,
+            &secrets,
+            &cfg2,
+        );
+        let reasons: Vec<&str> = a.rejected.iter().map(|r| r.reason.as_str()).collect();
+        assert_eq!(reasons.len(), 5, "{reasons:?}");
+        assert!(reasons[0].contains("secret") && reasons[1].contains("secret"));
+        assert!(reasons[2].contains("weaken") && reasons[3].contains("--no-verify"));
+        assert!(reasons[4].contains("copies the task's spec"));
+        assert!(!a.rejected[0].text.contains("tok-123456789"), "a rejected secret is not logged in clear");
+        assert!(s.entries.is_empty());
     }
 
     #[test]
-    fn duplicates_are_dropped() {
-        let existing = "## Learnings\n\n- [t0] Run   make gen first.\n";
-        let (out, added) = m(existing, &["run make gen first", "Other", "other."]);
-        assert_eq!(added, vec!["Other"]);
-        assert_eq!(out, "## Learnings\n\n- [t0] Run   make gen first.\n- [t1] Other\n");
+    fn updates_retirements_and_review() {
+        let mut s = Store::default();
+        let cfg = Settings { require_review: true, ..Settings::default() };
+        s.admit(&findings(&["first"]), &prov(), "", &Secrets::default(), &cfg);
+        assert_eq!(s.get("L1").unwrap().status, EntryStatus::Pending);
+        assert!(!s.render("", &cfg).contains("first"), "pending entries are not shown");
+        s.get_mut("L1").unwrap().status = EntryStatus::Active;
+        let f = Findings {
+            learning_updates: vec![("L1".into(), "first, better".into())],
+            learning_retirements: vec![("L9".into(), "gone".into())],
+            ..Default::default()
+        };
+        let a = s.admit(&f, &prov(), "", &Secrets::default(), &Settings::default());
+        assert_eq!(a.updated, vec!["L1"]);
+        assert!(a.rejected[0].reason.contains("no active learning L9"));
+        let f =
+            Findings { learning_retirements: vec![("L1".into(), "obsolete".into())], ..Default::default() };
+        s.admit(&f, &prov(), "", &Secrets::default(), &Settings::default());
+        assert_eq!(s.get("L1").unwrap().status, EntryStatus::Retired);
     }
 
     #[test]
-    fn secrets_are_masked() {
-        let s = Secrets::from_vars([("API_KEY", "sk-secret-value")]);
-        let (out, _) = merge("", "t", &["key is sk-secret-value".into()], &s);
-        assert!(!out.contains("sk-secret-value"));
-        assert!(out.contains("[MASKED]"));
+    fn rendering_keeps_the_rest_of_the_file_and_respects_the_cap() {
+        let mut s = Store::default();
+        let cfg = Settings { max_bytes: 60, ..Settings::default() };
+        s.admit(
+            &findings(&["one thing", "another thing to know", "a third thing"]),
+            &prov(),
+            "",
+            &Secrets::default(),
+            &cfg,
+        );
+        let md = "# Project\n\nRules.\n\n## Learnings\n\nSome words of mine.\n\n- [010-a] old bullet\n\n## Other\n\nText.\n";
+        let out = s.render(md, &cfg);
+        assert!(
+            out.starts_with(
+                "# Project\n\nRules.\n\n## Learnings\n\nSome words of mine.\n\n<!-- ralph:learnings:start"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("- [L1] one thing (010-a)\n"), "{out}");
+        assert!(out.contains("more in `ralph learnings`"), "{out}");
+        assert!(out.ends_with("<!-- ralph:learnings:end -->\n\n## Other\n\nText.\n"), "{out}");
+        assert!(!out.contains("old bullet"));
+        // Rendering again changes nothing.
+        assert_eq!(s.render(&out, &cfg), out);
+    }
+
+    #[test]
+    fn old_sections_are_imported() {
+        let s = Store::import("## Learnings\n\n- [010-fix] value.txt must hold right\n- plain one\n");
+        assert_eq!(s.entries.len(), 2);
+        assert_eq!(s.entries[0].task, "010-fix");
+        assert_eq!(s.entries[0].text, "value.txt must hold right");
+        assert_eq!(s.entries[1].text, "plain one");
     }
 }

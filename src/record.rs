@@ -81,6 +81,9 @@ pub struct IterationRecord {
     pub commit: Option<String>,
     pub files_changed: Vec<String>,
     pub learnings_added: Vec<String>,
+    /// Learnings the agent proposed that were not admitted, with the reason.
+    #[serde(default)]
+    pub learnings_rejected: Vec<crate::learnings::Rejected>,
     /// Whether the agent printed the completion promise.
     pub promise: bool,
     /// What failed, as shown to the next iteration.

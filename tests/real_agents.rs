@@ -194,7 +194,7 @@ fn edit_lands_and_is_committed(cli: Cli) {
     }
     assert!(r["agent_session_id"].is_string(), "{r}");
     assert!(r["final_message"].as_str().unwrap().contains("Done."), "{r}");
-    assert!(repo.read("AGENTS.md").contains("- [010-hello] the probe taught this"));
+    assert!(repo.read("AGENTS.md").contains("- [L1] the probe taught this (010-hello)"));
     assert_eq!(r["learnings_added"], serde_json::json!(["the probe taught this"]));
 }
 

@@ -19,16 +19,49 @@ pub const TAIL_BYTES: usize = 4 * 1024;
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Findings {
     pub promise: bool,
+    /// New learnings, `<learning>text</learning>`.
     pub learnings: Vec<String>,
+    /// `<learning update="L3">new text</learning>`: (id, text).
+    pub learning_updates: Vec<(String, String)>,
+    /// `<learning retire="L3">why</learning>`: (id, reason).
+    pub learning_retirements: Vec<(String, String)>,
     pub progress: Option<String>,
     /// The last [`TAIL_BYTES`] of output (echo lines included), for failure summaries.
     pub tail: String,
 }
 
+/// What an opening `<learning ...>` tag asks for.
+#[derive(Debug, Clone)]
+enum LearningKind {
+    Add,
+    Update(String),
+    Retire(String),
+}
+
 #[derive(Debug)]
 enum Open {
-    Learning(String),
+    Learning(LearningKind, String),
     Progress(String),
+}
+
+/// Parses what follows `<learning` up to `>`: nothing, ` update="L3"` or ` retire="L3"`.
+/// Returns the kind and the bytes the tag took, or `None` if it is not a learning tag.
+fn learning_tag(rest: &str) -> Option<(LearningKind, usize)> {
+    let end = rest.find('>')?;
+    let attrs = rest[..end].trim();
+    if attrs.is_empty() {
+        return Some((LearningKind::Add, end + 1));
+    }
+    let (name, value) = attrs.split_once('=')?;
+    let id = value.trim().trim_matches(['"', '\'']).to_string();
+    if id.is_empty() || id.len() > 16 || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return None;
+    }
+    match name.trim() {
+        "update" => Some((LearningKind::Update(id), end + 1)),
+        "retire" => Some((LearningKind::Retire(id), end + 1)),
+        _ => None,
+    }
 }
 
 /// Incremental scanner over one agent's stdout.
@@ -52,7 +85,7 @@ impl Scanner {
             prompt_lines,
             needles: [
                 memchr::memmem::Finder::new(promise.as_bytes()).into_owned(),
-                memchr::memmem::Finder::new(b"<learning>").into_owned(),
+                memchr::memmem::Finder::new(b"<learning").into_owned(),
                 memchr::memmem::Finder::new(b"<progress>").into_owned(),
             ],
             promise: promise.to_string(),
@@ -136,7 +169,7 @@ impl Scanner {
         loop {
             if let Some(open) = &mut self.open {
                 let (close, buf) = match open {
-                    Open::Learning(b) => ("</learning>", b),
+                    Open::Learning(_, b) => ("</learning>", b),
                     Open::Progress(b) => ("</progress>", b),
                 };
                 match rest.find(close) {
@@ -153,12 +186,18 @@ impl Scanner {
                     }
                 }
             } else {
-                let l = rest.find("<learning>");
+                let l = rest.find("<learning");
                 let p = rest.find("<progress>");
                 match (l, p) {
                     (Some(i), p) if p.is_none_or(|p| i < p) => {
-                        rest = &rest[i + "<learning>".len()..];
-                        self.open = Some(Open::Learning(String::new()));
+                        let after = &rest[i + "<learning".len()..];
+                        match learning_tag(after) {
+                            Some((kind, used)) => {
+                                rest = &after[used..];
+                                self.open = Some(Open::Learning(kind, String::new()));
+                            }
+                            None => rest = after,
+                        }
                     }
                     (_, Some(i)) => {
                         rest = &rest[i + "<progress>".len()..];
@@ -172,10 +211,21 @@ impl Scanner {
 
     fn finish_tag(&mut self, tag: Option<Open>) {
         match tag {
-            Some(Open::Learning(text)) => {
+            Some(Open::Learning(kind, text)) => {
                 let text = collapse(&text);
-                if !text.is_empty() && text.len() <= MAX_TAG && !self.found.learnings.contains(&text) {
-                    self.found.learnings.push(text);
+                if text.len() > MAX_TAG {
+                    return;
+                }
+                match kind {
+                    LearningKind::Add if !text.is_empty() && !self.found.learnings.contains(&text) => {
+                        self.found.learnings.push(text);
+                    }
+                    LearningKind::Add => {}
+                    LearningKind::Update(id) if !text.is_empty() => {
+                        self.found.learning_updates.push((id, text))
+                    }
+                    LearningKind::Update(_) => {}
+                    LearningKind::Retire(id) => self.found.learning_retirements.push((id, text)),
                 }
             }
             Some(Open::Progress(text)) => {
@@ -315,6 +365,22 @@ mod tests {
         let f = scan("", &["first line continues ", &chunk]);
         assert!(f.promise);
         assert_eq!(f.learnings, vec!["in the middle"]);
+    }
+
+    #[test]
+    fn learnings_can_be_updated_and_retired_by_id() {
+        let f = scan(
+            "",
+            &[
+                "<learning update=\"L3\">Use make gen, not go generate.</learning>\n<learning retire='L7'>the flaky test was fixed</learning>\n<learning update=\"L3; rm -rf\">x</learning>\n<learningful>no</learningful>\n",
+            ],
+        );
+        assert_eq!(
+            f.learning_updates,
+            vec![("L3".to_string(), "Use make gen, not go generate.".to_string())]
+        );
+        assert_eq!(f.learning_retirements, vec![("L7".to_string(), "the flaky test was fixed".to_string())]);
+        assert!(f.learnings.is_empty());
     }
 
     #[test]

@@ -303,16 +303,31 @@ pub(crate) async fn run(
         }
     }
 
+    // Learnings are admitted whatever the outcome: failures teach the most.
+    let mut store = learnings::Store::load(root)?;
+    let provenance = learnings::Provenance {
+        task: task.id.clone(),
+        run_id: it.run_id.to_string(),
+        iteration: it.number,
+        agent: it.cfg.agent.preset.map_or_else(|| it.cfg.agent.command[0].clone(), |p| p.name.to_string()),
+        model: report.model.clone().or_else(|| it.cfg.agent.model.clone()),
+        failure: failure.as_deref().and_then(|f| f.lines().next()).map(str::to_string),
+    };
+    let admitted = store.admit(&findings, &provenance, &task.body, it.secrets, &it.cfg.learnings);
+    for r in &admitted.rejected {
+        reporter.line(&format!("learning not kept ({}): {}", r.reason, r.text));
+    }
+    let learnings_added = admitted.added.clone();
+
     // Green: commit. A refusing hook turns it red.
     let mut commit = None;
     let mut files_changed = Vec::new();
-    let mut learnings_added = Vec::new();
     if outcome.is_green() || kept_after_stop {
         reporter.phase("commit");
         // ralph owns the status: the agent's word (or edit) does not mark a task done.
         let status = if outcome == Outcome::Done { Status::Done } else { Status::Todo };
         set_status(&spec_path, &spec_before, status, None)?;
-        learnings_added = learnings::record(root, &task.id, &findings.learnings, it.secrets)?;
+        learnings::write_agents_md(root, &store, &it.cfg.learnings)?;
         if git::head(root)?.as_deref() != Some(head_before.as_str()) {
             git::reset_soft(root, &head_before)?;
         }
@@ -324,6 +339,7 @@ pub(crate) async fn run(
             match git::commit(root, &message, &ralph_dir.join("COMMIT_MSG"))? {
                 CommitResult::Committed(sha) => {
                     fault::point("after_commit");
+                    store.set_commit(&learnings_added, &sha);
                     commit = Some(sha);
                 }
                 CommitResult::Refused(text) => {
@@ -334,7 +350,6 @@ pub(crate) async fn run(
                         checks::last_lines(&text, checks::FAILURE_TAIL_LINES)
                     ));
                     outcome = Outcome::ChecksFailed;
-                    learnings_added.clear();
                 }
             }
         }
@@ -355,16 +370,21 @@ pub(crate) async fn run(
             Some(tree) => git::restore_snapshot(root, &head_before, tree)?,
             None => git::restore(root, &head_before)?,
         }
-        learnings_added = learnings::record(root, &task.id, &findings.learnings, it.secrets)?;
-        if !learnings_added.is_empty() {
+        if learnings::write_agents_md(root, &store, &it.cfg.learnings)? {
             let msg = format!(
                 "ralph({}): learnings from iteration {}\n\n{}",
                 task.id,
                 it.number,
                 trailers(task, it.run_id, it.number)
             );
-            commit_one(root, Path::new(learnings::AGENTS_MD), &msg, &ralph_dir, reporter)?;
+            if let Some(sha) = commit_one(root, Path::new(learnings::AGENTS_MD), &msg, &ralph_dir, reporter)?
+            {
+                store.set_commit(&learnings_added, &sha);
+            }
         }
+    }
+    if admitted.changed() {
+        store.save(root)?;
     }
     if outcome == Outcome::Interrupted {
         failure.get_or_insert_with(|| {
@@ -438,6 +458,7 @@ pub(crate) async fn run(
         commit,
         files_changed,
         learnings_added,
+        learnings_rejected: admitted.rejected,
         promise: findings.promise,
         failure,
         progress: findings.progress.clone().or(progress_note),
@@ -550,17 +571,20 @@ fn commit_one(
     message: &str,
     ralph_dir: &Path,
     reporter: &mut dyn Reporter,
-) -> Result<(), CliError> {
+) -> Result<Option<String>, CliError> {
     git::add_path(root, path)?;
-    if let CommitResult::Refused(text) = git::commit(root, message, &ralph_dir.join("COMMIT_MSG"))? {
-        git::checkout_path(root, path)?;
-        reporter.line(&format!(
-            "warning: git commit of {} was refused; the change is not kept: {}",
-            path.display(),
-            text.trim()
-        ));
+    match git::commit(root, message, &ralph_dir.join("COMMIT_MSG"))? {
+        CommitResult::Committed(sha) => Ok(Some(sha)),
+        CommitResult::Refused(text) => {
+            git::checkout_path(root, path)?;
+            reporter.line(&format!(
+                "warning: git commit of {} was refused; the change is not kept: {}",
+                path.display(),
+                text.trim()
+            ));
+            Ok(None)
+        }
     }
-    Ok(())
 }
 
 fn trailers(task: &Spec, run_id: &str, iteration: u32) -> String {

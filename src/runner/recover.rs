@@ -115,6 +115,7 @@ fn settle(root: &Path, run_id: &str, n: u32, dir: &Path, st: &Started) -> Result
         commit,
         files_changed,
         learnings_added: Vec::new(),
+        learnings_rejected: Vec::new(),
         promise: false,
         failure: Some(failure),
         progress: None,

@@ -175,7 +175,11 @@ actions = [
     assert!(seen.contains("the token [MASKED] works"), "the progress note is kept, masked");
     assert!(!seen.contains("s3cr3t-t0ken-value"), "a secret leaked");
     assert!(repo.iter_file(1, "agent.log").contains("token is [MASKED]"));
-    assert!(repo.read("AGENTS.md").contains("the token is [MASKED]"));
+    // A learning that carries a secret is not admitted; the record says so, masked.
+    assert!(!repo.read("AGENTS.md").contains("the token is"));
+    let r = &repo.records()[0];
+    assert_eq!(r["learnings_rejected"][0]["text"], "the token is [MASKED]");
+    assert!(r["learnings_rejected"][0]["reason"].as_str().unwrap().contains("secret"));
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -147,7 +147,13 @@ actions = [{ write = { path = "next.txt", content = "n\n" } }, { promise = true 
         1,
         "{agents}"
     );
-    assert!(agents.contains("## Learnings\n\n- [010-fix] value.txt must hold the word right"), "{agents}");
+    assert!(agents.contains("- [L1] value.txt must hold the word right (010-fix)\n"), "{agents}");
+    // The second wording merged into the first: the store counts it twice.
+    let store: serde_json::Value = serde_json::from_str(&repo.read(".ralph/learnings.json")).unwrap();
+    assert_eq!(store["entries"][0]["count"], 2);
+    assert_eq!(store["entries"][0]["task"], "010-fix");
+    assert_eq!(store["entries"][0]["iteration"], 1);
+    assert!(store["entries"][0]["failure"].as_str().unwrap().contains("failed (exit 1)"), "{store}");
     assert_eq!(repo.dirt(), "");
     let subjects = repo.git(&["log", "--format=%s", &format!("{before}..HEAD")]);
     assert!(subjects.contains("ralph(010-fix): learnings from iteration 1"), "{subjects}");
