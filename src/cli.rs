@@ -30,6 +30,8 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Ask the running loop to stop after the current iteration (`--now`: at once, cleanly).
     Stop(StopArgs),
+    /// Review what the loop learned: list, show, remove, mark reviewed.
+    Learnings(LearningsArgs),
     /// Run the loop on a demo project with the scripted agent: no API key needed.
     Demo(DemoArgs),
     /// The scripted agent: plays a scenario file instead of calling a model.
@@ -83,6 +85,28 @@ pub struct StatusArgs {
     /// Print JSON for scripts.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LearningsArgs {
+    #[command(subcommand)]
+    pub action: Option<LearningsAction>,
+    /// List retired entries too.
+    #[arg(long, global = true)]
+    pub all: bool,
+    /// Print JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LearningsAction {
+    /// One entry with its provenance.
+    Show { id: String },
+    /// Retire an entry: it leaves AGENTS.md (committed).
+    Remove { id: String },
+    /// Mark an entry reviewed; a pending one (`require_review`) reaches AGENTS.md.
+    Review { id: String },
 }
 
 #[derive(Debug, Args)]

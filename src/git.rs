@@ -282,3 +282,34 @@ fn nul_separated(bytes: &[u8]) -> Vec<String> {
         .map(|s| String::from_utf8_lossy(s).into_owned())
         .collect()
 }
+
+/// Commits only `path` (whatever else is staged stays staged), with hooks and signing as usual.
+pub fn commit_only(
+    root: &Path,
+    message: &str,
+    path: &Path,
+    message_file: &Path,
+) -> Result<CommitResult, GitError> {
+    std::fs::write(message_file, message).map_err(GitError::Spawn)?;
+    let out = git(root)
+        .args([
+            OsStr::new("commit"),
+            OsStr::new("-q"),
+            OsStr::new("-F"),
+            message_file.as_os_str(),
+            OsStr::new("--"),
+            path.as_os_str(),
+        ])
+        .output()
+        .map_err(GitError::Spawn)?;
+    let _ = std::fs::remove_file(message_file);
+    if !out.status.success() {
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        return Ok(CommitResult::Refused(text));
+    }
+    match head(root)? {
+        Some(sha) => Ok(CommitResult::Committed(sha)),
+        None => Ok(CommitResult::Refused("git commit left no HEAD".into())),
+    }
+}

@@ -3,6 +3,7 @@
 pub mod demo;
 pub mod doctor;
 pub mod init;
+pub mod learnings;
 pub mod logs;
 pub mod status;
 pub mod stop;
@@ -40,6 +41,7 @@ pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Status(a) => status::run(&cwd, a.json),
         Command::Doctor(a) => doctor::run(&cwd, a.agent),
         Command::Stop(a) => stop::run(&cwd, a.now),
+        Command::Learnings(a) => learnings::run(&cwd, &a),
         Command::Logs(a) => logs::run(&cwd, &a),
         Command::Demo(a) => block_on(demo::run(a.dir)),
         Command::ScriptedAgent(a) => {

@@ -1,0 +1,136 @@
+//! `ralph learnings`: people review what the loop learned. Lists the store with provenance and
+//! counts, shows one entry, removes one (retired, with the reason "removed by hand"), marks one
+//! reviewed (with `require_review`, that is what lets it into AGENTS.md). A change re-renders
+//! AGENTS.md and commits that file alone.
+
+use crate::cli::{LearningsAction, LearningsArgs};
+use crate::error::CliError;
+use crate::git;
+use crate::learnings::{self, Entry, EntryStatus, Store};
+use crate::state::{RALPH_DIR, RunLock};
+use std::path::Path;
+
+/// Runs `ralph learnings`.
+pub fn run(cwd: &Path, a: &LearningsArgs) -> Result<u8, CliError> {
+    let root = crate::runner::repo_root(cwd)?;
+    let mut store = Store::load(&root)?;
+    match &a.action {
+        None => list(&store, a.all, a.json),
+        Some(LearningsAction::Show { id }) => {
+            let e = find(&store, id)?;
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(e).map_err(|e| CliError::failure(e.to_string()))?
+                );
+            } else {
+                show(e);
+            }
+            Ok(crate::exit_code::OK)
+        }
+        Some(LearningsAction::Remove { id }) | Some(LearningsAction::Review { id }) => {
+            if let Some(pid) = RunLock::holder(&root.join(RALPH_DIR)) {
+                return Err(CliError::usage(format!(
+                    "a `ralph run` (pid {pid}) is running; change learnings after it"
+                ))
+                .hint("`ralph stop` ends it after the current iteration"));
+            }
+            let removing = matches!(a.action, Some(LearningsAction::Remove { .. }));
+            let id = find(&store, id)?.id.clone();
+            let now = crate::logs::now_rfc3339();
+            let Some(e) = store.entries.iter_mut().find(|e| e.id == id) else {
+                return Err(CliError::failure(format!("learning {id} vanished")));
+            };
+            let verb = if removing {
+                e.status = EntryStatus::Retired;
+                e.retired_reason = Some("removed by hand".into());
+                "remove"
+            } else {
+                e.reviewed = true;
+                if e.status == EntryStatus::Pending {
+                    e.status = EntryStatus::Active;
+                }
+                "review"
+            };
+            e.updated_at = now;
+            let cfg = crate::runner::load_config(&root, &Default::default())
+                .map(|c| c.learnings)
+                .unwrap_or_default();
+            store.save(&root)?;
+            if learnings::write_agents_md(&root, &store, &cfg)? {
+                let path = Path::new(learnings::AGENTS_MD);
+                git::add_path(&root, path)?;
+                let msg = format!("ralph: learnings: {verb} {id}\n");
+                match git::commit_only(&root, &msg, path, &root.join(RALPH_DIR).join("COMMIT_MSG"))? {
+                    git::CommitResult::Committed(sha) => {
+                        println!("{verb}d {id}; AGENTS.md updated in {}", &sha[..8.min(sha.len())])
+                    }
+                    git::CommitResult::Refused(t) => {
+                        println!(
+                            "{verb}d {id}; AGENTS.md updated but not committed (git refused: {})",
+                            t.trim()
+                        )
+                    }
+                }
+            } else {
+                println!("{verb}d {id}");
+            }
+            Ok(crate::exit_code::OK)
+        }
+    }
+}
+
+fn find<'a>(store: &'a Store, id: &str) -> Result<&'a Entry, CliError> {
+    store.get(id).ok_or_else(|| {
+        CliError::usage(format!("no learning `{id}`")).hint("`ralph learnings --all` lists them all")
+    })
+}
+
+fn list(store: &Store, all: bool, json: bool) -> Result<u8, CliError> {
+    let entries: Vec<&Entry> =
+        store.entries.iter().filter(|e| all || e.status != EntryStatus::Retired).collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&entries).map_err(|e| CliError::failure(e.to_string()))?);
+        return Ok(crate::exit_code::OK);
+    }
+    if entries.is_empty() {
+        println!("No learnings yet. Agents propose them with <learning>one sentence</learning>.");
+        return Ok(crate::exit_code::OK);
+    }
+    println!("{:<5} {:<8} {:>5} {:<8} {:<20} TEXT", "ID", "STATUS", "SEEN", "REVIEWED", "TASK");
+    for e in entries {
+        let status = match e.status {
+            EntryStatus::Active => "active",
+            EntryStatus::Pending => "pending",
+            EntryStatus::Retired => "retired",
+        };
+        let text: String = e.text.chars().take(80).collect();
+        println!(
+            "{:<5} {:<8} {:>5} {:<8} {:<20} {text}",
+            e.id,
+            status,
+            e.count,
+            if e.reviewed { "yes" } else { "no" },
+            e.task
+        );
+    }
+    Ok(crate::exit_code::OK)
+}
+
+fn show(e: &Entry) {
+    println!("{}  {}", e.id, e.text);
+    println!("  status:    {:?}{}", e.status, if e.reviewed { ", reviewed" } else { "" });
+    println!("  seen:      {} time(s)", e.count);
+    println!("  task:      {} (run {}, iteration {})", e.task, e.run_id, e.iteration);
+    println!("  agent:     {}{}", e.agent, e.model.as_deref().map(|m| format!(" ({m})")).unwrap_or_default());
+    if let Some(f) = &e.failure {
+        println!("  taught by: {f}");
+    }
+    if let Some(c) = &e.commit {
+        println!("  commit:    {c}");
+    }
+    println!("  created:   {}; updated {}", e.created_at, e.updated_at);
+    if let Some(r) = &e.retired_reason {
+        println!("  retired:   {r}");
+    }
+}
