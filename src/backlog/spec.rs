@@ -36,7 +36,7 @@ impl Status {
 }
 
 /// The front matter keys ralph knows; anything else is an error, so typos are caught.
-pub const KNOWN_KEYS: &[&str] = &["status", "priority", "depends_on", "title", "blocked_reason"];
+pub const KNOWN_KEYS: &[&str] = &["status", "priority", "depends_on", "title", "checks", "blocked_reason"];
 
 /// A parse error with its 1-based line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +60,8 @@ pub struct Spec {
     /// The line of `depends_on`, for error messages.
     pub depends_on_line: usize,
     pub blocked_reason: Option<String>,
+    /// The task's own acceptance checks, run after the project's.
+    pub checks: Vec<String>,
     /// The file without its front matter.
     pub body: String,
 }
@@ -73,6 +75,7 @@ pub fn parse(id: &str, path: &Path, text: &str) -> Result<Spec, SpecParseError> 
     let mut depends_on_line = 0;
     let mut title = None;
     let mut blocked_reason = None;
+    let mut checks = Vec::new();
     if let Some(fm) = fm {
         for entry in parse_entries(&fm)? {
             let err = |message: String| SpecParseError { line: entry.line, message };
@@ -96,6 +99,12 @@ pub fn parse(id: &str, path: &Path, text: &str) -> Result<Spec, SpecParseError> 
                     depends_on_line = entry.line;
                 }
                 "title" => title = Some(entry.scalar().map_err(err)?),
+                "checks" => {
+                    checks = entry.list();
+                    if checks.is_empty() {
+                        return Err(SpecParseError { line: entry.line, message: "`checks` is empty".into() });
+                    }
+                }
                 "blocked_reason" => blocked_reason = Some(entry.scalar().map_err(err)?),
                 other => {
                     return Err(SpecParseError {
@@ -122,6 +131,7 @@ pub fn parse(id: &str, path: &Path, text: &str) -> Result<Spec, SpecParseError> 
         depends_on,
         depends_on_line,
         blocked_reason,
+        checks,
         body: body.to_string(),
     })
 }
@@ -332,6 +342,13 @@ mod tests {
 
         let s = p("---\ndepends_on:\n  - a\n  - b\n---\n").unwrap();
         assert_eq!(s.depends_on, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn a_task_names_its_own_checks() {
+        let s = p("---\nchecks:\n  - cargo test -p parser\n  - \"./check-docs.sh\"\n---\n").unwrap();
+        assert_eq!(s.checks, vec!["cargo test -p parser", "./check-docs.sh"]);
+        assert_eq!(p("---\nchecks: []\n---\n").unwrap_err().line, 2);
     }
 
     #[test]

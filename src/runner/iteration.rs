@@ -515,7 +515,7 @@ fn prompt_context(it: &Iteration<'_>, ts: &state::TaskState, attempt: u32) -> pr
         attempt,
         max_attempts: it.cfg.budget.max_attempts,
         promise: it.cfg.agent.completion_promise.clone(),
-        checks: it.cfg.checks.commands.clone(),
+        checks: task_checks(it).commands,
         run_id: it.run_id.to_string(),
         iteration: it.number,
     }
@@ -617,10 +617,17 @@ async fn run_checks(
         ("RALPH_RUN_ID".to_string(), it.run_id.to_string()),
         ("RALPH_ROOT".to_string(), it.root.to_string_lossy().into_owned()),
     ];
-    let r =
-        checks::run(&it.cfg.checks, &env, it.root, &mut clog, &mut cmasker, it.cfg.agent.kill_grace, it.stop)
-            .await
-            .map_err(|e| io_err("write", &checks_path, e))?;
+    let r = checks::run(
+        &task_checks(it),
+        &env,
+        it.root,
+        &mut clog,
+        &mut cmasker,
+        it.cfg.agent.kill_grace,
+        it.stop,
+    )
+    .await
+    .map_err(|e| io_err("write", &checks_path, e))?;
     *records = r.records;
     Ok(if r.interrupted {
         Outcome::Interrupted
@@ -729,4 +736,11 @@ impl CappedLog {
         }
         Ok(())
     }
+}
+
+/// The project's checks, then the task's own acceptance checks.
+fn task_checks(it: &Iteration<'_>) -> crate::config::ChecksConfig {
+    let mut cfg = it.cfg.checks.clone();
+    cfg.commands.extend(it.task.checks.iter().cloned());
+    cfg
 }

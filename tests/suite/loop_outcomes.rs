@@ -316,3 +316,26 @@ fn an_empty_backlog_says_so() {
     let run = repo.ralph(&["run"]).expect(0);
     assert!(run.stderr().contains("the backlog is empty"), "{}", run.stderr());
 }
+
+#[test]
+fn a_task_is_done_only_when_its_own_checks_pass_too() {
+    let scenario = r#"
+[[step]]
+iteration = 1
+actions = [{ write = { path = "docs.md", content = "draft\n" } }, { promise = true }]
+[[step]]
+iteration = 2
+actions = [{ expect_prompt = "grep -q final docs.md" }, { write = { path = "docs.md", content = "final\n" } }, { promise = true }]
+"#;
+    let repo = TestRepo::with_loop(
+        scenario,
+        &["true"],
+        "",
+        &[("010-docs.md", "---\nchecks: [\"grep -q final docs.md\"]\n---\n# Docs\n")],
+    );
+    repo.ralph(&["run"]).expect(0);
+    let r = repo.records();
+    assert_eq!(r[0]["outcome"], "checks_failed");
+    assert_eq!(r[0]["checks"][1]["command"], "grep -q final docs.md");
+    assert_eq!(r[1]["outcome"], "done");
+}
