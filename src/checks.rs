@@ -24,6 +24,9 @@ pub struct ChecksResult {
     /// The failing command and its output's tail.
     pub failure: Option<String>,
     pub interrupted: bool,
+    /// Tests each command's runner reported (cargo test, nextest, pytest, jest, vitest), for
+    /// the commands that reported any.
+    pub test_counts: Vec<(String, u64)>,
 }
 
 /// Runs the checks, appending their output to `log`.
@@ -70,6 +73,8 @@ pub async fn run(
         };
         let mut tail: Vec<u8> = Vec::new();
         let mut write_err = None;
+        let mut line: Vec<u8> = Vec::new();
+        let mut tests: Option<u64> = None;
         let limits = Limits { timeout: cfg.timeout, idle_timeout: None, grace };
         let finished = process::supervise(child, limits, cancel, force, |chunk| {
             let masked = masker.push(&chunk.data);
@@ -79,6 +84,17 @@ pub async fn run(
             tail.extend_from_slice(&masked);
             if tail.len() > 2 * TAIL_BYTES {
                 tail.drain(..tail.len() - TAIL_BYTES);
+            }
+            // Runner summaries are short lines; longer ones are not read for a count.
+            for &b in &chunk.data {
+                if b == b'\n' {
+                    if let Some(n) = crate::gates::test_count(&String::from_utf8_lossy(&line)) {
+                        *tests.get_or_insert(0) += n;
+                    }
+                    line.clear();
+                } else if line.len() < 512 {
+                    line.push(b);
+                }
             }
             std::ops::ControlFlow::Continue(())
         })
@@ -104,6 +120,9 @@ pub async fn run(
             duration_ms,
             timed_out,
         });
+        if let Some(n) = tests {
+            result.test_counts.push((command.clone(), n));
+        }
         if finished.ending == Ending::Cancelled {
             result.interrupted = true;
             return Ok(result);
@@ -161,6 +180,12 @@ mod tests {
         let (r, _) = run_checks(&["sleep 100"], 300).await;
         assert!(r.records[0].timed_out);
         assert!(r.failure.unwrap().contains("timed out"));
+    }
+
+    #[tokio::test]
+    async fn runner_summaries_are_counted() {
+        let (r, _) = run_checks(&["echo 'test result: ok. 3 passed; 1 failed; 0 ignored'; echo 'test result: ok. 2 passed; 0 failed'", "true"], 10_000).await;
+        assert_eq!(r.test_counts, vec![("echo 'test result: ok. 3 passed; 1 failed; 0 ignored'; echo 'test result: ok. 2 passed; 0 failed'".to_string(), 6)]);
     }
 
     #[tokio::test]

@@ -114,6 +114,14 @@ struct FileConfig {
     prompt: PromptFile,
     #[serde(default)]
     learnings: LearningsFile,
+    #[serde(default)]
+    gates: GatesFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GatesFile {
+    protected: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -279,6 +287,8 @@ pub struct Config {
     /// Prompt template override, relative to the repository root.
     pub template: Option<PathBuf>,
     pub learnings: crate::learnings::Settings,
+    /// `[gates] protected`: glob patterns replacing the default protected paths.
+    pub protected: Option<Vec<String>>,
 }
 
 /// Defaults, documented in the README's configuration reference.
@@ -456,6 +466,7 @@ impl Config {
             },
             branch: file.git.branch.filter(|b| !b.trim().is_empty()),
             template: file.prompt.template,
+            protected: file.gates.protected,
             learnings: {
                 let d = crate::learnings::Settings::default();
                 crate::learnings::Settings {

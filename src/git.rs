@@ -313,3 +313,31 @@ pub fn commit_only(
         None => Ok(CommitResult::Refused("git commit left no HEAD".into())),
     }
 }
+
+/// The staged changes against `base`: kind (A, M, D; renames split) and path.
+pub fn staged_changes(root: &Path, base: &str) -> Result<Vec<crate::gates::Change>, GitError> {
+    let out = run(root, ["diff", "--cached", "--name-status", "--no-renames", "-z", base])?;
+    let fields = nul_separated(&out.stdout);
+    Ok(fields
+        .chunks(2)
+        .filter(|c| c.len() == 2)
+        .map(|c| crate::gates::Change { kind: c[0].chars().next().unwrap_or('M'), path: c[1].clone() })
+        .collect())
+}
+
+/// Lines the staged changes add against `base`, with their file (the first few MiB of the diff).
+pub fn staged_added_lines(root: &Path, base: &str) -> Result<Vec<(String, String)>, GitError> {
+    const MAX_DIFF: usize = 4 * 1024 * 1024;
+    let out = run(root, ["diff", "--cached", "-U0", "--no-color", "--no-ext-diff", base])?;
+    let text = String::from_utf8_lossy(&out.stdout[..out.stdout.len().min(MAX_DIFF)]).into_owned();
+    let mut file = String::new();
+    let mut lines = Vec::new();
+    for l in text.lines() {
+        if let Some(p) = l.strip_prefix("+++ ") {
+            file = p.strip_prefix("b/").unwrap_or(p).to_string();
+        } else if let Some(added) = l.strip_prefix('+') {
+            lines.push((file.clone(), added.to_string()));
+        }
+    }
+    Ok(lines)
+}

@@ -18,6 +18,7 @@ pub mod config;
 pub mod error;
 pub mod exit_code;
 pub mod fault;
+pub mod gates;
 pub mod git;
 pub mod learnings;
 pub mod logs;

@@ -166,6 +166,10 @@ pub struct LastIteration {
 pub struct State {
     #[serde(default)]
     pub tasks: BTreeMap<String, TaskState>,
+    /// Per check command, the number of tests its runner reported at the last green
+    /// iteration: fewer later means tests were removed (a gate rejects that).
+    #[serde(default)]
+    pub test_counts: BTreeMap<String, u64>,
 }
 
 impl State {

@@ -111,6 +111,9 @@ pub(crate) async fn run(
     };
     let req = agent::request(&it.cfg.agent, root, &prompt_text, &prompt_path, &env);
     let frame = Frame::take(root, it.run_dir);
+    // Decided on the tree before the agent: a file it creates is no check script.
+    let protected =
+        crate::gates::protected_patterns(it.cfg.protected.as_deref(), &task_checks(&it).commands, root);
     let log_path = dir.join("agent.log");
     let log = std::fs::File::create(&log_path).map_err(|e| io_err("create", &log_path, e))?;
     let mut masker = StreamMasker::new(it.secrets.clone());
@@ -172,7 +175,19 @@ pub(crate) async fn run(
     let agent_tail = it.secrets.mask(&checks::last_lines(&findings.tail, AGENT_TAIL_LINES));
 
     // The outcome, from the agent's ending and then the checks.
-    let mut check_records = Vec::new();
+    let mut judged = Judged {
+        head_before: head_before.clone(),
+        spec_bodies: it
+            .backlog
+            .tasks
+            .iter()
+            .map(|t| (t.path.to_string_lossy().into_owned(), t.body.clone()))
+            .collect(),
+        prev_counts: state.test_counts.clone(),
+        protected,
+        records: Vec::new(),
+        counts: Vec::new(),
+    };
     let mut failure: Option<String> = None;
     let mut exit_code = None;
     let mut output_leaked = false;
@@ -208,15 +223,8 @@ pub(crate) async fn run(
                         it.cfg.budget.context_tokens.unwrap_or(0)
                     ));
                     if git::has_changes(root, &head_before)? {
-                        run_checks(
-                            &it,
-                            &dir,
-                            reporter,
-                            &no_promise(&findings),
-                            &mut check_records,
-                            &mut failure,
-                        )
-                        .await?
+                        run_checks(&it, &dir, reporter, &no_promise(&findings), &mut judged, &mut failure)
+                            .await?
                     } else {
                         Outcome::Progress
                     }
@@ -271,14 +279,11 @@ pub(crate) async fn run(
                             failure = Some(format!("the agent {how}{said}; its last output:\n{agent_tail}"));
                             Outcome::AgentFailed
                         }
-                        None => {
-                            run_checks(&it, &dir, reporter, &findings, &mut check_records, &mut failure)
-                                .await?
-                        }
+                        None => run_checks(&it, &dir, reporter, &findings, &mut judged, &mut failure).await?,
                     }
                 }
                 Ending::Exited => {
-                    run_checks(&it, &dir, reporter, &findings, &mut check_records, &mut failure).await?
+                    run_checks(&it, &dir, reporter, &findings, &mut judged, &mut failure).await?
                 }
             }
         }
@@ -289,8 +294,7 @@ pub(crate) async fn run(
     if matches!(outcome, Outcome::Timeout | Outcome::IdleTimeout) && git::has_changes(root, &head_before)? {
         reporter.line("the agent was stopped, but it changed files: running the checks on what it left");
         let mut check_failure = None;
-        match run_checks(&it, &dir, reporter, &no_promise(&findings), &mut check_records, &mut check_failure)
-            .await?
+        match run_checks(&it, &dir, reporter, &no_promise(&findings), &mut judged, &mut check_failure).await?
         {
             Outcome::Interrupted => outcome = Outcome::Interrupted,
             Outcome::Progress | Outcome::Done => kept_after_stop = true,
@@ -394,6 +398,12 @@ pub(crate) async fn run(
 
     // The task's state, and blocking after the last attempt.
     let max_attempts = it.cfg.budget.max_attempts;
+    // Green work sets the test counts the next iterations must not fall below.
+    if commit.is_some() {
+        for (cmd, n) in std::mem::take(&mut judged.counts) {
+            state.test_counts.insert(cmd, n);
+        }
+    }
     let ts = state.task_mut(&task.id);
     ts.iterations += 1;
     // Kept work (a stopped agent's green changes) uses no attempt.
@@ -453,7 +463,7 @@ pub(crate) async fn run(
         duration_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
         exit_code,
         outcome,
-        checks: check_records,
+        checks: std::mem::take(&mut judged.records),
         head_before: Some(head_before),
         commit,
         files_changed,
@@ -606,10 +616,16 @@ async fn run_checks(
     dir: &Path,
     reporter: &mut dyn Reporter,
     findings: &Findings,
-    records: &mut Vec<crate::record::CheckRecord>,
+    judged: &mut Judged,
     failure: &mut Option<String>,
 ) -> Result<Outcome, CliError> {
     reporter.phase("checks");
+    // The gates first: no point running checks on work that games them.
+    let caught = gates(it, judged)?;
+    if !caught.is_empty() {
+        *failure = Some(format!("a gate rejected the work: {}", caught.join("; ")));
+        return Ok(Outcome::ChecksFailed);
+    }
     let checks_path = dir.join("checks.log");
     let mut clog = std::fs::File::create(&checks_path).map_err(|e| io_err("create", &checks_path, e))?;
     let mut cmasker = StreamMasker::new(it.secrets.clone());
@@ -628,11 +644,26 @@ async fn run_checks(
     )
     .await
     .map_err(|e| io_err("write", &checks_path, e))?;
-    *records = r.records;
+    judged.records = r.records;
+    let dropped: Vec<String> = r
+        .test_counts
+        .iter()
+        .filter_map(|(cmd, n)| {
+            judged
+                .prev_counts
+                .get(cmd)
+                .filter(|p| n < p)
+                .map(|p| format!("`{cmd}` ran {n} tests, {p} before"))
+        })
+        .collect();
+    judged.counts = r.test_counts;
     Ok(if r.interrupted {
         Outcome::Interrupted
     } else if let Some(f) = r.failure {
         *failure = Some(f);
+        Outcome::ChecksFailed
+    } else if !dropped.is_empty() {
+        *failure = Some(format!("a gate rejected the work: fewer tests than before: {}", dropped.join("; ")));
         Outcome::ChecksFailed
     } else if findings.promise {
         Outcome::Done
@@ -743,4 +774,33 @@ fn task_checks(it: &Iteration<'_>) -> crate::config::ChecksConfig {
     let mut cfg = it.cfg.checks.clone();
     cfg.commands.extend(it.task.checks.iter().cloned());
     cfg
+}
+
+/// What the checks and gates need and found.
+struct Judged {
+    head_before: String,
+    /// Each spec's body before the agent ran, by path.
+    spec_bodies: std::collections::BTreeMap<String, String>,
+    /// Tests per check command at the last green iteration.
+    prev_counts: std::collections::BTreeMap<String, u64>,
+    /// Protected path patterns, decided before the agent ran.
+    protected: Vec<String>,
+    records: Vec<crate::record::CheckRecord>,
+    /// Tests per check command in this round.
+    counts: Vec<(String, u64)>,
+}
+
+/// Protected paths and test weakening: what the agent's changes did that a gate forbids.
+fn gates(it: &Iteration<'_>, j: &Judged) -> Result<Vec<String>, CliError> {
+    git::add_all(it.root)?;
+    let changes = git::staged_changes(it.root, &j.head_before)?;
+    let added = git::staged_added_lines(it.root, &j.head_before)?;
+    let bodies_after = j
+        .spec_bodies
+        .keys()
+        .filter_map(|p| {
+            std::fs::read_to_string(it.root.join(p)).ok().map(|t| (p.clone(), crate::gates::spec_body(&t)))
+        })
+        .collect();
+    Ok(crate::gates::inspect(&changes, &added, &j.protected, &j.spec_bodies, &bodies_after))
 }

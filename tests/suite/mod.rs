@@ -2,6 +2,7 @@ mod agent_process;
 mod agents;
 mod bad_input;
 mod commands;
+mod gates;
 mod git_rules;
 mod learnings;
 mod loop_outcomes;
