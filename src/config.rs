@@ -104,6 +104,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 struct FileConfig {
     #[serde(default)]
     agent: AgentFile,
+    review: Option<AgentFile>,
     #[serde(default)]
     checks: ChecksFile,
     #[serde(default)]
@@ -280,6 +281,8 @@ pub struct Config {
     /// Where it was read from.
     pub path: PathBuf,
     pub agent: AgentConfig,
+    /// `[review]`: a second agent that approves or rejects green work before it is committed.
+    pub review: Option<AgentConfig>,
     pub checks: ChecksConfig,
     pub budget: BudgetConfig,
     /// Branch to create or check out before the first iteration.
@@ -338,73 +341,11 @@ impl Config {
         })?;
         let invalid = |message: String| ConfigError::Invalid { path: path.to_path_buf(), message };
 
-        let a = &file.agent;
-        let preset_name = overrides.agent.clone().or_else(|| a.preset.clone());
-        let user_args = a.args.clone().unwrap_or_default();
-        let (preset, command) = match preset_name.as_deref() {
-            None | Some("custom") => {
-                let mut command = match &a.command {
-                    Some(c) if !c.is_empty() && !c[0].trim().is_empty() => c.clone(),
-                    _ if preset_name.is_some() => {
-                        return Err(invalid("[agent] preset = \"custom\" needs `command`".into()));
-                    }
-                    _ => {
-                        return Err(invalid(format!(
-                            "[agent] needs a `preset` ({}) or a `command`",
-                            preset::names()
-                        )));
-                    }
-                };
-                if a.model.is_some() {
-                    return Err(invalid(
-                        "[agent] model needs a preset; put the model flag in `command` or `args`".into(),
-                    ));
-                }
-                if let Some(bin) = &a.bin {
-                    command[0] = bin.clone();
-                }
-                command.extend(user_args);
-                (None, command)
-            }
-            Some(name) => {
-                let Some(p) = preset::find(name) else {
-                    return Err(invalid(format!(
-                        "[agent] preset `{name}` is unknown (known: {})",
-                        preset::names()
-                    )));
-                };
-                if a.command.is_some() && overrides.agent.is_none() {
-                    return Err(invalid(format!(
-                        "[agent] sets both preset = \"{name}\" and command; use `bin` and `args` to adjust a preset, or preset = \"custom\""
-                    )));
-                }
-                if a.model.is_some() && p.model_flag.is_empty() {
-                    return Err(invalid(format!("[agent] model: the {name} preset has no model flag")));
-                }
-                (Some(p), preset::command_line(p, a.bin.as_deref(), a.model.as_deref(), &user_args))
-            }
+        let agent = resolve_agent(&file.agent, "agent", overrides.agent.clone(), &invalid)?;
+        let review = match &file.review {
+            Some(r) => Some(resolve_agent(r, "review", None, &invalid)?),
+            None => None,
         };
-        let prompt = match (a.prompt, preset) {
-            (Some(m), _) => m,
-            (None, Some(p)) => p.prompt,
-            (None, None) => PromptMode::default(),
-        };
-        let format = a.output_format.or(preset.map(|p| p.format)).unwrap_or_default();
-        let mut env: BTreeMap<String, String> = preset
-            .map(|p| p.env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
-            .unwrap_or_default();
-        env.extend(a.env.clone());
-        let retry_wait = a.retry_wait.map(|h| h.0).unwrap_or(defaults::RETRY_WAIT);
-        let retry_wait_max = a.retry_wait_max.map(|h| h.0).unwrap_or(defaults::RETRY_WAIT_MAX);
-        if retry_wait.is_zero() || retry_wait_max < retry_wait {
-            return Err(invalid("[agent] retry_wait must be above zero and at most retry_wait_max".into()));
-        }
-        let model = a.model.clone();
-        let max_log_size = a.max_log_size.map_or(defaults::MAX_LOG_SIZE, |b| b.0);
-        let promise = file.agent.completion_promise.unwrap_or_else(|| DEFAULT_PROMISE.to_string());
-        if promise.trim().is_empty() {
-            return Err(invalid("[agent] completion_promise must not be empty".into()));
-        }
         let commands = file.checks.commands.unwrap_or_default();
         if let Some(i) = commands.iter().position(|c| c.trim().is_empty()) {
             return Err(invalid(format!("[checks] commands[{i}] is empty")));
@@ -424,26 +365,8 @@ impl Config {
         };
         Ok(Config {
             path: path.to_path_buf(),
-            agent: AgentConfig {
-                preset,
-                command,
-                prompt,
-                format,
-                model,
-                retry_wait,
-                retry_wait_max,
-                timeout: nonzero(file.agent.timeout, defaults::AGENT_TIMEOUT, "[agent] timeout")?,
-                idle_timeout: nonzero(
-                    file.agent.idle_timeout,
-                    defaults::IDLE_TIMEOUT,
-                    "[agent] idle_timeout",
-                )?,
-                kill_grace: file.agent.kill_grace.map(|h| h.0).unwrap_or(defaults::KILL_GRACE),
-                pty: file.agent.pty.unwrap_or(false),
-                completion_promise: promise,
-                env,
-                max_log_size,
-            },
+            agent,
+            review,
             checks: ChecksConfig {
                 commands,
                 timeout: nonzero(file.checks.timeout, defaults::CHECKS_TIMEOUT, "[checks] timeout")?,
@@ -477,6 +400,102 @@ impl Config {
             },
         })
     }
+}
+
+/// Resolves an agent section (`[agent]` or `[review]`): preset or command, prompt mode, output
+/// format, environment, limits.
+fn resolve_agent(
+    a: &AgentFile,
+    section: &str,
+    override_preset: Option<String>,
+    invalid: &dyn Fn(String) -> ConfigError,
+) -> Result<AgentConfig, ConfigError> {
+    let preset_name = override_preset.clone().or_else(|| a.preset.clone());
+    let user_args = a.args.clone().unwrap_or_default();
+    let (preset, command) = match preset_name.as_deref() {
+        None | Some("custom") => {
+            let mut command = match &a.command {
+                Some(c) if !c.is_empty() && !c[0].trim().is_empty() => c.clone(),
+                _ if preset_name.is_some() => {
+                    return Err(invalid(format!("[{section}] preset = \"custom\" needs `command`")));
+                }
+                _ => {
+                    return Err(invalid(format!(
+                        "[{section}] needs a `preset` ({}) or a `command`",
+                        preset::names()
+                    )));
+                }
+            };
+            if a.model.is_some() {
+                return Err(invalid(format!(
+                    "[{section}] model needs a preset; put the model flag in `command` or `args`"
+                )));
+            }
+            if let Some(bin) = &a.bin {
+                command[0] = bin.clone();
+            }
+            command.extend(user_args);
+            (None, command)
+        }
+        Some(name) => {
+            let Some(p) = preset::find(name) else {
+                return Err(invalid(format!(
+                    "[{section}] preset `{name}` is unknown (known: {})",
+                    preset::names()
+                )));
+            };
+            if a.command.is_some() && override_preset.is_none() {
+                return Err(invalid(format!(
+                    "[{section}] sets both preset = \"{name}\" and command; use `bin` and `args` to adjust a preset, or preset = \"custom\""
+                )));
+            }
+            if a.model.is_some() && p.model_flag.is_empty() {
+                return Err(invalid(format!("[{section}] model: the {name} preset has no model flag")));
+            }
+            (Some(p), preset::command_line(p, a.bin.as_deref(), a.model.as_deref(), &user_args))
+        }
+    };
+    let prompt = match (a.prompt, preset) {
+        (Some(m), _) => m,
+        (None, Some(p)) => p.prompt,
+        (None, None) => PromptMode::default(),
+    };
+    let format = a.output_format.or(preset.map(|p| p.format)).unwrap_or_default();
+    let mut env: BTreeMap<String, String> = preset
+        .map(|p| p.env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        .unwrap_or_default();
+    env.extend(a.env.clone());
+    let retry_wait = a.retry_wait.map(|h| h.0).unwrap_or(defaults::RETRY_WAIT);
+    let retry_wait_max = a.retry_wait_max.map(|h| h.0).unwrap_or(defaults::RETRY_WAIT_MAX);
+    if retry_wait.is_zero() || retry_wait_max < retry_wait {
+        return Err(invalid(format!("[{section}] retry_wait must be above zero and at most retry_wait_max")));
+    }
+    let model = a.model.clone();
+    let max_log_size = a.max_log_size.map_or(defaults::MAX_LOG_SIZE, |b| b.0);
+    let promise = a.completion_promise.clone().unwrap_or_else(|| DEFAULT_PROMISE.to_string());
+    if promise.trim().is_empty() {
+        return Err(invalid(format!("[{section}] completion_promise must not be empty")));
+    }
+    let nonzero = |d: Option<HumanDuration>, default: Duration, key: &str| {
+        let d = d.map(|h| h.0).unwrap_or(default);
+        if d.is_zero() { Err(invalid(format!("[{section}] {key} must be longer than zero"))) } else { Ok(d) }
+    };
+    Ok(AgentConfig {
+        preset,
+        command,
+        prompt,
+        format,
+        model,
+        retry_wait,
+        retry_wait_max,
+        timeout: nonzero(a.timeout, defaults::AGENT_TIMEOUT, "timeout")?,
+        idle_timeout: nonzero(a.idle_timeout, defaults::IDLE_TIMEOUT, "idle_timeout")?,
+        kill_grace: a.kill_grace.map(|h| h.0).unwrap_or(defaults::KILL_GRACE),
+        pty: a.pty.unwrap_or(false),
+        completion_promise: promise,
+        env,
+        max_log_size,
+    })
 }
 
 /// 1-based line and column of a byte offset.

@@ -341,3 +341,38 @@ pub fn staged_added_lines(root: &Path, base: &str) -> Result<Vec<(String, String
     }
     Ok(lines)
 }
+
+/// The working tree (tracked and untracked, ignored files and `.ralph/` aside) as a tree
+/// object, through a temporary index; the real index is left alone.
+pub fn worktree_tree(root: &Path, tmp_index: &Path) -> Result<String, GitError> {
+    let tree = snapshot(root, tmp_index)?;
+    Ok(tree)
+}
+
+/// Puts the working tree back to `tree` (taken on top of `head`), index reset to `head`.
+pub fn restore_worktree_tree(root: &Path, head: &str, tree: &str) -> Result<(), GitError> {
+    restore_snapshot(root, head, tree)
+}
+
+/// The staged-and-unstaged change against `base` as a reviewer should see it: whitespace-only
+/// changes and ralph's own files left out.
+pub fn review_diff(root: &Path, base: &str) -> Result<String, GitError> {
+    add_all(root)?;
+    let out = run(
+        root,
+        [
+            "diff",
+            "--cached",
+            "-w",
+            "--ignore-blank-lines",
+            "--no-color",
+            "--no-ext-diff",
+            base,
+            "--",
+            ".",
+            EXCLUDE_RALPH,
+            ":(exclude)AGENTS.md",
+        ],
+    )?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

@@ -64,6 +64,13 @@ pub struct CheckRecord {
     pub timed_out: bool,
 }
 
+/// The review stage's verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Review {
+    pub approved: bool,
+    pub reasons: String,
+}
+
 /// One line of `iterations.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IterationRecord {
@@ -77,6 +84,9 @@ pub struct IterationRecord {
     pub exit_code: Option<i32>,
     pub outcome: Outcome,
     pub checks: Vec<CheckRecord>,
+    /// The reviewer's verdict (`[review]`), when the checks passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<Review>,
     pub head_before: Option<String>,
     pub commit: Option<String>,
     pub files_changed: Vec<String>,

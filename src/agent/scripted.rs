@@ -33,6 +33,10 @@ pub struct Scenario {
 pub struct Step {
     pub task: Option<String>,
     pub iteration: Option<u32>,
+    /// `true`: the step plays the reviewer (`[review]`, run with `RALPH_REVIEW=1`). Reviewer
+    /// runs only match such steps, and agent runs only the others.
+    #[serde(default)]
+    pub review: bool,
     #[serde(default)]
     pub actions: Vec<Action>,
 }
@@ -122,8 +126,10 @@ pub fn main(scenario: &Path, prompt_arg: Option<String>, prompt_file: Option<Pat
     };
     let task = std::env::var("RALPH_TASK").ok();
     let iteration: Option<u32> = std::env::var("RALPH_TASK_ITERATION").ok().and_then(|v| v.parse().ok());
+    let reviewing = std::env::var("RALPH_REVIEW").is_ok_and(|v| v == "1");
     let step = scenario.steps.iter().find(|s| {
-        s.task.as_ref().is_none_or(|t| Some(t) == task.as_ref())
+        s.review == reviewing
+            && s.task.as_ref().is_none_or(|t| Some(t) == task.as_ref())
             && s.iteration.is_none_or(|i| Some(i) == iteration)
     });
     let Some(step) = step else {

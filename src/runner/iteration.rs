@@ -187,6 +187,8 @@ pub(crate) async fn run(
         protected,
         records: Vec::new(),
         counts: Vec::new(),
+        review: None,
+        task_iteration: ts.iterations + 1,
     };
     let mut failure: Option<String> = None;
     let mut exit_code = None;
@@ -464,6 +466,10 @@ pub(crate) async fn run(
         exit_code,
         outcome,
         checks: std::mem::take(&mut judged.records),
+        review: judged
+            .review
+            .take()
+            .map(|v| crate::record::Review { approved: v.approved, reasons: v.reasons }),
         head_before: Some(head_before),
         commit,
         files_changed,
@@ -657,7 +663,7 @@ async fn run_checks(
         })
         .collect();
     judged.counts = r.test_counts;
-    Ok(if r.interrupted {
+    let outcome = if r.interrupted {
         Outcome::Interrupted
     } else if let Some(f) = r.failure {
         *failure = Some(f);
@@ -669,7 +675,23 @@ async fn run_checks(
         Outcome::Done
     } else {
         Outcome::Progress
-    })
+    };
+    // Green: the reviewer, if there is one, has the last word.
+    if outcome.is_green() && it.cfg.review.is_some() {
+        reporter.phase("review");
+        let verdict =
+            super::review::review(it, dir, &judged.head_before, &judged.records, judged.task_iteration)
+                .await?;
+        let approved = verdict.approved;
+        if !approved {
+            *failure = Some(format!("the review rejected it: {}", verdict.reasons));
+        }
+        judged.review = Some(verdict);
+        if !approved {
+            return Ok(Outcome::ChecksFailed);
+        }
+    }
+    Ok(outcome)
 }
 
 /// What a failed (or, for text agents, any) agent run signals: the structured output first,
@@ -788,6 +810,10 @@ struct Judged {
     records: Vec<crate::record::CheckRecord>,
     /// Tests per check command in this round.
     counts: Vec<(String, u64)>,
+    /// The reviewer's verdict, if `[review]` is set and the checks passed.
+    review: Option<super::review::Verdict>,
+    /// The nth iteration on this task (the reviewer is told too).
+    task_iteration: u32,
 }
 
 /// Protected paths and test weakening: what the agent's changes did that a gate forbids.

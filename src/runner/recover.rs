@@ -111,6 +111,7 @@ fn settle(root: &Path, run_id: &str, n: u32, dir: &Path, st: &Started) -> Result
         exit_code: None,
         outcome: Outcome::Interrupted,
         checks: Vec::new(),
+        review: None,
         head_before: Some(st.head_before.clone()),
         commit,
         files_changed,

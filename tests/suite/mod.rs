@@ -7,3 +7,4 @@ mod git_rules;
 mod learnings;
 mod loop_outcomes;
 mod overnight;
+mod review;

@@ -1,0 +1,188 @@
+//! The review stage (`[review]`): a second agent, any preset (a cheaper model, say), gets the
+//! task, the diff and the checks that passed, and answers APPROVED or REJECTED with its
+//! reasons. A rejection fails the iteration and its reasons go into the next prompt.
+//!
+//! Whitespace-only changes and ralph's own files (`.ralph/`, AGENTS.md) are kept out of the
+//! diff it sees. The reviewer must not change files: anything it changes is put back. A
+//! reviewer that gives no verdict (it failed, or never said either word) counts as a rejection:
+//! work is committed only when approved.
+
+use super::iteration::Iteration;
+use crate::agent::output::Parser;
+use crate::agent::scan::Scanner;
+use crate::agent::{self, IterationEnv};
+use crate::error::CliError;
+use crate::git;
+use crate::process::{self, Limits};
+use crate::record::CheckRecord;
+use crate::secrets::StreamMasker;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::Path;
+
+/// The built-in review prompt.
+const TEMPLATE: &str = include_str!("../../templates/review.md");
+/// The most of the diff the reviewer is shown.
+const MAX_DIFF: usize = 200 * 1024;
+
+/// The reviewer's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub approved: bool,
+    pub reasons: String,
+}
+
+/// Reads a verdict: the first line that starts with APPROVED or REJECTED (markdown emphasis
+/// and heading marks aside) decides; what follows is the reasons.
+pub fn parse_verdict(text: &str) -> Option<Verdict> {
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        let l = line.trim().trim_start_matches(['#', '*', '_', '>', ' ', '`']).to_ascii_uppercase();
+        for (word, approved) in [("APPROVED", true), ("REJECTED", false)] {
+            if l.starts_with(word) {
+                let first = line.trim().trim_start_matches(['#', '*', '_', '>', ' ', '`']);
+                let rest_of_line = first[word.len().min(first.len())..]
+                    .trim_start_matches(['*', '_', '`', ':', '.', ' ', '-', '—', '–']);
+                let mut reasons = rest_of_line.to_string();
+                for l in &lines[i + 1..] {
+                    reasons.push('\n');
+                    reasons.push_str(l);
+                }
+                let reasons: String = reasons.trim().chars().take(2000).collect();
+                return Some(Verdict { approved, reasons });
+            }
+        }
+    }
+    None
+}
+
+/// Asks the reviewer about the staged change against `head_before`.
+pub async fn review(
+    it: &Iteration<'_>,
+    dir: &Path,
+    head_before: &str,
+    checks: &[CheckRecord],
+    task_iteration: u32,
+) -> Result<Verdict, CliError> {
+    let Some(cfg) = &it.cfg.review else {
+        return Ok(Verdict { approved: true, reasons: String::new() });
+    };
+    let fail = |what: &str, e: std::io::Error| CliError::failure(format!("cannot {what}: {e}"));
+    let root = it.root;
+    let tree_before = git::worktree_tree(root, &root.join(crate::state::RALPH_DIR).join("review-index"))?;
+    let mut diff = git::review_diff(root, head_before)?;
+    let truncated = diff.len() > MAX_DIFF;
+    if truncated {
+        let mut end = MAX_DIFF;
+        while !diff.is_char_boundary(end) {
+            end -= 1;
+        }
+        diff.truncate(end);
+    }
+    let mut env = minijinja::Environment::new();
+    env.add_template("review", TEMPLATE)
+        .map_err(|e| CliError::failure(format!("the review template: {e}")))?;
+    let prompt = env
+        .get_template("review")
+        .and_then(|t| {
+            t.render(minijinja::context! {
+                task => minijinja::context! {
+                    id => &it.task.id, title => &it.task.title,
+                    path => it.task.path.to_string_lossy(), spec => it.task.body.trim(),
+                },
+                checks => checks.iter().map(|c| minijinja::context! { command => &c.command }).collect::<Vec<_>>(),
+                diff => diff, truncated => truncated, max_bytes => MAX_DIFF,
+            })
+        })
+        .map_err(|e| CliError::failure(format!("the review template: {e}")))?;
+    let prompt = it.secrets.mask(&prompt);
+    let prompt_path = dir.join("review-prompt.md");
+    crate::state::atomic_write(&prompt_path, prompt.as_bytes())?;
+    let ienv = IterationEnv {
+        run_id: it.run_id.to_string(),
+        iteration: it.number,
+        task: it.task.id.clone(),
+        task_iteration,
+        iter_dir: dir.to_path_buf(),
+    };
+    let mut req = agent::request(cfg, root, &prompt, &prompt_path, &ienv);
+    req.env.push(("RALPH_REVIEW".into(), "1".into()));
+    let log_path = dir.join("review.log");
+    let mut log = std::fs::File::create(&log_path).map_err(|e| fail("create review.log", e))?;
+    let mut masker = StreamMasker::new(it.secrets.clone());
+    let mut scanner = Scanner::new(&prompt, &it.cfg.agent.completion_promise);
+    let mut parser = Parser::new(cfg.format);
+    // Text reviewers: their stdout is the answer (kept up to 64 KiB).
+    let mut text_out: Vec<u8> = Vec::new();
+    let limits = Limits { timeout: cfg.timeout, idle_timeout: Some(cfg.idle_timeout), grace: cfg.kill_grace };
+    let finished = match process::spawn(&req) {
+        Ok(child) => Some(
+            process::supervise(child, limits, &it.stop.cancel, &it.stop.force, |c| {
+                let _ = log.write_all(&masker.push(&c.data));
+                if c.stream == process::Stream::Stdout {
+                    parser.feed(&c.data, &mut scanner);
+                    if text_out.len() < 64 * 1024 {
+                        text_out.extend_from_slice(&c.data);
+                    }
+                }
+                std::ops::ControlFlow::Continue(())
+            })
+            .await,
+        ),
+        Err(e) => {
+            let _ = writeln!(log, "ralph: {e}");
+            None
+        }
+    };
+    let _ = log.write_all(&masker.finish());
+    let report = parser.finish(&mut scanner);
+    // Whatever the reviewer touched goes back: it only judges.
+    let touched =
+        git::worktree_tree(root, &root.join(crate::state::RALPH_DIR).join("review-index"))? != tree_before;
+    if touched {
+        git::restore_worktree_tree(root, head_before, &tree_before)?;
+    }
+    let answer = match cfg.format {
+        crate::agent::output::Format::Text | crate::agent::output::Format::AiderText => {
+            String::from_utf8_lossy(&text_out).into_owned()
+        }
+        _ => report.final_message.clone().unwrap_or_default(),
+    };
+    let mut verdict = parse_verdict(&crate::agent::scan::strip_ansi(&answer)).unwrap_or_else(|| Verdict {
+        approved: false,
+        reasons: match finished {
+            Some(f) if f.exit_code == Some(0) => "the reviewer answered neither APPROVED nor REJECTED".into(),
+            Some(f) => format!(
+                "the reviewer gave no verdict ({})",
+                f.exit_code.map_or("killed".to_string(), |c| format!("exit {c}"))
+            ),
+            None => "the reviewer could not start".into(),
+        },
+    });
+    if touched {
+        verdict.reasons.push_str("\n(The reviewer changed files; ralph put them back.)");
+    }
+    verdict.reasons = it.secrets.mask(&verdict.reasons);
+    Ok(verdict)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts() {
+        let v = parse_verdict("Looking at it...\n\n**APPROVED** — the parser handles nesting.").unwrap();
+        assert!(v.approved);
+        assert_eq!(v.reasons, "the parser handles nesting.");
+        let v = parse_verdict(
+            "REJECTED\n\nThe test was changed to expect the wrong value.\nFix the code instead.",
+        )
+        .unwrap();
+        assert!(!v.approved);
+        assert_eq!(v.reasons, "The test was changed to expect the wrong value.\nFix the code instead.");
+        let v = parse_verdict("## Rejected: hard-coded result").unwrap();
+        assert!(!v.approved && v.reasons == "hard-coded result");
+        assert!(parse_verdict("I am not sure.").is_none());
+    }
+}

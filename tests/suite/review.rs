@@ -1,0 +1,87 @@
+//! The review stage: a second agent approves or rejects green work; a rejection's reasons
+//! reach the next prompt; whitespace noise and ralph's files stay out of the diff it sees.
+
+use crate::common::*;
+
+#[test]
+fn a_rejection_fails_the_iteration_and_its_reasons_reach_the_next_prompt() {
+    let scenario = r##"
+[[step]]
+iteration = 1
+actions = [{ write = { path = "calc.py", content = "def add(a, b):\n    return 4\n" } }, { write = { path = "README.md", content = "# test project  \n" } }, { learning = "add is in calc.py" }, { promise = true }]
+[[step]]
+iteration = 2
+actions = [{ expect_prompt = "hard-coded result" }, { write = { path = "calc.py", content = "def add(a, b):\n    return a + b\n" } }, { promise = true }]
+
+[[step]]
+review = true
+iteration = 1
+actions = [
+  { expect_prompt = "return 4" },
+  { expect_prompt = "Create the add function" },
+  { print = "REJECTED: hard-coded result, add must compute a + b." },
+]
+[[step]]
+review = true
+iteration = 2
+actions = [{ expect_prompt = "return a + b" }, { print = "**APPROVED** the function computes the sum." }]
+"##;
+    let repo = TestRepo::with_loop(
+        scenario,
+        &["true"],
+        "",
+        &[("010-add.md", "# Add\n\nCreate the add function in calc.py.\n")],
+    );
+    add_reviewer(&repo);
+    repo.ralph(&["run"]).expect(0);
+    let r = repo.records();
+    assert_eq!(r[0]["outcome"], "checks_failed");
+    assert_eq!(r[0]["review"]["approved"], false);
+    assert!(
+        r[0]["failure"].as_str().unwrap().contains("the review rejected it: hard-coded result"),
+        "{}",
+        r[0]
+    );
+    assert_eq!(r[1]["outcome"], "done");
+    assert_eq!(r[1]["review"]["approved"], true);
+    assert_eq!(r[1]["review"]["reasons"], "the function computes the sum.");
+    // The reviewer saw neither whitespace noise nor ralph's files.
+    let prompt = repo.iter_file(1, "review-prompt.md");
+    assert!(!prompt.contains("README.md") && !prompt.contains("AGENTS.md"), "{prompt}");
+    assert!(repo.read("calc.py").contains("a + b"));
+}
+
+#[test]
+fn a_reviewer_without_a_verdict_or_that_edits_files_does_not_pass_work() {
+    let scenario = r#"
+[[step]]
+actions = [{ write = { path = "x.txt", content = "x\n" } }, { promise = true }]
+[[step]]
+review = true
+actions = [{ write = { path = "x.txt", content = "reviewer was here\n" } }, { print = "Looks fine to me." }]
+"#;
+    let repo = TestRepo::with_loop(scenario, &["true"], "", &[("010-a.md", "# A\n")]);
+    add_reviewer(&repo);
+    repo.ralph(&["run", "--max-iterations", "1"]).expect(3);
+    let r = &repo.records()[0];
+    assert_eq!(r["outcome"], "checks_failed");
+    let reasons = r["review"]["reasons"].as_str().unwrap();
+    assert!(
+        reasons.contains("neither APPROVED nor REJECTED") && reasons.contains("ralph put them back"),
+        "{reasons}"
+    );
+    assert!(!repo.exists("x.txt"), "the rejected work was reverted");
+    assert_eq!(repo.dirt(), "");
+}
+
+/// A `[review]` that is the scripted agent playing the scenario's `review = true` steps.
+fn add_reviewer(repo: &TestRepo) {
+    let text = repo.read("ralph.toml")
+        + &format!(
+            "\n[review]\ncommand = [{}, \"scripted-agent\", {}]\n",
+            toml_str(RALPH),
+            toml_str(&repo.scenario_path().to_string_lossy())
+        );
+    repo.write("ralph.toml", &text);
+    repo.commit_all("reviewer");
+}
