@@ -8,6 +8,8 @@ use crate::process::{self, Ending, Limits, SpawnRequest};
 use crate::record::CheckRecord;
 use crate::secrets::StreamMasker;
 use crate::signal::Stop;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -29,17 +31,62 @@ pub struct ChecksResult {
     pub test_counts: Vec<(String, u64)>,
 }
 
+/// What already fails on the clean tree at `head`: per check command, its failing tests (an
+/// empty list: the runner named none, so only the command's failure is known).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Baseline {
+    pub head: String,
+    pub failing: BTreeMap<String, Vec<String>>,
+}
+
+/// How a round judges failures.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Judge<'a> {
+    /// Run every command whatever fails (the baseline round).
+    pub keep_going: bool,
+    /// Failures the clean tree already had: they may fail again, no new test may.
+    pub baseline: Option<&'a Baseline>,
+    /// Commands never tolerated: the task's own acceptance checks.
+    pub strict: &'a [String],
+}
+
+impl Judge<'_> {
+    /// Whether a failure of `command` with `failed_tests` is one the clean tree had already.
+    fn tolerates(&self, command: &str, failed_tests: &[String]) -> bool {
+        if self.strict.iter().any(|s| s == command) {
+            return false;
+        }
+        let Some(known) = self.baseline.and_then(|b| b.failing.get(command)) else { return false };
+        if known.is_empty() {
+            // The runner named no tests before: only "it failed" is known, and it still does.
+            return true;
+        }
+        !failed_tests.is_empty() && failed_tests.iter().all(|t| known.contains(t))
+    }
+}
+
+/// Where and how checks run.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx<'a> {
+    pub env: &'a [(String, String)],
+    pub root: &'a Path,
+    pub grace: Duration,
+    pub stop: &'a Stop,
+}
+
+/// Most failing test names kept per command.
+const MAX_FAILED_TESTS: usize = 200;
+
 /// Runs the checks, appending their output to `log`.
 pub async fn run(
     cfg: &ChecksConfig,
-    env: &[(String, String)],
-    root: &Path,
+    ctx: &Ctx<'_>,
     log: &mut std::fs::File,
     masker: &mut StreamMasker,
-    grace: Duration,
-    stop: &Stop,
+    judge: &Judge<'_>,
 ) -> std::io::Result<ChecksResult> {
-    let (cancel, force) = (&stop.cancel, &stop.force);
+    let (env, root, grace) = (ctx.env, ctx.root, ctx.grace);
+    let (cancel, force) = (&ctx.stop.cancel, &ctx.stop.force);
     let mut result = ChecksResult::default();
     for command in &cfg.commands {
         writeln!(log, "$ {command}")?;
@@ -66,6 +113,8 @@ pub async fn run(
                     exit_code: None,
                     duration_ms: 0,
                     timed_out: false,
+                    failed_tests: Vec::new(),
+                    tolerated: false,
                 });
                 result.failure = Some(format!("`{command}` could not start: {e}"));
                 return Ok(result);
@@ -75,6 +124,7 @@ pub async fn run(
         let mut write_err = None;
         let mut line: Vec<u8> = Vec::new();
         let mut tests: Option<u64> = None;
+        let mut failed_tests: Vec<String> = Vec::new();
         let limits = Limits { timeout: cfg.timeout, idle_timeout: None, grace };
         let finished = process::supervise(child, limits, cancel, force, |chunk| {
             let masked = masker.push(&chunk.data);
@@ -88,8 +138,15 @@ pub async fn run(
             // Runner summaries are short lines; longer ones are not read for a count.
             for &b in &chunk.data {
                 if b == b'\n' {
-                    if let Some(n) = crate::gates::test_count(&String::from_utf8_lossy(&line)) {
+                    let text = String::from_utf8_lossy(&line);
+                    if let Some(n) = crate::gates::test_count(&text) {
                         *tests.get_or_insert(0) += n;
+                    }
+                    if let Some(t) = crate::gates::failing_test(&text)
+                        && failed_tests.len() < MAX_FAILED_TESTS
+                        && !failed_tests.contains(&t)
+                    {
+                        failed_tests.push(t);
                     }
                     line.clear();
                 } else if line.len() < 512 {
@@ -114,11 +171,22 @@ pub async fn run(
             (_, None) => "killed by a signal".to_string(),
         };
         writeln!(log, "\n[ralph] `{command}`: {status} in {:.1}s\n", duration_ms as f64 / 1000.0)?;
+        let failed = timed_out || finished.exit_code != Some(0);
+        let tolerated =
+            failed && finished.ending != Ending::Cancelled && judge.tolerates(command, &failed_tests);
+        if tolerated {
+            writeln!(
+                log,
+                "[ralph] it failed on the clean tree too (the baseline): tolerated, no new failure"
+            )?;
+        }
         result.records.push(CheckRecord {
             command: command.clone(),
             exit_code: finished.exit_code,
             duration_ms,
             timed_out,
+            failed_tests: if failed { failed_tests } else { Vec::new() },
+            tolerated,
         });
         if let Some(n) = tests {
             result.test_counts.push((command.clone(), n));
@@ -127,7 +195,7 @@ pub async fn run(
             result.interrupted = true;
             return Ok(result);
         }
-        if timed_out || finished.exit_code != Some(0) {
+        if failed && !tolerated && !judge.keep_going {
             let text = String::from_utf8_lossy(&tail);
             result.failure =
                 Some(format!("`{command}` failed ({status}):\n{}", last_lines(&text, FAILURE_TAIL_LINES)));
@@ -151,17 +219,22 @@ mod tests {
     use crate::secrets::Secrets;
 
     async fn run_checks(commands: &[&str], timeout_ms: u64) -> (ChecksResult, String) {
+        run_judged(commands, timeout_ms, &Judge::default()).await
+    }
+
+    async fn run_judged(commands: &[&str], timeout_ms: u64, judge: &Judge<'_>) -> (ChecksResult, String) {
         let dir = tempfile::tempdir().unwrap();
         let log_path = dir.path().join("checks.log");
         let mut log = std::fs::File::create(&log_path).unwrap();
         let cfg = ChecksConfig {
             commands: commands.iter().map(|s| s.to_string()).collect(),
             timeout: Duration::from_millis(timeout_ms),
+            gate: crate::config::Gate::NoNewFailures,
         };
         let stop = Stop::default();
         let mut m = StreamMasker::new(Secrets::default());
-        let r =
-            run(&cfg, &[], dir.path(), &mut log, &mut m, Duration::from_millis(100), &stop).await.unwrap();
+        let ctx = Ctx { env: &[], root: dir.path(), grace: Duration::from_millis(100), stop: &stop };
+        let r = run(&cfg, &ctx, &mut log, &mut m, judge).await.unwrap();
         (r, std::fs::read_to_string(log_path).unwrap())
     }
 
@@ -186,6 +259,37 @@ mod tests {
     async fn runner_summaries_are_counted() {
         let (r, _) = run_checks(&["echo 'test result: ok. 3 passed; 1 failed; 0 ignored'; echo 'test result: ok. 2 passed; 0 failed'", "true"], 10_000).await;
         assert_eq!(r.test_counts, vec![("echo 'test result: ok. 3 passed; 1 failed; 0 ignored'; echo 'test result: ok. 2 passed; 0 failed'".to_string(), 6)]);
+    }
+
+    #[tokio::test]
+    async fn old_failures_are_tolerated_new_ones_are_not() {
+        let cargo_like =
+            |tests: &str| format!("for t in {tests}; do echo \"test $t ... FAILED\"; done; exit 101");
+        let old = cargo_like("a b");
+        let baseline = Baseline {
+            head: "h".into(),
+            failing: BTreeMap::from([(old.clone(), vec!["a".into(), "b".into()])]),
+        };
+        let judge = Judge { keep_going: false, baseline: Some(&baseline), strict: &[] };
+        // The same two tests fail again: tolerated; the next command still runs.
+        let (r, log) = run_judged(&[&old, "echo next"], 10_000, &judge).await;
+        assert!(r.failure.is_none(), "{:?}", r.failure);
+        assert!(r.records[0].tolerated && r.records[0].failed_tests == ["a", "b"]);
+        assert_eq!(r.records.len(), 2);
+        assert!(log.contains("tolerated"));
+        // A third failing test is new: red. (Its command differs, so give it the same baseline.)
+        let new = cargo_like("a b c");
+        let baseline = Baseline {
+            head: "h".into(),
+            failing: BTreeMap::from([(new.clone(), vec!["a".into(), "b".into()])]),
+        };
+        let judge = Judge { keep_going: false, baseline: Some(&baseline), strict: &[] };
+        let (r, _) = run_judged(&[&new], 10_000, &judge).await;
+        assert!(r.failure.is_some());
+        // A task's own check is never tolerated.
+        let strict = [new.clone()];
+        let judge = Judge { keep_going: false, baseline: Some(&baseline), strict: &strict };
+        assert!(run_judged(&[&new], 10_000, &judge).await.0.failure.is_some());
     }
 
     #[tokio::test]

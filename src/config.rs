@@ -160,6 +160,18 @@ struct AgentFile {
 struct ChecksFile {
     commands: Option<Vec<String>>,
     timeout: Option<HumanDuration>,
+    gate: Option<Gate>,
+}
+
+/// What the checks must show for work to be kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Gate {
+    /// No failure the clean tree did not already have (per test for the common runners).
+    #[default]
+    NoNewFailures,
+    /// Every check passes.
+    AllGreen,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -241,6 +253,7 @@ pub struct ChecksConfig {
     pub commands: Vec<String>,
     /// Per command.
     pub timeout: Duration,
+    pub gate: Gate,
 }
 
 /// The budget section, with defaults applied.
@@ -370,6 +383,7 @@ impl Config {
             checks: ChecksConfig {
                 commands,
                 timeout: nonzero(file.checks.timeout, defaults::CHECKS_TIMEOUT, "[checks] timeout")?,
+                gate: file.checks.gate.unwrap_or_default(),
             },
             budget: BudgetConfig {
                 max_iterations: file.budget.max_iterations.unwrap_or(defaults::MAX_ITERATIONS),

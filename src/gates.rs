@@ -200,6 +200,43 @@ pub fn test_count(line: &str) -> Option<u64> {
     None
 }
 
+/// The failing test a runner's output line names, if it names one.
+pub fn failing_test(line: &str) -> Option<String> {
+    let l = crate::agent::scan::strip_ansi(line);
+    let t = l.trim();
+    // cargo test: "test parser::tests::nested ... FAILED"
+    if let Some(rest) = t.strip_prefix("test ")
+        && let Some(name) = rest.strip_suffix(" ... FAILED")
+    {
+        return Some(name.trim().to_string());
+    }
+    // nextest: "FAIL [   0.003s] crate::bin module::test"
+    if let Some(rest) = t.strip_prefix("FAIL [")
+        && let Some((_, name)) = rest.split_once("] ")
+    {
+        return Some(name.trim().to_string());
+    }
+    // pytest: "FAILED tests/test_x.py::test_name - AssertionError"
+    if let Some(rest) = t.strip_prefix("FAILED ") {
+        return Some(rest.split(" - ").next().unwrap_or(rest).trim().to_string());
+    }
+    // go test: "--- FAIL: TestName (0.00s)"
+    if let Some(rest) = t.strip_prefix("--- FAIL: ") {
+        return Some(rest.split(" (").next().unwrap_or(rest).trim().to_string());
+    }
+    // jest: "✕ adds numbers (5 ms)"; vitest: "× adds numbers"
+    for mark in ["✕ ", "× "] {
+        if let Some(rest) = t.strip_prefix(mark) {
+            let name = match rest.rfind(" (") {
+                Some(i) if rest.ends_with(')') => &rest[..i],
+                _ => rest,
+            };
+            return Some(name.trim().to_string());
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,6 +250,25 @@ mod tests {
         assert!(!glob_match("tests/**", "src/tests.rs"));
         assert!(glob_match("check.sh", "check.sh"));
         assert!(!glob_match("*.sh", "dir/check.sh"));
+    }
+
+    #[test]
+    fn failing_tests_from_runner_output() {
+        assert_eq!(
+            failing_test("test parser::tests::nested ... FAILED").as_deref(),
+            Some("parser::tests::nested")
+        );
+        assert_eq!(
+            failing_test("        FAIL [   0.003s] ralph::all suite::x::y").as_deref(),
+            Some("ralph::all suite::x::y")
+        );
+        assert_eq!(
+            failing_test("FAILED tests/test_a.py::test_b - assert 1 == 2").as_deref(),
+            Some("tests/test_a.py::test_b")
+        );
+        assert_eq!(failing_test("--- FAIL: TestAdd (0.00s)").as_deref(), Some("TestAdd"));
+        assert_eq!(failing_test("    ✕ adds numbers (5 ms)").as_deref(), Some("adds numbers"));
+        assert_eq!(failing_test("test parser::tests::nested ... ok"), None);
     }
 
     #[test]

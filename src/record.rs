@@ -62,6 +62,12 @@ pub struct CheckRecord {
     pub duration_ms: u64,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub timed_out: bool,
+    /// The tests its runner reported failing (cargo test, nextest, pytest, go test, jest, vitest).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_tests: Vec<String>,
+    /// It failed, but only as it already did on the clean tree (the baseline).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tolerated: bool,
 }
 
 /// The review stage's verdict.

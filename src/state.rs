@@ -170,6 +170,9 @@ pub struct State {
     /// iteration: fewer later means tests were removed (a gate rejects that).
     #[serde(default)]
     pub test_counts: BTreeMap<String, u64>,
+    /// What the project's checks fail on the clean tree at a commit.
+    #[serde(default)]
+    pub baseline: Option<crate::checks::Baseline>,
 }
 
 impl State {

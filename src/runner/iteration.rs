@@ -110,6 +110,8 @@ pub(crate) async fn run(
         iter_dir: dir.clone(),
     };
     let req = agent::request(&it.cfg.agent, root, &prompt_text, &prompt_path, &env);
+    // Before the frame's snapshot: the baseline round writes ralph's state.
+    let baseline = baseline(&it, &dir, &head_before, state, reporter).await?;
     let frame = Frame::take(root, it.run_dir);
     // Decided on the tree before the agent: a file it creates is no check script.
     let protected =
@@ -189,6 +191,7 @@ pub(crate) async fn run(
         counts: Vec::new(),
         review: None,
         task_iteration: ts.iterations + 1,
+        baseline,
     };
     let mut failure: Option<String> = None;
     let mut exit_code = None;
@@ -400,10 +403,20 @@ pub(crate) async fn run(
 
     // The task's state, and blocking after the last attempt.
     let max_attempts = it.cfg.budget.max_attempts;
-    // Green work sets the test counts the next iterations must not fall below.
-    if commit.is_some() {
+    // Green work sets the test counts the next iterations must not fall below, and its round
+    // is the baseline of the commit it made.
+    if let Some(sha) = &commit {
         for (cmd, n) in std::mem::take(&mut judged.counts) {
             state.test_counts.insert(cmd, n);
+        }
+        if judged.baseline.is_some() {
+            let failing = judged
+                .records
+                .iter()
+                .filter(|c| c.tolerated && !it.task.checks.contains(&c.command))
+                .map(|c| (c.command.clone(), c.failed_tests.clone()))
+                .collect();
+            state.baseline = Some(checks::Baseline { head: sha.clone(), failing });
         }
     }
     let ts = state.task_mut(&task.id);
@@ -635,21 +648,13 @@ async fn run_checks(
     let checks_path = dir.join("checks.log");
     let mut clog = std::fs::File::create(&checks_path).map_err(|e| io_err("create", &checks_path, e))?;
     let mut cmasker = StreamMasker::new(it.secrets.clone());
-    let env = [
-        ("RALPH_RUN_ID".to_string(), it.run_id.to_string()),
-        ("RALPH_ROOT".to_string(), it.root.to_string_lossy().into_owned()),
-    ];
-    let r = checks::run(
-        &task_checks(it),
-        &env,
-        it.root,
-        &mut clog,
-        &mut cmasker,
-        it.cfg.agent.kill_grace,
-        it.stop,
-    )
-    .await
-    .map_err(|e| io_err("write", &checks_path, e))?;
+    let env = check_env(it);
+    let ctx = checks::Ctx { env: &env, root: it.root, grace: it.cfg.agent.kill_grace, stop: it.stop };
+    let judge =
+        checks::Judge { keep_going: false, baseline: judged.baseline.as_ref(), strict: &it.task.checks };
+    let r = checks::run(&task_checks(it), &ctx, &mut clog, &mut cmasker, &judge)
+        .await
+        .map_err(|e| io_err("write", &checks_path, e))?;
     judged.records = r.records;
     let dropped: Vec<String> = r
         .test_counts
@@ -814,6 +819,8 @@ struct Judged {
     review: Option<super::review::Verdict>,
     /// The nth iteration on this task (the reviewer is told too).
     task_iteration: u32,
+    /// What the project's checks already failed on the clean tree.
+    baseline: Option<checks::Baseline>,
 }
 
 /// Protected paths and test weakening: what the agent's changes did that a gate forbids.
@@ -829,4 +836,59 @@ fn gates(it: &Iteration<'_>, j: &Judged) -> Result<Vec<String>, CliError> {
         })
         .collect();
     Ok(crate::gates::inspect(&changes, &added, &j.protected, &j.spec_bodies, &bodies_after))
+}
+
+/// The checks' environment: marked as this run's, for crash recovery.
+fn check_env(it: &Iteration<'_>) -> [(String, String); 2] {
+    [
+        ("RALPH_RUN_ID".to_string(), it.run_id.to_string()),
+        ("RALPH_ROOT".to_string(), it.root.to_string_lossy().into_owned()),
+    ]
+}
+
+/// The baseline for `head`: what the project's checks already fail on the clean tree. Known
+/// when ralph's own last green round ran at `head`; otherwise the checks run once now, before
+/// the agent, into `baseline.log`.
+async fn baseline(
+    it: &Iteration<'_>,
+    dir: &Path,
+    head: &str,
+    state: &mut State,
+    reporter: &mut dyn Reporter,
+) -> Result<Option<checks::Baseline>, CliError> {
+    if it.cfg.checks.gate != crate::config::Gate::NoNewFailures || it.cfg.checks.commands.is_empty() {
+        return Ok(None);
+    }
+    if let Some(b) = state.baseline.as_ref().filter(|b| b.head == head) {
+        return Ok(Some(b.clone()));
+    }
+    reporter.phase("baseline checks");
+    let path = dir.join("baseline.log");
+    let mut log = std::fs::File::create(&path).map_err(|e| io_err("create", &path, e))?;
+    let mut masker = StreamMasker::new(it.secrets.clone());
+    let env = check_env(it);
+    let ctx = checks::Ctx { env: &env, root: it.root, grace: it.cfg.agent.kill_grace, stop: it.stop };
+    let judge = checks::Judge { keep_going: true, baseline: None, strict: &[] };
+    let r = checks::run(&it.cfg.checks, &ctx, &mut log, &mut masker, &judge)
+        .await
+        .map_err(|e| io_err("write", &path, e))?;
+    if r.interrupted {
+        return Ok(None);
+    }
+    let failing: std::collections::BTreeMap<String, Vec<String>> = r
+        .records
+        .iter()
+        .filter(|c| c.timed_out || c.exit_code != Some(0))
+        .map(|c| (c.command.clone(), c.failed_tests.clone()))
+        .collect();
+    for (cmd, tests) in &failing {
+        let which = if tests.is_empty() { String::new() } else { format!(" ({} tests)", tests.len()) };
+        reporter.line(&format!(
+            "baseline: `{cmd}` already fails on the clean tree{which}: it may go on failing, nothing new may"
+        ));
+    }
+    let b = checks::Baseline { head: head.to_string(), failing };
+    state.baseline = Some(b.clone());
+    state.save(it.root)?;
+    Ok(Some(b))
 }

@@ -104,3 +104,46 @@ fn protected_paths_can_be_configured() {
         repo.records()[0]["failure"].as_str().unwrap().contains("protected path docs/api.md (`docs/**`)")
     );
 }
+
+#[test]
+fn failures_the_clean_tree_already_had_are_tolerated_new_ones_are_not() {
+    let scenario = r#"
+[[step]]
+task = "010-feature"
+actions = [{ write = { path = "feature.txt", content = "f\n" } }, { promise = true }]
+[[step]]
+task = "020-breaks"
+actions = [{ append = { path = "failing.txt", content = "c\n" } }, { promise = true }]
+"#;
+    // A cargo-like runner: each line of failing.txt is a failing test.
+    let check = "while read t; do echo \"test $t ... FAILED\"; done < failing.txt; test ! -s failing.txt";
+    let repo = TestRepo::with_loop(
+        scenario,
+        &[check],
+        "[budget]\nmax_attempts = 1\n",
+        &[("010-feature.md", "# Feature\n"), ("020-breaks.md", "# Breaks\n")],
+    );
+    repo.write("failing.txt", "a\nb\n");
+    repo.commit_all("two tests already fail");
+    let run = repo.ralph(&["run"]).expect(4);
+    assert!(run.stderr().contains("already fails on the clean tree (2 tests)"), "{}", run.stderr());
+    let r = repo.records();
+    assert_eq!(r[0]["outcome"], "done", "the old failures were tolerated: {}", r[0]);
+    assert_eq!(r[0]["checks"][0]["tolerated"], true);
+    assert_eq!(r[0]["checks"][0]["failed_tests"], serde_json::json!(["a", "b"]));
+    assert_eq!(r[1]["outcome"], "checks_failed", "a new failing test is not: {}", r[1]);
+    assert!(repo.latest_run_dir().join("iter-0001/baseline.log").exists());
+    // The second iteration reused the baseline of the first one's commit: no second baseline run.
+    assert!(!repo.latest_run_dir().join("iter-0002/baseline.log").exists());
+
+    // gate = "all-green": any failure is red.
+    let text = repo.read("ralph.toml").replace("[checks]\n", "[checks]\ngate = \"all-green\"\n");
+    repo.write("ralph.toml", &text);
+    repo.write("specs/030-more.md", "# More\n");
+    repo.commit_all("strict");
+    repo.set_scenario(
+        "[[step]]\nactions = [{ write = { path = \"more.txt\", content = \"m\\n\" } }, { promise = true }]\n",
+    );
+    repo.ralph(&["run", "--new-run"]).expect(4);
+    assert_eq!(repo.records()[0]["outcome"], "checks_failed");
+}

@@ -21,11 +21,15 @@ actions = [
   { promise = true },
 ]
 "#;
+    // The acceptance check is the task's own: it fails on the clean tree, and must pass.
     let repo = TestRepo::with_loop(
         scenario,
-        &["grep -qx port=8080 config.txt"],
+        &["true"],
         "",
-        &[("010-port.md", "# Port\n\nConfigure the service.\n")],
+        &[(
+            "010-port.md",
+            "---\nchecks: [\"grep -qx port=8080 config.txt\"]\n---\n# Port\n\nConfigure the service.\n",
+        )],
     );
     repo.ralph(&["run"]).expect(0);
     let r = repo.records();
