@@ -389,6 +389,7 @@ pub(crate) async fn run(
             if let Some(sha) = commit_one(root, Path::new(learnings::AGENTS_MD), &msg, &ralph_dir, reporter)?
             {
                 store.set_commit(&learnings_added, &sha);
+                carry_baseline(state, &head_before, &sha);
             }
         }
     }
@@ -754,7 +755,10 @@ pub(crate) fn block(
     let short = reason.split(';').next().unwrap_or(reason);
     let msg =
         format!("ralph({}): blocked ({short})\n\n{reason}\n\n{}", task.id, trailers(task, run_id, iteration));
-    commit_one(root, &task.path, &msg, &root.join(RALPH_DIR), reporter)?;
+    let before = git::head(root)?.unwrap_or_default();
+    if let Some(sha) = commit_one(root, &task.path, &msg, &root.join(RALPH_DIR), reporter)? {
+        carry_baseline(state, &before, &sha);
+    }
     state.task_mut(&task.id).blocked_by_ralph = true;
     reporter.line(&format!("blocked {}: {reason}", task.id));
     Ok(())
@@ -891,4 +895,14 @@ async fn baseline(
     state.baseline = Some(b.clone());
     state.save(it.root)?;
     Ok(Some(b))
+}
+
+/// A commit of ralph's own files (learnings, a block) changes no code: the baseline of the
+/// commit before holds for it, and the checks need not run again on the clean tree.
+fn carry_baseline(state: &mut State, from: &str, to: &str) {
+    if let Some(b) = state.baseline.as_mut()
+        && b.head == from
+    {
+        b.head = to.to_string();
+    }
 }
