@@ -40,6 +40,9 @@ actions = [
         repo.iter_file(2, "prompt.md")
             .contains("- [L1] The service must listen on port 8080, not 80. (010-port)")
     );
+    // The learnings commit changed no code: the clean tree's checks were not run again.
+    assert!(repo.latest_run_dir().join("iter-0001/baseline.log").exists());
+    assert!(!repo.latest_run_dir().join("iter-0002/baseline.log").exists());
 }
 
 #[test]
