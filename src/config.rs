@@ -117,6 +117,14 @@ struct FileConfig {
     learnings: LearningsFile,
     #[serde(default)]
     gates: GatesFile,
+    #[serde(default)]
+    backlog: BacklogFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BacklogFile {
+    reopen_changed: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -305,6 +313,8 @@ pub struct Config {
     pub learnings: crate::learnings::Settings,
     /// `[gates] protected`: glob patterns replacing the default protected paths.
     pub protected: Option<Vec<String>>,
+    /// `[backlog] reopen_changed`: a done spec edited since is reopened (default true).
+    pub reopen_changed: bool,
 }
 
 /// Defaults, documented in the README's configuration reference.
@@ -404,6 +414,7 @@ impl Config {
             branch: file.git.branch.filter(|b| !b.trim().is_empty()),
             template: file.prompt.template,
             protected: file.gates.protected,
+            reopen_changed: file.backlog.reopen_changed.unwrap_or(true),
             learnings: {
                 let d = crate::learnings::Settings::default();
                 crate::learnings::Settings {

@@ -144,6 +144,9 @@ pub struct TaskState {
     /// Time its iterations took, since it was last unblocked.
     #[serde(default)]
     pub elapsed_ms: u64,
+    /// A fingerprint of the spec's body when the task was done: a later edit reopens it.
+    #[serde(default)]
+    pub done_hash: Option<String>,
     /// The last iteration's outcome on this task, for the next prompt.
     #[serde(default)]
     pub last: Option<LastIteration>,

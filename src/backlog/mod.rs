@@ -29,6 +29,8 @@ pub enum BacklogError {
     UnknownDependency { path: PathBuf, line: usize, dep: String },
     #[error("dependency cycle: {0}")]
     Cycle(String),
+    #[error("{second}: the task id `{id}` is already {first}'s")]
+    DuplicateId { id: String, first: PathBuf, second: PathBuf },
 }
 
 /// All tasks, in file-name order.
@@ -91,8 +93,17 @@ impl Backlog {
     }
 
     fn validate(&self) -> Result<(), BacklogError> {
-        let ids: HashMap<&str, usize> =
-            self.tasks.iter().enumerate().map(|(i, t)| (t.id.as_str(), i)).collect();
+        let mut ids: HashMap<&str, usize> = HashMap::new();
+        for (i, t) in self.tasks.iter().enumerate() {
+            if let Some(&first) = ids.get(t.id.as_str()) {
+                return Err(BacklogError::DuplicateId {
+                    id: t.id.clone(),
+                    first: self.tasks[first].path.clone(),
+                    second: t.path.clone(),
+                });
+            }
+            ids.insert(&t.id, i);
+        }
         for t in &self.tasks {
             for dep in &t.depends_on {
                 if !ids.contains_key(dep.as_str()) {
@@ -222,6 +233,19 @@ mod tests {
         assert_eq!(next_id(&b).as_deref(), Some("010-a"));
         let b = backlog(&[("010-a.md", "---\nstatus: done\n---\n")]).unwrap();
         assert!(matches!(b.next(), Next::AllDone));
+    }
+
+    #[test]
+    fn ids_can_be_set_but_not_twice() {
+        let b = backlog(&[
+            ("010-a.md", "---\nid: login\n---\n"),
+            ("020-b.md", "---\ndepends_on: [login]\n---\n"),
+        ])
+        .unwrap();
+        assert_eq!(b.tasks[0].id, "login");
+        let e =
+            backlog(&[("010-a.md", "---\nid: 020-b\n---\n"), ("020-b.md", "# B\n")]).unwrap_err().to_string();
+        assert_eq!(e, "specs/020-b.md: the task id `020-b` is already specs/010-a.md's");
     }
 
     #[test]

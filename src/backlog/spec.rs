@@ -36,7 +36,8 @@ impl Status {
 }
 
 /// The front matter keys ralph knows; anything else is an error, so typos are caught.
-pub const KNOWN_KEYS: &[&str] = &["status", "priority", "depends_on", "title", "checks", "blocked_reason"];
+pub const KNOWN_KEYS: &[&str] =
+    &["id", "title", "status", "priority", "depends_on", "checks", "max_attempts", "blocked_reason"];
 
 /// A parse error with its 1-based line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +63,8 @@ pub struct Spec {
     pub blocked_reason: Option<String>,
     /// The task's own acceptance checks, run after the project's.
     pub checks: Vec<String>,
+    /// Overrides `[budget] max_attempts` for this task.
+    pub max_attempts: Option<u32>,
     /// The file without its front matter.
     pub body: String,
 }
@@ -76,6 +79,8 @@ pub fn parse(id: &str, path: &Path, text: &str) -> Result<Spec, SpecParseError> 
     let mut title = None;
     let mut blocked_reason = None;
     let mut checks = Vec::new();
+    let mut max_attempts = None;
+    let mut id_override: Option<String> = None;
     if let Some(fm) = fm {
         for entry in parse_entries(&fm)? {
             let err = |message: String| SpecParseError { line: entry.line, message };
@@ -99,6 +104,28 @@ pub fn parse(id: &str, path: &Path, text: &str) -> Result<Spec, SpecParseError> 
                     depends_on_line = entry.line;
                 }
                 "title" => title = Some(entry.scalar().map_err(err)?),
+                "id" => {
+                    let v = entry.scalar().map_err(err)?;
+                    if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                        return Err(SpecParseError {
+                            line: entry.line,
+                            message: format!("id `{v}` may hold only letters, digits, `-`, `_` and `.`"),
+                        });
+                    }
+                    id_override = Some(v);
+                }
+                "max_attempts" => {
+                    let v = entry.scalar().map_err(err)?;
+                    match v.parse::<u32>() {
+                        Ok(n) if n >= 1 => max_attempts = Some(n),
+                        _ => {
+                            return Err(SpecParseError {
+                                line: entry.line,
+                                message: format!("max_attempts `{v}` is not a whole number of at least 1"),
+                            });
+                        }
+                    }
+                }
                 "checks" => {
                     checks = entry.list();
                     if checks.is_empty() {
@@ -123,7 +150,7 @@ pub fn parse(id: &str, path: &Path, text: &str) -> Result<Spec, SpecParseError> 
         .or_else(|| body.lines().find_map(|l| l.strip_prefix("# ").map(|t| t.trim().to_string())))
         .unwrap_or_else(|| id.to_string());
     Ok(Spec {
-        id: id.to_string(),
+        id: id_override.unwrap_or_else(|| id.to_string()),
         path: path.to_path_buf(),
         title,
         status,
@@ -132,6 +159,7 @@ pub fn parse(id: &str, path: &Path, text: &str) -> Result<Spec, SpecParseError> 
         depends_on_line,
         blocked_reason,
         checks,
+        max_attempts,
         body: body.to_string(),
     })
 }
@@ -256,6 +284,17 @@ fn unquote(s: &str) -> String {
     s.to_string()
 }
 
+/// A stable fingerprint of a spec's body (FNV-1a over the trimmed text): the same text gives
+/// the same value on every machine and ralph version.
+pub fn fingerprint(body: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in body.trim().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
 /// Returns `text` with its front matter's `status` set (and `blocked_reason` set or removed),
 /// every other line unchanged. Adds a front matter block when the file has none.
 pub fn with_status(text: &str, status: Status, blocked_reason: Option<&str>) -> String {
@@ -349,6 +388,15 @@ mod tests {
         let s = p("---\nchecks:\n  - cargo test -p parser\n  - \"./check-docs.sh\"\n---\n").unwrap();
         assert_eq!(s.checks, vec!["cargo test -p parser", "./check-docs.sh"]);
         assert_eq!(p("---\nchecks: []\n---\n").unwrap_err().line, 2);
+    }
+
+    #[test]
+    fn id_and_max_attempts() {
+        let s = p("---\nid: login\nmax_attempts: 5\n---\n").unwrap();
+        assert_eq!(s.id, "login");
+        assert_eq!(s.max_attempts, Some(5));
+        assert_eq!(p("---\nmax_attempts: 0\n---\n").unwrap_err().line, 2);
+        assert_eq!(p("---\n\nid: a b\n---\n").unwrap_err().line, 3);
     }
 
     #[test]

@@ -21,6 +21,8 @@ struct TaskView {
     attempts: u32,
     iterations: u32,
     blocked_reason: Option<String>,
+    /// Done, but its spec was edited since: `ralph run` reopens it.
+    changed: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -145,6 +147,7 @@ pub fn run(cwd: &Path, json: bool) -> Result<u8, CliError> {
                 attempts: ts.attempts,
                 iterations: ts.iterations,
                 blocked_reason: t.blocked_reason.clone(),
+                changed: t.status == Status::Done && crate::runner::spec_changed(&state, t),
             }
         })
         .collect();
@@ -178,7 +181,7 @@ fn render(v: &StatusView) -> String {
             out.push_str(&format!(
                 "  {:<w$}  {:<7}  {:>8}  {:>5}  {}\n",
                 t.id,
-                t.status.as_str(),
+                if t.changed { "changed" } else { t.status.as_str() },
                 t.attempts,
                 t.iterations,
                 t.title

@@ -403,7 +403,7 @@ pub(crate) async fn run(
     }
 
     // The task's state, and blocking after the last attempt.
-    let max_attempts = it.cfg.budget.max_attempts;
+    let max_attempts = task.max_attempts.unwrap_or(it.cfg.budget.max_attempts);
     // Green work sets the test counts the next iterations must not fall below, and its round
     // is the baseline of the commit it made.
     if let Some(sha) = &commit {
@@ -427,9 +427,10 @@ pub(crate) async fn run(
     if attempt_used {
         ts.attempts += 1;
     }
-    if outcome == Outcome::Done {
+    if outcome == Outcome::Done && commit.is_some() {
         ts.attempts = 0;
         ts.blocked_by_ralph = false;
+        ts.done_hash = Some(spec::fingerprint(&task.body));
     }
     // A limit says nothing about the task: the next try starts from the same handoff.
     if outcome != Outcome::RateLimited {
@@ -543,7 +544,7 @@ fn prompt_context(it: &Iteration<'_>, ts: &state::TaskState, attempt: u32) -> pr
             progress: l.progress.clone(),
         }),
         attempt,
-        max_attempts: it.cfg.budget.max_attempts,
+        max_attempts: it.task.max_attempts.unwrap_or(it.cfg.budget.max_attempts),
         promise: it.cfg.agent.completion_promise.clone(),
         checks: task_checks(it).commands,
         run_id: it.run_id.to_string(),
@@ -905,4 +906,36 @@ fn carry_baseline(state: &mut State, from: &str, to: &str) {
     {
         b.head = to.to_string();
     }
+}
+
+/// Reopens a done task whose spec changed since: `status: todo`, committed on its own, fresh
+/// attempts.
+pub(crate) fn reopen(
+    root: &Path,
+    task: &Spec,
+    run_id: &str,
+    iteration: u32,
+    state: &mut State,
+    reporter: &mut dyn Reporter,
+) -> Result<(), CliError> {
+    let path = root.join(&task.path);
+    let before = std::fs::read_to_string(&path).map_err(|e| io_err("read", &path, e))?;
+    set_status(&path, &before, Status::Todo, None)?;
+    let msg = format!(
+        "ralph({}): reopened: the spec changed since it was done\n\n{}",
+        task.id,
+        trailers(task, run_id, iteration)
+    );
+    let head = git::head(root)?.unwrap_or_default();
+    if let Some(sha) = commit_one(root, &task.path, &msg, &root.join(RALPH_DIR), reporter)? {
+        carry_baseline(state, &head, &sha);
+    }
+    let ts = state.task_mut(&task.id);
+    ts.done_hash = None;
+    ts.attempts = 0;
+    ts.tokens = 0;
+    ts.elapsed_ms = 0;
+    ts.blocked_by_ralph = false;
+    reporter.line(&format!("{} changed since {} was done: reopened", task.path.display(), task.id));
+    Ok(())
 }

@@ -310,6 +310,16 @@ async fn run_loop(
                 unblocked = true;
             }
         }
+        // A done task whose spec was edited since is reopened (`[backlog] reopen_changed`).
+        let changed: Vec<&crate::backlog::Spec> =
+            backlog.tasks.iter().filter(|t| t.status == Status::Done && spec_changed(&state, t)).collect();
+        if cfg.reopen_changed && !changed.is_empty() {
+            for t in changed {
+                iteration::reopen(root, t, run_id, meta.iterations, &mut state, reporter)?;
+            }
+            state.save(root)?;
+            continue;
+        }
         if unblocked {
             state.save(root)?;
         }
@@ -433,4 +443,13 @@ async fn run_loop(
 /// A duration to the second, as "1h 5m 3s".
 fn human(d: Duration) -> String {
     humantime::format_duration(Duration::from_secs(d.as_secs().max(1))).to_string()
+}
+
+/// Whether a done task's spec changed since it was done.
+pub fn spec_changed(state: &State, t: &crate::backlog::Spec) -> bool {
+    state
+        .tasks
+        .get(&t.id)
+        .and_then(|ts| ts.done_hash.as_deref())
+        .is_some_and(|h| h != crate::backlog::spec::fingerprint(&t.body))
 }

@@ -1,5 +1,6 @@
 mod agent_process;
 mod agents;
+mod backlog;
 mod bad_input;
 mod commands;
 mod gates;

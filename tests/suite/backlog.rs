@@ -1,0 +1,64 @@
+//! The backlog between runs: ids, per-task attempt limits, duplicate ids, and done specs that
+//! were edited since being reopened.
+
+use crate::common::*;
+
+#[test]
+fn a_done_spec_edited_since_is_shown_changed_and_reopened() {
+    let scenario = r#"
+[[step]]
+iteration = 1
+actions = [{ write = { path = "a.txt", content = "v1\n" } }, { promise = true }]
+[[step]]
+iteration = 2
+actions = [{ expect_prompt = "now with v2" }, { write = { path = "a.txt", content = "v2\n" } }, { promise = true }]
+"#;
+    let repo = TestRepo::with_loop(scenario, &["true"], "", &[("010-a.md", "# A\n\nWrite a.txt.\n")]);
+    repo.ralph(&["run"]).expect(0);
+    assert_eq!(repo.spec_status("010-a"), "done");
+    // The user edits the spec of a done task.
+    let text = repo.read("specs/010-a.md").replace("Write a.txt.", "Write a.txt, now with v2.");
+    repo.write("specs/010-a.md", &text);
+    repo.commit_all("more to do");
+    let status = repo.ralph(&["status"]).expect(0).stdout();
+    assert!(status.contains("010-a  changed"), "{status}");
+    let v: serde_json::Value =
+        serde_json::from_str(&repo.ralph(&["status", "--json"]).expect(0).stdout()).unwrap();
+    assert_eq!(v["tasks"][0]["changed"], true);
+    let run = repo.ralph(&["run"]).expect(0);
+    assert!(run.stderr().contains("changed since 010-a was done: reopened"), "{}", run.stderr());
+    assert_eq!(repo.read("a.txt"), "v2\n");
+    assert!(
+        repo.git(&["log", "--format=%s"])
+            .contains("ralph(010-a): reopened: the spec changed since it was done")
+    );
+    // Unedited since: done stays done, nothing runs.
+    let again = repo.ralph(&["run"]).expect(0);
+    assert!(!again.stderr().contains("reopened"), "{}", again.stderr());
+    assert!(repo.records().is_empty());
+}
+
+#[test]
+fn ids_and_per_task_attempts_come_from_the_front_matter() {
+    let scenario =
+        "[[step]]\ntask = \"login\"\nactions = [{ exit = 1 }]\n[[step]]\nactions = [{ promise = true }]\n";
+    let repo = TestRepo::with_loop(
+        scenario,
+        &["true"],
+        "[budget]\nmax_attempts = 5\n",
+        &[
+            ("010-login.md", "---\nid: login\nmax_attempts: 1\n---\n# Login\n"),
+            ("020-after.md", "---\ndepends_on: [login]\n---\n# After\n"),
+        ],
+    );
+    repo.ralph(&["run"]).expect(4);
+    let r = repo.records();
+    assert_eq!(r.len(), 1, "one attempt, then blocked");
+    assert_eq!(r[0]["task"], "login");
+    assert_eq!(repo.spec_status("010-login"), "blocked");
+
+    repo.write("specs/030-dup.md", "---\nid: login\n---\n");
+    repo.commit_all("dup");
+    let err = repo.ralph(&["run"]).expect(2).stderr();
+    assert!(err.contains("specs/030-dup.md: the task id `login` is already specs/010-login.md's"), "{err}");
+}
