@@ -74,6 +74,9 @@ pub struct RunArgs {
     /// Start a new run with fresh budgets instead of resuming the last one.
     #[arg(long)]
     pub new_run: bool,
+    /// With nothing left to do, wait for new or changed specs instead of exiting.
+    #[arg(long)]
+    pub watch: bool,
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

@@ -33,6 +33,7 @@ pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
                 allow_dirty: a.allow_dirty,
                 agent: a.agent,
                 new_run: a.new_run,
+                watch: a.watch,
                 max_tokens: a.max_tokens,
                 max_cost: a.max_cost,
             };

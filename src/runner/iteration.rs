@@ -47,7 +47,6 @@ pub(crate) struct Iteration<'a> {
     pub stop: &'a Stop,
     /// What is left of the run's time budget: caps the agent's wall clock.
     pub time_left: Option<Duration>,
-    pub allow_dirty: bool,
 }
 
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> CliError {
@@ -78,7 +77,9 @@ pub(crate) async fn run(
     let branch_before = git::current_branch(root)?;
     let spec_path = root.join(&task.path);
     let spec_before = std::fs::read_to_string(&spec_path).map_err(|e| io_err("read", &spec_path, e))?;
-    let snapshot = if it.allow_dirty && !git::dirty_entries(root)?.is_empty() {
+    // Uncommitted changes at the start (--allow-dirty, or the user editing specs or ralph.toml
+    // while the loop runs) are snapshotted, so a revert puts them back instead of losing them.
+    let snapshot = if !git::dirty_entries(root)?.is_empty() {
         Some(git::snapshot(root, &ralph_dir.join("snapshot-index"))?)
     } else {
         None

@@ -40,6 +40,8 @@ pub struct RunOptions {
     pub agent: Option<String>,
     /// Start a new run (fresh budgets) instead of resuming the last one.
     pub new_run: bool,
+    /// With nothing left to do, wait for new or changed specs instead of exiting.
+    pub watch: bool,
     pub max_tokens: Option<u64>,
     pub max_cost: Option<f64>,
 }
@@ -234,7 +236,7 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
         &run_dir,
         &secrets,
         &stop,
-        opts.allow_dirty,
+        opts.watch,
         &mut budget,
         &mut counts,
         &mut meta,
@@ -281,7 +283,7 @@ async fn run_loop(
     run_dir: &Path,
     secrets: &Secrets,
     stop: &Stop,
-    allow_dirty: bool,
+    watch: bool,
     budget: &mut Budget,
     counts: &mut std::collections::BTreeMap<Outcome, u32>,
     meta: &mut RunMeta,
@@ -289,6 +291,7 @@ async fn run_loop(
 ) -> Result<(u8, String), CliError> {
     let mut state = State::load(root)?;
     let mut backoff = cfg.agent.retry_wait;
+    let mut seen = crate::watch::Seen::default();
     loop {
         if stop.cancel.is_cancelled() {
             return Ok((exit_code::INTERRUPTED, "interrupted".into()));
@@ -296,8 +299,11 @@ async fn run_loop(
         if stop.after_iteration.is_cancelled() {
             return Ok((exit_code::INTERRUPTED, "stopped by `ralph stop` (resume with `ralph run`)".into()));
         }
-        // Specs are read afresh each iteration: edits between iterations apply.
+        // Specs are read afresh each iteration: edits between iterations apply, and say so.
         let backlog = Backlog::load(root)?;
+        for line in seen.update(&backlog) {
+            reporter.line(&format!("{line}; applies from iteration {}", meta.iterations + 1));
+        }
         // A task the user moved back to todo starts over with fresh attempts and allowances.
         let mut unblocked = false;
         for t in &backlog.tasks {
@@ -323,7 +329,19 @@ async fn run_loop(
         if unblocked {
             state.save(root)?;
         }
-        let task = match backlog.next() {
+        let next = backlog.next();
+        if watch && !matches!(next, Next::Task(_)) {
+            reporter.line(
+                "nothing to do: waiting for new or changed specs (--watch; Ctrl-C or `ralph stop` ends it)",
+            );
+            match crate::watch::specs_changed(root, stop).await {
+                crate::watch::Woken::Changed => continue,
+                crate::watch::Woken::Stopped => {
+                    return Ok((exit_code::INTERRUPTED, "stopped while waiting for specs".into()));
+                }
+            }
+        }
+        let task = match next {
             Next::AllDone if backlog.tasks.is_empty() => {
                 return Ok((exit_code::OK, "the backlog is empty: add one specs/*.md per task".into()));
             }
@@ -385,7 +403,6 @@ async fn run_loop(
                 secrets,
                 stop,
                 time_left: budget.time_left(),
-                allow_dirty,
             },
             &mut state,
             reporter,

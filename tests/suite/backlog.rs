@@ -62,3 +62,43 @@ fn ids_and_per_task_attempts_come_from_the_front_matter() {
     let err = repo.ralph(&["run"]).expect(2).stderr();
     assert!(err.contains("specs/030-dup.md: the task id `login` is already specs/010-login.md's"), "{err}");
 }
+
+#[test]
+fn watch_waits_for_new_specs_and_live_edits_are_reported_and_kept() {
+    let scenario =
+        "[[step]]\nactions = [{ run = \"echo $RALPH_TASK > $RALPH_TASK.txt\" }, { promise = true }]\n";
+    let repo = TestRepo::with_loop(scenario, &["true"], "", &[("010-a.md", "# A\n")]);
+    let child = repo.cmd(&["run", "--watch"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    assert!(wait_for(20, || repo.exists("010-a.txt") && repo.dirt().is_empty()));
+    // A new spec, written while ralph waits, not committed: picked up, done, and kept.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    repo.write("specs/020-b.md", "# B\n");
+    assert!(wait_for(20, || repo.exists("020-b.txt") && repo.spec_status("020-b") == "done"));
+    repo.ralph(&["stop", "--now"]).expect(0);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("waiting for new or changed specs"), "{err}");
+    assert!(err.contains("specs/020-b.md is new; applies from iteration 2"), "{err}");
+    assert!(
+        repo.git(&["ls-files"]).contains("specs/020-b.md"),
+        "the user's new spec was committed, not lost"
+    );
+}
+
+#[test]
+fn an_uncommitted_spec_edit_survives_a_reverted_iteration() {
+    // The agent fails; meanwhile the user adds a spec without committing it.
+    let scenario = "[[step]]\ntask = \"010-a\"\nactions = [{ run = \"echo '# Later' > specs/020-later.md; echo x > junk.txt\" }, { exit = 1 }]\n";
+    let repo =
+        TestRepo::with_loop(scenario, &["true"], "[budget]\nmax_attempts = 1\n", &[("010-a.md", "# A\n")]);
+    repo.write("specs/015-mine.md", "# Mine\n\nUncommitted.\n");
+    repo.set_scenario("[[step]]\ntask = \"010-a\"\nactions = [{ write = { path = \"junk.txt\", content = \"x\\n\" } }, { exit = 1 }]\n[[step]]\nactions = [{ exit = 1 }]\n");
+    repo.ralph(&["run", "--allow-dirty"]).expect(4);
+    // It joined the backlog (and, its agent failing too, was blocked): its text is intact.
+    assert!(
+        repo.read("specs/015-mine.md").ends_with("# Mine\n\nUncommitted.\n"),
+        "the user's uncommitted spec was lost"
+    );
+    assert!(!repo.exists("junk.txt"));
+}

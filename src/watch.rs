@@ -1,0 +1,128 @@
+//! Following the user's edits while the loop runs: which specs changed since the last
+//! iteration, for the run's log; and, for `ralph run --watch`, waiting until specs/ changes
+//! (notify, debounced) when there is nothing to do.
+
+use crate::backlog::{Backlog, SPECS_DIR, spec};
+use crate::signal::Stop;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// Quiet time after the last file-system event before the loop looks: editors write a file in
+/// several steps (a temporary file, a rename).
+const DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// Fingerprints of what the user edits, as of the last iteration.
+#[derive(Debug, Default)]
+pub struct Seen {
+    files: Option<BTreeMap<String, String>>,
+}
+
+impl Seen {
+    /// Takes a new look; returns one line per change since the last look (none the first time).
+    pub fn update(&mut self, backlog: &Backlog) -> Vec<String> {
+        let now: BTreeMap<String, String> = backlog
+            .tasks
+            .iter()
+            .map(|t| (t.path.to_string_lossy().into_owned(), spec::fingerprint(&t.body)))
+            .collect();
+        let mut out = Vec::new();
+        if let Some(before) = &self.files {
+            for (path, fp) in &now {
+                match before.get(path) {
+                    None => out.push(format!("{path} is new")),
+                    Some(old) if old != fp => out.push(format!("{path} changed")),
+                    _ => {}
+                }
+            }
+            for path in before.keys().filter(|p| !now.contains_key(*p)) {
+                out.push(format!("{path} was removed"));
+            }
+        }
+        self.files = Some(now);
+        out
+    }
+}
+
+/// Why the wait ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Woken {
+    Changed,
+    Stopped,
+}
+
+/// Waits until something under specs/ changes (then a quiet [`DEBOUNCE`]), or a stop.
+pub async fn specs_changed(root: &Path, stop: &Stop) -> Woken {
+    use notify::Watcher;
+    let dir = root.join(SPECS_DIR);
+    let _ = std::fs::create_dir_all(&dir);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if res.is_ok_and(|e| !e.kind.is_access()) {
+            let _ = tx.send(());
+        }
+    })
+    .and_then(|mut w| w.watch(&dir, notify::RecursiveMode::Recursive).map(|()| w));
+    // Without a watcher (inotify limits), a slow poll of the folder does the job.
+    let poll = watcher.is_err();
+    let _keep = watcher.ok();
+    let before = listing(&dir);
+    loop {
+        tokio::select! {
+            got = rx.recv(), if !poll => if got.is_none() { return Woken::Stopped },
+            _ = tokio::time::sleep(Duration::from_secs(2)), if poll => {
+                if listing(&dir) == before { continue }
+            },
+            _ = stop.cancel.cancelled() => return Woken::Stopped,
+            _ = stop.after_iteration.cancelled() => return Woken::Stopped,
+        }
+        // Debounce: wait until the burst of events is over.
+        loop {
+            tokio::select! {
+                _ = rx.recv(), if !poll => continue,
+                _ = tokio::time::sleep(DEBOUNCE) => break,
+                _ = stop.cancel.cancelled() => return Woken::Stopped,
+            }
+        }
+        if listing(&dir) != before {
+            return Woken::Changed;
+        }
+    }
+}
+
+/// Names and modification times of the folder's files.
+fn listing(dir: &Path) -> BTreeMap<String, Option<std::time::SystemTime>> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| {
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        e.metadata().and_then(|m| m.modified()).ok(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_new_spec_wakes_the_wait_and_a_stop_ends_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(SPECS_DIR)).unwrap();
+        let stop = Stop::default();
+        let root = dir.path().to_path_buf();
+        let writer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            std::fs::write(root.join("specs/010-new.md"), "# New\n").unwrap();
+        });
+        assert_eq!(specs_changed(dir.path(), &stop).await, Woken::Changed);
+        writer.await.unwrap();
+        stop.cancel.cancel();
+        assert_eq!(specs_changed(dir.path(), &stop).await, Woken::Stopped);
+    }
+}
