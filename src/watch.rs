@@ -51,8 +51,9 @@ pub enum Woken {
     Stopped,
 }
 
-/// Waits until something under specs/ changes (then a quiet [`DEBOUNCE`]), or a stop.
-pub async fn specs_changed(root: &Path, stop: &Stop) -> Woken {
+/// Waits until specs/ differs from `before` (a [`listing`] taken when the backlog was last
+/// read, so an edit made meanwhile is not missed), then a quiet [`DEBOUNCE`]; or a stop.
+pub async fn specs_changed(root: &Path, before: &Listing, stop: &Stop) -> Woken {
     use notify::Watcher;
     let dir = root.join(SPECS_DIR);
     let _ = std::fs::create_dir_all(&dir);
@@ -66,12 +67,14 @@ pub async fn specs_changed(root: &Path, stop: &Stop) -> Woken {
     // Without a watcher (inotify limits), a slow poll of the folder does the job.
     let poll = watcher.is_err();
     let _keep = watcher.ok();
-    let before = listing(&dir);
+    if listing(&dir) != *before {
+        return Woken::Changed;
+    }
     loop {
         tokio::select! {
             got = rx.recv(), if !poll => if got.is_none() { return Woken::Stopped },
             _ = tokio::time::sleep(Duration::from_secs(2)), if poll => {
-                if listing(&dir) == before { continue }
+                if listing(&dir) == *before { continue }
             },
             _ = stop.cancel.cancelled() => return Woken::Stopped,
             _ = stop.after_iteration.cancelled() => return Woken::Stopped,
@@ -84,14 +87,21 @@ pub async fn specs_changed(root: &Path, stop: &Stop) -> Woken {
                 _ = stop.cancel.cancelled() => return Woken::Stopped,
             }
         }
-        if listing(&dir) != before {
+        if listing(&dir) != *before {
             return Woken::Changed;
         }
     }
 }
 
-/// Names and modification times of the folder's files.
-fn listing(dir: &Path) -> BTreeMap<String, Option<std::time::SystemTime>> {
+/// Names and modification times of a folder's files.
+pub type Listing = BTreeMap<String, Option<std::time::SystemTime>>;
+
+/// The [`Listing`] of specs/.
+pub fn specs_listing(root: &Path) -> Listing {
+    listing(&root.join(SPECS_DIR))
+}
+
+fn listing(dir: &Path) -> Listing {
     std::fs::read_dir(dir)
         .map(|rd| {
             rd.flatten()
@@ -120,9 +130,11 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(200)).await;
             std::fs::write(root.join("specs/010-new.md"), "# New\n").unwrap();
         });
-        assert_eq!(specs_changed(dir.path(), &stop).await, Woken::Changed);
+        let before = specs_listing(dir.path());
+        assert_eq!(specs_changed(dir.path(), &before, &stop).await, Woken::Changed);
         writer.await.unwrap();
+        let before = specs_listing(dir.path());
         stop.cancel.cancel();
-        assert_eq!(specs_changed(dir.path(), &stop).await, Woken::Stopped);
+        assert_eq!(specs_changed(dir.path(), &before, &stop).await, Woken::Stopped);
     }
 }

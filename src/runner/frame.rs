@@ -82,8 +82,10 @@ impl Frame {
     }
 
     /// Puts back whatever changed; returns what did, as paths relative to the repository root
-    /// (or ref names). Empty when the agent kept to its frame.
-    pub fn restore(&self) -> Vec<String> {
+    /// (or ref names). Empty when the agent kept to its frame. The changed versions of files
+    /// are kept under `keep` (an edit that was the user's, made while the agent ran, is not
+    /// lost).
+    pub fn restore(&self, keep: &Path) -> Vec<String> {
         let mut changed = Vec::new();
         let rel = |p: &Path| p.strip_prefix(&self.root).unwrap_or(p).to_string_lossy().into_owned();
         for (path, before) in &self.files {
@@ -91,6 +93,16 @@ impl Frame {
             match (before, &now) {
                 (b, n) if b == n => continue,
                 (Seen::Large(was), Seen::Large(is)) if is >= was => continue,
+                _ => {}
+            }
+            if let Seen::Content(changed) = &now {
+                let aside = keep.join(rel(path));
+                if let Some(parent) = aside.parent() {
+                    let _ = std::fs::create_dir_all(parent);
+                }
+                let _ = std::fs::write(aside, changed);
+            }
+            match (before, &now) {
                 (Seen::Content(bytes), _) => {
                     if let Some(parent) = path.parent() {
                         let _ = std::fs::create_dir_all(parent);
@@ -147,12 +159,17 @@ mod tests {
         std::fs::create_dir_all(&run_dir).unwrap();
         std::fs::write(run_dir.join("run.json"), "{}").unwrap();
         let frame = Frame::take(root, &run_dir);
-        assert!(frame.restore().is_empty());
+        let keep = dir.path().join("kept");
+        assert!(frame.restore(&keep).is_empty());
 
         std::fs::write(root.join("ralph.toml"), "[agent]\ncommand = [\"evil\"]\n").unwrap();
         std::fs::remove_file(run_dir.join("run.json")).unwrap();
         std::fs::write(root.join(".git/hooks/pre-commit"), "#!/bin/sh\nexit 0\n").unwrap();
-        let changed = frame.restore();
+        let changed = frame.restore(&keep);
+        assert_eq!(
+            std::fs::read_to_string(keep.join("ralph.toml")).unwrap(),
+            "[agent]\ncommand = [\"evil\"]\n"
+        );
         assert_eq!(changed, vec![".ralph/runs/r/run.json", "ralph.toml", ".git/hooks/pre-commit"]);
         assert_eq!(std::fs::read_to_string(root.join("ralph.toml")).unwrap(), "[agent]\n");
         assert_eq!(std::fs::read_to_string(run_dir.join("run.json")).unwrap(), "{}");

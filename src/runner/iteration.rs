@@ -166,11 +166,11 @@ pub(crate) async fn run(
     // The note is written to disk (record, state, next prompt): no secret in it.
     findings.progress = findings.progress.map(|p| it.secrets.mask(&p));
     let switched = put_branch_back(root, branch_before.as_deref())?;
-    let broke_frame = frame.restore();
+    let broke_frame = frame.restore(&dir.join("frame"));
     let switched = match (switched, broke_frame.is_empty()) {
         (s, true) => s,
         (s, false) => Some(format!(
-            "{}the agent changed what it must not touch: {}; ralph put it back and rejected the iteration",
+            "{}the agent changed what it must not touch: {}; ralph put it back (the changed versions are in this iteration's frame/ folder) and rejected the iteration",
             s.map(|s| format!("{s}; ")).unwrap_or_default(),
             broke_frame.join(", ")
         )),

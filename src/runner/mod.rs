@@ -66,11 +66,9 @@ pub fn load_config(root: &Path, overrides: &config::Overrides) -> Result<Config,
     }
 }
 
-/// Runs the loop; returns the exit code.
-pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> Result<u8, CliError> {
-    // Validate everything first: a bad input changes nothing.
-    let root = repo_root(&opts.cwd)?;
-    let mut cfg = load_config(&root, &config::Overrides { agent: opts.agent.clone() })?;
+/// ralph.toml with this run's command-line flags on top.
+fn effective_config(root: &Path, opts: &RunOptions) -> Result<Config, CliError> {
+    let mut cfg = load_config(root, &config::Overrides { agent: opts.agent.clone() })?;
     if let Some(n) = opts.max_iterations {
         cfg.budget.max_iterations = n;
     }
@@ -83,6 +81,61 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
     if let Some(c) = opts.max_cost {
         cfg.budget.max_cost = Some(c);
     }
+    Ok(cfg)
+}
+
+/// What a live edit of ralph.toml or the prompt template changes, from the next iteration.
+struct Reload<'a> {
+    opts: &'a RunOptions,
+    /// Fingerprints of ralph.toml and the template, as last read.
+    seen: (String, String),
+}
+
+impl Reload<'_> {
+    fn fingerprints(root: &Path, cfg: &Config) -> (String, String) {
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).map(|t| crate::backlog::spec::fingerprint(&t)).unwrap_or_default()
+        };
+        let template = cfg.template.as_ref().map(|t| read(&root.join(t))).unwrap_or_default();
+        (read(&root.join(config::FILE_NAME)), template)
+    }
+
+    /// Re-reads ralph.toml and the template if either changed; a broken edit keeps the
+    /// previous ones (and says so) rather than stopping a night's run.
+    fn check(
+        &mut self,
+        root: &Path,
+        cfg: &mut Config,
+        template: &mut Template,
+        next: u32,
+        reporter: &mut dyn Reporter,
+    ) {
+        let now = Self::fingerprints(root, cfg);
+        if now == self.seen {
+            return;
+        }
+        self.seen = now;
+        match effective_config(root, self.opts)
+            .and_then(|c| Template::load(root, c.template.as_deref()).map(|t| (c, t)).map_err(Into::into))
+        {
+            Ok((c, t)) => {
+                *cfg = c;
+                *template = t;
+                reporter.line(&format!("ralph.toml or the prompt template changed; applies from iteration {next}"));
+            }
+            Err(e) => reporter.line(&format!(
+                "ralph.toml or the prompt template changed but cannot be used ({}); the run goes on with the previous ones",
+                e.message
+            )),
+        }
+    }
+}
+
+/// Runs the loop; returns the exit code.
+pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> Result<u8, CliError> {
+    // Validate everything first: a bad input changes nothing.
+    let root = repo_root(&opts.cwd)?;
+    let cfg = effective_config(&root, &opts)?;
     let template = Template::load(&root, cfg.template.as_deref())?;
     Backlog::load(&root)?;
     if agent::resolve_program(&cfg.agent, &root).is_none() {
@@ -228,10 +281,14 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
 
     let started = Instant::now();
     let mut counts: std::collections::BTreeMap<Outcome, u32> = Default::default();
+    let mut cfg = cfg;
+    let mut template = template;
+    let mut reload = Reload { opts: &opts, seen: Reload::fingerprints(&root, &cfg) };
     let result = run_loop(
         &root,
-        &cfg,
-        &template,
+        &mut cfg,
+        &mut template,
+        &mut reload,
         &run_id,
         &run_dir,
         &secrets,
@@ -277,8 +334,9 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
 #[allow(clippy::too_many_arguments)]
 async fn run_loop(
     root: &Path,
-    cfg: &Config,
-    template: &Template,
+    cfg: &mut Config,
+    template: &mut Template,
+    reload: &mut Reload<'_>,
     run_id: &str,
     run_dir: &Path,
     secrets: &Secrets,
@@ -299,7 +357,11 @@ async fn run_loop(
         if stop.after_iteration.is_cancelled() {
             return Ok((exit_code::INTERRUPTED, "stopped by `ralph stop` (resume with `ralph run`)".into()));
         }
-        // Specs are read afresh each iteration: edits between iterations apply, and say so.
+        // ralph.toml, the template and the specs are read afresh each iteration: edits
+        // between iterations apply, and say so.
+        reload.check(root, cfg, template, meta.iterations + 1, reporter);
+        budget.limits = cfg.budget.clone();
+        let listing = if watch { crate::watch::specs_listing(root) } else { Default::default() };
         let backlog = Backlog::load(root)?;
         for line in seen.update(&backlog) {
             reporter.line(&format!("{line}; applies from iteration {}", meta.iterations + 1));
@@ -334,7 +396,7 @@ async fn run_loop(
             reporter.line(
                 "nothing to do: waiting for new or changed specs (--watch; Ctrl-C or `ralph stop` ends it)",
             );
-            match crate::watch::specs_changed(root, stop).await {
+            match crate::watch::specs_changed(root, &listing, stop).await {
                 crate::watch::Woken::Changed => continue,
                 crate::watch::Woken::Stopped => {
                     return Ok((exit_code::INTERRUPTED, "stopped while waiting for specs".into()));

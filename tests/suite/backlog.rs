@@ -102,3 +102,25 @@ fn an_uncommitted_spec_edit_survives_a_reverted_iteration() {
     );
     assert!(!repo.exists("junk.txt"));
 }
+
+#[test]
+fn ralph_toml_edited_during_a_run_applies_from_the_next_iteration() {
+    let scenario =
+        "[[step]]\nactions = [{ run = \"echo $RALPH_TASK > $RALPH_TASK.txt\" }, { promise = true }]\n";
+    let repo = TestRepo::with_loop(scenario, &["true"], "", &[("010-a.md", "# A\n")]);
+    let child = repo.cmd(&["run", "--watch"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    assert!(wait_for(20, || repo.exists("010-a.txt") && repo.dirt().is_empty()));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Between iterations (ralph waits for work): a new limit, then two more tasks.
+    let text = repo.read("ralph.toml") + "[budget]\nmax_iterations = 2\n";
+    repo.write("ralph.toml", &text);
+    repo.write("specs/020-b.md", "# B\n");
+    repo.write("specs/030-c.md", "# C\n");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("ralph.toml or the prompt template changed; applies from iteration 2"), "{err}");
+    assert!(err.contains("iteration budget (2) is spent"), "{err}");
+    assert!(repo.exists("020-b.txt") && !repo.exists("030-c.txt"));
+    assert!(repo.read("ralph.toml").contains("max_iterations = 2"), "the user's edit is kept");
+}
