@@ -26,8 +26,24 @@ pub enum GitError {
 
 fn git(root: &Path) -> Command {
     let mut cmd = Command::new("git");
-    cmd.current_dir(root).env("LC_ALL", "C").env("GIT_TERMINAL_PROMPT", "0").stdin(Stdio::null());
+    cmd.current_dir(root)
+        .env("LC_ALL", "C")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        // ralph's `git status` must not take the index lock just to refresh it: a user's git
+        // command (or their editor's) running meanwhile would fail.
+        .env("GIT_OPTIONAL_LOCKS", "0")
+        .stdin(Stdio::null());
     cmd
+}
+
+/// How long a git command waits out another process's `index.lock` before failing: a user's
+/// `git status` or an editor's git integration takes it for a moment.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether git failed only because another process held a lock.
+fn lock_contention(out: &Output) -> bool {
+    let err = String::from_utf8_lossy(&out.stderr);
+    err.contains(".lock': File exists") || err.contains("Another git process seems to be running")
 }
 
 fn run<I, S>(root: &Path, args: I) -> Result<Output, GitError>
@@ -36,9 +52,21 @@ where
     S: AsRef<OsStr>,
 {
     let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
-    tracing::debug!(?args, "git");
-    let out = git(root).args(&args).output().map_err(GitError::Spawn)?;
+    let out = output(root, &args)?;
     if out.status.success() { Ok(out) } else { Err(failed(&args, &out)) }
+}
+
+/// Runs git, waiting out another process's lock; the output whatever the exit status.
+fn output(root: &Path, args: &[std::ffi::OsString]) -> Result<Output, GitError> {
+    tracing::debug!(?args, "git");
+    let start = std::time::Instant::now();
+    loop {
+        let out = git(root).args(args).output().map_err(GitError::Spawn)?;
+        if out.status.success() || !lock_contention(&out) || start.elapsed() > LOCK_WAIT {
+            return Ok(out);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 fn failed(args: &[std::ffi::OsString], out: &Output) -> GitError {
@@ -131,11 +159,33 @@ pub enum CommitResult {
 /// Commits what is staged with `message`, as `git commit` does for the user: hooks run and
 /// signing follows their configuration.
 pub fn commit(root: &Path, message: &str, message_file: &Path) -> Result<CommitResult, GitError> {
+    commit_paths(root, message, message_file, &[])
+}
+
+/// Commits only `path` (whatever else is staged stays staged), with hooks and signing as usual.
+pub fn commit_only(
+    root: &Path,
+    message: &str,
+    path: &Path,
+    message_file: &Path,
+) -> Result<CommitResult, GitError> {
+    commit_paths(root, message, message_file, &[path])
+}
+
+fn commit_paths(
+    root: &Path,
+    message: &str,
+    message_file: &Path,
+    paths: &[&Path],
+) -> Result<CommitResult, GitError> {
     std::fs::write(message_file, message).map_err(GitError::Spawn)?;
-    let out = git(root)
-        .args([OsStr::new("commit"), OsStr::new("-q"), OsStr::new("-F"), message_file.as_os_str()])
-        .output()
-        .map_err(GitError::Spawn)?;
+    let mut args: Vec<std::ffi::OsString> =
+        vec!["commit".into(), "-q".into(), "-F".into(), message_file.as_os_str().to_os_string()];
+    if !paths.is_empty() {
+        args.push("--".into());
+        args.extend(paths.iter().map(|p| p.as_os_str().to_os_string()));
+    }
+    let out = output(root, &args)?;
     let _ = std::fs::remove_file(message_file);
     if !out.status.success() {
         let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -283,37 +333,6 @@ fn nul_separated(bytes: &[u8]) -> Vec<String> {
         .collect()
 }
 
-/// Commits only `path` (whatever else is staged stays staged), with hooks and signing as usual.
-pub fn commit_only(
-    root: &Path,
-    message: &str,
-    path: &Path,
-    message_file: &Path,
-) -> Result<CommitResult, GitError> {
-    std::fs::write(message_file, message).map_err(GitError::Spawn)?;
-    let out = git(root)
-        .args([
-            OsStr::new("commit"),
-            OsStr::new("-q"),
-            OsStr::new("-F"),
-            message_file.as_os_str(),
-            OsStr::new("--"),
-            path.as_os_str(),
-        ])
-        .output()
-        .map_err(GitError::Spawn)?;
-    let _ = std::fs::remove_file(message_file);
-    if !out.status.success() {
-        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.push_str(&String::from_utf8_lossy(&out.stderr));
-        return Ok(CommitResult::Refused(text));
-    }
-    match head(root)? {
-        Some(sha) => Ok(CommitResult::Committed(sha)),
-        None => Ok(CommitResult::Refused("git commit left no HEAD".into())),
-    }
-}
-
 /// The staged changes against `base`: kind (A, M, D; renames split) and path.
 pub fn staged_changes(root: &Path, base: &str) -> Result<Vec<crate::gates::Change>, GitError> {
     let out = run(root, ["diff", "--cached", "--name-status", "--no-renames", "-z", base])?;
@@ -375,4 +394,27 @@ pub fn review_diff(root: &Path, base: &str) -> Result<String, GitError> {
         ],
     )?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn another_processs_index_lock_is_waited_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::process::Command::new("git").args(["init", "-q"]).current_dir(root).status().unwrap();
+        std::fs::write(root.join("a.txt"), "a").unwrap();
+        let lock = root.join(".git/index.lock");
+        std::fs::write(&lock, "").unwrap();
+        let l = lock.clone();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            std::fs::remove_file(l).unwrap();
+        });
+        add_all(root).unwrap();
+        release.join().unwrap();
+        assert_eq!(staged_files(root, "4b825dc642cb6eb9a060e54bf8d69288fbee4904").unwrap(), vec!["a.txt"]);
+    }
 }

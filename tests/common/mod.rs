@@ -33,6 +33,8 @@ pub fn hermetic(cmd: &mut Command, home: &Path) {
         .env("GIT_COMMITTER_NAME", "Test")
         .env("GIT_COMMITTER_EMAIL", "test@example.invalid")
         .env("NO_COLOR", "1")
+        // The tests' own `git status` must not take the index lock from under a running ralph.
+        .env("GIT_OPTIONAL_LOCKS", "0")
         .env_remove("CI");
 }
 
