@@ -751,16 +751,10 @@ pub(crate) fn block(
     state: &mut State,
     reporter: &mut dyn Reporter,
 ) -> Result<(), CliError> {
-    let path = root.join(&task.path);
-    let before = std::fs::read_to_string(&path).map_err(|e| io_err("read", &path, e))?;
-    set_status(&path, &before, Status::Blocked, Some(reason))?;
     let short = reason.split(';').next().unwrap_or(reason);
     let msg =
         format!("ralph({}): blocked ({short})\n\n{reason}\n\n{}", task.id, trailers(task, run_id, iteration));
-    let before = git::head(root)?.unwrap_or_default();
-    if let Some(sha) = commit_one(root, &task.path, &msg, &root.join(RALPH_DIR), reporter)? {
-        carry_baseline(state, &before, &sha);
-    }
+    commit_status(root, task, Status::Blocked, Some(reason), &msg, state, reporter)?;
     state.task_mut(&task.id).blocked_by_ralph = true;
     reporter.line(&format!("blocked {}: {reason}", task.id));
     Ok(())
@@ -919,18 +913,12 @@ pub(crate) fn reopen(
     state: &mut State,
     reporter: &mut dyn Reporter,
 ) -> Result<(), CliError> {
-    let path = root.join(&task.path);
-    let before = std::fs::read_to_string(&path).map_err(|e| io_err("read", &path, e))?;
-    set_status(&path, &before, Status::Todo, None)?;
     let msg = format!(
         "ralph({}): reopened: the spec changed since it was done\n\n{}",
         task.id,
         trailers(task, run_id, iteration)
     );
-    let head = git::head(root)?.unwrap_or_default();
-    if let Some(sha) = commit_one(root, &task.path, &msg, &root.join(RALPH_DIR), reporter)? {
-        carry_baseline(state, &head, &sha);
-    }
+    commit_status(root, task, Status::Todo, None, &msg, state, reporter)?;
     let ts = state.task_mut(&task.id);
     ts.done_hash = None;
     ts.attempts = 0;
@@ -938,5 +926,26 @@ pub(crate) fn reopen(
     ts.elapsed_ms = 0;
     ts.blocked_by_ralph = false;
     reporter.line(&format!("{} changed since {} was done: reopened", task.path.display(), task.id));
+    Ok(())
+}
+
+/// Writes a task's status into its spec and commits that file on its own; the baseline carries
+/// over (no code changed).
+fn commit_status(
+    root: &Path,
+    task: &Spec,
+    status: Status,
+    reason: Option<&str>,
+    message: &str,
+    state: &mut State,
+    reporter: &mut dyn Reporter,
+) -> Result<(), CliError> {
+    let path = root.join(&task.path);
+    let before = std::fs::read_to_string(&path).map_err(|e| io_err("read", &path, e))?;
+    set_status(&path, &before, status, reason)?;
+    let head = git::head(root)?.unwrap_or_default();
+    if let Some(sha) = commit_one(root, &task.path, message, &root.join(RALPH_DIR), reporter)? {
+        carry_baseline(state, &head, &sha);
+    }
     Ok(())
 }

@@ -65,11 +65,7 @@ fn ids_and_per_task_attempts_come_from_the_front_matter() {
 
 #[test]
 fn watch_waits_for_new_specs_and_live_edits_are_reported_and_kept() {
-    let scenario =
-        "[[step]]\nactions = [{ run = \"echo $RALPH_TASK > $RALPH_TASK.txt\" }, { promise = true }]\n";
-    let repo = TestRepo::with_loop(scenario, &["true"], "", &[("010-a.md", "# A\n")]);
-    let child = repo.cmd(&["run", "--watch"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    assert!(wait_for(20, || repo.exists("010-a.txt") && repo.dirt().is_empty()));
+    let (repo, child) = watching_after_one_task();
     // A new spec, written while ralph waits, not committed: picked up, done, and kept.
     std::thread::sleep(std::time::Duration::from_millis(300));
     repo.write("specs/020-b.md", "# B\n");
@@ -105,11 +101,7 @@ fn an_uncommitted_spec_edit_survives_a_reverted_iteration() {
 
 #[test]
 fn ralph_toml_edited_during_a_run_applies_from_the_next_iteration() {
-    let scenario =
-        "[[step]]\nactions = [{ run = \"echo $RALPH_TASK > $RALPH_TASK.txt\" }, { promise = true }]\n";
-    let repo = TestRepo::with_loop(scenario, &["true"], "", &[("010-a.md", "# A\n")]);
-    let child = repo.cmd(&["run", "--watch"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    assert!(wait_for(20, || repo.exists("010-a.txt") && repo.dirt().is_empty()));
+    let (repo, child) = watching_after_one_task();
     std::thread::sleep(std::time::Duration::from_millis(300));
     // Between iterations (ralph waits for work): a new limit, then two more tasks.
     let text = repo.read("ralph.toml") + "[budget]\nmax_iterations = 2\n";
@@ -123,4 +115,14 @@ fn ralph_toml_edited_during_a_run_applies_from_the_next_iteration() {
     assert!(err.contains("iteration budget (2) is spent"), "{err}");
     assert!(repo.exists("020-b.txt") && !repo.exists("030-c.txt"));
     assert!(repo.read("ralph.toml").contains("max_iterations = 2"), "the user's edit is kept");
+}
+
+/// `ralph run --watch` on a one-task backlog, once that task is done and committed.
+fn watching_after_one_task() -> (TestRepo, std::process::Child) {
+    let scenario =
+        "[[step]]\nactions = [{ run = \"echo $RALPH_TASK > $RALPH_TASK.txt\" }, { promise = true }]\n";
+    let repo = TestRepo::with_loop(scenario, &["true"], "", &[("010-a.md", "# A\n")]);
+    let child = repo.cmd(&["run", "--watch"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    assert!(wait_for(20, || repo.exists("010-a.txt") && repo.dirt().is_empty()));
+    (repo, child)
 }
