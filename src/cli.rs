@@ -32,6 +32,8 @@ pub enum Command {
     Stop(StopArgs),
     /// Review what the loop learned: list, show, remove, mark reviewed.
     Learnings(LearningsArgs),
+    /// Turn a prd.json or a markdown checklist plan into specs, one file per task.
+    Import(ImportArgs),
     /// Run the loop on a demo project with the scripted agent: no API key needed.
     Demo(DemoArgs),
     /// The scripted agent: plays a scenario file instead of calling a model.
@@ -88,6 +90,12 @@ pub struct StatusArgs {
     /// Print JSON for scripts.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// prd.json (snarktank/ralph) or a checklist plan (IMPLEMENTATION_PLAN.md, fix_plan.md).
+    pub file: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod doctor;
+pub mod import;
 pub mod init;
 pub mod learnings;
 pub mod logs;
@@ -43,6 +44,7 @@ pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Doctor(a) => doctor::run(&cwd, a.agent),
         Command::Stop(a) => stop::run(&cwd, a.now),
         Command::Learnings(a) => learnings::run(&cwd, &a),
+        Command::Import(a) => import::run(&cwd, &a.file),
         Command::Logs(a) => logs::run(&cwd, &a),
         Command::Demo(a) => block_on(demo::run(a.dir)),
         Command::ScriptedAgent(a) => {

@@ -126,3 +126,34 @@ fn watching_after_one_task() -> (TestRepo, std::process::Child) {
     assert!(wait_for(20, || repo.exists("010-a.txt") && repo.dirt().is_empty()));
     (repo, child)
 }
+
+#[test]
+fn import_turns_a_prd_or_a_checklist_into_specs() {
+    let repo = TestRepo::with_loop("[[step]]\nactions = [{ promise = true }]\n", &["true"], "", &[]);
+    repo.write(
+        "prd.json",
+        r#"{"userStories":[{"id":"US-001","title":"Add login","acceptanceCriteria":["Form posts"],"priority":2,"passes":false},{"id":"US-002","title":"Logout","priority":1,"passes":true}]}"#,
+    );
+    let out = repo.ralph(&["import", "prd.json"]).expect(0).stdout();
+    assert!(
+        out.contains("created   specs/010-add-login.md") && out.contains("created   specs/020-logout.md"),
+        "{out}"
+    );
+    assert_eq!(
+        repo.read("specs/010-add-login.md"),
+        "---\nid: US-001\nstatus: todo\npriority: 2\n---\n# Add login\n\n## Done when\n\n- Form posts\n"
+    );
+    assert_eq!(repo.spec_status("020-logout"), "done");
+    repo.write("IMPLEMENTATION_PLAN.md", "- [ ] Parse flags\n- [x] Set up CI\n");
+    repo.ralph(&["import", "IMPLEMENTATION_PLAN.md"]).expect(0);
+    assert!(repo.exists("specs/030-parse-flags.md") && repo.exists("specs/040-set-up-ci.md"));
+    let v: serde_json::Value =
+        serde_json::from_str(&repo.ralph(&["status", "--json"]).expect(0).stdout()).unwrap();
+    assert_eq!(v["tasks"].as_array().unwrap().len(), 4);
+    assert_eq!(v["tasks"][0]["id"], "US-001");
+    // Bad input: one message with the file and line, nothing written.
+    repo.write("bad.json", "{\n\"userStories\": [}\n");
+    let err = repo.ralph(&["import", "bad.json"]).expect(2).stderr();
+    assert!(err.contains("bad.json:2:"), "{err}");
+    assert_eq!(std::fs::read_dir(repo.path("specs")).unwrap().count(), 4);
+}

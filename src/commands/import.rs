@@ -1,0 +1,214 @@
+//! `ralph import FILE`: turns a backlog kept in another tool's format into specs, one file per
+//! task, for the user to review and commit. Reads snarktank/ralph's `prd.json` (`userStories`
+//! with `id`, `title`, `description`, `acceptanceCriteria`, `priority`, `passes`, `notes`) and
+//! markdown checklist plans (`IMPLEMENTATION_PLAN.md`, `fix_plan.md`: `- [ ]` / `- [x]` items).
+//! Existing spec files are never overwritten.
+
+use crate::backlog::SPECS_DIR;
+use crate::error::CliError;
+use crate::state::atomic_write;
+use serde::Deserialize;
+use std::path::Path;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Prd {
+    #[serde(default)]
+    user_stories: Vec<Story>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Story {
+    id: Option<String>,
+    title: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    acceptance_criteria: Vec<String>,
+    priority: Option<i64>,
+    #[serde(default)]
+    passes: bool,
+    #[serde(default)]
+    notes: String,
+}
+
+/// A task about to become a spec.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Imported {
+    pub id: Option<String>,
+    pub title: String,
+    pub done: bool,
+    pub priority: Option<i64>,
+    pub body: String,
+}
+
+/// "Add login page!" → "add-login-page".
+fn slug(title: &str) -> String {
+    let words: Vec<String> = title
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(|w| w.to_lowercase())
+        .collect();
+    let mut s = String::new();
+    for w in words {
+        if s.len() + w.len() + 1 > 40 {
+            break;
+        }
+        if !s.is_empty() {
+            s.push('-');
+        }
+        s.push_str(&w);
+    }
+    if s.is_empty() { "task".into() } else { s }
+}
+
+/// Reads `prd.json` text.
+pub fn from_prd(text: &str, path: &str) -> Result<Vec<Imported>, CliError> {
+    let prd: Prd = serde_json::from_str(text)
+        .map_err(|e| CliError::usage(format!("{path}:{}:{}: {e}", e.line(), e.column())))?;
+    Ok(prd
+        .user_stories
+        .into_iter()
+        .map(|s| {
+            let mut body = format!("# {}\n", s.title.trim());
+            if !s.description.trim().is_empty() {
+                body.push_str(&format!("\n{}\n", s.description.trim()));
+            }
+            if !s.acceptance_criteria.is_empty() {
+                body.push_str("\n## Done when\n\n");
+                for c in &s.acceptance_criteria {
+                    body.push_str(&format!("- {}\n", c.trim()));
+                }
+            }
+            if !s.notes.trim().is_empty() {
+                body.push_str(&format!("\n## Notes\n\n{}\n", s.notes.trim()));
+            }
+            Imported { id: s.id, title: s.title, done: s.passes, priority: s.priority, body }
+        })
+        .collect())
+}
+
+/// Reads a checklist plan: every top-level `- [ ]` / `- [x]` item is a task; lines indented
+/// under it are its details.
+pub fn from_checklist(text: &str) -> Vec<Imported> {
+    let mut out: Vec<Imported> = Vec::new();
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        let top = line.len() - trimmed.len() < 2;
+        let item = ["- [ ] ", "* [ ] ", "- [x] ", "- [X] ", "* [x] ", "* [X] "]
+            .iter()
+            .find_map(|p| trimmed.strip_prefix(p).map(|rest| (p.contains('x') || p.contains('X'), rest)));
+        match item {
+            Some((done, rest)) if top => {
+                let title: String = rest.trim().chars().take(100).collect();
+                out.push(Imported {
+                    id: None,
+                    title: title.clone(),
+                    done,
+                    priority: None,
+                    body: format!("# {title}\n"),
+                });
+            }
+            _ => {
+                if let Some(last) = out.last_mut()
+                    && !trimmed.is_empty()
+                    && !top
+                {
+                    if !last.body.contains("\n\n") {
+                        last.body.push('\n');
+                    }
+                    last.body.push_str(trimmed);
+                    last.body.push('\n');
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The spec text for an imported task.
+fn spec_text(t: &Imported) -> String {
+    let mut fm = String::new();
+    if let Some(id) = &t.id {
+        fm.push_str(&format!("id: {id}\n"));
+    }
+    fm.push_str(&format!("status: {}\n", if t.done { "done" } else { "todo" }));
+    if let Some(p) = t.priority {
+        fm.push_str(&format!("priority: {p}\n"));
+    }
+    format!("---\n{fm}---\n{}", t.body)
+}
+
+/// Runs `ralph import FILE`.
+pub fn run(cwd: &Path, file: &Path) -> Result<u8, CliError> {
+    let root = crate::runner::repo_root(cwd)?;
+    let path = if file.is_absolute() { file.to_path_buf() } else { cwd.join(file) };
+    let shown = file.display().to_string();
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| CliError::usage(format!("cannot read {shown}: {e}")))?;
+    let tasks = if path.extension().is_some_and(|e| e == "json") {
+        from_prd(&text, &shown)?
+    } else {
+        from_checklist(&text)
+    };
+    if tasks.is_empty() {
+        return Err(CliError::usage(format!("{shown}: no tasks found"))
+            .hint("prd.json needs `userStories`; a checklist needs `- [ ] item` lines"));
+    }
+    let dir = root.join(SPECS_DIR);
+    let taken: usize = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+    let names: Vec<String> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("{:03}-{}.md", (taken + i + 1) * 10, slug(&t.title)))
+        .collect();
+    // All or nothing: no file is written if one would overwrite a spec.
+    if let Some(n) = names.iter().find(|n| dir.join(n).exists()) {
+        return Err(CliError::usage(format!("specs/{n} exists already; nothing was imported")));
+    }
+    let mut written = Vec::new();
+    for (name, t) in names.into_iter().zip(&tasks) {
+        atomic_write(&dir.join(&name), spec_text(t).as_bytes())?;
+        written.push(name);
+    }
+    for w in &written {
+        println!("created   specs/{w}");
+    }
+    println!("\n{} task(s) imported from {shown}. Review them, commit, then `ralph run`.", written.len());
+    // The result must be a valid backlog (an imported id may clash with an existing one).
+    crate::backlog::Backlog::load(&root)?;
+    Ok(crate::exit_code::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prd_json_becomes_specs() {
+        let prd = r#"{"branchName":"ralph/x","userStories":[
+          {"id":"US-001","title":"Add login","description":"A login page.","acceptanceCriteria":["Form posts","Typecheck passes"],"priority":1,"passes":false},
+          {"id":"US-002","title":"Logout","acceptanceCriteria":[],"priority":2,"passes":true,"notes":"Done in sprint 3"}]}"#;
+        let t = from_prd(prd, "prd.json").unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(
+            spec_text(&t[0]),
+            "---\nid: US-001\nstatus: todo\npriority: 1\n---\n# Add login\n\nA login page.\n\n## Done when\n\n- Form posts\n- Typecheck passes\n"
+        );
+        assert!(t[1].done);
+        assert!(t[1].body.contains("## Notes\n\nDone in sprint 3"));
+        let e = from_prd("{\n\"userStories\": [}", "prd.json").unwrap_err();
+        assert!(e.message.starts_with("prd.json:2:"), "{}", e.message);
+    }
+
+    #[test]
+    fn checklists_become_specs() {
+        let plan = "# Plan\n\n- [x] Set up CI\n- [ ] Parse the config file\n  keep comments\n  - [ ] sub-item stays a detail\n* [ ] Write docs\n";
+        let t = from_checklist(plan);
+        assert_eq!(t.len(), 3);
+        assert!(t[0].done && !t[1].done);
+        assert_eq!(t[1].body, "# Parse the config file\n\nkeep comments\n- [ ] sub-item stays a detail\n");
+        assert_eq!(slug("Parse the config file!"), "parse-the-config-file");
+    }
+}
