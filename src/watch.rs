@@ -1,5 +1,5 @@
-//! Following the user's edits while the loop runs: which specs changed since the last
-//! iteration, for the run's log; and, for `ralph run --watch`, waiting until specs/ changes
+//! Following the user's edits while the loop runs: which specs (and AGENTS.md) changed since
+//! the last iteration, for the run's log; and, for `ralph run --watch`, waiting until specs/ changes
 //! (notify, debounced) when there is nothing to do.
 
 use crate::backlog::{Backlog, SPECS_DIR, spec};
@@ -16,11 +16,18 @@ const DEBOUNCE: Duration = Duration::from_millis(300);
 #[derive(Debug, Default)]
 pub struct Seen {
     files: Option<BTreeMap<String, String>>,
+    /// AGENTS.md as ralph left it after the last iteration (its learnings included).
+    agents_md: Option<String>,
 }
 
 impl Seen {
     /// Takes a new look; returns one line per change since the last look (none the first time).
-    pub fn update(&mut self, backlog: &Backlog) -> Vec<String> {
+    /// Notes AGENTS.md as ralph leaves it, so that only someone else's edit is reported.
+    pub fn note_agents_md(&mut self, root: &Path) {
+        self.agents_md = Some(agents_md(root));
+    }
+
+    pub fn update(&mut self, root: &Path, backlog: &Backlog) -> Vec<String> {
         let now: BTreeMap<String, String> = backlog
             .tasks
             .iter()
@@ -40,6 +47,11 @@ impl Seen {
             }
         }
         self.files = Some(now);
+        let md = agents_md(root);
+        if self.agents_md.as_ref().is_some_and(|old| *old != md) {
+            out.push(format!("{} changed", crate::learnings::AGENTS_MD));
+        }
+        self.agents_md = Some(md);
         out
     }
 }
@@ -137,4 +149,8 @@ mod tests {
         stop.cancel.cancel();
         assert_eq!(specs_changed(dir.path(), &before, &stop).await, Woken::Stopped);
     }
+}
+
+fn agents_md(root: &Path) -> String {
+    spec::fingerprint(&std::fs::read_to_string(root.join(crate::learnings::AGENTS_MD)).unwrap_or_default())
 }

@@ -363,7 +363,7 @@ async fn run_loop(
         budget.limits = cfg.budget.clone();
         let listing = if watch { crate::watch::specs_listing(root) } else { Default::default() };
         let backlog = Backlog::load(root)?;
-        for line in seen.update(&backlog) {
+        for line in seen.update(root, &backlog) {
             reporter.line(&format!("{line}; applies from iteration {}", meta.iterations + 1));
         }
         // A task the user moved back to todo starts over with fresh attempts and allowances.
@@ -472,6 +472,7 @@ async fn run_loop(
         .await?;
         let outcome = end.record.outcome;
         *counts.entry(outcome).or_default() += 1;
+        seen.note_agents_md(root);
         budget.record(&end.record);
         let spent = budget.spent_now();
         meta.elapsed_ms = spent.elapsed_ms;

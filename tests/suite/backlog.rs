@@ -103,9 +103,10 @@ fn an_uncommitted_spec_edit_survives_a_reverted_iteration() {
 fn ralph_toml_edited_during_a_run_applies_from_the_next_iteration() {
     let (repo, child) = watching_after_one_task();
     std::thread::sleep(std::time::Duration::from_millis(300));
-    // Between iterations (ralph waits for work): a new limit, then two more tasks.
+    // Between iterations (ralph waits for work): a new limit, a note, then two more tasks.
     let text = repo.read("ralph.toml") + "[budget]\nmax_iterations = 2\n";
     repo.write("ralph.toml", &text);
+    repo.write("AGENTS.md", "# AGENTS.md\n\nUse tabs.\n");
     repo.write("specs/020-b.md", "# B\n");
     repo.write("specs/030-c.md", "# C\n");
     let out = child.wait_with_output().unwrap();
@@ -113,6 +114,8 @@ fn ralph_toml_edited_during_a_run_applies_from_the_next_iteration() {
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("ralph.toml or the prompt template changed; applies from iteration 2"), "{err}");
     assert!(err.contains("iteration budget (2) is spent"), "{err}");
+    assert!(err.contains("AGENTS.md changed; applies from iteration 2"), "{err}");
+    assert!(repo.iter_file(2, "prompt.md").contains("Use tabs."));
     assert!(repo.exists("020-b.txt") && !repo.exists("030-c.txt"));
     assert!(repo.read("ralph.toml").contains("max_iterations = 2"), "the user's edit is kept");
 }
