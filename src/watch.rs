@@ -128,6 +128,10 @@ fn listing(dir: &Path) -> Listing {
         .unwrap_or_default()
 }
 
+fn agents_md(root: &Path) -> String {
+    spec::fingerprint(&std::fs::read_to_string(root.join(crate::learnings::AGENTS_MD)).unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,8 +153,4 @@ mod tests {
         stop.cancel.cancel();
         assert_eq!(specs_changed(dir.path(), &before, &stop).await, Woken::Stopped);
     }
-}
-
-fn agents_md(root: &Path) -> String {
-    spec::fingerprint(&std::fs::read_to_string(root.join(crate::learnings::AGENTS_MD)).unwrap_or_default())
 }
