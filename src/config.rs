@@ -125,6 +125,19 @@ struct FileConfig {
 #[serde(deny_unknown_fields)]
 struct BacklogFile {
     reopen_changed: Option<bool>,
+    file: Option<PathBuf>,
+    on_spec_edit: Option<SpecEdit>,
+}
+
+/// `[backlog] on_spec_edit`: what an edit of the running task's spec does to its iteration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SpecEdit {
+    /// Stop the agent, put its work back, and run the task again with the new spec.
+    #[default]
+    Restart,
+    /// Let the iteration finish on the spec it started with; the edit applies next.
+    Finish,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -315,6 +328,27 @@ pub struct Config {
     pub protected: Option<Vec<String>>,
     /// `[backlog] reopen_changed`: a done spec edited since is reopened (default true).
     pub reopen_changed: bool,
+    /// `[backlog] file`: a prd.json or checklist plan to use instead of `specs/`.
+    pub backlog_file: Option<PathBuf>,
+    /// `[backlog] on_spec_edit`.
+    pub on_spec_edit: SpecEdit,
+}
+
+impl Config {
+    /// Where the tasks are kept.
+    pub fn source(&self, root: &Path) -> crate::backlog::Source {
+        crate::backlog::Source::resolve(root, self.backlog_file.as_deref())
+    }
+}
+
+/// The backlog's source from `ralph.toml` alone, for read-only commands that must work even
+/// when the rest of the file is broken (`ralph status`): `[backlog] file`, else detected.
+pub fn backlog_source(root: &Path) -> crate::backlog::Source {
+    let configured = std::fs::read_to_string(root.join(FILE_NAME))
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .and_then(|t| t.get("backlog")?.get("file")?.as_str().map(PathBuf::from));
+    crate::backlog::Source::resolve(root, configured.as_deref())
 }
 
 /// Defaults, documented in the README's configuration reference.
@@ -415,6 +449,18 @@ impl Config {
             template: file.prompt.template,
             protected: file.gates.protected,
             reopen_changed: file.backlog.reopen_changed.unwrap_or(true),
+            backlog_file: match file.backlog.file {
+                Some(f)
+                    if f.is_absolute() || f.components().any(|c| c == std::path::Component::ParentDir) =>
+                {
+                    return Err(invalid(format!(
+                        "[backlog] file `{}` must be a path inside the repository, relative to it",
+                        f.display()
+                    )));
+                }
+                f => f,
+            },
+            on_spec_edit: file.backlog.on_spec_edit.unwrap_or_default(),
             learnings: {
                 let d = crate::learnings::Settings::default();
                 crate::learnings::Settings {

@@ -66,7 +66,11 @@ impl From<crate::config::ConfigError> for CliError {
 
 impl From<crate::backlog::BacklogError> for CliError {
     fn from(e: crate::backlog::BacklogError) -> Self {
-        CliError::usage(chain(&e))
+        match e {
+            // Writing a status is ralph failing, not bad input.
+            crate::backlog::BacklogError::State(e) => e.into(),
+            e => CliError::usage(chain(&e)),
+        }
     }
 }
 

@@ -150,6 +150,10 @@ pub struct TaskState {
     /// The last iteration's outcome on this task, for the next prompt.
     #[serde(default)]
     pub last: Option<LastIteration>,
+    /// ralph's block of a story or checklist item (whose file has no place for one): the
+    /// reason, and the fingerprint of the task's text then. Editing the task lifts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block: Option<(String, String)>,
 }
 
 /// The handoff from one iteration on a task to the next.
@@ -207,6 +211,11 @@ impl State {
 
     pub fn task_mut(&mut self, id: &str) -> &mut TaskState {
         self.tasks.entry(id.to_string()).or_default()
+    }
+
+    /// ralph's blocks of stories and checklist items, by task id.
+    pub fn blocks(&self) -> BTreeMap<String, (String, String)> {
+        self.tasks.iter().filter_map(|(id, t)| Some((id.clone(), t.block.clone()?))).collect()
     }
 }
 

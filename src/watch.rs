@@ -2,7 +2,7 @@
 //! the last iteration, for the run's log; and, for `ralph run --watch`, waiting until specs/ changes
 //! (notify, debounced) when there is nothing to do.
 
-use crate::backlog::{Backlog, SPECS_DIR, spec};
+use crate::backlog::{Backlog, SPECS_DIR, Source, spec};
 use crate::signal::Stop;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,7 +15,8 @@ const DEBOUNCE: Duration = Duration::from_millis(300);
 /// Fingerprints of what the user edits, as of the last iteration.
 #[derive(Debug, Default)]
 pub struct Seen {
-    files: Option<BTreeMap<String, String>>,
+    /// Task id → (label, fingerprint of its text).
+    files: Option<BTreeMap<String, (String, String)>>,
     /// AGENTS.md as ralph left it after the last iteration (its learnings included).
     agents_md: Option<String>,
 }
@@ -28,22 +29,20 @@ impl Seen {
     }
 
     pub fn update(&mut self, root: &Path, backlog: &Backlog) -> Vec<String> {
-        let now: BTreeMap<String, String> = backlog
-            .tasks
-            .iter()
-            .map(|t| (t.path.to_string_lossy().into_owned(), spec::fingerprint(&t.body)))
-            .collect();
+        // By task id (the stories of one prd.json share a path); the label names it.
+        let now: BTreeMap<String, (String, String)> =
+            backlog.tasks.iter().map(|t| (t.id.clone(), (t.label(), spec::fingerprint(&t.body)))).collect();
         let mut out = Vec::new();
         if let Some(before) = &self.files {
-            for (path, fp) in &now {
-                match before.get(path) {
-                    None => out.push(format!("{path} is new")),
-                    Some(old) if old != fp => out.push(format!("{path} changed")),
+            for (id, (label, fp)) in &now {
+                match before.get(id) {
+                    None => out.push(format!("{label} is new")),
+                    Some((_, old)) if old != fp => out.push(format!("{label} changed")),
                     _ => {}
                 }
             }
-            for path in before.keys().filter(|p| !now.contains_key(*p)) {
-                out.push(format!("{path} was removed"));
+            for (label, _) in before.iter().filter(|(id, _)| !now.contains_key(*id)).map(|(_, v)| v) {
+                out.push(format!("{label} was removed"));
             }
         }
         self.files = Some(now);
@@ -63,19 +62,40 @@ pub enum Woken {
     Stopped,
 }
 
-/// Waits until specs/ differs from `before` (a [`listing`] taken when the backlog was last
+/// The folder to watch for a backlog, and the one file in it that matters (a prd or a plan).
+fn watched(root: &Path, source: &Source) -> (std::path::PathBuf, Option<std::ffi::OsString>) {
+    match source.file() {
+        None => (root.join(SPECS_DIR), None),
+        Some(f) => {
+            let abs = root.join(f);
+            (abs.parent().unwrap_or(root).to_path_buf(), abs.file_name().map(ToOwned::to_owned))
+        }
+    }
+}
+
+/// Waits until the backlog differs from `before` (a [`listing`] taken when the backlog was last
 /// read, so an edit made meanwhile is not missed), then a quiet [`DEBOUNCE`]; or a stop.
-pub async fn specs_changed(root: &Path, before: &Listing, stop: &Stop) -> Woken {
+pub async fn specs_changed(root: &Path, source: &Source, before: &Listing, stop: &Stop) -> Woken {
     use notify::Watcher;
-    let dir = root.join(SPECS_DIR);
-    let _ = std::fs::create_dir_all(&dir);
+    let (dir, only) = watched(root, source);
+    let listing = |dir: &Path| listing(dir, only.as_deref());
+    if only.is_none() {
+        let _ = std::fs::create_dir_all(&dir);
+    }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if res.is_ok_and(|e| !e.kind.is_access()) {
             let _ = tx.send(());
         }
     })
-    .and_then(|mut w| w.watch(&dir, notify::RecursiveMode::Recursive).map(|()| w));
+    .and_then(|mut w| {
+        let mode = if only.is_some() {
+            notify::RecursiveMode::NonRecursive
+        } else {
+            notify::RecursiveMode::Recursive
+        };
+        w.watch(&dir, mode).map(|()| w)
+    });
     // Without a watcher (inotify limits), a slow poll of the folder does the job.
     let poll = watcher.is_err();
     let _keep = watcher.ok();
@@ -108,15 +128,17 @@ pub async fn specs_changed(root: &Path, before: &Listing, stop: &Stop) -> Woken 
 /// Names and modification times of a folder's files.
 pub type Listing = BTreeMap<String, Option<std::time::SystemTime>>;
 
-/// The [`Listing`] of specs/.
-pub fn specs_listing(root: &Path) -> Listing {
-    listing(&root.join(SPECS_DIR))
+/// The [`Listing`] of the backlog: specs/, or the prd or plan.
+pub fn specs_listing(root: &Path, source: &Source) -> Listing {
+    let (dir, only) = watched(root, source);
+    listing(&dir, only.as_deref())
 }
 
-fn listing(dir: &Path) -> Listing {
+fn listing(dir: &Path, only: Option<&std::ffi::OsStr>) -> Listing {
     std::fs::read_dir(dir)
         .map(|rd| {
             rd.flatten()
+                .filter(|e| only.is_none_or(|o| e.file_name() == o))
                 .map(|e| {
                     (
                         e.file_name().to_string_lossy().into_owned(),
@@ -146,11 +168,11 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(200)).await;
             std::fs::write(root.join("specs/010-new.md"), "# New\n").unwrap();
         });
-        let before = specs_listing(dir.path());
-        assert_eq!(specs_changed(dir.path(), &before, &stop).await, Woken::Changed);
+        let before = specs_listing(dir.path(), &Source::Specs);
+        assert_eq!(specs_changed(dir.path(), &Source::Specs, &before, &stop).await, Woken::Changed);
         writer.await.unwrap();
-        let before = specs_listing(dir.path());
+        let before = specs_listing(dir.path(), &Source::Specs);
         stop.cancel.cancel();
-        assert_eq!(specs_changed(dir.path(), &before, &stop).await, Woken::Stopped);
+        assert_eq!(specs_changed(dir.path(), &Source::Specs, &before, &stop).await, Woken::Stopped);
     }
 }

@@ -1,12 +1,17 @@
-//! The backlog: every `specs/*.md` file is one task. The id is the file stem, the order is the
-//! file name, and the front matter (see [`spec`]) carries status, priority and dependencies.
+//! The backlog: every `specs/*.md` file is one task (the id is the file stem, the order is the
+//! file name, the front matter — see [`spec`] — carries status, priority and dependencies), or,
+//! where the user keeps one instead, the stories of a `prd.json` ([`prd`]) or the items of a
+//! checklist plan ([`checklist`]), read in place and kept up to date.
 //!
 //! Invariants: ids are unique; every `depends_on` names an existing task; dependencies have no
-//! cycle. The runner picks the next task from here, never the agent.
+//! cycle. The runner picks the next task from here, never the agent. A status is written back
+//! into the task's own file without touching any other byte of it.
 
+pub mod checklist;
+pub mod prd;
 pub mod spec;
 
-pub use spec::{Spec, Status};
+pub use spec::{Origin, Spec, Status};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -31,6 +36,83 @@ pub enum BacklogError {
     Cycle(String),
     #[error("{second}: the task id `{id}` is already {first}'s")]
     DuplicateId { id: String, first: PathBuf, second: PathBuf },
+    #[error("{path}:{line}:{column}: {message}")]
+    Json { path: PathBuf, line: usize, column: usize, message: String },
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+}
+
+/// Where the tasks are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Source {
+    /// `specs/*.md`, one file per task.
+    #[default]
+    Specs,
+    /// A snarktank/ralph `prd.json` (path relative to the repository root).
+    Prd(PathBuf),
+    /// A markdown checklist plan.
+    Checklist(PathBuf),
+}
+
+/// Files taken as the backlog when `specs/` holds no spec and ralph.toml names none.
+pub const DETECTED: &[&str] = &["prd.json", "IMPLEMENTATION_PLAN.md", "fix_plan.md"];
+
+impl Source {
+    /// The source a file stands for: `.json` is a prd, anything else a checklist.
+    pub fn of_file(path: &Path) -> Source {
+        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
+            Source::Prd(path.to_path_buf())
+        } else {
+            Source::Checklist(path.to_path_buf())
+        }
+    }
+
+    /// `[backlog] file` if set; otherwise `specs/` when it holds a spec, else the first of
+    /// [`DETECTED`] that exists, else `specs/`.
+    pub fn resolve(root: &Path, configured: Option<&Path>) -> Source {
+        if let Some(p) = configured {
+            return Source::of_file(p);
+        }
+        let has_specs = std::fs::read_dir(root.join(SPECS_DIR)).is_ok_and(|rd| {
+            rd.flatten()
+                .any(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".md") && !n.starts_with('.')))
+        });
+        if has_specs {
+            return Source::Specs;
+        }
+        DETECTED.iter().map(Path::new).find(|p| root.join(p).is_file()).map_or(Source::Specs, Source::of_file)
+    }
+
+    /// The file holding every task, for a prd or a plan.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            Source::Specs => None,
+            Source::Prd(p) | Source::Checklist(p) => Some(p),
+        }
+    }
+
+    /// "specs/" or the file's path, for messages.
+    pub fn describe(&self) -> String {
+        match self.file() {
+            None => format!("{SPECS_DIR}/"),
+            Some(p) => p.display().to_string(),
+        }
+    }
+}
+
+/// "Add login page!" → "add-login-page": ids for stories without one and checklist items.
+pub fn slug(title: &str) -> String {
+    let mut s = String::new();
+    for w in title.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+        if s.len() + w.len() + 1 > 40 {
+            break;
+        }
+        if !s.is_empty() {
+            s.push('-');
+        }
+        s.push_str(&w.to_lowercase());
+    }
+    if s.is_empty() { "task".into() } else { s }
 }
 
 /// All tasks, in file-name order.
@@ -51,8 +133,29 @@ pub enum Next<'a> {
 }
 
 impl Backlog {
-    /// Reads `root/specs/*.md`. A missing folder is an empty backlog.
-    pub fn load(root: &Path) -> Result<Backlog, BacklogError> {
+    /// Reads the backlog from `source`. A missing `specs/` folder is an empty backlog; a
+    /// missing prd or plan named by ralph.toml is an error.
+    pub fn load(root: &Path, source: &Source) -> Result<Backlog, BacklogError> {
+        let backlog = match source {
+            Source::Specs => Self::load_specs(root)?,
+            Source::Prd(rel) => {
+                let text = read(root, rel)?;
+                let tasks = prd::tasks(&text, rel).map_err(|e| BacklogError::Json {
+                    path: rel.clone(),
+                    line: e.line,
+                    column: e.column,
+                    message: e.message,
+                })?;
+                Backlog { tasks }
+            }
+            Source::Checklist(rel) => Backlog { tasks: checklist::tasks(&read(root, rel)?, rel) },
+        };
+        backlog.validate()?;
+        Ok(backlog)
+    }
+
+    /// Reads `root/specs/*.md`.
+    fn load_specs(root: &Path) -> Result<Backlog, BacklogError> {
         let dir = root.join(SPECS_DIR);
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
@@ -87,9 +190,7 @@ impl Backlog {
             })?;
             tasks.push(spec);
         }
-        let backlog = Backlog { tasks };
-        backlog.validate()?;
-        Ok(backlog)
+        Ok(Backlog { tasks })
     }
 
     fn validate(&self) -> Result<(), BacklogError> {
@@ -170,7 +271,7 @@ impl Backlog {
             .iter()
             .filter(|t| t.status == Status::Todo)
             .filter(|t| t.depends_on.iter().all(|d| status.get(d.as_str()) == Some(&Status::Done)))
-            .min_by_key(|t| (t.priority.is_none(), t.priority, t.path.clone()));
+            .min_by_key(|t| (t.priority.is_none(), t.priority, t.path.clone(), t.order));
         match runnable {
             Some(t) => Next::Task(t),
             None if self.tasks.iter().all(|t| t.status == Status::Done) => Next::AllDone,
@@ -178,14 +279,82 @@ impl Backlog {
         }
     }
 
-    /// Paths of the other tasks' specs, for the prompt.
+    /// Where to read the other tasks, for the prompt: a spec's path, or a story's or item's
+    /// id and title in its file.
     pub fn other_paths(&self, id: &str) -> Vec<(String, Status)> {
-        self.tasks
-            .iter()
-            .filter(|t| t.id != id)
-            .map(|t| (t.path.to_string_lossy().into_owned(), t.status))
-            .collect()
+        self.tasks.iter().filter(|t| t.id != id).map(|t| (t.label(), t.status)).collect()
     }
+
+    /// Marks ralph's blocks on stories and items (which have no place for one in their file):
+    /// a task ralph blocked stays blocked until its text changes.
+    pub fn apply_blocks(&mut self, blocks: &BTreeMap<String, (String, String)>) {
+        for t in &mut self.tasks {
+            if t.origin != Origin::File
+                && t.status == Status::Todo
+                && let Some((reason, hash)) = blocks.get(&t.id)
+                && *hash == spec::fingerprint(&t.body)
+            {
+                t.status = Status::Blocked;
+                t.blocked_reason = Some(reason.clone());
+            }
+        }
+    }
+}
+
+impl Spec {
+    /// The spec's path, or `prd.json › US-001: Title` for a story or an item.
+    pub fn label(&self) -> String {
+        match self.origin {
+            Origin::File => self.path.to_string_lossy().into_owned(),
+            Origin::Story | Origin::Item => format!("{} › {}: {}", self.path.display(), self.id, self.title),
+        }
+    }
+}
+
+/// Writes `status` (and a block's reason) into the task's file: a spec's front matter, a
+/// story's `passes`, an item's box. `before` is the file at the iteration's start, restored
+/// when it is gone. Returns whether the file changed. A story or an item has no place for a
+/// block: the caller keeps those in ralph's state (see [`Backlog::apply_blocks`]).
+pub fn set_status(
+    root: &Path,
+    task: &Spec,
+    before: &str,
+    status: Status,
+    reason: Option<&str>,
+) -> Result<bool, BacklogError> {
+    let path = root.join(&task.path);
+    let exists = path.exists();
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|_| before.to_string());
+    let new = match task.origin {
+        Origin::File => {
+            let current = spec::parse("", &task.path, &text).ok();
+            if exists
+                && reason.is_none()
+                && current.is_some_and(|c| c.status == status && c.blocked_reason.is_none())
+            {
+                return Ok(false);
+            }
+            spec::with_status(&text, status, reason)
+        }
+        Origin::Story => match status {
+            Status::Blocked => text.clone(),
+            s => prd::with_passes(&text, &task.id, s == Status::Done).unwrap_or_else(|| text.clone()),
+        },
+        Origin::Item => match status {
+            Status::Blocked => text.clone(),
+            s => checklist::with_ticked(&text, &task.id, s == Status::Done).unwrap_or_else(|| text.clone()),
+        },
+    };
+    if new == text && exists {
+        return Ok(false);
+    }
+    crate::state::atomic_write(&path, new.as_bytes())?;
+    Ok(true)
+}
+
+fn read(root: &Path, rel: &Path) -> Result<String, BacklogError> {
+    std::fs::read_to_string(root.join(rel))
+        .map_err(|source| BacklogError::Read { path: rel.to_path_buf(), source })
 }
 
 #[cfg(test)]
@@ -199,7 +368,7 @@ mod tests {
             std::fs::write(dir.path().join("specs").join(name), text).unwrap();
         }
         std::fs::write(dir.path().join("specs").join("notes.txt"), "not a spec").unwrap();
-        Backlog::load(dir.path())
+        Backlog::load(dir.path(), &Source::Specs)
     }
 
     fn next_id(b: &Backlog) -> Option<String> {

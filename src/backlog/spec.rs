@@ -8,9 +8,10 @@
 use std::path::{Path, PathBuf};
 
 /// A task's state, as written in its front matter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    #[default]
     Todo,
     Done,
     Blocked,
@@ -46,13 +47,28 @@ pub struct SpecParseError {
     pub message: String,
 }
 
+/// Where a task lives, which decides how its status is written back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Origin {
+    /// Its own `specs/*.md` file; the status is in its front matter.
+    #[default]
+    File,
+    /// One of `userStories` in a `prd.json`; the status is its `passes`.
+    Story,
+    /// One `- [ ]` item of a checklist plan; the status is its box.
+    Item,
+}
+
 /// A parsed spec.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Spec {
-    /// The file stem.
+    /// The file stem, the front matter's `id`, or the story's or item's id.
     pub id: String,
-    /// Path relative to the repository root.
+    /// Path relative to the repository root (shared by every task of a prd.json or plan).
     pub path: PathBuf,
+    pub origin: Origin,
+    /// Position in its file (stories and items): the order among equal priorities.
+    pub order: usize,
     pub title: String,
     pub status: Status,
     /// Lower runs first; a task without one runs after all that have one.
@@ -152,6 +168,8 @@ pub fn parse(id: &str, path: &Path, text: &str) -> Result<Spec, SpecParseError> 
     Ok(Spec {
         id: id_override.unwrap_or_else(|| id.to_string()),
         path: path.to_path_buf(),
+        origin: Origin::File,
+        order: 0,
         title,
         status,
         priority,

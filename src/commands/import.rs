@@ -4,34 +4,10 @@
 //! markdown checklist plans (`IMPLEMENTATION_PLAN.md`, `fix_plan.md`: `- [ ]` / `- [x]` items).
 //! Existing spec files are never overwritten.
 
-use crate::backlog::SPECS_DIR;
+use crate::backlog::{SPECS_DIR, checklist, prd, slug};
 use crate::error::CliError;
 use crate::state::atomic_write;
-use serde::Deserialize;
 use std::path::Path;
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Prd {
-    #[serde(default)]
-    user_stories: Vec<Story>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Story {
-    id: Option<String>,
-    title: String,
-    #[serde(default)]
-    description: String,
-    #[serde(default)]
-    acceptance_criteria: Vec<String>,
-    priority: Option<i64>,
-    #[serde(default)]
-    passes: bool,
-    #[serde(default)]
-    notes: String,
-}
 
 /// A task about to become a spec.
 #[derive(Debug, PartialEq, Eq)]
@@ -43,48 +19,18 @@ pub struct Imported {
     pub body: String,
 }
 
-/// "Add login page!" → "add-login-page".
-fn slug(title: &str) -> String {
-    let words: Vec<String> = title
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(|w| w.to_lowercase())
-        .collect();
-    let mut s = String::new();
-    for w in words {
-        if s.len() + w.len() + 1 > 40 {
-            break;
-        }
-        if !s.is_empty() {
-            s.push('-');
-        }
-        s.push_str(&w);
-    }
-    if s.is_empty() { "task".into() } else { s }
-}
-
 /// Reads `prd.json` text.
 pub fn from_prd(text: &str, path: &str) -> Result<Vec<Imported>, CliError> {
-    let prd: Prd = serde_json::from_str(text)
-        .map_err(|e| CliError::usage(format!("{path}:{}:{}: {e}", e.line(), e.column())))?;
-    Ok(prd
-        .user_stories
-        .into_iter()
-        .map(|s| {
-            let mut body = format!("# {}\n", s.title.trim());
-            if !s.description.trim().is_empty() {
-                body.push_str(&format!("\n{}\n", s.description.trim()));
-            }
-            if !s.acceptance_criteria.is_empty() {
-                body.push_str("\n## Done when\n\n");
-                for c in &s.acceptance_criteria {
-                    body.push_str(&format!("- {}\n", c.trim()));
-                }
-            }
-            if !s.notes.trim().is_empty() {
-                body.push_str(&format!("\n## Notes\n\n{}\n", s.notes.trim()));
-            }
-            Imported { id: s.id, title: s.title, done: s.passes, priority: s.priority, body }
+    let stories = prd::stories(text)
+        .map_err(|e| CliError::usage(format!("{path}:{}:{}: {}", e.line, e.column, e.message)))?;
+    Ok(stories
+        .iter()
+        .map(|s| Imported {
+            id: s.id.clone(),
+            title: s.title.clone(),
+            done: s.passes,
+            priority: s.priority,
+            body: prd::body(s),
         })
         .collect())
 }
@@ -92,39 +38,10 @@ pub fn from_prd(text: &str, path: &str) -> Result<Vec<Imported>, CliError> {
 /// Reads a checklist plan: every top-level `- [ ]` / `- [x]` item is a task; lines indented
 /// under it are its details.
 pub fn from_checklist(text: &str) -> Vec<Imported> {
-    let mut out: Vec<Imported> = Vec::new();
-    for line in text.lines() {
-        let trimmed = line.trim_start();
-        let top = line.len() - trimmed.len() < 2;
-        let item = ["- [ ] ", "* [ ] ", "- [x] ", "- [X] ", "* [x] ", "* [X] "]
-            .iter()
-            .find_map(|p| trimmed.strip_prefix(p).map(|rest| (p.contains('x') || p.contains('X'), rest)));
-        match item {
-            Some((done, rest)) if top => {
-                let title: String = rest.trim().chars().take(100).collect();
-                out.push(Imported {
-                    id: None,
-                    title: title.clone(),
-                    done,
-                    priority: None,
-                    body: format!("# {title}\n"),
-                });
-            }
-            _ => {
-                if let Some(last) = out.last_mut()
-                    && !trimmed.is_empty()
-                    && !top
-                {
-                    if !last.body.contains("\n\n") {
-                        last.body.push('\n');
-                    }
-                    last.body.push_str(trimmed);
-                    last.body.push('\n');
-                }
-            }
-        }
-    }
-    out
+    checklist::items(text)
+        .into_iter()
+        .map(|i| Imported { id: None, title: i.title, done: i.done, priority: None, body: i.body })
+        .collect()
 }
 
 /// The spec text for an imported task.
@@ -177,7 +94,7 @@ pub fn run(cwd: &Path, file: &Path) -> Result<u8, CliError> {
     }
     println!("\n{} task(s) imported from {shown}. Review them, commit, then `ralph run`.", written.len());
     // The result must be a valid backlog (an imported id may clash with an existing one).
-    crate::backlog::Backlog::load(&root)?;
+    crate::backlog::Backlog::load(&root, &crate::backlog::Source::Specs)?;
     Ok(crate::exit_code::OK)
 }
 

@@ -130,8 +130,9 @@ fn run_view(root: &Path) -> Option<RunView> {
 /// Runs `ralph status`.
 pub fn run(cwd: &Path, json: bool) -> Result<u8, CliError> {
     let root = crate::runner::repo_root(cwd)?;
-    let backlog = Backlog::load(&root)?;
     let state = State::load(&root)?;
+    let mut backlog = Backlog::load(&root, &crate::config::backlog_source(&root))?;
+    backlog.apply_blocks(&state.blocks());
     let tasks: Vec<TaskView> = backlog
         .tasks
         .iter()

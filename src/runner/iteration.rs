@@ -180,12 +180,7 @@ pub(crate) async fn run(
     // The outcome, from the agent's ending and then the checks.
     let mut judged = Judged {
         head_before: head_before.clone(),
-        spec_bodies: it
-            .backlog
-            .tasks
-            .iter()
-            .map(|t| (t.path.to_string_lossy().into_owned(), t.body.clone()))
-            .collect(),
+        spec_bodies: it.backlog.tasks.iter().map(|t| (t.label(), t.clone())).collect(),
         prev_counts: state.test_counts.clone(),
         protected,
         records: Vec::new(),
@@ -336,7 +331,7 @@ pub(crate) async fn run(
         reporter.phase("commit");
         // ralph owns the status: the agent's word (or edit) does not mark a task done.
         let status = if outcome == Outcome::Done { Status::Done } else { Status::Todo };
-        set_status(&spec_path, &spec_before, status, None)?;
+        crate::backlog::set_status(root, task, &spec_before, status, None)?;
         learnings::write_agents_md(root, &store, &it.cfg.learnings)?;
         if git::head(root)?.as_deref() != Some(head_before.as_str()) {
             git::reset_soft(root, &head_before)?;
@@ -528,7 +523,7 @@ fn prompt_context(it: &Iteration<'_>, ts: &state::TaskState, attempt: u32) -> pr
         task: prompt::TaskContext {
             id: it.task.id.clone(),
             title: it.task.title.clone(),
-            path: it.task.path.to_string_lossy().into_owned(),
+            path: it.task.label(),
             spec: it.task.body.trim().to_string(),
         },
         other_specs: it
@@ -551,24 +546,6 @@ fn prompt_context(it: &Iteration<'_>, ts: &state::TaskState, attempt: u32) -> pr
         run_id: it.run_id.to_string(),
         iteration: it.number,
     }
-}
-
-/// Writes `status` into the spec at `path`, leaving its other lines as they are now; a spec
-/// the agent deleted is restored from `before`. Writes nothing when nothing changes.
-fn set_status(path: &Path, before: &str, status: Status, reason: Option<&str>) -> Result<(), CliError> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|_| before.to_string());
-    let current = spec::parse("", path, &text).ok();
-    if path.exists()
-        && reason.is_none()
-        && current.is_some_and(|c| c.status == status && c.blocked_reason.is_none())
-    {
-        return Ok(());
-    }
-    let new = spec::with_status(&text, status, reason);
-    if new != text || !path.exists() {
-        state::atomic_write(path, new.as_bytes())?;
-    }
-    Ok(())
 }
 
 /// If the agent left the branch the iteration started on, points HEAD back at it without
@@ -752,9 +729,18 @@ pub(crate) fn block(
     reporter: &mut dyn Reporter,
 ) -> Result<(), CliError> {
     let short = reason.split(';').next().unwrap_or(reason);
-    let msg =
-        format!("ralph({}): blocked ({short})\n\n{reason}\n\n{}", task.id, trailers(task, run_id, iteration));
-    commit_status(root, task, Status::Blocked, Some(reason), &msg, state, reporter)?;
+    if task.origin == crate::backlog::Origin::File {
+        let msg = format!(
+            "ralph({}): blocked ({short})\n\n{reason}\n\n{}",
+            task.id,
+            trailers(task, run_id, iteration)
+        );
+        commit_status(root, task, Status::Blocked, Some(reason), &msg, state, reporter)?;
+    } else {
+        // A story or an item has no place for a block in its file: ralph's state keeps it
+        // until the task's text changes.
+        state.task_mut(&task.id).block = Some((reason.to_string(), spec::fingerprint(&task.body)));
+    }
     state.task_mut(&task.id).blocked_by_ralph = true;
     reporter.line(&format!("blocked {}: {reason}", task.id));
     Ok(())
@@ -806,8 +792,8 @@ fn task_checks(it: &Iteration<'_>) -> crate::config::ChecksConfig {
 /// What the checks and gates need and found.
 struct Judged {
     head_before: String,
-    /// Each spec's body before the agent ran, by path.
-    spec_bodies: std::collections::BTreeMap<String, String>,
+    /// Each task as it was before the agent ran, by label.
+    spec_bodies: std::collections::BTreeMap<String, Spec>,
     /// Tests per check command at the last green iteration.
     prev_counts: std::collections::BTreeMap<String, u64>,
     /// Protected path patterns, decided before the agent ran.
@@ -828,14 +814,27 @@ fn gates(it: &Iteration<'_>, j: &Judged) -> Result<Vec<String>, CliError> {
     git::add_all(it.root)?;
     let changes = git::staged_changes(it.root, &j.head_before)?;
     let added = git::staged_added_lines(it.root, &j.head_before)?;
-    let bodies_after = j
-        .spec_bodies
-        .keys()
-        .filter_map(|p| {
-            std::fs::read_to_string(it.root.join(p)).ok().map(|t| (p.clone(), crate::gates::spec_body(&t)))
-        })
-        .collect();
-    Ok(crate::gates::inspect(&changes, &added, &j.protected, &j.spec_bodies, &bodies_after))
+    let before = j.spec_bodies.iter().map(|(label, t)| (label.clone(), t.body.clone())).collect();
+    let after = j.spec_bodies.iter().map(|(label, t)| (label.clone(), body_now(it.root, t))).collect();
+    Ok(crate::gates::inspect(&changes, &added, &j.protected, &before, &after))
+}
+
+/// A task's text as its file has it now; empty when the task (or its file) is gone, and the
+/// whole file when it no longer parses.
+fn body_now(root: &Path, t: &Spec) -> String {
+    let Ok(text) = std::fs::read_to_string(root.join(&t.path)) else { return String::new() };
+    match t.origin {
+        crate::backlog::Origin::File => crate::gates::spec_body(&text),
+        crate::backlog::Origin::Story => match crate::backlog::prd::tasks(&text, &t.path) {
+            Ok(tasks) => tasks.into_iter().find(|s| s.id == t.id).map(|s| s.body).unwrap_or_default(),
+            Err(_) => text,
+        },
+        crate::backlog::Origin::Item => crate::backlog::checklist::tasks(&text, &t.path)
+            .into_iter()
+            .find(|s| s.id == t.id)
+            .map(|s| s.body)
+            .unwrap_or_default(),
+    }
 }
 
 /// The checks' environment: marked as this run's, for crash recovery.
@@ -942,7 +941,7 @@ fn commit_status(
 ) -> Result<(), CliError> {
     let path = root.join(&task.path);
     let before = std::fs::read_to_string(&path).map_err(|e| io_err("read", &path, e))?;
-    set_status(&path, &before, status, reason)?;
+    crate::backlog::set_status(root, task, &before, status, reason)?;
     let head = git::head(root)?.unwrap_or_default();
     if let Some(sha) = commit_one(root, &task.path, message, &root.join(RALPH_DIR), reporter)? {
         carry_baseline(state, &head, &sha);

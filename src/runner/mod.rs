@@ -137,7 +137,7 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
     let root = repo_root(&opts.cwd)?;
     let cfg = effective_config(&root, &opts)?;
     let template = Template::load(&root, cfg.template.as_deref())?;
-    Backlog::load(&root)?;
+    Backlog::load(&root, &cfg.source(&root))?;
     if agent::resolve_program(&cfg.agent, &root).is_none() {
         return Err(CliError::usage(format!(
             "{}: [agent] command: `{}` was not found{}",
@@ -361,8 +361,10 @@ async fn run_loop(
         // between iterations apply, and say so.
         reload.check(root, cfg, template, meta.iterations + 1, reporter);
         budget.limits = cfg.budget.clone();
-        let listing = if watch { crate::watch::specs_listing(root) } else { Default::default() };
-        let backlog = Backlog::load(root)?;
+        let source = cfg.source(root);
+        let listing = if watch { crate::watch::specs_listing(root, &source) } else { Default::default() };
+        let mut backlog = Backlog::load(root, &source)?;
+        backlog.apply_blocks(&state.blocks());
         for line in seen.update(root, &backlog) {
             reporter.line(&format!("{line}; applies from iteration {}", meta.iterations + 1));
         }
@@ -372,6 +374,7 @@ async fn run_loop(
             let ts = state.task_mut(&t.id);
             if t.status == Status::Todo && ts.blocked_by_ralph {
                 ts.blocked_by_ralph = false;
+                ts.block = None;
                 ts.attempts = 0;
                 ts.tokens = 0;
                 ts.elapsed_ms = 0;
@@ -396,7 +399,7 @@ async fn run_loop(
             reporter.line(
                 "nothing to do: waiting for new or changed specs (--watch; Ctrl-C or `ralph stop` ends it)",
             );
-            match crate::watch::specs_changed(root, &listing, stop).await {
+            match crate::watch::specs_changed(root, &source, &listing, stop).await {
                 crate::watch::Woken::Changed => continue,
                 crate::watch::Woken::Stopped => {
                     return Ok((exit_code::INTERRUPTED, "stopped while waiting for specs".into()));

@@ -160,3 +160,105 @@ fn import_turns_a_prd_or_a_checklist_into_specs() {
     assert!(err.contains("bad.json:2:"), "{err}");
     assert_eq!(std::fs::read_dir(repo.path("specs")).unwrap().count(), 4);
 }
+
+const PRD: &str = r#"{
+  "project": "shop",
+  "branchName": "ralph/login",
+  "userStories": [
+    {
+      "id": "US-001",
+      "title": "Add login",
+      "acceptanceCriteria": ["Form posts"],
+      "priority": 1,
+      "passes": false
+    },
+    {
+      "id": "US-002",
+      "title": "Log out",
+      "acceptanceCriteria": ["Button works"],
+      "priority": 2,
+      "passes": false,
+      "notes": "keep me"
+    }
+  ]
+}
+"#;
+
+#[test]
+fn a_prd_json_is_the_backlog_and_its_passes_are_kept_up_to_date() {
+    let scenario = r#"
+[[step]]
+task = "US-001"
+actions = [{ expect_prompt = "- Form posts" }, { write = { path = "login.txt", content = "ok\n" } }, { promise = true }]
+[[step]]
+task = "US-002"
+actions = [{ exit = 1 }]
+"#;
+    let repo = TestRepo::with_loop(scenario, &["true"], "[budget]\nmax_attempts = 1\n", &[]);
+    repo.write("prd.json", PRD);
+    repo.commit_all("prd");
+    let status = repo.ralph(&["status"]).expect(0).stdout();
+    assert!(status.contains("US-001  todo") && status.contains("Log out"), "{status}");
+
+    repo.ralph(&["run"]).expect(4);
+    // US-001 is done: only its `passes` changed, every other byte as the user wrote it.
+    let after = repo.read("prd.json");
+    assert_eq!(after, PRD.replacen("\"passes\": false", "\"passes\": true", 1));
+    assert_eq!(repo.git(&["show", "HEAD~0:prd.json"]), after);
+    assert!(repo.git(&["log", "--format=%s"]).contains("ralph(US-001)"));
+    // US-002 failed its one attempt: blocked in ralph's state (prd.json has no place for it).
+    let v: serde_json::Value =
+        serde_json::from_str(&repo.ralph(&["status", "--json"]).expect(0).stdout()).unwrap();
+    assert_eq!(v["tasks"][0]["status"], "done");
+    assert_eq!(v["tasks"][1]["status"], "blocked");
+    assert!(v["tasks"][1]["blocked_reason"].as_str().unwrap().contains("1 failed attempts"), "{v}");
+    assert!(repo.dirt().is_empty(), "{}", repo.dirt());
+
+    // Editing the story lifts the block; it runs again and passes.
+    repo.set_scenario(
+        "[[step]]\nactions = [{ expect_prompt = \"Button works, twice\" }, { promise = true }]\n",
+    );
+    repo.write("prd.json", &after.replace("\"Button works\"", "\"Button works, twice\""));
+    repo.commit_all("clarify US-002");
+    repo.ralph(&["run"]).expect(0);
+    let prd: serde_json::Value = serde_json::from_str(&repo.read("prd.json")).unwrap();
+    assert_eq!(prd["userStories"][1]["passes"], true);
+    assert_eq!(prd["userStories"][1]["notes"], "keep me");
+}
+
+#[test]
+fn a_checklist_plan_is_the_backlog_and_items_are_ticked() {
+    let plan = "# Plan\n\n- [x] Set up CI\n- [ ] Parse the config\n  Keep comments.\n- [ ] Write docs\n\nNotes stay.\n";
+    let scenario = r#"
+[[step]]
+task = "parse-the-config"
+actions = [{ expect_prompt = "Keep comments." }, { write = { path = "config.txt", content = "parsed\n" } }, { promise = true }]
+[[step]]
+task = "write-docs"
+actions = [{ write = { path = "docs.txt", content = "docs\n" } }, { promise = true }]
+"#;
+    let repo = TestRepo::with_loop(scenario, &["true"], "[backlog]\nfile = \"docs/fix_plan.md\"\n", &[]);
+    repo.write("docs/fix_plan.md", plan);
+    repo.commit_all("plan");
+    repo.ralph(&["run"]).expect(0);
+    assert_eq!(repo.read("docs/fix_plan.md"), plan.replace("- [ ]", "- [x]"));
+    let r = repo.records();
+    let tasks: Vec<&str> = r.iter().map(|r| r["task"].as_str().unwrap()).collect();
+    assert_eq!(tasks, ["parse-the-config", "write-docs"], "in file order");
+
+    // A plan that ralph.toml names but that is missing: one clear error.
+    repo.write_config(&["true"], "[backlog]\nfile = \"IMPLEMENTATION_PLAN.md\"\n");
+    repo.commit_all("wrong plan");
+    let err = repo.ralph(&["run"]).expect(2).stderr();
+    assert!(err.contains("cannot read IMPLEMENTATION_PLAN.md"), "{err}");
+}
+
+#[test]
+fn a_broken_prd_json_is_named_with_line_and_column() {
+    let repo = TestRepo::with_loop("", &["true"], "", &[]);
+    repo.write("prd.json", "{\n  \"userStories\": [\n    {\"title\": \"x\",}\n  ]\n}\n");
+    repo.commit_all("broken prd");
+    let err = repo.ralph(&["run"]).expect(2).stderr();
+    assert!(err.contains("prd.json:3:"), "{err}");
+    assert_eq!(repo.git(&["status", "--porcelain"]), "");
+}
