@@ -152,6 +152,10 @@ impl Budget {
             return;
         }
         s.iterations += 1;
+        // A restart for the user's edit says nothing about the agent or the task.
+        if r.outcome == Outcome::Restarted {
+            return;
+        }
         if r.outcome.counts_as_attempt() && r.commit.is_none() {
             s.consecutive_failures += 1;
             let sig = signature(r);

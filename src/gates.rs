@@ -7,7 +7,6 @@
 //!   in the number of tests a check's runner reports (cargo test, nextest, pytest, jest,
 //!   vitest), compared with the last green count.
 
-use crate::backlog::spec;
 use std::collections::BTreeMap;
 
 /// CI configuration, protected by default.
@@ -154,14 +153,6 @@ pub fn inspect(
         }
     }
     out
-}
-
-/// A spec file's body without its front matter (what the agent must not rewrite).
-pub fn spec_body(text: &str) -> String {
-    match spec::parse("", std::path::Path::new(""), text) {
-        Ok(s) => s.body,
-        Err(_) => text.to_string(),
-    }
 }
 
 /// The number of tests a runner's output line reports, if it is a summary line.

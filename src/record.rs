@@ -26,6 +26,9 @@ pub enum Outcome {
     Interrupted,
     /// A usage or rate limit: reverted, waited out, the task retried; no attempt used.
     RateLimited,
+    /// The task's spec was edited while its agent worked (`[backlog] on_spec_edit =
+    /// "restart"`): reverted, the task runs again with the new spec; no attempt used.
+    Restarted,
 }
 
 impl Outcome {
@@ -39,6 +42,7 @@ impl Outcome {
             Outcome::IdleTimeout => "idle_timeout",
             Outcome::Interrupted => "interrupted",
             Outcome::RateLimited => "rate_limited",
+            Outcome::Restarted => "restarted",
         }
     }
 
@@ -49,7 +53,7 @@ impl Outcome {
 
     /// Outcomes that use up one of the task's attempts.
     pub fn counts_as_attempt(self) -> bool {
-        !self.is_green() && !matches!(self, Outcome::Interrupted | Outcome::RateLimited)
+        !self.is_green() && !matches!(self, Outcome::Interrupted | Outcome::RateLimited | Outcome::Restarted)
     }
 }
 
@@ -108,6 +112,10 @@ pub struct IterationRecord {
     pub progress: Option<String>,
     /// Set when this iteration used the task's last attempt.
     pub blocked: bool,
+    /// The task's spec was edited (by the user: the agent's tool calls did not write it) while
+    /// the iteration ran.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub spec_edited: bool,
     /// The agent's output stayed open past the drain bound (an escaped grandchild).
     pub output_leaked: bool,
     /// agent.log reached `[agent] max_log_size` and was cut.

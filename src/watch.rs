@@ -125,6 +125,66 @@ pub async fn specs_changed(root: &Path, source: &Source, before: &Listing, stop:
     }
 }
 
+/// Watches the running task's file while its agent works, and calls `on_edit` once when the
+/// task's text (not its status) differs from `task.body` after a quiet [`DEBOUNCE`]. Stops
+/// when dropped. Without a watcher (inotify limits) it does nothing: the runner still compares
+/// the text when the agent ends.
+pub struct TaskWatch {
+    task: Option<tokio::task::JoinHandle<()>>,
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl TaskWatch {
+    pub fn start(
+        root: &Path,
+        task: &crate::backlog::Spec,
+        on_edit: impl FnOnce() + Send + 'static,
+    ) -> TaskWatch {
+        use notify::Watcher;
+        let file = root.join(&task.path);
+        let (Some(dir), Some(name)) =
+            (file.parent().map(Path::to_path_buf), file.file_name().map(ToOwned::to_owned))
+        else {
+            return TaskWatch { task: None, _watcher: None };
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if let Ok(e) = res
+                && !e.kind.is_access()
+                && e.paths.iter().any(|p| p.file_name() == Some(name.as_os_str()))
+            {
+                let _ = tx.send(());
+            }
+        })
+        .and_then(|mut w| w.watch(&dir, notify::RecursiveMode::NonRecursive).map(|()| w));
+        let Ok(watcher) = watcher else { return TaskWatch { task: None, _watcher: None } };
+        let (root, task) = (root.to_path_buf(), task.clone());
+        let handle = tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                loop {
+                    tokio::select! {
+                        got = rx.recv() => if got.is_none() { return },
+                        _ = tokio::time::sleep(DEBOUNCE) => break,
+                    }
+                }
+                if crate::backlog::current_body(&root, &task).is_some_and(|b| b.trim() != task.body.trim()) {
+                    on_edit();
+                    return;
+                }
+            }
+        });
+        TaskWatch { task: Some(handle), _watcher: Some(watcher) }
+    }
+}
+
+impl Drop for TaskWatch {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
 /// Names and modification times of a folder's files.
 pub type Listing = BTreeMap<String, Option<std::time::SystemTime>>;
 

@@ -156,6 +156,8 @@ fn play(action: &Action, prompt: &str) -> Option<i32> {
         }
         Action::Eprint(s) => eprintln!("{s}"),
         Action::Write { path, content } => {
+            // Like a real agent's log, say what is touched (ralph tells who edited a spec so).
+            let _ = writeln!(out, "scripted-agent: write {}", path.display());
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 let _ = std::fs::create_dir_all(parent);
             }
@@ -165,6 +167,7 @@ fn play(action: &Action, prompt: &str) -> Option<i32> {
             }
         }
         Action::Append { path, content } => {
+            let _ = writeln!(out, "scripted-agent: append {}", path.display());
             let r = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -176,9 +179,11 @@ fn play(action: &Action, prompt: &str) -> Option<i32> {
             }
         }
         Action::Delete(path) => {
+            let _ = writeln!(out, "scripted-agent: delete {}", path.display());
             let _ = std::fs::remove_file(path);
         }
         Action::Run(cmd) => {
+            let _ = writeln!(out, "scripted-agent: run {cmd}");
             let _ = out.flush();
             let _ = Command::new("sh").arg("-c").arg(cmd).stdin(Stdio::null()).status();
         }

@@ -352,6 +352,20 @@ pub fn set_status(
     Ok(true)
 }
 
+/// A task's text as its file has it now: `None` when the task (or its file) is gone, the whole
+/// file when it no longer parses.
+pub fn current_body(root: &Path, t: &Spec) -> Option<String> {
+    let text = std::fs::read_to_string(root.join(&t.path)).ok()?;
+    match t.origin {
+        Origin::File => Some(spec::parse("", &t.path, &text).map_or(text, |s| s.body)),
+        Origin::Story => match prd::tasks(&text, &t.path) {
+            Ok(tasks) => tasks.into_iter().find(|s| s.id == t.id).map(|s| s.body),
+            Err(_) => Some(text),
+        },
+        Origin::Item => checklist::tasks(&text, &t.path).into_iter().find(|s| s.id == t.id).map(|s| s.body),
+    }
+}
+
 fn read(root: &Path, rel: &Path) -> Result<String, BacklogError> {
     std::fs::read_to_string(root.join(rel))
         .map_err(|source| BacklogError::Read { path: rel.to_path_buf(), source })

@@ -13,7 +13,7 @@ use crate::agent::scan::{Findings, Scanner};
 use crate::agent::{self, IterationEnv};
 use crate::backlog::{Backlog, Spec, Status, spec};
 use crate::checks;
-use crate::config::Config;
+use crate::config::{Config, SpecEdit};
 use crate::error::CliError;
 use crate::fault;
 use crate::git::{self, CommitResult};
@@ -129,8 +129,18 @@ pub(crate) async fn run(
     let mut write_err = None;
     let mut log = CappedLog { file: log, written: 0, cap: it.cfg.agent.max_log_size, capped: false };
     let context_limit = it.cfg.budget.context_tokens;
+    // The user may edit the running task's spec: `restart` stops the agent at once (its own
+    // token, so the run goes on), `finish` lets it end. Either way the agent's tool calls tell
+    // whether the agent wrote the spec instead (then the spec-body gate judges it).
+    let agent_cancel = it.stop.cancel.child_token();
+    let spec_rel = task.path.to_string_lossy().into_owned();
+    parser.watch_writes(&spec_rel);
+    let _task_watch = (it.cfg.on_spec_edit == SpecEdit::Restart).then(|| {
+        let cancel = agent_cancel.clone();
+        crate::watch::TaskWatch::start(root, task, move || cancel.cancel())
+    });
     let finished = match process::spawn(&req) {
-        Ok(child) => Ok(process::supervise(child, limits, &it.stop.cancel, &it.stop.force, |c| {
+        Ok(child) => Ok(process::supervise(child, limits, &agent_cancel, &it.stop.force, |c| {
             fault::point("agent_running");
             if let Err(e) = log.write(&masker.push(&c.data)) {
                 // A full disk or an unwritable .ralph/: stop the agent, then stop the run.
@@ -161,6 +171,26 @@ pub(crate) async fn run(
         return Err(io_err("write", &log_path, e));
     }
     fault::point("agent_exited");
+    drop(_task_watch);
+    // A spec that is gone (or a story removed) is no edit to restart on: the gate and the
+    // status write deal with it.
+    let spec_edited = crate::backlog::current_body(root, task)
+        .is_some_and(|now| now.trim() != task.body.trim() && !parser.wrote(&spec_rel));
+    let restart = spec_edited && it.cfg.on_spec_edit == SpecEdit::Restart && !it.stop.cancel.is_cancelled();
+    // The spec file as the user left it: a revert must not take their edit back.
+    let spec_kept = if spec_edited { std::fs::read(root.join(&task.path)).ok() } else { None };
+    if spec_edited {
+        reporter.line(&format!(
+            "{} was edited during iteration {}: {}",
+            task.label(),
+            it.number,
+            if restart {
+                "its agent is stopped and the task runs again with the new spec"
+            } else {
+                "the iteration finishes on the spec it started with; the edit applies from the next one"
+            }
+        ));
+    }
     let report = parser.finish(&mut scanner);
     let mut findings = scanner.finish();
     // The note is written to disk (record, state, next prompt): no secret in it.
@@ -195,7 +225,18 @@ pub(crate) async fn run(
     let mut limit: Option<Limit> = None;
     let mut progress_note: Option<String> = None;
     let mut fatal: Option<Fatal> = None;
+    if spec_edited {
+        // The user's edit, not the agent's: no gate blames the agent for it.
+        judged.spec_bodies.remove(&task.label());
+    }
     let mut outcome = match &finished {
+        _ if restart => {
+            failure = Some(
+                "the spec was edited while the agent worked on it; ralph put the work back and runs the task again with the new spec"
+                    .into(),
+            );
+            Outcome::Restarted
+        }
         Ok(f) if switched.is_some() && f.ending != Ending::Cancelled => {
             failure = switched.clone();
             exit_code = f.exit_code;
@@ -375,6 +416,9 @@ pub(crate) async fn run(
             Some(tree) => git::restore_snapshot(root, &head_before, tree)?,
             None => git::restore(root, &head_before)?,
         }
+        if let Some(text) = &spec_kept {
+            state::atomic_write(&root.join(&task.path), text)?;
+        }
         if learnings::write_agents_md(root, &store, &it.cfg.learnings)? {
             let msg = format!(
                 "ralph({}): learnings from iteration {}\n\n{}",
@@ -490,6 +534,7 @@ pub(crate) async fn run(
         failure,
         progress: findings.progress.clone().or(progress_note),
         blocked,
+        spec_edited,
         output_leaked,
         log_capped,
         tokens: report.tokens,
@@ -815,26 +860,12 @@ fn gates(it: &Iteration<'_>, j: &Judged) -> Result<Vec<String>, CliError> {
     let changes = git::staged_changes(it.root, &j.head_before)?;
     let added = git::staged_added_lines(it.root, &j.head_before)?;
     let before = j.spec_bodies.iter().map(|(label, t)| (label.clone(), t.body.clone())).collect();
-    let after = j.spec_bodies.iter().map(|(label, t)| (label.clone(), body_now(it.root, t))).collect();
+    let after = j
+        .spec_bodies
+        .iter()
+        .filter_map(|(label, t)| Some((label.clone(), crate::backlog::current_body(it.root, t)?)))
+        .collect();
     Ok(crate::gates::inspect(&changes, &added, &j.protected, &before, &after))
-}
-
-/// A task's text as its file has it now; empty when the task (or its file) is gone, and the
-/// whole file when it no longer parses.
-fn body_now(root: &Path, t: &Spec) -> String {
-    let Ok(text) = std::fs::read_to_string(root.join(&t.path)) else { return String::new() };
-    match t.origin {
-        crate::backlog::Origin::File => crate::gates::spec_body(&text),
-        crate::backlog::Origin::Story => match crate::backlog::prd::tasks(&text, &t.path) {
-            Ok(tasks) => tasks.into_iter().find(|s| s.id == t.id).map(|s| s.body).unwrap_or_default(),
-            Err(_) => text,
-        },
-        crate::backlog::Origin::Item => crate::backlog::checklist::tasks(&text, &t.path)
-            .into_iter()
-            .find(|s| s.id == t.id)
-            .map(|s| s.body)
-            .unwrap_or_default(),
-    }
 }
 
 /// The checks' environment: marked as this run's, for crash recovery.

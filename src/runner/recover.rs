@@ -121,6 +121,7 @@ fn settle(root: &Path, run_id: &str, n: u32, dir: &Path, st: &Started) -> Result
         failure: Some(failure),
         progress: None,
         blocked: false,
+        spec_edited: false,
         output_leaked: false,
         log_capped: false,
         tokens: None,

@@ -262,3 +262,92 @@ fn a_broken_prd_json_is_named_with_line_and_column() {
     assert!(err.contains("prd.json:3:"), "{err}");
     assert_eq!(repo.git(&["status", "--porcelain"]), "");
 }
+
+/// Starts `ralph run` on one task whose agent marks its start and then sleeps for `sleep`.
+fn running_agent(extra_toml: &str, sleep: &str, then: &str) -> (TestRepo, std::process::Child) {
+    let scenario = format!(
+        r#"
+[[step]]
+iteration = 1
+actions = [{{ write = {{ path = "started.txt", content = "1\n" }} }}, {{ sleep = "{sleep}" }}, {{ write = {{ path = "a.txt", content = "first\n" }} }}, {{ promise = true }}]
+[[step]]
+iteration = 2
+actions = [{{ expect_prompt = "Now in blue." }}, {{ write = {{ path = "a.txt", content = "blue\n" }} }}, {{ promise = true }}{then}]
+"#
+    );
+    let repo =
+        TestRepo::with_loop(&scenario, &["true"], extra_toml, &[("010-a.md", "# A\n\nWrite a.txt.\n")]);
+    let child = repo.cmd(&["run"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    assert!(wait_for(20, || repo.exists("started.txt")));
+    // The user edits the running task's spec in their editor.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    repo.write("specs/010-a.md", "# A\n\nWrite a.txt. Now in blue.\n");
+    (repo, child)
+}
+
+#[test]
+fn editing_the_running_tasks_spec_restarts_its_iteration_by_default() {
+    // The agent would sleep for minutes: only the restart ends it in time.
+    let (repo, child) = running_agent("", "300s", "");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(
+            "specs/010-a.md was edited during iteration 1: its agent is stopped and the task runs again"
+        ),
+        "{err}"
+    );
+    let r = repo.records();
+    assert_eq!(r[0]["outcome"], "restarted");
+    assert_eq!(r[0]["spec_edited"], true);
+    assert!(r[0]["commit"].is_null());
+    assert_eq!(r[1]["outcome"], "done");
+    // The user's edit was not reverted with the agent's work, and went in with the new work.
+    assert_eq!(repo.read("a.txt"), "blue\n");
+    assert_eq!(repo.read("specs/010-a.md"), "---\nstatus: done\n---\n# A\n\nWrite a.txt. Now in blue.\n");
+    assert!(repo.dirt().is_empty(), "{}", repo.dirt());
+    let v: serde_json::Value =
+        serde_json::from_str(&repo.ralph(&["status", "--json"]).expect(0).stdout()).unwrap();
+    assert_eq!(v["tasks"][0]["attempts"], 0, "a restart uses no attempt");
+}
+
+#[test]
+fn with_finish_the_iteration_ends_on_its_spec_and_the_edit_reopens_the_task() {
+    let (repo, child) = running_agent("[backlog]\non_spec_edit = \"finish\"\n", "2s", "");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("the iteration finishes on the spec it started with"), "{err}");
+    let r = repo.records();
+    // Iteration 1 is judged on the spec it was given (no gate blames the agent for the edit)...
+    assert_eq!(r[0]["outcome"], "done", "{err}");
+    assert_eq!(r[0]["spec_edited"], true);
+    // ...and the edited spec is a changed done task: reopened and done again, in blue.
+    assert!(err.contains("changed since 010-a was done: reopened"), "{err}");
+    assert_eq!(r[1]["outcome"], "done");
+    assert_eq!(repo.read("a.txt"), "blue\n");
+}
+
+#[test]
+fn an_agent_that_edits_its_own_spec_is_still_caught() {
+    // Its tool call names the spec (Claude's stream-json): the edit is the agent's, not the user's.
+    let tool_use = r#"{"type":"assistant","message":{"content":[{"type":"tool_use","name":"Edit","input":{"file_path":"specs/010-a.md"}}]}}"#;
+    let scenario = format!(
+        "[[step]]\niteration = 1\nactions = [{{ print = {} }}, {{ write = {{ path = \"specs/010-a.md\", content = \"# A\\n\\nNothing to do.\\n\" }} }}]\n\
+         [[step]]\niteration = 2\nactions = [{{ exit = 0 }}]\n",
+        toml_str(tool_use)
+    );
+    let repo = TestRepo::with_loop(
+        &scenario,
+        &["true"],
+        "output_format = \"claude-stream-json\"\n",
+        &[("010-a.md", "# A\n\nWrite a.txt.\n")],
+    );
+    repo.ralph(&["run", "--max-iterations", "1"]).expect(3);
+    let r = repo.records();
+    assert_eq!(r[0]["outcome"], "checks_failed");
+    assert!(r[0]["failure"].as_str().unwrap().contains("it rewrote the spec specs/010-a.md"), "{}", r[0]);
+    assert!(r[0].get("spec_edited").is_none());
+    assert_eq!(repo.read("specs/010-a.md"), "# A\n\nWrite a.txt.\n");
+}

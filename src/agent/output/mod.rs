@@ -7,6 +7,7 @@
 //! buffered whole); a line that is not JSON in a JSON format is ignored (CLIs print warnings);
 //! unknown event types are ignored, since the CLIs add new ones every few weeks.
 
+pub mod activity;
 mod claude;
 mod codex;
 mod gemini;
@@ -135,6 +136,14 @@ pub struct Parser {
     /// Per-format state.
     gemini: gemini::State,
     pi: pi::State,
+    /// Files (relative paths) whose writes by the agent are to be noticed.
+    watched: Vec<String>,
+    /// Those of `watched` the agent's tool calls (or, in a text format, its output) named.
+    wrote: Vec<String>,
+    /// The end of the previous text chunk, so a path split across chunks is still found.
+    carry: Vec<u8>,
+    /// The latest tool call or message, on one line, for the live progress.
+    latest: Option<String>,
 }
 
 impl Parser {
@@ -147,12 +156,49 @@ impl Parser {
             now: jiff::Zoned::now(),
             gemini: gemini::State::default(),
             pi: pi::State::default(),
+            watched: Vec::new(),
+            wrote: Vec::new(),
+            carry: Vec::new(),
+            latest: None,
         }
+    }
+
+    /// Notices the agent writing `path`: an editing tool call naming it or a shell command
+    /// mentioning it; in a text format, any mention of it in the output.
+    pub fn watch_writes(&mut self, path: &str) {
+        self.watched.push(path.to_string());
+    }
+
+    /// Whether the agent (by its own account) wrote `path`, one of the watched files.
+    pub fn wrote(&self, path: &str) -> bool {
+        self.wrote.iter().any(|p| p == path)
+    }
+
+    /// The agent's latest tool call or message, on one line.
+    pub fn latest(&self) -> Option<&str> {
+        self.latest.as_deref()
+    }
+
+    fn note_text_mentions(&mut self, bytes: &[u8]) {
+        if self.watched.is_empty() {
+            return;
+        }
+        let longest = self.watched.iter().map(String::len).max().unwrap_or(0);
+        let mut hay = std::mem::take(&mut self.carry);
+        hay.extend_from_slice(bytes);
+        for p in &self.watched {
+            if !self.wrote.contains(p) && memchr::memmem::find(&hay, p.as_bytes()).is_some() {
+                self.wrote.push(p.clone());
+            }
+        }
+        let keep = longest.saturating_sub(1).min(hay.len());
+        self.carry = hay[hay.len() - keep..].to_vec();
     }
 
     /// Feeds a chunk of stdout; the agent's own text goes to `scanner`.
     pub fn feed(&mut self, bytes: &[u8], scanner: &mut Scanner) {
         if matches!(self.format, Format::Text | Format::AiderText) {
+            self.note_text_mentions(bytes);
             scanner.feed(bytes);
             if self.format == Format::Text {
                 return;
@@ -193,6 +239,16 @@ impl Parser {
             return;
         }
         let Ok(v) = serde_json::from_slice::<Value>(&line) else { return };
+        for a in activity::of_line(self.format, &v) {
+            for p in &self.watched {
+                if !self.wrote.contains(p) && a.may_write(p) {
+                    self.wrote.push(p.clone());
+                }
+            }
+            if let Some(l) = a.one_line(100) {
+                self.latest = Some(l);
+            }
+        }
         let r = &mut self.report;
         match self.format {
             Format::ClaudeStreamJson => claude::line(r, &v, &self.now, &mut emit),
