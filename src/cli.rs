@@ -34,6 +34,9 @@ pub enum Command {
     Learnings(LearningsArgs),
     /// Turn a prd.json or a markdown checklist plan into specs, one file per task.
     Import(ImportArgs),
+    /// Let the agent write or update the backlog (split, order, set dependencies), left
+    /// uncommitted for review.
+    Plan(PlanArgs),
     /// Run the loop on a demo project with the scripted agent: no API key needed.
     Demo(DemoArgs),
     /// The scripted agent: plays a scenario file instead of calling a model.
@@ -90,6 +93,16 @@ pub struct StatusArgs {
     /// Print JSON for scripts.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// What to plan, in your words (e.g. "split 020-auth into small tasks"); optional.
+    #[arg(value_name = "REQUEST")]
+    pub request: Vec<String>,
+    /// Use this agent preset, whatever ralph.toml says.
+    #[arg(long, value_name = "PRESET")]
+    pub agent: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -295,6 +295,40 @@ pub fn changed_between(root: &Path, from: &str, to: &str) -> Result<Vec<String>,
     Ok(nul_separated(&out.stdout))
 }
 
+/// What changed between two trees (or commits): `(A|M|D|T, path)`, renames split.
+pub fn name_status(root: &Path, from: &str, to: &str) -> Result<Vec<(char, String)>, GitError> {
+    let out = run(root, ["diff", "--name-status", "--no-renames", "-z", from, to])?;
+    let fields = nul_separated(&out.stdout);
+    Ok(fields
+        .chunks(2)
+        .filter_map(|c| match c {
+            [kind, path] => Some((kind.chars().next().unwrap_or('M'), path.clone())),
+            _ => None,
+        })
+        .collect())
+}
+
+/// The binary-safe patch from one tree to another, limited to `paths`.
+pub fn tree_patch(root: &Path, from: &str, to: &str, paths: &[String]) -> Result<Vec<u8>, GitError> {
+    let mut args: Vec<&OsStr> = ["diff", "--binary", from, to, "--"].into_iter().map(OsStr::new).collect();
+    args.extend(paths.iter().map(OsStr::new));
+    Ok(run(root, args)?.stdout)
+}
+
+/// Puts one path of the working tree back to its content in `tree` (removed if `tree` has
+/// none), leaving the index alone.
+pub fn put_back_path(root: &Path, tree: &str, path: &str) -> Result<(), GitError> {
+    if run(root, ["cat-file", "-e", &format!("{tree}:{path}")]).is_ok() {
+        run(root, ["restore", &format!("--source={tree}"), "--worktree", "--", path]).map(drop)
+    } else {
+        match std::fs::remove_file(root.join(path)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(GitError::Spawn(e)),
+        }
+    }
+}
+
 /// The repository's git directory.
 pub fn git_dir(root: &Path) -> Option<PathBuf> {
     let out = run(root, ["rev-parse", "--git-dir"]).ok()?;

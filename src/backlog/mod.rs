@@ -279,6 +279,27 @@ impl Backlog {
         }
     }
 
+    /// Every task in the order ralph would take them if each succeeded: done ones first, then
+    /// the runnable ones one after another, then those held back by a blocked task.
+    pub fn in_order(&self) -> Vec<&Spec> {
+        let mut done: std::collections::HashSet<&str> =
+            self.tasks.iter().filter(|t| t.status == Status::Done).map(|t| t.id.as_str()).collect();
+        let mut out: Vec<&Spec> = self.tasks.iter().filter(|t| t.status == Status::Done).collect();
+        loop {
+            let next = self
+                .tasks
+                .iter()
+                .filter(|t| t.status == Status::Todo && !done.contains(t.id.as_str()))
+                .filter(|t| t.depends_on.iter().all(|d| done.contains(d.as_str())))
+                .min_by_key(|t| (t.priority.is_none(), t.priority, t.path.clone(), t.order));
+            let Some(t) = next else { break };
+            done.insert(&t.id);
+            out.push(t);
+        }
+        out.extend(self.tasks.iter().filter(|t| !done.contains(t.id.as_str())));
+        out
+    }
+
     /// Where to read the other tasks, for the prompt: a spec's path, or a story's or item's
     /// id and title in its file.
     pub fn other_paths(&self, id: &str) -> Vec<(String, Status)> {

@@ -6,6 +6,7 @@ pub mod import;
 pub mod init;
 pub mod learnings;
 pub mod logs;
+pub mod plan;
 pub mod status;
 pub mod stop;
 
@@ -45,6 +46,11 @@ pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Stop(a) => stop::run(&cwd, a.now),
         Command::Learnings(a) => learnings::run(&cwd, &a),
         Command::Import(a) => import::run(&cwd, &a.file),
+        Command::Plan(a) => block_on(async move {
+            let stop = crate::signal::install()
+                .map_err(|e| CliError::failure(format!("cannot install signal handlers: {e}")))?;
+            plan::run(&cwd, a.agent, &a.request.join(" "), stop).await
+        }),
         Command::Logs(a) => logs::run(&cwd, &a),
         Command::Demo(a) => block_on(demo::run(a.dir)),
         Command::ScriptedAgent(a) => {

@@ -8,4 +8,5 @@ mod git_rules;
 mod learnings;
 mod loop_outcomes;
 mod overnight;
+mod plan;
 mod review;
