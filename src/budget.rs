@@ -143,6 +143,24 @@ impl Budget {
         self.limits.max_duration.map(|d| d.saturating_sub(self.elapsed()))
     }
 
+    /// Spent and left, on one line for the live progress: "12.3k tokens · $0.42 · left: 17
+    /// iterations, 5h 12m, $9.58".
+    pub fn summary(&self) -> String {
+        let s = self.spent_now();
+        let mut left =
+            vec![format!("{} iterations", self.limits.max_iterations.saturating_sub(s.iterations))];
+        if let Some(d) = self.time_left() {
+            left.push(humantime::format_duration(Duration::from_secs(d.as_secs())).to_string());
+        }
+        if let Some(t) = self.limits.max_tokens {
+            left.push(format!("{} tokens", si(t.saturating_sub(s.tokens))));
+        }
+        if let Some(c) = self.limits.max_cost {
+            left.push(format!("${:.2}", (c - s.cost_usd).max(0.0)));
+        }
+        format!("{} tokens · ${:.2} · left: {}", si(s.tokens), s.cost_usd, left.join(", "))
+    }
+
     /// Counts a finished iteration.
     pub fn record(&mut self, r: &IterationRecord) {
         let s = &mut self.spent;
@@ -198,6 +216,15 @@ pub fn signature(r: &IterationRecord) -> String {
         .collect::<Vec<_>>()
         .join(" ");
     format!("{}|{}|{folded}", r.task, r.outcome.as_str())
+}
+
+/// 1234 → "1.2k", 1234567 → "1.2M".
+pub fn si(n: u64) -> String {
+    match n {
+        0..1_000 => n.to_string(),
+        1_000..1_000_000 => format!("{:.1}k", n as f64 / 1e3),
+        _ => format!("{:.1}M", n as f64 / 1e6),
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,9 @@
-//! What `ralph run` shows while it works. On a terminal: a spinner line with the iteration,
-//! task, phase and elapsed time, and one line per finished iteration above it. Elsewhere (a
-//! pipe, CI, a log file): the same lines with a timestamp and no spinner.
+//! What `ralph run` shows while it works. On a terminal: a live two-line display — the
+//! iteration, task, phase, elapsed time, tokens and cost so far and the budgets left; under it
+//! the agent's latest activity (its last tool call or message, from its structured output) —
+//! and one line per finished iteration above it; while a usage limit is waited out, the time it
+//! resets. Elsewhere (a pipe, CI, a log file): plain timestamped lines, the agent's tool calls
+//! among them. Colour only on a terminal, and never with `NO_COLOR` set.
 
 use crate::record::{IterationRecord, Outcome};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -17,20 +20,58 @@ pub trait Reporter {
     fn phase(&mut self, phase: &str);
     /// An iteration ended.
     fn iteration_ended(&mut self, record: &IterationRecord);
+    /// The agent's latest activity: a tool call ("Bash cargo test") or the start of a message.
+    fn activity(&mut self, _text: &str, _is_tool: bool) {}
+    /// What the run has spent and has left, on one line (see [`crate::budget::Budget::summary`]).
+    fn totals(&mut self, _summary: &str) {}
+    /// The loop waits for a usage limit to lift until `until`; `line` says so in words.
+    fn waiting(&mut self, line: &str, _until: std::time::SystemTime) {
+        self.line(line);
+    }
 }
 
 /// The human reporter on stderr.
 pub struct Human {
     tty: bool,
-    /// The live spinner of the current iteration, on a terminal only.
+    color: bool,
+    /// The live display of the current iteration (or wait), on a terminal only.
     bar: Option<ProgressBar>,
     label: String,
+    phase: String,
+    totals: String,
+    activity: String,
+}
+
+/// Whether `NO_COLOR` asks for no colour (set and not empty, per no-color.org).
+fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
 }
 
 impl Human {
     pub fn new() -> Self {
         let tty = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
-        Self { tty, bar: None, label: String::new() }
+        Self {
+            tty,
+            color: tty && !no_color(),
+            bar: None,
+            label: String::new(),
+            phase: String::new(),
+            totals: String::new(),
+            activity: String::new(),
+        }
+    }
+
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_string() }
+    }
+
+    /// Redraws the live display from the current state.
+    fn refresh(&self) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(live_message(&self.label, &self.phase, &self.totals));
+            let activity = if self.activity.is_empty() { "…".to_string() } else { self.activity.clone() };
+            bar.set_prefix(self.paint("2", &format!("  └ {activity}")));
+        }
     }
 
     fn print(&self, text: &str) {
@@ -59,24 +100,77 @@ impl Reporter for Human {
     fn iteration_started(&mut self, iteration: u32, task: &str, title: &str, attempt: u32) {
         let attempt = if attempt > 1 { format!(" (attempt {attempt})") } else { String::new() };
         self.label = format!("iteration {iteration} · {task}{attempt}");
+        self.phase = "agent".into();
+        self.activity.clear();
         if self.tty {
+            if let Some(old) = self.bar.take() {
+                old.finish_and_clear();
+            }
             let bar = ProgressBar::new_spinner();
-            let style = ProgressStyle::with_template("{spinner} {msg} · {elapsed}")
+            let style = ProgressStyle::with_template("{spinner} {msg} · {elapsed}\n{prefix}")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner());
             bar.set_style(style);
             bar.enable_steady_tick(Duration::from_millis(250));
-            bar.set_message(format!("{} · {title} · agent", self.label));
             self.bar = Some(bar);
+            self.print(&self.paint("1", &format!("{} · {title}", self.label)));
+            self.refresh();
         } else {
             self.print(&format!("{} · {title}: agent started", self.label));
         }
     }
 
     fn phase(&mut self, phase: &str) {
+        self.phase = phase.to_string();
         match &self.bar {
-            Some(bar) => bar.set_message(format!("{} · {phase}", self.label)),
+            Some(_) => self.refresh(),
             None => self.print(&format!("{} · {phase}", self.label)),
         }
+    }
+
+    fn activity(&mut self, text: &str, is_tool: bool) {
+        self.activity = text.to_string();
+        match &self.bar {
+            Some(_) => self.refresh(),
+            // In a log, the tool calls tell the story; the agent's prose stays in agent.log.
+            None if is_tool => self.print(&format!("{} ·   {text}", self.label)),
+            None => {}
+        }
+    }
+
+    fn totals(&mut self, summary: &str) {
+        self.totals = summary.to_string();
+        self.refresh();
+    }
+
+    fn waiting(&mut self, line: &str, until: std::time::SystemTime) {
+        if !self.tty {
+            self.print(line);
+            return;
+        }
+        if let Some(old) = self.bar.take() {
+            old.finish_and_clear();
+        }
+        self.print(line);
+        let left = until.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+        let bar = ProgressBar::new(left.as_secs().max(1));
+        let style = ProgressStyle::with_template(
+            "{spinner} waiting for the usage limit to lift · {msg} · {eta} left",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
+        bar.set_style(style);
+        bar.set_message(format!("resets {}", humantime::format_rfc3339_seconds(until)));
+        bar.enable_steady_tick(Duration::from_millis(1000));
+        // The bar advances with the clock; the next iteration's start clears it.
+        let ticker = bar.clone();
+        std::thread::spawn(move || {
+            while !ticker.is_finished() {
+                let gone = left
+                    .saturating_sub(until.duration_since(std::time::SystemTime::now()).unwrap_or_default());
+                ticker.set_position(gone.as_secs());
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        });
+        self.bar = Some(bar);
     }
 
     fn iteration_ended(&mut self, r: &IterationRecord) {
@@ -88,12 +182,20 @@ impl Reporter for Human {
             },
             _ => format!("reverted; {}", summary(r.failure.as_deref().unwrap_or(""))),
         };
-        let mut line = format!(
-            "iteration {} · {} → {} in {secs:.1}s: {detail}",
-            r.iteration,
-            r.task,
-            r.outcome.as_str()
-        );
+        let outcome = match r.outcome {
+            Outcome::Done | Outcome::Progress => self.paint("32", r.outcome.as_str()),
+            Outcome::RateLimited | Outcome::Interrupted | Outcome::Restarted => {
+                self.paint("33", r.outcome.as_str())
+            }
+            _ => self.paint("31", r.outcome.as_str()),
+        };
+        let mut line = format!("iteration {} · {} → {outcome} in {secs:.1}s: {detail}", r.iteration, r.task);
+        if let Some(t) = r.tokens {
+            line.push_str(&format!(" · {} tokens", crate::budget::si(t.total())));
+        }
+        if let Some(c) = r.cost_usd {
+            line.push_str(&format!(" · ${c:.2}"));
+        }
         if !r.learnings_added.is_empty() {
             line.push_str(&format!("; {} learning(s) kept", r.learnings_added.len()));
         }
@@ -105,6 +207,11 @@ impl Reporter for Human {
         }
         self.print(&line);
     }
+}
+
+/// The live display's first line: where the iteration is, and what the run has spent and left.
+fn live_message(label: &str, phase: &str, totals: &str) -> String {
+    if totals.is_empty() { format!("{label} · {phase}") } else { format!("{label} · {phase} · {totals}") }
 }
 
 /// A reporter that prints nothing (for callers that report on their own).
@@ -136,5 +243,14 @@ mod tests {
             "`make` failed (exit 2): error: y"
         );
         assert_eq!(super::summary("the agent exited with code 1"), "the agent exited with code 1");
+    }
+
+    #[test]
+    fn the_live_line_carries_phase_and_totals() {
+        assert_eq!(
+            super::live_message("iteration 3 · 020-b", "checks", "1.2k tokens · $0.10 · left: 7 iterations"),
+            "iteration 3 · 020-b · checks · 1.2k tokens · $0.10 · left: 7 iterations"
+        );
+        assert_eq!(super::live_message("iteration 1 · a", "agent", ""), "iteration 1 · a · agent");
     }
 }

@@ -139,6 +139,7 @@ pub(crate) async fn run(
         let cancel = agent_cancel.clone();
         crate::watch::TaskWatch::start(root, task, move || cancel.cancel())
     });
+    let mut seen_activity = 0;
     let finished = match process::spawn(&req) {
         Ok(child) => Ok(process::supervise(child, limits, &agent_cancel, &it.stop.force, |c| {
             fault::point("agent_running");
@@ -148,7 +149,15 @@ pub(crate) async fn run(
                 return std::ops::ControlFlow::Break(());
             }
             match c.stream {
-                process::Stream::Stdout => parser.feed(&c.data, &mut scanner),
+                process::Stream::Stdout => {
+                    parser.feed(&c.data, &mut scanner);
+                    if let Some((text, is_tool, n)) = parser.latest()
+                        && n != seen_activity
+                    {
+                        seen_activity = n;
+                        reporter.activity(&it.secrets.mask(text), is_tool);
+                    }
+                }
                 // stderr carries no promise or learning, but its errors belong in the tail.
                 process::Stream::Stderr => scanner.feed_tail(&c.data),
             }

@@ -455,6 +455,7 @@ async fn run_loop(
         let number = meta.iterations;
         meta.spent = Some(budget.spent_now());
         meta.save(run_dir)?;
+        reporter.totals(&budget.summary());
         let end = iteration::run(
             iteration::Iteration {
                 root,
@@ -504,11 +505,14 @@ async fn run_loop(
             ));
         }
         let until = jiff::Timestamp::now() + jiff::SignedDuration::try_from(wait).unwrap_or_default();
-        reporter.line(&format!(
-            "waiting for the usage limit to lift: until {} (in {}); the same task runs next, no attempt used",
-            until.strftime("%Y-%m-%d %H:%M:%S UTC"),
-            human(wait)
-        ));
+        reporter.waiting(
+            &format!(
+                "waiting for the usage limit to lift: until {} (in {}); the same task runs next, no attempt used",
+                until.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                human(wait)
+            ),
+            std::time::SystemTime::now() + wait,
+        );
         meta.waiting_until = Some(until.to_string());
         meta.save(run_dir)?;
         tokio::select! {

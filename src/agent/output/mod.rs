@@ -142,8 +142,10 @@ pub struct Parser {
     wrote: Vec<String>,
     /// The end of the previous text chunk, so a path split across chunks is still found.
     carry: Vec<u8>,
-    /// The latest tool call or message, on one line, for the live progress.
-    latest: Option<String>,
+    /// The latest tool call or message, on one line, for the live progress; and how many
+    /// there were (so a caller sees a repeat of the same text as new).
+    latest: Option<(String, bool)>,
+    activities: u64,
 }
 
 impl Parser {
@@ -160,6 +162,7 @@ impl Parser {
             wrote: Vec::new(),
             carry: Vec::new(),
             latest: None,
+            activities: 0,
         }
     }
 
@@ -174,9 +177,10 @@ impl Parser {
         self.wrote.iter().any(|p| p == path)
     }
 
-    /// The agent's latest tool call or message, on one line.
-    pub fn latest(&self) -> Option<&str> {
-        self.latest.as_deref()
+    /// The agent's latest tool call or message, on one line, whether it is a tool call, and a
+    /// counter that grows with each activity.
+    pub fn latest(&self) -> Option<(&str, bool, u64)> {
+        self.latest.as_ref().map(|(t, tool)| (t.as_str(), *tool, self.activities))
     }
 
     fn note_text_mentions(&mut self, bytes: &[u8]) {
@@ -246,7 +250,8 @@ impl Parser {
                 }
             }
             if let Some(l) = a.one_line(100) {
-                self.latest = Some(l);
+                self.latest = Some((l, matches!(a, activity::Activity::Tool { .. })));
+                self.activities += 1;
             }
         }
         let r = &mut self.report;
