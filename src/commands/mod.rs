@@ -6,6 +6,8 @@ pub mod import;
 pub mod init;
 pub mod learnings;
 pub mod logs;
+pub mod report;
+pub mod stats;
 pub mod status;
 pub mod stop;
 
@@ -46,6 +48,8 @@ pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Learnings(a) => learnings::run(&cwd, &a),
         Command::Import(a) => import::run(&cwd, &a.file),
         Command::Logs(a) => logs::run(&cwd, &a),
+        Command::Stats(a) => stats::run(&cwd, &a),
+        Command::Report(a) => report::run(&cwd, &a),
         Command::Demo(a) => block_on(demo::run(a.dir)),
         Command::ScriptedAgent(a) => {
             let code = crate::agent::scripted::main(
