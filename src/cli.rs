@@ -26,6 +26,10 @@ pub enum Command {
     Status(StatusArgs),
     /// Print (or follow) an iteration's logs.
     Logs(LogsArgs),
+    /// Figures across runs: first-attempt success, iterations to done, failure causes, cost.
+    Stats(StatsArgs),
+    /// Write one self-contained HTML page for a run: timeline, cost, tasks, iterations.
+    Report(ReportArgs),
     /// Check the configured agent, checks and git state without spending tokens.
     Doctor(DoctorArgs),
     /// Ask the running loop to stop after the current iteration (`--now`: at once, cleanly).
@@ -166,6 +170,26 @@ pub struct LogsArgs {
     /// Print the rejected diff of a reverted iteration.
     #[arg(long)]
     pub patch: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Print JSON for scripts (the shape is documented in the README).
+    #[arg(long)]
+    pub json: bool,
+    /// Only this run (default: every run under .ralph/runs/).
+    #[arg(long, value_name = "RUN_ID")]
+    pub run: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The run (default: the latest run).
+    #[arg(long, value_name = "RUN_ID")]
+    pub run: Option<String>,
+    /// Where to write the page (default: .ralph/runs/<run-id>/report.html).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

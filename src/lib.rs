@@ -27,9 +27,11 @@ pub mod prompt;
 pub mod record;
 pub mod reporter;
 pub mod runner;
+pub mod runreport;
 pub mod secrets;
 pub mod signal;
 pub mod state;
+pub mod stats;
 pub mod watch;
 
 use clap::Parser;

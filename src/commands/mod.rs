@@ -7,6 +7,8 @@ pub mod init;
 pub mod learnings;
 pub mod logs;
 pub mod plan;
+pub mod report;
+pub mod stats;
 pub mod status;
 pub mod stop;
 
@@ -52,6 +54,8 @@ pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
             plan::run(&cwd, a.agent, &a.request.join(" "), stop).await
         }),
         Command::Logs(a) => logs::run(&cwd, &a),
+        Command::Stats(a) => stats::run(&cwd, &a),
+        Command::Report(a) => report::run(&cwd, &a),
         Command::Demo(a) => block_on(demo::run(a.dir)),
         Command::ScriptedAgent(a) => {
             let code = crate::agent::scripted::main(

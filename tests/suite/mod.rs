@@ -10,3 +10,4 @@ mod loop_outcomes;
 mod overnight;
 mod plan;
 mod review;
+mod stats_report;

@@ -1,0 +1,887 @@
+//! The figures of `ralph stats`: what the history of iteration records says about how well the
+//! loop works — first-attempt success, iterations to done, why iterations fail, tokens and cost
+//! per task, time per iteration, learnings, usage-limit waits.
+//!
+//! Invariants:
+//! - Only `iterations.jsonl` is read, a line at a time into one reused buffer, and each line is
+//!   parsed into [`Line`], which borrows its strings from that buffer and skips every field the
+//!   figures do not need; agent logs are never opened. Ten thousand iterations must stay well
+//!   under the 50 ms the benchmark allows.
+//! - A line that does not parse (torn by a crash, edited by hand) is counted and skipped, never
+//!   fatal.
+//! - Runs are fed oldest first and records in file order: "iterations to done" carries a task's
+//!   count across runs, so a task finished in the run after the one it started in counts whole.
+
+use crate::record::{Outcome, Tokens};
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// Reading the records failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StatsError {
+    #[error("read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The part of an iteration record the figures need, borrowed from the line.
+#[derive(Debug, Deserialize)]
+pub struct Line<'a> {
+    #[serde(borrow)]
+    pub task: Cow<'a, str>,
+    #[serde(borrow)]
+    pub started_at: Cow<'a, str>,
+    #[serde(borrow)]
+    pub ended_at: Cow<'a, str>,
+    pub duration_ms: u64,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    pub outcome: Outcome,
+    #[serde(default, borrow)]
+    pub checks: Vec<LineCheck<'a>>,
+    /// Only counted: `IgnoredAny` is zero-sized, so the vector never allocates.
+    #[serde(default)]
+    pub learnings_added: Vec<IgnoredAny>,
+    #[serde(default, borrow)]
+    pub failure: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub blocked: bool,
+    #[serde(default)]
+    pub tokens: Option<Tokens>,
+    #[serde(default)]
+    pub cost_usd: Option<f64>,
+}
+
+/// The part of a check record the failure cause needs.
+#[derive(Debug, Deserialize)]
+pub struct LineCheck<'a> {
+    #[serde(borrow)]
+    pub command: Cow<'a, str>,
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub timed_out: bool,
+    #[serde(default)]
+    pub tolerated: bool,
+}
+
+/// Mean, median, 90th percentile and maximum (nearest-rank percentiles).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Spread {
+    pub mean: f64,
+    pub median: u64,
+    pub p90: u64,
+    pub max: u64,
+}
+
+impl Spread {
+    /// `None` for no values. Sorts `values`.
+    pub fn of(values: &mut [u64]) -> Option<Spread> {
+        if values.is_empty() {
+            return None;
+        }
+        values.sort_unstable();
+        let n = values.len();
+        let rank = |p: f64| values[((p * n as f64).ceil() as usize).clamp(1, n) - 1];
+        let sum: u128 = values.iter().map(|&v| u128::from(v)).sum();
+        Some(Spread { mean: sum as f64 / n as f64, median: rank(0.5), p90: rank(0.9), max: values[n - 1] })
+    }
+}
+
+/// Tasks seen and done.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskFigures {
+    /// Distinct tasks with at least one iteration.
+    pub seen: u64,
+    /// Times a task was done (a task reopened after its spec changed and done again counts again).
+    pub done: u64,
+    /// Of those, done on the first iteration that worked on it.
+    pub done_first_iteration: u64,
+    /// `done_first_iteration / done`; `null` with nothing done.
+    pub first_attempt_success_rate: Option<f64>,
+}
+
+/// Failed iterations of one outcome with one cause.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FailureCause {
+    pub outcome: Outcome,
+    pub cause: String,
+    pub count: u64,
+}
+
+/// Tokens as the agents reported them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TokenFigures {
+    pub total: u64,
+    pub input: u64,
+    pub output: u64,
+    pub cache_read: u64,
+    pub cache_write: u64,
+    /// Iterations whose agent reported tokens; the figures below are `null` when none did.
+    pub iterations_reporting: u64,
+    pub per_task: Option<f64>,
+    pub per_done_task: Option<f64>,
+}
+
+/// Cost in US dollars as the agents reported it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CostFigures {
+    pub total: f64,
+    pub iterations_reporting: u64,
+    pub per_task: Option<f64>,
+    pub per_done_task: Option<f64>,
+}
+
+/// Usage and rate limits waited out.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RateLimits {
+    /// `rate_limited` iterations.
+    pub waits: u64,
+    /// From the end of each to the start of the next iteration of its run.
+    pub waited_ms: u64,
+}
+
+/// One task's history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskStats {
+    pub task: String,
+    pub iterations: u32,
+    /// Iterations that used an attempt (failed ones, not interrupted or rate-limited).
+    pub attempts: u32,
+    /// Iterations each time it was done.
+    pub iterations_to_done: Vec<u32>,
+    /// Iterations since it was last done (or since its first, if never): still open work.
+    pub open_iterations: u32,
+    pub last_outcome: Outcome,
+    /// Its last iteration blocked it.
+    pub blocked: bool,
+    pub tokens: Option<u64>,
+    pub cost_usd: Option<f64>,
+    pub time_ms: u64,
+}
+
+/// Everything `ralph stats` prints; `--json` prints it as is (a documented contract).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stats {
+    /// The run `--run` restricted the figures to.
+    pub run_id: Option<String>,
+    pub runs: u64,
+    pub iterations: u64,
+    /// Lines of iterations.jsonl that did not parse (a torn last line after a crash).
+    pub skipped_lines: u64,
+    pub outcomes: BTreeMap<Outcome, u64>,
+    pub tasks: TaskFigures,
+    pub iterations_to_done: Option<Spread>,
+    pub iteration_ms: Option<Spread>,
+    /// Every iteration that was not green, by outcome and cause, most frequent first.
+    pub failures: Vec<FailureCause>,
+    pub tokens: TokenFigures,
+    pub cost_usd: CostFigures,
+    pub learnings_added: u64,
+    pub rate_limits: RateLimits,
+    pub per_task: Vec<TaskStats>,
+}
+
+#[derive(Debug)]
+struct TaskAcc {
+    id: String,
+    iterations: u32,
+    attempts: u32,
+    open: u32,
+    resolutions: Vec<u32>,
+    last_outcome: Outcome,
+    blocked: bool,
+    tokens: Option<u64>,
+    cost: Option<f64>,
+    time_ms: u64,
+}
+
+/// Folds records into [`Stats`]; feed runs oldest first.
+#[derive(Debug, Default)]
+pub struct Aggregator {
+    runs: u64,
+    iterations: u64,
+    skipped_lines: u64,
+    outcomes: BTreeMap<Outcome, u64>,
+    tasks: Vec<TaskAcc>,
+    index: HashMap<String, usize>,
+    causes: HashMap<(Outcome, String), u64>,
+    durations: Vec<u64>,
+    tokens: Tokens,
+    tokens_reporting: u64,
+    cost: f64,
+    cost_reporting: u64,
+    learnings: u64,
+    waits: u64,
+    waited_ms: u64,
+    /// The end of the run's last iteration, when it was rate-limited: the wait runs from here.
+    wait_from: Option<SystemTime>,
+}
+
+fn parse_time(s: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339(s).ok()
+}
+
+impl Aggregator {
+    pub fn new() -> Aggregator {
+        Aggregator::default()
+    }
+
+    /// Starts the next run: a wait never spans two runs.
+    pub fn start_run(&mut self) {
+        self.runs += 1;
+        self.wait_from = None;
+    }
+
+    /// Reads one run's `iterations.jsonl`; a missing file is a run without records yet.
+    pub fn read_run(&mut self, records: &Path) -> Result<(), StatsError> {
+        self.start_run();
+        let err = |source| StatsError::Read { path: records.to_path_buf(), source };
+        let file = match std::fs::File::open(records) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(err(e)),
+        };
+        let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
+        let mut buf = Vec::with_capacity(8 << 10);
+        loop {
+            buf.clear();
+            if reader.read_until(b'\n', &mut buf).map_err(err)? == 0 {
+                return Ok(());
+            }
+            self.add_line(&buf);
+        }
+    }
+
+    /// Adds one line of `iterations.jsonl`; blank lines are ignored, unparsable ones counted.
+    pub fn add_line(&mut self, line: &[u8]) {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        match serde_json::from_slice::<Line>(line) {
+            Ok(l) => self.add(&l),
+            Err(_) => self.skipped_lines += 1,
+        }
+    }
+
+    /// Adds one record.
+    pub fn add(&mut self, l: &Line) {
+        self.iterations += 1;
+        *self.outcomes.entry(l.outcome).or_insert(0) += 1;
+        self.durations.push(l.duration_ms);
+        self.learnings += l.learnings_added.len() as u64;
+        if let Some(t) = &l.tokens {
+            self.tokens_reporting += 1;
+            self.tokens.input += t.input;
+            self.tokens.output += t.output;
+            self.tokens.cache_read += t.cache_read;
+            self.tokens.cache_write += t.cache_write;
+        }
+        if let Some(c) = l.cost_usd {
+            self.cost_reporting += 1;
+            self.cost += c;
+        }
+        if let Some(from) = self.wait_from.take()
+            && let Some(to) = parse_time(&l.started_at)
+            && let Ok(d) = to.duration_since(from)
+        {
+            self.waited_ms += u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        }
+        if l.outcome == Outcome::RateLimited {
+            self.waits += 1;
+            self.wait_from = parse_time(&l.ended_at);
+        }
+        if !l.outcome.is_green() {
+            let failed = failed_check(&l.checks);
+            let c = cause(l.outcome, l.failure.as_deref(), failed, l.exit_code);
+            *self.causes.entry((l.outcome, c)).or_insert(0) += 1;
+        }
+
+        let i = match self.index.get(l.task.as_ref()) {
+            Some(&i) => i,
+            None => {
+                self.tasks.push(TaskAcc {
+                    id: l.task.to_string(),
+                    iterations: 0,
+                    attempts: 0,
+                    open: 0,
+                    resolutions: Vec::new(),
+                    last_outcome: l.outcome,
+                    blocked: false,
+                    tokens: None,
+                    cost: None,
+                    time_ms: 0,
+                });
+                self.index.insert(l.task.to_string(), self.tasks.len() - 1);
+                self.tasks.len() - 1
+            }
+        };
+        let t = &mut self.tasks[i];
+        t.iterations += 1;
+        t.time_ms += l.duration_ms;
+        t.last_outcome = l.outcome;
+        t.blocked = l.blocked;
+        if l.outcome.counts_as_attempt() {
+            t.attempts += 1;
+        }
+        if let Some(tok) = &l.tokens {
+            *t.tokens.get_or_insert(0) += tok.total();
+        }
+        if let Some(c) = l.cost_usd {
+            *t.cost.get_or_insert(0.0) += c;
+        }
+        // A limit or a stop says nothing about how hard the task is.
+        if !matches!(l.outcome, Outcome::RateLimited | Outcome::Interrupted | Outcome::Restarted) {
+            t.open += 1;
+        }
+        if l.outcome == Outcome::Done {
+            t.resolutions.push(t.open);
+            t.open = 0;
+        }
+    }
+
+    /// The figures.
+    pub fn finish(self, run_id: Option<String>) -> Stats {
+        let mut to_done: Vec<u64> =
+            self.tasks.iter().flat_map(|t| t.resolutions.iter().map(|&n| u64::from(n))).collect();
+        let done = to_done.len() as u64;
+        let first = to_done.iter().filter(|&&n| n <= 1).count() as u64;
+        let seen = self.tasks.len() as u64;
+        let ratio = |total: f64, n: u64| (n > 0).then(|| total / n as f64);
+        let mut durations = self.durations;
+        let mut failures: Vec<FailureCause> = self
+            .causes
+            .into_iter()
+            .map(|((outcome, cause), count)| FailureCause { outcome, cause, count })
+            .collect();
+        failures.sort_by(|a, b| {
+            b.count.cmp(&a.count).then(a.outcome.cmp(&b.outcome)).then_with(|| a.cause.cmp(&b.cause))
+        });
+        let total_tokens = self.tokens.total();
+        Stats {
+            run_id,
+            runs: self.runs,
+            iterations: self.iterations,
+            skipped_lines: self.skipped_lines,
+            outcomes: self.outcomes,
+            tasks: TaskFigures {
+                seen,
+                done,
+                done_first_iteration: first,
+                first_attempt_success_rate: ratio(first as f64, done),
+            },
+            iterations_to_done: Spread::of(&mut to_done),
+            iteration_ms: Spread::of(&mut durations),
+            failures,
+            tokens: TokenFigures {
+                total: total_tokens,
+                input: self.tokens.input,
+                output: self.tokens.output,
+                cache_read: self.tokens.cache_read,
+                cache_write: self.tokens.cache_write,
+                iterations_reporting: self.tokens_reporting,
+                per_task: ratio(total_tokens as f64, seen).filter(|_| self.tokens_reporting > 0),
+                per_done_task: ratio(total_tokens as f64, done).filter(|_| self.tokens_reporting > 0),
+            },
+            cost_usd: CostFigures {
+                total: self.cost,
+                iterations_reporting: self.cost_reporting,
+                per_task: ratio(self.cost, seen).filter(|_| self.cost_reporting > 0),
+                per_done_task: ratio(self.cost, done).filter(|_| self.cost_reporting > 0),
+            },
+            learnings_added: self.learnings,
+            rate_limits: RateLimits { waits: self.waits, waited_ms: self.waited_ms },
+            per_task: self
+                .tasks
+                .into_iter()
+                .map(|t| TaskStats {
+                    task: t.id,
+                    iterations: t.iterations,
+                    attempts: t.attempts,
+                    iterations_to_done: t.resolutions,
+                    open_iterations: t.open,
+                    last_outcome: t.last_outcome,
+                    blocked: t.blocked,
+                    tokens: t.tokens,
+                    cost_usd: t.cost,
+                    time_ms: t.time_ms,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Reads the records of these run folders, oldest first.
+pub fn collect<'p>(
+    run_dirs: impl IntoIterator<Item = &'p Path>,
+    run_id: Option<String>,
+) -> Result<Stats, StatsError> {
+    let mut agg = Aggregator::new();
+    for dir in run_dirs {
+        agg.read_run(&crate::logs::records_path(dir))?;
+    }
+    Ok(agg.finish(run_id))
+}
+
+/// The first check that failed for real (not tolerated): its command and whether it timed out.
+pub fn failed_check<'c>(checks: &'c [LineCheck<'_>]) -> Option<(&'c str, bool)> {
+    checks
+        .iter()
+        .find(|c| !c.tolerated && (c.timed_out || c.exit_code != Some(0)))
+        .map(|c| (c.command.as_ref(), c.timed_out))
+}
+
+/// Longest command shown in a cause: causes are grouping keys, not logs.
+const CAUSE_COMMAND_CHARS: usize = 60;
+
+/// A short cause for a failed iteration, for grouping: which check failed, which gate caught
+/// it, how the agent failed. `failed_check` is the first check that failed for real (command,
+/// timed out).
+pub fn cause(
+    outcome: Outcome,
+    failure: Option<&str>,
+    failed_check: Option<(&str, bool)>,
+    exit_code: Option<i32>,
+) -> String {
+    let f = failure.unwrap_or("");
+    match outcome {
+        Outcome::Done | Outcome::Progress => String::new(),
+        Outcome::ChecksFailed => {
+            if let Some(gate) = f.strip_prefix("a gate rejected the work: ") {
+                let kind = if gate.starts_with("fewer tests") {
+                    "fewer tests than before"
+                } else if gate.contains("protected path") {
+                    "protected path changed"
+                } else if gate.contains("deleted the test file") {
+                    "test file deleted"
+                } else if gate.contains("rewrote the spec") {
+                    "spec rewritten"
+                } else if gate.contains("skip marker") {
+                    "skip marker added"
+                } else {
+                    "rejected"
+                };
+                format!("gate: {kind}")
+            } else if f.starts_with("the review rejected") {
+                "review rejected".into()
+            } else if f.starts_with("`git commit` was refused") {
+                "commit hook refused".into()
+            } else if let Some((command, timed_out)) = failed_check {
+                let mut c: String = command.chars().take(CAUSE_COMMAND_CHARS).collect();
+                if c.len() < command.len() {
+                    c.push('…');
+                }
+                format!("`{c}` {}", if timed_out { "timed out" } else { "failed" })
+            } else {
+                "checks failed".into()
+            }
+        }
+        Outcome::AgentFailed => {
+            if f.starts_with("the agent could not start") {
+                "agent could not start".into()
+            } else if f.starts_with("the agent could not authenticate") {
+                "agent could not authenticate".into()
+            } else if f.starts_with("the agent's model does not exist") {
+                "agent's model does not exist".into()
+            } else if f.starts_with("the agent switched from branch") {
+                "agent switched branch".into()
+            } else if f.starts_with("the agent changed what it must not touch") {
+                "agent changed the frame".into()
+            } else if f.starts_with("the agent reported an error") {
+                "agent reported an error".into()
+            } else if f.starts_with("the agent was killed by a signal") {
+                "agent killed by a signal".into()
+            } else {
+                match exit_code {
+                    Some(0) => "agent reported an error".into(),
+                    Some(c) => format!("agent exited with code {c}"),
+                    None => "agent failed".into(),
+                }
+            }
+        }
+        Outcome::Timeout if f.contains("the run's time budget ran out") => "run time budget ran out".into(),
+        Outcome::Timeout => "iteration time limit".into(),
+        Outcome::IdleTimeout => "no output (idle timeout)".into(),
+        Outcome::Interrupted => "interrupted".into(),
+        Outcome::RateLimited => "usage or rate limit".into(),
+        Outcome::Restarted => "spec edited during the iteration".into(),
+    }
+}
+
+/// A duration for people: `850ms`, `12.3s`, `4m05s`, `2h03m`.
+pub fn human_ms(ms: u64) -> String {
+    match ms {
+        0..1_000 => format!("{ms}ms"),
+        1_000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        60_000..3_600_000 => format!("{}m{:02}s", ms / 60_000, ms / 1000 % 60),
+        _ => format!("{}h{:02}m", ms / 3_600_000, ms / 60_000 % 60),
+    }
+}
+
+/// A token count for people: `950`, `12.3k`, `500k`, `4.56M`.
+pub fn human_tokens(n: f64) -> String {
+    let (v, unit, places) = if n < 1_000.0 {
+        return format!("{n:.0}");
+    } else if n < 1_000_000.0 {
+        (n / 1_000.0, "k", 1)
+    } else {
+        (n / 1_000_000.0, "M", 2)
+    };
+    let text = format!("{v:.places$}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    format!("{text}{unit}")
+}
+
+/// The human-readable table.
+pub fn render(s: &Stats) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let scope = match &s.run_id {
+        Some(id) => format!("run {id}"),
+        None => format!("{} run(s)", s.runs),
+    };
+    let _ = write!(o, "Stats for {scope}: {} iteration(s)", s.iterations);
+    if s.skipped_lines > 0 {
+        let _ = write!(o, " ({} unreadable record line(s) skipped)", s.skipped_lines);
+    }
+    o.push('\n');
+    if s.iterations == 0 {
+        o.push_str("\nNo iterations recorded yet: `ralph run` starts one.\n");
+        return o;
+    }
+    let outcomes: Vec<String> = s.outcomes.iter().map(|(k, n)| format!("{n} {}", k.as_str())).collect();
+    let _ = writeln!(o, "  outcomes:            {}", outcomes.join(", "));
+    let t = &s.tasks;
+    let rate = t.first_attempt_success_rate.map_or("-".into(), |r| format!("{:.0}%", r * 100.0));
+    let _ = writeln!(o, "  tasks:               {} seen, {} done", t.seen, t.done);
+    let _ = writeln!(
+        o,
+        "  first-attempt done:  {rate} ({} of {} done on their first iteration)",
+        t.done_first_iteration, t.done
+    );
+    let spread = |sp: &Option<Spread>, f: &dyn Fn(u64) -> String, mean: &dyn Fn(f64) -> String| {
+        sp.as_ref().map_or("-".into(), |sp| {
+            format!(
+                "mean {} · median {} · p90 {} · max {}",
+                mean(sp.mean),
+                f(sp.median),
+                f(sp.p90),
+                f(sp.max)
+            )
+        })
+    };
+    let _ = writeln!(
+        o,
+        "  iterations to done:  {}",
+        spread(&s.iterations_to_done, &|n| n.to_string(), &|m| format!("{m:.1}"))
+    );
+    let _ = writeln!(
+        o,
+        "  time per iteration:  {}",
+        spread(&s.iteration_ms, &human_ms, &|m| human_ms(m.round() as u64))
+    );
+    let tk = &s.tokens;
+    if tk.iterations_reporting > 0 {
+        let _ = writeln!(
+            o,
+            "  tokens:              {} total · {} per task · {} per done task",
+            human_tokens(tk.total as f64),
+            tk.per_task.map_or("-".into(), human_tokens),
+            tk.per_done_task.map_or("-".into(), human_tokens)
+        );
+    } else {
+        o.push_str("  tokens:              not reported by the agent\n");
+    }
+    let c = &s.cost_usd;
+    if c.iterations_reporting > 0 {
+        let usd = |v: Option<f64>| v.map_or("-".into(), |v| format!("${v:.2}"));
+        let _ = writeln!(
+            o,
+            "  cost:                ${:.2} total · {} per task · {} per done task",
+            c.total,
+            usd(c.per_task),
+            usd(c.per_done_task)
+        );
+    } else {
+        o.push_str("  cost:                not reported by the agent\n");
+    }
+    let _ = writeln!(o, "  learnings added:     {}", s.learnings_added);
+    let _ = writeln!(
+        o,
+        "  rate-limit waits:    {} ({} waited)",
+        s.rate_limits.waits,
+        human_ms(s.rate_limits.waited_ms)
+    );
+
+    if !s.failures.is_empty() {
+        let w = s.failures.iter().map(|f| f.cause.chars().count()).max().unwrap_or(5).max(5);
+        let _ = writeln!(o, "\nFailures\n  {:<13}  {:<w$}  {:>5}", "OUTCOME", "CAUSE", "COUNT");
+        for f in &s.failures {
+            let pad = w - f.cause.chars().count();
+            let _ =
+                writeln!(o, "  {:<13}  {}{}  {:>5}", f.outcome.as_str(), f.cause, " ".repeat(pad), f.count);
+        }
+    }
+
+    let w = s.per_task.iter().map(|t| t.task.chars().count()).max().unwrap_or(4).max(4);
+    let _ = writeln!(
+        o,
+        "\nTasks\n  {:<w$}  {:>5}  {:>8}  {:>4}  {:>7}  {:>8}  {:>8}  {:>8}  LAST",
+        "TASK", "ITERS", "ATTEMPTS", "DONE", "TO DONE", "TOKENS", "COST", "TIME"
+    );
+    for t in &s.per_task {
+        // Iterations to done: the mean when the task was done more than once (reopened).
+        let n = t.iterations_to_done.len();
+        let to_done = match n {
+            0 => "-".to_string(),
+            1 => t.iterations_to_done[0].to_string(),
+            _ => format!("{:.1}", t.iterations_to_done.iter().map(|&i| f64::from(i)).sum::<f64>() / n as f64),
+        };
+        let last = if t.blocked { "blocked" } else { t.last_outcome.as_str() };
+        let _ = writeln!(
+            o,
+            "  {}{}  {:>5}  {:>8}  {:>4}  {:>7}  {:>8}  {:>8}  {:>8}  {last}",
+            t.task,
+            " ".repeat(w - t.task.chars().count()),
+            t.iterations,
+            t.attempts,
+            n,
+            to_done,
+            t.tokens.map_or("-".into(), |n| human_tokens(n as f64)),
+            t.cost_usd.map_or("-".into(), |c| format!("${c:.2}")),
+            human_ms(t.time_ms),
+        );
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record line as the runner writes it (extra fields the figures skip included).
+    fn rec(task: &str, outcome: &str, extra: &str) -> String {
+        let base = format!(
+            r#"{{"run_id":"r","iteration":1,"task":"{task}","started_at":"2026-01-01T00:00:00.000Z","ended_at":"2026-01-01T00:00:10.000Z","duration_ms":10000,"exit_code":0,"outcome":"{outcome}","checks":[],"head_before":"abc","commit":null,"files_changed":["a.rs"],"learnings_added":[],"learnings_rejected":[],"promise":false,"failure":null,"progress":null,"blocked":false,"output_leaked":false,"final_message":"a long message that is skipped"}}"#
+        );
+        if extra.is_empty() {
+            return base;
+        }
+        // A duplicate key is an error for serde, so the extra fields replace the defaults.
+        let mut v: serde_json::Value = serde_json::from_str(&base).unwrap();
+        let e: serde_json::Value = serde_json::from_str(extra).unwrap();
+        for (k, val) in e.as_object().unwrap() {
+            v[k] = val.clone();
+        }
+        v.to_string()
+    }
+
+    fn stats(lines: &[String]) -> Stats {
+        let mut a = Aggregator::new();
+        a.start_run();
+        for l in lines {
+            a.add_line(l.as_bytes());
+        }
+        a.finish(None)
+    }
+
+    #[test]
+    fn first_attempt_rate_and_iterations_to_done() {
+        let s = stats(&[
+            rec("a", "done", ""),
+            rec("b", "checks_failed", ""),
+            rec("b", "rate_limited", ""),
+            rec("b", "progress", ""),
+            rec("b", "done", ""),
+            rec("c", "agent_failed", r#"{"exit_code":3}"#),
+        ]);
+        assert_eq!(s.tasks.seen, 3);
+        assert_eq!(s.tasks.done, 2);
+        assert_eq!(s.tasks.done_first_iteration, 1);
+        assert_eq!(s.tasks.first_attempt_success_rate, Some(0.5));
+        // b: failed, (limit not counted), progress, done = 3.
+        let b = &s.per_task[1];
+        assert_eq!(b.iterations_to_done, vec![3]);
+        assert_eq!(b.iterations, 4);
+        assert_eq!(b.attempts, 1);
+        let sp = s.iterations_to_done.unwrap();
+        assert_eq!((sp.mean, sp.median, sp.p90, sp.max), (2.0, 1, 3, 3));
+        let c = &s.per_task[2];
+        assert_eq!((c.open_iterations, c.iterations_to_done.len()), (1, 0));
+        assert_eq!(s.outcomes[&Outcome::Done], 2);
+        assert_eq!(s.iterations, 6);
+    }
+
+    #[test]
+    fn a_task_counts_across_runs_and_again_when_reopened() {
+        let mut a = Aggregator::new();
+        a.start_run();
+        a.add_line(rec("a", "checks_failed", "").as_bytes());
+        a.start_run();
+        a.add_line(rec("a", "done", "").as_bytes());
+        a.add_line(rec("a", "done", "").as_bytes());
+        let s = a.finish(None);
+        assert_eq!(s.runs, 2);
+        assert_eq!(s.per_task[0].iterations_to_done, vec![2, 1]);
+        assert_eq!((s.tasks.done, s.tasks.done_first_iteration), (2, 1));
+    }
+
+    #[test]
+    fn failures_are_grouped_by_outcome_and_short_cause() {
+        let check_fail = r#"{"checks":[{"command":"cargo fmt --check","exit_code":1,"duration_ms":5,"tolerated":true},{"command":"cargo test","exit_code":101,"duration_ms":9,"failed_tests":["x"]}],"failure":"test x failed\nmore"}"#;
+        let s = stats(&[
+            rec("a", "checks_failed", check_fail),
+            rec("a", "checks_failed", check_fail),
+            rec(
+                "a",
+                "checks_failed",
+                r#"{"failure":"a gate rejected the work: it deleted the test file tests/x.rs"}"#,
+            ),
+            rec(
+                "a",
+                "checks_failed",
+                r#"{"checks":[{"command":"make","exit_code":null,"duration_ms":5,"timed_out":true}]}"#,
+            ),
+            rec(
+                "a",
+                "timeout",
+                r#"{"failure":"the agent was stopped after 30m (the iteration's time limit)"}"#,
+            ),
+            rec("a", "agent_failed", r#"{"exit_code":2,"failure":"the agent exited with code 2; ..."}"#),
+            rec("a", "agent_failed", r#"{"exit_code":null,"failure":"the agent could not start: nope"}"#),
+            rec("a", "rate_limited", ""),
+            rec("a", "done", ""),
+        ]);
+        let got: Vec<(&str, &str, u64)> =
+            s.failures.iter().map(|f| (f.outcome.as_str(), f.cause.as_str(), f.count)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("checks_failed", "`cargo test` failed", 2),
+                ("checks_failed", "`make` timed out", 1),
+                ("checks_failed", "gate: test file deleted", 1),
+                ("agent_failed", "agent could not start", 1),
+                ("agent_failed", "agent exited with code 2", 1),
+                ("timeout", "iteration time limit", 1),
+                ("rate_limited", "usage or rate limit", 1),
+            ]
+        );
+        // Every iteration that is not green is in exactly one group.
+        let failed: u64 = s.failures.iter().map(|f| f.count).sum();
+        assert_eq!(failed, s.iterations - 1);
+    }
+
+    #[test]
+    fn tokens_cost_time_learnings_and_waits() {
+        let s = stats(&[
+            rec(
+                "a",
+                "rate_limited",
+                r#"{"duration_ms":1000,"started_at":"2026-01-01T00:00:00.000Z","ended_at":"2026-01-01T00:00:01.000Z"}"#,
+            ),
+            rec(
+                "a",
+                "done",
+                r#"{"duration_ms":3000,"started_at":"2026-01-01T00:01:01.500Z","ended_at":"2026-01-01T00:01:04.500Z","tokens":{"input":100,"output":50,"cache_read":0,"cache_write":0},"cost_usd":0.5,"learnings_added":["x","y"]}"#,
+            ),
+            rec(
+                "b",
+                "checks_failed",
+                r#"{"duration_ms":2000,"tokens":{"input":10,"output":20,"cache_read":30,"cache_write":40},"cost_usd":0.25}"#,
+            ),
+        ]);
+        assert_eq!(s.rate_limits, RateLimits { waits: 1, waited_ms: 60_500 });
+        assert_eq!(s.tokens.total, 250);
+        assert_eq!(s.tokens.iterations_reporting, 2);
+        assert_eq!(s.tokens.per_task, Some(125.0));
+        assert_eq!(s.tokens.per_done_task, Some(250.0));
+        assert_eq!(s.cost_usd.total, 0.75);
+        assert_eq!(s.cost_usd.per_done_task, Some(0.75));
+        assert_eq!(s.per_task[0].tokens, Some(150));
+        assert_eq!(s.per_task[1].cost_usd, Some(0.25));
+        assert_eq!(s.per_task[0].time_ms, 4000);
+        assert_eq!(s.learnings_added, 2);
+        let t = s.iteration_ms.unwrap();
+        assert_eq!((t.mean, t.median, t.p90, t.max), (2000.0, 2000, 3000, 3000));
+    }
+
+    #[test]
+    fn nothing_reported_is_null_not_zero() {
+        let s = stats(&[rec("a", "checks_failed", "")]);
+        assert_eq!(s.tokens.per_task, None);
+        assert_eq!(s.cost_usd.per_done_task, None);
+        assert_eq!(s.tasks.first_attempt_success_rate, None);
+        assert_eq!(s.per_task[0].tokens, None);
+        let empty = stats(&[]);
+        assert_eq!(empty.iterations_to_done, None);
+        assert_eq!(empty.iteration_ms, None);
+        assert!(render(&empty).contains("No iterations recorded yet"));
+    }
+
+    #[test]
+    fn torn_and_invalid_lines_are_skipped() {
+        let good = rec("a", "done", "");
+        let torn = &good[..good.len() / 2];
+        let s = stats(&[good.clone(), "not json".into(), torn.into(), "   ".into(), good.clone()]);
+        assert_eq!(s.iterations, 2);
+        assert_eq!(s.skipped_lines, 2);
+    }
+
+    #[test]
+    fn a_wait_does_not_span_runs() {
+        let mut a = Aggregator::new();
+        a.start_run();
+        a.add_line(rec("a", "rate_limited", "").as_bytes());
+        a.start_run();
+        a.add_line(rec("a", "done", r#"{"started_at":"2026-01-02T00:00:00.000Z"}"#).as_bytes());
+        let s = a.finish(None);
+        assert_eq!(s.rate_limits, RateLimits { waits: 1, waited_ms: 0 });
+    }
+
+    #[test]
+    fn the_table_shows_the_figures() {
+        let s = stats(&[
+            rec(
+                "010-a",
+                "done",
+                r#"{"cost_usd":1.0,"tokens":{"input":1500,"output":0,"cache_read":0,"cache_write":0}}"#,
+            ),
+            rec(
+                "020-b",
+                "checks_failed",
+                r#"{"checks":[{"command":"npm test","exit_code":1,"duration_ms":1}]}"#,
+            ),
+            rec("020-b", "done", ""),
+        ]);
+        let out = render(&s);
+        assert!(out.contains("Stats for 1 run(s): 3 iteration(s)"), "{out}");
+        assert!(out.contains("first-attempt done:  50% (1 of 2 done on their first iteration)"), "{out}");
+        assert!(out.contains("iterations to done:  mean 1.5 · median 1 · p90 2 · max 2"), "{out}");
+        assert!(out.contains("$1.00 total · $0.50 per task · $0.50 per done task"), "{out}");
+        assert!(out.contains("1.5k total"), "{out}");
+        assert!(out.contains("checks_failed  `npm test` failed      1"), "{out}");
+        assert!(out.contains("020-b      2         1     1        2"), "{out}");
+    }
+
+    #[test]
+    fn spread_uses_nearest_rank() {
+        let mut v: Vec<u64> = (1..=10).rev().collect();
+        let s = Spread::of(&mut v).unwrap();
+        assert_eq!((s.mean, s.median, s.p90, s.max), (5.5, 5, 9, 10));
+        assert_eq!(Spread::of(&mut [7]).unwrap().p90, 7);
+        assert_eq!(human_ms(61_000), "1m01s");
+        assert_eq!(human_ms(999), "999ms");
+        assert_eq!(human_ms(7_260_000), "2h01m");
+        assert_eq!(human_tokens(500_000.0), "500k");
+        assert_eq!(human_tokens(1_410_000.0), "1.41M");
+        assert_eq!(human_tokens(2_000_000.0), "2M");
+        assert_eq!(human_tokens(12_345.0), "12.3k");
+    }
+}
