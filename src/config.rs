@@ -119,6 +119,14 @@ struct FileConfig {
     gates: GatesFile,
     #[serde(default)]
     backlog: BacklogFile,
+    #[serde(default)]
+    telemetry: TelemetryFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TelemetryFile {
+    otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -315,6 +323,9 @@ pub struct Config {
     pub protected: Option<Vec<String>>,
     /// `[backlog] reopen_changed`: a done spec edited since is reopened (default true).
     pub reopen_changed: bool,
+    /// `[telemetry] otlp_endpoint`: where OTLP/HTTP traces go (off when unset and no
+    /// `OTEL_EXPORTER_OTLP_*ENDPOINT` is set); validated as an `http://` URL.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Defaults, documented in the README's configuration reference.
@@ -386,6 +397,11 @@ impl Config {
             let d = d.map(|h| h.0).unwrap_or(default);
             if d.is_zero() { Err(invalid(format!("{key} must be longer than zero"))) } else { Ok(d) }
         };
+        let otlp_endpoint = file.telemetry.otlp_endpoint.filter(|e| !e.trim().is_empty());
+        if let Some(e) = &otlp_endpoint {
+            crate::telemetry::Endpoint::base(e)
+                .map_err(|err| invalid(format!("[telemetry] otlp_endpoint: {err}")))?;
+        }
         Ok(Config {
             path: path.to_path_buf(),
             agent,
@@ -415,6 +431,7 @@ impl Config {
             template: file.prompt.template,
             protected: file.gates.protected,
             reopen_changed: file.backlog.reopen_changed.unwrap_or(true),
+            otlp_endpoint,
             learnings: {
                 let d = crate::learnings::Settings::default();
                 crate::learnings::Settings {

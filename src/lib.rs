@@ -30,6 +30,7 @@ pub mod runner;
 pub mod secrets;
 pub mod signal;
 pub mod state;
+pub mod telemetry;
 pub mod watch;
 
 use clap::Parser;

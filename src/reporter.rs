@@ -25,12 +25,14 @@ pub struct Human {
     /// The live spinner of the current iteration, on a terminal only.
     bar: Option<ProgressBar>,
     label: String,
+    /// No phase since the iteration started: "agent started" was already said.
+    fresh: bool,
 }
 
 impl Human {
     pub fn new() -> Self {
         let tty = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
-        Self { tty, bar: None, label: String::new() }
+        Self { tty, bar: None, label: String::new(), fresh: false }
     }
 
     fn print(&self, text: &str) {
@@ -57,6 +59,7 @@ impl Reporter for Human {
     }
 
     fn iteration_started(&mut self, iteration: u32, task: &str, title: &str, attempt: u32) {
+        self.fresh = true;
         let attempt = if attempt > 1 { format!(" (attempt {attempt})") } else { String::new() };
         self.label = format!("iteration {iteration} · {task}{attempt}");
         if self.tty {
@@ -73,6 +76,10 @@ impl Reporter for Human {
     }
 
     fn phase(&mut self, phase: &str) {
+        let fresh = std::mem::replace(&mut self.fresh, false);
+        if fresh && phase == "agent" {
+            return;
+        }
         match &self.bar {
             Some(bar) => bar.set_message(format!("{} · {phase}", self.label)),
             None => self.print(&format!("{} · {phase}", self.label)),

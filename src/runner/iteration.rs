@@ -129,6 +129,7 @@ pub(crate) async fn run(
     let mut write_err = None;
     let mut log = CappedLog { file: log, written: 0, cap: it.cfg.agent.max_log_size, capped: false };
     let context_limit = it.cfg.budget.context_tokens;
+    reporter.phase("agent");
     let finished = match process::spawn(&req) {
         Ok(child) => Ok(process::supervise(child, limits, &it.stop.cancel, &it.stop.force, |c| {
             fault::point("agent_running");

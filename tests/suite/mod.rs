@@ -9,3 +9,4 @@ mod learnings;
 mod loop_outcomes;
 mod overnight;
 mod review;
+mod telemetry;
