@@ -9,4 +9,5 @@ mod learnings;
 mod loop_outcomes;
 mod overnight;
 mod review;
+mod shell;
 mod telemetry;
