@@ -91,6 +91,7 @@ pub async fn run(
     for command in &cfg.commands {
         writeln!(log, "$ {command}")?;
         let start = Instant::now();
+        let started_at = crate::logs::now_rfc3339();
         let req = SpawnRequest {
             program: "sh".into(),
             args: vec!["-c".into(), command.clone()],
@@ -112,6 +113,7 @@ pub async fn run(
                     command: command.clone(),
                     exit_code: None,
                     duration_ms: 0,
+                    started_at: Some(started_at),
                     timed_out: false,
                     failed_tests: Vec::new(),
                     tolerated: false,
@@ -184,6 +186,7 @@ pub async fn run(
             command: command.clone(),
             exit_code: finished.exit_code,
             duration_ms,
+            started_at: Some(started_at),
             timed_out,
             failed_tests: if failed { failed_tests } else { Vec::new() },
             tolerated,

@@ -45,6 +45,10 @@ pub enum Command {
     Demo(DemoArgs),
     /// The scripted agent: plays a scenario file instead of calling a model.
     ScriptedAgent(ScriptedAgentArgs),
+    /// Print the shell completion script for bash, zsh or fish (also elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Print the man page, or write one page per command into a directory.
+    Man(ManArgs),
 }
 
 #[derive(Debug, Args)]
@@ -208,4 +212,19 @@ pub struct ScriptedAgentArgs {
     /// Read the prompt from this file.
     #[arg(long, value_name = "FILE")]
     pub prompt_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell the script is for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write ralph.1 and one page per subcommand (ralph-run.1, ...) into this directory
+    /// instead of printing ralph.1.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
 }

@@ -119,6 +119,14 @@ struct FileConfig {
     gates: GatesFile,
     #[serde(default)]
     backlog: BacklogFile,
+    #[serde(default)]
+    telemetry: TelemetryFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TelemetryFile {
+    otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -332,6 +340,9 @@ pub struct Config {
     pub backlog_file: Option<PathBuf>,
     /// `[backlog] on_spec_edit`.
     pub on_spec_edit: SpecEdit,
+    /// `[telemetry] otlp_endpoint`: where OTLP/HTTP traces go (off when unset and no
+    /// `OTEL_EXPORTER_OTLP_*ENDPOINT` is set); validated as an `http://` URL.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Config {
@@ -420,6 +431,11 @@ impl Config {
             let d = d.map(|h| h.0).unwrap_or(default);
             if d.is_zero() { Err(invalid(format!("{key} must be longer than zero"))) } else { Ok(d) }
         };
+        let otlp_endpoint = file.telemetry.otlp_endpoint.filter(|e| !e.trim().is_empty());
+        if let Some(e) = &otlp_endpoint {
+            crate::telemetry::Endpoint::base(e)
+                .map_err(|err| invalid(format!("[telemetry] otlp_endpoint: {err}")))?;
+        }
         Ok(Config {
             path: path.to_path_buf(),
             agent,
@@ -461,6 +477,7 @@ impl Config {
                 f => f,
             },
             on_spec_edit: file.backlog.on_spec_edit.unwrap_or_default(),
+            otlp_endpoint,
             learnings: {
                 let d = crate::learnings::Settings::default();
                 crate::learnings::Settings {

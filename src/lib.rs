@@ -32,6 +32,7 @@ pub mod secrets;
 pub mod signal;
 pub mod state;
 pub mod stats;
+pub mod telemetry;
 pub mod watch;
 
 use clap::Parser;

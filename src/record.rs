@@ -64,6 +64,9 @@ pub struct CheckRecord {
     /// `null` when it was killed (timeout or interrupt).
     pub exit_code: Option<i32>,
     pub duration_ms: u64,
+    /// When it started (RFC 3339, UTC, milliseconds); absent in records written before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub timed_out: bool,
     /// The tests its runner reported failing (cargo test, nextest, pytest, go test, jest, vitest).

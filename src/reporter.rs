@@ -21,13 +21,11 @@ pub trait Reporter {
     /// An iteration ended.
     fn iteration_ended(&mut self, record: &IterationRecord);
     /// The agent's latest activity: a tool call ("Bash cargo test") or the start of a message.
-    fn activity(&mut self, _text: &str, _is_tool: bool) {}
+    fn activity(&mut self, text: &str, is_tool: bool);
     /// What the run has spent and has left, on one line (see [`crate::budget::Budget::summary`]).
-    fn totals(&mut self, _summary: &str) {}
+    fn totals(&mut self, summary: &str);
     /// The loop waits for a usage limit to lift until `until`; `line` says so in words.
-    fn waiting(&mut self, line: &str, _until: std::time::SystemTime) {
-        self.line(line);
-    }
+    fn waiting(&mut self, line: &str, until: std::time::SystemTime);
 }
 
 /// The human reporter on stderr.
@@ -40,6 +38,8 @@ pub struct Human {
     phase: String,
     totals: String,
     activity: String,
+    /// No phase since the iteration started: "agent started" was already said.
+    fresh: bool,
 }
 
 /// Whether `NO_COLOR` asks for no colour (set and not empty, per no-color.org).
@@ -58,6 +58,7 @@ impl Human {
             phase: String::new(),
             totals: String::new(),
             activity: String::new(),
+            fresh: false,
         }
     }
 
@@ -98,6 +99,7 @@ impl Reporter for Human {
     }
 
     fn iteration_started(&mut self, iteration: u32, task: &str, title: &str, attempt: u32) {
+        self.fresh = true;
         let attempt = if attempt > 1 { format!(" (attempt {attempt})") } else { String::new() };
         self.label = format!("iteration {iteration} · {task}{attempt}");
         self.phase = "agent".into();
@@ -121,6 +123,10 @@ impl Reporter for Human {
 
     fn phase(&mut self, phase: &str) {
         self.phase = phase.to_string();
+        let fresh = std::mem::replace(&mut self.fresh, false);
+        if fresh && phase == "agent" {
+            return;
+        }
         match &self.bar {
             Some(_) => self.refresh(),
             None => self.print(&format!("{} · {phase}", self.label)),
@@ -222,6 +228,9 @@ impl Reporter for Silent {
     fn iteration_started(&mut self, _: u32, _: &str, _: &str, _: u32) {}
     fn phase(&mut self, _: &str) {}
     fn iteration_ended(&mut self, _: &IterationRecord) {}
+    fn activity(&mut self, _: &str, _: bool) {}
+    fn totals(&mut self, _: &str) {}
+    fn waiting(&mut self, _: &str, _: std::time::SystemTime) {}
 }
 
 /// One line for a multi-line failure: its first line and, when there is more, its last.

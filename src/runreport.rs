@@ -636,6 +636,7 @@ mod tests {
             failure: None,
             progress: None,
             blocked: false,
+            spec_edited: false,
             output_leaked: false,
             log_capped: false,
             tokens: None,

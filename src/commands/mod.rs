@@ -8,6 +8,7 @@ pub mod learnings;
 pub mod logs;
 pub mod plan;
 pub mod report;
+pub mod shell;
 pub mod stats;
 pub mod status;
 pub mod stop;
@@ -66,6 +67,8 @@ pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
             // The scripted agent's exit code is part of its scenario; pass it through whole.
             std::process::exit(code)
         }
+        Command::Completions(a) => shell::completions(a.shell),
+        Command::Man(a) => shell::man(a.out_dir.map(|d| cwd.join(d)).as_deref()),
     }
 }
 

@@ -140,6 +140,7 @@ pub(crate) async fn run(
         crate::watch::TaskWatch::start(root, task, move || cancel.cancel())
     });
     let mut seen_activity = 0;
+    reporter.phase("agent");
     let finished = match process::spawn(&req) {
         Ok(child) => Ok(process::supervise(child, limits, &agent_cancel, &it.stop.force, |c| {
             fault::point("agent_running");

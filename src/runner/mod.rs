@@ -278,6 +278,8 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
     if cfg.checks.commands.is_empty() {
         reporter.line("warning: no [checks] commands: green means only that the agent exited 0");
     }
+    let mut traced = crate::telemetry::Traced::start(reporter, &cfg, &run_id, meta.sessions, &secrets);
+    let reporter = &mut traced;
 
     let started = Instant::now();
     let mut counts: std::collections::BTreeMap<Outcome, u32> = Default::default();
@@ -314,6 +316,7 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
     meta.spent = Some(spent);
     // Best effort: the run's own error, if any, matters more than this write.
     let _ = meta.save(&run_dir);
+    traced.finish(code, &reason).await;
     let outcomes: Vec<String> = counts.iter().map(|(o, n)| format!("{n} {}", o.as_str())).collect();
     let summary = format!(
         "ralph: {reason} — {} iteration(s){}{} in {} (exit {code})",

@@ -21,7 +21,8 @@ pub struct TestRepo {
 pub fn hermetic(cmd: &mut Command, home: &Path) {
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy().into_owned();
-        if k.starts_with("GIT_") || k == "CLAUDECODE" {
+        // OTEL_*: a collector configured on the machine must not receive the tests' spans.
+        if k.starts_with("GIT_") || k.starts_with("OTEL_") || k == "CLAUDECODE" {
             cmd.env_remove(&k);
         }
     }

@@ -10,4 +10,6 @@ mod loop_outcomes;
 mod overnight;
 mod plan;
 mod review;
+mod shell;
 mod stats_report;
+mod telemetry;
