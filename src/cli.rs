@@ -174,6 +174,9 @@ pub struct LogsArgs {
     /// Print the rejected diff of a reverted iteration.
     #[arg(long)]
     pub patch: bool,
+    /// Print the agent's output as it wrote it, instead of readable lines.
+    #[arg(long)]
+    pub raw: bool,
 }
 
 #[derive(Debug, Args)]

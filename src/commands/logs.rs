@@ -1,8 +1,10 @@
 //! `ralph logs`: prints an iteration's agent log (or its checks log, prompt or rejected patch);
 //! `-f` follows the live iteration and moves on to the next one when it starts, until the run
-//! ends. Following wakes on file-system events (notify) and falls back to a slow poll, so a
+//! ends. A structured agent log (stream-json, JSONL) is rendered as readable lines — messages,
+//! tool calls with their input, results shortened, errors — unless `--raw` asks for the bytes. Following wakes on file-system events (notify) and falls back to a slow poll, so a
 //! new line shows at once without spinning on `stat`.
 
+use crate::agent::output::activity::Render;
 use crate::cli::LogsArgs;
 use crate::error::CliError;
 use crate::logs as layout;
@@ -98,9 +100,13 @@ pub fn run(cwd: &Path, a: &LogsArgs) -> Result<u8, CliError> {
         },
     };
     let name = file_name(a);
-    let mut out = std::io::stdout().lock();
+    let render = name == "agent.log" && !a.raw;
+    let mut out = Out { w: std::io::stdout().lock(), render: None };
     if !a.follow {
         let path = layout::iter_dir(&run_dir, iteration).join(name);
+        if render {
+            out.render = renderer(&layout::iter_dir(&run_dir, iteration));
+        }
         let mut f = std::fs::File::open(&path).map_err(|e| {
             CliError::usage(format!("cannot open {}: {e}", path.display())).hint(if a.patch {
                 "only reverted iterations with changes have a rejected.patch"
@@ -109,9 +115,59 @@ pub fn run(cwd: &Path, a: &LogsArgs) -> Result<u8, CliError> {
             })
         })?;
         copy(&mut f, &mut out)?;
+        out.finish()?;
         return Ok(crate::exit_code::OK);
     }
-    follow(&root, &run_dir, iteration, a.iteration.is_none(), name, &mut out)
+    follow(&root, &run_dir, iteration, a.iteration.is_none(), name, render, &mut out)
+}
+
+/// The renderer for an iteration's agent.log, by the output format its start recorded; none
+/// for plain text (shown as it is) or an iteration from before the format was recorded.
+fn renderer(iter_dir: &Path) -> Option<Render> {
+    let started: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(iter_dir.join("started.json")).ok()?).ok()?;
+    let format: crate::agent::output::Format = serde_json::from_value(started.get("format")?.clone()).ok()?;
+    use std::io::IsTerminal;
+    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    Render::applies(format).then(|| Render::new(format, color))
+}
+
+/// Standard output, through the renderer when there is one.
+struct Out<W: Write> {
+    w: W,
+    render: Option<Render>,
+}
+
+impl<W: Write> Write for Out<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match &mut self.render {
+            Some(r) => {
+                let text = r.push(buf);
+                self.w.write_all(text.as_bytes())?;
+            }
+            None => self.w.write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.w.flush()
+    }
+}
+
+impl<W: Write> Out<W> {
+    /// Ends the current file: what the renderer still holds is printed.
+    fn finish(&mut self) -> Result<(), CliError> {
+        if let Some(r) = &mut self.render {
+            let rest = r.finish();
+            match self.w.write_all(rest.as_bytes()).and_then(|()| self.w.flush()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+                Err(e) => return Err(CliError::failure(format!("cannot print the log: {e}"))),
+            }
+        }
+        Ok(())
+    }
 }
 
 fn describe(its: &[u32]) -> String {
@@ -136,20 +192,29 @@ fn run_is_live(root: &Path, run_dir: &Path) -> bool {
     meta.ended_at.is_none() && RunLock::holder(&root.join(RALPH_DIR)) == Some(meta.pid)
 }
 
-fn follow(
+fn follow<W: Write>(
     root: &Path,
     run_dir: &Path,
     mut iteration: u32,
     move_on: bool,
     name: &str,
-    out: &mut impl Write,
+    render: bool,
+    out: &mut Out<W>,
 ) -> Result<u8, CliError> {
     let mut pos = 0u64;
     let mut path: PathBuf = layout::iter_dir(run_dir, iteration).join(name);
+    // The format is known once the iteration has started.
+    let mut rendering_for = None;
     let mut announced = false;
     let waker = Waker::new(run_dir);
     loop {
         let live = run_is_live(root, run_dir);
+        if render && iteration > 0 && rendering_for != Some(iteration) {
+            out.render = renderer(&layout::iter_dir(run_dir, iteration));
+            if out.render.is_some() || layout::iter_dir(run_dir, iteration).join("started.json").exists() {
+                rendering_for = Some(iteration);
+            }
+        }
         if iteration > 0 {
             if move_on && !announced {
                 let _ = writeln!(out, "==> iteration {iteration} <==");
@@ -174,6 +239,7 @@ fn follow(
                 let _ = f.seek(SeekFrom::Start(pos));
                 copy(&mut f, out)?;
             }
+            out.finish()?;
             iteration = next;
             path = layout::iter_dir(run_dir, iteration).join(name);
             pos = 0;
@@ -186,6 +252,7 @@ fn follow(
                 let _ = f.seek(SeekFrom::Start(pos));
                 copy(&mut f, out)?;
             }
+            out.finish()?;
             return Ok(crate::exit_code::OK);
         }
         waker.wait();

@@ -91,6 +91,7 @@ pub(crate) async fn run(
         head_before: head_before.clone(),
         branch: branch_before.clone(),
         snapshot: snapshot.clone(),
+        format: it.cfg.agent.format,
     };
     state::atomic_write(&dir.join(STARTED), &serde_json::to_vec(&started).unwrap_or_default())?;
     fault::point("iteration_started");
@@ -139,7 +140,6 @@ pub(crate) async fn run(
         let cancel = agent_cancel.clone();
         crate::watch::TaskWatch::start(root, task, move || cancel.cancel())
     });
-    let mut seen_activity = 0;
     reporter.phase("agent");
     let finished = match process::spawn(&req) {
         Ok(child) => Ok(process::supervise(child, limits, &agent_cancel, &it.stop.force, |c| {
@@ -152,11 +152,8 @@ pub(crate) async fn run(
             match c.stream {
                 process::Stream::Stdout => {
                     parser.feed(&c.data, &mut scanner);
-                    if let Some((text, is_tool, n)) = parser.latest()
-                        && n != seen_activity
-                    {
-                        seen_activity = n;
-                        reporter.activity(&it.secrets.mask(text), is_tool);
+                    for (text, is_tool) in parser.take_activities() {
+                        reporter.activity(&it.secrets.mask(&text), is_tool);
                     }
                 }
                 // stderr carries no promise or learning, but its errors belong in the tail.
@@ -770,6 +767,9 @@ pub(crate) struct Started {
     pub branch: Option<String>,
     /// The `--allow-dirty` snapshot tree, if the iteration started dirty.
     pub snapshot: Option<String>,
+    /// How the agent's output is written: `ralph logs` renders agent.log by it.
+    #[serde(default)]
+    pub format: Format,
 }
 
 /// Blocks a task: `status: blocked` and the reason in its front matter, committed on its own,

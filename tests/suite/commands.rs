@@ -120,3 +120,40 @@ fn demo_runs_the_whole_loop_with_the_scripted_agent() {
     hermetic(&mut again, dir.path());
     assert_eq!(again.output().unwrap().status.code(), Some(2));
 }
+
+#[test]
+fn logs_render_an_agents_structured_output_and_the_run_shows_its_tool_calls() {
+    // The scripted agent speaks Claude's stream-json here: a tool call, its result, a message.
+    let lines = [
+        r#"{"type":"system","subtype":"init","session_id":"s1","model":"m"}"#.to_string(),
+        r#"{"type":"assistant","message":{"content":[{"type":"tool_use","name":"Bash","input":{"command":"cargo test --quiet"}}]}}"#.to_string(),
+        serde_json::json!({"type":"user","message":{"content":[{"type":"tool_result","content":"test a ... ok\ntest b ... ok\ntest c ... ok\ntest d ... ok\ntest e ... ok\ntest f ... ok","is_error":false}]}}).to_string(),
+        r#"{"type":"assistant","message":{"content":[{"type":"text","text":"All green.\n<promise>COMPLETE</promise>"}]}}"#.to_string(),
+        r#"{"type":"result","subtype":"success","is_error":false,"num_turns":2,"usage":{"input_tokens":1200,"output_tokens":300},"total_cost_usd":0.25}"#.to_string(),
+    ];
+    let actions: Vec<String> = lines.iter().map(|l| format!("{{ print = {} }}", toml_str(l))).collect();
+    let scenario = format!("[[step]]\nactions = [{}]\n", actions.join(", "));
+    let repo = TestRepo::with_loop(
+        &scenario,
+        &["true"],
+        "output_format = \"claude-stream-json\"\n",
+        &[("010-a.md", "# A\n")],
+    );
+    let run = repo.ralph(&["run"]).expect(0);
+    // Not a terminal: plain timestamped lines, the agent's tool call among them, tokens and cost.
+    let err = run.stderr();
+    assert!(err.contains("iteration 1 · 010-a ·   Bash cargo test --quiet"), "{err}");
+    assert!(err.contains("→ done in") && err.contains("1.5k tokens · $0.25"), "{err}");
+    assert!(!err.contains("\x1b["), "no colour outside a terminal: {err}");
+
+    let shown = repo.ralph(&["logs", "1"]).expect(0).stdout();
+    assert_eq!(
+        shown,
+        "▸ Bash  cargo test --quiet\n  │ test a ... ok\n  │ test b ... ok\n  │ test c ... ok\n  │ test d ... ok\n  │ … 2 more lines\n● All green.\n  <promise>COMPLETE</promise>\n"
+    );
+    let raw = repo.ralph(&["logs", "1", "--raw"]).expect(0).stdout();
+    assert_eq!(raw, lines.join("\n") + "\n");
+    // Following a finished run renders the same way.
+    let followed = repo.ralph(&["logs", "-f"]).expect(0).stdout();
+    assert!(followed.contains("==> iteration 1 <==\n▸ Bash  cargo test --quiet\n"), "{followed}");
+}

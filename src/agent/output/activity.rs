@@ -56,6 +56,115 @@ impl Activity {
     }
 }
 
+/// Lines of a tool's result shown by `ralph logs` (the rest is counted, `--raw` has it all).
+const RESULT_LINES: usize = 4;
+/// Longest line shown from a tool's result or input.
+const LINE_CHARS: usize = 160;
+
+/// Turns a structured agent.log into readable lines as it streams: the agent's messages,
+/// its tool calls with their input, results shortened, errors. Lines that are not JSON (a
+/// CLI's warnings, ralph's own notes) pass through as they are.
+pub struct Render {
+    format: Format,
+    color: bool,
+    partial: Vec<u8>,
+    /// A message streamed in pieces (Gemini), printed whole.
+    delta: String,
+}
+
+impl Render {
+    pub fn new(format: Format, color: bool) -> Self {
+        Render { format, color, partial: Vec::new(), delta: String::new() }
+    }
+
+    /// Whether the format has anything to render (plain text is shown as it is).
+    pub fn applies(format: Format) -> bool {
+        !matches!(format, Format::Text | Format::AiderText)
+    }
+
+    /// Renders the complete lines in `bytes` (a partial last line waits for the rest).
+    pub fn push(&mut self, bytes: &[u8]) -> String {
+        let mut out = String::new();
+        self.partial.extend_from_slice(bytes);
+        while let Some(i) = memchr::memchr(b'\n', &self.partial) {
+            let line: Vec<u8> = self.partial.drain(..=i).collect();
+            self.line(&line[..line.len() - 1], &mut out);
+        }
+        if self.partial.len() > super::MAX_LINE {
+            self.partial.clear();
+        }
+        out
+    }
+
+    /// Renders what is left (a last line without its newline, a pending message).
+    pub fn finish(&mut self) -> String {
+        let mut out = String::new();
+        let rest = std::mem::take(&mut self.partial);
+        if !rest.is_empty() {
+            self.line(&rest, &mut out);
+        }
+        self.flush_delta(&mut out);
+        out
+    }
+
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_string() }
+    }
+
+    fn flush_delta(&mut self, out: &mut String) {
+        let text = std::mem::take(&mut self.delta);
+        if !text.trim().is_empty() {
+            self.message(&text, out);
+        }
+    }
+
+    fn message(&self, text: &str, out: &mut String) {
+        for (i, l) in text.trim().lines().enumerate() {
+            out.push_str(if i == 0 { "● " } else { "  " });
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+
+    fn line(&mut self, line: &[u8], out: &mut String) {
+        let Ok(v) = serde_json::from_slice::<Value>(line) else {
+            self.flush_delta(out);
+            out.push_str(&String::from_utf8_lossy(line));
+            out.push('\n');
+            return;
+        };
+        for a in of_line(self.format, &v) {
+            if let Activity::MessageDelta(t) = &a {
+                self.delta.push_str(t);
+                continue;
+            }
+            self.flush_delta(out);
+            match a {
+                Activity::Message(t) => self.message(&t, out),
+                Activity::Tool { name, input, .. } => {
+                    let input = shorten(input.lines().next().unwrap_or_default(), LINE_CHARS);
+                    out.push_str(&format!("{} {}  {input}\n", self.paint("36", "▸"), self.paint("1", &name)));
+                }
+                Activity::Result { output, is_error } => {
+                    let lines: Vec<&str> = output.lines().filter(|l| !l.trim().is_empty()).collect();
+                    let bar = if is_error { self.paint("31", "  │") } else { self.paint("2", "  │") };
+                    for l in lines.iter().take(RESULT_LINES) {
+                        out.push_str(&format!("{bar} {}\n", shorten(l, LINE_CHARS)));
+                    }
+                    if lines.len() > RESULT_LINES {
+                        out.push_str(&format!(
+                            "{bar} {}\n",
+                            self.paint("2", &format!("… {} more lines", lines.len() - RESULT_LINES))
+                        ));
+                    }
+                }
+                Activity::Error(e) => out.push_str(&format!("{} {e}\n", self.paint("31", "✗"))),
+                Activity::MessageDelta(_) => {}
+            }
+        }
+    }
+}
+
 /// `text` cut to `max` characters, with an ellipsis when cut.
 pub fn shorten(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
@@ -329,6 +438,52 @@ mod tests {
         assert!(a.contains(&shell("/bin/bash -lc 'echo hello > hello.txt'", "shell")), "{a:?}");
         let a = all(Format::ClaudeStreamJson, "claude-auth.jsonl");
         assert!(a.iter().any(|x| matches!(x, Activity::Error(_))), "{a:?}");
+    }
+
+    #[test]
+    fn a_log_renders_as_readable_lines_in_any_chunking() {
+        let log = std::fs::read_to_string(format!(
+            "{}/tests/fixtures/agent-output/claude-success.jsonl",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let whole = {
+            let mut r = Render::new(Format::ClaudeStreamJson, false);
+            let mut s = r.push(log.as_bytes());
+            s.push_str(&r.finish());
+            s
+        };
+        assert!(
+            whole.contains("▸ Bash  echo hello > hello.txt\n  │ (Bash completed with no output)\n"),
+            "{whole}"
+        );
+        assert!(
+            whole.contains("● Done. <learning>probe learning</learning>\n  <promise>COMPLETE</promise>\n"),
+            "{whole}"
+        );
+        assert!(!whole.contains("session_id"), "no raw JSON: {whole}");
+        let mut r = Render::new(Format::ClaudeStreamJson, false);
+        let mut pieces = String::new();
+        for c in log.as_bytes().chunks(5) {
+            pieces.push_str(&r.push(c));
+        }
+        pieces.push_str(&r.finish());
+        assert_eq!(pieces, whole);
+        // Long results are cut, non-JSON lines pass through, Gemini's pieces are one message.
+        let mut r = Render::new(Format::GeminiStreamJson, false);
+        let long: Vec<String> = (1..=9).map(|i| format!("line {i}")).collect();
+        let text = format!(
+            "warning: a CLI note\n{}\n{}\n{}\n",
+            serde_json::json!({"type": "tool_result", "status": "success", "output": long.join("\n")}),
+            serde_json::json!({"type": "message", "role": "assistant", "content": "Hel", "delta": true}),
+            serde_json::json!({"type": "message", "role": "assistant", "content": "lo.", "delta": true}),
+        );
+        let mut s = r.push(text.as_bytes());
+        s.push_str(&r.finish());
+        assert_eq!(
+            s,
+            "warning: a CLI note\n  │ line 1\n  │ line 2\n  │ line 3\n  │ line 4\n  │ … 5 more lines\n● Hello.\n"
+        );
     }
 
     #[test]

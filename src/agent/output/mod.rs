@@ -21,6 +21,8 @@ use serde_json::Value;
 
 /// Longest output line parsed (a tool result can be large); longer lines are skipped.
 pub const MAX_LINE: usize = 16 * 1024 * 1024;
+/// Activities kept for the live progress between two looks.
+const MAX_PENDING: usize = 64;
 /// Longest final message kept in the record.
 pub const MAX_FINAL_MESSAGE: usize = 4 * 1024;
 
@@ -142,10 +144,9 @@ pub struct Parser {
     wrote: Vec<String>,
     /// The end of the previous text chunk, so a path split across chunks is still found.
     carry: Vec<u8>,
-    /// The latest tool call or message, on one line, for the live progress; and how many
-    /// there were (so a caller sees a repeat of the same text as new).
-    latest: Option<(String, bool)>,
-    activities: u64,
+    /// Tool calls and messages, on one line each, not yet taken for the live progress (the
+    /// latest few only: a burst in one chunk must not grow it without bound).
+    pending: std::collections::VecDeque<(String, bool)>,
 }
 
 impl Parser {
@@ -161,8 +162,7 @@ impl Parser {
             watched: Vec::new(),
             wrote: Vec::new(),
             carry: Vec::new(),
-            latest: None,
-            activities: 0,
+            pending: std::collections::VecDeque::new(),
         }
     }
 
@@ -177,10 +177,10 @@ impl Parser {
         self.wrote.iter().any(|p| p == path)
     }
 
-    /// The agent's latest tool call or message, on one line, whether it is a tool call, and a
-    /// counter that grows with each activity.
-    pub fn latest(&self) -> Option<(&str, bool, u64)> {
-        self.latest.as_ref().map(|(t, tool)| (t.as_str(), *tool, self.activities))
+    /// The agent's tool calls and messages since the last call, oldest first, on one line
+    /// each, with whether each is a tool call.
+    pub fn take_activities(&mut self) -> impl Iterator<Item = (String, bool)> + '_ {
+        self.pending.drain(..)
     }
 
     fn note_text_mentions(&mut self, bytes: &[u8]) {
@@ -250,8 +250,10 @@ impl Parser {
                 }
             }
             if let Some(l) = a.one_line(100) {
-                self.latest = Some((l, matches!(a, activity::Activity::Tool { .. })));
-                self.activities += 1;
+                if self.pending.len() == MAX_PENDING {
+                    self.pending.pop_front();
+                }
+                self.pending.push_back((l, matches!(a, activity::Activity::Tool { .. })));
             }
         }
         let r = &mut self.report;
