@@ -157,3 +157,76 @@ fn logs_render_an_agents_structured_output_and_the_run_shows_its_tool_calls() {
     let followed = repo.ralph(&["logs", "-f"]).expect(0).stdout();
     assert!(followed.contains("==> iteration 1 <==\n▸ Bash  cargo test --quiet\n"), "{followed}");
 }
+
+/// Runs ralph on a terminal (a PTY, 120 columns) and returns everything it drew.
+fn on_a_terminal(repo: &TestRepo, args: &[&str], no_color: bool) -> String {
+    use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+    let pair = native_pty_system()
+        .openpty(PtySize { rows: 30, cols: 120, pixel_width: 0, pixel_height: 0 })
+        .unwrap();
+    let mut cmd = CommandBuilder::new(RALPH);
+    cmd.args(args);
+    cmd.cwd(&repo.root);
+    cmd.env_clear();
+    for (k, v) in [
+        ("PATH", std::env::var("PATH").unwrap_or_default()),
+        ("HOME", repo.outside.to_string_lossy().into_owned()),
+        ("TERM", "xterm-256color".into()),
+        ("GIT_CONFIG_GLOBAL", "/dev/null".into()),
+        ("GIT_CONFIG_NOSYSTEM", "1".into()),
+        ("GIT_AUTHOR_NAME", "Test".into()),
+        ("GIT_AUTHOR_EMAIL", "test@example.invalid".into()),
+        ("GIT_COMMITTER_NAME", "Test".into()),
+        ("GIT_COMMITTER_EMAIL", "test@example.invalid".into()),
+    ] {
+        cmd.env(k, v);
+    }
+    if no_color {
+        cmd.env("NO_COLOR", "1");
+    }
+    let mut child = pair.slave.spawn_command(cmd).unwrap();
+    drop(pair.slave);
+    let mut reader = pair.master.try_clone_reader().unwrap();
+    let reading = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut reader, &mut out);
+        out
+    });
+    let status = child.wait().unwrap();
+    drop(pair.master);
+    let out = String::from_utf8_lossy(&reading.join().unwrap()).into_owned();
+    assert!(status.success(), "{out}");
+    out
+}
+
+#[test]
+fn on_a_terminal_the_run_shows_a_live_display_with_the_agents_activity() {
+    let tool = r#"{"type":"assistant","message":{"content":[{"type":"tool_use","name":"Bash","input":{"command":"cargo test --workspace"}}]}}"#;
+    let done = r#"{"type":"assistant","message":{"content":[{"type":"text","text":"<promise>COMPLETE</promise>"}]}}"#;
+    let scenario = format!(
+        "[[step]]\nactions = [{{ print = {} }}, {{ sleep = \"1500ms\" }}, {{ print = {} }}]\n",
+        toml_str(tool),
+        toml_str(done)
+    );
+    let repo = || {
+        TestRepo::with_loop(
+            &scenario,
+            &["true"],
+            "output_format = \"claude-stream-json\"\n[budget]\nmax_cost = 5.0\n",
+            &[("010-a.md", "# A\n"), ("020-b.md", "# B\n")],
+        )
+    };
+    let shown = on_a_terminal(&repo(), &["run"], false);
+    // The live display: where the loop is, what it has left, and under it the agent's tool call.
+    assert!(
+        shown.contains("iteration 1 · 010-a · agent · 0 tokens · $0.00 · left: 100 iterations, $5.00"),
+        "{shown}"
+    );
+    assert!(shown.contains("└ Bash cargo test --workspace"), "{shown}");
+    // Coloured outcomes on a terminal...
+    assert!(shown.contains("\x1b[32mdone\x1b[0m"), "{shown}");
+    // ...but not with NO_COLOR (the display itself stays).
+    let plain = on_a_terminal(&repo(), &["run"], true);
+    assert!(!plain.contains("\x1b[32m") && !plain.contains("\x1b[1m"), "{plain}");
+    assert!(plain.contains("└ Bash cargo test --workspace") && plain.contains("→ done in"), "{plain}");
+}
