@@ -45,8 +45,12 @@ fn detect_checks(root: &Path) -> Vec<&'static str> {
     }
 }
 
-fn config_text(preset: &str, checks: &[&str]) -> String {
+fn config_text(preset: &str, checks: &[&str], backlog: Option<&str>) -> String {
     let checks = checks.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
+    let backlog = match backlog {
+        Some(f) => format!("[backlog]\nfile = \"{f}\"            # read in place and kept up to date\n"),
+        None => "# [backlog]\n# file = \"prd.json\"           # a prd.json or checklist plan instead of specs/\n".to_string(),
+    };
     format!(
         r#"# ralph configuration; the reference is in ralph's README.
 
@@ -82,7 +86,8 @@ max_consecutive_failures = 5   # then the run stops
 
 # [prompt]
 # template = "PROMPT.md"       # default: the built-in template
-"#
+
+{backlog}"#
     )
 }
 
@@ -101,24 +106,32 @@ pub fn run(cwd: &Path, force: bool, agent: Option<&str>) -> Result<u8, CliError>
     };
     let mut created = Vec::new();
 
+    let specs = root.join(SPECS_DIR);
+    let has_specs = std::fs::read_dir(&specs)
+        .map(|rd| rd.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().ends_with(".md")))
+        .unwrap_or(false);
+    // A backlog the user already keeps in another tool's format is used in place.
+    let existing = if has_specs {
+        None
+    } else {
+        crate::backlog::DETECTED.iter().copied().find(|f| root.join(f).is_file())
+    };
     let cfg_path = root.join(config::FILE_NAME);
     if cfg_path.exists() && !force {
         println!("kept      {} (exists; --force overwrites it)", config::FILE_NAME);
     } else {
         let checks = detect_checks(&root);
-        state::atomic_write(&cfg_path, config_text(preset, &checks).as_bytes())?;
+        state::atomic_write(&cfg_path, config_text(preset, &checks, existing).as_bytes())?;
         created.push(config::FILE_NAME.to_string());
         if checks.is_empty() {
             println!("note: no test command detected; set [checks] commands in ralph.toml");
         }
     }
 
-    let specs = root.join(SPECS_DIR);
-    let has_specs = std::fs::read_dir(&specs)
-        .map(|rd| rd.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().ends_with(".md")))
-        .unwrap_or(false);
     if has_specs {
         println!("kept      {SPECS_DIR}/ (has specs)");
+    } else if let Some(f) = existing {
+        println!("using     {f} as the backlog (read in place, kept up to date; `ralph import {f}` makes specs of it)");
     } else {
         std::fs::create_dir_all(&specs).map_err(|e| io("create", &specs, e))?;
         let example = specs.join("010-document-checks.md");
@@ -139,7 +152,10 @@ pub fn run(cwd: &Path, force: bool, agent: Option<&str>) -> Result<u8, CliError>
     }
     println!("ignored   .ralph/ (ralph's logs and state; never committed)");
     println!();
-    println!("Next: write one spec per task in specs/, check [agent] and [checks] in ralph.toml,");
+    match existing {
+        Some(f) => println!("Next: check [agent] and [checks] in ralph.toml, `ralph status` to see {f}'s tasks,"),
+        None => println!("Next: write one spec per task in specs/, check [agent] and [checks] in ralph.toml,"),
+    }
     println!("commit, then run `ralph run`.");
     Ok(crate::exit_code::OK)
 }
@@ -151,10 +167,12 @@ mod tests {
     #[test]
     fn the_generated_config_parses() {
         let c =
-            config::Config::parse(Path::new("ralph.toml"), &config_text("codex", &["cargo test"])).unwrap();
+            config::Config::parse(Path::new("ralph.toml"), &config_text("codex", &["cargo test"], None)).unwrap();
         assert_eq!(c.agent.preset.map(|p| p.name), Some("codex"));
         assert_eq!(c.checks.commands, vec!["cargo test"]);
         assert_eq!(c.budget.max_iterations, 50);
+        let c = config::Config::parse(Path::new("ralph.toml"), &config_text("claude", &[], Some("fix_plan.md"))).unwrap();
+        assert_eq!(c.backlog_file.as_deref(), Some(Path::new("fix_plan.md")));
     }
 
     #[test]

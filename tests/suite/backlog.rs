@@ -351,3 +351,15 @@ fn an_agent_that_edits_its_own_spec_is_still_caught() {
     assert!(r[0].get("spec_edited").is_none());
     assert_eq!(repo.read("specs/010-a.md"), "# A\n\nWrite a.txt.\n");
 }
+
+#[test]
+fn init_in_a_repository_with_a_prd_json_uses_it_in_place() {
+    let repo = TestRepo::new();
+    repo.write("prd.json", PRD);
+    let out = repo.ralph(&["init"]).expect(0).stdout();
+    assert!(out.contains("using     prd.json as the backlog"), "{out}");
+    assert!(!repo.exists("specs"), "no example spec to shadow the prd");
+    assert!(repo.read("ralph.toml").contains("[backlog]\nfile = \"prd.json\""));
+    let status = repo.ralph(&["status"]).expect(0).stdout();
+    assert!(status.contains("US-001  todo") && status.contains("US-002  todo"), "{status}");
+}
