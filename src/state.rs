@@ -150,6 +150,9 @@ pub struct TaskState {
     /// The last iteration's outcome on this task, for the next prompt.
     #[serde(default)]
     pub last: Option<LastIteration>,
+    /// Iterations in a row restarted because the spec was edited.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restarts: u32,
     /// ralph's block of a story or checklist item (whose file has no place for one): the
     /// reason, and the fingerprint of the task's text then. Editing the task lifts it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -166,6 +169,10 @@ pub struct LastIteration {
     pub failure: Option<String>,
     /// The agent's `<progress>` note.
     pub progress: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// `.ralph/state.json`.

@@ -49,7 +49,10 @@ fn config_text(preset: &str, checks: &[&str], backlog: Option<&str>) -> String {
     let checks = checks.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
     let backlog = match backlog {
         Some(f) => format!("[backlog]\nfile = \"{f}\"            # read in place and kept up to date\n"),
-        None => "# [backlog]\n# file = \"prd.json\"           # a prd.json or checklist plan instead of specs/\n".to_string(),
+        None => {
+            "# [backlog]\n# file = \"prd.json\"           # a prd.json or checklist plan instead of specs/\n"
+                .to_string()
+        }
     };
     format!(
         r#"# ralph configuration; the reference is in ralph's README.
@@ -131,7 +134,9 @@ pub fn run(cwd: &Path, force: bool, agent: Option<&str>) -> Result<u8, CliError>
     if has_specs {
         println!("kept      {SPECS_DIR}/ (has specs)");
     } else if let Some(f) = existing {
-        println!("using     {f} as the backlog (read in place, kept up to date; `ralph import {f}` makes specs of it)");
+        println!(
+            "using     {f} as the backlog (read in place, kept up to date; `ralph import {f}` makes specs of it)"
+        );
     } else {
         std::fs::create_dir_all(&specs).map_err(|e| io("create", &specs, e))?;
         let example = specs.join("010-document-checks.md");
@@ -153,8 +158,12 @@ pub fn run(cwd: &Path, force: bool, agent: Option<&str>) -> Result<u8, CliError>
     println!("ignored   .ralph/ (ralph's logs and state; never committed)");
     println!();
     match existing {
-        Some(f) => println!("Next: check [agent] and [checks] in ralph.toml, `ralph status` to see {f}'s tasks,"),
-        None => println!("Next: write one spec per task in specs/, check [agent] and [checks] in ralph.toml,"),
+        Some(f) => {
+            println!("Next: check [agent] and [checks] in ralph.toml, `ralph status` to see {f}'s tasks,")
+        }
+        None => {
+            println!("Next: write one spec per task in specs/, check [agent] and [checks] in ralph.toml,")
+        }
     }
     println!("commit, then run `ralph run`.");
     Ok(crate::exit_code::OK)
@@ -166,12 +175,14 @@ mod tests {
 
     #[test]
     fn the_generated_config_parses() {
-        let c =
-            config::Config::parse(Path::new("ralph.toml"), &config_text("codex", &["cargo test"], None)).unwrap();
+        let c = config::Config::parse(Path::new("ralph.toml"), &config_text("codex", &["cargo test"], None))
+            .unwrap();
         assert_eq!(c.agent.preset.map(|p| p.name), Some("codex"));
         assert_eq!(c.checks.commands, vec!["cargo test"]);
         assert_eq!(c.budget.max_iterations, 50);
-        let c = config::Config::parse(Path::new("ralph.toml"), &config_text("claude", &[], Some("fix_plan.md"))).unwrap();
+        let c =
+            config::Config::parse(Path::new("ralph.toml"), &config_text("claude", &[], Some("fix_plan.md")))
+                .unwrap();
         assert_eq!(c.backlog_file.as_deref(), Some(Path::new("fix_plan.md")));
     }
 

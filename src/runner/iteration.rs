@@ -136,7 +136,10 @@ pub(crate) async fn run(
     let agent_cancel = it.stop.cancel.child_token();
     let spec_rel = task.path.to_string_lossy().into_owned();
     parser.watch_writes(&spec_rel);
-    let _task_watch = (it.cfg.on_spec_edit == SpecEdit::Restart).then(|| {
+    // Three restarts in a row end the restarting: whoever keeps editing the spec (an agent
+    // whose writes ralph cannot see, say) must not spin the loop; the iteration then finishes.
+    let restartable = it.cfg.on_spec_edit == SpecEdit::Restart && ts.restarts < MAX_RESTARTS;
+    let _task_watch = restartable.then(|| {
         let cancel = agent_cancel.clone();
         crate::watch::TaskWatch::start(root, task, move || cancel.cancel())
     });
@@ -183,7 +186,7 @@ pub(crate) async fn run(
     // status write deal with it.
     let spec_edited = crate::backlog::current_body(root, task)
         .is_some_and(|now| now.trim() != task.body.trim() && !parser.wrote(&spec_rel));
-    let restart = spec_edited && it.cfg.on_spec_edit == SpecEdit::Restart && !it.stop.cancel.is_cancelled();
+    let restart = spec_edited && restartable && !it.stop.cancel.is_cancelled();
     // The spec file as the user left it: a revert must not take their edit back.
     let spec_kept = if spec_edited { std::fs::read(root.join(&task.path)).ok() } else { None };
     if spec_edited {
@@ -469,6 +472,7 @@ pub(crate) async fn run(
     }
     let ts = state.task_mut(&task.id);
     ts.iterations += 1;
+    ts.restarts = if outcome == Outcome::Restarted { ts.restarts + 1 } else { 0 };
     // Kept work (a stopped agent's green changes) uses no attempt.
     let attempt_used = outcome.counts_as_attempt() && commit.is_none();
     if attempt_used {
@@ -757,6 +761,9 @@ fn signal(report: &Report, tail: &str, failed: bool) -> Option<Signal> {
 
 /// The file an iteration writes first, for crash recovery.
 pub(crate) const STARTED: &str = "started.json";
+
+/// Restarts of one task in a row for spec edits before an edited iteration finishes instead.
+const MAX_RESTARTS: u32 = 3;
 
 /// Where an iteration began: what recovery needs if ralph dies during it.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

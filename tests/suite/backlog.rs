@@ -363,3 +363,15 @@ fn init_in_a_repository_with_a_prd_json_uses_it_in_place() {
     let status = repo.ralph(&["status"]).expect(0).stdout();
     assert!(status.contains("US-001  todo") && status.contains("US-002  todo"), "{status}");
 }
+
+#[test]
+fn three_restarts_in_a_row_and_the_next_edited_iteration_finishes() {
+    // Something edits the spec every time without the agent's output naming it (a hidden
+    // writer): the loop must not restart for ever.
+    let scenario = "[[step]]\nactions = [{ run = \"cd specs && echo more >> 010-a.md\" }, { sleep = \"1s\" }, { write = { path = \"a.txt\", content = \"a\\n\" } }, { promise = true }]\n";
+    let repo = TestRepo::with_loop(scenario, &["true"], "", &[("010-a.md", "# A\n")]);
+    repo.ralph(&["run", "--max-iterations", "4"]).expect(3);
+    let outcomes: Vec<String> =
+        repo.records().iter().map(|r| r["outcome"].as_str().unwrap().to_string()).collect();
+    assert_eq!(outcomes, ["restarted", "restarted", "restarted", "done"]);
+}
