@@ -151,6 +151,45 @@ pub struct IterationRecord {
 }
 
 /// Appends one record as one line.
+impl IterationRecord {
+    /// A record with its identity and outcome and nothing else yet: no times, checks, commit,
+    /// usage or messages. Fill in the rest with struct update syntax.
+    pub fn new(run_id: &str, iteration: u32, task: &str, outcome: Outcome) -> Self {
+        IterationRecord {
+            run_id: run_id.to_string(),
+            iteration,
+            task: task.to_string(),
+            started_at: String::new(),
+            ended_at: String::new(),
+            duration_ms: 0,
+            exit_code: None,
+            outcome,
+            checks: Vec::new(),
+            review: None,
+            head_before: None,
+            commit: None,
+            files_changed: Vec::new(),
+            learnings_added: Vec::new(),
+            learnings_rejected: Vec::new(),
+            promise: false,
+            failure: None,
+            progress: None,
+            blocked: false,
+            spec_edited: false,
+            output_leaked: false,
+            log_capped: false,
+            tokens: None,
+            cost_usd: None,
+            num_turns: None,
+            model: None,
+            agent_session_id: None,
+            final_message: None,
+            is_error: false,
+            limit_resets_at: None,
+        }
+    }
+}
+
 pub fn append(path: &Path, record: &IterationRecord) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(record).map_err(std::io::Error::other)?;
     line.push(b'\n');

@@ -617,36 +617,11 @@ mod tests {
                 .to_string()
         };
         IterationRecord {
-            run_id: "r1".into(),
-            iteration: n,
-            task: task.into(),
             started_at: ts(1_800_000_000 + start_s),
             ended_at: ts(1_800_000_000 + start_s + dur_s),
             duration_ms: dur_s * 1000,
             exit_code: Some(0),
-            outcome,
-            checks: Vec::new(),
-            review: None,
-            head_before: None,
-            commit: None,
-            files_changed: Vec::new(),
-            learnings_added: Vec::new(),
-            learnings_rejected: Vec::new(),
-            promise: false,
-            failure: None,
-            progress: None,
-            blocked: false,
-            spec_edited: false,
-            output_leaked: false,
-            log_capped: false,
-            tokens: None,
-            cost_usd: None,
-            num_turns: None,
-            model: None,
-            agent_session_id: None,
-            final_message: None,
-            is_error: false,
-            limit_resets_at: None,
+            ..IterationRecord::new("r1", n, task, outcome)
         }
     }
 

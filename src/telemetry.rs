@@ -848,14 +848,10 @@ mod tests {
 
     fn record() -> IterationRecord {
         IterationRecord {
-            run_id: "r1".into(),
-            iteration: 3,
-            task: "010-a".into(),
             started_at: "2026-01-01T00:00:00.000Z".into(),
             ended_at: "2026-01-01T00:00:10.000Z".into(),
             duration_ms: 10_000,
             exit_code: Some(0),
-            outcome: Outcome::Done,
             checks: vec![
                 CheckRecord {
                     command: "make test TOKEN=s3cr3t-value".into(),
@@ -880,23 +876,14 @@ mod tests {
             head_before: Some("abc".into()),
             commit: Some("def".into()),
             files_changed: vec!["a".into(), "b".into()],
-            learnings_added: vec![],
-            learnings_rejected: vec![],
             promise: true,
-            failure: None,
-            progress: None,
-            blocked: false,
-            spec_edited: false,
-            output_leaked: false,
-            log_capped: false,
             tokens: Some(Tokens { input: 10, output: 20, cache_read: 100, cache_write: 5 }),
             cost_usd: Some(0.5),
             num_turns: Some(4),
             model: Some("claude-x".into()),
             agent_session_id: Some("sess".into()),
             final_message: Some("the agent's words s3cr3t-value".into()),
-            is_error: false,
-            limit_resets_at: None,
+            ..IterationRecord::new("r1", 3, "010-a", Outcome::Done)
         }
     }
 

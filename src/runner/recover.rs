@@ -102,36 +102,14 @@ fn settle(root: &Path, run_id: &str, n: u32, dir: &Path, st: &Started) -> Result
     let duration_ms =
         last_alive.duration_since(start).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
     Ok(IterationRecord {
-        run_id: run_id.to_string(),
-        iteration: n,
-        task: st.task.clone(),
         started_at: st.started_at.clone(),
         ended_at: humantime::format_rfc3339_millis(last_alive).to_string(),
         duration_ms,
-        exit_code: None,
-        outcome: Outcome::Interrupted,
-        checks: Vec::new(),
-        review: None,
         head_before: Some(st.head_before.clone()),
         commit,
         files_changed,
-        learnings_added: Vec::new(),
-        learnings_rejected: Vec::new(),
-        promise: false,
         failure: Some(failure),
-        progress: None,
-        blocked: false,
-        spec_edited: false,
-        output_leaked: false,
-        log_capped: false,
-        tokens: None,
-        cost_usd: None,
-        num_turns: None,
-        model: None,
-        agent_session_id: None,
-        final_message: None,
-        is_error: false,
-        limit_resets_at: None,
+        ..IterationRecord::new(run_id, n, &st.task, Outcome::Interrupted)
     })
 }
 
