@@ -48,9 +48,10 @@ run() {
 
 echo "== $(load)"
 read -r h1 r1 t1 s1 < <(run $small)
-echo "$small iterations: ralph peak $((h1 / 1024)) MB ($h1 KB), resident at the end $((r1 / 1024)) MB; GNU time max $((t1 / 1024)) MB; ${s1} s"
+mb() { python3 -c "print(f'{$1 / 1024:.1f} MB')"; }
+echo "$small iterations: ralph peak $(mb "$h1"), resident at the end $(mb "$r1"); GNU time max $(mb "$t1"); ${s1} s"
 read -r h2 r2 t2 s2 < <(run $large)
-echo "$large iterations: ralph peak $((h2 / 1024)) MB ($h2 KB), resident at the end $((r2 / 1024)) MB; GNU time max $((t2 / 1024)) MB; ${s2} s"
+echo "$large iterations: ralph peak $(mb "$h2"), resident at the end $(mb "$r2"); GNU time max $(mb "$t2"); ${s2} s"
 growth=$(python3 -c "print(f'{($h2 - $h1) / 1024:.1f}')")
 echo "growth of the peak from $small to $large iterations: $growth MB; $(load)"
 figure "flat memory: peak RSS after $small / $large iterations" "equal within a few MB, < 30 MB" \
