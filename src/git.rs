@@ -93,12 +93,18 @@ pub fn toplevel(dir: &Path) -> Result<PathBuf, GitError> {
 
 /// The commit HEAD points to, or `None` in a repository with no commits yet.
 pub fn head(root: &Path) -> Result<Option<String>, GitError> {
+    if let Some(sha) = Refs::find(root).and_then(|r| r.head()) {
+        return Ok(Some(sha));
+    }
     let out = git(root).args(["rev-parse", "--verify", "-q", "HEAD"]).output().map_err(GitError::Spawn)?;
     Ok(out.status.success().then(|| stdout(out)))
 }
 
 /// The checked-out branch, or `None` on a detached HEAD.
 pub fn current_branch(root: &Path) -> Result<Option<String>, GitError> {
+    if let Some(branch) = Refs::find(root).and_then(|r| r.branch()) {
+        return Ok(branch);
+    }
     let out = git(root).args(["symbolic-ref", "-q", "--short", "HEAD"]).output().map_err(GitError::Spawn)?;
     Ok(out.status.success().then(|| stdout(out)))
 }
@@ -331,6 +337,9 @@ pub fn put_back_path(root: &Path, tree: &str, path: &str) -> Result<(), GitError
 
 /// The repository's git directory.
 pub fn git_dir(root: &Path) -> Option<PathBuf> {
+    if let Some(r) = Refs::find(root) {
+        return Some(r.git_dir);
+    }
     let out = run(root, ["rev-parse", "--git-dir"]).ok()?;
     Some(root.join(stdout(out)))
 }
@@ -342,6 +351,9 @@ pub fn has_changes(root: &Path, base: &str) -> Result<bool, GitError> {
 
 /// Every branch and tag with the commit it points at.
 pub fn refs(root: &Path) -> Result<Vec<(String, String)>, GitError> {
+    if let Some(list) = Refs::find(root).and_then(|r| r.list()) {
+        return Ok(list);
+    }
     let out = run(root, ["for-each-ref", "--format=%(refname) %(objectname)", "refs/heads", "refs/tags"])?;
     Ok(stdout(out)
         .lines()
@@ -430,9 +442,215 @@ pub fn review_diff(root: &Path, base: &str) -> Result<String, GitError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// HEAD and the branch it names, read from the files git keeps them in rather than by starting
+/// git: ralph asks several times per iteration, and each `git` process costs a millisecond or
+/// more. Only the plain layout is read (the `files` ref backend, HEAD naming a branch whose
+/// loose ref file holds the commit); anything else (a packed or missing ref, a symbolic ref,
+/// reftable, `GIT_DIR` in the environment) answers `None` and the caller asks git, so the
+/// answer is always git's.
+struct Refs {
+    git_dir: PathBuf,
+    common_dir: PathBuf,
+}
+
+impl Refs {
+    fn find(root: &Path) -> Option<Refs> {
+        if std::env::var_os("GIT_DIR").is_some() || std::env::var_os("GIT_COMMON_DIR").is_some() {
+            return None;
+        }
+        let dot = root.join(".git");
+        let meta = std::fs::metadata(&dot).ok()?;
+        let git_dir = if meta.is_dir() {
+            dot
+        } else {
+            // A linked worktree or a submodule: `.git` is a file naming the git directory.
+            let text = std::fs::read_to_string(&dot).ok()?;
+            root.join(text.strip_prefix("gitdir: ")?.trim_end())
+        };
+        let common_dir = match std::fs::read_to_string(git_dir.join("commondir")) {
+            Ok(c) => git_dir.join(c.trim_end()),
+            Err(_) => git_dir.clone(),
+        };
+        if common_dir.join("reftable").exists() || !common_dir.join("refs/heads").is_dir() {
+            return None;
+        }
+        Some(Refs { git_dir, common_dir })
+    }
+
+    /// What HEAD holds: `Ok(branch)` for `ref: refs/heads/<branch>`, `Err(sha)` when detached.
+    fn head_file(&self) -> Option<Result<String, String>> {
+        let text = std::fs::read_to_string(self.git_dir.join("HEAD")).ok()?;
+        let text = text.trim_end();
+        match text.strip_prefix("ref: ") {
+            Some(r) => r.strip_prefix("refs/heads/").filter(|b| !b.is_empty()).map(|b| Ok(b.to_string())),
+            None => object_id(text).map(Err),
+        }
+    }
+
+    fn head(&self) -> Option<String> {
+        match self.head_file()? {
+            Ok(branch) => {
+                let text = std::fs::read_to_string(self.common_dir.join("refs/heads").join(branch)).ok()?;
+                object_id(text.trim_end())
+            }
+            Err(sha) => Some(sha),
+        }
+    }
+
+    /// The branch as `git symbolic-ref --short HEAD` names it, `Some(None)` when detached.
+    fn branch(&self) -> Option<Option<String>> {
+        match self.head_file()? {
+            // git shortens to `heads/<name>` when `<name>` alone could mean something else.
+            Ok(b) if self.ambiguous(&b) => None,
+            Ok(b) => Some(Some(b)),
+            Err(_) => Some(None),
+        }
+    }
+
+    /// Every branch and tag, as `git for-each-ref refs/heads refs/tags` lists them (sorted by
+    /// name, annotated tags as their tag object): packed-refs, overridden by the loose files.
+    fn list(&self) -> Option<Vec<(String, String)>> {
+        let mut refs = std::collections::BTreeMap::new();
+        match std::fs::read_to_string(self.common_dir.join("packed-refs")) {
+            Ok(text) => {
+                // "# pack-refs with: ..." heads the file; "^<sha>" peels the tag above it.
+                for line in text.lines().filter(|l| !l.starts_with('#') && !l.starts_with('^')) {
+                    let (sha, name) = line.split_once(' ')?;
+                    if name.starts_with("refs/heads/") || name.starts_with("refs/tags/") {
+                        refs.insert(name.to_string(), object_id(sha)?);
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => return None,
+        }
+        for top in ["refs/heads", "refs/tags"] {
+            loose_refs(&self.common_dir.join(top), top, &mut refs)?;
+        }
+        Some(refs.into_iter().collect())
+    }
+
+    /// Whether a ref named `<name>`, `refs/<name>` or `refs/tags/<name>` exists, or may.
+    fn ambiguous(&self, name: &str) -> bool {
+        let packed = std::fs::read_to_string(self.common_dir.join("packed-refs")).unwrap_or_default();
+        self.git_dir.join(name).exists()
+            || self.common_dir.join(name).exists()
+            || self.common_dir.join("refs").join(name).exists()
+            || self.common_dir.join("refs/tags").join(name).exists()
+            || packed.contains(&format!(" refs/tags/{name}\n"))
+            || packed.contains(&format!(" refs/{name}\n"))
+    }
+}
+
+/// Adds the loose ref files under `dir` (named `prefix/...`) to `refs`; `None` on anything
+/// but plain files holding an object id (a symbolic ref, a symlink), which git must resolve.
+fn loose_refs(dir: &Path, prefix: &str, refs: &mut std::collections::BTreeMap<String, String>) -> Option<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(()),
+        Err(_) => return None,
+    };
+    for entry in entries {
+        let entry = entry.ok()?;
+        let name = format!("{prefix}/{}", entry.file_name().into_string().ok()?);
+        let kind = entry.file_type().ok()?;
+        if kind.is_dir() {
+            loose_refs(&entry.path(), &name, refs)?;
+        } else if !kind.is_file() {
+            return None;
+        } else if !name.ends_with(".lock") {
+            // `.lock` files are updates in progress, never refs (git skips them too).
+            let text = std::fs::read_to_string(entry.path()).ok()?;
+            refs.insert(name, object_id(text.trim_end())?);
+        }
+    }
+    Some(())
+}
+
+/// `s` if it is a full object id (SHA-1 or SHA-256, lowercase hex).
+fn object_id(s: &str) -> Option<String> {
+    let hex = s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    ((s.len() == 40 || s.len() == 64) && hex).then(|| s.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sh(root: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false"])
+            .args(args)
+            .current_dir(root)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+    }
+
+    /// HEAD, the branch and the refs as git itself answers, next to ralph's reads.
+    fn assert_agrees_with_git(root: &Path) {
+        let git_head = git(root).args(["rev-parse", "--verify", "-q", "HEAD"]).output().unwrap();
+        let git_head = git_head.status.success().then(|| stdout(git_head));
+        let git_branch = git(root).args(["symbolic-ref", "-q", "--short", "HEAD"]).output().unwrap();
+        let git_branch = git_branch.status.success().then(|| stdout(git_branch));
+        let git_refs =
+            run(root, ["for-each-ref", "--format=%(refname) %(objectname)", "refs/heads", "refs/tags"])
+                .map(stdout)
+                .unwrap();
+        let listed: Vec<String> = refs(root).unwrap().into_iter().map(|(r, s)| format!("{r} {s}")).collect();
+        assert_eq!(head(root).unwrap(), git_head, "HEAD in {}", root.display());
+        assert_eq!(current_branch(root).unwrap(), git_branch, "branch in {}", root.display());
+        assert_eq!(listed.join("\n"), git_refs, "refs in {}", root.display());
+    }
+
+    #[test]
+    fn heads_branches_and_refs_read_from_files_agree_with_git() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        std::fs::create_dir(&root).unwrap();
+        sh(&root, &["init", "-q", "-b", "main"]);
+        std::fs::write(root.join("a.txt"), "a").unwrap();
+        sh(&root, &["add", "-A"]);
+        sh(&root, &["commit", "-qm", "one"]);
+        sh(&root, &["branch", "feature/deep/x"]);
+        sh(&root, &["tag", "light"]);
+        sh(&root, &["tag", "-a", "-m", "annotated", "v1"]);
+        // Loose refs: read without git.
+        assert!(Refs::find(&root).and_then(|r| r.head()).is_some());
+        assert!(Refs::find(&root).and_then(|r| r.list()).is_some());
+        assert_agrees_with_git(&root);
+
+        // Packed refs, then a loose ref newer than its packed line.
+        sh(&root, &["pack-refs", "--all"]);
+        assert_agrees_with_git(&root);
+        std::fs::write(root.join("a.txt"), "b").unwrap();
+        sh(&root, &["commit", "-qam", "two"]);
+        assert_agrees_with_git(&root);
+
+        // A worktree: HEAD in its own git folder, branches in the common one.
+        let wt = dir.path().join("wt");
+        sh(&root, &["worktree", "add", "-q", "-b", "side", wt.to_str().unwrap()]);
+        assert!(Refs::find(&wt).and_then(|r| r.head()).is_some());
+        assert_agrees_with_git(&wt);
+
+        // A tag named like the branch: git names the branch `heads/main`.
+        sh(&root, &["tag", "main"]);
+        assert_agrees_with_git(&root);
+        sh(&root, &["tag", "-d", "main"]);
+
+        // Detached, then a branch with no commit yet.
+        let sha = sh(&root, &["rev-parse", "HEAD"]);
+        sh(&root, &["checkout", "-q", &sha]);
+        assert_agrees_with_git(&root);
+        sh(&root, &["checkout", "-q", "--orphan", "empty"]);
+        assert_agrees_with_git(&root);
+
+        // A symbolic ref among the branches: git resolves it.
+        sh(&root, &["symbolic-ref", "refs/heads/alias", "refs/heads/main"]);
+        assert!(Refs::find(&root).and_then(|r| r.list()).is_none());
+        assert_agrees_with_git(&root);
+    }
 
     #[test]
     fn another_processs_index_lock_is_waited_out() {

@@ -204,3 +204,51 @@ pub fn read_all(path: &Path) -> Vec<IterationRecord> {
     let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
     text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
 }
+
+/// What a summary of a run needs of each record (`ralph status`): the rest of the line is
+/// skipped, not decoded, so that a history of thousands of iterations reads in milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Brief {
+    pub iteration: u32,
+    pub task: String,
+    pub outcome: Outcome,
+}
+
+/// The [`Brief`] of each record of a run; like [`read_all`], a torn line is skipped.
+pub fn read_briefs(path: &Path) -> Vec<Brief> {
+    let Ok(bytes) = std::fs::read(path) else { return Vec::new() };
+    bytes
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| serde_json::from_slice(l).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINE: &str = r#"{"run_id":"r","iteration":1,"task":"010-a","started_at":"2026-11-22T07:50:30.897Z","ended_at":"2026-11-22T07:50:31.006Z","duration_ms":109,"exit_code":0,"outcome":"progress","checks":[{"command":"true","exit_code":0,"duration_ms":1}],"head_before":"5b31a7c9cf520777ea0b38533915bfff84b36882","commit":null,"files_changed":["work.txt"],"learnings_added":[],"learnings_rejected":[],"promise":false,"failure":null,"progress":"half \"done\"","blocked":false,"output_leaked":false,"log_capped":false,"tokens":{"input":1,"output":2,"cache_read":3,"cache_write":4},"cost_usd":0.5,"num_turns":3,"model":"m","agent_session_id":"s","final_message":"é","is_error":false,"limit_resets_at":null}"#;
+
+    #[test]
+    fn briefs_are_the_records_summary_and_skip_a_torn_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("iterations.jsonl");
+        let first: IterationRecord = serde_json::from_str(LINE).unwrap();
+        let mut second = first.clone();
+        second.iteration = 2;
+        second.task = "020-b".into();
+        second.outcome = Outcome::ChecksFailed;
+        append(&path, &first).unwrap();
+        append(&path, &second).unwrap();
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&LINE.as_bytes()[..LINE.len() / 2]).unwrap();
+        let full: Vec<Brief> = read_all(&path)
+            .into_iter()
+            .map(|r| Brief { iteration: r.iteration, task: r.task, outcome: r.outcome })
+            .collect();
+        assert_eq!(full.len(), 2);
+        assert_eq!(read_briefs(&path), full);
+        assert!(read_briefs(&dir.path().join("missing.jsonl")).is_empty());
+    }
+}

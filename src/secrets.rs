@@ -6,6 +6,8 @@
 //! that could be the start of a secret, so a secret split across two chunks is still caught
 //! while ordinary output (the last words of a hung agent included) reaches the log at once.
 
+use std::borrow::Cow;
+
 /// What a masked value is replaced with.
 pub const MASK: &str = "[MASKED]";
 
@@ -53,9 +55,15 @@ impl Secrets {
         let mut hold = 0;
         for secret in &self.values {
             let max = (secret.len() - 1).min(bytes.len());
-            for k in (hold + 1..=max).rev() {
-                if bytes[bytes.len() - k..] == secret[..k] {
-                    hold = k;
+            if max <= hold {
+                continue;
+            }
+            // Only a position holding the secret's first byte can start it: one memchr pass
+            // over the window instead of a comparison per length (this runs on every chunk).
+            let window = &bytes[bytes.len() - max..];
+            for i in memchr::memchr_iter(secret[0], &window[..max - hold]) {
+                if window[i..] == secret[..max - i] {
+                    hold = max - i;
                     break;
                 }
             }
@@ -73,7 +81,12 @@ impl Secrets {
 
     /// Masks every secret in `bytes`.
     pub fn mask_bytes(&self, bytes: &[u8]) -> Vec<u8> {
-        let mut cur = bytes.to_vec();
+        self.mask_cow(bytes).into_owned()
+    }
+
+    /// Masks every secret in `bytes`, copying only when one is found.
+    fn mask_cow<'a>(&self, bytes: &'a [u8]) -> Cow<'a, [u8]> {
+        let mut cur = Cow::Borrowed(bytes);
         for secret in &self.values {
             if memchr::memmem::find(&cur, secret).is_none() {
                 continue;
@@ -86,7 +99,7 @@ impl Secrets {
                 rest = &rest[i + secret.len()..];
             }
             out.extend_from_slice(rest);
-            cur = out;
+            cur = Cow::Owned(out);
         }
         cur
     }
@@ -132,17 +145,28 @@ impl StreamMasker {
         Self { secrets, pending: Vec::new() }
     }
 
-    /// Masks `chunk` and returns what is safe to write now.
-    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+    /// Masks `chunk` and returns what is safe to write now. Output holding no secret is
+    /// passed through without a copy (an agent's flood of output goes through here).
+    pub fn push<'a>(&mut self, chunk: &'a [u8]) -> Cow<'a, [u8]> {
         if self.secrets.is_empty() {
-            return chunk.to_vec();
+            return Cow::Borrowed(chunk);
         }
-        self.pending.extend_from_slice(chunk);
-        let masked = self.secrets.mask_bytes(&self.pending);
+        let masked = if self.pending.is_empty() {
+            self.secrets.mask_cow(chunk)
+        } else {
+            self.pending.extend_from_slice(chunk);
+            Cow::Owned(self.secrets.mask_bytes(&self.pending))
+        };
         let hold = self.secrets.partial_suffix(&masked);
         let cut = masked.len() - hold;
         self.pending = masked[cut..].to_vec();
-        masked[..cut].to_vec()
+        match masked {
+            Cow::Borrowed(b) => Cow::Borrowed(&b[..cut]),
+            Cow::Owned(mut v) => {
+                v.truncate(cut);
+                Cow::Owned(v)
+            }
+        }
     }
 
     /// Returns the held-back tail, masked, at the end of the stream.
@@ -179,7 +203,7 @@ mod tests {
         let mut m = StreamMasker::new(secrets());
         let mut out = Vec::new();
         for chunk in ["log: sk-a", "nt-12", "3456 end\n", "gh", "p_abcdef"] {
-            out.extend(m.push(chunk.as_bytes()));
+            out.extend_from_slice(&m.push(chunk.as_bytes()));
         }
         out.extend(m.finish());
         assert_eq!(String::from_utf8(out).unwrap(), "log: [MASKED] end\n[MASKED]");
@@ -188,15 +212,56 @@ mod tests {
     #[test]
     fn ordinary_output_is_not_held_back() {
         let mut m = StreamMasker::new(secrets());
-        assert_eq!(m.push(b"working\n"), b"working\n");
-        assert_eq!(m.push(b"key: sk-an"), b"key: ");
-        assert_eq!(m.push(b"swer"), b"sk-answer");
+        assert_eq!(&*m.push(b"working\n"), b"working\n");
+        assert_eq!(&*m.push(b"key: sk-an"), b"key: ");
+        assert_eq!(&*m.push(b"swer"), b"sk-answer");
+    }
+
+    #[test]
+    fn the_held_back_end_is_the_longest_start_of_a_secret() {
+        let s =
+            Secrets::from_vars([("A_TOKEN", "abcabd-x"), ("B_KEY", "aaaaaab"), ("C_SECRET", "zz-123456")]);
+        // The definition, one length at a time: what the memchr-driven search must agree with.
+        let naive = |bytes: &[u8]| {
+            let mut hold = 0;
+            for secret in &s.values {
+                for k in (1..secret.len()).rev() {
+                    if k <= bytes.len() && bytes[bytes.len() - k..] == secret[..k] {
+                        hold = hold.max(k);
+                        break;
+                    }
+                }
+            }
+            hold
+        };
+        let alphabet = b"abdz-x1";
+        let mut seed = 7u32;
+        for len in 0..40 {
+            for _ in 0..200 {
+                let bytes: Vec<u8> = (0..len)
+                    .map(|_| {
+                        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                        alphabet[(seed >> 16) as usize % alphabet.len()]
+                    })
+                    .collect();
+                assert_eq!(s.partial_suffix(&bytes), naive(&bytes), "{}", String::from_utf8_lossy(&bytes));
+            }
+        }
+        assert_eq!(s.partial_suffix(b"log: aaaaaa"), 6);
+        assert_eq!(s.partial_suffix(b"log: abcab"), 5);
+    }
+
+    #[test]
+    fn output_without_secrets_is_passed_through_uncopied() {
+        let mut m = StreamMasker::new(secrets());
+        assert!(matches!(m.push(b"plain output\n"), Cow::Borrowed(b"plain output\n")));
+        assert!(matches!(m.push(b"key sk-ant-123456 end\n"), Cow::Owned(_)));
     }
 
     #[test]
     fn no_secrets_means_no_hold_back() {
         let mut m = StreamMasker::new(Secrets::default());
-        assert_eq!(m.push(b"abc"), b"abc");
+        assert_eq!(&*m.push(b"abc"), b"abc");
         assert!(m.finish().is_empty());
     }
 }

@@ -71,6 +71,9 @@ pub struct Scanner {
     promise: String,
     /// The promise and the two opening tags: a line holding none of them needs no decoding.
     needles: [memchr::memmem::Finder<'static>; 3],
+    /// The first byte all the needles share (`<` with the default promise): output without
+    /// it holds none of them, which one memchr pass tells.
+    lead: Option<u8>,
     line: Vec<u8>,
     line_truncated: bool,
     open: Option<Open>,
@@ -88,6 +91,7 @@ impl Scanner {
                 memchr::memmem::Finder::new(b"<learning").into_owned(),
                 memchr::memmem::Finder::new(b"<progress>").into_owned(),
             ],
+            lead: promise.bytes().next().filter(|&b| b == b'<'),
             promise: promise.to_string(),
             line: Vec::new(),
             line_truncated: false,
@@ -99,6 +103,12 @@ impl Scanner {
 
     /// Feeds a chunk of output that only counts for the tail (stderr).
     pub fn feed_tail(&mut self, bytes: &[u8]) {
+        // A chunk longer than the tail replaces it: copy only its end, not the whole chunk.
+        if bytes.len() >= TAIL_BYTES {
+            self.tail.clear();
+            self.tail.extend_from_slice(&bytes[bytes.len() - TAIL_BYTES..]);
+            return;
+        }
         self.tail.extend_from_slice(bytes);
         if self.tail.len() > 2 * TAIL_BYTES {
             self.tail.drain(..self.tail.len() - TAIL_BYTES);
@@ -122,7 +132,7 @@ impl Scanner {
         // them matters at all.
         if let Some(last) = memchr::memrchr(b'\n', rest) {
             let (middle, tail) = rest.split_at(last + 1);
-            if self.open.is_some() || self.needles.iter().any(|n| n.find(middle).is_some()) {
+            if self.open.is_some() || self.may_hold_needle(middle) {
                 let mut m = middle;
                 while let Some(i) = memchr::memchr(b'\n', m) {
                     self.push_partial(&m[..i]);
@@ -133,6 +143,16 @@ impl Scanner {
             rest = tail;
         }
         self.push_partial(rest);
+    }
+
+    /// Whether `bytes` holds the promise or an opening tag.
+    fn may_hold_needle(&self, bytes: &[u8]) -> bool {
+        if let Some(b) = self.lead
+            && memchr::memchr(b, bytes).is_none()
+        {
+            return false;
+        }
+        self.needles.iter().any(|n| n.find(bytes).is_some())
     }
 
     fn push_partial(&mut self, bytes: &[u8]) {
@@ -146,7 +166,7 @@ impl Scanner {
     fn end_line(&mut self) {
         // Most lines hold neither the promise nor a tag: skip them without decoding (a flood
         // of output must cost little more than its copy to the log).
-        if self.open.is_none() && self.needles.iter().all(|n| n.find(&self.line).is_none()) {
+        if self.open.is_none() && !self.may_hold_needle(&self.line) {
             self.line.clear();
             self.line_truncated = false;
             return;
@@ -365,6 +385,35 @@ mod tests {
         let f = scan("", &["first line continues ", &chunk]);
         assert!(f.promise);
         assert_eq!(f.learnings, vec!["in the middle"]);
+    }
+
+    #[test]
+    fn a_promise_without_a_leading_angle_bracket_is_found_too() {
+        let mut chunk = "Vec<u8> and a < b\n".repeat(500);
+        chunk.push_str("ALL DONE\n");
+        chunk.push_str(&"noise\n".repeat(500));
+        let mut s = Scanner::new("", "ALL DONE");
+        s.feed(b"start ");
+        s.feed(chunk.as_bytes());
+        assert!(s.finish().promise);
+        let mut s = Scanner::new("", PROMISE);
+        s.feed(b"start ");
+        s.feed(chunk.as_bytes());
+        assert!(!s.finish().promise);
+    }
+
+    #[test]
+    fn the_tail_is_the_end_of_the_output_whatever_the_chunk_sizes() {
+        let out: String = (0..3000).map(|i| format!("line {i}\n")).collect();
+        let mut small = Scanner::new("", PROMISE);
+        for c in out.as_bytes().chunks(7) {
+            small.feed(c);
+        }
+        let mut big = Scanner::new("", PROMISE);
+        big.feed(out.as_bytes());
+        let (small, big) = (small.finish().tail, big.finish().tail);
+        assert_eq!(small, big);
+        assert!(out.ends_with(&big) && big.len() == TAIL_BYTES);
     }
 
     #[test]

@@ -80,7 +80,7 @@ fn run_view(root: &Path) -> Option<RunView> {
     let id = logs::latest_run(root)?;
     let dir = logs::run_dir(root, &id);
     let meta = RunMeta::load(&dir).ok()?;
-    let records = record::read_all(&logs::records_path(&dir));
+    let records = record::read_briefs(&logs::records_path(&dir));
     let mut outcomes = BTreeMap::new();
     for r in &records {
         *outcomes.entry(r.outcome).or_insert(0) += 1;
