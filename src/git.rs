@@ -12,6 +12,7 @@ use std::process::{Command, Output, Stdio};
 /// Pathspec that keeps ralph's own folder out of every `git add`, even if the user's ignore
 /// rules were edited.
 const EXCLUDE_RALPH: &str = ":(exclude).ralph";
+const RALPH_PATH: &str = ".ralph";
 
 /// A git command that failed.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +70,31 @@ fn output(root: &Path, args: &[std::ffi::OsString]) -> Result<Output, GitError> 
     }
 }
 
+/// Whether a failed `git add` only complained that `.ralph` is ignored. ralph names it in its
+/// exclude pathspec; when the user's own .gitignore ignores it too, git lists it as an
+/// ignored path and exits 1, having staged everything else.
+fn only_ralph_ignored(out: &Output) -> bool {
+    let err = String::from_utf8_lossy(&out.stderr);
+    let mut lines = err.lines();
+    out.status.code() == Some(1)
+        && lines.next().is_some_and(|l| l.starts_with("The following paths are ignored"))
+        && lines
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("hint:"))
+            .all(|l| l == RALPH_PATH || l.starts_with(".ralph/"))
+}
+
+/// `git add -A` of everything but `.ralph/`, into the index or `GIT_INDEX_FILE = index`.
+fn add_all_into(root: &Path, index: Option<&Path>) -> Result<Output, GitError> {
+    let args: Vec<std::ffi::OsString> =
+        ["add", "-A", "--", ".", EXCLUDE_RALPH].iter().map(Into::into).collect();
+    let out = match index {
+        None => output(root, &args)?,
+        Some(i) => git(root).env("GIT_INDEX_FILE", i).args(&args).output().map_err(GitError::Spawn)?,
+    };
+    if out.status.success() || only_ralph_ignored(&out) { Ok(out) } else { Err(failed(&args, &out)) }
+}
+
 fn failed(args: &[std::ffi::OsString], out: &Output) -> GitError {
     let command = args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ");
     let mut stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
@@ -122,7 +148,7 @@ pub fn dirty_entries(root: &Path) -> Result<Vec<String>, GitError> {
 
 /// Stages every change in the working tree, except `.ralph/`.
 pub fn add_all(root: &Path) -> Result<(), GitError> {
-    run(root, ["add", "-A", "--", ".", EXCLUDE_RALPH]).map(drop)
+    add_all_into(root, None).map(drop)
 }
 
 /// Stages one path.
@@ -262,9 +288,7 @@ pub fn snapshot(root: &Path, tmp_index: &Path) -> Result<String, GitError> {
             Err(failed(&args, &out))
         }
     };
-    let result = with_index(&["add", "-A", "--", ".", EXCLUDE_RALPH])
-        .and_then(|_| with_index(&["write-tree"]))
-        .map(stdout);
+    let result = add_all_into(root, Some(tmp_index)).and_then(|_| with_index(&["write-tree"])).map(stdout);
     let _ = std::fs::remove_file(tmp_index);
     result
 }

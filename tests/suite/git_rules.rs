@@ -110,6 +110,22 @@ fn ralph_dir_is_never_committed_even_if_the_user_unignores_it() {
 }
 
 #[test]
+fn a_user_gitignore_that_lists_ralph_dir_works() {
+    // Many users add `.ralph/` to their own .gitignore; git then warns about the exclude
+    // pathspec ralph passes, which must not fail the iteration.
+    let scenario =
+        "[[step]]\nactions = [{ write = { path = \"x.txt\", content = \"x\\n\" } }, { promise = true }]\n";
+    let repo = TestRepo::with_loop(scenario, &["true"], "", &[("010-a.md", "# A\n")]);
+    repo.write(".gitignore", ".ralph/\n");
+    repo.commit_all("ignore .ralph");
+    repo.write("notes.txt", "uncommitted\n");
+    repo.ralph(&["run", "--allow-dirty"]).expect(0);
+    assert_eq!(repo.records()[0]["outcome"], "done");
+    assert!(repo.git(&["ls-files"]).contains("x.txt"));
+    assert!(!repo.git(&["ls-files"]).contains(".ralph"));
+}
+
+#[test]
 fn signing_and_a_custom_hooks_path_are_honoured() {
     let scenario =
         "[[step]]\nactions = [{ write = { path = \"x.txt\", content = \"x\\n\" } }, { promise = true }]\n";
