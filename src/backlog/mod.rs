@@ -376,15 +376,45 @@ pub fn set_status(
 /// A task's text as its file has it now: `None` when the task (or its file) is gone, the whole
 /// file when it no longer parses.
 pub fn current_body(root: &Path, t: &Spec) -> Option<String> {
-    let text = std::fs::read_to_string(root.join(&t.path)).ok()?;
-    match t.origin {
-        Origin::File => Some(spec::parse("", &t.path, &text).map_or(text, |s| s.body)),
-        Origin::Story => match prd::tasks(&text, &t.path) {
-            Ok(tasks) => tasks.into_iter().find(|s| s.id == t.id).map(|s| s.body),
-            Err(_) => Some(text),
-        },
-        Origin::Item => checklist::tasks(&text, &t.path).into_iter().find(|s| s.id == t.id).map(|s| s.body),
+    current_bodies(root, std::slice::from_ref(t)).into_values().next()
+}
+
+/// [`current_body`] of many tasks, by id; each file is read and parsed once (the stories of
+/// one prd.json share it).
+pub fn current_bodies<'a>(
+    root: &Path,
+    tasks: impl IntoIterator<Item = &'a Spec>,
+) -> BTreeMap<String, String> {
+    let mut by_file: BTreeMap<&Path, Vec<&Spec>> = BTreeMap::new();
+    for t in tasks {
+        by_file.entry(t.path.as_path()).or_default().push(t);
     }
+    let mut out = BTreeMap::new();
+    for (path, tasks) in by_file {
+        let Ok(text) = std::fs::read_to_string(root.join(path)) else { continue };
+        let parsed: Result<Vec<Spec>, ()> = match tasks[0].origin {
+            Origin::File => spec::parse("", path, &text)
+                .map(|s| vec![Spec { id: tasks[0].id.clone(), ..s }])
+                .map_err(drop),
+            Origin::Story => prd::tasks(&text, path).map_err(drop),
+            Origin::Item => Ok(checklist::tasks(&text, path)),
+        };
+        match parsed {
+            Ok(now) => {
+                for t in &tasks {
+                    if let Some(s) = now.iter().find(|s| s.id == t.id) {
+                        out.insert(t.id.clone(), s.body.clone());
+                    }
+                }
+            }
+            Err(()) => {
+                for t in &tasks {
+                    out.insert(t.id.clone(), text.clone());
+                }
+            }
+        }
+    }
+    out
 }
 
 fn read(root: &Path, rel: &Path) -> Result<String, BacklogError> {

@@ -877,10 +877,11 @@ fn gates(it: &Iteration<'_>, j: &Judged) -> Result<Vec<String>, CliError> {
     let changes = git::staged_changes(it.root, &j.head_before)?;
     let added = git::staged_added_lines(it.root, &j.head_before)?;
     let before = j.spec_bodies.iter().map(|(label, t)| (label.clone(), t.body.clone())).collect();
+    let now = crate::backlog::current_bodies(it.root, j.spec_bodies.values());
     let after = j
         .spec_bodies
         .iter()
-        .filter_map(|(label, t)| Some((label.clone(), crate::backlog::current_body(it.root, t)?)))
+        .filter_map(|(label, t)| Some((label.clone(), now.get(&t.id)?.clone())))
         .collect();
     Ok(crate::gates::inspect(&changes, &added, &j.protected, &before, &after))
 }
