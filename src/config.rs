@@ -241,6 +241,7 @@ struct GitFile {
 #[serde(deny_unknown_fields)]
 struct PromptFile {
     template: Option<PathBuf>,
+    plan_template: Option<PathBuf>,
 }
 
 /// The agent section, with defaults applied.
@@ -331,6 +332,8 @@ pub struct Config {
     pub branch: Option<String>,
     /// Prompt template override, relative to the repository root.
     pub template: Option<PathBuf>,
+    /// `ralph plan`'s template override, relative to the repository root.
+    pub plan_template: Option<PathBuf>,
     pub learnings: crate::learnings::Settings,
     /// `[gates] protected`: glob patterns replacing the default protected paths.
     pub protected: Option<Vec<String>>,
@@ -463,6 +466,7 @@ impl Config {
             },
             branch: file.git.branch.filter(|b| !b.trim().is_empty()),
             template: file.prompt.template,
+            plan_template: file.prompt.plan_template,
             protected: file.gates.protected,
             reopen_changed: file.backlog.reopen_changed.unwrap_or(true),
             backlog_file: match file.backlog.file {

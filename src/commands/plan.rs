@@ -53,7 +53,13 @@ fn in_backlog(source: &Source, path: &str) -> bool {
     }
 }
 
-fn render(source: &Source, backlog: &Backlog, request: &str, agents_md: &str) -> Result<String, CliError> {
+fn render(
+    template: (&str, &str),
+    source: &Source,
+    backlog: &Backlog,
+    request: &str,
+    agents_md: &str,
+) -> Result<String, CliError> {
     let ctx = PlanContext {
         source: source.describe(),
         format: match source {
@@ -74,10 +80,11 @@ fn render(source: &Source, backlog: &Backlog, request: &str, agents_md: &str) ->
         request: request.trim().to_string(),
         agents_md: agents_md.trim().to_string(),
     };
+    let (name, text) = template;
     let mut env = minijinja::Environment::new();
-    env.add_template("plan", PLAN_TEMPLATE)
+    env.add_template("plan", text)
         .and_then(|()| env.get_template("plan")?.render(minijinja::value::Serde(&ctx)))
-        .map_err(|e| CliError::failure(format!("cannot render the planning prompt: {e}")))
+        .map_err(|e| CliError::usage(format!("{name}:{}: {e}", e.line().unwrap_or(1))))
 }
 
 /// Runs `ralph plan [REQUEST]`.
@@ -123,14 +130,31 @@ pub async fn run(
         other => other.into(),
     })?;
 
+    let env_vars: Vec<(String, String)> = cfg.agent.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let secrets = Secrets::from_env(&env_vars);
+    let agents_md = std::fs::read_to_string(root.join(crate::learnings::AGENTS_MD)).unwrap_or_default();
+    let custom = match &cfg.plan_template {
+        Some(p) => Some((
+            p.display().to_string(),
+            std::fs::read_to_string(root.join(p)).map_err(|e| {
+                CliError::usage(format!(
+                    "{}: [prompt] plan_template: cannot read {}: {e}",
+                    config::FILE_NAME,
+                    p.display()
+                ))
+            })?,
+        )),
+        None => None,
+    };
+    let template = match &custom {
+        Some((name, text)) => (name.as_str(), text.as_str()),
+        None => ("templates/plan.md (built in)", PLAN_TEMPLATE),
+    };
+    let prompt = secrets.mask(&render(template, &source, &backlog, request, &agents_md)?);
     let stamp = jiff::Zoned::now().strftime("%Y%m%d-%H%M%S").to_string();
     let dir = ralph_dir.join("plans").join(&stamp);
     std::fs::create_dir_all(&dir)
         .map_err(|e| CliError::failure(format!("cannot create {}: {e}", dir.display())))?;
-    let env_vars: Vec<(String, String)> = cfg.agent.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let secrets = Secrets::from_env(&env_vars);
-    let agents_md = std::fs::read_to_string(root.join(crate::learnings::AGENTS_MD)).unwrap_or_default();
-    let prompt = secrets.mask(&render(&source, &backlog, request, &agents_md)?);
     let prompt_path = dir.join("prompt.md");
     state::atomic_write(&prompt_path, prompt.as_bytes())?;
     let before = git::snapshot(&root, &ralph_dir.join("plan-index"))?;

@@ -83,3 +83,33 @@ actions = [{ write = { path = "specs/020-next.md", content = "---\nstatus: soon\
     let err = repo.ralph(&["plan"]).expect(2).stderr();
     assert!(err.contains("specs/ has uncommitted changes") && err.contains("specs/020-next.md"), "{err}");
 }
+
+#[test]
+fn the_planning_prompt_can_be_replaced_and_a_broken_one_is_named() {
+    let scenario = r##"
+[[step]]
+task = "plan"
+actions = [{ expect_prompt = "OUR PLANNING RULES for specs/: order by risk" }, { write = { path = "specs/020-next.md", content = "# Next\n" } }]
+"##;
+    let repo = TestRepo::with_loop(
+        scenario,
+        &["true"],
+        "[prompt]\nplan_template = \"PLAN.md\"\n",
+        &[("010-a.md", BIG)],
+    );
+    repo.write("PLAN.md", "OUR PLANNING RULES for {{ source }}: {{ request }}\n{% for t in tasks %}- {{ t.label }}\n{% endfor %}");
+    repo.commit_all("plan template");
+    let out = repo.ralph(&["plan", "order", "by", "risk"]).expect(0).stdout();
+    assert!(out.contains("added    specs/020-next.md"), "{out}");
+
+    repo.write("PLAN.md", "line one\n{% for t in tasks %}\n");
+    repo.write("specs/020-next.md", "# Next\n");
+    repo.commit_all("broken plan template");
+    let plans = || std::fs::read_dir(repo.path(".ralph/plans")).unwrap().count();
+    let before = plans();
+    let err = repo.ralph(&["plan"]).expect(2).stderr();
+    assert!(err.contains("PLAN.md:"), "{err}");
+    // Refused before the agent ran: no plan folder, nothing changed.
+    assert_eq!(plans(), before);
+    assert_eq!(repo.git(&["status", "--porcelain"]), "");
+}
