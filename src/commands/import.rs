@@ -93,6 +93,12 @@ pub fn run(cwd: &Path, file: &Path) -> Result<u8, CliError> {
         println!("created   specs/{w}");
     }
     println!("\n{} task(s) imported from {shown}. Review them, commit, then `ralph run`.", written.len());
+    if let Some(f) = crate::config::backlog_source(&root).file() {
+        println!(
+            "note: ralph.toml's [backlog] file still names {}: remove that line to run the specs",
+            f.display()
+        );
+    }
     // The result must be a valid backlog (an imported id may clash with an existing one).
     crate::backlog::Backlog::load(&root, &crate::backlog::Source::Specs)?;
     Ok(crate::exit_code::OK)

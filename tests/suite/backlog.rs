@@ -362,6 +362,9 @@ fn init_in_a_repository_with_a_prd_json_uses_it_in_place() {
     assert!(repo.read("ralph.toml").contains("[backlog]\nfile = \"prd.json\""));
     let status = repo.ralph(&["status"]).expect(0).stdout();
     assert!(status.contains("US-001  todo") && status.contains("US-002  todo"), "{status}");
+    // Converting to specs later: ralph says the configured file still wins.
+    let out = repo.ralph(&["import", "prd.json"]).expect(0).stdout();
+    assert!(out.contains("[backlog] file still names prd.json"), "{out}");
 }
 
 #[test]
