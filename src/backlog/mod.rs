@@ -323,6 +323,15 @@ impl Backlog {
 }
 
 impl Spec {
+    /// The status its file records: a story or an item blocked in ralph's state is `todo` in
+    /// its file.
+    pub fn file_status(&self) -> Status {
+        match (self.origin, self.status) {
+            (Origin::Story | Origin::Item, Status::Blocked) => Status::Todo,
+            (_, s) => s,
+        }
+    }
+
     /// The spec's path, or `prd.json › US-001: Title` for a story or an item.
     pub fn label(&self) -> String {
         match self.origin {
@@ -376,15 +385,16 @@ pub fn set_status(
 /// A task's text as its file has it now: `None` when the task (or its file) is gone, the whole
 /// file when it no longer parses.
 pub fn current_body(root: &Path, t: &Spec) -> Option<String> {
-    current_bodies(root, std::slice::from_ref(t)).into_values().next()
+    current_tasks(root, std::slice::from_ref(t)).into_values().next().map(|(body, _)| body)
 }
 
-/// [`current_body`] of many tasks, by id; each file is read and parsed once (the stories of
-/// one prd.json share it).
-pub fn current_bodies<'a>(
+/// [`current_body`] of many tasks, by id, with the status their file gives them now (`None`
+/// when it no longer parses); each file is read and parsed once (the stories of one prd.json
+/// share it).
+pub fn current_tasks<'a>(
     root: &Path,
     tasks: impl IntoIterator<Item = &'a Spec>,
-) -> BTreeMap<String, String> {
+) -> BTreeMap<String, (String, Option<Status>)> {
     let mut by_file: BTreeMap<&Path, Vec<&Spec>> = BTreeMap::new();
     for t in tasks {
         by_file.entry(t.path.as_path()).or_default().push(t);
@@ -403,13 +413,13 @@ pub fn current_bodies<'a>(
             Ok(now) => {
                 for t in &tasks {
                     if let Some(s) = now.iter().find(|s| s.id == t.id) {
-                        out.insert(t.id.clone(), s.body.clone());
+                        out.insert(t.id.clone(), (s.body.clone(), Some(s.status)));
                     }
                 }
             }
             Err(()) => {
                 for t in &tasks {
-                    out.insert(t.id.clone(), text.clone());
+                    out.insert(t.id.clone(), (text.clone(), None));
                 }
             }
         }

@@ -228,6 +228,7 @@ pub(crate) async fn run(
         review: None,
         task_iteration: ts.iterations + 1,
         baseline,
+        agent_log: log_path.clone(),
     };
     let mut failure: Option<String> = None;
     let mut exit_code = None;
@@ -869,6 +870,8 @@ struct Judged {
     task_iteration: u32,
     /// What the project's checks already failed on the clean tree.
     baseline: Option<checks::Baseline>,
+    /// The agent's log, read when a gate must know who wrote a file.
+    agent_log: std::path::PathBuf,
 }
 
 /// Protected paths and test weakening: what the agent's changes did that a gate forbids.
@@ -877,13 +880,43 @@ fn gates(it: &Iteration<'_>, j: &Judged) -> Result<Vec<String>, CliError> {
     let changes = git::staged_changes(it.root, &j.head_before)?;
     let added = git::staged_added_lines(it.root, &j.head_before)?;
     let before = j.spec_bodies.iter().map(|(label, t)| (label.clone(), t.body.clone())).collect();
-    let now = crate::backlog::current_bodies(it.root, j.spec_bodies.values());
+    let now = crate::backlog::current_tasks(it.root, j.spec_bodies.values());
     let after = j
         .spec_bodies
         .iter()
-        .filter_map(|(label, t)| Some((label.clone(), now.get(&t.id)?.clone())))
+        .filter_map(|(label, t)| Some((label.clone(), now.get(&t.id)?.0.clone())))
         .collect();
-    Ok(crate::gates::inspect(&changes, &added, &j.protected, &before, &after))
+    let mut found = crate::gates::inspect(&changes, &added, &j.protected, &before, &after);
+    // ralph sets every task's status: another task marked done (or undone) by the agent would
+    // skip (or redo) work unseen. The user may do it meanwhile, so only the agent's own writes
+    // of that file (from its log) count.
+    for (label, t) in j.spec_bodies.iter().filter(|(_, t)| t.id != it.task.id) {
+        let Some((_, Some(status))) = now.get(&t.id) else { continue };
+        let was = t.file_status();
+        if *status != was && agent_wrote(it, &j.agent_log, &t.path.to_string_lossy()) {
+            found.push(format!(
+                "it changed the status of {label} ({} → {}); ralph sets task status",
+                was.as_str(),
+                status.as_str()
+            ));
+        }
+    }
+    Ok(found)
+}
+
+/// Whether the agent's log shows it writing `path`: an editing tool call naming it or a
+/// shell command mentioning it (structured output), or any mention of it (plain text). Read
+/// only when a gate needs to know, never on the hot path.
+fn agent_wrote(it: &Iteration<'_>, log: &Path, path: &str) -> bool {
+    let Ok(bytes) = std::fs::read(log) else { return false };
+    let format = it.cfg.agent.format;
+    if !crate::agent::output::activity::Render::applies(format) {
+        return memchr::memmem::find(&bytes, path.as_bytes()).is_some();
+    }
+    bytes
+        .split(|b| *b == b'\n')
+        .filter_map(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
+        .any(|v| crate::agent::output::activity::of_line(format, &v).iter().any(|a| a.may_write(path)))
 }
 
 /// The checks' environment: marked as this run's, for crash recovery.

@@ -147,3 +147,55 @@ actions = [{ append = { path = "failing.txt", content = "c\n" } }, { promise = t
     repo.ralph(&["run", "--new-run"]).expect(4);
     assert_eq!(repo.records()[0]["outcome"], "checks_failed");
 }
+
+#[test]
+fn the_agent_cannot_mark_another_task_done_but_the_user_can() {
+    // The agent marks the next task done (a shell command naming its spec): rejected.
+    let scenario = r#"
+[[step]]
+task = "010-a"
+iteration = 1
+actions = [{ run = "sed -i 's/status: todo/status: done/' specs/020-b.md" }, { write = { path = "a.txt", content = "a\n" } }, { promise = true }]
+[[step]]
+task = "010-a"
+iteration = 2
+actions = [{ expect_prompt = "it changed the status of specs/020-b.md (todo → done)" }, { write = { path = "a.txt", content = "a\n" } }, { promise = true }]
+[[step]]
+task = "020-b"
+actions = [{ write = { path = "b.txt", content = "b\n" } }, { promise = true }]
+"#;
+    let repo = TestRepo::with_loop(
+        scenario,
+        &["true"],
+        "",
+        &[("010-a.md", "# A\n"), ("020-b.md", "---\nstatus: todo\n---\n# B\n")],
+    );
+    repo.ralph(&["run"]).expect(0);
+    let r = repo.records();
+    assert_eq!(r[0]["outcome"], "checks_failed");
+    assert!(r[0]["failure"].as_str().unwrap().contains("ralph sets task status"), "{}", r[0]);
+    assert_eq!(r.len(), 3, "020-b still ran");
+    assert!(repo.exists("b.txt"));
+
+    // The user marks a task done while another one's agent works: that is theirs to decide.
+    let scenario = r#"
+[[step]]
+task = "010-a"
+actions = [{ write = { path = "started.txt", content = "1\n" } }, { sleep = "1500ms" }, { write = { path = "a.txt", content = "a\n" } }, { promise = true }]
+"#;
+    let repo = TestRepo::with_loop(
+        scenario,
+        &["true"],
+        "",
+        &[("010-a.md", "# A\n"), ("020-b.md", "---\nstatus: todo\n---\n# B\n")],
+    );
+    let child = repo.cmd(&["run"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    assert!(wait_for(20, || repo.exists("started.txt")));
+    repo.write("specs/020-b.md", "---\nstatus: done\n---\n# B\n");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = repo.records();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0]["outcome"], "done");
+    assert_eq!(repo.spec_status("020-b"), "done");
+}
