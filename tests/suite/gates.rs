@@ -148,6 +148,16 @@ actions = [{ append = { path = "failing.txt", content = "c\n" } }, { promise = t
     assert_eq!(repo.records()[0]["outcome"], "checks_failed");
 }
 
+/// Two todo tasks, the second with a `status:` line to flip.
+fn two_tasks(scenario: &str) -> TestRepo {
+    TestRepo::with_loop(
+        scenario,
+        &["true"],
+        "",
+        &[("010-a.md", "# A\n"), ("020-b.md", "---\nstatus: todo\n---\n# B\n")],
+    )
+}
+
 #[test]
 fn the_agent_cannot_mark_another_task_done_but_the_user_can() {
     // The agent marks the next task done (a shell command naming its spec): rejected.
@@ -164,12 +174,7 @@ actions = [{ expect_prompt = "it changed the status of specs/020-b.md (todo → 
 task = "020-b"
 actions = [{ write = { path = "b.txt", content = "b\n" } }, { promise = true }]
 "#;
-    let repo = TestRepo::with_loop(
-        scenario,
-        &["true"],
-        "",
-        &[("010-a.md", "# A\n"), ("020-b.md", "---\nstatus: todo\n---\n# B\n")],
-    );
+    let repo = two_tasks(scenario);
     repo.ralph(&["run"]).expect(0);
     let r = repo.records();
     assert_eq!(r[0]["outcome"], "checks_failed");
@@ -183,12 +188,7 @@ actions = [{ write = { path = "b.txt", content = "b\n" } }, { promise = true }]
 task = "010-a"
 actions = [{ write = { path = "started.txt", content = "1\n" } }, { sleep = "1500ms" }, { write = { path = "a.txt", content = "a\n" } }, { promise = true }]
 "#;
-    let repo = TestRepo::with_loop(
-        scenario,
-        &["true"],
-        "",
-        &[("010-a.md", "# A\n"), ("020-b.md", "---\nstatus: todo\n---\n# B\n")],
-    );
+    let repo = two_tasks(scenario);
     let child = repo.cmd(&["run"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
     assert!(wait_for(20, || repo.exists("started.txt")));
     repo.write("specs/020-b.md", "---\nstatus: done\n---\n# B\n");
