@@ -119,7 +119,8 @@ pub fn protected_patterns(
 /// One changed path, as `git diff --name-status` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
-    /// 'A', 'M', 'D' (renames are split into a delete and an add).
+    /// 'A', 'M', 'D' (renames are split into a delete and an add); 'M' also stands for an
+    /// addition when only `git add -v` told (it does not say which).
     pub kind: char,
     pub path: String,
 }
@@ -153,6 +154,12 @@ pub fn inspect(
         }
     }
     out
+}
+
+/// Whether `text` holds a skip or ignore marker anywhere: when a changed file holds none, none
+/// of the lines it adds can, and its diff need not be read.
+pub fn holds_skip_marker(text: &[u8]) -> bool {
+    SKIP_MARKERS.iter().any(|m| memchr::memmem::find(text, m.as_bytes()).is_some())
 }
 
 /// The number of tests a runner's output line reports, if it is a summary line.

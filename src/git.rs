@@ -70,6 +70,38 @@ fn output(root: &Path, args: &[std::ffi::OsString]) -> Result<Output, GitError> 
     }
 }
 
+/// [`output`] with `input` on git's stdin, written from a thread of its own: git may read it
+/// only after a hook has run and printed more than a pipe holds.
+fn output_with_input(root: &Path, args: &[std::ffi::OsString], input: &[u8]) -> Result<Output, GitError> {
+    use std::io::Write;
+    tracing::debug!(?args, "git");
+    let start = std::time::Instant::now();
+    loop {
+        let mut child = git(root)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(GitError::Spawn)?;
+        let stdin = child.stdin.take();
+        let out = std::thread::scope(|s| {
+            s.spawn(move || {
+                // git exiting before it reads (an error) closes the pipe: its status says why.
+                if let Some(mut stdin) = stdin {
+                    let _ = stdin.write_all(input);
+                }
+            });
+            child.wait_with_output()
+        })
+        .map_err(GitError::Spawn)?;
+        if out.status.success() || !lock_contention(&out) || start.elapsed() > LOCK_WAIT {
+            return Ok(out);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Whether a failed `git add` only complained that `.ralph` is ignored. ralph names it in its
 /// exclude pathspec; when the user's own .gitignore ignores it too, git lists it as an
 /// ignored path and exits 1, having staged everything else.
@@ -135,15 +167,73 @@ pub fn current_branch(root: &Path) -> Result<Option<String>, GitError> {
     Ok(out.status.success().then(|| stdout(out)))
 }
 
-/// Uncommitted changes (`git status --porcelain` lines), ignored files excluded.
+/// Uncommitted changes as `XY path` lines (`git status --porcelain`, paths as they are, not
+/// quoted), ignored files and `.ralph/` excluded.
 pub fn dirty_entries(root: &Path) -> Result<Vec<String>, GitError> {
-    let out = run(root, ["status", "--porcelain", "--untracked-files=all"])?;
-    Ok(stdout(out)
-        .lines()
-        .filter(|l| !l.is_empty())
-        .filter(|l| !l[3.min(l.len())..].starts_with(".ralph/"))
-        .map(str::to_string)
-        .collect())
+    Ok(status(root, false)?.dirty)
+}
+
+/// What one `git status` saw.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Status {
+    /// `XY path` for each uncommitted change (`XY old -> new` for a rename).
+    pub dirty: Vec<String>,
+    /// Ignored paths, an ignored folder as a whole (`target/`): asked for by `status(_, true)`.
+    pub ignored: Vec<String>,
+}
+
+/// `git status` of everything but `.ralph/` (which git is not even asked to read); with
+/// `ignored`, the ignored files and folders too, in the same scan.
+pub fn status(root: &Path, ignored: bool) -> Result<Status, GitError> {
+    let mut args = vec!["status", "--porcelain", "-z", "--untracked-files=all"];
+    if ignored {
+        args.push("--ignored=matching");
+    }
+    args.extend(["--", ".", EXCLUDE_RALPH]);
+    let out = run(root, args)?;
+    Ok(parse_status(&out.stdout))
+}
+
+/// The ignored paths (a folder as a whole, with a trailing `/`), `.ralph/` aside: a cheaper
+/// scan than [`status`], which also reads every tracked file's metadata.
+pub fn ignored(root: &Path) -> Result<Vec<String>, GitError> {
+    let out = run(
+        root,
+        [
+            "ls-files",
+            "-z",
+            "--others",
+            "--ignored",
+            "--exclude-standard",
+            "--directory",
+            "--",
+            ".",
+            EXCLUDE_RALPH,
+        ],
+    )?;
+    Ok(nul_separated(&out.stdout))
+}
+
+fn parse_status(bytes: &[u8]) -> Status {
+    let mut st = Status::default();
+    let mut fields = bytes.split(|&b| b == 0).filter(|f| !f.is_empty());
+    while let Some(f) = fields.next() {
+        let f = String::from_utf8_lossy(f);
+        let (xy, path) = (f.get(..2).unwrap_or_default(), f.get(3..).unwrap_or_default());
+        if xy == "!!" {
+            st.ignored.push(path.to_string());
+            continue;
+        }
+        // A rename or copy is followed by its source, as a field of its own.
+        if xy.contains(['R', 'C'])
+            && let Some(from) = fields.next()
+        {
+            st.dirty.push(format!("{xy} {} -> {path}", String::from_utf8_lossy(from)));
+            continue;
+        }
+        st.dirty.push(f.into_owned());
+    }
+    st
 }
 
 /// Stages every change in the working tree, except `.ralph/`.
@@ -151,9 +241,70 @@ pub fn add_all(root: &Path) -> Result<(), GitError> {
     add_all_into(root, None).map(drop)
 }
 
+/// [`add_all`], and what it changed in the index, from `git add -v`: a path it added (new or
+/// modified: `M`) or removed (`D`). `None` when a line does not read as git prints them (a
+/// path with a newline): the caller asks `git diff`. Against HEAD only when the index matched
+/// HEAD before.
+pub fn add_all_listed(root: &Path) -> Result<Option<Vec<crate::gates::Change>>, GitError> {
+    let args: Vec<std::ffi::OsString> =
+        ["add", "-A", "-v", "--", ".", EXCLUDE_RALPH].iter().map(Into::into).collect();
+    let out = output(root, &args)?;
+    if !(out.status.success() || only_ralph_ignored(&out)) {
+        return Err(failed(&args, &out));
+    }
+    Ok(parse_added(&out.stdout))
+}
+
+fn parse_added(stdout: &[u8]) -> Option<Vec<crate::gates::Change>> {
+    let text = std::str::from_utf8(stdout).ok()?;
+    let mut changes = Vec::new();
+    for line in text.lines() {
+        let (kind, rest) = match line.split_once(' ')? {
+            ("add", rest) => ('M', rest),
+            ("remove", rest) => ('D', rest),
+            _ => return None,
+        };
+        let path = rest.strip_prefix('\'')?.strip_suffix('\'')?;
+        changes.push(crate::gates::Change { kind, path: path.to_string() });
+    }
+    // git's own order (the index's: by bytes), as `git diff` lists them.
+    changes.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
+    changes.dedup_by(|a, b| a.path == b.path);
+    Some(changes)
+}
+
 /// Stages one path.
 pub fn add_path(root: &Path, path: &Path) -> Result<(), GitError> {
-    run(root, [OsStr::new("add"), OsStr::new("--"), path.as_os_str()]).map(drop)
+    add_paths(root, &[path])
+}
+
+/// Stages these paths (a deleted one included), and nothing else.
+pub fn add_paths(root: &Path, paths: &[&Path]) -> Result<(), GitError> {
+    let mut args: Vec<&OsStr> = vec![OsStr::new("add"), OsStr::new("-A"), OsStr::new("--")];
+    args.extend(paths.iter().map(|p| p.as_os_str()));
+    run(root, args).map(drop)
+}
+
+/// What identifies the index file's version: a write by anyone changes it (git replaces the
+/// file through a rename, so its inode changes along with its times).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexStamp {
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+/// The stamp of `git_dir`'s index, `None` when it cannot be read (no index yet).
+pub fn index_stamp(git_dir: &Path) -> Option<IndexStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(git_dir.join("index")).ok()?;
+    Some(IndexStamp {
+        ino: m.ino(),
+        size: m.size(),
+        mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+    })
 }
 
 /// Files whose staged content differs from `base`.
@@ -190,35 +341,24 @@ pub enum CommitResult {
 
 /// Commits what is staged with `message`, as `git commit` does for the user: hooks run and
 /// signing follows their configuration.
-pub fn commit(root: &Path, message: &str, message_file: &Path) -> Result<CommitResult, GitError> {
-    commit_paths(root, message, message_file, &[])
+pub fn commit(root: &Path, message: &str) -> Result<CommitResult, GitError> {
+    commit_paths(root, message, &[])
 }
 
 /// Commits only `path` (whatever else is staged stays staged), with hooks and signing as usual.
-pub fn commit_only(
-    root: &Path,
-    message: &str,
-    path: &Path,
-    message_file: &Path,
-) -> Result<CommitResult, GitError> {
-    commit_paths(root, message, message_file, &[path])
+pub fn commit_only(root: &Path, message: &str, path: &Path) -> Result<CommitResult, GitError> {
+    commit_paths(root, message, &[path])
 }
 
-fn commit_paths(
-    root: &Path,
-    message: &str,
-    message_file: &Path,
-    paths: &[&Path],
-) -> Result<CommitResult, GitError> {
-    std::fs::write(message_file, message).map_err(GitError::Spawn)?;
-    let mut args: Vec<std::ffi::OsString> =
-        vec!["commit".into(), "-q".into(), "-F".into(), message_file.as_os_str().to_os_string()];
+fn commit_paths(root: &Path, message: &str, paths: &[&Path]) -> Result<CommitResult, GitError> {
+    // The message goes in on stdin: no file to create and remove per commit. git runs its
+    // hooks with no stdin, so none can read it away.
+    let mut args: Vec<std::ffi::OsString> = vec!["commit".into(), "-q".into(), "-F".into(), "-".into()];
     if !paths.is_empty() {
         args.push("--".into());
         args.extend(paths.iter().map(|p| p.as_os_str().to_os_string()));
     }
-    let out = output(root, &args)?;
-    let _ = std::fs::remove_file(message_file);
+    let out = output_with_input(root, &args, message.as_bytes())?;
     if !out.status.success() {
         let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
         text.push_str(&String::from_utf8_lossy(&out.stderr));
@@ -403,32 +543,56 @@ fn nul_separated(bytes: &[u8]) -> Vec<String> {
         .collect()
 }
 
-/// The staged changes against `base`: kind (A, M, D; renames split) and path.
-pub fn staged_changes(root: &Path, base: &str) -> Result<Vec<crate::gates::Change>, GitError> {
-    let out = run(root, ["diff", "--cached", "--name-status", "--no-renames", "-z", base])?;
-    let fields = nul_separated(&out.stdout);
-    Ok(fields
-        .chunks(2)
-        .filter(|c| c.len() == 2)
-        .map(|c| crate::gates::Change { kind: c[0].chars().next().unwrap_or('M'), path: c[1].clone() })
-        .collect())
+/// The staged changes against `base`, as the gates judge them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Staged {
+    /// Kind (A, M, D, T; renames split into D and A) and path of each changed file.
+    pub changes: Vec<crate::gates::Change>,
+    /// The lines the changes add, with their file (from the first few MiB of the patch).
+    pub added: Vec<(String, String)>,
 }
 
-/// Lines the staged changes add against `base`, with their file (the first few MiB of the diff).
-pub fn staged_added_lines(root: &Path, base: &str) -> Result<Vec<(String, String)>, GitError> {
+/// The staged changes against `base`, in one `git diff`: the raw list (exact paths, NUL
+/// separated) followed by the `-U0` patch (the added lines).
+pub fn staged(root: &Path, base: &str) -> Result<Staged, GitError> {
+    let out = run(
+        root,
+        ["diff", "--cached", "--no-renames", "--no-color", "--no-ext-diff", "-U0", "--raw", "-p", "-z", base],
+    )?;
+    Ok(parse_staged(&out.stdout))
+}
+
+fn parse_staged(bytes: &[u8]) -> Staged {
     const MAX_DIFF: usize = 4 * 1024 * 1024;
-    let out = run(root, ["diff", "--cached", "-U0", "--no-color", "--no-ext-diff", base])?;
-    let text = String::from_utf8_lossy(&out.stdout[..out.stdout.len().min(MAX_DIFF)]).into_owned();
-    let mut file = String::new();
-    let mut lines = Vec::new();
+    let mut staged = Staged::default();
+    // The raw part: ":<modes> <ids> <kind>\0<path>\0" per file, then one more NUL.
+    let mut rest = bytes;
+    while rest.first() == Some(&b':') {
+        let mut fields = rest.splitn(3, |&b| b == 0);
+        let (Some(meta), Some(path)) = (fields.next(), fields.next()) else { break };
+        let kind = meta.last().map_or('M', |&b| char::from(b));
+        staged.changes.push(crate::gates::Change { kind, path: String::from_utf8_lossy(path).into_owned() });
+        rest = fields.next().unwrap_or_default();
+    }
+    let patch = rest.strip_prefix(b"\0").unwrap_or(rest);
+    let text = String::from_utf8_lossy(&patch[..patch.len().min(MAX_DIFF)]);
+    // The patch has one `diff --git` section per file of the raw part, in the same order: the
+    // path comes from there, exact, instead of from the quoted `+++ b/...` line.
+    let (mut section, mut in_hunk) = (None::<usize>, false);
     for l in text.lines() {
-        if let Some(p) = l.strip_prefix("+++ ") {
-            file = p.strip_prefix("b/").unwrap_or(p).to_string();
-        } else if let Some(added) = l.strip_prefix('+') {
-            lines.push((file.clone(), added.to_string()));
+        if l.starts_with("diff --git ") {
+            section = Some(section.map_or(0, |s| s + 1));
+            in_hunk = false;
+        } else if l.starts_with("@@ ") {
+            in_hunk = true;
+        } else if in_hunk
+            && let Some(added) = l.strip_prefix('+')
+            && let Some(c) = section.and_then(|s| staged.changes.get(s))
+        {
+            staged.added.push((c.path.clone(), added.to_string()));
         }
     }
-    Ok(lines)
+    staged
 }
 
 /// The working tree (tracked and untracked, ignored files and `.ralph/` aside) as a tree
@@ -600,6 +764,103 @@ fn object_id(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn change(kind: char, path: &str) -> crate::gates::Change {
+        crate::gates::Change { kind, path: path.to_string() }
+    }
+
+    /// A repository with a committed file of each kind the parsers must tell apart, then
+    /// changes staged: a modification, a deletion, a new file whose name needs quoting in a
+    /// patch, a binary file and a rename.
+    fn staged_repo() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        sh(root, &["init", "-q"]);
+        std::fs::write(root.join("f.txt"), "a\nb\n").unwrap();
+        std::fs::write(root.join("del.rs"), "q\n").unwrap();
+        std::fs::write(root.join("old.txt"), "moved\n").unwrap();
+        sh(root, &["add", "-A"]);
+        sh(root, &["commit", "-qm", "i"]);
+        std::fs::write(root.join("f.txt"), "a\nB\n+++ not a header\n#[ignore]\n").unwrap();
+        std::fs::remove_file(root.join("del.rs")).unwrap();
+        std::fs::write(root.join("n\"ew tab\t.txt"), "new\n").unwrap();
+        std::fs::write(root.join("bin.dat"), b"\0bin").unwrap();
+        std::fs::rename(root.join("old.txt"), root.join("new.txt")).unwrap();
+        dir
+    }
+
+    #[test]
+    fn one_diff_gives_the_exact_paths_and_the_added_lines() {
+        let dir = staged_repo();
+        let root = dir.path();
+        sh(root, &["add", "-A"]);
+        let head = sh(root, &["rev-parse", "HEAD"]);
+        let staged = staged(root, &head).unwrap();
+        assert_eq!(
+            staged.changes,
+            vec![
+                change('A', "bin.dat"),
+                change('D', "del.rs"),
+                change('M', "f.txt"),
+                change('A', "n\"ew tab\t.txt"),
+                change('A', "new.txt"),
+                change('D', "old.txt"),
+            ]
+        );
+        let added: Vec<(&str, &str)> = staged.added.iter().map(|(p, l)| (p.as_str(), l.as_str())).collect();
+        assert_eq!(
+            added,
+            vec![
+                ("f.txt", "B"),
+                ("f.txt", "+++ not a header"),
+                ("f.txt", "#[ignore]"),
+                ("n\"ew tab\t.txt", "new"),
+                ("new.txt", "moved"),
+            ]
+        );
+    }
+
+    #[test]
+    fn add_v_lists_what_changed_against_an_index_that_held_head() {
+        let dir = staged_repo();
+        let root = dir.path();
+        std::fs::write(root.join(".gitignore"), ".ralph\n").unwrap();
+        std::fs::create_dir_all(root.join(".ralph")).unwrap();
+        std::fs::write(root.join(".ralph/x"), "x").unwrap();
+        let listed = add_all_listed(root).unwrap().unwrap();
+        let head = sh(root, &["rev-parse", "HEAD"]);
+        let from_diff: Vec<String> =
+            staged(root, &head).unwrap().changes.into_iter().map(|c| c.path).collect();
+        let paths: Vec<String> = listed.iter().map(|c| c.path.clone()).collect();
+        assert_eq!(paths, from_diff, "the same files, in the same order");
+        let deleted: Vec<&str> = listed.iter().filter(|c| c.kind == 'D').map(|c| c.path.as_str()).collect();
+        assert_eq!(deleted, vec!["del.rs", "old.txt"]);
+        // Touched but not changed: not listed.
+        sh(root, &["commit", "-qm", "all"]);
+        std::fs::write(root.join("f.txt"), std::fs::read(root.join("f.txt")).unwrap()).unwrap();
+        assert_eq!(add_all_listed(root).unwrap(), Some(vec![]));
+        assert_eq!(parse_added(b"add 'a'\nweird line\n"), None);
+    }
+
+    #[test]
+    fn status_lists_changes_renames_and_ignored_folders_unquoted() {
+        let dir = staged_repo();
+        let root = dir.path();
+        std::fs::write(root.join(".gitignore"), "target/\n").unwrap();
+        std::fs::create_dir_all(root.join("target/debug")).unwrap();
+        std::fs::write(root.join("target/debug/x"), "x").unwrap();
+        std::fs::create_dir_all(root.join(".ralph/runs")).unwrap();
+        std::fs::write(root.join(".ralph/runs/r"), "x").unwrap();
+        sh(root, &["add", "new.txt", "old.txt"]);
+        let st = status(root, true).unwrap();
+        assert_eq!(st.ignored, vec!["target/"]);
+        assert!(st.dirty.contains(&"R  old.txt -> new.txt".to_string()), "{:?}", st.dirty);
+        assert!(st.dirty.contains(&"?? n\"ew tab\t.txt".to_string()), "{:?}", st.dirty);
+        assert!(st.dirty.contains(&" D del.rs".to_string()), "{:?}", st.dirty);
+        assert!(!st.dirty.iter().any(|l| l.contains(".ralph")), "{:?}", st.dirty);
+        assert_eq!(status(root, false).unwrap().ignored, Vec::<String>::new());
+        assert_eq!(dirty_entries(root).unwrap(), st.dirty);
+    }
 
     fn sh(root: &Path, args: &[&str]) -> String {
         let out = std::process::Command::new("git")

@@ -16,7 +16,7 @@
 
 use crate::agent::scan::Findings;
 use crate::secrets::Secrets;
-use crate::state::{RALPH_DIR, StateError, atomic_write};
+use crate::state::{RALPH_DIR, StateError, atomic_write, replace};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -290,7 +290,7 @@ impl Store {
         let path = store_path(root);
         let bytes = serde_json::to_vec_pretty(self)
             .map_err(|e| StateError::Corrupt { path: path.clone(), message: e.to_string() })?;
-        atomic_write(&path, &bytes)
+        replace(&path, &bytes)
     }
 
     pub fn get(&self, id: &str) -> Option<&Entry> {

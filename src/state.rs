@@ -1,7 +1,8 @@
 //! What ralph keeps between iterations and runs, under `.ralph/`: the per-task state
 //! (`state.json`), each run's metadata (`runs/<id>/run.json`), and the single-instance lock.
 //!
-//! Invariants: every write is atomic (temporary file in the same folder, sync, rename), so a
+//! Invariants: every write is atomic (temporary file in the same folder, sync, rename; or, for
+//! the files rewritten every iteration, the previous version's file, sync, exchange), so a
 //! crash never leaves half a file; the lock is a kernel lock released when the process dies,
 //! so a crashed run never blocks the next one.
 
@@ -60,6 +61,56 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     let _ = std::fs::set_permissions(tmp.path(), perms);
     tmp.persist(path).map_err(|e| err(e.error))?;
     Ok(())
+}
+
+/// [`atomic_write`] for ralph's own files rewritten at every iteration (`state.json`,
+/// `run.json`): the new version is written into the file of the version before it, kept
+/// beside it as `<name>.prev`, synced, and the two are swapped in one `renameat2` with
+/// `RENAME_EXCHANGE`. The same guarantee, but no file is created or deleted per write: on ext4
+/// without a journal every deleted inode slows each file creation after it for a minute or
+/// more (the allocator skips recently deleted inodes one by one), and at a loop's pace that was
+/// most of ralph's own time (BENCHMARKS.md, figure 1). Where the exchange is not supported
+/// (another system or file system) it is [`atomic_write`].
+pub fn replace(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    #[cfg(target_os = "linux")]
+    {
+        let err = |source| StateError::Write { path: path.to_path_buf(), source };
+        let Some(name) = path.file_name() else { return atomic_write(path, bytes) };
+        let prev = path.with_file_name(format!("{}.prev", name.to_string_lossy()));
+        if !path.exists() {
+            return atomic_write(path, bytes);
+        }
+        let mut f =
+            std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&prev).map_err(err)?;
+        f.write_all(bytes).map_err(err)?;
+        f.sync_data().map_err(err)?;
+        drop(f);
+        if crate::fault::armed() {
+            crate::fault::point(&format!("write:{}", name.to_string_lossy()));
+        }
+        match exchange(&prev, path) {
+            Ok(()) => return Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EXDEV)) => {
+                return std::fs::rename(&prev, path).map_err(err);
+            }
+            Err(e) => return Err(err(e)),
+        }
+    }
+    #[allow(unreachable_code)]
+    atomic_write(path, bytes)
+}
+
+/// Swaps two files' names in one step.
+#[cfg(target_os = "linux")]
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
+    let (a, b) = (c(a)?, c(b)?);
+    // SAFETY: both are valid NUL-terminated paths for the duration of the call.
+    let rc = unsafe {
+        libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE)
+    };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 
 /// Creates `.ralph/` with a `.gitignore` that ignores everything in it, so git never sees
@@ -209,7 +260,7 @@ impl State {
     pub fn save(&self, root: &Path) -> Result<(), StateError> {
         let bytes = serde_json::to_vec_pretty(self)
             .map_err(|e| StateError::Corrupt { path: Self::path(root), message: e.to_string() })?;
-        atomic_write(&Self::path(root), &bytes)
+        replace(&Self::path(root), &bytes)
     }
 
     pub fn task(&self, id: &str) -> TaskState {
@@ -291,7 +342,7 @@ impl RunMeta {
         let path = run_dir.join("run.json");
         let bytes = serde_json::to_vec_pretty(self)
             .map_err(|e| StateError::Corrupt { path: path.clone(), message: e.to_string() })?;
-        atomic_write(&path, &bytes)
+        replace(&path, &bytes)
     }
 }
 
@@ -310,6 +361,20 @@ mod tests {
         drop(lock);
         assert_eq!(RunLock::holder(dir.path()), None);
         RunLock::acquire(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn replace_swaps_in_the_new_version_and_keeps_the_previous_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("run.json");
+        replace(&p, b"one").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"one");
+        replace(&p, b"two, longer").unwrap();
+        replace(&p, b"3").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"3");
+        assert_eq!(std::fs::read(dir.path().join("run.json.prev")).unwrap(), b"two, longer");
+        let names = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(names, 2, "no temporary file is left");
     }
 
     #[test]

@@ -63,7 +63,7 @@ pub fn create(dir: &Path) -> Result<(), CliError> {
     }
     git::config_set(dir, "commit.gpgsign", "false")?;
     git::add_all(dir)?;
-    match git::commit(dir, "Demo project\n", &dir.join(".git").join("RALPH_DEMO_MSG"))? {
+    match git::commit(dir, "Demo project\n")? {
         git::CommitResult::Committed(_) => Ok(()),
         git::CommitResult::Refused(t) => {
             Err(CliError::failure(format!("cannot make the demo's first commit: {t}")))

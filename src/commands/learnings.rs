@@ -61,7 +61,7 @@ pub fn run(cwd: &Path, a: &LearningsArgs) -> Result<u8, CliError> {
                 let path = Path::new(learnings::AGENTS_MD);
                 git::add_path(&root, path)?;
                 let msg = format!("ralph: learnings: {verb} {id}\n");
-                match git::commit_only(&root, &msg, path, &root.join(RALPH_DIR).join("COMMIT_MSG"))? {
+                match git::commit_only(&root, &msg, path)? {
                     git::CommitResult::Committed(sha) => {
                         println!("{verb}d {id}; AGENTS.md updated in {}", &sha[..8.min(sha.len())])
                     }

@@ -112,7 +112,7 @@ pub async fn run(
     }
     let dirty: Vec<String> = git::dirty_entries(&root)?
         .into_iter()
-        .filter(|l| in_backlog(&source, l.get(3..).unwrap_or_default().trim_matches('"')))
+        .filter(|l| in_backlog(&source, l.get(3..).unwrap_or_default()))
         .collect();
     if !dirty.is_empty() {
         return Err(CliError::usage(format!(

@@ -26,6 +26,7 @@ use crate::reporter::Reporter;
 use crate::secrets::{Secrets, StreamMasker};
 use crate::signal::Stop;
 use crate::state::{self, LastIteration, RALPH_DIR, State};
+use crate::watch::tree::Changes;
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -36,6 +37,8 @@ const AGENT_TAIL_LINES: usize = 40;
 /// Everything one iteration needs.
 pub(crate) struct Iteration<'a> {
     pub root: &'a Path,
+    /// The working tree's watch, when there is one: spares the scans of an unchanged tree.
+    pub tree: Option<&'a crate::watch::tree::TreeWatch>,
     pub cfg: &'a Config,
     pub template: &'a Template,
     pub backlog: &'a Backlog,
@@ -79,7 +82,9 @@ pub(crate) async fn run(
     let spec_before = std::fs::read_to_string(&spec_path).map_err(|e| io_err("read", &spec_path, e))?;
     // Uncommitted changes at the start (--allow-dirty, or the user editing specs or ralph.toml
     // while the loop runs) are snapshotted, so a revert puts them back instead of losing them.
-    let snapshot = if !git::dirty_entries(root)?.is_empty() {
+    // No scan when the working tree's watch vouches that nothing changed since ralph's commit.
+    let unchanged = it.tree.is_some_and(|t| t.unchanged(&head_before));
+    let snapshot = if !unchanged && !git::dirty_entries(root)?.is_empty() {
         Some(git::snapshot(root, &ralph_dir.join("snapshot-index"))?)
     } else {
         None
@@ -100,7 +105,8 @@ pub(crate) async fn run(
     let attempt = ts.attempts + 1;
     let prompt_text = it.secrets.mask(&it.template.render(&prompt_context(&it, &ts, attempt))?);
     let prompt_path = dir.join("prompt.md");
-    state::atomic_write(&prompt_path, prompt_text.as_bytes())?;
+    // A log, like agent.log: no sync (recovery reads started.json, never the prompt).
+    std::fs::write(&prompt_path, prompt_text.as_bytes()).map_err(|e| io_err("write", &prompt_path, e))?;
     reporter.iteration_started(it.number, &task.id, &task.title, attempt);
 
     // The agent.
@@ -220,6 +226,7 @@ pub(crate) async fn run(
     // The outcome, from the agent's ending and then the checks.
     let mut judged = Judged {
         head_before: head_before.clone(),
+        staged: None,
         spec_bodies: it.backlog.tasks.iter().map(|t| (t.label(), t.clone())).collect(),
         prev_counts: state.test_counts.clone(),
         protected,
@@ -388,14 +395,21 @@ pub(crate) async fn run(
         if git::head(root)?.as_deref() != Some(head_before.as_str()) {
             git::reset_soft(root, &head_before)?;
         }
-        git::add_all(root)?;
-        files_changed = git::staged_files(root, &head_before)?;
+        files_changed = stage_all(&it, judged.staged.as_deref(), &head_before)?;
+        if files_changed.is_empty()
+            && let Some(t) = it.tree
+        {
+            t.settle(&head_before);
+        }
         if !files_changed.is_empty() {
             let message = commit_message(task, outcome, it.run_id, it.number);
             fault::point("before_commit");
-            match git::commit(root, &message, &ralph_dir.join("COMMIT_MSG"))? {
+            match git::commit(root, &message)? {
                 CommitResult::Committed(sha) => {
                     fault::point("after_commit");
+                    if let Some(t) = it.tree {
+                        t.settle(&sha);
+                    }
                     store.set_commit(&learnings_added, &sha);
                     commit = Some(sha);
                 }
@@ -437,8 +451,7 @@ pub(crate) async fn run(
                 it.number,
                 trailers(task, it.run_id, it.number)
             );
-            if let Some(sha) = commit_one(root, Path::new(learnings::AGENTS_MD), &msg, &ralph_dir, reporter)?
-            {
+            if let Some(sha) = commit_one(root, Path::new(learnings::AGENTS_MD), &msg, reporter)? {
                 store.set_commit(&learnings_added, &sha);
                 carry_baseline(state, &head_before, &sha);
             }
@@ -635,11 +648,10 @@ fn commit_one(
     root: &Path,
     path: &Path,
     message: &str,
-    ralph_dir: &Path,
     reporter: &mut dyn Reporter,
 ) -> Result<Option<String>, CliError> {
     git::add_path(root, path)?;
-    match git::commit(root, message, &ralph_dir.join("COMMIT_MSG"))? {
+    match git::commit(root, message)? {
         CommitResult::Committed(sha) => Ok(Some(sha)),
         CommitResult::Refused(text) => {
             git::checkout_path(root, path)?;
@@ -855,6 +867,8 @@ fn task_checks(it: &Iteration<'_>) -> crate::config::ChecksConfig {
 /// What the checks and gates need and found.
 struct Judged {
     head_before: String,
+    /// The files the gates saw changed, once they staged the work.
+    staged: Option<Vec<String>>,
     /// Each task as it was before the agent ran, by label.
     spec_bodies: std::collections::BTreeMap<String, Spec>,
     /// Tests per check command at the last green iteration.
@@ -875,10 +889,10 @@ struct Judged {
 }
 
 /// Protected paths and test weakening: what the agent's changes did that a gate forbids.
-fn gates(it: &Iteration<'_>, j: &Judged) -> Result<Vec<String>, CliError> {
-    git::add_all(it.root)?;
-    let changes = git::staged_changes(it.root, &j.head_before)?;
-    let added = git::staged_added_lines(it.root, &j.head_before)?;
+/// Stages everything for it; `j.staged` keeps the list of changed files.
+fn gates(it: &Iteration<'_>, j: &mut Judged) -> Result<Vec<String>, CliError> {
+    let git::Staged { changes, added } = stage_for_gates(it, &j.head_before)?;
+    j.staged = Some(changes.iter().map(|c| c.path.clone()).collect());
     let before = j.spec_bodies.iter().map(|(label, t)| (label.clone(), t.body.clone())).collect();
     let now = crate::backlog::current_tasks(it.root, j.spec_bodies.values());
     let after = j
@@ -902,6 +916,90 @@ fn gates(it: &Iteration<'_>, j: &Judged) -> Result<Vec<String>, CliError> {
         }
     }
     Ok(found)
+}
+
+/// `git add -A`, with the working tree's watch told: what changed before is staged now.
+fn add_all(it: &Iteration<'_>) -> Result<(), CliError> {
+    if let Some(t) = it.tree {
+        t.mark();
+    }
+    git::add_all(it.root)?;
+    if let Some(t) = it.tree {
+        t.note_index();
+    }
+    Ok(())
+}
+
+/// Stages everything and says what changed against `head_before`, as the gates judge it.
+/// When the index is still the one ralph's commit of `head_before` left (the agent staged and
+/// committed nothing), `git add -v` already lists the changes, and a file that holds no skip
+/// marker adds none: `git diff` is only asked when one might.
+fn stage_for_gates(it: &Iteration<'_>, head_before: &str) -> Result<git::Staged, CliError> {
+    const MAX_READ: u64 = 4 * 1024 * 1024;
+    let Some(t) = it.tree.filter(|t| t.index_as_settled(head_before)) else {
+        add_all(it)?;
+        return Ok(git::staged(it.root, head_before)?);
+    };
+    t.mark();
+    let listed = git::add_all_listed(it.root)?;
+    t.note_index();
+    let Some(changes) = listed else { return Ok(git::staged(it.root, head_before)?) };
+    let mut read = 0;
+    for c in changes.iter().filter(|c| c.kind != 'D') {
+        let path = it.root.join(&c.path);
+        // Regular files only, as they are now (a symlink's text is its target's name).
+        let text = match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_file() && read + m.len() <= MAX_READ => {
+                read += m.len();
+                std::fs::read(&path).ok()
+            }
+            Ok(m) if m.file_type().is_symlink() => {
+                std::fs::read_link(&path).ok().map(|l| l.into_os_string().into_encoded_bytes())
+            }
+            _ => None,
+        };
+        if text.is_none_or(|t| crate::gates::holds_skip_marker(&t)) {
+            return Ok(git::staged(it.root, head_before)?);
+        }
+    }
+    Ok(git::Staged { changes, added: Vec::new() })
+}
+
+/// Stages the iteration's work for its commit and names the files the commit changes. The
+/// gates staged everything before the checks (`staged`, the files they saw); the working
+/// tree's watch tells what changed since (the checks, a reviewer, ralph's own status and
+/// AGENTS.md writes), so the tree is scanned again only when something else did.
+fn stage_all(
+    it: &Iteration<'_>,
+    staged: Option<&[String]>,
+    head_before: &str,
+) -> Result<Vec<String>, CliError> {
+    if let (Some(t), Some(staged)) = (it.tree, staged) {
+        let own = [it.task.path.as_path(), Path::new(learnings::AGENTS_MD)];
+        match t.changes() {
+            Changes::None => return Ok(staged.to_vec()),
+            Changes::Only(paths) if paths.iter().all(|p| ralph_wrote(p, &own)) => {
+                t.mark();
+                let written: Vec<&Path> = own.iter().copied().filter(|o| paths.contains(*o)).collect();
+                if !written.is_empty() {
+                    git::add_paths(it.root, &written)?;
+                }
+                t.note_index();
+                return Ok(git::staged_files(it.root, head_before)?);
+            }
+            _ => {}
+        }
+    }
+    add_all(it)?;
+    Ok(git::staged_files(it.root, head_before)?)
+}
+
+/// Whether a changed path is one of ralph's own writes: one of `own`, or the temporary file
+/// it writes one of them through.
+fn ralph_wrote(path: &Path, own: &[&Path]) -> bool {
+    own.contains(&path)
+        || (path.file_name().is_some_and(|n| n.to_string_lossy().starts_with(state::TMP_PREFIX))
+            && own.iter().any(|o| o.parent() == path.parent()))
 }
 
 /// Whether the agent's log shows it writing `path`: an editing tool call naming it or a
@@ -1025,7 +1123,7 @@ fn commit_status(
     let before = std::fs::read_to_string(&path).map_err(|e| io_err("read", &path, e))?;
     crate::backlog::set_status(root, task, &before, status, reason)?;
     let head = git::head(root)?.unwrap_or_default();
-    if let Some(sha) = commit_one(root, &task.path, message, &root.join(RALPH_DIR), reporter)? {
+    if let Some(sha) = commit_one(root, &task.path, message, reporter)? {
         carry_baseline(state, &head, &sha);
     }
     Ok(())

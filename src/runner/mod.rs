@@ -177,14 +177,16 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
         other => other.into(),
     })?;
 
-    // A run killed without ending (kill -9, a crash, a reboot) is put right before anything else.
+    // A run killed without ending (kill -9, a crash, a reboot) is put right before anything else;
+    // so is one that ended on an error in the middle of an iteration (a full disk), whose
+    // iteration has no record.
     let latest = logs::latest_run(&root).and_then(|id| RunMeta::load(&logs::run_dir(&root, &id)).ok());
     if let Some(m) = &latest
-        && m.ended_at.is_none()
+        && (m.ended_at.is_none() || recover::has_unsettled(&logs::run_dir(&root, &m.run_id)))
     {
         let dir = logs::run_dir(&root, &m.run_id);
         recover::crashed_run(&root, &dir, &m.run_id, reporter)?;
-        if opts.new_run {
+        if opts.new_run && m.ended_at.is_none() {
             let mut ended = m.clone();
             ended.ended_at = Some(logs::now_rfc3339());
             ended.exit_code = Some(exit_code::INTERRUPTED);
@@ -195,7 +197,8 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
     // The run to resume: the latest, unless it finished its backlog or --new-run says so.
     let resumed = latest.filter(|m| !opts.new_run && m.exit_code != Some(exit_code::OK));
 
-    let dirty = git::dirty_entries(&root)?;
+    // What git ignores comes in the same scan: the working tree's watch leaves it out.
+    let git::Status { dirty, ignored } = git::status(&root, true)?;
     if !dirty.is_empty() && !opts.allow_dirty {
         let mut shown: Vec<String> = dirty.iter().take(10).map(|l| format!("  {l}")).collect();
         if dirty.len() > 10 {
@@ -286,8 +289,10 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
     let mut cfg = cfg;
     let mut template = template;
     let mut reload = Reload { opts: &opts, seen: Reload::fingerprints(&root, &cfg) };
+    let tree = crate::watch::tree::TreeWatch::start(&root, &ignored);
     let result = run_loop(
         &root,
+        tree.as_ref(),
         &mut cfg,
         &mut template,
         &mut reload,
@@ -337,6 +342,7 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
 #[allow(clippy::too_many_arguments)]
 async fn run_loop(
     root: &Path,
+    tree: Option<&crate::watch::tree::TreeWatch>,
     cfg: &mut Config,
     template: &mut Template,
     reload: &mut Reload<'_>,
@@ -462,6 +468,7 @@ async fn run_loop(
         let end = iteration::run(
             iteration::Iteration {
                 root,
+                tree,
                 cfg,
                 template,
                 backlog: &backlog,

@@ -62,6 +62,15 @@ pub fn crashed_run(
     Ok(())
 }
 
+/// Whether an iteration of the run started (touched the tree) and has no record.
+pub fn has_unsettled(run_dir: &Path) -> bool {
+    let recorded: Vec<u32> =
+        record::read_all(&logs::records_path(run_dir)).iter().map(|r| r.iteration).collect();
+    logs::iterations(run_dir)
+        .into_iter()
+        .any(|n| !recorded.contains(&n) && logs::iter_dir(run_dir, n).join(STARTED).exists())
+}
+
 /// Keeps ralph's commit of the iteration if it was made, else saves the diff and restores.
 fn settle(root: &Path, run_id: &str, n: u32, dir: &Path, st: &Started) -> Result<IterationRecord, CliError> {
     if let Some(branch) = &st.branch

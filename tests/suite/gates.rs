@@ -199,3 +199,58 @@ actions = [{ write = { path = "started.txt", content = "1\n" } }, { sleep = "150
     assert_eq!(r[0]["outcome"], "done");
     assert_eq!(repo.spec_status("020-b"), "done");
 }
+
+/// After a green iteration ralph knows the index held its commit, and judges the next one from
+/// `git add -v` instead of a diff: the same gates must hold there.
+#[test]
+fn the_judge_cannot_be_gamed_after_a_green_iteration_either() {
+    let cases = [
+        (
+            "{ write = { path = \"check.sh\", content = \"exit 0\\n\" } }",
+            "it changed the protected path check.sh",
+        ),
+        ("{ delete = \"tests/parser_test.py\" }", "it deleted the test file tests/parser_test.py"),
+        (
+            "{ write = { path = \"src/lib.rs\", content = \"#[test]\\n#[ignore]\\nfn t() {}\\n\" } }",
+            "it added a skip marker in src/lib.rs",
+        ),
+        // A file that already held a marker: only its added lines count.
+        (
+            "{ append = { path = \"tests/old_test.py\", content = \"@pytest.mark.skip\\ndef test_y(): pass\\n\" } }",
+            "it added a skip marker in tests/old_test.py: `@pytest.mark.skip`",
+        ),
+    ];
+    for (step, reason) in cases {
+        let scenario = format!(
+            "[[step]]\ntask = \"010-a\"\nactions = [{{ write = {{ path = \"work.txt\", content = \"w\\n\" }} }}, {{ promise = true }}]\n\
+             [[step]]\ntask = \"020-b\"\niteration = 1\nactions = [{step}, {{ write = {{ path = \"work2.txt\", content = \"w\\n\" }} }}, {{ promise = true }}]\n\
+             [[step]]\ntask = \"020-b\"\niteration = 2\nactions = [{{ expect_prompt = {} }}, {{ append = {{ path = \"tests/old_test.py\", content = \"def test_z(): pass\\n\" }} }}, {{ promise = true }}]\n",
+            toml_str(reason)
+        );
+        let repo = TestRepo::with_loop(
+            &scenario,
+            &["sh check.sh"],
+            "",
+            &[("010-a.md", "# A\n\nMake work.txt.\n"), ("020-b.md", "# B\n\nMake work2.txt.\n")],
+        );
+        repo.write("check.sh", "#!/bin/sh\ntest -f work.txt\n");
+        repo.write("tests/parser_test.py", "def test_x():\n    assert True\n");
+        repo.write("tests/old_test.py", "@pytest.mark.skip\ndef test_x(): pass\n");
+        repo.commit_all("check script and tests");
+        let run = repo.cmd(&["run"]).env("RALPH_LOG", "ralph::git=debug").output().unwrap();
+        assert_eq!(run.status.code(), Some(0), "{step}: {}", String::from_utf8_lossy(&run.stderr));
+        let r = repo.records();
+        let outcomes: Vec<&str> = r.iter().map(|r| r["outcome"].as_str().unwrap()).collect();
+        assert_eq!(outcomes, ["done", "checks_failed", "done"], "{step}");
+        let failure = r[1]["failure"].as_str().unwrap();
+        assert!(
+            failure.starts_with("a gate rejected the work") && failure.contains(reason),
+            "{step}: {failure}"
+        );
+        assert_eq!(repo.read("check.sh"), "#!/bin/sh\ntest -f work.txt\n");
+        assert!(repo.exists("tests/parser_test.py"));
+        // The rejection came from the listed add: the index held the first commit.
+        let log = String::from_utf8_lossy(&run.stderr);
+        assert!(log.contains(r#""add", "-A", "-v""#), "{step}: {log}");
+    }
+}

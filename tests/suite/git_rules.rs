@@ -221,3 +221,75 @@ actions = [{ expect_prompt = "must not touch" }, { write = { path = "work.txt", 
     assert_eq!(r[1]["outcome"], "done");
     assert_eq!(repo.read(".ralph/.gitignore"), "*\n");
 }
+
+/// ralph skips the `git status` before an agent when nothing changed since its own commit. A
+/// write right after that commit (a post-commit hook here, a user's editor at night) must still
+/// be seen, snapshotted, and survive the revert of the next iteration.
+#[test]
+fn an_edit_right_after_ralphs_commit_survives_the_next_revert() {
+    let scenario = r#"
+[[step]]
+task = "010-a"
+actions = [{ write = { path = "work.txt", content = "w\n" } }, { promise = true }]
+[[step]]
+task = "020-b"
+iteration = 1
+actions = [{ write = { path = "bad.txt", content = "b\n" } }, { promise = true }]
+[[step]]
+task = "020-b"
+iteration = 2
+actions = [{ write = { path = "good.txt", content = "g\n" } }, { promise = true }]
+"#;
+    let repo = TestRepo::with_loop(
+        scenario,
+        &["test ! -f bad.txt"],
+        "",
+        &[("010-a.md", "# A\n"), ("020-b.md", "# B\n")],
+    );
+    repo.write("README.md", "# test project\n");
+    // Once, after ralph's first commit: a new file and an edit of a tracked one.
+    let once = repo.outside.join("hook-ran");
+    hook(
+        &repo,
+        "post-commit",
+        &format!(
+            "[ -f '{0}' ] && exit 0; touch '{0}'; echo 'my note' > notes.txt; echo 'edited by hand' >> README.md",
+            once.display()
+        ),
+    );
+    repo.ralph(&["run"]).expect(0);
+    let outcomes: Vec<String> =
+        repo.records().iter().map(|r| r["outcome"].as_str().unwrap().to_string()).collect();
+    assert_eq!(outcomes, ["done", "checks_failed", "done"]);
+    assert_eq!(repo.read("notes.txt"), "my note\n");
+    assert_eq!(repo.read("README.md"), "# test project\nedited by hand\n");
+    assert!(!repo.exists("bad.txt"));
+}
+
+/// The checks may change files (a formatter): what they leave is committed with the work, in
+/// every iteration, including after ralph's watch knew the tree was clean.
+#[test]
+fn what_the_checks_change_is_committed_with_the_work() {
+    let scenario = r#"
+[[step]]
+task = "010-a"
+actions = [{ write = { path = "a.txt", content = "a\n" } }, { promise = true }]
+[[step]]
+task = "020-b"
+actions = [{ write = { path = "b.txt", content = "b\n" } }, { promise = true }]
+"#;
+    let repo = TestRepo::with_loop(
+        scenario,
+        &["mkdir -p gen && ls *.txt > gen/listing && echo formatted >> README.md"],
+        "",
+        &[("010-a.md", "# A\n"), ("020-b.md", "# B\n")],
+    );
+    repo.ralph(&["run"]).expect(0);
+    let r = repo.records();
+    let files = |i: usize| -> Vec<&str> {
+        r[i]["files_changed"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect()
+    };
+    assert_eq!(files(1), ["README.md", "b.txt", "gen/listing", "specs/020-b.md"]);
+    assert_eq!(repo.git(&["show", "HEAD:gen/listing"]), "a.txt\nb.txt\n");
+    assert_eq!(repo.dirt(), "");
+}
