@@ -167,35 +167,16 @@ pub fn current_branch(root: &Path) -> Result<Option<String>, GitError> {
     Ok(out.status.success().then(|| stdout(out)))
 }
 
-/// Uncommitted changes as `XY path` lines (`git status --porcelain`, paths as they are, not
-/// quoted), ignored files and `.ralph/` excluded.
+/// Uncommitted changes as `XY path` lines (`git status --porcelain`; `XY old -> new` for a
+/// rename; paths as they are, not quoted), ignored files and `.ralph/` (which git is not even
+/// asked to read) excluded.
 pub fn dirty_entries(root: &Path) -> Result<Vec<String>, GitError> {
-    Ok(status(root, false)?.dirty)
-}
-
-/// What one `git status` saw.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Status {
-    /// `XY path` for each uncommitted change (`XY old -> new` for a rename).
-    pub dirty: Vec<String>,
-    /// Ignored paths, an ignored folder as a whole (`target/`): asked for by `status(_, true)`.
-    pub ignored: Vec<String>,
-}
-
-/// `git status` of everything but `.ralph/` (which git is not even asked to read); with
-/// `ignored`, the ignored files and folders too, in the same scan.
-pub fn status(root: &Path, ignored: bool) -> Result<Status, GitError> {
-    let mut args = vec!["status", "--porcelain", "-z", "--untracked-files=all"];
-    if ignored {
-        args.push("--ignored=matching");
-    }
-    args.extend(["--", ".", EXCLUDE_RALPH]);
-    let out = run(root, args)?;
+    let out = run(root, ["status", "--porcelain", "-z", "--untracked-files=all", "--", ".", EXCLUDE_RALPH])?;
     Ok(parse_status(&out.stdout))
 }
 
 /// The ignored paths (a folder as a whole, with a trailing `/`), `.ralph/` aside: a cheaper
-/// scan than [`status`], which also reads every tracked file's metadata.
+/// scan than [`dirty_entries`], which also reads every tracked file's metadata.
 pub fn ignored(root: &Path) -> Result<Vec<String>, GitError> {
     let out = run(
         root,
@@ -214,26 +195,22 @@ pub fn ignored(root: &Path) -> Result<Vec<String>, GitError> {
     Ok(nul_separated(&out.stdout))
 }
 
-fn parse_status(bytes: &[u8]) -> Status {
-    let mut st = Status::default();
+fn parse_status(bytes: &[u8]) -> Vec<String> {
+    let mut dirty = Vec::new();
     let mut fields = bytes.split(|&b| b == 0).filter(|f| !f.is_empty());
     while let Some(f) = fields.next() {
         let f = String::from_utf8_lossy(f);
         let (xy, path) = (f.get(..2).unwrap_or_default(), f.get(3..).unwrap_or_default());
-        if xy == "!!" {
-            st.ignored.push(path.to_string());
-            continue;
-        }
         // A rename or copy is followed by its source, as a field of its own.
         if xy.contains(['R', 'C'])
             && let Some(from) = fields.next()
         {
-            st.dirty.push(format!("{xy} {} -> {path}", String::from_utf8_lossy(from)));
+            dirty.push(format!("{xy} {} -> {path}", String::from_utf8_lossy(from)));
             continue;
         }
-        st.dirty.push(f.into_owned());
+        dirty.push(f.into_owned());
     }
-    st
+    dirty
 }
 
 /// Stages every change in the working tree, except `.ralph/`.
@@ -852,14 +829,12 @@ mod tests {
         std::fs::create_dir_all(root.join(".ralph/runs")).unwrap();
         std::fs::write(root.join(".ralph/runs/r"), "x").unwrap();
         sh(root, &["add", "new.txt", "old.txt"]);
-        let st = status(root, true).unwrap();
-        assert_eq!(st.ignored, vec!["target/"]);
-        assert!(st.dirty.contains(&"R  old.txt -> new.txt".to_string()), "{:?}", st.dirty);
-        assert!(st.dirty.contains(&"?? n\"ew tab\t.txt".to_string()), "{:?}", st.dirty);
-        assert!(st.dirty.contains(&" D del.rs".to_string()), "{:?}", st.dirty);
-        assert!(!st.dirty.iter().any(|l| l.contains(".ralph")), "{:?}", st.dirty);
-        assert_eq!(status(root, false).unwrap().ignored, Vec::<String>::new());
-        assert_eq!(dirty_entries(root).unwrap(), st.dirty);
+        assert_eq!(ignored(root).unwrap(), vec!["target/"]);
+        let dirty = dirty_entries(root).unwrap();
+        assert!(dirty.contains(&"R  old.txt -> new.txt".to_string()), "{dirty:?}");
+        assert!(dirty.contains(&"?? n\"ew tab\t.txt".to_string()), "{dirty:?}");
+        assert!(dirty.contains(&" D del.rs".to_string()), "{dirty:?}");
+        assert!(!dirty.iter().any(|l| l.contains(".ralph")), "{dirty:?}");
     }
 
     fn sh(root: &Path, args: &[&str]) -> String {

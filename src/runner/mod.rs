@@ -197,8 +197,13 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
     // The run to resume: the latest, unless it finished its backlog or --new-run says so.
     let resumed = latest.filter(|m| !opts.new_run && m.exit_code != Some(exit_code::OK));
 
-    // What git ignores comes in the same scan: the working tree's watch leaves it out.
-    let git::Status { dirty, ignored } = git::status(&root, true)?;
+    // The working tree's watch starts before the scan that finds the tree clean, so that it
+    // vouches for the tree at the first iteration too: no second scan there.
+    let tree = crate::watch::tree::TreeWatch::start(&root, &git::ignored(&root)?);
+    if let Some(t) = &tree {
+        t.note_index();
+    }
+    let dirty = git::dirty_entries(&root)?;
     if !dirty.is_empty() && !opts.allow_dirty {
         let mut shown: Vec<String> = dirty.iter().take(10).map(|l| format!("  {l}")).collect();
         if dirty.len() > 10 {
@@ -216,6 +221,9 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
     {
         git::checkout_branch(&root, branch)?;
         reporter.line(&format!("on branch {branch}"));
+    }
+    if let (Some(t), true, Some(head)) = (&tree, dirty.is_empty(), git::head(&root)?) {
+        t.settle_if_unchanged(&head);
     }
 
     let (run_id, mut meta, records) = match resumed {
@@ -289,7 +297,6 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
     let mut cfg = cfg;
     let mut template = template;
     let mut reload = Reload { opts: &opts, seen: Reload::fingerprints(&root, &cfg) };
-    let tree = crate::watch::tree::TreeWatch::start(&root, &ignored);
     let result = run_loop(
         &root,
         tree.as_ref(),

@@ -41,7 +41,7 @@ pub struct TreeWatch(std::sync::Mutex<imp::Inner>);
 
 impl TreeWatch {
     /// Starts watching every folder of the tree at `root` but `.git/`, `.ralph/` and `ignored`
-    /// (git's ignored paths, relative, a folder with a trailing `/`, as `git::Status` lists
+    /// (git's ignored paths, relative, a folder with a trailing `/`, as `git::ignored` lists
     /// them). `None` when the tree cannot be watched.
     pub fn start(root: &Path, ignored: &[String]) -> Option<TreeWatch> {
         for var in ["GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR"] {
@@ -87,6 +87,16 @@ impl TreeWatch {
         inner.note_index();
         inner.clean_head = Some(head.to_string());
         inner.settled = Some((head.to_string(), inner.index_now()));
+    }
+
+    /// [`settle`](Self::settle), if nothing changed since the last [`mark`](Self::mark) (or
+    /// the start) and the index is as [`note_index`](Self::note_index) saw it: the caller
+    /// scanned the tree meanwhile and found it matching `head`.
+    pub fn settle_if_unchanged(&self, head: &str) {
+        let unchanged = self.inner().changes() == Changes::None;
+        if unchanged {
+            self.settle(head);
+        }
     }
 
     /// Whether the index is still the one the last [`settle`](Self::settle) at `head` left:
@@ -381,8 +391,7 @@ mod tests {
     }
 
     fn watch(root: &Path) -> TreeWatch {
-        let st = crate::git::status(root, true).unwrap();
-        TreeWatch::start(root, &st.ignored).unwrap()
+        TreeWatch::start(root, &crate::git::ignored(root).unwrap()).unwrap()
     }
 
     #[test]
@@ -461,5 +470,21 @@ mod tests {
         w.settle(&head);
         std::fs::write(root.join("src/deep/a.rs"), "y").unwrap();
         assert!(!w.unchanged(&head), "a file changed");
+    }
+
+    #[test]
+    fn a_scan_settles_only_if_nothing_changed_while_it_ran() {
+        let dir = repo();
+        let root = dir.path();
+        let head = crate::git::head(root).unwrap().unwrap();
+        let w = watch(root);
+        w.note_index();
+        w.settle_if_unchanged(&head);
+        assert!(w.unchanged(&head));
+        let w = watch(root);
+        w.note_index();
+        std::fs::write(root.join("src/deep/a.rs"), "during the scan").unwrap();
+        w.settle_if_unchanged(&head);
+        assert!(!w.unchanged(&head));
     }
 }
