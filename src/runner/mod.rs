@@ -412,6 +412,8 @@ async fn run_loop(
         }
         let next = backlog.next();
         if watch && !matches!(next, Next::Task(_)) {
+            // The wait may be long: what the last iteration spent is saved first.
+            meta.save(run_dir)?;
             reporter.line(
                 "nothing to do: waiting for new or changed specs (--watch; Ctrl-C or `ralph stop` ends it)",
             );
@@ -498,7 +500,9 @@ async fn run_loop(
         let spent = budget.spent_now();
         meta.elapsed_ms = spent.elapsed_ms;
         meta.spent = Some(spent);
-        meta.save(run_dir)?;
+        // Saved by the next iteration's start, a moment from now, or by the run's end or wait:
+        // one sync less per iteration. A run killed in between resumes its spending from the
+        // records all the same.
         if outcome == Outcome::Interrupted {
             return Ok((exit_code::INTERRUPTED, "interrupted".into()));
         }
