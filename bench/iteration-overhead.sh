@@ -57,7 +57,7 @@ fi
 for c in "${cases[@]}"; do
   case $c in
     small) n=50 runs=10 ;;
-    50k) n=10 runs=5 ;;
+    50k) n=50 runs=5 ;;
     *) echo "unknown case $c (small | 50k)" >&2; exit 2 ;;
   esac
   [ "$QUICK" = 1 ] && n=3 runs=2

@@ -220,15 +220,12 @@ impl Store {
     /// Reads the store. Without one, entries already in AGENTS.md's `## Learnings` (written by
     /// an older ralph or by hand) are taken in, so nothing is lost.
     pub fn load(root: &Path) -> Result<Store, StateError> {
-        let path = store_path(root);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| StateError::Corrupt { path, message: e.to_string() }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        match crate::state::load_json(&store_path(root))? {
+            Some(store) => Ok(store),
+            None => {
                 let text = std::fs::read_to_string(root.join(AGENTS_MD)).unwrap_or_default();
                 Ok(Store::import(&text))
             }
-            Err(source) => Err(StateError::Read { path, source }),
         }
     }
 

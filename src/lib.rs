@@ -53,7 +53,10 @@ pub fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .without_time()
         .init();
-    match commands::dispatch(cli) {
+    let result = commands::dispatch(cli);
+    // What ralph wrote reaches the disk before it exits (see `state::sync_later`).
+    state::flush();
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {}", e.message);

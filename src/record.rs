@@ -196,7 +196,10 @@ pub fn append(path: &Path, record: &IterationRecord) -> std::io::Result<()> {
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
     // One write call per line, so a reader never sees half a record.
     f.write_all(&line)?;
-    f.sync_data()
+    // On disk soon, without the loop waiting: a power cut before it costs at most the last
+    // records, whose iterations the next run settles from their folders.
+    drop(crate::state::sync_later(f));
+    Ok(())
 }
 
 /// Reads all records of a run; a torn last line (a crash mid-write) is skipped.

@@ -2,8 +2,9 @@
 //! (`state.json`), each run's metadata (`runs/<id>/run.json`), and the single-instance lock.
 //!
 //! Invariants: every write is atomic (temporary file in the same folder, sync, rename; or, for
-//! the files rewritten every iteration, the previous version's file, sync, exchange), so a
-//! crash never leaves half a file; the lock is a kernel lock released when the process dies,
+//! the files rewritten every iteration, the previous version's file, exchange, sync in the
+//! background), so a crash never leaves half a file, and after a power cut a file that did not
+//! reach the disk is read from its synced previous version; the lock is a kernel lock released when the process dies,
 //! so a crashed run never blocks the next one.
 
 use serde::{Deserialize, Serialize};
@@ -41,13 +42,26 @@ pub const TMP_PREFIX: &str = ".ralph-tmp-";
 
 /// Writes `bytes` to `path` atomically: a reader sees the old file or the new one, never half.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    write_new(path, bytes, true)
+}
+
+/// [`atomic_write`] synced in the background ([`sync_later`]): for a file ralph writes at every
+/// iteration (`started.json`), which a power cut may take back (the next run then leaves the
+/// tree as it is and says so).
+pub fn atomic_write_later(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    write_new(path, bytes, false)
+}
+
+fn write_new(path: &Path, bytes: &[u8], sync_now: bool) -> Result<(), StateError> {
     let err = |source| StateError::Write { path: path.to_path_buf(), source };
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(err)?;
     // A recognisable name: recovery removes what a crash left half-written.
     let mut tmp = tempfile::Builder::new().prefix(TMP_PREFIX).tempfile_in(dir).map_err(err)?;
     tmp.write_all(bytes).map_err(err)?;
-    tmp.as_file().sync_all().map_err(err)?;
+    if sync_now {
+        tmp.as_file().sync_all().map_err(err)?;
+    }
     if crate::fault::armed() {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         crate::fault::point(&format!("write:{name}"));
@@ -59,38 +73,54 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
         Err(_) => std::os::unix::fs::PermissionsExt::from_mode(0o644),
     };
     let _ = std::fs::set_permissions(tmp.path(), perms);
-    tmp.persist(path).map_err(|e| err(e.error))?;
+    let file = tmp.persist(path).map_err(|e| err(e.error))?;
+    if !sync_now {
+        drop(sync_later(file));
+    }
     Ok(())
 }
 
 /// [`atomic_write`] for ralph's own files rewritten at every iteration (`state.json`,
-/// `run.json`): the new version is written into the file of the version before it, kept
-/// beside it as `<name>.prev`, synced, and the two are swapped in one `renameat2` with
-/// `RENAME_EXCHANGE`. The same guarantee, but no file is created or deleted per write: on ext4
-/// without a journal every deleted inode slows each file creation after it for a minute or
-/// more (the allocator skips recently deleted inodes one by one), and at a loop's pace that was
-/// most of ralph's own time (BENCHMARKS.md, figure 1). Where the exchange is not supported
-/// (another system or file system) it is [`atomic_write`].
+/// `run.json`, `learnings.json`): the new version is written into the file of the version
+/// before it, kept beside it as `<name>.prev`, and the two are swapped in one `renameat2` with
+/// `RENAME_EXCHANGE`; the new version is synced in the background ([`sync_later`]).
+///
+/// Why: no file is created or deleted per write (on ext4 without a journal every deleted inode
+/// slows each file creation after it for a minute or more), and the loop does not wait for the
+/// disk (on ext4 with a journal, a sync also writes out the index git has just rewritten).
+/// The guarantee: a reader sees the old version or the new one, never half, whatever happens
+/// to ralph; and after a power cut, `<name>.prev` holds a synced version, because the version
+/// about to become `.prev` is synced before the next write reuses that file ([`flush`]).
+/// [`load_json`] falls back on it. Where the exchange is not supported (another system or
+/// file system) it is [`atomic_write`].
 pub fn replace(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     #[cfg(target_os = "linux")]
     {
         let err = |source| StateError::Write { path: path.to_path_buf(), source };
         let Some(name) = path.file_name() else { return atomic_write(path, bytes) };
-        let prev = path.with_file_name(format!("{}.prev", name.to_string_lossy()));
         if !path.exists() {
             return atomic_write(path, bytes);
+        }
+        let prev = prev_path(path);
+        // The current version must be on disk before its predecessor's file is reused.
+        let pending = lock(&PENDING).remove(path);
+        if let Some(synced) = pending {
+            synced.wait();
         }
         let mut f =
             std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&prev).map_err(err)?;
         f.write_all(bytes).map_err(err)?;
-        f.sync_data().map_err(err)?;
-        drop(f);
         if crate::fault::armed() {
             crate::fault::point(&format!("write:{}", name.to_string_lossy()));
         }
         match exchange(&prev, path) {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                let synced = sync_later(f);
+                lock(&PENDING).insert(path.to_path_buf(), synced);
+                return Ok(());
+            }
             Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EXDEV)) => {
+                f.sync_data().map_err(err)?;
                 return std::fs::rename(&prev, path).map_err(err);
             }
             Err(e) => return Err(err(e)),
@@ -98,6 +128,108 @@ pub fn replace(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     }
     #[allow(unreachable_code)]
     atomic_write(path, bytes)
+}
+
+/// Where [`replace`] keeps the version before.
+fn prev_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!("{name}.prev"))
+}
+
+/// Reads a JSON file written by [`replace`]: `None` when it does not exist. When it does not
+/// parse (a power cut before its sync), the version before, if that one parses.
+pub fn load_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(StateError::Read { path: path.to_path_buf(), source }),
+    };
+    match serde_json::from_slice(&bytes) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) => match std::fs::read(prev_path(path)).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+            Some(v) => {
+                tracing::warn!("{} does not parse ({e}); using its previous version", path.display());
+                Ok(Some(v))
+            }
+            None => Err(StateError::Corrupt { path: path.to_path_buf(), message: e.to_string() }),
+        },
+    }
+}
+
+/// Syncs `file` on a thread of its own: ralph's records and state reach the disk without the
+/// loop waiting for it. The answer says when it is done; [`flush`] waits for all.
+pub fn sync_later(file: File) -> std::sync::Arc<Synced> {
+    let synced = std::sync::Arc::new(Synced::default());
+    lock(&COUNTS).0 += 1;
+    let sent = lock(syncer()).send((file, synced.clone()));
+    if let Err(std::sync::mpsc::SendError((file, synced))) = sent {
+        // No thread (it could not be started): sync here.
+        let _ = file.sync_data();
+        synced.set();
+    }
+    synced
+}
+
+/// Waits until every file handed to [`sync_later`] is synced: before ralph exits.
+pub fn flush() {
+    let mut counts = lock(&COUNTS);
+    while counts.1 < counts.0 {
+        counts = ALL_SYNCED.wait(counts).unwrap_or_else(std::sync::PoisonError::into_inner);
+    }
+}
+
+/// One file's sync, done or not.
+#[derive(Default)]
+pub struct Synced {
+    done: std::sync::Mutex<bool>,
+    cv: std::sync::Condvar,
+}
+
+impl Synced {
+    fn set(&self) {
+        *lock(&self.done) = true;
+        self.cv.notify_all();
+        lock(&COUNTS).1 += 1;
+        ALL_SYNCED.notify_all();
+    }
+
+    pub fn wait(&self) {
+        let mut done = lock(&self.done);
+        while !*done {
+            done = self.cv.wait(done).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+type SyncJob = (File, std::sync::Arc<Synced>);
+
+/// Files handed over, files synced.
+static COUNTS: std::sync::Mutex<(u64, u64)> = std::sync::Mutex::new((0, 0));
+static ALL_SYNCED: std::sync::Condvar = std::sync::Condvar::new();
+/// The sync of each [`replace`]d file's current version.
+static PENDING: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<PathBuf, std::sync::Arc<Synced>>>,
+> = std::sync::LazyLock::new(Default::default);
+static SYNCER: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<SyncJob>>> =
+    std::sync::OnceLock::new();
+
+fn syncer() -> &'static std::sync::Mutex<std::sync::mpsc::Sender<SyncJob>> {
+    SYNCER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<SyncJob>();
+        // Without the thread the receiver is dropped and `sync_later` syncs in place.
+        let _ = std::thread::Builder::new().name("ralph-sync".into()).spawn(move || {
+            while let Ok((file, synced)) = rx.recv() {
+                // A failed sync (the disk went away) shows when the next write fails.
+                let _ = file.sync_data();
+                synced.set();
+            }
+        });
+        std::sync::Mutex::new(tx)
+    })
 }
 
 /// Swaps two files' names in one step.
@@ -248,12 +380,7 @@ impl State {
     /// Reads the state; a missing file is an empty state.
     pub fn load(root: &Path) -> Result<State, StateError> {
         let path = Self::path(root);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| StateError::Corrupt { path, message: e.to_string() }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
-            Err(source) => Err(StateError::Read { path, source }),
-        }
+        Ok(load_json(&path)?.unwrap_or_default())
     }
 
     /// Writes the state atomically.
@@ -334,8 +461,10 @@ impl From<&crate::config::BudgetConfig> for Limits {
 impl RunMeta {
     pub fn load(run_dir: &Path) -> Result<RunMeta, StateError> {
         let path = run_dir.join("run.json");
-        let bytes = std::fs::read(&path).map_err(|source| StateError::Read { path: path.clone(), source })?;
-        serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt { path, message: e.to_string() })
+        load_json(&path)?.ok_or_else(|| StateError::Read {
+            path,
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        })
     }
 
     pub fn save(&self, run_dir: &Path) -> Result<(), StateError> {
@@ -375,6 +504,23 @@ mod tests {
         assert_eq!(std::fs::read(dir.path().join("run.json.prev")).unwrap(), b"two, longer");
         let names = std::fs::read_dir(dir.path()).unwrap().count();
         assert_eq!(names, 2, "no temporary file is left");
+        flush();
+    }
+
+    #[test]
+    fn a_version_that_did_not_reach_the_disk_is_read_from_the_one_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.json");
+        assert_eq!(load_json::<Vec<u32>>(&p).unwrap(), None);
+        replace(&p, b"[1]").unwrap();
+        replace(&p, b"[1, 2]").unwrap();
+        assert_eq!(load_json::<Vec<u32>>(&p).unwrap(), Some(vec![1, 2]));
+        // A power cut between the exchange and the sync: the new file is empty.
+        std::fs::write(&p, b"").unwrap();
+        assert_eq!(load_json::<Vec<u32>>(&p).unwrap(), Some(vec![1]));
+        std::fs::write(dir.path().join("state.json.prev"), b"{").unwrap();
+        let err = load_json::<Vec<u32>>(&p).unwrap_err().to_string();
+        assert!(err.contains("state.json is corrupt"), "{err}");
     }
 
     #[test]

@@ -98,7 +98,7 @@ pub(crate) async fn run(
         snapshot: snapshot.clone(),
         format: it.cfg.agent.format,
     };
-    state::atomic_write(&dir.join(STARTED), &serde_json::to_vec(&started).unwrap_or_default())?;
+    state::atomic_write_later(&dir.join(STARTED), &serde_json::to_vec(&started).unwrap_or_default())?;
     fault::point("iteration_started");
 
     let ts = state.task(&task.id);

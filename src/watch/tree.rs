@@ -32,8 +32,10 @@ pub enum Changes {
 
 /// More changed paths than this are not worth keeping one by one.
 const MAX_PATHS: usize = 10_000;
-/// A tree with more folders than this is not watched (inotify's watches are kernel memory).
-const MAX_DIRS: usize = 200_000;
+/// A tree with more folders than this is not watched: inotify's watches are kernel memory,
+/// and the user's own tools (an editor, a file watcher) draw on the same per-user limit, of
+/// which ralph takes a quarter at most.
+const MAX_DIRS: usize = 50_000;
 
 /// See the module documentation. Shared by reference through the iteration; a mutex because
 /// the iteration's future may move between threads.
@@ -199,13 +201,17 @@ mod imp {
                 let wd = self.inotify.watches().add(&info, mask())?;
                 self.info = Some(wd.get_watch_descriptor_id());
             }
+            let limit = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
+                .ok()
+                .and_then(|s| s.trim().parse::<usize>().ok())
+                .map_or(MAX_DIRS, |max| (max / 4).min(MAX_DIRS));
             let mut todo = vec![PathBuf::new()];
             while let Some(rel) = todo.pop() {
                 let abs = self.root.join(&rel);
                 let wd = self.inotify.watches().add(&abs, mask())?;
                 self.dirs.insert(wd.get_watch_descriptor_id(), rel.clone());
-                if self.dirs.len() > MAX_DIRS {
-                    return Err(std::io::Error::other(format!("more than {MAX_DIRS} folders")));
+                if self.dirs.len() > limit {
+                    return Err(std::io::Error::other(format!("more than {limit} folders to watch")));
                 }
                 for entry in std::fs::read_dir(&abs)? {
                     let entry = entry?;
