@@ -70,8 +70,12 @@ fn output(root: &Path, args: &[std::ffi::OsString]) -> Result<Output, GitError> 
     }
 }
 
-/// [`output`] with `input` on git's stdin, written from a thread of its own: git may read it
-/// only after a hook has run and printed more than a pipe holds.
+/// The least a pipe holds (one page), even when the user's pipe allowance is spent.
+const PIPE_BUF: usize = 4096;
+
+/// [`output`] with `input` on git's stdin. More than a pipe surely holds is written from a
+/// thread of its own: git may read it only after a hook has run and printed more than a pipe
+/// holds.
 fn output_with_input(root: &Path, args: &[std::ffi::OsString], input: &[u8]) -> Result<Output, GitError> {
     use std::io::Write;
     tracing::debug!(?args, "git");
@@ -85,15 +89,23 @@ fn output_with_input(root: &Path, args: &[std::ffi::OsString], input: &[u8]) -> 
             .spawn()
             .map_err(GitError::Spawn)?;
         let stdin = child.stdin.take();
-        let out = std::thread::scope(|s| {
-            s.spawn(move || {
-                // git exiting before it reads (an error) closes the pipe: its status says why.
-                if let Some(mut stdin) = stdin {
-                    let _ = stdin.write_all(input);
-                }
-            });
+        // git exiting before it reads (an error) closes the pipe: its status says why.
+        let out = if input.len() <= PIPE_BUF {
+            // A pipe holds at least a page: the write cannot wait for git.
+            if let Some(mut stdin) = stdin {
+                let _ = stdin.write_all(input);
+            }
             child.wait_with_output()
-        })
+        } else {
+            std::thread::scope(|s| {
+                s.spawn(move || {
+                    if let Some(mut stdin) = stdin {
+                        let _ = stdin.write_all(input);
+                    }
+                });
+                child.wait_with_output()
+            })
+        }
         .map_err(GitError::Spawn)?;
         if out.status.success() || !lock_contention(&out) || start.elapsed() > LOCK_WAIT {
             return Ok(out);

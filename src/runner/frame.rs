@@ -6,6 +6,12 @@
 //!
 //! Older iterations' logs are not snapshotted (they can be large), nor files over 1 MiB: an
 //! agent that deletes them is still caught by the state files it deletes with them.
+//!
+//! A file whose metadata (inode, size, modification and change times) is as it was when it was
+//! last read, and whose last change was well before that read, is not read again: its content
+//! is the one read then (git's index trusts the same, and the margin rules out a second write
+//! within the file system's timestamp granularity). The hooks and configuration are read once
+//! a run, not twice an iteration.
 
 use crate::config;
 use crate::git;
@@ -17,11 +23,78 @@ use std::path::{Path, PathBuf};
 /// the frame costs a few reads per iteration, never a copy of a large file in memory.
 const MAX_SNAPSHOT_BYTES: u64 = 1024 * 1024;
 
+/// A change this close to a read (or after it) may not show in the file's times: read again.
+const RACY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What identifies a version of a file without reading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(m: &std::fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+
+    /// Whether the content read at `read_at` is still the file's while the stamp is unchanged.
+    fn settled_before(&self, read_at: std::time::SystemTime) -> bool {
+        let changed = std::time::UNIX_EPOCH
+            + std::time::Duration::new(
+                u64::try_from(self.ctime.0).unwrap_or(0),
+                u32::try_from(self.ctime.1).unwrap_or(0),
+            );
+        self.ctime.0 > 0 && changed + RACY < read_at
+    }
+}
+
+/// A read: the content, the stamp it had, and when it was read.
+#[derive(Debug, Clone)]
+struct Read {
+    seen: Seen,
+    stamp: Option<Stamp>,
+    at: std::time::SystemTime,
+}
+
+/// Reads of the files that did not change since, from one iteration's frame to the next.
+static CACHE: std::sync::LazyLock<std::sync::Mutex<BTreeMap<PathBuf, Read>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// The file as it is: from the last read if its stamp says it is unchanged since, else read.
+fn look(p: &Path, last: Option<&Read>) -> Read {
+    let meta = std::fs::metadata(p).ok().filter(std::fs::Metadata::is_file);
+    let stamp = meta.as_ref().map(Stamp::of);
+    if let (Some(last), Some(now)) = (last, &stamp)
+        && last.stamp.as_ref() == Some(now)
+        && now.settled_before(last.at)
+    {
+        return last.clone();
+    }
+    let at = std::time::SystemTime::now();
+    let seen = match &meta {
+        Some(m) if m.len() > MAX_SNAPSHOT_BYTES => Seen::Large(m.len()),
+        Some(_) => std::fs::read(p).map_or(Seen::Absent, Seen::Content),
+        None => Seen::Absent,
+    };
+    Read { seen, stamp, at }
+}
+
 /// The protected files and refs as they were.
 #[derive(Debug)]
 pub struct Frame {
     /// Absolute path → what it was.
-    files: BTreeMap<PathBuf, Seen>,
+    files: BTreeMap<PathBuf, Read>,
     /// Files under these folders that were not there before are removed.
     dirs: Vec<PathBuf>,
     /// Ref name → commit, for every branch and tag but the current branch.
@@ -31,20 +104,12 @@ pub struct Frame {
 }
 
 /// A protected file as seen at one moment.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Seen {
     Absent,
     Content(Vec<u8>),
     /// Too large to keep: only a shrink or a removal is noticed, and cannot be undone.
     Large(u64),
-}
-
-fn read(p: &Path) -> Seen {
-    match std::fs::metadata(p) {
-        Ok(m) if m.is_file() && m.len() > MAX_SNAPSHOT_BYTES => Seen::Large(m.len()),
-        Ok(m) if m.is_file() => std::fs::read(p).map_or(Seen::Absent, Seen::Content),
-        _ => Seen::Absent,
-    }
 }
 
 fn files_in(dir: &Path) -> Vec<PathBuf> {
@@ -68,17 +133,24 @@ impl Frame {
             git_dir.join("info").join("exclude"),
         ];
         paths.extend(files_in(&hooks));
-        let files = paths.into_iter().map(|p| {
-            let content = read(&p);
-            (p, content)
-        });
+        let files: BTreeMap<PathBuf, Read> = {
+            let mut cache = CACHE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            paths
+                .into_iter()
+                .map(|p| {
+                    let read = look(&p, cache.get(&p));
+                    cache.insert(p.clone(), read.clone());
+                    (p, read)
+                })
+                .collect()
+        };
         let current_ref = git::current_branch(root).ok().flatten().map(|b| format!("refs/heads/{b}"));
         let refs = git::refs(root)
             .unwrap_or_default()
             .into_iter()
             .filter(|(r, _)| Some(r) != current_ref.as_ref())
             .collect();
-        Frame { files: files.collect(), dirs: vec![hooks], refs, current_ref, root: root.to_path_buf() }
+        Frame { files, dirs: vec![hooks], refs, current_ref, root: root.to_path_buf() }
     }
 
     /// Puts back whatever changed; returns what did, as paths relative to the repository root
@@ -88,8 +160,9 @@ impl Frame {
     pub fn restore(&self, keep: &Path) -> Vec<String> {
         let mut changed = Vec::new();
         let rel = |p: &Path| p.strip_prefix(&self.root).unwrap_or(p).to_string_lossy().into_owned();
-        for (path, before) in &self.files {
-            let now = read(path);
+        for (path, read) in &self.files {
+            let before = &read.seen;
+            let now = look(path, Some(read)).seen;
             match (before, &now) {
                 (b, n) if b == n => continue,
                 (Seen::Large(was), Seen::Large(is)) if is >= was => continue,
@@ -108,6 +181,7 @@ impl Frame {
                         let _ = std::fs::create_dir_all(parent);
                     }
                     let _ = crate::state::atomic_write(path, bytes);
+                    CACHE.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(path);
                 }
                 (Seen::Absent, _) => {
                     let _ = std::fs::remove_file(path);
@@ -174,5 +248,27 @@ mod tests {
         assert_eq!(std::fs::read_to_string(root.join("ralph.toml")).unwrap(), "[agent]\n");
         assert_eq!(std::fs::read_to_string(run_dir.join("run.json")).unwrap(), "{}");
         assert!(!root.join(".git/hooks/pre-commit").exists());
+    }
+
+    #[test]
+    fn an_unchanged_stamp_is_trusted_only_well_after_the_last_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("hook");
+        std::fs::write(&p, "one").unwrap();
+        let first = look(&p, None);
+        assert_eq!(first.seen, Seen::Content(b"one".to_vec()));
+        // Read just after its last change: the stamp is not trusted, the file is read again.
+        let marked = Read { seen: Seen::Content(b"stale".to_vec()), ..first.clone() };
+        assert_eq!(look(&p, Some(&marked)).seen, Seen::Content(b"one".to_vec()));
+        // Read long after its last change (as the hooks are): the stamp is trusted.
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(10);
+        let settled = Read { seen: Seen::Content(b"as read".to_vec()), at: later, ..first.clone() };
+        assert_eq!(look(&p, Some(&settled)).seen, Seen::Content(b"as read".to_vec()));
+        // A write changes the stamp (another inode here, as an atomic write would): read again.
+        std::fs::write(dir.path().join("new"), "two").unwrap();
+        std::fs::rename(dir.path().join("new"), &p).unwrap();
+        assert_eq!(look(&p, Some(&settled)).seen, Seen::Content(b"two".to_vec()));
+        std::fs::remove_file(&p).unwrap();
+        assert_eq!(look(&p, Some(&settled)).seen, Seen::Absent);
     }
 }
