@@ -59,52 +59,24 @@ where
 
 /// Runs git, waiting out another process's lock; the output whatever the exit status.
 fn output(root: &Path, args: &[std::ffi::OsString]) -> Result<Output, GitError> {
-    tracing::debug!(?args, "git");
-    let start = std::time::Instant::now();
-    loop {
-        let out = git(root).args(args).output().map_err(GitError::Spawn)?;
-        if out.status.success() || !lock_contention(&out) || start.elapsed() > LOCK_WAIT {
-            return Ok(out);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    output_with_input(root, args, None)
 }
 
 /// The least a pipe holds (one page), even when the user's pipe allowance is spent.
 const PIPE_BUF: usize = 4096;
 
-/// [`output`] with `input` on git's stdin. More than a pipe surely holds is written from a
-/// thread of its own: git may read it only after a hook has run and printed more than a pipe
-/// holds.
-fn output_with_input(root: &Path, args: &[std::ffi::OsString], input: &[u8]) -> Result<Output, GitError> {
-    use std::io::Write;
+/// [`output`] with `input` (if any) on git's stdin.
+fn output_with_input(
+    root: &Path,
+    args: &[std::ffi::OsString],
+    input: Option<&[u8]>,
+) -> Result<Output, GitError> {
     tracing::debug!(?args, "git");
     let start = std::time::Instant::now();
     loop {
-        let mut child = git(root)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(GitError::Spawn)?;
-        let stdin = child.stdin.take();
-        // git exiting before it reads (an error) closes the pipe: its status says why.
-        let out = if input.len() <= PIPE_BUF {
-            // A pipe holds at least a page: the write cannot wait for git.
-            if let Some(mut stdin) = stdin {
-                let _ = stdin.write_all(input);
-            }
-            child.wait_with_output()
-        } else {
-            std::thread::scope(|s| {
-                s.spawn(move || {
-                    if let Some(mut stdin) = stdin {
-                        let _ = stdin.write_all(input);
-                    }
-                });
-                child.wait_with_output()
-            })
+        let out = match input {
+            None => git(root).args(args).output(),
+            Some(input) => output_fed(git(root).args(args), input),
         }
         .map_err(GitError::Spawn)?;
         if out.status.success() || !lock_contention(&out) || start.elapsed() > LOCK_WAIT {
@@ -112,6 +84,30 @@ fn output_with_input(root: &Path, args: &[std::ffi::OsString], input: &[u8]) -> 
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+/// `cmd`'s output, `input` on its stdin. More than a pipe surely holds is written from a
+/// thread of its own: git may read it only after a hook has run and printed more than a pipe
+/// holds. git exiting before it reads (an error) closes the pipe: its status says why.
+fn output_fed(cmd: &mut Command, input: &[u8]) -> std::io::Result<Output> {
+    use std::io::Write;
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let stdin = child.stdin.take();
+    if input.len() <= PIPE_BUF {
+        // A pipe holds at least a page: the write cannot wait for git.
+        if let Some(mut stdin) = stdin {
+            let _ = stdin.write_all(input);
+        }
+        return child.wait_with_output();
+    }
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            if let Some(mut stdin) = stdin {
+                let _ = stdin.write_all(input);
+            }
+        });
+        child.wait_with_output()
+    })
 }
 
 /// Whether a failed `git add` only complained that `.ralph` is ignored. ralph names it in its
@@ -128,10 +124,15 @@ fn only_ralph_ignored(out: &Output) -> bool {
             .all(|l| l == RALPH_PATH || l.starts_with(".ralph/"))
 }
 
-/// `git add -A` of everything but `.ralph/`, into the index or `GIT_INDEX_FILE = index`.
-fn add_all_into(root: &Path, index: Option<&Path>) -> Result<Output, GitError> {
-    let args: Vec<std::ffi::OsString> =
-        ["add", "-A", "--", ".", EXCLUDE_RALPH].iter().map(Into::into).collect();
+/// `git add -A` of everything but `.ralph/`, into the index or `GIT_INDEX_FILE = index`; with
+/// `verbose`, git lists what it staged on stdout.
+fn add_all_into(root: &Path, index: Option<&Path>, verbose: bool) -> Result<Output, GitError> {
+    let args: Vec<std::ffi::OsString> = ["add", "-A"]
+        .into_iter()
+        .chain(verbose.then_some("-v"))
+        .chain(["--", ".", EXCLUDE_RALPH])
+        .map(Into::into)
+        .collect();
     let out = match index {
         None => output(root, &args)?,
         Some(i) => git(root).env("GIT_INDEX_FILE", i).args(&args).output().map_err(GitError::Spawn)?,
@@ -227,7 +228,7 @@ fn parse_status(bytes: &[u8]) -> Vec<String> {
 
 /// Stages every change in the working tree, except `.ralph/`.
 pub fn add_all(root: &Path) -> Result<(), GitError> {
-    add_all_into(root, None).map(drop)
+    add_all_into(root, None, false).map(drop)
 }
 
 /// [`add_all`], and what it changed in the index, from `git add -v`: a path it added (new or
@@ -235,13 +236,7 @@ pub fn add_all(root: &Path) -> Result<(), GitError> {
 /// path with a newline): the caller asks `git diff`. Against HEAD only when the index matched
 /// HEAD before.
 pub fn add_all_listed(root: &Path) -> Result<Option<Vec<crate::gates::Change>>, GitError> {
-    let args: Vec<std::ffi::OsString> =
-        ["add", "-A", "-v", "--", ".", EXCLUDE_RALPH].iter().map(Into::into).collect();
-    let out = output(root, &args)?;
-    if !(out.status.success() || only_ralph_ignored(&out)) {
-        return Err(failed(&args, &out));
-    }
-    Ok(parse_added(&out.stdout))
+    Ok(parse_added(&add_all_into(root, None, true)?.stdout))
 }
 
 fn parse_added(stdout: &[u8]) -> Option<Vec<crate::gates::Change>> {
@@ -347,7 +342,7 @@ fn commit_paths(root: &Path, message: &str, paths: &[&Path]) -> Result<CommitRes
         args.push("--".into());
         args.extend(paths.iter().map(|p| p.as_os_str().to_os_string()));
     }
-    let out = output_with_input(root, &args, message.as_bytes())?;
+    let out = output_with_input(root, &args, Some(message.as_bytes()))?;
     if !out.status.success() {
         let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
         text.push_str(&String::from_utf8_lossy(&out.stderr));
@@ -417,7 +412,8 @@ pub fn snapshot(root: &Path, tmp_index: &Path) -> Result<String, GitError> {
             Err(failed(&args, &out))
         }
     };
-    let result = add_all_into(root, Some(tmp_index)).and_then(|_| with_index(&["write-tree"])).map(stdout);
+    let result =
+        add_all_into(root, Some(tmp_index), false).and_then(|_| with_index(&["write-tree"])).map(stdout);
     let _ = std::fs::remove_file(tmp_index);
     result
 }

@@ -199,7 +199,7 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
 
     // The working tree's watch starts before the scan that finds the tree clean, so that it
     // vouches for the tree at the first iteration too: no second scan there.
-    let tree = crate::watch::tree::TreeWatch::start(&root, &git::ignored(&root)?);
+    let tree = crate::watch::tree::TreeWatch::start(&root);
     if let Some(t) = &tree {
         t.note_index();
     }

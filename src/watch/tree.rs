@@ -42,17 +42,26 @@ const MAX_DIRS: usize = 50_000;
 pub struct TreeWatch(std::sync::Mutex<imp::Inner>);
 
 impl TreeWatch {
-    /// Starts watching every folder of the tree at `root` but `.git/`, `.ralph/` and `ignored`
-    /// (git's ignored paths, relative, a folder with a trailing `/`, as `git::ignored` lists
-    /// them). `None` when the tree cannot be watched.
-    pub fn start(root: &Path, ignored: &[String]) -> Option<TreeWatch> {
+    /// Starts watching every folder of the tree at `root` but `.git/`, `.ralph/` and what git
+    /// ignores (asked of git: one `git ls-files`). `None` when the tree cannot be watched.
+    pub fn start(root: &Path) -> Option<TreeWatch> {
+        if !cfg!(target_os = "linux") {
+            return None;
+        }
         for var in ["GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR"] {
             if std::env::var_os(var).is_some() {
                 return None;
             }
         }
         let git_dir = crate::git::git_dir(root)?;
-        match imp::Inner::start(root, git_dir, ignored) {
+        let ignored = match crate::git::ignored(root) {
+            Ok(ignored) => ignored,
+            Err(e) => {
+                tracing::debug!("the working tree is not watched: {e}");
+                return None;
+            }
+        };
+        match imp::Inner::start(root, git_dir, &ignored) {
             Ok(inner) => Some(TreeWatch(std::sync::Mutex::new(inner))),
             Err(e) => {
                 tracing::debug!("the working tree is not watched: {e}");
@@ -397,7 +406,7 @@ mod tests {
     }
 
     fn watch(root: &Path) -> TreeWatch {
-        TreeWatch::start(root, &crate::git::ignored(root).unwrap()).unwrap()
+        TreeWatch::start(root).unwrap()
     }
 
     #[test]
