@@ -39,6 +39,8 @@ pub(crate) struct Iteration<'a> {
     pub root: &'a Path,
     /// The working tree's watch, when there is one: spares the scans of an unchanged tree.
     pub tree: Option<&'a crate::watch::tree::TreeWatch>,
+    /// The run's watcher of the running task's spec.
+    pub spec_watch: &'a crate::watch::SpecWatch,
     pub cfg: &'a Config,
     pub template: &'a Template,
     pub backlog: &'a Backlog,
@@ -147,7 +149,7 @@ pub(crate) async fn run(
     let restartable = it.cfg.on_spec_edit == SpecEdit::Restart && ts.restarts < MAX_RESTARTS;
     let _task_watch = restartable.then(|| {
         let cancel = agent_cancel.clone();
-        crate::watch::TaskWatch::start(root, task, move || cancel.cancel())
+        it.spec_watch.task(root, task, move || cancel.cancel())
     });
     reporter.phase("agent");
     let finished = match process::spawn(&req) {

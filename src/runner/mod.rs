@@ -365,6 +365,7 @@ async fn run_loop(
 ) -> Result<(u8, String), CliError> {
     let mut state = State::load(root)?;
     let mut backoff = cfg.agent.retry_wait;
+    let spec_watch = crate::watch::SpecWatch::new();
     let mut seen = crate::watch::Seen::default();
     loop {
         if stop.cancel.is_cancelled() {
@@ -478,6 +479,7 @@ async fn run_loop(
             iteration::Iteration {
                 root,
                 tree,
+                spec_watch: &spec_watch,
                 cfg,
                 template,
                 backlog: &backlog,

@@ -301,6 +301,9 @@ fn editing_the_running_tasks_spec_restarts_its_iteration_by_default() {
     let r = repo.records();
     assert_eq!(r[0]["outcome"], "restarted");
     assert_eq!(r[0]["spec_edited"], true);
+    // Stopped by the edit, not by the idle timeout (30 s) or its 300 s of sleep.
+    let took = r[0]["duration_ms"].as_u64().unwrap();
+    assert!(took < 10_000, "the edit did not stop the agent: {took} ms");
     assert!(r[0]["commit"].is_null());
     assert_eq!(r[1]["outcome"], "done");
     // The user's edit was not reverted with the agent's work, and went in with the new work.
@@ -371,10 +374,15 @@ fn init_in_a_repository_with_a_prd_json_uses_it_in_place() {
 fn three_restarts_in_a_row_and_the_next_edited_iteration_finishes() {
     // Something edits the spec every time without the agent's output naming it (a hidden
     // writer): the loop must not restart for ever.
-    let scenario = "[[step]]\nactions = [{ run = \"cd specs && echo more >> 010-a.md\" }, { sleep = \"1s\" }, { write = { path = \"a.txt\", content = \"a\\n\" } }, { promise = true }]\n";
+    let scenario = "[[step]]\nactions = [{ run = \"cd specs && echo more >> 010-a.md\" }, { sleep = \"4s\" }, { write = { path = \"a.txt\", content = \"a\\n\" } }, { promise = true }]\n";
     let repo = TestRepo::with_loop(scenario, &["true"], "", &[("010-a.md", "# A\n")]);
     repo.ralph(&["run", "--max-iterations", "4"]).expect(3);
     let outcomes: Vec<String> =
         repo.records().iter().map(|r| r["outcome"].as_str().unwrap().to_string()).collect();
     assert_eq!(outcomes, ["restarted", "restarted", "restarted", "done"]);
+    // Each restart stopped its agent (one watcher for the run, every iteration's spec).
+    for r in &repo.records()[..3] {
+        let took = r["duration_ms"].as_u64().unwrap();
+        assert!(took < 3_000, "iteration {} was not stopped by the edit: {took} ms", r["iteration"]);
+    }
 }
