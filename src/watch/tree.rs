@@ -96,8 +96,8 @@ impl TreeWatch {
     pub fn settle(&self, head: &str) {
         let mut inner = self.inner();
         inner.note_index();
-        inner.clean_head = Some(head.to_string());
         inner.settled = Some((head.to_string(), inner.index_now()));
+        inner.vouch = true;
     }
 
     /// [`settle`](Self::settle), if nothing changed since the last [`mark`](Self::mark) (or
@@ -124,8 +124,8 @@ impl TreeWatch {
     /// [`settle`](Self::settle) left them. Answers once per settle.
     pub fn unchanged(&self, head: &str) -> bool {
         let mut inner = self.inner();
-        let clean = inner.clean_head.take();
-        clean.as_deref() == Some(head) && inner.changes() == Changes::None
+        let vouch = std::mem::take(&mut inner.vouch);
+        vouch && inner.settled.as_ref().is_some_and(|(h, _)| h == head) && inner.changes() == Changes::None
     }
 }
 
@@ -174,9 +174,12 @@ mod imp {
         broken: bool,
         /// The index as ralph's last git command left it.
         index: Option<Option<IndexStamp>>,
-        pub clean_head: Option<String>,
         /// HEAD and the index at the last settle.
         pub settled: Option<(String, Option<IndexStamp>)>,
+        /// Whether the next `unchanged` may answer yes (once per settle).
+        pub vouch: bool,
+        /// Where events are read into, kept from one read to the next.
+        buf: Vec<u8>,
     }
 
     impl Inner {
@@ -194,8 +197,9 @@ mod imp {
                 rescan: false,
                 broken: false,
                 index: None,
-                clean_head: None,
                 settled: None,
+                vouch: false,
+                buf: vec![0; 64 * 1024],
             };
             inner.watch_all(ignored)?;
             Ok(inner)
@@ -282,21 +286,23 @@ mod imp {
 
         /// Reads every queued event.
         fn drain(&mut self) {
-            let mut buf = vec![0u8; 64 * 1024];
+            let mut buf = std::mem::take(&mut self.buf);
             loop {
                 let events = match self.inotify.read_events(&mut buf) {
                     Ok(events) => events,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                     Err(e) => {
-                        tracing::debug!("the working tree's watch stops: {e}");
-                        self.broken = true;
-                        return;
+                        if e.kind() != std::io::ErrorKind::WouldBlock {
+                            tracing::debug!("the working tree's watch stops: {e}");
+                            self.broken = true;
+                        }
+                        break;
                     }
                 };
                 for e in events {
                     self.note(e.wd.get_watch_descriptor_id(), e.mask, e.name);
                 }
             }
+            self.buf = buf;
         }
 
         fn note(&mut self, wd: i32, mask: EventMask, name: Option<&OsStr>) {
@@ -353,8 +359,8 @@ mod imp {
 
     /// No inotify: never started.
     pub struct Inner {
-        pub clean_head: Option<String>,
         pub settled: Option<(String, Option<crate::git::IndexStamp>)>,
+        pub vouch: bool,
     }
 
     impl Inner {
