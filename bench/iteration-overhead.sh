@@ -7,9 +7,13 @@
 #   bench/iteration-overhead.sh small     # a repository of a few files
 #   bench/iteration-overhead.sh 50k       # a repository of 50,000 files (generated once, cached)
 #
-# The agent appends a line to work.txt and exits; the check is `true`. Each hyperfine run is a
-# fresh `ralph run --new-run --max-iterations N` (start-up included) on a repository that keeps
-# its history, against N rounds of the bare loop on a twin repository.
+# The agent appends a line to work.txt and exits; the check is `true`. Each run is a fresh
+# `ralph run --new-run --max-iterations N` (start-up included) on a repository that keeps its
+# history, against N rounds of the bare loop on a twin repository. The two alternate: each
+# round is one hyperfine call with one run of each (the order swapped every other round), and
+# the figure is the median of the rounds' ratios. A shared machine's speed drifts over seconds;
+# a ratio within a round sees both sides at the same speed, where medians of two blocks of
+# runs, one after the other, can see the drift instead of ralph.
 source "$(dirname "$0")/lib.sh"
 need hyperfine "apt-get install hyperfine"
 build
@@ -56,11 +60,11 @@ fi
 
 for c in "${cases[@]}"; do
   case $c in
-    small) n=50 runs=10 ;;
-    50k) n=50 runs=5 ;;
+    small) n=50 rounds=15 ;;
+    50k) n=50 rounds=6 ;;
     *) echo "unknown case $c (small | 50k)" >&2; exit 2 ;;
   esac
-  [ "$QUICK" = 1 ] && n=3 runs=2
+  [ "$QUICK" = 1 ] && n=3 rounds=2
   for side in "${sides[@]}"; do
     repo=$WORK/$c-$side
     case $c in
@@ -73,21 +77,43 @@ for c in "${cases[@]}"; do
     esac
     ralph_fixture "$repo" "$agent"
   done
-  echo "== $c: $(git -C "$WORK/$c-ralph" ls-files | wc -l) files, $n iterations a run, $runs runs; $(load)"
-  extra=()
-  [ -n "$BEFORE" ] && extra=(-n "ralph before $c" "$WORK/before-loop $WORK/$c-before $n")
-  hyperfine --style basic --warmup 1 --runs "$runs" --export-json "$WORK/$c.json" \
-    -n "ralph $c" "$WORK/ralph-loop $WORK/$c-ralph $n" \
-    -n "bare $c" "$WORK/bare-loop $WORK/$c-bare $agent $n" "${extra[@]}"
-  if [ -n "$BEFORE" ]; then
-    before_s=$(median_of "$WORK/$c.json" 2)
-    python3 -c "b,r,n=$before_s,$(median_of "$WORK/$c.json" 1),$n; print(f'$c: ralph before: {b/n*1000:.1f} ms/iteration, ratio {b/r:.2f}')"
-  fi
-  ralph_s=$(median_of "$WORK/$c.json" 0)
-  bare_s=$(median_of "$WORK/$c.json" 1)
-  read -r ralph_ms bare_ms ratio < <(python3 -c "r,b,n=$ralph_s,$bare_s,$n; print(f'{r/n*1000:.1f} {b/n*1000:.1f} {r/b:.2f}')")
+  echo "== $c: $(git -C "$WORK/$c-ralph" ls-files | wc -l) files, $n iterations a run, $rounds rounds after one warm-up; $(load)"
+  declare -A cmd=(
+    [ralph]="$WORK/ralph-loop $WORK/$c-ralph $n"
+    [bare]="$WORK/bare-loop $WORK/$c-bare $agent $n"
+    [before]="$WORK/before-loop $WORK/$c-before $n"
+  )
+  : > "$WORK/$c.rounds"
+  for ((r = 0; r <= rounds; r++)); do
+    order=("${sides[@]}")
+    if ((r % 2)); then
+      order=(); for ((i = ${#sides[@]} - 1; i >= 0; i--)); do order+=("${sides[i]}"); done
+    fi
+    args=()
+    for side in "${order[@]}"; do args+=(-n "$side" "${cmd[$side]}"); done
+    hyperfine --style none --runs 1 --export-json "$WORK/$c-round.json" "${args[@]}"
+    # Round 0 warms the caches up and is not counted.
+    ((r == 0)) && continue
+    python3 - "$WORK/$c-round.json" "$n" "$r" >> "$WORK/$c.rounds" <<'PY'
+import json, sys
+times = {x["command"]: x["times"][0] for x in json.load(open(sys.argv[1]))["results"]}
+n, r = int(sys.argv[2]), sys.argv[3]
+print(r, " ".join(f"{k}={v / n * 1000:.2f}" for k, v in sorted(times.items())))
+PY
+    tail -1 "$WORK/$c.rounds" | python3 -c "import sys; r,*kv=sys.stdin.read().split(); d=dict(x.split('=') for x in kv); print(f'  round {r}: ' + ', '.join(f'{k} {v} ms' for k,v in d.items()) + f', ratio {float(d[\"ralph\"])/float(d[\"bare\"]):.2f}')"
+  done
+  read -r ralph_ms bare_ms ratio spread before_ratio < <(python3 - "$WORK/$c.rounds" <<'PY'
+import statistics, sys
+rounds = [dict(kv.split("=") for kv in line.split()[1:]) for line in open(sys.argv[1])]
+ms = lambda side: statistics.median(float(d[side]) for d in rounds)
+ratios = sorted(float(d["ralph"]) / float(d["bare"]) for d in rounds)
+before = statistics.median(float(d["before"]) / float(d["bare"]) for d in rounds) if "before" in rounds[0] else 0
+print(f"{ms('ralph'):.1f} {ms('bare'):.1f} {statistics.median(ratios):.2f} {ratios[0]:.2f}-{ratios[-1]:.2f} {before:.2f}")
+PY
+  )
+  [ -n "$BEFORE" ] && echo "$c: ralph before: ratio $before_ratio (median of the rounds)"
   target=1.3
   [ "$c" = 50k ] && target=1.1
-  echo "$c: ralph $ralph_ms ms/iteration, bare loop $bare_ms ms/iteration, ratio $ratio (target $target); $(load)"
-  figure "per-iteration overhead, $c repo" "≤ ${target}×" "${ratio}× (ralph $ralph_ms ms, bare $bare_ms ms)" "$(verdict "$ratio" '<=' "$target")"
+  echo "$c: ralph $ralph_ms ms/iteration, bare loop $bare_ms ms/iteration (medians), ratio $ratio (median of $rounds rounds, $spread; target $target); $(load)"
+  figure "per-iteration overhead, $c repo" "≤ ${target}×" "${ratio}× (ralph $ralph_ms ms, bare $bare_ms ms; rounds $spread)" "$(verdict "$ratio" '<=' "$target")"
 done
