@@ -180,6 +180,15 @@ pub fn current_branch(root: &Path) -> Result<Option<String>, GitError> {
     Ok(out.status.success().then(|| stdout(out)))
 }
 
+/// The full name of the branch HEAD names (`refs/heads/<branch>`), or `None` when detached.
+pub fn head_ref(root: &Path) -> Result<Option<String>, GitError> {
+    if let Some(head) = Refs::find(root).and_then(|r| r.head_file()) {
+        return Ok(head.ok().map(|b| format!("refs/heads/{b}")));
+    }
+    let out = git(root).args(["symbolic-ref", "-q", "HEAD"]).output().map_err(GitError::Spawn)?;
+    Ok(out.status.success().then(|| stdout(out)))
+}
+
 /// Uncommitted changes as `XY path` lines (`git status --porcelain`; `XY old -> new` for a
 /// rename; paths as they are, not quoted), ignored files and `.ralph/` (which git is not even
 /// asked to read) excluded.
@@ -490,6 +499,16 @@ pub fn git_dir(root: &Path) -> Option<PathBuf> {
         return Some(r.git_dir);
     }
     let out = run(root, ["rev-parse", "--git-dir"]).ok()?;
+    Some(root.join(stdout(out)))
+}
+
+/// The folder the repository's worktrees share (refs, hooks, config): the git directory but
+/// in a linked worktree.
+pub fn common_dir(root: &Path) -> Option<PathBuf> {
+    if let Some(r) = Refs::find(root) {
+        return Some(r.common_dir);
+    }
+    let out = run(root, ["rev-parse", "--git-common-dir"]).ok()?;
     Some(root.join(stdout(out)))
 }
 

@@ -1,168 +1,269 @@
 //! The frame around the agent: what it must not touch. ralph's own state (`.ralph/state.json`,
 //! the run's `run.json` and `iterations.jsonl`, `.ralph/.gitignore`), git's internals
-//! (`.git/config`, `.git/info/exclude`, `.git/hooks/`, every branch and tag but the one being
-//! worked on) and `ralph.toml`. A snapshot is taken before the agent starts; afterwards every
-//! change is put back and named, and the iteration is rejected with the names as its reason.
+//! (`config`, `info/exclude`, `hooks/`, every branch and tag but the one being worked on) and
+//! `ralph.toml`. A snapshot is taken before the agent starts; afterwards every change is put
+//! back and named, and the iteration is rejected with the names as its reason.
 //!
 //! Older iterations' logs are not snapshotted (they can be large), nor files over 1 MiB: an
 //! agent that deletes them is still caught by the state files it deletes with them.
 //!
-//! A file whose metadata (inode, size, modification and change times) is as it was when it was
-//! last read, and whose last change was well before that read, is not read again: its content
-//! is the one read then (git's index trusts the same, and the margin rules out a second write
-//! within the file system's timestamp granularity). The hooks and configuration are read once
-//! a run, not twice an iteration.
+//! What the frame read stays known ([`Memory`]) while a watch on the files' folders
+//! ([`FileWatch`]) reports no change to them: an iteration in which neither the agent nor
+//! anyone else touched the frame costs no look at its files, where it cost a `stat` of each
+//! (and a read of the changed ones) twice. A symbolic link (a hook installed by a hook manager)
+//! is looked at every time: its target may change unseen. Without inotify nothing is kept.
 
 use crate::config;
 use crate::git;
 use crate::state::RALPH_DIR;
-use std::collections::BTreeMap;
+use crate::watch::files::FileWatch;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Files larger than this are not snapshotted (a long run's `iterations.jsonl` grows past it):
 /// the frame costs a few reads per iteration, never a copy of a large file in memory.
 const MAX_SNAPSHOT_BYTES: u64 = 1024 * 1024;
 
-/// A change this close to a read (or after it) may not show in the file's times: read again.
-const RACY: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// What identifies a version of a file without reading it.
+/// A protected file as seen at one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Stamp {
-    dev: u64,
-    ino: u64,
-    len: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
+enum Seen {
+    Absent,
+    /// Shared between the snapshot and the memory: taking a frame copies no content.
+    Content(Arc<[u8]>),
+    /// Too large to keep: only a shrink or a removal is noticed, and cannot be undone.
+    Large(u64),
 }
 
-impl Stamp {
-    fn of(m: &std::fs::Metadata) -> Stamp {
-        use std::os::unix::fs::MetadataExt;
-        Stamp {
-            dev: m.dev(),
-            ino: m.ino(),
-            len: m.len(),
-            mtime: (m.mtime(), m.mtime_nsec()),
-            ctime: (m.ctime(), m.ctime_nsec()),
+/// What the frame knows from one iteration to the next: the files, the hooks folder's listing
+/// and the refs as last read, each kept while the watch reports no change to it. Shared by
+/// reference through the iteration, like the tree's watch.
+pub struct Memory(std::sync::Mutex<Known>);
+
+struct Known {
+    /// `None` without inotify: then nothing below is kept.
+    watch: Option<FileWatch>,
+    /// The watch after [`Memory::unwatch_all`], closed with the memory.
+    retired: Option<FileWatch>,
+    git_dir: PathBuf,
+    common_dir: PathBuf,
+    reads: HashMap<PathBuf, Seen>,
+    hooks: Option<Vec<PathBuf>>,
+    /// The ref HEAD names (`None`: detached), as `git::head_ref` said.
+    head: Option<Option<String>>,
+    /// Every branch and tag but `.0`, the ref HEAD named when they were listed.
+    refs: Option<(Option<String>, BTreeMap<String, String>)>,
+}
+
+impl Memory {
+    pub fn new(root: &Path) -> Memory {
+        let git_dir = git::git_dir(root).unwrap_or_else(|| root.join(".git"));
+        let common_dir = git::common_dir(root).unwrap_or_else(|| git_dir.clone());
+        Memory(std::sync::Mutex::new(Known {
+            watch: FileWatch::start(),
+            retired: None,
+            git_dir,
+            common_dir,
+            reads: HashMap::new(),
+            hooks: None,
+            head: None,
+            refs: None,
+        }))
+    }
+
+    /// Stops watching (the run is over): see [`FileWatch::unwatch_all`]. Nothing is kept
+    /// from now on.
+    pub fn unwatch_all(&self) {
+        let mut known = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(mut watch) = known.watch.take() {
+            watch.unwatch_all();
+            // Closed with the memory, not here: the marks are freed meanwhile.
+            known.retired = Some(watch);
+        }
+        known.reads.clear();
+        known.hooks = None;
+        known.head = None;
+        known.refs = None;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Known> {
+        let mut known = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        known.refresh();
+        known
+    }
+}
+
+impl Known {
+    fn hooks_dir(&self) -> PathBuf {
+        self.common_dir.join("hooks")
+    }
+
+    /// Forgets whatever changed since the last look.
+    fn refresh(&mut self) {
+        let Some(watch) = &mut self.watch else { return };
+        let Some(changed) = watch.changes() else {
+            self.reads.clear();
+            self.hooks = None;
+            self.head = None;
+            self.refs = None;
+            return;
+        };
+        let hooks = self.hooks_dir();
+        let head = self.git_dir.join("HEAD");
+        let refs_dir = self.common_dir.join("refs");
+        let packed = self.common_dir.join("packed-refs");
+        for p in changed {
+            if p.parent() == Some(hooks.as_path()) {
+                self.hooks = None;
+            }
+            if p == head {
+                self.head = None;
+                self.refs = None;
+            }
+            if p == packed || (p.starts_with(&refs_dir) && !self.is_listed_current(&p)) {
+                self.refs = None;
+            }
+            self.reads.remove(&p);
         }
     }
 
-    /// Whether the content read at `read_at` is still the file's while the stamp is unchanged.
-    fn settled_before(&self, read_at: std::time::SystemTime) -> bool {
-        let changed = std::time::UNIX_EPOCH
-            + std::time::Duration::new(
-                u64::try_from(self.ctime.0).unwrap_or(0),
-                u32::try_from(self.ctime.1).unwrap_or(0),
+    /// Whether `p` is the file (or the lock file) of the branch the refs were listed without:
+    /// ralph's own commits move it every iteration, and the listing does not hold it.
+    fn is_listed_current(&self, p: &Path) -> bool {
+        let Some((Some(current), _)) = &self.refs else { return false };
+        let file = self.common_dir.join(current);
+        let mut lock = file.clone().into_os_string();
+        lock.push(".lock");
+        p == file || p.as_os_str() == lock
+    }
+
+    fn watch(&mut self, dir: &Path) -> bool {
+        self.watch.as_mut().is_some_and(|w| w.watch(dir))
+    }
+
+    /// The file as it is: as last read if nothing changed it since, else read (and kept).
+    fn look(&mut self, p: &Path) -> Seen {
+        if let Some(seen) = self.reads.get(p) {
+            return seen.clone();
+        }
+        // Watched before the read: a write after it is reported.
+        let watched = p.parent().is_some_and(|d| self.watch(d));
+        let link = std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
+        let seen = match std::fs::metadata(p).ok().filter(std::fs::Metadata::is_file) {
+            Some(m) if m.len() > MAX_SNAPSHOT_BYTES => Seen::Large(m.len()),
+            Some(_) => std::fs::read(p).map_or(Seen::Absent, |b| Seen::Content(b.into())),
+            None => Seen::Absent,
+        };
+        if watched && !link {
+            self.reads.insert(p.to_path_buf(), seen.clone());
+        }
+        seen
+    }
+
+    /// The files in the hooks folder.
+    fn hooks(&mut self) -> Vec<PathBuf> {
+        if let Some(list) = &self.hooks {
+            return list.clone();
+        }
+        let dir = self.hooks_dir();
+        let watched = self.watch(&dir);
+        let list: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect())
+            .unwrap_or_default();
+        if watched {
+            self.hooks = Some(list.clone());
+        }
+        list
+    }
+
+    /// The ref HEAD names, `None` when detached (or unreadable).
+    fn head_ref(&mut self, root: &Path) -> Option<String> {
+        if let Some(head) = &self.head {
+            return head.clone();
+        }
+        let git_dir = self.git_dir.clone();
+        let watched = self.watch(&git_dir);
+        let head = git::head_ref(root).ok().flatten();
+        if watched {
+            self.head = Some(head.clone());
+        }
+        head
+    }
+
+    /// Every branch and tag but `current`, with the commit it points at.
+    fn refs(&mut self, root: &Path, current: Option<&String>) -> BTreeMap<String, String> {
+        if let Some((listed_without, refs)) = &self.refs
+            && listed_without.as_ref() == current
+        {
+            return refs.clone();
+        }
+        // Every folder of refs watched before the listing; packed-refs lives in the common dir.
+        let common = self.common_dir.clone();
+        let mut watched = self.watch(&common);
+        let mut todo = vec![common.join("refs")];
+        while let Some(dir) = todo.pop() {
+            watched &= self.watch(&dir);
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            todo.extend(
+                entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()),
             );
-        self.ctime.0 > 0 && changed + RACY < read_at
+        }
+        let refs: BTreeMap<String, String> =
+            git::refs(root).unwrap_or_default().into_iter().filter(|(r, _)| Some(r) != current).collect();
+        if watched {
+            self.refs = Some((current.cloned(), refs.clone()));
+        }
+        refs
     }
-}
-
-/// A read: the content, the stamp it had, and when it was read.
-#[derive(Debug, Clone)]
-struct Read {
-    seen: Seen,
-    stamp: Option<Stamp>,
-    at: std::time::SystemTime,
-}
-
-/// Reads of the files that did not change since, from one iteration's frame to the next.
-static CACHE: std::sync::LazyLock<std::sync::Mutex<BTreeMap<PathBuf, Read>>> =
-    std::sync::LazyLock::new(Default::default);
-
-/// The file as it is: from the last read if its stamp says it is unchanged since, else read.
-fn look(p: &Path, last: Option<&Read>) -> Read {
-    let meta = std::fs::metadata(p).ok().filter(std::fs::Metadata::is_file);
-    let stamp = meta.as_ref().map(Stamp::of);
-    if let (Some(last), Some(now)) = (last, &stamp)
-        && last.stamp.as_ref() == Some(now)
-        && now.settled_before(last.at)
-    {
-        return last.clone();
-    }
-    let at = std::time::SystemTime::now();
-    let seen = match &meta {
-        Some(m) if m.len() > MAX_SNAPSHOT_BYTES => Seen::Large(m.len()),
-        Some(_) => std::fs::read(p).map_or(Seen::Absent, Seen::Content),
-        None => Seen::Absent,
-    };
-    Read { seen, stamp, at }
 }
 
 /// The protected files and refs as they were.
 #[derive(Debug)]
 pub struct Frame {
-    /// Absolute path → what it was.
-    files: BTreeMap<PathBuf, Read>,
-    /// Files under these folders that were not there before are removed.
-    dirs: Vec<PathBuf>,
+    /// Absolute path → what it was. A hook not among them when the agent is done is removed.
+    files: BTreeMap<PathBuf, Seen>,
     /// Ref name → commit, for every branch and tag but the current branch.
     refs: BTreeMap<String, String>,
     current_ref: Option<String>,
     root: PathBuf,
 }
 
-/// A protected file as seen at one moment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Seen {
-    Absent,
-    Content(Vec<u8>),
-    /// Too large to keep: only a shrink or a removal is noticed, and cannot be undone.
-    Large(u64),
-}
-
-fn files_in(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(dir)
-        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect())
-        .unwrap_or_default()
-}
-
 impl Frame {
     /// Takes the snapshot.
-    pub fn take(root: &Path, run_dir: &Path) -> Frame {
-        let git_dir = git::git_dir(root).unwrap_or_else(|| root.join(".git"));
-        let hooks = git_dir.join("hooks");
+    pub fn take(root: &Path, run_dir: &Path, memory: &Memory) -> Frame {
+        let mut known = memory.lock();
         let mut paths = vec![
             root.join(config::FILE_NAME),
             root.join(RALPH_DIR).join("state.json"),
             root.join(RALPH_DIR).join(".gitignore"),
             run_dir.join("run.json"),
             run_dir.join("iterations.jsonl"),
-            git_dir.join("config"),
-            git_dir.join("info").join("exclude"),
+            known.common_dir.join("config"),
+            known.common_dir.join("info").join("exclude"),
         ];
-        paths.extend(files_in(&hooks));
-        let files: BTreeMap<PathBuf, Read> = {
-            let mut cache = CACHE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            paths
-                .into_iter()
-                .map(|p| {
-                    let read = look(&p, cache.get(&p));
-                    cache.insert(p.clone(), read.clone());
-                    (p, read)
-                })
-                .collect()
-        };
-        let current_ref = git::current_branch(root).ok().flatten().map(|b| format!("refs/heads/{b}"));
-        let refs = git::refs(root)
-            .unwrap_or_default()
+        paths.extend(known.hooks());
+        let files = paths
             .into_iter()
-            .filter(|(r, _)| Some(r) != current_ref.as_ref())
+            .map(|p| {
+                let seen = known.look(&p);
+                (p, seen)
+            })
             .collect();
-        Frame { files, dirs: vec![hooks], refs, current_ref, root: root.to_path_buf() }
+        let current_ref = known.head_ref(root);
+        let refs = known.refs(root, current_ref.as_ref());
+        Frame { files, refs, current_ref, root: root.to_path_buf() }
     }
 
     /// Puts back whatever changed; returns what did, as paths relative to the repository root
     /// (or ref names). Empty when the agent kept to its frame. The changed versions of files
     /// are kept under `keep` (an edit that was the user's, made while the agent ran, is not
     /// lost).
-    pub fn restore(&self, keep: &Path) -> Vec<String> {
+    pub fn restore(&self, keep: &Path, memory: &Memory) -> Vec<String> {
+        let mut known = memory.lock();
         let mut changed = Vec::new();
         let rel = |p: &Path| p.strip_prefix(&self.root).unwrap_or(p).to_string_lossy().into_owned();
-        for (path, read) in &self.files {
-            let before = &read.seen;
-            let now = look(path, Some(read)).seen;
+        for (path, before) in &self.files {
+            let now = known.look(path);
             match (before, &now) {
                 (b, n) if b == n => continue,
                 (Seen::Large(was), Seen::Large(is)) if is >= was => continue,
@@ -175,43 +276,40 @@ impl Frame {
                 }
                 let _ = std::fs::write(aside, changed);
             }
-            match (before, &now) {
-                (Seen::Content(bytes), _) => {
+            match before {
+                Seen::Content(bytes) => {
                     if let Some(parent) = path.parent() {
                         let _ = std::fs::create_dir_all(parent);
                     }
                     let _ = crate::state::atomic_write(path, bytes);
-                    CACHE.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(path);
                 }
-                (Seen::Absent, _) => {
+                Seen::Absent => {
                     let _ = std::fs::remove_file(path);
                 }
-                (Seen::Large(_), _) => {}
+                Seen::Large(_) => {}
             }
+            known.reads.remove(path);
             changed.push(rel(path));
         }
-        for dir in &self.dirs {
-            for p in files_in(dir) {
-                if !self.files.contains_key(&p) {
-                    let _ = std::fs::remove_file(&p);
-                    changed.push(rel(&p));
-                }
+        for p in known.hooks() {
+            if !self.files.contains_key(&p) {
+                let _ = std::fs::remove_file(&p);
+                known.hooks = None;
+                changed.push(rel(&p));
             }
         }
-        let now: BTreeMap<String, String> = git::refs(&self.root)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|(r, _)| Some(r) != self.current_ref.as_ref())
-            .collect();
+        let now = known.refs(&self.root, self.current_ref.as_ref());
         for (r, sha) in &self.refs {
             if now.get(r) != Some(sha) {
                 let _ = git::update_ref(&self.root, r, Some(sha));
+                known.refs = None;
                 changed.push(r.clone());
             }
         }
         for r in now.keys() {
             if !self.refs.contains_key(r) {
                 let _ = git::update_ref(&self.root, r, None);
+                known.refs = None;
                 changed.push(r.clone());
             }
         }
@@ -223,8 +321,7 @@ impl Frame {
 mod tests {
     use super::*;
 
-    #[test]
-    fn changes_are_put_back_and_named() {
+    fn repo() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         std::process::Command::new("git").args(["init", "-q"]).current_dir(root).status().unwrap();
@@ -232,14 +329,22 @@ mod tests {
         let run_dir = root.join(".ralph/runs/r");
         std::fs::create_dir_all(&run_dir).unwrap();
         std::fs::write(run_dir.join("run.json"), "{}").unwrap();
-        let frame = Frame::take(root, &run_dir);
+        (dir, run_dir)
+    }
+
+    #[test]
+    fn changes_are_put_back_and_named() {
+        let (dir, run_dir) = repo();
+        let root = dir.path();
+        let memory = Memory::new(root);
+        let frame = Frame::take(root, &run_dir, &memory);
         let keep = dir.path().join("kept");
-        assert!(frame.restore(&keep).is_empty());
+        assert!(frame.restore(&keep, &memory).is_empty());
 
         std::fs::write(root.join("ralph.toml"), "[agent]\ncommand = [\"evil\"]\n").unwrap();
         std::fs::remove_file(run_dir.join("run.json")).unwrap();
         std::fs::write(root.join(".git/hooks/pre-commit"), "#!/bin/sh\nexit 0\n").unwrap();
-        let changed = frame.restore(&keep);
+        let changed = frame.restore(&keep, &memory);
         assert_eq!(
             std::fs::read_to_string(keep.join("ralph.toml")).unwrap(),
             "[agent]\ncommand = [\"evil\"]\n"
@@ -248,27 +353,97 @@ mod tests {
         assert_eq!(std::fs::read_to_string(root.join("ralph.toml")).unwrap(), "[agent]\n");
         assert_eq!(std::fs::read_to_string(run_dir.join("run.json")).unwrap(), "{}");
         assert!(!root.join(".git/hooks/pre-commit").exists());
+        // What was put back is what the next frame finds: nothing to name.
+        let again = Frame::take(root, &run_dir, &memory);
+        assert!(again.restore(&keep, &memory).is_empty());
+    }
+
+    /// The memory must never vouch for a file someone changed: every kind of change between
+    /// frames, and during one, is seen on the next look.
+    #[test]
+    fn the_memory_sees_every_change_since_its_last_look() {
+        let (dir, run_dir) = repo();
+        let root = dir.path();
+        let memory = Memory::new(root);
+        let keep = dir.path().join("kept");
+        let frame = Frame::take(root, &run_dir, &memory);
+        // Rewritten in place, same size: no time stamp would tell within its granularity.
+        std::fs::write(root.join("ralph.toml"), "[agenT]\n").unwrap();
+        assert_eq!(frame.restore(&keep, &memory), vec!["ralph.toml"]);
+        assert_eq!(std::fs::read_to_string(root.join("ralph.toml")).unwrap(), "[agent]\n");
+
+        // ralph writes its state between frames: the next frame holds the new content.
+        std::fs::write(run_dir.join("run.json"), "{\"n\":1}").unwrap();
+        let frame = Frame::take(root, &run_dir, &memory);
+        std::fs::write(run_dir.join("run.json"), "{\"n\":2}").unwrap();
+        assert_eq!(frame.restore(&keep, &memory), vec![".ralph/runs/r/run.json"]);
+        assert_eq!(std::fs::read_to_string(run_dir.join("run.json")).unwrap(), "{\"n\":1}");
+
+        // The whole .ralph folder replaced: the memory forgets what it held there.
+        let frame = Frame::take(root, &run_dir, &memory);
+        std::fs::rename(root.join(".ralph"), root.join("moved")).unwrap();
+        std::fs::create_dir_all(&run_dir).unwrap();
+        std::fs::write(run_dir.join("run.json"), "{\"n\":1}").unwrap();
+        assert!(frame.restore(&keep, &memory).is_empty());
+        let frame = Frame::take(root, &run_dir, &memory);
+        std::fs::write(run_dir.join("run.json"), "{}").unwrap();
+        assert_eq!(frame.restore(&keep, &memory), vec![".ralph/runs/r/run.json"]);
     }
 
     #[test]
-    fn an_unchanged_stamp_is_trusted_only_well_after_the_last_change() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("hook");
-        std::fs::write(&p, "one").unwrap();
-        let first = look(&p, None);
-        assert_eq!(first.seen, Seen::Content(b"one".to_vec()));
-        // Read just after its last change: the stamp is not trusted, the file is read again.
-        let marked = Read { seen: Seen::Content(b"stale".to_vec()), ..first.clone() };
-        assert_eq!(look(&p, Some(&marked)).seen, Seen::Content(b"one".to_vec()));
-        // Read long after its last change (as the hooks are): the stamp is trusted.
-        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(10);
-        let settled = Read { seen: Seen::Content(b"as read".to_vec()), at: later, ..first.clone() };
-        assert_eq!(look(&p, Some(&settled)).seen, Seen::Content(b"as read".to_vec()));
-        // A write changes the stamp (another inode here, as an atomic write would): read again.
-        std::fs::write(dir.path().join("new"), "two").unwrap();
-        std::fs::rename(dir.path().join("new"), &p).unwrap();
-        assert_eq!(look(&p, Some(&settled)).seen, Seen::Content(b"two".to_vec()));
-        std::fs::remove_file(&p).unwrap();
-        assert_eq!(look(&p, Some(&settled)).seen, Seen::Absent);
+    fn refs_other_than_the_current_branch_are_kept() {
+        let (dir, run_dir) = repo();
+        let root = dir.path();
+        let git = |args: &[&str]| {
+            let ok = std::process::Command::new("git")
+                .args(args)
+                .current_dir(root)
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .output()
+                .unwrap()
+                .status
+                .success();
+            assert!(ok, "git {args:?}");
+        };
+        let commit = |msg: &str| {
+            git(&["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", msg])
+        };
+        commit("one");
+        git(&["branch", "other"]);
+        git(&["tag", "v1"]);
+        let memory = Memory::new(root);
+        let keep = dir.path().join("kept");
+        let frame = Frame::take(root, &run_dir, &memory);
+        // The current branch moves freely (ralph commits on it); a nested branch appears, a
+        // tag moves.
+        commit("two");
+        git(&["branch", "feature/x"]);
+        git(&["tag", "-f", "v1"]);
+        let mut changed = frame.restore(&keep, &memory);
+        changed.sort();
+        assert_eq!(changed, vec!["refs/heads/feature/x", "refs/tags/v1"]);
+        // Between frames ralph commits again: the kept listing still holds.
+        commit("three");
+        let frame = Frame::take(root, &run_dir, &memory);
+        git(&["branch", "-f", "other", "HEAD"]);
+        assert_eq!(frame.restore(&keep, &memory), vec!["refs/heads/other"]);
+        let frame = Frame::take(root, &run_dir, &memory);
+        git(&["branch", "feature/y"]);
+        assert_eq!(frame.restore(&keep, &memory), vec!["refs/heads/feature/y"]);
+    }
+
+    #[test]
+    fn a_hook_that_is_a_symbolic_link_is_looked_at_every_time() {
+        let (dir, run_dir) = repo();
+        let root = dir.path();
+        std::fs::write(root.join("hook-target"), "#!/bin/sh\n").unwrap();
+        std::os::unix::fs::symlink(root.join("hook-target"), root.join(".git/hooks/pre-commit")).unwrap();
+        let memory = Memory::new(root);
+        let keep = dir.path().join("kept");
+        let frame = Frame::take(root, &run_dir, &memory);
+        // Written through the link's target, outside every watched folder.
+        std::fs::write(root.join("hook-target"), "#!/bin/sh\nexit 1\n").unwrap();
+        assert_eq!(frame.restore(&keep, &memory), vec![".git/hooks/pre-commit"]);
     }
 }

@@ -41,6 +41,8 @@ pub(crate) struct Iteration<'a> {
     pub tree: Option<&'a crate::watch::tree::TreeWatch>,
     /// The run's watcher of the running task's spec.
     pub spec_watch: &'a crate::watch::SpecWatch,
+    /// What the frame read, kept from one iteration to the next while nothing changed it.
+    pub frame: &'a super::frame::Memory,
     pub cfg: &'a Config,
     pub template: &'a Template,
     pub backlog: &'a Backlog,
@@ -122,7 +124,7 @@ pub(crate) async fn run(
     let req = agent::request(&it.cfg.agent, root, &prompt_text, &prompt_path, &env);
     // Before the frame's snapshot: the baseline round writes ralph's state.
     let baseline = baseline(&it, &dir, &head_before, state, reporter).await?;
-    let frame = Frame::take(root, it.run_dir);
+    let frame = Frame::take(root, it.run_dir, it.frame);
     // Decided on the tree before the agent: a file it creates is no check script.
     let protected =
         crate::gates::protected_patterns(it.cfg.protected.as_deref(), &task_checks(&it).commands, root);
@@ -214,7 +216,7 @@ pub(crate) async fn run(
     // The note is written to disk (record, state, next prompt): no secret in it.
     findings.progress = findings.progress.map(|p| it.secrets.mask(&p));
     let switched = put_branch_back(root, branch_before.as_deref())?;
-    let broke_frame = frame.restore(&dir.join("frame"));
+    let broke_frame = frame.restore(&dir.join("frame"), it.frame);
     let switched = match (switched, broke_frame.is_empty()) {
         (s, true) => s,
         (s, false) => Some(format!(

@@ -297,9 +297,11 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
     let mut cfg = cfg;
     let mut template = template;
     let mut reload = Reload { opts: &opts, seen: Reload::fingerprints(&root, &cfg) };
+    let frame = frame::Memory::new(&root);
     let result = run_loop(
         &root,
         tree.as_ref(),
+        &frame,
         &mut cfg,
         &mut template,
         &mut reload,
@@ -315,6 +317,13 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
     )
     .await;
 
+    // Closing an inotify instance waits for the kernel to free the marks of the folders it
+    // watched (a grace period of 5 to 20 ms here), once per instance: removed from both
+    // watches first, the marks are freed in one grace period, under the writes below.
+    if let Some(t) = &tree {
+        t.unwatch_all();
+    }
+    frame.unwatch_all();
     let (code, reason) = match &result {
         Ok((code, reason)) => (*code, reason.clone()),
         Err(e) => (e.code, format!("error: {}", e.message)),
@@ -350,6 +359,7 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
 async fn run_loop(
     root: &Path,
     tree: Option<&crate::watch::tree::TreeWatch>,
+    frame: &frame::Memory,
     cfg: &mut Config,
     template: &mut Template,
     reload: &mut Reload<'_>,
@@ -480,6 +490,7 @@ async fn run_loop(
                 root,
                 tree,
                 spec_watch: &spec_watch,
+                frame,
                 cfg,
                 template,
                 backlog: &backlog,

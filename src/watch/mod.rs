@@ -1,8 +1,10 @@
 //! Following the user's edits while the loop runs: which specs (and AGENTS.md) changed since
 //! the last iteration, for the run's log; and, for `ralph run --watch`, waiting until specs/ changes
-//! (notify, debounced) when there is nothing to do; and the working tree's watch ([`tree`]),
-//! which spares an iteration its scans of the tree when nothing changed.
+//! (notify, debounced) when there is nothing to do; the working tree's watch ([`tree`]),
+//! which spares an iteration its scans of the tree when nothing changed; and the frame's
+//! ([`files`]), which spares it a look at every file the agent must not touch.
 
+pub mod files;
 pub mod tree;
 
 use crate::backlog::{Backlog, SPECS_DIR, Source, spec};

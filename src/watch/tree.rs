@@ -120,6 +120,11 @@ impl TreeWatch {
             .is_some_and(|(h, index)| h == head && index.is_some() && *index == inner.index_now())
     }
 
+    /// Stops watching, for good: see [`crate::watch::files::FileWatch::unwatch_all`].
+    pub fn unwatch_all(&self) {
+        self.inner().unwatch_all();
+    }
+
     /// Whether the tree, the index and HEAD (now `head`) are as the last
     /// [`settle`](Self::settle) left them. Answers once per settle.
     pub fn unchanged(&self, head: &str) -> bool {
@@ -133,7 +138,7 @@ impl TreeWatch {
 mod imp {
     use super::{Changes, MAX_DIRS, MAX_PATHS};
     use crate::git::{self, IndexStamp};
-    use inotify::{EventMask, Inotify, WatchMask};
+    use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
     use std::collections::{BTreeSet, HashMap, HashSet};
     use std::ffi::OsStr;
     use std::path::{Path, PathBuf};
@@ -180,6 +185,8 @@ mod imp {
         pub vouch: bool,
         /// Where events are read into, kept from one read to the next.
         buf: Vec<u8>,
+        /// Every watch added, to remove them all at the end.
+        added: HashSet<WatchDescriptor>,
     }
 
     impl Inner {
@@ -200,6 +207,7 @@ mod imp {
                 settled: None,
                 vouch: false,
                 buf: vec![0; 64 * 1024],
+                added: HashSet::new(),
             };
             inner.watch_all(ignored)?;
             Ok(inner)
@@ -213,6 +221,7 @@ mod imp {
             if info.is_dir() {
                 let wd = self.inotify.watches().add(&info, mask())?;
                 self.info = Some(wd.get_watch_descriptor_id());
+                self.added.insert(wd);
             }
             let limit = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
                 .ok()
@@ -223,6 +232,7 @@ mod imp {
                 let abs = self.root.join(&rel);
                 let wd = self.inotify.watches().add(&abs, mask())?;
                 self.dirs.insert(wd.get_watch_descriptor_id(), rel.clone());
+                self.added.insert(wd);
                 if self.dirs.len() > limit {
                     return Err(std::io::Error::other(format!("more than {limit} folders to watch")));
                 }
@@ -266,6 +276,16 @@ mod imp {
 
         pub fn note_index(&mut self) {
             self.index = Some(self.index_now());
+        }
+
+        pub fn unwatch_all(&mut self) {
+            for wd in std::mem::take(&mut self.added) {
+                // Fails harmlessly for a folder the kernel already dropped.
+                let _ = self.inotify.watches().remove(wd);
+            }
+            self.dirs.clear();
+            self.info = None;
+            self.broken = true;
         }
 
         pub fn index_now(&self) -> Option<IndexStamp> {
@@ -369,6 +389,7 @@ mod imp {
         }
         pub fn mark(&mut self) {}
         pub fn note_index(&mut self) {}
+        pub fn unwatch_all(&mut self) {}
         pub fn index_now(&self) -> Option<crate::git::IndexStamp> {
             None
         }

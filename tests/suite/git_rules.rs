@@ -222,6 +222,47 @@ actions = [{ expect_prompt = "must not touch" }, { write = { path = "work.txt", 
     assert_eq!(repo.read(".ralph/.gitignore"), "*\n");
 }
 
+/// The frame keeps what it read from one iteration to the next while a watch on the files'
+/// folders reports no change: a break after clean iterations, once everything is kept, is
+/// caught as the first one is, a rewrite in place that keeps the size included.
+#[test]
+fn a_frame_broken_after_clean_iterations_is_still_caught() {
+    let scenario = r##"
+[[step]]
+task = "010-a"
+actions = [{ write = { path = "a.txt", content = "a\n" } }, { promise = true }]
+[[step]]
+task = "020-b"
+iteration = 1
+actions = [
+  { write = { path = "b.txt", content = "b\n" } },
+  { run = "printf '#' | dd of=ralph.toml bs=1 count=1 conv=notrunc 2>/dev/null && git tag -f v1 HEAD && printf '#!/bin/sh\n' > .git/hooks/post-commit" },
+  { promise = true },
+]
+[[step]]
+task = "020-b"
+iteration = 2
+actions = [{ expect_prompt = "must not touch" }, { write = { path = "b.txt", content = "b\n" } }, { promise = true }]
+"##;
+    let repo = TestRepo::with_loop(scenario, &["true"], "", &[("010-a.md", "# A\n"), ("020-b.md", "# B\n")]);
+    repo.git(&["tag", "v1"]);
+    let v1 = repo.git(&["rev-parse", "v1"]);
+    let toml = repo.read("ralph.toml");
+    assert_ne!(toml.as_bytes()[0], b'#', "the rewrite must change the file");
+    repo.ralph(&["run"]).expect(0);
+    let r = repo.records();
+    assert_eq!(r[0]["outcome"], "done", "{}", r[0]);
+    assert_eq!(r[1]["outcome"], "agent_failed");
+    let failure = r[1]["failure"].as_str().unwrap();
+    for name in ["ralph.toml", "refs/tags/v1", ".git/hooks/post-commit"] {
+        assert!(failure.contains(name), "{name} not named in: {failure}");
+    }
+    assert_eq!(r[2]["outcome"], "done");
+    assert_eq!(repo.read("ralph.toml"), toml);
+    assert_eq!(repo.git(&["rev-parse", "v1"]), v1);
+    assert!(!repo.exists(".git/hooks/post-commit"));
+}
+
 /// ralph skips the `git status` before an agent when nothing changed since its own commit. A
 /// write right after that commit (a post-commit hook here, a user's editor at night) must still
 /// be seen, snapshotted, and survive the revert of the next iteration.
