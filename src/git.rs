@@ -650,6 +650,21 @@ impl Refs {
         if std::env::var_os("GIT_DIR").is_some() || std::env::var_os("GIT_COMMON_DIR").is_some() {
             return None;
         }
+        // Found once per root: a repository's layout does not change under a running ralph,
+        // and HEAD is read several times an iteration.
+        static FOUND: std::sync::LazyLock<
+            std::sync::Mutex<std::collections::HashMap<PathBuf, (PathBuf, PathBuf)>>,
+        > = std::sync::LazyLock::new(Default::default);
+        let mut found = FOUND.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((git_dir, common_dir)) = found.get(root) {
+            return Some(Refs { git_dir: git_dir.clone(), common_dir: common_dir.clone() });
+        }
+        let refs = Self::look(root)?;
+        found.insert(root.to_path_buf(), (refs.git_dir.clone(), refs.common_dir.clone()));
+        Some(refs)
+    }
+
+    fn look(root: &Path) -> Option<Refs> {
         let dot = root.join(".git");
         let meta = std::fs::metadata(&dot).ok()?;
         let git_dir = if meta.is_dir() {

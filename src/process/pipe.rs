@@ -51,12 +51,15 @@ pub(super) fn spawn(req: &SpawnRequest) -> Result<Spawned, SpawnError> {
 }
 
 async fn read_into(mut reader: impl AsyncRead + Unpin, stream: Stream, tx: mpsc::Sender<Chunk>) {
-    let mut buf = vec![0u8; CHUNK_BYTES];
+    // Read into spare capacity: a zeroed 64 KiB buffer per stream per child cost more than
+    // a quiet child's whole output.
+    let mut buf = Vec::with_capacity(CHUNK_BYTES);
     loop {
-        match reader.read(&mut buf).await {
+        buf.clear();
+        match reader.read_buf(&mut buf).await {
             Ok(0) | Err(_) => return,
-            Ok(n) => {
-                if tx.send(Chunk { stream, data: buf[..n].to_vec() }).await.is_err() {
+            Ok(_) => {
+                if tx.send(Chunk { stream, data: buf.clone() }).await.is_err() {
                     return;
                 }
             }

@@ -18,6 +18,7 @@ use crate::git;
 use crate::state::RALPH_DIR;
 use crate::watch::files::FileWatch;
 use std::collections::{BTreeMap, HashMap};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -30,7 +31,7 @@ const MAX_SNAPSHOT_BYTES: u64 = 1024 * 1024;
 enum Seen {
     Absent,
     /// Shared between the snapshot and the memory: taking a frame copies no content.
-    Content(Arc<[u8]>),
+    Content(Arc<Vec<u8>>),
     /// Too large to keep: only a shrink or a removal is noticed, and cannot be undone.
     Large(u64),
 }
@@ -108,33 +109,44 @@ impl Known {
             self.refs = None;
             return;
         };
-        let hooks = self.hooks_dir();
-        let head = self.git_dir.join("HEAD");
-        let refs_dir = self.common_dir.join("refs");
-        let packed = self.common_dir.join("packed-refs");
+        // Compared as bytes: every path here is a watched folder's path joined with a name,
+        // and a change touches a few of them an iteration, where `Path`'s comparisons walk
+        // components.
+        let hooks = self.hooks_dir().into_os_string().into_vec();
+        let head = self.git_dir.join("HEAD").into_os_string().into_vec();
+        let packed = self.common_dir.join("packed-refs").into_os_string().into_vec();
+        let mut refs_dir = self.common_dir.join("refs").into_os_string().into_vec();
+        refs_dir.push(b'/');
+        let current = self.listed_current();
         for p in changed {
-            if p.parent() == Some(hooks.as_path()) {
+            let b = p.as_os_str().as_bytes();
+            if b.strip_prefix(hooks.as_slice())
+                .and_then(|r| r.strip_prefix(b"/"))
+                .is_some_and(|n| !n.contains(&b'/'))
+            {
                 self.hooks = None;
             }
-            if p == head {
+            if b == head.as_slice() {
                 self.head = None;
                 self.refs = None;
             }
-            if p == packed || (p.starts_with(&refs_dir) && !self.is_listed_current(&p)) {
+            let current_ref = current
+                .as_ref()
+                .is_some_and(|c| b == c.as_slice() || b.strip_suffix(b".lock") == Some(c.as_slice()));
+            if b == packed.as_slice() || (b.starts_with(&refs_dir) && !current_ref) {
                 self.refs = None;
             }
-            self.reads.remove(&p);
+            if !self.reads.is_empty() {
+                self.reads.remove(&p);
+            }
         }
     }
 
-    /// Whether `p` is the file (or the lock file) of the branch the refs were listed without:
-    /// ralph's own commits move it every iteration, and the listing does not hold it.
-    fn is_listed_current(&self, p: &Path) -> bool {
-        let Some((Some(current), _)) = &self.refs else { return false };
-        let file = self.common_dir.join(current);
-        let mut lock = file.clone().into_os_string();
-        lock.push(".lock");
-        p == file || p.as_os_str() == lock
+    /// The file of the branch the refs were listed without: ralph's own commits move it (and
+    /// its lock file) every iteration, and the listing does not hold it.
+    fn listed_current(&self) -> Option<Vec<u8>> {
+        let Some((Some(current), _)) = &self.refs else { return None };
+        Some(self.common_dir.join(current).into_os_string().into_vec())
     }
 
     fn watch(&mut self, dir: &Path) -> bool {
@@ -151,7 +163,7 @@ impl Known {
         let link = std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
         let seen = match std::fs::metadata(p).ok().filter(std::fs::Metadata::is_file) {
             Some(m) if m.len() > MAX_SNAPSHOT_BYTES => Seen::Large(m.len()),
-            Some(_) => std::fs::read(p).map_or(Seen::Absent, |b| Seen::Content(b.into())),
+            Some(_) => std::fs::read(p).map_or(Seen::Absent, |b| Seen::Content(Arc::new(b))),
             None => Seen::Absent,
         };
         if watched && !link {
@@ -274,7 +286,7 @@ impl Frame {
                 if let Some(parent) = aside.parent() {
                     let _ = std::fs::create_dir_all(parent);
                 }
-                let _ = std::fs::write(aside, changed);
+                let _ = std::fs::write(aside, changed.as_slice());
             }
             match before {
                 Seen::Content(bytes) => {

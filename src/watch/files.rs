@@ -15,7 +15,6 @@
 //! or the target of a symbolic link, is not covered (callers keep no read of a symbolic link).
 //! The watch reads its queue only when asked: no thread.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// See the module documentation.
@@ -48,9 +47,9 @@ impl FileWatch {
         self.0.unwatch_all();
     }
 
-    /// The paths of the entries that changed since the last call, or `None` when the watch
-    /// cannot tell (then every watched folder counts as changed).
-    pub fn changes(&mut self) -> Option<BTreeSet<PathBuf>> {
+    /// The paths of the entries that changed since the last call, each once, or `None` when
+    /// the watch cannot tell (then every watched folder counts as changed).
+    pub fn changes(&mut self) -> Option<Vec<PathBuf>> {
         self.0.changes()
     }
 }
@@ -58,7 +57,8 @@ impl FileWatch {
 #[cfg(target_os = "linux")]
 mod imp {
     use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
-    use std::collections::{BTreeSet, HashMap};
+    use std::collections::{HashMap, HashSet};
+    use std::ffi::OsString;
     use std::path::{Path, PathBuf};
 
     pub struct Inner {
@@ -66,6 +66,9 @@ mod imp {
         /// Folder → its watch descriptor, and back.
         dirs: HashMap<PathBuf, WatchDescriptor>,
         by_wd: HashMap<WatchDescriptor, PathBuf>,
+        /// Every name on the way to a watched folder: an entry named otherwise cannot lead to
+        /// one, which spares most events a comparison with every folder.
+        on_the_way: HashSet<OsString>,
         /// Where events are read into, kept from one read to the next.
         buf: Vec<u8>,
     }
@@ -76,6 +79,7 @@ mod imp {
                 inotify: Inotify::init()?,
                 dirs: HashMap::new(),
                 by_wd: HashMap::new(),
+                on_the_way: HashSet::new(),
                 buf: vec![0; 16 * 1024],
             })
         }
@@ -84,9 +88,10 @@ mod imp {
             if self.dirs.contains_key(dir) {
                 return true;
             }
+            // Not CLOSE_WRITE: a write shows as MODIFY when it happens, and ralph's sync thread
+            // closes the files it synced while the agent runs, under their new names.
             let mask = WatchMask::MODIFY
                 | WatchMask::ATTRIB
-                | WatchMask::CLOSE_WRITE
                 | WatchMask::CREATE
                 | WatchMask::DELETE
                 | WatchMask::MOVED_FROM
@@ -103,6 +108,7 @@ mod imp {
                         self.dirs.remove(&old);
                     }
                     self.dirs.insert(dir.to_path_buf(), wd);
+                    self.on_the_way.extend(dir.iter().map(OsString::from));
                     true
                 }
                 Err(e) => {
@@ -118,10 +124,12 @@ mod imp {
                 let _ = self.inotify.watches().remove(wd);
             }
             self.dirs.clear();
+            self.on_the_way.clear();
         }
 
-        pub fn changes(&mut self) -> Option<BTreeSet<PathBuf>> {
-            let mut paths = BTreeSet::new();
+        pub fn changes(&mut self) -> Option<Vec<PathBuf>> {
+            // A write is several events on one entry (create, modify, close): each entry once.
+            let mut entries: Vec<(WatchDescriptor, OsString)> = Vec::new();
             let mut known = true;
             let mut buf = std::mem::take(&mut self.buf);
             loop {
@@ -135,18 +143,20 @@ mod imp {
                     }
                 };
                 for e in events {
-                    let Some(dir) = self.by_wd.get(&e.wd) else {
+                    if !self.by_wd.contains_key(&e.wd) {
                         // An overflow (no descriptor), or a folder no longer watched.
                         known &= !e.mask.contains(EventMask::Q_OVERFLOW);
                         continue;
-                    };
+                    }
                     match e.name {
                         Some(name)
                             if !e.mask.intersects(
                                 EventMask::IGNORED | EventMask::DELETE_SELF | EventMask::MOVE_SELF,
                             ) =>
                         {
-                            paths.insert(dir.join(name));
+                            if !entries.iter().any(|(wd, n)| *wd == e.wd && n == name) {
+                                entries.push((e.wd.clone(), name.to_owned()));
+                            }
                         }
                         // The folder itself was removed, renamed or unmounted.
                         _ => known = false,
@@ -154,9 +164,17 @@ mod imp {
                 }
             }
             self.buf = buf;
-            // A watched folder's parent renamed or removed: the path now leads elsewhere
-            // while the watch stays on what was there.
-            known &= !paths.iter().any(|p| self.dirs.keys().any(|d| d.starts_with(p)));
+            let mut paths = Vec::with_capacity(entries.len());
+            for (wd, name) in entries {
+                let Some(dir) = self.by_wd.get(&wd) else { continue };
+                let path = dir.join(&name);
+                // A watched folder's parent renamed or removed: the path now leads elsewhere
+                // while the watch stays on what was there.
+                if self.on_the_way.contains(&name) && self.dirs.keys().any(|d| d.starts_with(&path)) {
+                    known = false;
+                }
+                paths.push(path);
+            }
             if !known {
                 // Every folder is watched anew, at its path, by the next `watch`.
                 self.unwatch_all();
@@ -168,7 +186,6 @@ mod imp {
 
 #[cfg(not(target_os = "linux"))]
 mod imp {
-    use std::collections::BTreeSet;
     use std::path::{Path, PathBuf};
 
     /// No inotify: never started.
@@ -182,7 +199,7 @@ mod imp {
             false
         }
         pub fn unwatch_all(&mut self) {}
-        pub fn changes(&mut self) -> Option<BTreeSet<PathBuf>> {
+        pub fn changes(&mut self) -> Option<Vec<PathBuf>> {
             None
         }
     }
@@ -192,9 +209,25 @@ mod imp {
 #[cfg(target_os = "linux")]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     fn set(paths: &[&Path]) -> Option<BTreeSet<PathBuf>> {
         Some(paths.iter().map(|p| p.to_path_buf()).collect())
+    }
+
+    trait Sorted {
+        fn sorted(self) -> Option<BTreeSet<PathBuf>>;
+    }
+
+    impl Sorted for Option<Vec<PathBuf>> {
+        fn sorted(self) -> Option<BTreeSet<PathBuf>> {
+            self.map(|v| {
+                let n = v.len();
+                let set: BTreeSet<PathBuf> = v.into_iter().collect();
+                assert_eq!(set.len(), n, "an entry reported twice");
+                set
+            })
+        }
     }
 
     #[test]
@@ -205,17 +238,17 @@ mod tests {
         std::fs::write(d.join("b"), "1").unwrap();
         let mut w = FileWatch::start().unwrap();
         assert!(w.watch(d));
-        assert_eq!(w.changes(), set(&[]));
+        assert_eq!(w.changes().sorted(), set(&[]));
         std::fs::write(d.join("a"), "2").unwrap();
-        assert_eq!(w.changes(), set(&[&d.join("a")]));
-        assert_eq!(w.changes(), set(&[]), "reported once");
+        assert_eq!(w.changes().sorted(), set(&[&d.join("a")]));
+        assert_eq!(w.changes().sorted(), set(&[]), "reported once");
         std::fs::write(d.join("c.tmp"), "new").unwrap();
         std::fs::rename(d.join("c.tmp"), d.join("b")).unwrap();
         std::fs::remove_file(d.join("a")).unwrap();
-        assert_eq!(w.changes(), set(&[&d.join("a"), &d.join("b"), &d.join("c.tmp")]));
+        assert_eq!(w.changes().sorted(), set(&[&d.join("a"), &d.join("b"), &d.join("c.tmp")]));
         let f = std::fs::File::open(d.join("b")).unwrap();
         f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-        assert_eq!(w.changes(), set(&[&d.join("b")]));
+        assert_eq!(w.changes().sorted(), set(&[&d.join("b")]));
     }
 
     #[test]
@@ -227,14 +260,14 @@ mod tests {
         assert!(w.watch(&sub));
         std::fs::rename(&sub, dir.path().join("old")).unwrap();
         std::fs::create_dir(&sub).unwrap();
-        assert_eq!(w.changes(), None);
+        assert_eq!(w.changes().sorted(), None);
         // Watched again at its path: the new folder's writes are seen, the old one's are not.
         assert!(w.watch(&sub));
         std::fs::write(dir.path().join("old/x"), "").unwrap();
         std::fs::write(sub.join("y"), "").unwrap();
-        assert_eq!(w.changes(), set(&[&sub.join("y")]));
+        assert_eq!(w.changes().sorted(), set(&[&sub.join("y")]));
         std::fs::remove_dir_all(&sub).unwrap();
-        assert_eq!(w.changes(), None);
+        assert_eq!(w.changes().sorted(), None);
         assert!(!w.watch(&sub), "no folder there");
     }
 
@@ -248,14 +281,14 @@ mod tests {
         assert!(w.watch(top) && w.watch(&deep));
         // A new folder beside the watched ones (an iteration's log folder) is an entry.
         std::fs::create_dir(deep.join("iter-0001")).unwrap();
-        assert_eq!(w.changes(), set(&[&deep.join("iter-0001")]));
+        assert_eq!(w.changes().sorted(), set(&[&deep.join("iter-0001")]));
         // `runs` is not watched, but its rename shows in `top`, and leads away from `deep`.
         std::fs::rename(top.join("runs"), top.join("old")).unwrap();
         std::fs::create_dir_all(&deep).unwrap();
-        assert_eq!(w.changes(), None);
+        assert_eq!(w.changes().sorted(), None);
         assert!(w.watch(top) && w.watch(&deep));
         std::fs::write(deep.join("run.json"), "{}").unwrap();
-        assert_eq!(w.changes(), set(&[&deep.join("run.json")]));
+        assert_eq!(w.changes().sorted(), set(&[&deep.join("run.json")]));
     }
 
     #[test]

@@ -134,7 +134,9 @@ pub struct Parser {
     report: Report,
     line: Vec<u8>,
     skipping: bool,
-    now: jiff::Zoned,
+    /// The time limits' reset times are read against, taken at the first structured line:
+    /// reading the system's time zone costs more than a text agent's whole parse.
+    now: Option<jiff::Zoned>,
     /// Per-format state.
     gemini: gemini::State,
     pi: pi::State,
@@ -156,7 +158,7 @@ impl Parser {
             report: Report::default(),
             line: Vec::new(),
             skipping: false,
-            now: jiff::Zoned::now(),
+            now: None,
             gemini: gemini::State::default(),
             pi: pi::State::default(),
             watched: Vec::new(),
@@ -257,12 +259,13 @@ impl Parser {
             }
         }
         let r = &mut self.report;
+        let now = self.now.get_or_insert_with(jiff::Zoned::now);
         match self.format {
-            Format::ClaudeStreamJson => claude::line(r, &v, &self.now, &mut emit),
-            Format::CodexJson => codex::line(r, &v, &self.now, &mut emit),
-            Format::GeminiStreamJson => gemini::line(&mut self.gemini, r, &v, &self.now, &mut emit),
-            Format::OpencodeJson => opencode::line(r, &v, &self.now, &mut emit),
-            Format::PiJson => pi::line(&mut self.pi, r, &v, &self.now, &mut emit),
+            Format::ClaudeStreamJson => claude::line(r, &v, now, &mut emit),
+            Format::CodexJson => codex::line(r, &v, now, &mut emit),
+            Format::GeminiStreamJson => gemini::line(&mut self.gemini, r, &v, now, &mut emit),
+            Format::OpencodeJson => opencode::line(r, &v, now, &mut emit),
+            Format::PiJson => pi::line(&mut self.pi, r, &v, now, &mut emit),
             Format::Text | Format::AiderText => {}
         }
     }
