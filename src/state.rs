@@ -157,21 +157,36 @@ pub fn load_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T
 }
 
 /// Syncs `file` on a thread of its own: ralph's records and state reach the disk without the
-/// loop waiting for it. The answer says when it is done; [`flush`] waits for all.
+/// loop waiting for it. The files written meanwhile are synced together, within [`GATHER`] or
+/// when [`sync_now`] says (as an agent starts): one after the other, most of them find their
+/// blocks already written by the first one's journal commit, where each on its own forced a
+/// commit of the file system's journal, which every git command of the iteration then waited
+/// behind. The answer says when it is done; [`flush`] waits for all.
 pub fn sync_later(file: File) -> std::sync::Arc<Synced> {
     let synced = std::sync::Arc::new(Synced::default());
     lock(&COUNTS).0 += 1;
-    let sent = lock(syncer()).send((file, synced.clone()));
-    if let Err(std::sync::mpsc::SendError((file, synced))) = sent {
-        // No thread (it could not be started): sync here.
-        let _ = file.sync_data();
-        synced.set();
+    let first = {
+        let mut batch = lock(&BATCH);
+        batch.push((file, synced.clone()));
+        batch.len() == 1
+    };
+    if first {
+        wake(Wake::Later);
     }
     synced
 }
 
+/// Hands every file written so far to the sync thread at once: the loop says so as an agent
+/// starts, when the disk has the agent's whole run to sync them in.
+pub fn sync_now() {
+    if !lock(&BATCH).is_empty() {
+        wake(Wake::Now);
+    }
+}
+
 /// Waits until every file handed to [`sync_later`] is synced: before ralph exits.
 pub fn flush() {
+    sync_now();
     let mut counts = lock(&COUNTS);
     while counts.1 < counts.0 {
         counts = ALL_SYNCED.wait(counts).unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -194,6 +209,11 @@ impl Synced {
     }
 
     pub fn wait(&self) {
+        if *lock(&self.done) {
+            return;
+        }
+        // Still gathering, perhaps: not worth waiting for the others.
+        sync_now();
         let mut done = lock(&self.done);
         while !*done {
             done = self.cv.wait(done).unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -207,29 +227,54 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 type SyncJob = (File, std::sync::Arc<Synced>);
 
+/// How long the first file written waits for others to be synced with it.
+const GATHER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What the sync thread is told: a file is waiting (sync within [`GATHER`]), or sync now.
+enum Wake {
+    Later,
+    Now,
+}
+
 /// Files handed over, files synced.
 static COUNTS: std::sync::Mutex<(u64, u64)> = std::sync::Mutex::new((0, 0));
 static ALL_SYNCED: std::sync::Condvar = std::sync::Condvar::new();
+/// Files written and not yet taken by the sync thread.
+static BATCH: std::sync::Mutex<Vec<SyncJob>> = std::sync::Mutex::new(Vec::new());
 /// The sync of each [`replace`]d file's current version.
 static PENDING: std::sync::LazyLock<
     std::sync::Mutex<std::collections::HashMap<PathBuf, std::sync::Arc<Synced>>>,
 > = std::sync::LazyLock::new(Default::default);
-static SYNCER: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<SyncJob>>> =
+static SYNCER: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Wake>>> =
     std::sync::OnceLock::new();
 
-fn syncer() -> &'static std::sync::Mutex<std::sync::mpsc::Sender<SyncJob>> {
-    SYNCER.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel::<SyncJob>();
-        // Without the thread the receiver is dropped and `sync_later` syncs in place.
+fn sync_batch() {
+    let jobs = std::mem::take(&mut *lock(&BATCH));
+    for (file, synced) in jobs {
+        // A failed sync (the disk went away) shows when the next write fails.
+        let _ = file.sync_data();
+        synced.set();
+    }
+}
+
+fn wake(how: Wake) {
+    let sender = SYNCER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Wake>();
+        // Without the thread the receiver is dropped and `wake` syncs in place.
         let _ = std::thread::Builder::new().name("ralph-sync".into()).spawn(move || {
-            while let Ok((file, synced)) = rx.recv() {
-                // A failed sync (the disk went away) shows when the next write fails.
-                let _ = file.sync_data();
-                synced.set();
+            while let Ok(how) = rx.recv() {
+                if let Wake::Later = how {
+                    // Until a `Now`, or the time is up (a dropped sender ends the wait too).
+                    let _ = rx.recv_timeout(GATHER);
+                }
+                sync_batch();
             }
         });
         std::sync::Mutex::new(tx)
-    })
+    });
+    if lock(sender).send(how).is_err() {
+        sync_batch();
+    }
 }
 
 /// Swaps two files' names in one step.
@@ -505,6 +550,18 @@ mod tests {
         let names = std::fs::read_dir(dir.path()).unwrap().count();
         assert_eq!(names, 2, "no temporary file is left");
         flush();
+    }
+
+    /// Without a flush or an agent starting, a file written is still synced: within the
+    /// gathering time, not never.
+    #[test]
+    fn a_file_handed_over_is_synced_without_being_asked_again() {
+        let synced = sync_later(tempfile::tempfile().unwrap());
+        let start = std::time::Instant::now();
+        while !*lock(&synced.done) && start.elapsed() < std::time::Duration::from_secs(30) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(*lock(&synced.done), "not synced after {:?}", start.elapsed());
     }
 
     #[test]
