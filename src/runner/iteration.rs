@@ -154,10 +154,7 @@ pub(crate) async fn run(
         it.spec_watch.task(root, task, move || cancel.cancel())
     });
     reporter.phase("agent");
-    let spawned = process::spawn(&req);
-    // What ralph wrote since the last agent reaches the disk while this one works.
-    state::sync_now();
-    let finished = match spawned {
+    let finished = match process::spawn(&req) {
         Ok(child) => Ok(process::supervise(child, limits, &agent_cancel, &it.stop.force, |c| {
             fault::point("agent_running");
             if let Err(e) = log.write(&masker.push(&c.data)) {

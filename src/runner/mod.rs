@@ -337,6 +337,8 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
     meta.spent = Some(spent);
     // Best effort: the run's own error, if any, matters more than this write.
     let _ = meta.save(&run_dir);
+    // The last syncs while the kernel frees the watches' marks (see above), not after.
+    crate::state::flush();
     traced.finish(code, &reason).await;
     let outcomes: Vec<String> = counts.iter().map(|(o, n)| format!("{n} {}", o.as_str())).collect();
     let summary = format!(
