@@ -133,6 +133,7 @@ impl Known {
             let current_ref = current
                 .as_ref()
                 .is_some_and(|c| b == c.as_slice() || b.strip_suffix(b".lock") == Some(c.as_slice()));
+            // Under `refs/`: a branch or a tag, or a folder on the way to them.
             if b == packed.as_slice() || (b.starts_with(&refs_dir) && !current_ref) {
                 self.refs = None;
             }
@@ -209,10 +210,11 @@ impl Known {
         {
             return refs.clone();
         }
-        // Every folder of refs watched before the listing; packed-refs lives in the common dir.
+        // Every folder of branches and tags watched before the listing (not the remotes a fetch
+        // rewrites); packed-refs lives in the common dir, `refs/` on the way to both.
         let common = self.common_dir.clone();
-        let mut watched = self.watch(&common);
-        let mut todo = vec![common.join("refs")];
+        let mut watched = self.watch(&common) && self.watch(&common.join("refs"));
+        let mut todo = vec![common.join("refs/heads"), common.join("refs/tags")];
         while let Some(dir) = todo.pop() {
             watched &= self.watch(&dir);
             let Ok(entries) = std::fs::read_dir(&dir) else { continue };
