@@ -89,7 +89,8 @@ mod imp {
                 return true;
             }
             // Not CLOSE_WRITE: a write shows as MODIFY when it happens, and ralph's sync thread
-            // closes the files it synced while the agent runs, under their new names.
+            // closes the files it synced whenever it is done with them (the agent may be
+            // running), under their new names.
             let mask = WatchMask::MODIFY
                 | WatchMask::ATTRIB
                 | WatchMask::CREATE
