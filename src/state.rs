@@ -556,14 +556,19 @@ mod tests {
         assert_eq!(read("run.json"), b"one");
         replace(&p, b"two, longer").unwrap();
         assert_eq!(read("run.json.prev"), b"one");
-        // "two" is most likely not synced yet (syncs are gathered for a second): `.prev` keeps
-        // the last synced version and the new ones go through the spare file. Another test's
-        // flush may sync any of them meanwhile: `.prev` is then that one, never the newest.
-        replace(&p, b"3").unwrap();
-        replace(&p, b"four").unwrap();
+        // `.prev` takes a version only once it is synced: syncs are gathered for a second, so
+        // "two" most likely is not when "3" comes, and "3" goes through the spare file. (Any
+        // other test's flush may sync it meanwhile: then `.prev` may take it.)
+        let pending = |v: &str| lock(&PENDING).get(&p).cloned().map(|s| (v.to_string(), s));
+        let mut written = vec![pending("two, longer")];
+        for v in ["3", "four"] {
+            replace(&p, v.as_bytes()).unwrap();
+            let prev = String::from_utf8(read("run.json.prev")).unwrap();
+            let synced = prev == "one" || written.iter().flatten().any(|(w, s)| *w == prev && s.is_done());
+            assert!(synced, "`.prev` holds {prev:?}, which was not synced");
+            written.push(pending(v));
+        }
         assert_eq!(read("run.json"), b"four");
-        let prev = read("run.json.prev");
-        assert!([&b"one"[..], b"two, longer", b"3"].contains(&prev.as_slice()), "{prev:?}");
         // Once the current version is synced, `.prev` takes it.
         flush();
         replace(&p, b"five").unwrap();
