@@ -780,6 +780,21 @@ fn object_id(s: &str) -> Option<String> {
     ((s.len() == 40 || s.len() == 64) && hex).then(|| s.to_string())
 }
 
+/// For unit tests elsewhere: runs git in `dir` with no user or system configuration, and
+/// asserts it succeeded.
+#[cfg(test)]
+pub(crate) fn test_git(dir: &Path, args: &[&str]) {
+    let ok = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(ok, "git {args:?}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

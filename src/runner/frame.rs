@@ -408,18 +408,7 @@ mod tests {
     fn refs_other_than_the_current_branch_are_kept() {
         let (dir, run_dir) = repo();
         let root = dir.path();
-        let git = |args: &[&str]| {
-            let ok = std::process::Command::new("git")
-                .args(args)
-                .current_dir(root)
-                .env("GIT_CONFIG_GLOBAL", "/dev/null")
-                .env("GIT_CONFIG_NOSYSTEM", "1")
-                .output()
-                .unwrap()
-                .status
-                .success();
-            assert!(ok, "git {args:?}");
-        };
+        let git = |args: &[&str]| crate::git::test_git(root, args);
         let commit = |msg: &str| {
             git(&["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", msg])
         };

@@ -406,18 +406,7 @@ mod tests {
 
     fn repo() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        let git = |args: &[&str]| {
-            let ok = std::process::Command::new("git")
-                .args(args)
-                .current_dir(dir.path())
-                .env("GIT_CONFIG_GLOBAL", "/dev/null")
-                .env("GIT_CONFIG_NOSYSTEM", "1")
-                .output()
-                .unwrap()
-                .status
-                .success();
-            assert!(ok, "git {args:?}");
-        };
+        let git = |args: &[&str]| crate::git::test_git(dir.path(), args);
         git(&["init", "-q"]);
         std::fs::create_dir_all(dir.path().join("src/deep")).unwrap();
         std::fs::create_dir_all(dir.path().join("target/debug")).unwrap();
