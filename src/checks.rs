@@ -31,8 +31,10 @@ pub struct ChecksResult {
     pub test_counts: Vec<(String, u64)>,
 }
 
-/// What already fails on the clean tree at `head`: per check command, its failing tests (an
-/// empty list: the runner named none, so only the command's failure is known).
+/// What already fails on the clean tree at `head`: per check command, its failing tests. An
+/// empty list means the runner named none (pytest not installed, a collection or compile error,
+/// a timeout): nothing of that command's failure can be told apart from new breakage, so it is
+/// never tolerated and the command must pass.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Baseline {
     pub head: String,
@@ -57,11 +59,9 @@ impl Judge<'_> {
             return false;
         }
         let Some(known) = self.baseline.and_then(|b| b.failing.get(command)) else { return false };
-        if known.is_empty() {
-            // The runner named no tests before: only "it failed" is known, and it still does.
-            return true;
-        }
-        !failed_tests.is_empty() && failed_tests.iter().all(|t| known.contains(t))
+        // A failure that names no test (before or now) could hide anything: "it failed before
+        // and still does" would let garbage through, so only named old failures are forgiven.
+        !known.is_empty() && !failed_tests.is_empty() && failed_tests.iter().all(|t| known.contains(t))
     }
 }
 
@@ -174,8 +174,11 @@ pub async fn run(
         };
         writeln!(log, "\n[ralph] `{command}`: {status} in {:.1}s\n", duration_ms as f64 / 1000.0)?;
         let failed = timed_out || finished.exit_code != Some(0);
-        let tolerated =
-            failed && finished.ending != Ending::Cancelled && judge.tolerates(command, &failed_tests);
+        // A timed-out run named only the failures it reached: never tolerated.
+        let tolerated = failed
+            && finished.ending == Ending::Exited
+            && !timed_out
+            && judge.tolerates(command, &failed_tests);
         if tolerated {
             writeln!(
                 log,
@@ -293,6 +296,21 @@ mod tests {
         let strict = [new.clone()];
         let judge = Judge { keep_going: false, baseline: Some(&baseline), strict: &strict };
         assert!(run_judged(&[&new], 10_000, &judge).await.0.failure.is_some());
+    }
+
+    #[test]
+    fn a_failure_that_names_no_test_is_never_tolerated() {
+        let baseline = Baseline {
+            head: "h".into(),
+            failing: BTreeMap::from([("pytest".into(), vec![]), ("cargo test".into(), vec!["a".into()])]),
+        };
+        let judge = Judge { keep_going: false, baseline: Some(&baseline), strict: &[] };
+        // Unattributable before: nothing is forgiven, whatever fails now.
+        assert!(!judge.tolerates("pytest", &[]));
+        assert!(!judge.tolerates("pytest", &["x".into()]));
+        // Named before, unnamed now (a compile error hides which tests fail): not forgiven.
+        assert!(!judge.tolerates("cargo test", &[]));
+        assert!(judge.tolerates("cargo test", &["a".into()]));
     }
 
     #[tokio::test]

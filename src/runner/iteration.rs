@@ -1062,18 +1062,30 @@ async fn baseline(
         .records
         .iter()
         .filter(|c| c.timed_out || c.exit_code != Some(0))
-        .map(|c| (c.command.clone(), c.failed_tests.clone()))
+        // A timed-out round named only the failures it reached: as good as naming none.
+        .map(|c| (c.command.clone(), if c.timed_out { Vec::new() } else { c.failed_tests.clone() }))
         .collect();
     for (cmd, tests) in &failing {
-        let which = if tests.is_empty() { String::new() } else { format!(" ({} tests)", tests.len()) };
-        reporter.line(&format!(
-            "baseline: `{cmd}` already fails on the clean tree{which}: it may go on failing, nothing new may"
-        ));
+        reporter.line(&baseline_note(cmd, tests));
     }
     let b = checks::Baseline { head: head.to_string(), failing };
     state.baseline = Some(b.clone());
     state.save(it.root)?;
     Ok(Some(b))
+}
+
+/// What the run is told of a check that fails on the clean tree.
+pub(crate) fn baseline_note(cmd: &str, tests: &[String]) -> String {
+    if tests.is_empty() {
+        format!(
+            "baseline: `{cmd}` fails on the clean tree and names no failing test: nothing of it is tolerated, it must pass before any work is committed (see baseline.log)"
+        )
+    } else {
+        format!(
+            "baseline: `{cmd}` already fails on the clean tree ({} tests): they may go on failing, nothing new may",
+            tests.len()
+        )
+    }
 }
 
 /// A commit of ralph's own files (learnings, a block) changes no code: the baseline of the

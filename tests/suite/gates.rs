@@ -148,6 +148,36 @@ actions = [{ append = { path = "failing.txt", content = "c\n" } }, { promise = t
     assert_eq!(repo.records()[0]["outcome"], "checks_failed");
 }
 
+#[test]
+fn a_clean_tree_failure_that_names_no_test_tolerates_nothing() {
+    // Like pytest not installed, or a collection error: the check fails on the clean tree and
+    // its runner names no failing test. An agent that breaks the source must not get through.
+    let scenario = r#"
+[[step]]
+iteration = 1
+actions = [{ write = { path = "src.txt", content = "garbage\n" } }, { promise = true }]
+[[step]]
+iteration = 2
+actions = [{ write = { path = "generated.txt", content = "g\n" } }, { write = { path = "src.txt", content = "fine\n" } }, { promise = true }]
+"#;
+    let check = "test -f generated.txt && ! grep -q garbage src.txt";
+    let repo = TestRepo::with_loop(scenario, &[check], "", &[("010-a.md", "# A\n")]);
+    repo.write("src.txt", "fine\n");
+    repo.commit_all("source");
+    let run = repo.ralph(&["run"]).expect(0);
+    assert!(
+        run.stderr().contains("fails on the clean tree and names no failing test: nothing of it is tolerated"),
+        "{}",
+        run.stderr()
+    );
+    let r = repo.records();
+    assert_eq!(r[0]["outcome"], "checks_failed", "garbage was let through: {}", r[0]);
+    assert_ne!(r[0]["checks"][0]["tolerated"], true);
+    assert_eq!(r[1]["outcome"], "done", "work that makes the check pass is committed: {}", r[1]);
+    assert_eq!(repo.read("src.txt"), "fine\n");
+    assert!(!repo.git(&["log", "-p", "--", "src.txt"]).contains("garbage"));
+}
+
 /// Two todo tasks, the second with a `status:` line to flip.
 fn two_tasks(scenario: &str) -> TestRepo {
     TestRepo::with_loop(
