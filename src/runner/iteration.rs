@@ -239,7 +239,6 @@ pub(crate) async fn run(
         review: None,
         task_iteration: ts.iterations + 1,
         baseline,
-        agent_log: log_path.clone(),
     };
     let mut failure: Option<String> = None;
     let mut exit_code = None;
@@ -888,8 +887,6 @@ struct Judged {
     task_iteration: u32,
     /// What the project's checks already failed on the clean tree.
     baseline: Option<checks::Baseline>,
-    /// The agent's log, read when a gate must know who wrote a file.
-    agent_log: std::path::PathBuf,
 }
 
 /// Protected paths and test weakening: what the agent's changes did that a gate forbids.
@@ -905,15 +902,15 @@ fn gates(it: &Iteration<'_>, j: &mut Judged) -> Result<Vec<String>, CliError> {
         .filter_map(|(label, t)| Some((label.clone(), now.get(&t.id)?.0.clone())))
         .collect();
     let mut found = crate::gates::inspect(&changes, &added, &j.protected, &before, &after);
-    // ralph sets every task's status: another task marked done (or undone) by the agent would
-    // skip (or redo) work unseen. The user may do it meanwhile, so only the agent's own writes
-    // of that file (from its log) count.
+    // ralph sets every task's status: another task marked done (or undone) during the agent's
+    // run would skip (or redo) work unseen. The agent's log cannot vouch for who wrote it (a
+    // script it started, a file it renamed), so any change is rejected; the diff is kept.
     for (label, t) in j.spec_bodies.iter().filter(|(_, t)| t.id != it.task.id) {
         let Some((_, Some(status))) = now.get(&t.id) else { continue };
         let was = t.file_status();
-        if *status != was && agent_wrote(it, &j.agent_log, &t.path.to_string_lossy()) {
+        if *status != was {
             found.push(format!(
-                "it changed the status of {label} ({} → {}); ralph sets task status",
+                "it changed the status of {label} ({} → {}); ralph sets task status (a change of yours made during the iteration is in its rejected.patch: make it again between iterations)",
                 was.as_str(),
                 status.as_str()
             ));
@@ -1004,21 +1001,6 @@ fn ralph_wrote(path: &Path, own: &[&Path]) -> bool {
     own.contains(&path)
         || (path.file_name().is_some_and(|n| n.to_string_lossy().starts_with(state::TMP_PREFIX))
             && own.iter().any(|o| o.parent() == path.parent()))
-}
-
-/// Whether the agent's log shows it writing `path`: an editing tool call naming it or a
-/// shell command mentioning it (structured output), or any mention of it (plain text). Read
-/// only when a gate needs to know, never on the hot path.
-fn agent_wrote(it: &Iteration<'_>, log: &Path, path: &str) -> bool {
-    let Ok(bytes) = std::fs::read(log) else { return false };
-    let format = it.cfg.agent.format;
-    if !crate::agent::output::activity::Render::applies(format) {
-        return memchr::memmem::find(&bytes, path.as_bytes()).is_some();
-    }
-    bytes
-        .split(|b| *b == b'\n')
-        .filter_map(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
-        .any(|v| crate::agent::output::activity::of_line(format, &v).iter().any(|a| a.may_write(path)))
 }
 
 /// The checks' environment: marked as this run's, for crash recovery.

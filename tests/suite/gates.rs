@@ -189,13 +189,13 @@ fn two_tasks(scenario: &str) -> TestRepo {
 }
 
 #[test]
-fn the_agent_cannot_mark_another_task_done_but_the_user_can() {
-    // The agent marks the next task done (a shell command naming its spec): rejected.
+fn no_other_task_changes_status_during_an_iteration() {
+    // The agent marks the next task done with a command that never names its spec: rejected.
     let scenario = r#"
 [[step]]
 task = "010-a"
 iteration = 1
-actions = [{ run = "sed -i 's/status: todo/status: done/' specs/020-b.md" }, { write = { path = "a.txt", content = "a\n" } }, { promise = true }]
+actions = [{ run = "for f in specs/*; do sed -i 's/status: todo/status: done/' $f; done" }, { write = { path = "a.txt", content = "a\n" } }, { promise = true }]
 [[step]]
 task = "010-a"
 iteration = 2
@@ -212,22 +212,24 @@ actions = [{ write = { path = "b.txt", content = "b\n" } }, { promise = true }]
     assert_eq!(r.len(), 3, "020-b still ran");
     assert!(repo.exists("b.txt"));
 
-    // The user marks a task done while another one's agent works: that is theirs to decide.
+    // Who wrote it cannot be told: a change made while an agent works is rejected with the
+    // iteration, and kept in its rejected.patch to be made again between iterations.
     let scenario = r#"
 [[step]]
 task = "010-a"
 actions = [{ write = { path = "started.txt", content = "1\n" } }, { sleep = "1500ms" }, { write = { path = "a.txt", content = "a\n" } }, { promise = true }]
 "#;
     let repo = two_tasks(scenario);
-    let child = repo.cmd(&["run"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child = repo.cmd(&["run", "--max-iterations", "1"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
     assert!(wait_for(20, || repo.exists("started.txt")));
     repo.write("specs/020-b.md", "---\nstatus: done\n---\n# B\n");
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
     let r = repo.records();
-    assert_eq!(r.len(), 1);
-    assert_eq!(r[0]["outcome"], "done");
-    assert_eq!(repo.spec_status("020-b"), "done");
+    assert_eq!(r[0]["outcome"], "checks_failed");
+    assert!(r[0]["failure"].as_str().unwrap().contains("make it again between iterations"), "{}", r[0]);
+    assert_eq!(repo.spec_status("020-b"), "todo");
+    assert!(repo.iter_file(1, "rejected.patch").contains("+status: done"));
 }
 
 /// After a green iteration ralph knows the index held its commit, and judges the next one from
