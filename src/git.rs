@@ -453,6 +453,59 @@ pub fn commit_has_trailers(root: &Path, commit: &str, run_id: &str, iteration: u
     })
 }
 
+/// Whether `ancestor` is `commit` or one of its ancestors: `false` when the branch was rewound
+/// or rewritten under it (or either is unknown).
+pub fn is_ancestor(root: &Path, ancestor: &str, commit: &str) -> Result<bool, GitError> {
+    let args: Vec<std::ffi::OsString> =
+        ["merge-base", "--is-ancestor", ancestor, commit].into_iter().map(Into::into).collect();
+    let out = output(root, &args)?;
+    match out.status.code() {
+        Some(0) => Ok(true),
+        Some(1) => Ok(false),
+        // 128: an unknown commit (pruned by the agent's gc): it is not in the history either.
+        _ if String::from_utf8_lossy(&out.stderr).contains("Not a valid commit") => Ok(false),
+        _ => Err(failed(&args, &out)),
+    }
+}
+
+/// For each of `paths` added in the history of `rev` by a commit of ralph's, the task named by
+/// that commit's `Ralph-Task` trailer: who made the file.
+pub fn added_by_task(root: &Path, rev: &str, paths: &[&str]) -> Result<Vec<(String, String)>, GitError> {
+    if paths.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut args: Vec<std::ffi::OsString> = [
+        "log",
+        "--diff-filter=A",
+        "--no-renames",
+        "--format=%x01%(trailers:key=Ralph-Task,valueonly=true,separator=%x2C)",
+        "--name-only",
+        "-z",
+        rev,
+        "--",
+    ]
+    .into_iter()
+    .map(Into::into)
+    .collect();
+    args.extend(paths.iter().map(|p| format!(":(literal){p}").into()));
+    let out = run(root, &args)?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut found: Vec<(String, String)> = Vec::new();
+    for commit in text.split('\u{1}').filter(|c| !c.is_empty()) {
+        let mut fields = commit.split('\0');
+        let task = fields.next().unwrap_or("").trim().to_string();
+        for path in fields.map(|f| f.trim_start_matches('\n')).filter(|f| !f.is_empty()) {
+            // The log runs newest first: the first adder seen is the one whose file it is now.
+            if !found.iter().any(|(p, _)| p == path) {
+                found.push((path.to_string(), task.clone()));
+            }
+        }
+    }
+    // A file last added by a commit that is not ralph's is nobody's task result.
+    found.retain(|(_, task)| !task.is_empty());
+    Ok(found)
+}
+
 /// Files that differ between two commits.
 pub fn changed_between(root: &Path, from: &str, to: &str) -> Result<Vec<String>, GitError> {
     let out = run(root, ["diff", "--name-only", "-z", from, to])?;

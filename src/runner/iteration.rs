@@ -216,6 +216,11 @@ pub(crate) async fn run(
     // The note is written to disk (record, state, next prompt): no secret in it.
     findings.progress = findings.progress.map(|p| it.secrets.mask(&p));
     let switched = put_branch_back(root, branch_before.as_deref())?;
+    let rewrote = history_rewritten(root, &head_before)?;
+    let switched = match (switched, rewrote) {
+        (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+        (a, b) => a.or(b),
+    };
     let broke_frame = frame.restore(&dir.join("frame"), it.frame);
     let switched = match (switched, broke_frame.is_empty()) {
         (s, true) => s,
@@ -636,6 +641,24 @@ fn put_branch_back(root: &Path, before: Option<&str>) -> Result<Option<String>, 
     )))
 }
 
+/// If the branch no longer holds `head_before` (the agent reset it back, amended or rebased
+/// ralph's commits), says so: work that was on the branch may not disappear in a commit. The
+/// revert that follows puts the branch back at `head_before`.
+fn history_rewritten(root: &Path, head_before: &str) -> Result<Option<String>, CliError> {
+    let Some(now) = git::head(root)? else {
+        return Ok(Some("the agent left the branch without a commit; ralph put it back".into()));
+    };
+    if now == head_before || git::is_ancestor(root, head_before, &now)? {
+        return Ok(None);
+    }
+    let short = |s: &str| s.chars().take(10).collect::<String>();
+    Ok(Some(format!(
+        "the agent rewrote the branch's history (HEAD went from {} to {}, which does not contain it: a reset, an amend or a rebase); ralph put the branch back",
+        short(head_before),
+        short(&now)
+    )))
+}
+
 fn append_to(path: &Path, text: &str) -> Result<(), CliError> {
     std::fs::OpenOptions::new()
         .create(true)
@@ -902,6 +925,21 @@ fn gates(it: &Iteration<'_>, j: &mut Judged) -> Result<Vec<String>, CliError> {
         .filter_map(|(label, t)| Some((label.clone(), now.get(&t.id)?.0.clone())))
         .collect();
     let mut found = crate::gates::inspect(&changes, &added, &j.protected, &before, &after);
+    // Other tasks' results: a file a done task's commit added may not be deleted, unless the
+    // running task's spec names it (a task that asks for the removal).
+    let deleted: Vec<&str> = changes
+        .iter()
+        .filter(|c| c.kind == 'D' && !it.task.body.contains(c.path.as_str()))
+        .map(|c| c.path.as_str())
+        .take(MAX_DELETIONS_TRACED)
+        .collect();
+    for (path, task) in git::added_by_task(it.root, &j.head_before, &deleted)? {
+        if task != it.task.id {
+            found.push(format!(
+                "it deleted {path}, which task {task} made; another task's result stays unless this task's spec names it"
+            ));
+        }
+    }
     // ralph sets every task's status: another task marked done (or undone) during the agent's
     // run would skip (or redo) work unseen. The agent's log cannot vouch for who wrote it (a
     // script it started, a file it renamed), so any change is rejected; the diff is kept.
@@ -918,6 +956,9 @@ fn gates(it: &Iteration<'_>, j: &mut Judged) -> Result<Vec<String>, CliError> {
     }
     Ok(found)
 }
+
+/// Deleted files traced back to the task that made them, at most, per iteration.
+const MAX_DELETIONS_TRACED: usize = 500;
 
 /// `git add -A`, with the working tree's watch told: what changed before is staged now.
 fn add_all(it: &Iteration<'_>) -> Result<(), CliError> {

@@ -166,7 +166,8 @@ actions = [{ write = { path = "generated.txt", content = "g\n" } }, { write = { 
     repo.commit_all("source");
     let run = repo.ralph(&["run"]).expect(0);
     assert!(
-        run.stderr().contains("fails on the clean tree and names no failing test: nothing of it is tolerated"),
+        run.stderr()
+            .contains("fails on the clean tree and names no failing test: nothing of it is tolerated"),
         "{}",
         run.stderr()
     );
@@ -220,7 +221,8 @@ task = "010-a"
 actions = [{ write = { path = "started.txt", content = "1\n" } }, { sleep = "1500ms" }, { write = { path = "a.txt", content = "a\n" } }, { promise = true }]
 "#;
     let repo = two_tasks(scenario);
-    let child = repo.cmd(&["run", "--max-iterations", "1"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child =
+        repo.cmd(&["run", "--max-iterations", "1"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
     assert!(wait_for(20, || repo.exists("started.txt")));
     repo.write("specs/020-b.md", "---\nstatus: done\n---\n# B\n");
     let out = child.wait_with_output().unwrap();
@@ -285,4 +287,84 @@ fn the_judge_cannot_be_gamed_after_a_green_iteration_either() {
         let log = String::from_utf8_lossy(&run.stderr);
         assert!(log.contains(r#""add", "-A", "-v""#), "{step}: {log}");
     }
+}
+
+/// Three tasks; the first two are done by the scenario's first steps.
+fn after_two_done(third: &str) -> TestRepo {
+    let scenario = format!(
+        r#"
+[[step]]
+task = "010-a"
+actions = [{{ write = {{ path = "a.txt", content = "a\n" }} }}, {{ promise = true }}]
+[[step]]
+task = "020-b"
+actions = [{{ write = {{ path = "b.txt", content = "b\n" }} }}, {{ promise = true }}]
+[[step]]
+task = "030-c"
+iteration = 1
+actions = [{third}, {{ write = {{ path = "c.txt", content = "c\n" }} }}, {{ promise = true }}]
+[[step]]
+task = "030-c"
+iteration = 2
+actions = [{{ write = {{ path = "c.txt", content = "c\n" }} }}, {{ promise = true }}]
+"#
+    );
+    TestRepo::with_loop(
+        &scenario,
+        &["true"],
+        "",
+        &[("010-a.md", "# A\n"), ("020-b.md", "# B\n"), ("030-c.md", "# C\n\nMake c.txt.\n")],
+    )
+}
+
+#[test]
+fn an_agent_that_rewinds_the_branch_loses_nobody_s_work() {
+    for (action, reason) in [
+        (r#"{ run = "git reset -q --hard HEAD~2 && git gc -q" }"#, "rewrote the branch's history"),
+        (
+            r#"{ run = "git reset -q --soft HEAD~1 && git commit -q --amend -m squashed" }"#,
+            "rewrote the branch's history",
+        ),
+        (r#"{ run = "git rm -q a.txt" }"#, "it deleted a.txt, which task 010-a made"),
+        (r#"{ delete = "b.txt" }"#, "it deleted b.txt, which task 020-b made"),
+    ] {
+        let repo = after_two_done(action);
+        repo.ralph(&["run"]).expect(0);
+        let r = repo.records();
+        let outcomes: Vec<&str> = r.iter().map(|r| r["outcome"].as_str().unwrap()).collect();
+        assert_eq!(outcomes[..2], ["done", "done"], "{action}");
+        assert_ne!(outcomes[2], "done", "{action}: {}", r[2]);
+        assert!(r[2]["failure"].as_str().unwrap().contains(reason), "{action}: {}", r[2]);
+        assert_eq!(outcomes[3], "done", "{action}");
+        assert!(repo.exists("a.txt") && repo.exists("b.txt") && repo.exists("c.txt"), "{action}");
+        for id in ["010-a", "020-b", "030-c"] {
+            assert_eq!(repo.spec_status(id), "done", "{action}: {id}");
+        }
+        let log = repo.git(&["log", "--format=%s"]);
+        assert!(log.contains("ralph(010-a): A") && log.contains("ralph(020-b): B"), "{action}: {log}");
+        assert_eq!(repo.dirt(), "", "{action}");
+    }
+}
+
+#[test]
+fn a_task_whose_spec_asks_for_a_removal_may_remove_another_task_s_file() {
+    let scenario = r#"
+[[step]]
+task = "010-a"
+actions = [{ write = { path = "old.txt", content = "a\n" } }, { promise = true }]
+[[step]]
+task = "020-b"
+actions = [{ delete = "old.txt" }, { promise = true }]
+"#;
+    let repo = TestRepo::with_loop(
+        scenario,
+        &["true"],
+        "",
+        &[("010-a.md", "# A\n"), ("020-b.md", "# B\n\nRemove old.txt, it is dead code.\n")],
+    );
+    repo.ralph(&["run"]).expect(0);
+    let outcomes: Vec<String> =
+        repo.records().iter().map(|r| r["outcome"].as_str().unwrap().into()).collect();
+    assert_eq!(outcomes, ["done", "done"]);
+    assert!(!repo.exists("old.txt"));
 }
