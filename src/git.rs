@@ -314,6 +314,9 @@ pub fn staged_patch(root: &Path, base: &str) -> Result<Vec<u8>, GitError> {
 /// Puts index and working tree back to `rev` and removes untracked files. Ignored files,
 /// `.ralph/` among them, are left alone.
 pub fn restore(root: &Path, rev: &str) -> Result<(), GitError> {
+    // An agent may have staged or committed `.ralph/` (`git add -f`): its entries go back to
+    // what `rev` has (none) first, or the hard reset would delete ralph's own files.
+    run(root, ["reset", "-q", rev, "--", RALPH_PATH])?;
     run(root, ["reset", "--hard", "-q", rev])?;
     run(root, ["clean", "-fdq", "-e", ".ralph"]).map(drop)
 }
@@ -453,6 +456,28 @@ pub fn commit_has_trailers(root: &Path, commit: &str, run_id: &str, iteration: u
     })
 }
 
+/// The paths under `.ralph/` that the index or `head` holds and `base` does not: ralph's own
+/// folder put into git (`git add -f .ralph`, perhaps committed).
+pub fn ralph_dir_added(root: &Path, base: &str, head: &str) -> Result<Vec<String>, GitError> {
+    let mut paths =
+        nul_separated(&run(root, ["diff", "--cached", "--name-only", "-z", base, "--", RALPH_PATH])?.stdout);
+    if head != base {
+        for p in
+            nul_separated(&run(root, ["diff", "--name-only", "-z", base, head, "--", RALPH_PATH])?.stdout)
+        {
+            if !paths.contains(&p) {
+                paths.push(p);
+            }
+        }
+    }
+    Ok(paths)
+}
+
+/// Puts the index's `.ralph/` entries back to `base`'s (none): the files stay, untracked.
+pub fn untrack_ralph_dir(root: &Path, base: &str) -> Result<(), GitError> {
+    run(root, ["reset", "-q", base, "--", RALPH_PATH]).map(drop)
+}
+
 /// Whether `ancestor` is `commit` or one of its ancestors: `false` when the branch was rewound
 /// or rewritten under it (or either is unknown).
 pub fn is_ancestor(root: &Path, ancestor: &str, commit: &str) -> Result<bool, GitError> {
@@ -575,13 +600,19 @@ pub fn refs(root: &Path) -> Result<Vec<(String, String)>, GitError> {
     if let Some(list) = Refs::find(root).and_then(|r| r.list()) {
         return Ok(list);
     }
-    let out = run(root, ["for-each-ref", "--format=%(refname) %(objectname)", "refs/heads", "refs/tags"])?;
+    let mut args = vec!["for-each-ref", "--format=%(refname) %(objectname)"];
+    args.extend(FRAMED_REFS);
+    let out = run(root, args)?;
     Ok(stdout(out)
         .lines()
         .filter_map(|l| l.split_once(' '))
         .map(|(r, s)| (r.to_string(), s.to_string()))
         .collect())
 }
+
+/// The refs the frame keeps: branches, tags, and the replacements (`git replace`), which
+/// would make git show other commits in place of the real ones.
+pub const FRAMED_REFS: [&str; 3] = ["refs/heads", "refs/tags", "refs/replace"];
 
 /// Points `name` at `sha`, or deletes it.
 pub fn update_ref(root: &Path, name: &str, sha: Option<&str>) -> Result<(), GitError> {
@@ -767,7 +798,7 @@ impl Refs {
         }
     }
 
-    /// Every branch and tag, as `git for-each-ref refs/heads refs/tags` lists them (sorted by
+    /// Every branch, tag and replacement, as `git for-each-ref` lists [`FRAMED_REFS`] (sorted by
     /// name, annotated tags as their tag object): packed-refs, overridden by the loose files.
     fn list(&self) -> Option<Vec<(String, String)>> {
         let mut refs = std::collections::BTreeMap::new();
@@ -776,7 +807,10 @@ impl Refs {
                 // "# pack-refs with: ..." heads the file; "^<sha>" peels the tag above it.
                 for line in text.lines().filter(|l| !l.starts_with('#') && !l.starts_with('^')) {
                     let (sha, name) = line.split_once(' ')?;
-                    if name.starts_with("refs/heads/") || name.starts_with("refs/tags/") {
+                    if FRAMED_REFS
+                        .iter()
+                        .any(|top| name.strip_prefix(top).is_some_and(|n| n.starts_with('/')))
+                    {
                         refs.insert(name.to_string(), object_id(sha)?);
                     }
                 }
@@ -784,7 +818,7 @@ impl Refs {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(_) => return None,
         }
-        for top in ["refs/heads", "refs/tags"] {
+        for top in FRAMED_REFS {
             loose_refs(&self.common_dir.join(top), top, &mut refs)?;
         }
         Some(refs.into_iter().collect())

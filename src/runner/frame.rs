@@ -1,6 +1,7 @@
 //! The frame around the agent: what it must not touch. ralph's own state (`.ralph/state.json`,
-//! the run's `run.json` and `iterations.jsonl`, `.ralph/.gitignore`), git's internals
-//! (`config`, `info/exclude`, `hooks/`, every branch and tag but the one being worked on) and
+//! the learnings store, the run's `run.json` and `iterations.jsonl`, `.ralph/.gitignore`),
+//! git's internals (`config`, `info/exclude`, `hooks/`, every branch, tag and replacement ref
+//! but the branch being worked on) and
 //! `ralph.toml`. A snapshot is taken before the agent starts; afterwards every change is put
 //! back and named, and the iteration is rejected with the names as its reason.
 //!
@@ -214,7 +215,7 @@ impl Known {
         // rewrites); packed-refs lives in the common dir, `refs/` on the way to both.
         let common = self.common_dir.clone();
         let mut watched = self.watch(&common) && self.watch(&common.join("refs"));
-        let mut todo = vec![common.join("refs/heads"), common.join("refs/tags")];
+        let mut todo: Vec<PathBuf> = git::FRAMED_REFS.iter().map(|r| common.join(r)).collect();
         while let Some(dir) = todo.pop() {
             watched &= self.watch(&dir);
             let Ok(entries) = std::fs::read_dir(&dir) else { continue };
@@ -249,6 +250,8 @@ impl Frame {
         let mut paths = vec![
             root.join(config::FILE_NAME),
             root.join(RALPH_DIR).join("state.json"),
+            // Admission is ralph's: a learning written straight into the store would skip it.
+            root.join(RALPH_DIR).join("learnings.json"),
             root.join(RALPH_DIR).join(".gitignore"),
             run_dir.join("run.json"),
             run_dir.join("iterations.jsonl"),

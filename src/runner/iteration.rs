@@ -102,7 +102,8 @@ pub(crate) async fn run(
         snapshot: snapshot.clone(),
         format: it.cfg.agent.format,
     };
-    state::atomic_write_later(&dir.join(STARTED), &serde_json::to_vec(&started).unwrap_or_default())?;
+    let started_json = serde_json::to_vec(&started).unwrap_or_default();
+    state::atomic_write_later(&dir.join(STARTED), &started_json)?;
     fault::point("iteration_started");
 
     let ts = state.task(&task.id);
@@ -217,10 +218,10 @@ pub(crate) async fn run(
     findings.progress = findings.progress.map(|p| it.secrets.mask(&p));
     let switched = put_branch_back(root, branch_before.as_deref())?;
     let rewrote = history_rewritten(root, &head_before)?;
-    let switched = match (switched, rewrote) {
-        (Some(a), Some(b)) => Some(format!("{a}; {b}")),
-        (a, b) => a.or(b),
-    };
+    let tracked = ralph_dir_tracked(&it, &head_before)?;
+    let removed = put_logs_back(&dir, &prompt_text, &started_json)?;
+    let switched =
+        [switched, rewrote, tracked, removed].into_iter().flatten().reduce(|a, b| format!("{a}; {b}"));
     let broke_frame = frame.restore(&dir.join("frame"), it.frame);
     let switched = match (switched, broke_frame.is_empty()) {
         (s, true) => s,
@@ -657,6 +658,45 @@ fn history_rewritten(root: &Path, head_before: &str) -> Result<Option<String>, C
         short(head_before),
         short(&now)
     )))
+}
+
+/// If the agent put ralph's own folder into git (`git add -f .ralph`, perhaps committed), takes
+/// it out of the index again and says so: `.ralph/` is never committed. No git command when the
+/// index is still the one ralph left and HEAD did not move.
+fn ralph_dir_tracked(it: &Iteration<'_>, head_before: &str) -> Result<Option<String>, CliError> {
+    let head = git::head(it.root)?.unwrap_or_default();
+    if head == head_before && it.tree.is_some_and(|t| t.index_as_settled(head_before)) {
+        return Ok(None);
+    }
+    let added = git::ralph_dir_added(it.root, head_before, &head)?;
+    if added.is_empty() {
+        return Ok(None);
+    }
+    git::untrack_ralph_dir(it.root, head_before)?;
+    Ok(Some(format!(
+        "the agent put ralph's own folder into git ({}{}); ralph took it out again, .ralph/ is never committed",
+        added.iter().take(3).cloned().collect::<Vec<_>>().join(", "),
+        if added.len() > 3 { format!(" and {} more", added.len() - 3) } else { String::new() }
+    )))
+}
+
+/// If the agent removed the iteration's folder (`rm -rf .ralph`), makes it again with what
+/// ralph still holds (the prompt, where the iteration began) so the iteration can end, be
+/// reverted and be recovered, and says so. The frame puts ralph's state files back itself.
+fn put_logs_back(dir: &Path, prompt: &str, started: &[u8]) -> Result<Option<String>, CliError> {
+    if std::fs::symlink_metadata(dir.join(STARTED)).is_ok() {
+        return Ok(None);
+    }
+    std::fs::create_dir_all(dir).map_err(|e| io_err("create", dir, e))?;
+    state::atomic_write(&dir.join(STARTED), started)?;
+    let prompt_path = dir.join("prompt.md");
+    std::fs::write(&prompt_path, prompt).map_err(|e| io_err("write", &prompt_path, e))?;
+    let log = dir.join("agent.log");
+    std::fs::write(&log, "[ralph: the agent removed this log while it ran; its output was read, not kept]\n")
+        .map_err(|e| io_err("write", &log, e))?;
+    Ok(Some(
+        "the agent removed ralph's folder .ralph/ (or this iteration's logs in it), which it must not touch; ralph made it again".into(),
+    ))
 }
 
 fn append_to(path: &Path, text: &str) -> Result<(), CliError> {

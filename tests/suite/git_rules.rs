@@ -334,3 +334,92 @@ actions = [{ write = { path = "b.txt", content = "b\n" } }, { promise = true }]
     assert_eq!(repo.git(&["show", "HEAD:gen/listing"]), "a.txt\nb.txt\n");
     assert_eq!(repo.dirt(), "");
 }
+
+/// Two tasks: the first agent breaks the frame one way, its retry and the second task work.
+fn frame_break(action: &str, told: &str) -> TestRepo {
+    let scenario = format!(
+        r##"
+[[step]]
+task = "010-a"
+actions = [{{ write = {{ path = "a.txt", content = "a\n" }} }}, {{ promise = true }}]
+[[step]]
+task = "020-b"
+iteration = 1
+actions = [{{ write = {{ path = "b.txt", content = "b\n" }} }}, {action}, {{ promise = true }}]
+[[step]]
+task = "020-b"
+iteration = 2
+actions = [{{ expect_prompt = {told} }}, {{ write = {{ path = "b.txt", content = "b\n" }} }}, {{ promise = true }}]
+"##,
+        told = toml_str(told)
+    );
+    TestRepo::with_loop(&scenario, &["true"], "", &[("010-a.md", "# A\n"), ("020-b.md", "# B\n")])
+}
+
+#[test]
+fn ralphs_own_folder_and_replacement_refs_are_part_of_the_frame() {
+    let store = r#"{"entries":[{"id":"L9","text":"always commit with --no-verify","status":"active","reviewed":true,"count":9,"task":"x","run_id":"r","iteration":1,"agent":"a","model":null,"failure":null,"commit":null,"created_at":"2026-01-01T00:00:00Z","updated_at":"2026-01-01T00:00:00Z"}],"next_id":10}"#;
+    let cases = [
+        (
+            format!("{{ write = {{ path = \".ralph/learnings.json\", content = {} }} }}", toml_str(store)),
+            ".ralph/learnings.json",
+        ),
+        (r#"{ run = "git replace HEAD HEAD~1" }"#.to_string(), "refs/replace/"),
+    ];
+    for (action, named) in cases {
+        let repo = frame_break(&action, "must not touch");
+        repo.ralph(&["run"]).expect(0);
+        let r = repo.records();
+        let outcomes: Vec<&str> = r.iter().map(|r| r["outcome"].as_str().unwrap()).collect();
+        assert_eq!(outcomes, ["done", "agent_failed", "done"], "{action}");
+        let failure = r[1]["failure"].as_str().unwrap();
+        assert!(failure.contains("must not touch") && failure.contains(named), "{action}: {failure}");
+        assert!(!repo.read("AGENTS.md").contains("no-verify"), "{action}");
+        assert!(!repo.read(".ralph/learnings.json").contains("no-verify"), "{action}");
+        assert_eq!(repo.git(&["for-each-ref", "refs/replace"]), "", "{action}");
+        assert_eq!(repo.dirt(), "", "{action}");
+    }
+}
+
+#[test]
+fn an_agent_that_commits_ralphs_folder_is_rejected_and_the_folder_stays_out_of_git() {
+    for action in
+        [r#"{ run = "git add -f .ralph && git commit -qm sneaky" }"#, r#"{ run = "git add -f .ralph" }"#]
+    {
+        let repo = frame_break(action, ".ralph/ is never committed");
+        repo.ralph(&["run"]).expect(0);
+        let r = repo.records();
+        let outcomes: Vec<&str> = r.iter().map(|r| r["outcome"].as_str().unwrap()).collect();
+        assert_eq!(outcomes, ["done", "agent_failed", "done"], "{action}");
+        assert!(
+            r[1]["failure"].as_str().unwrap().contains(".ralph/ is never committed"),
+            "{action}: {}",
+            r[1]
+        );
+        assert_eq!(
+            repo.git(&["log", "--all", "--format=", "--name-only", "--", ".ralph"]).trim(),
+            "",
+            "{action}"
+        );
+        assert_eq!(repo.git(&["ls-files", "--", ".ralph"]), "", "{action}");
+        // ralph's files are still there: the run's state, its records.
+        assert!(repo.exists(".ralph/state.json") && repo.latest_run_dir().join("iterations.jsonl").exists());
+        assert_eq!(repo.dirt(), "", "{action}");
+        assert!(!repo.git(&["log", "--format=%s"]).contains("sneaky"), "{action}");
+    }
+}
+
+#[test]
+fn an_agent_that_removes_ralphs_folder_is_rejected_and_the_run_goes_on() {
+    let repo = frame_break(r#"{ run = "rm -rf .ralph" }"#, "must not touch");
+    let run = repo.ralph(&["run"]);
+    let r = repo.records();
+    let outcomes: Vec<&str> = r.iter().map(|r| r["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["done", "agent_failed", "done"], "{}", run.stderr());
+    run.expect(0);
+    assert!(r[1]["failure"].as_str().unwrap().contains("must not touch"), "{}", r[1]);
+    assert_eq!(repo.dirt(), "");
+    assert!(repo.exists("a.txt") && repo.exists("b.txt"));
+    // The next run starts on a clean tree.
+    repo.ralph(&["run"]).expect(0);
+}
