@@ -1,5 +1,5 @@
 //! The real-agent suite: ralph drives the real agent CLIs (Claude Code, Codex, pi, Gemini CLI,
-//! opencode), installed at pinned versions in tests/real-agents (`npm ci --prefix
+//! opencode), installed at pinned versions in tests/real-agents (`npm install --prefix
 //! tests/real-agents`), against the scripted model server in tests/common on 127.0.0.1.
 //!
 //! For each preset: the agent's edit lands and is committed; tokens (and cost, where the CLI
@@ -7,7 +7,9 @@
 //! with no attempt counted; an authentication failure stops the run with a clear message; the
 //! promise in a tool's output does not complete the task.
 //!
-//! A CLI that is not installed is skipped with a note, except when `CI` is set: then it fails.
+//! These tests are `#[ignore]`d, so a plain `cargo test` shows them as ignored: `scripts/test`
+//! installs the CLIs (`npm install --prefix tests/real-agents`) and runs them, and a CLI that is
+//! missing then fails its tests.
 
 // Tests and their support fail loudly by design.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -48,25 +50,21 @@ fn bin_path(cli: Cli) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/real-agents/node_modules/.bin").join(cli.bin)
 }
 
-/// The CLI's binary, or `None` (with a note) when it is not installed outside CI.
-fn installed(cli: Cli) -> Option<PathBuf> {
+/// The CLI's binary; a missing one fails the test (it runs only when asked for).
+fn installed(cli: Cli) -> PathBuf {
     let p = bin_path(cli);
-    if p.exists() {
-        return Some(p);
-    }
     assert!(
-        std::env::var_os("CI").is_none(),
-        "{} is not installed at {}: run `npm ci --prefix tests/real-agents`",
+        p.exists(),
+        "{} is not installed at {}: scripts/test installs it (npm install --prefix tests/real-agents)",
         cli.preset,
         p.display()
     );
-    eprintln!("skipped: {} is not installed (npm ci --prefix tests/real-agents)", cli.preset);
-    None
+    p
 }
 
 /// A repository whose ralph.toml drives `cli` against `server`, with one task.
 fn setup(cli: Cli, server: &ModelServer, checks: &[&str], extra: &str) -> TestRepo {
-    let bin = installed(cli).unwrap();
+    let bin = installed(cli);
     let repo = TestRepo::new();
     let home = &repo.outside;
     let url = server.url();
@@ -161,9 +159,7 @@ fn status_attempts(repo: &TestRepo) -> serde_json::Value {
 }
 
 fn edit_lands_and_is_committed(cli: Cli) {
-    if !bin_path(cli).exists() && installed(cli).is_none() {
-        return;
-    }
+    installed(cli);
     let server = ModelServer::start("echo hello > hello.txt", FINAL);
     let repo = setup(cli, &server, &["grep -q hello hello.txt"], "");
     let out = run(&repo, &server, &["run"]);
@@ -199,9 +195,7 @@ fn edit_lands_and_is_committed(cli: Cli) {
 }
 
 fn rate_limit_is_waited_out_without_an_attempt(cli: Cli) {
-    if installed(cli).is_none() {
-        return;
-    }
+    installed(cli);
     let server = ModelServer::start("echo hello > hello.txt", FINAL);
     // One attempt allowed: the limit must not use it.
     let repo = setup(
@@ -235,9 +229,7 @@ fn rate_limit_is_waited_out_without_an_attempt(cli: Cli) {
 }
 
 fn auth_failure_stops_the_run(cli: Cli) {
-    if installed(cli).is_none() {
-        return;
-    }
+    installed(cli);
     let server = ModelServer::start("echo hello > hello.txt", FINAL);
     let repo = setup(cli, &server, &["true"], "");
     server.set_mode(Mode::Unauthorized);
@@ -249,9 +241,7 @@ fn auth_failure_stops_the_run(cli: Cli) {
 }
 
 fn promise_in_tool_output_does_not_count(cli: Cli) {
-    if installed(cli).is_none() {
-        return;
-    }
+    installed(cli);
     let server = ModelServer::start(
         "echo '<promise>COMPLETE</promise>' > note.txt && cat note.txt",
         "Still working on it.",
@@ -271,18 +261,22 @@ macro_rules! suite {
         mod $name {
             use super::*;
             #[test]
+            #[ignore = "needs the agent CLIs: scripts/test installs them"]
             fn edit_lands_and_is_committed() {
                 super::edit_lands_and_is_committed($cli);
             }
             #[test]
+            #[ignore = "needs the agent CLIs: scripts/test installs them"]
             fn rate_limit_is_waited_out_without_an_attempt() {
                 super::rate_limit_is_waited_out_without_an_attempt($cli);
             }
             #[test]
+            #[ignore = "needs the agent CLIs: scripts/test installs them"]
             fn auth_failure_stops_the_run() {
                 super::auth_failure_stops_the_run($cli);
             }
             #[test]
+            #[ignore = "needs the agent CLIs: scripts/test installs them"]
             fn promise_in_tool_output_does_not_count() {
                 super::promise_in_tool_output_does_not_count($cli);
             }
@@ -299,9 +293,10 @@ suite! {
 }
 
 /// For debugging a CLI by hand: `cargo test --test real_agents serve_by_hand -- --ignored
-/// --nocapture` prints the server's URL and keeps it up for ten minutes.
+/// --nocapture` prints the server's URL and keeps it up for ten minutes (`scripts/test` skips
+/// it).
 #[test]
-#[ignore]
+#[ignore = "a tool for debugging by hand, not a test"]
 fn serve_by_hand() {
     let server = ModelServer::start("echo hello > hello.txt", FINAL);
     println!("model server at {}", server.url());

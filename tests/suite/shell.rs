@@ -1,6 +1,7 @@
 //! Shell integration: the completion scripts complete in the real shells, and the man pages
-//! render. A shell or groff that is not installed is skipped with a note, unless `CI` is set
-//! (`.ci/run` installs them): then it fails.
+//! render. The tests that need zsh, fish or groff are `#[ignore]`d: a plain `cargo test` shows
+//! them as ignored, and `scripts/test` installs the tools and runs them, failing when one is
+//! missing.
 
 use crate::common::*;
 use std::path::Path;
@@ -10,14 +11,10 @@ fn ralph(args: &[&str]) -> Run {
     Run(Command::new(RALPH).args(args).output().unwrap())
 }
 
-/// Whether `tool` can run; without it, a note (or, under CI, a failure).
-fn installed(tool: &str) -> bool {
+/// Asserts that `tool` can run: a test that needs it is ignored unless asked for.
+fn require(tool: &str) {
     let found = Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(std::env::var_os("CI").is_none(), "{tool} is not installed (.ci/run installs it)");
-        eprintln!("note: {tool} is not installed; its part of this test is skipped");
-    }
-    found
+    assert!(found, "{tool} is not installed: scripts/test installs it (apt-get install {tool})");
 }
 
 /// What bash completes for `words` (the last one is the word being completed).
@@ -43,9 +40,7 @@ fn the_bash_script_completes_subcommands_flags_and_values() {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("ralph.bash");
     std::fs::write(&script, run.stdout()).unwrap();
-    if !installed("bash") {
-        return;
-    }
+    require("bash");
     assert_eq!(bash_complete(&script, &["ralph", "st"]), ["status", "stats", "stop"]);
     assert_eq!(bash_complete(&script, &["ralph", "logs", "--ch"]), ["--checks"]);
     assert_eq!(bash_complete(&script, &["ralph", "learnings", "re"]), ["remove", "review"]);
@@ -58,37 +53,41 @@ fn the_bash_script_completes_subcommands_flags_and_values() {
 }
 
 #[test]
-fn the_zsh_and_fish_scripts_parse_and_name_the_subcommands() {
-    let dir = tempfile::tempdir().unwrap();
+fn the_zsh_and_fish_scripts_name_the_subcommands() {
     for shell in ["zsh", "fish"] {
         let script = ralph(&["completions", shell]).expect(0).stdout();
         for sub in ["status", "stop", "learnings", "completions", "man", "plan", "stats", "report"] {
             assert!(script.contains(sub), "{shell} script lacks {sub}");
         }
-        let path = dir.path().join(format!("ralph.{shell}"));
-        std::fs::write(&path, &script).unwrap();
-        if installed(shell) {
-            let out = Command::new(shell).arg("-n").arg(&path).output().unwrap();
-            assert!(out.status.success(), "{shell} -n: {}", String::from_utf8_lossy(&out.stderr));
-        }
-    }
-    // fish can say what it would complete.
-    if installed("fish") {
-        let script = dir.path().join("ralph.fish");
-        let out = Command::new("fish")
-            .arg("--no-config")
-            .arg("-c")
-            .arg(format!("source '{}'; complete -C 'ralph st'", script.display()))
-            .output()
-            .unwrap();
-        let offered: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| l.split('\t').next().unwrap().to_string())
-            .collect();
-        assert_eq!(offered, ["stats", "status", "stop"], "{}", String::from_utf8_lossy(&out.stderr));
     }
     let bad = ralph(&["completions", "tcsh"]).expect(2);
     assert!(bad.stderr().contains("invalid value 'tcsh'"), "{}", bad.stderr());
+}
+
+#[test]
+#[ignore = "needs zsh and fish: scripts/test installs them"]
+fn the_zsh_and_fish_scripts_parse_and_fish_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["zsh", "fish"] {
+        require(shell);
+        let path = dir.path().join(format!("ralph.{shell}"));
+        std::fs::write(&path, ralph(&["completions", shell]).expect(0).stdout()).unwrap();
+        let out = Command::new(shell).arg("-n").arg(&path).output().unwrap();
+        assert!(out.status.success(), "{shell} -n: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    // fish can say what it would complete.
+    let script = dir.path().join("ralph.fish");
+    let out = Command::new("fish")
+        .arg("--no-config")
+        .arg("-c")
+        .arg(format!("source '{}'; complete -C 'ralph st'", script.display()))
+        .output()
+        .unwrap();
+    let offered: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split('\t').next().unwrap().to_string())
+        .collect();
+    assert_eq!(offered, ["stats", "status", "stop"], "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// The page as `man` shows it, plain; groff's warnings fail the test.
@@ -107,34 +106,43 @@ fn render(page: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-#[test]
-fn the_man_pages_render_with_every_subcommand_and_the_exit_codes() {
+/// `ralph man` and `ralph man --out-dir`: the main page and one per subcommand; the names.
+fn man_pages(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<String>) {
     let page = ralph(&["man"]).expect(0).stdout();
     assert!(page.contains(".TH ralph 1"), "{page}");
-    let dir = tempfile::tempdir().unwrap();
-    let printed = dir.path().join("printed.1");
+    let printed = dir.join("printed.1");
     std::fs::write(&printed, &page).unwrap();
-
-    let out = dir.path().join("man1");
+    let out = dir.join("man1");
     // A relative directory is taken from -C, like every path ralph is given.
-    ralph(&["-C", out.parent().unwrap().to_str().unwrap(), "man", "--out-dir", "man1"]).expect(0);
+    ralph(&["-C", dir.to_str().unwrap(), "man", "--out-dir", "man1"]).expect(0);
     let mut pages: Vec<String> =
         std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     pages.sort();
-    for expected in
-        ["ralph.1", "ralph-run.1", "ralph-status.1", "ralph-learnings-show.1", "ralph-completions.1"]
-    {
-        assert!(pages.iter().any(|p| p == expected), "{expected} missing from {pages:?}");
-    }
     assert_eq!(
         std::fs::read_to_string(out.join("ralph.1")).unwrap(),
         page,
         "the printed page is the written one"
     );
+    (printed, out, pages)
+}
 
-    if !installed("groff") {
-        return;
+#[test]
+fn the_man_pages_are_written_one_per_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, _, pages) = man_pages(dir.path());
+    for expected in
+        ["ralph.1", "ralph-run.1", "ralph-status.1", "ralph-learnings-show.1", "ralph-completions.1"]
+    {
+        assert!(pages.iter().any(|p| p == expected), "{expected} missing from {pages:?}");
     }
+}
+
+#[test]
+#[ignore = "needs groff: scripts/test installs it"]
+fn the_man_pages_render_with_every_subcommand_and_the_exit_codes() {
+    require("groff");
+    let dir = tempfile::tempdir().unwrap();
+    let (printed, out, pages) = man_pages(dir.path());
     let main = render(&printed);
     for sub in [
         "ralph-init(1)",

@@ -166,22 +166,11 @@ fn stats_without_runs_say_so() {
     );
 }
 
-/// Chromium, or `None` (with a message) when it is missing outside CI. With CI set, a missing
-/// Chromium fails the test: `.ci/run` installs it.
-fn chromium() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("chromium")).find(|p| p.is_file()));
-    if found.is_none() {
-        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
-        assert!(
-            !ci,
-            "chromium is not installed, and CI is set: .ci/run installs it (apt-get install chromium)"
-        );
-        eprintln!(
-            "SKIPPED: chromium is not installed (apt-get install chromium); the report is not rendered"
-        );
-    }
-    found
+/// Chromium: the test that needs it is ignored unless asked for (`scripts/test` installs it).
+fn chromium() -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("chromium")).find(|p| p.is_file()))
+        .expect("chromium is not installed: scripts/test installs it (apt-get install chromium)")
 }
 
 /// Runs headless Chromium on a file with extra arguments; returns stdout.
@@ -227,8 +216,9 @@ fn pixels_of(png_path: &Path, rgb: [u8; 3]) -> (usize, u32, u32) {
 }
 
 #[test]
+#[ignore = "needs chromium: scripts/test installs it"]
 fn report_renders_a_coloured_timeline_tasks_and_linked_iterations() {
-    let Some(chromium) = chromium() else { return };
+    let chromium = chromium();
     let repo = two_task_repo(false);
     repo.ralph(&["run"]).expect(0);
     let run_dir = repo.latest_run_dir();
