@@ -180,7 +180,7 @@ impl Backlog {
         for name in files {
             let rel = Path::new(SPECS_DIR).join(&name);
             let abs = root.join(&rel);
-            let text = std::fs::read_to_string(&abs)
+            let text = crate::fsx::read_input(&abs)
                 .map_err(|source| BacklogError::Read { path: rel.clone(), source })?;
             let id = name.trim_end_matches(".md");
             let spec = spec::parse(id, &rel, &text).map_err(|e| BacklogError::Spec {
@@ -354,7 +354,7 @@ pub fn set_status(
 ) -> Result<bool, BacklogError> {
     let path = root.join(&task.path);
     let exists = path.exists();
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|_| before.to_string());
+    let text = crate::fsx::read_input(&path).unwrap_or_else(|_| before.to_string());
     let new = match task.origin {
         Origin::File => {
             let current = spec::parse("", &task.path, &text).ok();
@@ -401,7 +401,7 @@ pub fn current_tasks<'a>(
     }
     let mut out = BTreeMap::new();
     for (path, tasks) in by_file {
-        let Ok(text) = std::fs::read_to_string(root.join(path)) else { continue };
+        let Ok(text) = crate::fsx::read_input(&root.join(path)) else { continue };
         let parsed: Result<Vec<Spec>, ()> = match tasks[0].origin {
             Origin::File => spec::parse("", path, &text)
                 .map(|s| vec![Spec { id: tasks[0].id.clone(), ..s }])
@@ -428,7 +428,7 @@ pub fn current_tasks<'a>(
 }
 
 fn read(root: &Path, rel: &Path) -> Result<String, BacklogError> {
-    std::fs::read_to_string(root.join(rel))
+    crate::fsx::read_input(&root.join(rel))
         .map_err(|source| BacklogError::Read { path: rel.to_path_buf(), source })
 }
 
