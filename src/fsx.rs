@@ -33,10 +33,7 @@ const ANCHOR: &str = crate::state::RALPH_DIR;
 
 /// The error for a symbolic link in ralph's way.
 fn link_error(path: &Path) -> io::Error {
-    io::Error::other(format!(
-        "{} is a symbolic link, which ralph does not follow (remove it; ralph makes no links of its own)",
-        path.display()
-    ))
+    io::Error::other(format!("{} is a symbolic link, which ralph does not follow", path.display()))
 }
 
 fn cstr(name: &OsStr) -> io::Result<CString> {

@@ -170,7 +170,9 @@ impl Backlog {
             if !name.ends_with(".md") || name.starts_with('.') {
                 continue;
             }
-            let is_file = entry.file_type().map(|t| t.is_file() || t.is_symlink()).unwrap_or(false);
+            // Anything but a folder is read, so that a link or a FIFO is named as an error
+            // (`fsx::read_input`), not skipped unseen.
+            let is_file = entry.file_type().map(|t| !t.is_dir()).unwrap_or(false);
             if is_file {
                 files.push(name.to_string());
             }
