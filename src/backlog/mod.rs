@@ -455,6 +455,19 @@ mod tests {
         }
     }
 
+    /// A backlog file the agent made a link to `/dev/zero` is named, never read.
+    #[test]
+    fn a_backlog_file_that_is_a_link_is_named_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, source) in
+            [("prd.json", Source::Prd("prd.json".into())), ("PLAN.md", Source::Checklist("PLAN.md".into()))]
+        {
+            std::os::unix::fs::symlink("/dev/zero", dir.path().join(name)).unwrap();
+            let e = crate::error::chain(&Backlog::load(dir.path(), &source).unwrap_err());
+            assert!(e.contains(&format!("{name} is a symbolic link")), "{e}");
+        }
+    }
+
     #[test]
     fn order_is_file_name_then_priority() {
         let b = backlog(&[("020-b.md", "# B\n"), ("010-a.md", "# A\n")]).unwrap();

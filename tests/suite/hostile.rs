@@ -58,10 +58,10 @@ fn links_planted_in_ralphs_folder_lead_nowhere_outside() {
     repo.commit_all("set up ralph");
 
     let run = repo.ralph_within(120, &["run", "--max-iterations", "3"]);
+    untouched(&elsewhere, &files);
     assert_ne!(run.code(), 0, "{}", run.stdout());
     let err = run.stderr();
     assert!(err.contains("iter-0002 is a symbolic link"), "{err}");
-    untouched(&elsewhere, &files);
     // ralph's own files are its own again: the frame put them back.
     assert!(repo.path(".ralph/state.json").is_file());
     let run_dir = repo.latest_run_dir();
@@ -94,9 +94,9 @@ fn a_link_in_the_iterations_own_folder_is_an_error_naming_it() {
     let head = repo.head();
 
     let run = repo.ralph_within(120, &["run", "--max-iterations", "1"]);
+    untouched(&elsewhere, &files);
     assert_eq!(run.code(), 1, "{}", run.stdout());
     assert!(run.stderr().contains("iter-0001/checks.log is a symbolic link"), "{}", run.stderr());
-    untouched(&elsewhere, &files);
     assert_eq!(repo.head(), head, "nothing unchecked is committed");
 }
 
