@@ -134,7 +134,22 @@ pub fn read_to_string(path: &Path) -> io::Result<String> {
 /// [`MAX_INPUT_BYTES`], not reached through a symbolic link. The error says which rule it broke
 /// (a missing file stays `NotFound`).
 pub fn read_input(path: &Path) -> io::Result<String> {
-    let file = open(path)?;
+    read_bounded(open(path)?)
+}
+
+/// [`read_input`] for AGENTS.md, which users often keep as a link to CLAUDE.md (or the
+/// reverse): a link is followed, but what it leads to must be a regular file of at most
+/// [`MAX_INPUT_BYTES`] (never `/dev/zero`, never a FIFO).
+pub fn read_input_following(path: &Path) -> io::Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other(format!("{} is not a regular file", path.display())));
+    }
+    read_bounded(file)
+}
+
+fn read_bounded(file: File) -> io::Result<String> {
     let too_large = || {
         io::Error::other(format!("it is larger than {} KiB, the most ralph reads", MAX_INPUT_BYTES / 1024))
     };
@@ -411,6 +426,14 @@ mod tests {
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
         let e = read_input(&fifo).unwrap_err().to_string();
+        assert!(e.contains("fifo.md is not a regular file"), "{e}");
+        // AGENTS.md may be a link (to CLAUDE.md), but not to a device or a FIFO.
+        let agents = dir.path().join("AGENTS.md");
+        symlink(&spec, &agents).unwrap();
+        assert_eq!(read_input_following(&agents).unwrap(), "# A\n");
+        let e = read_input_following(&zero).unwrap_err().to_string();
+        assert!(e.contains("zero.md is not a regular file"), "{e}");
+        let e = read_input_following(&fifo).unwrap_err().to_string();
         assert!(e.contains("fifo.md is not a regular file"), "{e}");
         let big = dir.path().join("big.md");
         std::fs::write(&big, vec![b'a'; MAX_INPUT_BYTES as usize + 1]).unwrap();

@@ -133,7 +133,8 @@ pub async fn run(
 
     let env_vars: Vec<(String, String)> = cfg.agent.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let secrets = Secrets::from_env(&env_vars);
-    let agents_md = crate::fsx::read_input(&root.join(crate::learnings::AGENTS_MD)).unwrap_or_default();
+    let agents_md =
+        crate::fsx::read_input_following(&root.join(crate::learnings::AGENTS_MD)).unwrap_or_default();
     let custom = match &cfg.plan_template {
         Some(p) => Some((
             p.display().to_string(),

@@ -596,7 +596,7 @@ pub(crate) struct IterationEnd {
 }
 
 fn prompt_context(it: &Iteration<'_>, ts: &state::TaskState, attempt: u32) -> prompt::Context {
-    let agents_md = std::fs::read_to_string(it.root.join(learnings::AGENTS_MD)).unwrap_or_default();
+    let agents_md = crate::fsx::read_input_following(&it.root.join(learnings::AGENTS_MD)).unwrap_or_default();
     prompt::Context {
         task: prompt::TaskContext {
             id: it.task.id.clone(),
