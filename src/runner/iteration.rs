@@ -956,7 +956,8 @@ fn stage_for_gates(it: &Iteration<'_>, head_before: &str) -> Result<git::Staged,
         let text = match std::fs::symlink_metadata(&path) {
             Ok(m) if m.is_file() && read + m.len() <= MAX_READ => {
                 read += m.len();
-                std::fs::read(&path).ok()
+                // Not through a link swapped in since the look (a daemon the agent left).
+                crate::fsx::read(&path).ok()
             }
             Ok(m) if m.file_type().is_symlink() => {
                 std::fs::read_link(&path).ok().map(|l| l.into_os_string().into_encoded_bytes())
