@@ -358,7 +358,7 @@ impl Config {
 /// The backlog's source from `ralph.toml` alone, for read-only commands that must work even
 /// when the rest of the file is broken (`ralph status`): `[backlog] file`, else detected.
 pub fn backlog_source(root: &Path) -> crate::backlog::Source {
-    let configured = std::fs::read_to_string(root.join(FILE_NAME))
+    let configured = crate::fsx::read_input(&root.join(FILE_NAME))
         .ok()
         .and_then(|t| t.parse::<toml::Table>().ok())
         .and_then(|t| t.get("backlog")?.get("file")?.as_str().map(PathBuf::from));
@@ -389,7 +389,7 @@ pub mod defaults {
 impl Config {
     /// Reads `ralph.toml` from `root`.
     pub fn load(root: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(root.join(FILE_NAME))
+        let text = crate::fsx::read_input(&root.join(FILE_NAME))
             .map_err(|source| ConfigError::Read { path: PathBuf::from(FILE_NAME), source })?;
         Self::parse_with(Path::new(FILE_NAME), &text, overrides)
     }

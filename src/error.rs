@@ -88,7 +88,10 @@ impl From<crate::git::GitError> for CliError {
 
 impl From<crate::state::StateError> for CliError {
     fn from(e: crate::state::StateError) -> Self {
-        CliError::failure(chain(&e))
+        match e {
+            crate::state::StateError::NotOurs { .. } => CliError::usage(chain(&e)),
+            e => CliError::failure(chain(&e)),
+        }
     }
 }
 

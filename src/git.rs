@@ -413,7 +413,9 @@ pub fn snapshot(root: &Path, tmp_index: &Path) -> Result<String, GitError> {
     let index = stdout(run(root, ["rev-parse", "--git-path", "index"])?);
     let index = root.join(index);
     if index.exists() {
-        std::fs::copy(&index, tmp_index).map_err(GitError::Spawn)?;
+        // Into ralph's folder: never through a link planted there (see `fsx`).
+        let bytes = std::fs::read(&index).map_err(GitError::Spawn)?;
+        crate::fsx::write(tmp_index, &bytes).map_err(GitError::Spawn)?;
     }
     let with_index = |args: &[&str]| -> Result<Output, GitError> {
         let out = git(root).env("GIT_INDEX_FILE", tmp_index).args(args).output().map_err(GitError::Spawn)?;

@@ -223,7 +223,7 @@ impl Store {
         match crate::state::load_json(&store_path(root))? {
             Some(store) => Ok(store),
             None => {
-                let text = std::fs::read_to_string(root.join(AGENTS_MD)).unwrap_or_default();
+                let text = crate::fsx::read_input_following(&root.join(AGENTS_MD)).unwrap_or_default();
                 Ok(Store::import(&text))
             }
         }
@@ -488,7 +488,12 @@ impl Store {
 /// Renders the store into `root/AGENTS.md`; returns whether the file changed.
 pub fn write_agents_md(root: &Path, store: &Store, cfg: &Settings) -> Result<bool, StateError> {
     let path = root.join(AGENTS_MD);
-    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    // What cannot be read (too large, not a file) is not rewritten from nothing.
+    let old = match crate::fsx::read_input_following(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(source) => return Err(StateError::Read { path, source }),
+    };
     let new = store.render(&old, cfg);
     if new == old {
         return Ok(false);

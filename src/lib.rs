@@ -4,9 +4,9 @@
 //! Subsystems: [`backlog`] (specs and task selection), [`prompt`] (the template), [`agent`]
 //! (command line, output scanning, the scripted agent), [`process`] (spawning, timeouts,
 //! process groups), [`checks`], [`git`], [`learnings`], [`budget`], [`state`] (persisted state,
-//! lock, atomic writes), [`logs`] (on-disk layout), [`record`] (the iteration record),
-//! [`runner`] (the loop), [`reporter`] (what the user sees), [`commands`] (the other
-//! subcommands).
+//! lock, atomic writes), [`fsx`] (files opened without following links), [`logs`] (on-disk
+//! layout), [`record`] (the iteration record), [`runner`] (the loop), [`reporter`] (what the
+//! user sees), [`commands`] (the other subcommands).
 
 pub mod agent;
 pub mod backlog;
@@ -18,6 +18,7 @@ pub mod config;
 pub mod error;
 pub mod exit_code;
 pub mod fault;
+pub mod fsx;
 pub mod gates;
 pub mod git;
 pub mod learnings;

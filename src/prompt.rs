@@ -76,7 +76,7 @@ impl Template {
         let (name, source) = match path {
             Some(p) => {
                 let abs = root.join(p);
-                let text = std::fs::read_to_string(&abs)
+                let text = crate::fsx::read_input(&abs)
                     .map_err(|source| PromptError::Read { path: p.to_path_buf(), source })?;
                 (p.to_string_lossy().into_owned(), text)
             }

@@ -193,7 +193,7 @@ impl IterationRecord {
 pub fn append(path: &Path, record: &IterationRecord) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(record).map_err(std::io::Error::other)?;
     line.push(b'\n');
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let mut f = crate::fsx::append(path)?;
     // One write call per line, so a reader never sees half a record.
     f.write_all(&line)?;
     // On disk soon, without the loop waiting: a power cut before it costs at most the last
@@ -204,7 +204,7 @@ pub fn append(path: &Path, record: &IterationRecord) -> std::io::Result<()> {
 
 /// Reads all records of a run; a torn last line (a crash mid-write) is skipped.
 pub fn read_all(path: &Path) -> Vec<IterationRecord> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
+    let Ok(text) = crate::fsx::read_to_string(path) else { return Vec::new() };
     text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
 }
 
@@ -219,7 +219,7 @@ pub struct Brief {
 
 /// The [`Brief`] of each record of a run; like [`read_all`], a torn line is skipped.
 pub fn read_briefs(path: &Path) -> Vec<Brief> {
-    let Ok(bytes) = std::fs::read(path) else { return Vec::new() };
+    let Ok(bytes) = crate::fsx::read(path) else { return Vec::new() };
     bytes
         .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())

@@ -36,6 +36,9 @@ pub enum StateError {
     Corrupt { path: PathBuf, message: String },
     #[error("another `ralph run` (pid {pid}) is already running in this repository")]
     Locked { pid: String },
+    /// ralph's folder is not ralph's: a link, or not a folder (bad input, exit 2).
+    #[error("{path} {why}; remove it (ralph makes its folder itself)")]
+    NotOurs { path: PathBuf, why: &'static str },
 }
 
 /// The prefix of atomic writes' temporary files.
@@ -55,28 +58,40 @@ pub fn atomic_write_later(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
 
 fn write_new(path: &Path, bytes: &[u8], sync_now: bool) -> Result<(), StateError> {
     let err = |source| StateError::Write { path: path.to_path_buf(), source };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(err)?;
-    // A recognisable name: recovery removes what a crash left half-written.
-    let mut tmp = tempfile::Builder::new().prefix(TMP_PREFIX).tempfile_in(dir).map_err(err)?;
-    tmp.write_all(bytes).map_err(err)?;
-    if sync_now {
-        tmp.as_file().sync_all().map_err(err)?;
-    }
-    if crate::fault::armed() {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        crate::fault::point(&format!("write:{name}"));
-    }
+    let name = path.file_name().ok_or_else(|| err(std::io::Error::other("no file name")))?;
+    // The folder opened once, every component from `.ralph` down checked (no link followed):
+    // the temporary file and the rename happen in it, whatever is done to the path meanwhile.
+    let dir = crate::fsx::open_dir(path.parent().unwrap_or(Path::new(".")), true).map_err(err)?;
     // Keep the file's permissions when replacing it (specs and AGENTS.md are the user's); a
-    // new file gets the usual 0644, not the temporary file's 0600.
-    let perms = match std::fs::metadata(path) {
-        Ok(meta) => meta.permissions(),
-        Err(_) => std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    // new file gets the usual 0644, not a temporary file's 0600. A link's target is not looked at.
+    let mode = dir.mode_of(name).unwrap_or(0o644);
+    // A recognisable name: recovery removes what a crash left half-written.
+    let (tmp_name, mut tmp) = loop {
+        let tmp_name = std::ffi::OsString::from(format!("{TMP_PREFIX}{:08x}", fastrand::u32(..)));
+        match dir.create_new(&tmp_name, 0o600) {
+            Ok(f) => break (tmp_name, f),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(err(e)),
+        }
     };
-    let _ = std::fs::set_permissions(tmp.path(), perms);
-    let file = tmp.persist(path).map_err(|e| err(e.error))?;
+    let written = (|| {
+        tmp.write_all(bytes)?;
+        let _ = tmp.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode));
+        if sync_now {
+            tmp.sync_all()?;
+        }
+        if crate::fault::armed() {
+            crate::fault::point(&format!("write:{}", name.to_string_lossy()));
+        }
+        // Replaces whatever is at the name, a link included, without following it.
+        dir.rename(&tmp_name, name)
+    })();
+    if let Err(e) = written {
+        let _ = dir.remove(&tmp_name);
+        return Err(err(e));
+    }
     if !sync_now {
-        drop(sync_later(file));
+        drop(sync_later(tmp));
     }
     Ok(())
 }
@@ -95,23 +110,39 @@ fn write_new(path: &Path, bytes: &[u8], sync_now: bool) -> Result<(), StateError
 /// becomes `.prev` in the swap). A write before that, in a loop faster than the syncs, goes
 /// through a third file, `<name>.spare`, and leaves `.prev` alone. Where the exchange is not
 /// supported (another system or file system) it is [`atomic_write`].
+///
+/// No link is followed (see [`crate::fsx`]): a link (or a hard link, or anything but a file)
+/// planted at `.prev` or `.spare` is removed, never opened, and the slot made afresh; one at
+/// the file itself is swapped away unopened.
 pub fn replace(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     #[cfg(target_os = "linux")]
     {
+        use crate::fsx::Kind;
         let err = |source| StateError::Write { path: path.to_path_buf(), source };
         let Some(name) = path.file_name() else { return atomic_write(path, bytes) };
-        if !path.exists() {
+        let dir = crate::fsx::open_dir(path.parent().unwrap_or(Path::new(".")), true).map_err(err)?;
+        if dir.kind(name).map_err(err)?.is_none() {
             return atomic_write(path, bytes);
         }
         let current_synced = lock(&PENDING).get(path).is_none_or(|s| s.is_done());
         let slot = if current_synced { prev_path(path) } else { slot_path(path, "spare") };
-        let mut f =
-            std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&slot).map_err(err)?;
+        let slot_name = slot.file_name().unwrap_or(name);
+        let mut f = match dir.kind(slot_name).map_err(err)? {
+            Some(Kind::File) | None => dir.open_write(slot_name, true, false),
+            Some(_) => Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists)),
+        };
+        if f.is_err() {
+            // Not ralph's file (a link, a hard link, ...): its name goes, its target is never
+            // opened.
+            let _ = dir.remove(slot_name);
+            f = dir.create_new(slot_name, 0o644);
+        }
+        let mut f = f.map_err(err)?;
         f.write_all(bytes).map_err(err)?;
         if crate::fault::armed() {
             crate::fault::point(&format!("write:{}", name.to_string_lossy()));
         }
-        match exchange(&slot, path) {
+        match dir.exchange(slot_name, name) {
             Ok(()) => {
                 let synced = sync_later(f);
                 lock(&PENDING).insert(path.to_path_buf(), synced);
@@ -119,7 +150,7 @@ pub fn replace(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
             }
             Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EXDEV)) => {
                 f.sync_data().map_err(err)?;
-                return std::fs::rename(&slot, path).map_err(err);
+                return dir.rename(slot_name, name).map_err(err);
             }
             Err(e) => return Err(err(e)),
         }
@@ -141,14 +172,15 @@ fn slot_path(path: &Path, slot: &str) -> PathBuf {
 /// Reads a JSON file written by [`replace`]: `None` when it does not exist. When it does not
 /// parse (a power cut before its sync), the version before, if that one parses.
 pub fn load_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> {
-    let bytes = match std::fs::read(path) {
+    let bytes = match crate::fsx::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(StateError::Read { path: path.to_path_buf(), source }),
     };
     match serde_json::from_slice(&bytes) {
         Ok(v) => Ok(Some(v)),
-        Err(e) => match std::fs::read(prev_path(path)).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+        Err(e) => match crate::fsx::read(&prev_path(path)).ok().and_then(|b| serde_json::from_slice(&b).ok())
+        {
             Some(v) => {
                 tracing::warn!("{} does not parse ({e}); using its previous version", path.display());
                 Ok(Some(v))
@@ -287,30 +319,31 @@ fn wake(how: Wake) {
     }
 }
 
-/// Swaps two files' names in one step.
-#[cfg(target_os = "linux")]
-fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
-    let (a, b) = (c(a)?, c(b)?);
-    // SAFETY: both are valid NUL-terminated paths for the duration of the call.
-    let rc = unsafe {
-        libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE)
-    };
-    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
-}
-
 /// Creates `.ralph/` with a `.gitignore` that ignores everything in it, so git never sees
-/// ralph's files whatever the user's own ignore rules say.
+/// ralph's files whatever the user's own ignore rules say. `.ralph` that is a symbolic link, or
+/// not a folder, is refused ([`check_ralph_dir`]).
 pub fn ensure_ralph_dir(root: &Path) -> Result<PathBuf, StateError> {
+    check_ralph_dir(root)?;
     let dir = root.join(RALPH_DIR);
     let err = |source| StateError::Write { path: dir.clone(), source };
-    std::fs::create_dir_all(&dir).map_err(err)?;
+    crate::fsx::create_dir_all(&dir).map_err(err)?;
     let ignore = dir.join(".gitignore");
-    if std::fs::read_to_string(&ignore).map(|s| s.trim() != "*").unwrap_or(true) {
+    if crate::fsx::read_to_string(&ignore).map(|s| s.trim() != "*").unwrap_or(true) {
         atomic_write(&ignore, b"*\n")?;
     }
     Ok(dir)
+}
+
+/// Refuses `.ralph` that is a symbolic link or not a folder: every command that writes there
+/// checks it first. A missing one is fine (it is made).
+pub fn check_ralph_dir(root: &Path) -> Result<(), StateError> {
+    let path = root.join(RALPH_DIR);
+    let why = match std::fs::symlink_metadata(&path) {
+        Ok(m) if m.file_type().is_symlink() => "is a symbolic link, which ralph does not follow",
+        Ok(m) if !m.is_dir() => "is not a folder",
+        _ => return Ok(()),
+    };
+    Err(StateError::NotOurs { path, why })
 }
 
 /// The single-instance lock on `.ralph/lock`, held for the whole run.
@@ -324,12 +357,9 @@ impl RunLock {
     pub fn acquire(ralph_dir: &Path) -> Result<RunLock, StateError> {
         let path = ralph_dir.join("lock");
         let err = |source| StateError::Write { path: path.clone(), source };
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
+        // Never through a link: the pid is written into this file.
+        let mut file = crate::fsx::open_dir(ralph_dir, true)
+            .and_then(|d| d.open_write(std::ffi::OsStr::new("lock"), false, false))
             .map_err(err)?;
         match file.try_lock() {
             Ok(()) => {}
@@ -351,7 +381,7 @@ impl RunLock {
     /// The pid of the run holding the lock, if one does.
     pub fn holder(ralph_dir: &Path) -> Option<u32> {
         let path = ralph_dir.join("lock");
-        let mut file = File::open(&path).ok()?;
+        let mut file = crate::fsx::open(&path).ok()?;
         match file.try_lock_shared() {
             Ok(()) => None,
             Err(_) => {
@@ -617,6 +647,53 @@ mod tests {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         atomic_write(&p, b"b").unwrap();
         assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    /// The agent plants links at `.prev`, `.spare` and the lock pointing outside: nothing
+    /// outside changes; a rewritten file's scratch slots are made afresh, the lock refused.
+    #[test]
+    fn planted_links_are_never_written_through() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let ralph = dir.path().join(RALPH_DIR);
+        std::fs::create_dir(&ralph).unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, "precious").unwrap();
+        let p = ralph.join("state.json");
+        replace(&p, b"[1]").unwrap();
+        symlink(&outside, ralph.join("state.json.prev")).unwrap();
+        symlink(&outside, ralph.join("state.json.spare")).unwrap();
+        for v in ["[2]", "[3]", "[4]"] {
+            replace(&p, v.as_bytes()).unwrap();
+        }
+        assert_eq!(load_json::<Vec<u32>>(&p).unwrap(), Some(vec![4]));
+        // The file itself a link: swapped away unopened; read, it is refused.
+        std::fs::remove_file(&p).unwrap();
+        symlink(&outside, &p).unwrap();
+        let e = load_json::<Vec<u32>>(&p).unwrap_err();
+        assert!(crate::error::chain(&e).contains("state.json is a symbolic link"), "{e}");
+        replace(&p, b"[5]").unwrap();
+        symlink(&outside, ralph.join("lock")).unwrap();
+        let e = RunLock::acquire(&ralph).unwrap_err();
+        assert!(crate::error::chain(&e).contains("lock is a symbolic link"), "{e}");
+        assert_eq!(RunLock::holder(&ralph), None);
+        flush();
+        assert_eq!(std::fs::read(&outside).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn a_linked_ralph_folder_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        let root = dir.path().join("repo");
+        std::fs::create_dir(&root).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, root.join(RALPH_DIR)).unwrap();
+        let e = ensure_ralph_dir(&root).unwrap_err();
+        assert!(matches!(e, StateError::NotOurs { .. }), "{e}");
+        assert!(e.to_string().contains(".ralph is a symbolic link"), "{e}");
+        assert_eq!(crate::error::CliError::from(e).code, crate::exit_code::USAGE);
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
     }
 
     #[test]

@@ -244,7 +244,7 @@ impl Aggregator {
     pub fn read_run(&mut self, records: &Path) -> Result<(), StatsError> {
         self.start_run();
         let err = |source| StatsError::Read { path: records.to_path_buf(), source };
-        let file = match std::fs::File::open(records) {
+        let file = match crate::fsx::open(records) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(err(e)),

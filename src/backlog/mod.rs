@@ -170,7 +170,9 @@ impl Backlog {
             if !name.ends_with(".md") || name.starts_with('.') {
                 continue;
             }
-            let is_file = entry.file_type().map(|t| t.is_file() || t.is_symlink()).unwrap_or(false);
+            // Anything but a folder is read, so that a link or a FIFO is named as an error
+            // (`fsx::read_input`), not skipped unseen.
+            let is_file = entry.file_type().map(|t| !t.is_dir()).unwrap_or(false);
             if is_file {
                 files.push(name.to_string());
             }
@@ -180,7 +182,7 @@ impl Backlog {
         for name in files {
             let rel = Path::new(SPECS_DIR).join(&name);
             let abs = root.join(&rel);
-            let text = std::fs::read_to_string(&abs)
+            let text = crate::fsx::read_input(&abs)
                 .map_err(|source| BacklogError::Read { path: rel.clone(), source })?;
             let id = name.trim_end_matches(".md");
             let spec = spec::parse(id, &rel, &text).map_err(|e| BacklogError::Spec {
@@ -354,7 +356,7 @@ pub fn set_status(
 ) -> Result<bool, BacklogError> {
     let path = root.join(&task.path);
     let exists = path.exists();
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|_| before.to_string());
+    let text = crate::fsx::read_input(&path).unwrap_or_else(|_| before.to_string());
     let new = match task.origin {
         Origin::File => {
             let current = spec::parse("", &task.path, &text).ok();
@@ -401,7 +403,7 @@ pub fn current_tasks<'a>(
     }
     let mut out = BTreeMap::new();
     for (path, tasks) in by_file {
-        let Ok(text) = std::fs::read_to_string(root.join(path)) else { continue };
+        let Ok(text) = crate::fsx::read_input(&root.join(path)) else { continue };
         let parsed: Result<Vec<Spec>, ()> = match tasks[0].origin {
             Origin::File => spec::parse("", path, &text)
                 .map(|s| vec![Spec { id: tasks[0].id.clone(), ..s }])
@@ -428,7 +430,7 @@ pub fn current_tasks<'a>(
 }
 
 fn read(root: &Path, rel: &Path) -> Result<String, BacklogError> {
-    std::fs::read_to_string(root.join(rel))
+    crate::fsx::read_input(&root.join(rel))
         .map_err(|source| BacklogError::Read { path: rel.to_path_buf(), source })
 }
 
@@ -450,6 +452,19 @@ mod tests {
         match b.next() {
             Next::Task(t) => Some(t.id.clone()),
             _ => None,
+        }
+    }
+
+    /// A backlog file the agent made a link to `/dev/zero` is named, never read.
+    #[test]
+    fn a_backlog_file_that_is_a_link_is_named_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, source) in
+            [("prd.json", Source::Prd("prd.json".into())), ("PLAN.md", Source::Checklist("PLAN.md".into()))]
+        {
+            std::os::unix::fs::symlink("/dev/zero", dir.path().join(name)).unwrap();
+            let e = crate::error::chain(&Backlog::load(dir.path(), &source).unwrap_err());
+            assert!(e.contains(&format!("{name} is a symbolic link")), "{e}");
         }
     }
 

@@ -104,6 +104,7 @@ pub fn run(cwd: &Path, force: bool, agent: Option<&str>) -> Result<u8, CliError>
         )));
     }
     let root = crate::runner::repo_root(cwd)?;
+    state::check_ralph_dir(&root)?;
     let io = |what: &str, p: &Path, e: std::io::Error| {
         CliError::failure(format!("cannot {what} {}: {e}", p.display()))
     };

@@ -13,6 +13,7 @@ use std::path::Path;
 /// Runs `ralph learnings`.
 pub fn run(cwd: &Path, a: &LearningsArgs) -> Result<u8, CliError> {
     let root = crate::runner::repo_root(cwd)?;
+    crate::state::check_ralph_dir(&root)?;
     let mut store = Store::load(&root)?;
     match &a.action {
         None => list(&store, a.all, a.json),

@@ -107,7 +107,7 @@ pub fn run(cwd: &Path, a: &LogsArgs) -> Result<u8, CliError> {
         if render {
             out.render = renderer(&layout::iter_dir(&run_dir, iteration));
         }
-        let mut f = std::fs::File::open(&path).map_err(|e| {
+        let mut f = crate::fsx::open(&path).map_err(|e| {
             CliError::usage(format!("cannot open {}: {e}", path.display())).hint(if a.patch {
                 "only reverted iterations with changes have a rejected.patch"
             } else {
@@ -125,7 +125,7 @@ pub fn run(cwd: &Path, a: &LogsArgs) -> Result<u8, CliError> {
 /// for plain text (shown as it is) or an iteration from before the format was recorded.
 fn renderer(iter_dir: &Path) -> Option<Render> {
     let started: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(iter_dir.join("started.json")).ok()?).ok()?;
+        serde_json::from_slice(&crate::fsx::read(&iter_dir.join("started.json")).ok()?).ok()?;
     let format: crate::agent::output::Format = serde_json::from_value(started.get("format")?.clone()).ok()?;
     use std::io::IsTerminal;
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
@@ -220,7 +220,7 @@ fn follow<W: Write>(
                 let _ = writeln!(out, "==> iteration {iteration} <==");
                 announced = true;
             }
-            if let Ok(mut f) = std::fs::File::open(&path) {
+            if let Ok(mut f) = crate::fsx::open(&path) {
                 let len = f.metadata().map(|m| m.len()).unwrap_or(0);
                 if len < pos {
                     pos = 0;
@@ -234,7 +234,7 @@ fn follow<W: Write>(
         if move_on && let Some(&next) = layout::iterations(run_dir).iter().find(|&&n| n > iteration) {
             // Finish the current file first: the iteration is over once the next begins.
             if iteration > 0
-                && let Ok(mut f) = std::fs::File::open(&path)
+                && let Ok(mut f) = crate::fsx::open(&path)
             {
                 let _ = f.seek(SeekFrom::Start(pos));
                 copy(&mut f, out)?;
@@ -248,7 +248,7 @@ fn follow<W: Write>(
         }
         if !live {
             // One last read: the run may have written its final bytes just before ending.
-            if let Ok(mut f) = std::fs::File::open(&path) {
+            if let Ok(mut f) = crate::fsx::open(&path) {
                 let _ = f.seek(SeekFrom::Start(pos));
                 copy(&mut f, out)?;
             }

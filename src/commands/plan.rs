@@ -95,6 +95,7 @@ pub async fn run(
     stop: Stop,
 ) -> Result<u8, CliError> {
     let root = runner::repo_root(cwd)?;
+    state::check_ralph_dir(&root)?;
     let cfg = runner::load_config(&root, &Overrides { agent: agent_preset })?;
     let source = cfg.source(&root);
     let backlog = Backlog::load(&root, &source)?;
@@ -132,11 +133,12 @@ pub async fn run(
 
     let env_vars: Vec<(String, String)> = cfg.agent.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let secrets = Secrets::from_env(&env_vars);
-    let agents_md = std::fs::read_to_string(root.join(crate::learnings::AGENTS_MD)).unwrap_or_default();
+    let agents_md =
+        crate::fsx::read_input_following(&root.join(crate::learnings::AGENTS_MD)).unwrap_or_default();
     let custom = match &cfg.plan_template {
         Some(p) => Some((
             p.display().to_string(),
-            std::fs::read_to_string(root.join(p)).map_err(|e| {
+            crate::fsx::read_input(&root.join(p)).map_err(|e| {
                 CliError::usage(format!(
                     "{}: [prompt] plan_template: cannot read {}: {e}",
                     config::FILE_NAME,
@@ -153,7 +155,7 @@ pub async fn run(
     let prompt = secrets.mask(&render(template, &source, &backlog, request, &agents_md)?);
     let stamp = jiff::Zoned::now().strftime("%Y%m%d-%H%M%S").to_string();
     let dir = ralph_dir.join("plans").join(&stamp);
-    std::fs::create_dir_all(&dir)
+    crate::fsx::create_dir_all(&dir)
         .map_err(|e| CliError::failure(format!("cannot create {}: {e}", dir.display())))?;
     let prompt_path = dir.join("prompt.md");
     state::atomic_write(&prompt_path, prompt.as_bytes())?;
@@ -173,7 +175,7 @@ pub async fn run(
     };
     let req = agent::request(&cfg.agent, &root, &prompt, &prompt_path, &env);
     let log_path = dir.join("agent.log");
-    let mut log = std::fs::File::create(&log_path)
+    let mut log = crate::fsx::create(&log_path)
         .map_err(|e| CliError::failure(format!("cannot create {}: {e}", log_path.display())))?;
     let mut masker = StreamMasker::new(secrets.clone());
     let mut scanner = Scanner::new(&prompt, &cfg.agent.completion_promise);
@@ -209,7 +211,7 @@ pub async fn run(
         let paths: Vec<String> = stray.iter().map(|(_, p)| p.clone()).collect();
         let patch = git::tree_patch(&root, &before, &after, &paths)?;
         let patch_path = dir.join("rejected.patch");
-        std::fs::write(&patch_path, secrets.mask_bytes(&patch))
+        crate::fsx::write(&patch_path, &secrets.mask_bytes(&patch))
             .map_err(|e| CliError::failure(format!("cannot write {}: {e}", patch_path.display())))?;
         for p in &paths {
             git::put_back_path(&root, &before, p)?;

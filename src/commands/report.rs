@@ -25,6 +25,7 @@ fn relative(from: &Path, to: &Path) -> Vec<String> {
 /// Runs `ralph report`.
 pub fn run(cwd: &Path, a: &ReportArgs) -> Result<u8, CliError> {
     let root = crate::runner::repo_root(cwd)?;
+    crate::state::check_ralph_dir(&root)?;
     let run_id = match &a.run {
         Some(id) => {
             super::stats::existing_run(&root, id)?;
@@ -51,7 +52,7 @@ pub fn run(cwd: &Path, a: &ReportArgs) -> Result<u8, CliError> {
     let io = |what: &str, p: &Path, e: std::io::Error| {
         CliError::failure(format!("cannot {what} {}: {e}", p.display()))
     };
-    std::fs::create_dir_all(&out_dir).map_err(|e| io("create", &out_dir, e))?;
+    crate::fsx::create_dir_all(&out_dir).map_err(|e| io("create", &out_dir, e))?;
     let from = out_dir.canonicalize().map_err(|e| io("read", &out_dir, e))?;
     let to = run_dir.canonicalize().map_err(|e| io("read", &run_dir, e))?;
     let prefix = relative(&from, &to);

@@ -35,6 +35,9 @@ enum Seen {
     Content(Arc<Vec<u8>>),
     /// Too large to keep: only a shrink or a removal is noticed, and cannot be undone.
     Large(u64),
+    /// A symbolic link where ralph keeps a file of its own: never followed (see `fsx`); put
+    /// back, it is replaced or removed, its target untouched.
+    Link,
 }
 
 /// What the frame knows from one iteration to the next: the files, the hooks folder's listing
@@ -163,8 +166,12 @@ impl Known {
         // Watched before the read: a write after it is reported.
         let watched = p.parent().is_some_and(|d| self.watch(d));
         let link = std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
+        // A hook may be a link (a hook manager's); a file of ralph's never is.
+        let ralphs = p.components().any(|c| c.as_os_str() == RALPH_DIR);
         let seen = match std::fs::metadata(p).ok().filter(std::fs::Metadata::is_file) {
+            _ if link && ralphs => Seen::Link,
             Some(m) if m.len() > MAX_SNAPSHOT_BYTES => Seen::Large(m.len()),
+            Some(_) if ralphs => crate::fsx::read(p).map_or(Seen::Absent, |b| Seen::Content(Arc::new(b))),
             Some(_) => std::fs::read(p).map_or(Seen::Absent, |b| Seen::Content(Arc::new(b))),
             None => Seen::Absent,
         };
@@ -288,22 +295,23 @@ impl Frame {
             }
             if let Seen::Content(changed) = &now {
                 let aside = keep.join(rel(path));
+                // Into the iteration's folder: never through a link the agent planted there.
                 if let Some(parent) = aside.parent() {
-                    let _ = std::fs::create_dir_all(parent);
+                    let _ = crate::fsx::create_dir_all(parent);
                 }
-                let _ = std::fs::write(aside, changed.as_slice());
+                let _ = crate::fsx::write(&aside, changed.as_slice());
             }
             match before {
                 Seen::Content(bytes) => {
                     if let Some(parent) = path.parent() {
-                        let _ = std::fs::create_dir_all(parent);
+                        let _ = crate::fsx::create_dir_all(parent);
                     }
                     let _ = crate::state::atomic_write(path, bytes);
                 }
                 Seen::Absent => {
                     let _ = std::fs::remove_file(path);
                 }
-                Seen::Large(_) => {}
+                Seen::Large(_) | Seen::Link => {}
             }
             known.reads.remove(path);
             changed.push(rel(path));

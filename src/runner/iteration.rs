@@ -77,13 +77,13 @@ pub(crate) async fn run(
     let started_at = logs::now_rfc3339();
     let t0 = Instant::now();
     let dir = logs::iter_dir(it.run_dir, it.number);
-    std::fs::create_dir_all(&dir).map_err(|e| io_err("create", &dir, e))?;
+    crate::fsx::create_dir_all(&dir).map_err(|e| io_err("create", &dir, e))?;
     let ralph_dir = root.join(RALPH_DIR);
 
     let head_before = git::head(root)?.ok_or_else(|| CliError::failure("HEAD disappeared during the run"))?;
     let branch_before = git::current_branch(root)?;
     let spec_path = root.join(&task.path);
-    let spec_before = std::fs::read_to_string(&spec_path).map_err(|e| io_err("read", &spec_path, e))?;
+    let spec_before = crate::fsx::read_input(&spec_path).map_err(|e| io_err("read", &spec_path, e))?;
     // Uncommitted changes at the start (--allow-dirty, or the user editing specs or ralph.toml
     // while the loop runs) are snapshotted, so a revert puts them back instead of losing them.
     // No scan when the working tree's watch vouches that nothing changed since ralph's commit.
@@ -111,7 +111,7 @@ pub(crate) async fn run(
     let prompt_text = it.secrets.mask(&it.template.render(&prompt_context(&it, &ts, attempt))?);
     let prompt_path = dir.join("prompt.md");
     // A log, like agent.log: no sync (recovery reads started.json, never the prompt).
-    std::fs::write(&prompt_path, prompt_text.as_bytes()).map_err(|e| io_err("write", &prompt_path, e))?;
+    crate::fsx::write(&prompt_path, prompt_text.as_bytes()).map_err(|e| io_err("write", &prompt_path, e))?;
     reporter.iteration_started(it.number, &task.id, &task.title, attempt);
 
     // The agent.
@@ -130,7 +130,7 @@ pub(crate) async fn run(
     let protected =
         crate::gates::protected_patterns(it.cfg.protected.as_deref(), &task_checks(&it).commands, root);
     let log_path = dir.join("agent.log");
-    let log = std::fs::File::create(&log_path).map_err(|e| io_err("create", &log_path, e))?;
+    let log = crate::fsx::create(&log_path).map_err(|e| io_err("create", &log_path, e))?;
     let mut masker = StreamMasker::new(it.secrets.clone());
     let mut scanner = Scanner::new(&prompt_text, &it.cfg.agent.completion_promise);
     let mut parser = Parser::new(it.cfg.agent.format);
@@ -199,7 +199,11 @@ pub(crate) async fn run(
         .is_some_and(|now| now.trim() != task.body.trim() && !parser.wrote(&spec_rel));
     let restart = spec_edited && restartable && !it.stop.cancel.is_cancelled();
     // The spec file as the user left it: a revert must not take their edit back.
-    let spec_kept = if spec_edited { std::fs::read(root.join(&task.path)).ok() } else { None };
+    let spec_kept = if spec_edited {
+        crate::fsx::read_input(&root.join(&task.path)).ok().map(String::into_bytes)
+    } else {
+        None
+    };
     if spec_edited {
         reporter.line(&format!(
             "{} was edited during iteration {}: {}",
@@ -444,7 +448,7 @@ pub(crate) async fn run(
             let patch = git::staged_patch(root, &head_before)?;
             let path = dir.join("rejected.patch");
             let masked = it.secrets.mask_bytes(&patch);
-            std::fs::write(&path, masked).map_err(|e| io_err("write", &path, e))?;
+            crate::fsx::write(&path, &masked).map_err(|e| io_err("write", &path, e))?;
         }
         match &snapshot {
             Some(tree) => git::restore_snapshot(root, &head_before, tree)?,
@@ -597,7 +601,7 @@ pub(crate) struct IterationEnd {
 }
 
 fn prompt_context(it: &Iteration<'_>, ts: &state::TaskState, attempt: u32) -> prompt::Context {
-    let agents_md = std::fs::read_to_string(it.root.join(learnings::AGENTS_MD)).unwrap_or_default();
+    let agents_md = crate::fsx::read_input_following(&it.root.join(learnings::AGENTS_MD)).unwrap_or_default();
     prompt::Context {
         task: prompt::TaskContext {
             id: it.task.id.clone(),
@@ -687,12 +691,12 @@ fn put_logs_back(dir: &Path, prompt: &str, started: &[u8]) -> Result<Option<Stri
     if std::fs::symlink_metadata(dir.join(STARTED)).is_ok() {
         return Ok(None);
     }
-    std::fs::create_dir_all(dir).map_err(|e| io_err("create", dir, e))?;
+    crate::fsx::create_dir_all(dir).map_err(|e| io_err("create", dir, e))?;
     state::atomic_write(&dir.join(STARTED), started)?;
     let prompt_path = dir.join("prompt.md");
-    std::fs::write(&prompt_path, prompt).map_err(|e| io_err("write", &prompt_path, e))?;
+    crate::fsx::write(&prompt_path, prompt.as_bytes()).map_err(|e| io_err("write", &prompt_path, e))?;
     let log = dir.join("agent.log");
-    std::fs::write(&log, "[ralph: the agent removed this log while it ran; its output was read, not kept]\n")
+    crate::fsx::write(&log, b"[ralph: the agent removed this log while it ran; its output was read, not kept]\n")
         .map_err(|e| io_err("write", &log, e))?;
     Ok(Some(
         "the agent removed ralph's folder .ralph/ (or this iteration's logs in it), which it must not touch; ralph made it again".into(),
@@ -700,10 +704,7 @@ fn put_logs_back(dir: &Path, prompt: &str, started: &[u8]) -> Result<Option<Stri
 }
 
 fn append_to(path: &Path, text: &str) -> Result<(), CliError> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
+    crate::fsx::append(path)
         .and_then(|mut f| f.write_all(text.as_bytes()))
         .map_err(|e| io_err("write", path, e))
 }
@@ -761,7 +762,7 @@ async fn run_checks(
         return Ok(Outcome::ChecksFailed);
     }
     let checks_path = dir.join("checks.log");
-    let mut clog = std::fs::File::create(&checks_path).map_err(|e| io_err("create", &checks_path, e))?;
+    let mut clog = crate::fsx::create(&checks_path).map_err(|e| io_err("create", &checks_path, e))?;
     let mut cmasker = StreamMasker::new(it.secrets.clone());
     let env = check_env(it);
     let ctx = checks::Ctx { env: &env, root: it.root, grace: it.cfg.agent.kill_grace, stop: it.stop };
@@ -1033,7 +1034,8 @@ fn stage_for_gates(it: &Iteration<'_>, head_before: &str) -> Result<git::Staged,
         let text = match std::fs::symlink_metadata(&path) {
             Ok(m) if m.is_file() && read + m.len() <= MAX_READ => {
                 read += m.len();
-                std::fs::read(&path).ok()
+                // Not through a link swapped in since the look (a daemon the agent left).
+                crate::fsx::read(&path).ok()
             }
             Ok(m) if m.file_type().is_symlink() => {
                 std::fs::read_link(&path).ok().map(|l| l.into_os_string().into_encoded_bytes())
@@ -1110,7 +1112,7 @@ async fn baseline(
     }
     reporter.phase("baseline checks");
     let path = dir.join("baseline.log");
-    let mut log = std::fs::File::create(&path).map_err(|e| io_err("create", &path, e))?;
+    let mut log = crate::fsx::create(&path).map_err(|e| io_err("create", &path, e))?;
     let mut masker = StreamMasker::new(it.secrets.clone());
     let env = check_env(it);
     let ctx = checks::Ctx { env: &env, root: it.root, grace: it.cfg.agent.kill_grace, stop: it.stop };
@@ -1199,7 +1201,7 @@ fn commit_status(
     reporter: &mut dyn Reporter,
 ) -> Result<(), CliError> {
     let path = root.join(&task.path);
-    let before = std::fs::read_to_string(&path).map_err(|e| io_err("read", &path, e))?;
+    let before = crate::fsx::read_input(&path).map_err(|e| io_err("read", &path, e))?;
     crate::backlog::set_status(root, task, &before, status, reason)?;
     let head = git::head(root)?.unwrap_or_default();
     if let Some(sha) = commit_one(root, &task.path, message, reporter)? {

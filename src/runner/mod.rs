@@ -94,7 +94,7 @@ struct Reload<'a> {
 impl Reload<'_> {
     fn fingerprints(root: &Path, cfg: &Config) -> (String, String) {
         let read = |p: &Path| {
-            std::fs::read_to_string(p).map(|t| crate::backlog::spec::fingerprint(&t)).unwrap_or_default()
+            crate::fsx::read_input(p).map(|t| crate::backlog::spec::fingerprint(&t)).unwrap_or_default()
         };
         let template = cfg.template.as_ref().map(|t| read(&root.join(t))).unwrap_or_default();
         (read(&root.join(config::FILE_NAME)), template)
@@ -135,6 +135,8 @@ impl Reload<'_> {
 pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> Result<u8, CliError> {
     // Validate everything first: a bad input changes nothing.
     let root = repo_root(&opts.cwd)?;
+    // ralph's folder before anything: a link there would take every write elsewhere.
+    state::check_ralph_dir(&root)?;
     let cfg = effective_config(&root, &opts)?;
     let template = Template::load(&root, cfg.template.as_deref())?;
     Backlog::load(&root, &cfg.source(&root))?;
@@ -260,7 +262,7 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
         }
     };
     let run_dir = logs::run_dir(&root, &run_id);
-    std::fs::create_dir_all(&run_dir)
+    crate::fsx::create_dir_all(&run_dir)
         .map_err(|e| CliError::failure(format!("cannot create {}: {e}", run_dir.display())))?;
     meta.branch = git::current_branch(&root)?;
     let mut budget = Budget::resume(cfg.budget.clone(), &records, meta.elapsed_ms);

@@ -44,7 +44,7 @@ pub fn crashed_run(
         }
         let dir = logs::iter_dir(run_dir, n);
         let started: Option<Started> =
-            std::fs::read(dir.join(STARTED)).ok().and_then(|b| serde_json::from_slice(&b).ok());
+            crate::fsx::read(&dir.join(STARTED)).ok().and_then(|b| serde_json::from_slice(&b).ok());
         let Some(started) = started else {
             // Killed before the iteration touched anything: nothing to settle.
             let _ = std::fs::remove_dir_all(&dir);
@@ -94,7 +94,7 @@ fn settle(root: &Path, run_id: &str, n: u32, dir: &Path, st: &Started) -> Result
         let files = git::staged_files(root, &st.head_before)?;
         if !files.is_empty() {
             let patch = git::staged_patch(root, &st.head_before)?;
-            let _ = std::fs::write(dir.join("rejected.patch"), patch);
+            let _ = crate::fsx::write(&dir.join("rejected.patch"), &patch);
         }
         match &st.snapshot {
             Some(tree) => git::restore_snapshot(root, &st.head_before, tree)?,
@@ -156,12 +156,12 @@ pub fn kill_orphans(root: &Path, run_id: &str) -> usize {
 
 /// Cuts a torn last line (a crash mid-append) so the next record starts on its own line.
 fn mend_records(path: &Path) {
-    let Ok(bytes) = std::fs::read(path) else { return };
+    let Ok(bytes) = crate::fsx::read(path) else { return };
     if bytes.is_empty() || bytes.ends_with(b"\n") {
         return;
     }
     let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    let _ = std::fs::write(path, &bytes[..keep]);
+    let _ = crate::fsx::write(path, &bytes[..keep]);
 }
 
 /// Removes temporary files of atomic writes that never got renamed.

@@ -108,7 +108,7 @@ pub async fn review(
     let mut req = agent::request(cfg, root, &prompt, &prompt_path, &ienv);
     req.env.push(("RALPH_REVIEW".into(), "1".into()));
     let log_path = dir.join("review.log");
-    let mut log = std::fs::File::create(&log_path).map_err(|e| fail("create review.log", e))?;
+    let mut log = crate::fsx::create(&log_path).map_err(|e| fail("create review.log", e))?;
     let mut masker = StreamMasker::new(it.secrets.clone());
     let mut scanner = Scanner::new(&prompt, &it.cfg.agent.completion_promise);
     let mut parser = Parser::new(cfg.format);

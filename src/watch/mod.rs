@@ -257,7 +257,9 @@ fn listing(dir: &Path, only: Option<&std::ffi::OsStr>) -> Listing {
 }
 
 fn agents_md(root: &Path) -> String {
-    spec::fingerprint(&std::fs::read_to_string(root.join(crate::learnings::AGENTS_MD)).unwrap_or_default())
+    spec::fingerprint(
+        &crate::fsx::read_input_following(&root.join(crate::learnings::AGENTS_MD)).unwrap_or_default(),
+    )
 }
 
 #[cfg(test)]

@@ -148,6 +148,25 @@ impl TestRepo {
         Run(self.cmd(args).output().unwrap())
     }
 
+    /// [`TestRepo::ralph`] for a case that must not hang: a ralph still running after `secs` is
+    /// killed and the test fails.
+    pub fn ralph_within(&self, secs: u64, args: &[&str]) -> Run {
+        let child = self.cmd(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let pid = child.id() as i32;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        match rx.recv_timeout(std::time::Duration::from_secs(secs)) {
+            Ok(out) => Run(out.unwrap()),
+            Err(_) => {
+                // SAFETY: our own child, not reaped yet (its waiter has not returned).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                panic!("ralph {args:?} was still running after {secs}s");
+            }
+        }
+    }
+
     /// Records of the latest run.
     pub fn records(&self) -> Vec<serde_json::Value> {
         let run = self.latest_run_dir();

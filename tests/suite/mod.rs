@@ -5,6 +5,7 @@ mod bad_input;
 mod commands;
 mod gates;
 mod git_rules;
+mod hostile;
 mod learnings;
 mod loop_outcomes;
 mod overnight;
