@@ -696,8 +696,11 @@ fn put_logs_back(dir: &Path, prompt: &str, started: &[u8]) -> Result<Option<Stri
     let prompt_path = dir.join("prompt.md");
     crate::fsx::write(&prompt_path, prompt.as_bytes()).map_err(|e| io_err("write", &prompt_path, e))?;
     let log = dir.join("agent.log");
-    crate::fsx::write(&log, b"[ralph: the agent removed this log while it ran; its output was read, not kept]\n")
-        .map_err(|e| io_err("write", &log, e))?;
+    crate::fsx::write(
+        &log,
+        b"[ralph: the agent removed this log while it ran; its output was read, not kept]\n",
+    )
+    .map_err(|e| io_err("write", &log, e))?;
     Ok(Some(
         "the agent removed ralph's folder .ralph/ (or this iteration's logs in it), which it must not touch; ralph made it again".into(),
     ))
