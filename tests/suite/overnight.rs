@@ -230,6 +230,7 @@ fn kill_9_at_every_named_point_loses_nothing() {
         "agent_exited",
         "checks_running",
         "before_commit",
+        "git_commit_running",
         "after_commit",
         "before_record",
         "after_record",
@@ -259,6 +260,70 @@ fn kill_9_at_every_named_point_loses_nothing() {
             "{point}: the killed iteration was not recorded as interrupted: {records:?}"
         );
     }
+
+    // Killed while `git commit` waits on a slow pre-commit hook: the orphaned commit must not
+    // land later, inside the next iteration (whose agent is still at work when the hook
+    // ends). The hook is slow once; so is the agent after it.
+    let repo = TestRepo::with_loop("", &["true"], "", FOUR);
+    let once = repo.outside.join("slow-hook").to_string_lossy().into_owned();
+    let scenario = format!(
+        "[[step]]\ntask = \"010-a\"\nactions = [{{ run = {} }}, {{ write = {{ path = \"010-a.txt\", content = \"010-a\\n\" }} }}, {{ promise = true }}]\n[[step]]\nactions = [{{ run = \"echo $RALPH_TASK > $RALPH_TASK.txt\" }}, {{ promise = true }}]\n",
+        toml_str(&format!("if [ -e {once} ] && [ ! -e {once}.agent ]; then touch {once}.agent; sleep 4; fi"))
+    );
+    repo.set_scenario(&scenario);
+    let hook = repo.path(".git/hooks/pre-commit");
+    std::fs::create_dir_all(hook.parent().unwrap()).unwrap();
+    std::fs::write(&hook, format!("#!/bin/sh\nif [ ! -e {once} ]; then touch {once}; sleep 2; fi\n"))
+        .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = repo.cmd(&["run"]).env("RALPH_FAULT", "git_commit_running").output().unwrap();
+    assert_eq!(out.status.signal(), Some(9), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = repo.ralph(&["run"]);
+    assert_eq!(run.code(), 0, "slow hook: {}", run.stderr());
+    assert_invariants(&repo, &["010-a", "020-b", "030-c", "040-d"]);
+    // The branch's own history of moves: no commit of the killed iteration ever landed.
+    let moves = repo.git(&["log", "-g", "--format=%B", "refs/heads/main"]);
+    assert!(!moves.contains("Ralph-Iteration: 1\n"), "the killed run's commit landed later:\n{moves}");
+    let outcomes: Vec<String> = repo.records().iter().map(|r| r["outcome"].to_string()).collect();
+    assert_eq!(
+        outcomes,
+        ["\"interrupted\"", "\"done\"", "\"done\"", "\"done\"", "\"done\""],
+        "the killed run's commit landed in a later iteration"
+    );
+
+    // Killed, then the user commits work of their own before the next run: their commit
+    // stays, whether ralph had committed the iteration or not.
+    for point in ["agent_exited", "after_commit"] {
+        let repo = four_tasks("", "0s");
+        let out = repo.cmd(&["run"]).env("RALPH_FAULT", point).output().unwrap();
+        assert_eq!(out.status.signal(), Some(9), "{point}: {}", String::from_utf8_lossy(&out.stderr));
+        // A person notices the crash after a while: their commit is dated after ralph's end.
+        std::thread::sleep(Duration::from_millis(1100));
+        repo.write("notes.txt", "the user's own work\n");
+        repo.git(&["add", "notes.txt"]);
+        repo.git(&["commit", "-q", "-m", "user's own work"]);
+        let user_commit = repo.head();
+        let run = repo.ralph(&["run"]);
+        assert_eq!(run.code(), 0, "{point}: {}", run.stderr());
+        assert!(run.stderr().contains("made on top since are kept"), "{point}: {}", run.stderr());
+        assert_invariants(&repo, &["010-a", "020-b", "030-c", "040-d"]);
+        assert_eq!(repo.read("notes.txt"), "the user's own work\n", "{point}");
+        let history = repo.git(&["rev-list", "HEAD"]);
+        assert!(history.contains(&user_commit), "{point}: the user's commit was lost:\n{history}");
+    }
+
+    // The user moved the branch (rewrote the commit the iteration started from): history and
+    // the tree are left as they are, and the run says why it stops.
+    let repo = four_tasks("", "0s");
+    let out = repo.cmd(&["run"]).env("RALPH_FAULT", "agent_exited").output().unwrap();
+    assert_eq!(out.status.signal(), Some(9));
+    repo.git(&["commit", "-q", "--amend", "-m", "set up ralph, reworded"]);
+    let moved = repo.head();
+    let run = repo.ralph(&["run"]).expect(2);
+    assert!(run.stderr().contains("the branch was moved since"), "{}", run.stderr());
+    assert_eq!(repo.head(), moved);
+    assert_eq!(repo.read("010-a.txt"), "010-a\n", "the tree was left as it is");
+    assert_eq!(repo.records()[0]["outcome"], "interrupted");
 }
 
 #[test]
