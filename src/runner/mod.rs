@@ -184,12 +184,21 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
     // rejected.patch is masked like the iteration's own.
     let env: Vec<(String, String)> = cfg.agent.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let secrets = Secrets::from_env(&env);
-    let latest = logs::latest_run(&root).and_then(|id| RunMeta::load(&logs::run_dir(&root, &id)).ok());
-    if let Some(m) = &latest
+    let mut latest = logs::latest_run(&root).and_then(|id| RunMeta::load(&logs::run_dir(&root, &id)).ok());
+    if let Some(m) = latest.as_mut()
         && (m.ended_at.is_none() || recover::has_unsettled(&logs::run_dir(&root, &m.run_id)))
     {
         let dir = logs::run_dir(&root, &m.run_id);
-        recover::crashed_run(&root, &dir, &m.run_id, &secrets, reporter)?;
+        let ran = recover::crashed_run(&root, &dir, &m.run_id, &secrets, reporter)?;
+        // The cut iterations' time counts toward the time budget, as if the run had ended them
+        // (a run that ended on an error counted it already).
+        if !ran.is_zero() && m.ended_at.is_none() {
+            m.elapsed_ms += u64::try_from(ran.as_millis()).unwrap_or(u64::MAX);
+            if let Some(spent) = m.spent.as_mut() {
+                spent.elapsed_ms = m.elapsed_ms;
+            }
+            m.save(&dir)?;
+        }
         if opts.new_run && m.ended_at.is_none() {
             let mut ended = m.clone();
             ended.ended_at = Some(logs::now_rfc3339());

@@ -8,11 +8,12 @@
 //!    `iterations.jsonl`, ralph's temporary files, stale git lock files;
 //! 3. settles the interrupted iteration: if ralph's commit for it exists, the work is kept;
 //!    otherwise its diff is saved as `rejected.patch` and the tree restored; either way it is
-//!    recorded as `interrupted` (no attempt used).
+//!    recorded as `interrupted` (no attempt used), with the tokens and cost the agent had
+//!    reported until then (`usage.json`) and the time it ran, which the run's budgets count.
 //!
 //! Committed work is never touched.
 
-use super::iteration::{STARTED, Started};
+use super::iteration::{STARTED, Started, USAGE, Usage};
 use crate::error::CliError;
 use crate::git;
 use crate::logs;
@@ -23,14 +24,15 @@ use crate::state::{self, RALPH_DIR, TMP_PREFIX};
 use std::path::Path;
 use std::time::Duration;
 
-/// Puts the crashed run `run_id` right.
+/// Puts the crashed run `run_id` right; returns the time its cut iterations ran, which the
+/// run's time budget had not counted yet.
 pub fn crashed_run(
     root: &Path,
     run_dir: &Path,
     run_id: &str,
     secrets: &Secrets,
     reporter: &mut dyn Reporter,
-) -> Result<(), CliError> {
+) -> Result<Duration, CliError> {
     let killed = kill_orphans(root, run_id);
     if killed > 0 {
         reporter.line(&format!("ended {killed} process(es) left running by the killed run {run_id}"));
@@ -40,6 +42,7 @@ pub fn crashed_run(
     remove_stale_git_locks(root);
     let recorded: Vec<u32> =
         record::read_all(&logs::records_path(run_dir)).iter().map(|r| r.iteration).collect();
+    let mut ran = Duration::ZERO;
     for n in logs::iterations(run_dir) {
         if recorded.contains(&n) {
             continue;
@@ -60,8 +63,9 @@ pub fn crashed_run(
         ));
         record::append(&logs::records_path(run_dir), &record)
             .map_err(|e| CliError::failure(format!("cannot write the iteration record: {e}")))?;
+        ran += Duration::from_millis(record.duration_ms);
     }
-    Ok(())
+    Ok(ran)
 }
 
 /// Whether an iteration of the run started (touched the tree) and has no record.
@@ -226,8 +230,12 @@ fn record(
     let start = humantime::parse_rfc3339(&st.started_at).unwrap_or(last_alive);
     let duration_ms =
         last_alive.duration_since(start).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
-    let _ = dir;
+    // What the agent spent before it was cut counts against the run's budgets.
+    let usage: Usage =
+        std::fs::read(dir.join(USAGE)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
     IterationRecord {
+        tokens: usage.tokens,
+        cost_usd: usage.cost_usd,
         started_at: st.started_at.clone(),
         ended_at: humantime::format_rfc3339_millis(last_alive).to_string(),
         duration_ms,

@@ -238,6 +238,7 @@ fn kill_9_at_every_named_point_loses_nothing() {
         "write:AGENTS.md",
         "write:010-a.md",
         "write:run.json",
+        "write:usage.json",
     ];
     for point in points {
         let repo = four_tasks("", "0s");
@@ -496,4 +497,42 @@ fn a_full_disk_stops_the_run_clearly_and_loses_nothing() {
     let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(std::fs::read_to_string(root.join("a.txt")).unwrap(), "a\n");
+}
+
+#[test]
+fn usage_and_time_of_an_iteration_cut_by_kill_9_count_after_resume() {
+    // The first time, the agent reports its spending, works for a while and is killed; the
+    // next time it finishes cheaply.
+    let repo = TestRepo::with_loop("", &["true"], "output_format = \"aider-text\"\n", &FOUR[..2]);
+    let mark = repo.outside.join("spent-once");
+    let first = format!(
+        "if [ ! -e {0} ]; then touch {0}; echo 'Tokens: 2k sent, 1k received. Cost: $0.80 message, $0.80 session.'; for i in 1 2 3 4 5 6; do sleep 0.5; echo tick $i; done; sleep 60; fi",
+        mark.display()
+    );
+    repo.set_scenario(&format!(
+        "[[step]]\nactions = [{{ run = {} }}, {{ run = \"echo $RALPH_TASK > $RALPH_TASK.txt\" }}, {{ print = \"Tokens: 1k sent, 1k received. Cost: $0.30 message, $0.30 session.\" }}, {{ promise = true }}]\n",
+        toml_str(&first)
+    ));
+    let mut child =
+        repo.cmd(&["run", "--max-cost", "1"]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    assert!(wait_for(30, || first_log(&repo).contains("tick 6")));
+    // SAFETY: SIGKILL to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+
+    // Without the cut iteration's $0.80 the two tasks ($0.30 each) would fit in $1.
+    let run = repo.ralph(&["run", "--max-cost", "1"]).expect(3);
+    assert!(run.stderr().contains("cost budget ($1.00) is spent"), "{}", run.stderr());
+    let r = repo.records();
+    assert_eq!(r[0]["outcome"], "interrupted", "{r:?}");
+    assert_eq!(r[0]["cost_usd"], 0.8, "{}", r[0]);
+    assert_eq!(r[0]["tokens"]["input"], 2000, "{}", r[0]);
+    assert_eq!(r[0]["tokens"]["output"], 1000, "{}", r[0]);
+    let cut = r[0]["duration_ms"].as_u64().unwrap();
+    assert!(cut >= 2500, "the cut iteration ran about 3 s: {}", r[0]);
+    assert_eq!(r.len(), 2, "{r:?}");
+    let spent = &status(&repo)["run"]["spent"];
+    assert!((spent["cost_usd"].as_f64().unwrap() - 1.1).abs() < 1e-9, "{spent}");
+    // The killed session's time counts toward the time budget too.
+    assert!(spent["elapsed_ms"].as_u64().unwrap() >= cut, "{spent}");
 }
