@@ -188,6 +188,9 @@ pub(crate) async fn run(
         }
     };
     save_usage(&usage_path, &parser, &mut usage_saved, true);
+    // What escaped the agent's group (a `setsid` daemon) must not write into the tree ralph
+    // is about to judge and commit.
+    let mut escaped = process::reaper::sweep(it.cfg.agent.kill_grace);
     let tail = masker.finish();
     log.write(&tail).and_then(|()| log.file.flush()).map_err(|e| io_err("write", &log_path, e))?;
     let log_capped = log.capped;
@@ -373,6 +376,14 @@ pub(crate) async fn run(
                 }
             }
         }
+    }
+
+    // The checks (and a reviewer) may leave daemons too.
+    escaped += process::reaper::sweep(it.cfg.agent.kill_grace);
+    if escaped > 0 {
+        reporter.line(&format!(
+            "ended {escaped} process(es) that escaped the agent's or the checks' process group"
+        ));
     }
 
     // Learnings are admitted whatever the outcome: failures teach the most.
@@ -569,6 +580,7 @@ pub(crate) async fn run(
         blocked,
         spec_edited,
         output_leaked,
+        escaped_ended: u32::try_from(escaped).unwrap_or(u32::MAX),
         log_capped,
         tokens: report.tokens,
         cost_usd: report.cost_usd,

@@ -177,6 +177,11 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
         other => other.into(),
     })?;
 
+    // Orphaned descendants (an agent's `setsid` daemon) re-parent to ralph, which ends them
+    // after each agent and each round of checks.
+    if !crate::process::reaper::become_subreaper() {
+        tracing::debug!("not a child subreaper: escaped processes are not ended");
+    }
     // A run killed without ending (kill -9, a crash, a reboot) is put right before anything else;
     // so is one that ended on an error in the middle of an iteration (a full disk), whose
     // iteration has no record.

@@ -536,3 +536,37 @@ fn usage_and_time_of_an_iteration_cut_by_kill_9_count_after_resume() {
     // The killed session's time counts toward the time budget too.
     assert!(spent["elapsed_ms"].as_u64().unwrap() >= cut, "{spent}");
 }
+
+#[test]
+fn processes_that_escape_the_agents_group_are_ended_before_they_write() {
+    // A daemon of its own session, and one with a cleared environment too (no RALPH_RUN_ID
+    // for recovery to find it by): each would write into the tree after the agent exits.
+    let scenario = r#"
+[[step]]
+actions = [
+  { run = "setsid sh -c 'sleep 2; echo late > escaped.txt' >/dev/null 2>&1 &" },
+  { run = "env -i setsid sh -c 'sleep 2; echo late > escaped-env.txt' >/dev/null 2>&1 &" },
+  { write = { path = "work.txt", content = "work\n" } },
+  { promise = true },
+]
+"#;
+    let repo = TestRepo::with_loop(scenario, &["true"], "", &FOUR[..1]);
+    let run = repo.ralph(&["run"]).expect(0);
+    assert!(run.stderr().contains("escaped the agent's or the checks' process group"), "{}", run.stderr());
+    let r = repo.records();
+    assert!(r[0]["escaped_ended"].as_u64().unwrap_or(0) >= 2, "{}", r[0]);
+    // Past the daemons' sleep: had they lived, they would have written by now.
+    std::thread::sleep(Duration::from_millis(2500));
+    for f in ["escaped.txt", "escaped-env.txt"] {
+        assert!(!repo.exists(f), "{f} was written after the run");
+    }
+    let committed = repo.git(&["show", "--name-only", "--format=", "HEAD"]);
+    assert!(!committed.contains("escaped"), "{committed}");
+    assert_eq!(repo.dirt(), "");
+    let survivors = std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("> escaped"))
+            && std::fs::read_link(e.path().join("cwd")).is_ok_and(|d| d == repo.root)
+    });
+    assert!(!survivors, "an escaped process survived the run");
+}
