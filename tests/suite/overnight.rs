@@ -570,3 +570,28 @@ actions = [
     });
     assert!(!survivors, "an escaped process survived the run");
 }
+
+#[test]
+fn a_killed_iterations_rejected_patch_has_no_secret() {
+    let scenario = r#"
+[[step]]
+actions = [{ run = "echo token is $MY_SERVICE_TOKEN > leak.txt" }, { promise = true }]
+"#;
+    let repo = TestRepo::with_loop(scenario, &["true"], "", &FOUR[..1]);
+    let secret = "s3cr3t-t0ken-value";
+    let out = repo
+        .cmd(&["run"])
+        .env("MY_SERVICE_TOKEN", secret)
+        .env("RALPH_FAULT", "agent_exited")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(9));
+    repo.set_scenario(
+        "[[step]]\nactions = [{ write = { path = \"a.txt\", content = \"a\\n\" } }, { promise = true }]\n",
+    );
+    repo.cmd(&["run"]).env("MY_SERVICE_TOKEN", secret).output().unwrap();
+    let patch = repo.iter_file(1, "rejected.patch");
+    assert!(patch.contains("leak.txt"), "{patch}");
+    assert!(!patch.contains(secret), "{patch}");
+    assert!(!repo.exists("leak.txt"));
+}
