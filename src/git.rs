@@ -25,8 +25,25 @@ pub enum GitError {
     NotARepo(PathBuf),
 }
 
+/// The run's marks (`RALPH_RUN_ID`, `RALPH_ROOT`), set on every git process once a run has
+/// started: a git command (and the hook under it) orphaned by a killed ralph is then found
+/// and ended by the next run's recovery, like the agent and the checks.
+static RUN_ENV: std::sync::RwLock<Option<[(String, String); 2]>> = std::sync::RwLock::new(None);
+
+/// Marks every git process started from now on as run `run_id`'s of repository `root`.
+pub fn mark_run(run_id: &str, root: &Path) {
+    let marks = [
+        ("RALPH_RUN_ID".to_string(), run_id.to_string()),
+        ("RALPH_ROOT".to_string(), root.to_string_lossy().into_owned()),
+    ];
+    *RUN_ENV.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(marks);
+}
+
 fn git(root: &Path) -> Command {
     let mut cmd = Command::new("git");
+    if let Some(marks) = RUN_ENV.read().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref() {
+        cmd.envs(marks.iter().map(|(k, v)| (k, v)));
+    }
     cmd.current_dir(root)
         .env("LC_ALL", "C")
         .env("GIT_TERMINAL_PROMPT", "0")
@@ -98,6 +115,9 @@ fn output_fed(cmd: &mut Command, input: &[u8]) -> std::io::Result<Output> {
         if let Some(mut stdin) = stdin {
             let _ = stdin.write_all(input);
         }
+        // Only `git commit` is fed: ralph dying here leaves the commit, message in hand, and
+        // its hooks running.
+        crate::fault::point("git_commit_running");
         return child.wait_with_output();
     }
     std::thread::scope(|s| {
@@ -531,6 +551,17 @@ pub fn added_by_task(root: &Path, rev: &str, paths: &[&str]) -> Result<Vec<(Stri
     // A file last added by a commit that is not ralph's is nobody's task result.
     found.retain(|(_, task)| !task.is_empty());
     Ok(found)
+}
+
+/// The commits on the first-parent line from `from` (excluded) to `to`, oldest first, each
+/// with its committer time (seconds since the epoch).
+pub fn first_parent_commits(root: &Path, from: &str, to: &str) -> Result<Vec<(String, i64)>, GitError> {
+    let out = run(root, ["log", "--first-parent", "--reverse", "--format=%H %ct", &format!("{from}..{to}")])?;
+    Ok(stdout(out)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(sha, t)| (sha.to_string(), t.parse().unwrap_or(i64::MAX)))
+        .collect())
 }
 
 /// Files that differ between two commits.

@@ -121,6 +121,10 @@ pub struct IterationRecord {
     pub spec_edited: bool,
     /// The agent's output stayed open past the drain bound (an escaped grandchild).
     pub output_leaked: bool,
+    /// Processes that escaped the agent's (or the checks') process group and outlived it
+    /// (`setsid`, a double fork), which ralph ended.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub escaped_ended: u32,
     /// agent.log reached `[agent] max_log_size` and was cut.
     #[serde(default)]
     pub log_capped: bool,
@@ -150,6 +154,10 @@ pub struct IterationRecord {
     pub limit_resets_at: Option<String>,
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 /// Appends one record as one line.
 impl IterationRecord {
     /// A record with its identity and outcome and nothing else yet: no times, checks, commit,
@@ -177,6 +185,7 @@ impl IterationRecord {
             blocked: false,
             spec_edited: false,
             output_leaked: false,
+            escaped_ended: 0,
             log_capped: false,
             tokens: None,
             cost_usd: None,

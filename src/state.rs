@@ -361,15 +361,28 @@ impl RunLock {
         let mut file = crate::fsx::open_dir(ralph_dir, true)
             .and_then(|d| d.open_write(std::ffi::OsStr::new("lock"), false, false))
             .map_err(err)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
-                let pid = pid.trim().to_string();
-                return Err(StateError::Locked { pid: if pid.is_empty() { "unknown".into() } else { pid } });
+        // A holder that is gone already (killed a moment ago) may still hold the lock while the
+        // kernel finishes its exit: waited out for a while, never taken from a live run.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let mut pid = String::new();
+                    file.rewind().map_err(err)?;
+                    let _ = file.read_to_string(&mut pid);
+                    let pid = pid.trim().to_string();
+                    let gone = pid.parse::<u32>().is_ok_and(|p| !running(p));
+                    if gone && std::time::Instant::now() < deadline {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        continue;
+                    }
+                    return Err(StateError::Locked {
+                        pid: if pid.is_empty() { "unknown".into() } else { pid },
+                    });
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(err(e)),
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(err(e)),
         }
         file.set_len(0).map_err(err)?;
         file.rewind().map_err(err)?;
@@ -391,6 +404,13 @@ impl RunLock {
             }
         }
     }
+}
+
+/// Whether process `pid` runs (a zombie does not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])))
+        .unwrap_or(false)
 }
 
 /// What ralph remembers of one task.

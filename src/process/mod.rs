@@ -11,6 +11,7 @@
 pub mod group;
 mod pipe;
 mod pty;
+pub mod reaper;
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;

@@ -155,6 +155,8 @@ pub(crate) async fn run(
         it.spec_watch.task(root, task, move || cancel.cancel())
     });
     reporter.phase("agent");
+    let usage_path = dir.join(USAGE);
+    let mut usage_saved: Option<(Instant, Usage)> = None;
     let finished = match process::spawn(&req) {
         Ok(child) => Ok(process::supervise(child, limits, &agent_cancel, &it.stop.force, |c| {
             fault::point("agent_running");
@@ -173,6 +175,7 @@ pub(crate) async fn run(
                 // stderr carries no promise or learning, but its errors belong in the tail.
                 process::Stream::Stderr => scanner.feed_tail(&c.data),
             }
+            save_usage(&usage_path, &parser, &mut usage_saved, false);
             // The context budget: a fresh context beats a crowded one.
             match (context_limit, parser.context_tokens()) {
                 (Some(limit), Some(now)) if now >= limit => std::ops::ControlFlow::Break(()),
@@ -185,6 +188,10 @@ pub(crate) async fn run(
             Err(e)
         }
     };
+    save_usage(&usage_path, &parser, &mut usage_saved, true);
+    // What escaped the agent's group (a `setsid` daemon) must not write into the tree ralph
+    // is about to judge and commit.
+    let mut escaped = process::reaper::sweep(it.cfg.agent.kill_grace);
     let tail = masker.finish();
     log.write(&tail).and_then(|()| log.file.flush()).map_err(|e| io_err("write", &log_path, e))?;
     let log_capped = log.capped;
@@ -378,6 +385,14 @@ pub(crate) async fn run(
                 }
             }
         }
+    }
+
+    // The checks (and a reviewer) may leave daemons too.
+    escaped += process::reaper::sweep(it.cfg.agent.kill_grace);
+    if escaped > 0 {
+        reporter.line(&format!(
+            "ended {escaped} process(es) that escaped the agent's or the checks' process group"
+        ));
     }
 
     // Learnings are admitted whatever the outcome: failures teach the most.
@@ -574,6 +589,7 @@ pub(crate) async fn run(
         blocked,
         spec_edited,
         output_leaked,
+        escaped_ended: u32::try_from(escaped).unwrap_or(u32::MAX),
         log_capped,
         tokens: report.tokens,
         cost_usd: report.cost_usd,
@@ -840,6 +856,39 @@ fn signal(report: &Report, tail: &str, failed: bool) -> Option<Signal> {
     // An agent that exited 0 without an error report is only read for its last words.
     let tail: String = if failed { tail.to_string() } else { checks::last_lines(tail, 5) };
     limits::classify(&tail, &now)
+}
+
+/// What the agent spent so far, kept in the iteration's folder while it runs: a run killed
+/// mid-iteration still counts it (`ralph run` reads it when it recovers the iteration).
+pub(crate) const USAGE: &str = "usage.json";
+
+/// How often at most [`USAGE`] is written while the agent's output flows.
+const USAGE_EVERY: Duration = Duration::from_secs(2);
+
+/// The agent's usage so far, as [`USAGE`] holds it.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Usage {
+    pub tokens: Option<crate::agent::output::Tokens>,
+    pub cost_usd: Option<f64>,
+}
+
+/// Writes the usage seen so far to `path`: the first time, then at most every
+/// [`USAGE_EVERY`] when it changed; `last` when the agent has ended. The write is ralph's
+/// write-behind one (no sync on the loop); a failure only loses the figure.
+fn save_usage(path: &Path, parser: &Parser, saved: &mut Option<(Instant, Usage)>, last: bool) {
+    let (tokens, cost_usd) = parser.usage();
+    let now = Usage { tokens, cost_usd };
+    let due = match saved {
+        None => true,
+        Some((at, was)) => *was != now && (last || at.elapsed() >= USAGE_EVERY),
+    };
+    if !due {
+        return;
+    }
+    if let Ok(bytes) = serde_json::to_vec(&now) {
+        let _ = state::atomic_write_later(path, &bytes);
+    }
+    *saved = Some((Instant::now(), now));
 }
 
 /// The file an iteration writes first, for crash recovery.

@@ -179,15 +179,33 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
         other => other.into(),
     })?;
 
+    // Orphaned descendants (an agent's `setsid` daemon) re-parent to ralph, which ends them
+    // after each agent and each round of checks.
+    if !crate::process::reaper::become_subreaper() {
+        tracing::debug!("not a child subreaper: escaped processes are not ended");
+    }
     // A run killed without ending (kill -9, a crash, a reboot) is put right before anything else;
     // so is one that ended on an error in the middle of an iteration (a full disk), whose
     // iteration has no record.
-    let latest = logs::latest_run(&root).and_then(|id| RunMeta::load(&logs::run_dir(&root, &id)).ok());
-    if let Some(m) = &latest
+    // Secrets come from the environment, known before anything is written: recovery's
+    // rejected.patch is masked like the iteration's own.
+    let env: Vec<(String, String)> = cfg.agent.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let secrets = Secrets::from_env(&env);
+    let mut latest = logs::latest_run(&root).and_then(|id| RunMeta::load(&logs::run_dir(&root, &id)).ok());
+    if let Some(m) = latest.as_mut()
         && (m.ended_at.is_none() || recover::has_unsettled(&logs::run_dir(&root, &m.run_id)))
     {
         let dir = logs::run_dir(&root, &m.run_id);
-        recover::crashed_run(&root, &dir, &m.run_id, reporter)?;
+        let ran = recover::crashed_run(&root, &dir, &m.run_id, &secrets, reporter)?;
+        // The cut iterations' time counts toward the time budget, as if the run had ended them
+        // (a run that ended on an error counted it already).
+        if !ran.is_zero() && m.ended_at.is_none() {
+            m.elapsed_ms += u64::try_from(ran.as_millis()).unwrap_or(u64::MAX);
+            if let Some(spent) = m.spent.as_mut() {
+                spent.elapsed_ms = m.elapsed_ms;
+            }
+            m.save(&dir)?;
+        }
         if opts.new_run && m.ended_at.is_none() {
             let mut ended = m.clone();
             ended.ended_at = Some(logs::now_rfc3339());
@@ -262,6 +280,8 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
         }
     };
     let run_dir = logs::run_dir(&root, &run_id);
+    // From here on every git process is marked as this run's (recovery is done).
+    git::mark_run(&run_id, &root);
     crate::fsx::create_dir_all(&run_dir)
         .map_err(|e| CliError::failure(format!("cannot create {}: {e}", run_dir.display())))?;
     meta.branch = git::current_branch(&root)?;
@@ -269,9 +289,6 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
     meta.limits = Some(state::Limits::from(&cfg.budget));
     meta.spent = Some(budget.spent_now());
     meta.save(&run_dir)?;
-    let env: Vec<(String, String)> = cfg.agent.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let secrets = Secrets::from_env(&env);
-
     if meta.sessions > 1 {
         let s = budget.spent_now();
         reporter.line(&format!(

@@ -8,27 +8,31 @@
 //!    `iterations.jsonl`, ralph's temporary files, stale git lock files;
 //! 3. settles the interrupted iteration: if ralph's commit for it exists, the work is kept;
 //!    otherwise its diff is saved as `rejected.patch` and the tree restored; either way it is
-//!    recorded as `interrupted` (no attempt used).
+//!    recorded as `interrupted` (no attempt used), with the tokens and cost the agent had
+//!    reported until then (`usage.json`) and the time it ran, which the run's budgets count.
 //!
 //! Committed work is never touched.
 
-use super::iteration::{STARTED, Started};
+use super::iteration::{STARTED, Started, USAGE, Usage};
 use crate::error::CliError;
 use crate::git;
 use crate::logs;
 use crate::record::{self, IterationRecord, Outcome};
 use crate::reporter::Reporter;
-use crate::state::{RALPH_DIR, TMP_PREFIX};
+use crate::secrets::Secrets;
+use crate::state::{self, RALPH_DIR, TMP_PREFIX};
 use std::path::Path;
 use std::time::Duration;
 
-/// Puts the crashed run `run_id` right.
+/// Puts the crashed run `run_id` right; returns the time its cut iterations ran, which the
+/// run's time budget had not counted yet.
 pub fn crashed_run(
     root: &Path,
     run_dir: &Path,
     run_id: &str,
+    secrets: &Secrets,
     reporter: &mut dyn Reporter,
-) -> Result<(), CliError> {
+) -> Result<Duration, CliError> {
     let killed = kill_orphans(root, run_id);
     if killed > 0 {
         reporter.line(&format!("ended {killed} process(es) left running by the killed run {run_id}"));
@@ -38,6 +42,7 @@ pub fn crashed_run(
     remove_stale_git_locks(root);
     let recorded: Vec<u32> =
         record::read_all(&logs::records_path(run_dir)).iter().map(|r| r.iteration).collect();
+    let mut ran = Duration::ZERO;
     for n in logs::iterations(run_dir) {
         if recorded.contains(&n) {
             continue;
@@ -50,7 +55,7 @@ pub fn crashed_run(
             let _ = std::fs::remove_dir_all(&dir);
             continue;
         };
-        let record = settle(root, run_id, n, &dir, &started)?;
+        let record = settle(root, run_id, n, &dir, &started, secrets)?;
         reporter.line(&format!(
             "recovered iteration {n} ({}) of the killed run: {}",
             started.task,
@@ -58,8 +63,9 @@ pub fn crashed_run(
         ));
         record::append(&logs::records_path(run_dir), &record)
             .map_err(|e| CliError::failure(format!("cannot write the iteration record: {e}")))?;
+        ran += Duration::from_millis(record.duration_ms);
     }
-    Ok(())
+    Ok(ran)
 }
 
 /// Whether an iteration of the run started (touched the tree) and has no record.
@@ -71,46 +77,167 @@ pub fn has_unsettled(run_dir: &Path) -> bool {
         .any(|n| !recorded.contains(&n) && logs::iter_dir(run_dir, n).join(STARTED).exists())
 }
 
-/// Keeps ralph's commit of the iteration if it was made, else saves the diff and restores.
-fn settle(root: &Path, run_id: &str, n: u32, dir: &Path, st: &Started) -> Result<IterationRecord, CliError> {
+/// How the branch stands against where the killed iteration started.
+enum History {
+    /// HEAD is still `head_before`, or every commit on top was made while ralph was alive (the
+    /// agent's own, which the iteration would have folded or reverted): back to `head_before`.
+    Untouched,
+    /// ralph committed the iteration (`ours`, its last commit with the iteration's trailers);
+    /// `user` commits were made on top of it since.
+    Committed { ours: String, user: usize },
+    /// The iteration committed nothing, and commits were made on top since ralph died: the
+    /// user's, kept.
+    UserCommits(usize),
+    /// `head_before` is no longer in HEAD's history: the user moved the branch.
+    Moved,
+}
+
+/// Keeps ralph's commit of the iteration if it was made, and every commit made since ralph
+/// died (the user's); saves what is left uncommitted as `rejected.patch` and reverts it, never
+/// resetting the branch below a commit ralph did not make.
+fn settle(
+    root: &Path,
+    run_id: &str,
+    n: u32,
+    dir: &Path,
+    st: &Started,
+    secrets: &Secrets,
+) -> Result<IterationRecord, CliError> {
     if let Some(branch) = &st.branch
         && git::current_branch(root)?.as_deref() != Some(branch.as_str())
     {
         git::point_head_at(root, branch)?;
     }
     let head = git::head(root)?.unwrap_or_default();
-    let committed = head != st.head_before && git::commit_has_trailers(root, &head, run_id, n);
-    let (commit, files_changed, failure) = if committed {
-        let files = git::changed_between(root, &st.head_before, &head)?;
-        // Anything after the commit (learnings not yet committed) goes back to the commit.
-        git::restore(root, &head)?;
-        (
-            Some(head),
-            files,
-            "ralph was killed after committing this iteration; its commit is kept".to_string(),
-        )
-    } else {
-        git::add_all(root)?;
-        let files = git::staged_files(root, &st.head_before)?;
-        if !files.is_empty() {
-            let patch = git::staged_patch(root, &st.head_before)?;
-            let _ = crate::fsx::write(&dir.join("rejected.patch"), &patch);
+    let last_alive = last_alive(dir);
+    let history = history(root, run_id, n, st, &head, last_alive)?;
+    let (base, commit, mut files_changed, mut failure) = match &history {
+        History::Moved => {
+            let failure = format!(
+                "ralph was killed during this iteration, and the branch was moved since (HEAD {} no longer descends from {}, where the iteration started): ralph left history and the working tree as they are",
+                short(&head),
+                short(&st.head_before)
+            );
+            return Ok(record(run_id, n, st, dir, last_alive, None, Vec::new(), failure));
         }
-        match &st.snapshot {
-            Some(tree) => git::restore_snapshot(root, &st.head_before, tree)?,
-            None => git::restore(root, &st.head_before)?,
-        }
-        (None, files, "ralph was killed during this iteration; its changes were reverted".to_string())
+        History::Committed { ours, user } => (
+            head.clone(),
+            Some(ours.clone()),
+            git::changed_between(root, &st.head_before, ours)?,
+            format!("ralph was killed after committing this iteration; its commit is kept{}", kept(*user)),
+        ),
+        History::UserCommits(user) => (
+            head.clone(),
+            None,
+            Vec::new(),
+            format!("ralph was killed during this iteration; its changes were reverted{}", kept(*user)),
+        ),
+        History::Untouched => (
+            st.head_before.clone(),
+            None,
+            Vec::new(),
+            "ralph was killed during this iteration; its changes were reverted".to_string(),
+        ),
     };
-    // The iteration lasted until its log was last written.
-    let last_alive = std::fs::metadata(dir.join("agent.log"))
-        .or_else(|_| std::fs::metadata(dir))
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|_| std::time::SystemTime::now());
+    // What is left uncommitted on top of `base` is the killed iteration's: saved, then reverted.
+    git::add_all(root)?;
+    let left = git::staged_files(root, &base)?;
+    if !left.is_empty() {
+        let patch = secrets.mask_bytes(&git::staged_patch(root, &base)?);
+        let path = dir.join("rejected.patch");
+        // Nothing is reverted unless its diff is kept.
+        state::atomic_write(&path, &patch)
+            .map_err(|e| CliError::failure(format!("cannot save the killed iteration's changes: {e}")))?;
+    }
+    match (&st.snapshot, &history) {
+        (Some(tree), History::Untouched) => git::restore_snapshot(root, &st.head_before, tree)?,
+        (Some(_), _) if !left.is_empty() => {
+            git::restore(root, &base)?;
+            failure.push_str(
+                "; the uncommitted changes the iteration started from (--allow-dirty) are in rejected.patch too, since commits were made on top",
+            );
+        }
+        _ => git::restore(root, &base)?,
+    }
+    if commit.is_some() {
+        if !left.is_empty() {
+            failure.push_str("; uncommitted changes left after it were saved as rejected.patch and reverted");
+        }
+    } else {
+        files_changed = left;
+    }
+    Ok(record(run_id, n, st, dir, last_alive, commit, files_changed, failure))
+}
+
+/// Where the branch stands: walks from HEAD back to `head_before`.
+fn history(
+    root: &Path,
+    run_id: &str,
+    n: u32,
+    st: &Started,
+    head: &str,
+    last_alive: std::time::SystemTime,
+) -> Result<History, CliError> {
+    if head == st.head_before {
+        return Ok(History::Untouched);
+    }
+    if !git::is_ancestor(root, &st.head_before, head)? {
+        return Ok(History::Moved);
+    }
+    let commits = git::first_parent_commits(root, &st.head_before, head)?;
+    if let Some(i) = commits.iter().rposition(|(sha, _)| git::commit_has_trailers(root, sha, run_id, n)) {
+        return Ok(History::Committed { ours: commits[i].0.clone(), user: commits.len() - i - 1 });
+    }
+    // No commit of ralph's: commits the agent made while ralph was alive are the iteration's
+    // work; one made after ralph's last sign of life is the user's, and so is every commit
+    // under it that is kept with it (the branch is never reset below a user's commit).
+    let alive = last_alive.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let alive = i64::try_from(alive).unwrap_or(i64::MAX);
+    if commits.iter().all(|(_, t)| *t <= alive) {
+        return Ok(History::Untouched);
+    }
+    Ok(History::UserCommits(commits.len()))
+}
+
+fn kept(user: usize) -> String {
+    if user == 0 { String::new() } else { format!("; the {user} commit(s) made on top since are kept") }
+}
+
+fn short(sha: &str) -> &str {
+    sha.get(..12).unwrap_or(sha)
+}
+
+/// The last time the iteration showed life: its folder's newest write (the agent's log, the
+/// usage it streamed, the checks' log).
+fn last_alive(dir: &Path) -> std::time::SystemTime {
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let files = std::fs::read_dir(dir).into_iter().flatten().flatten().filter_map(|e| mtime(&e.path()));
+    files.chain(mtime(dir)).max().unwrap_or_else(std::time::SystemTime::now)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record(
+    run_id: &str,
+    n: u32,
+    st: &Started,
+    dir: &Path,
+    last_alive: std::time::SystemTime,
+    commit: Option<String>,
+    files_changed: Vec<String>,
+    failure: String,
+) -> IterationRecord {
+    // The iteration lasted until it last showed life.
     let start = humantime::parse_rfc3339(&st.started_at).unwrap_or(last_alive);
     let duration_ms =
         last_alive.duration_since(start).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
-    Ok(IterationRecord {
+    // What the agent spent before it was cut counts against the run's budgets.
+    let usage: Usage = crate::fsx::read(&dir.join(USAGE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    IterationRecord {
+        tokens: usage.tokens,
+        cost_usd: usage.cost_usd,
         started_at: st.started_at.clone(),
         ended_at: humantime::format_rfc3339_millis(last_alive).to_string(),
         duration_ms,
@@ -119,26 +246,31 @@ fn settle(root: &Path, run_id: &str, n: u32, dir: &Path, st: &Started) -> Result
         files_changed,
         failure: Some(failure),
         ..IterationRecord::new(run_id, n, &st.task, Outcome::Interrupted)
-    })
+    }
 }
 
-/// Kills every process whose environment names this run of this repository; returns how many.
-/// Both are matched: run ids are timestamps, and two repositories may start runs in the same
-/// second.
+/// Kills every process whose environment names this run of this repository, and waits until
+/// they are gone; returns how many. Both are matched: run ids are timestamps, and two
+/// repositories may start runs in the same second. Git commands are marked too (see
+/// [`git::mark_run`]): a `git commit` orphaned mid-hook is ended here, and only then are its
+/// locks removed and HEAD read, so it cannot land later inside the next iteration.
 pub fn kill_orphans(root: &Path, run_id: &str) -> usize {
     let needle = format!("RALPH_RUN_ID={run_id}\0");
     let root_needle = format!("RALPH_ROOT={}\0", root.display());
     let me = std::process::id();
     let mut killed = 0;
-    // Twice: a dying parent may have forked a child between the scan and the kill.
-    for _ in 0..2 {
+    // Again while a scan finds any: a dying parent may have forked a child between the scan
+    // and the kill.
+    for _ in 0..10 {
         let Ok(entries) = std::fs::read_dir("/proc") else { return killed };
+        let mut round = Vec::new();
         for e in entries.flatten() {
             let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
             if u32::try_from(pid).ok() == Some(me) {
                 continue;
             }
             let Ok(env) = std::fs::read(e.path().join("environ")) else { continue };
+            let Some(start) = start_time(pid) else { continue };
             if memchr::memmem::find(&env, needle.as_bytes()).is_some()
                 && memchr::memmem::find(&env, root_needle.as_bytes()).is_some()
             {
@@ -146,12 +278,36 @@ pub fn kill_orphans(root: &Path, run_id: &str) -> usize {
                 unsafe {
                     libc::kill(pid, libc::SIGKILL);
                 }
-                killed += 1;
+                round.push((pid, start));
             }
         }
-        std::thread::sleep(Duration::from_millis(50));
+        if round.is_empty() {
+            break;
+        }
+        killed += round.len();
+        // SIGKILL is not instant: a process in the kernel (writing a file) finishes that first.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while round.iter().any(|&(pid, start)| start_time(pid) == Some(start))
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
     killed
+}
+
+/// When process `pid` started (clock ticks since boot), `None` once it is gone or a zombie:
+/// with the pid, this names one process even if the pid is reused.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name (in parentheses, which may hold anything): state is field 3,
+    // starttime field 22.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// Cuts a torn last line (a crash mid-append) so the next record starts on its own line.

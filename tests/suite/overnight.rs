@@ -230,6 +230,7 @@ fn kill_9_at_every_named_point_loses_nothing() {
         "agent_exited",
         "checks_running",
         "before_commit",
+        "git_commit_running",
         "after_commit",
         "before_record",
         "after_record",
@@ -237,6 +238,7 @@ fn kill_9_at_every_named_point_loses_nothing() {
         "write:AGENTS.md",
         "write:010-a.md",
         "write:run.json",
+        "write:usage.json",
     ];
     for point in points {
         let repo = four_tasks("", "0s");
@@ -259,6 +261,70 @@ fn kill_9_at_every_named_point_loses_nothing() {
             "{point}: the killed iteration was not recorded as interrupted: {records:?}"
         );
     }
+
+    // Killed while `git commit` waits on a slow pre-commit hook: the orphaned commit must not
+    // land later, inside the next iteration (whose agent is still at work when the hook
+    // ends). The hook is slow once; so is the agent after it.
+    let repo = TestRepo::with_loop("", &["true"], "", FOUR);
+    let once = repo.outside.join("slow-hook").to_string_lossy().into_owned();
+    let scenario = format!(
+        "[[step]]\ntask = \"010-a\"\nactions = [{{ run = {} }}, {{ write = {{ path = \"010-a.txt\", content = \"010-a\\n\" }} }}, {{ promise = true }}]\n[[step]]\nactions = [{{ run = \"echo $RALPH_TASK > $RALPH_TASK.txt\" }}, {{ promise = true }}]\n",
+        toml_str(&format!("if [ -e {once} ] && [ ! -e {once}.agent ]; then touch {once}.agent; sleep 4; fi"))
+    );
+    repo.set_scenario(&scenario);
+    let hook = repo.path(".git/hooks/pre-commit");
+    std::fs::create_dir_all(hook.parent().unwrap()).unwrap();
+    std::fs::write(&hook, format!("#!/bin/sh\nif [ ! -e {once} ]; then touch {once}; sleep 2; fi\n"))
+        .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = repo.cmd(&["run"]).env("RALPH_FAULT", "git_commit_running").output().unwrap();
+    assert_eq!(out.status.signal(), Some(9), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = repo.ralph(&["run"]);
+    assert_eq!(run.code(), 0, "slow hook: {}", run.stderr());
+    assert_invariants(&repo, &["010-a", "020-b", "030-c", "040-d"]);
+    // The branch's own history of moves: no commit of the killed iteration ever landed.
+    let moves = repo.git(&["log", "-g", "--format=%B", "refs/heads/main"]);
+    assert!(!moves.contains("Ralph-Iteration: 1\n"), "the killed run's commit landed later:\n{moves}");
+    let outcomes: Vec<String> = repo.records().iter().map(|r| r["outcome"].to_string()).collect();
+    assert_eq!(
+        outcomes,
+        ["\"interrupted\"", "\"done\"", "\"done\"", "\"done\"", "\"done\""],
+        "the killed run's commit landed in a later iteration"
+    );
+
+    // Killed, then the user commits work of their own before the next run: their commit
+    // stays, whether ralph had committed the iteration or not.
+    for point in ["agent_exited", "after_commit"] {
+        let repo = four_tasks("", "0s");
+        let out = repo.cmd(&["run"]).env("RALPH_FAULT", point).output().unwrap();
+        assert_eq!(out.status.signal(), Some(9), "{point}: {}", String::from_utf8_lossy(&out.stderr));
+        // A person notices the crash after a while: their commit is dated after ralph's end.
+        std::thread::sleep(Duration::from_millis(1100));
+        repo.write("notes.txt", "the user's own work\n");
+        repo.git(&["add", "notes.txt"]);
+        repo.git(&["commit", "-q", "-m", "user's own work"]);
+        let user_commit = repo.head();
+        let run = repo.ralph(&["run"]);
+        assert_eq!(run.code(), 0, "{point}: {}", run.stderr());
+        assert!(run.stderr().contains("made on top since are kept"), "{point}: {}", run.stderr());
+        assert_invariants(&repo, &["010-a", "020-b", "030-c", "040-d"]);
+        assert_eq!(repo.read("notes.txt"), "the user's own work\n", "{point}");
+        let history = repo.git(&["rev-list", "HEAD"]);
+        assert!(history.contains(&user_commit), "{point}: the user's commit was lost:\n{history}");
+    }
+
+    // The user moved the branch (rewrote the commit the iteration started from): history and
+    // the tree are left as they are, and the run says why it stops.
+    let repo = four_tasks("", "0s");
+    let out = repo.cmd(&["run"]).env("RALPH_FAULT", "agent_exited").output().unwrap();
+    assert_eq!(out.status.signal(), Some(9));
+    repo.git(&["commit", "-q", "--amend", "-m", "set up ralph, reworded"]);
+    let moved = repo.head();
+    let run = repo.ralph(&["run"]).expect(2);
+    assert!(run.stderr().contains("the branch was moved since"), "{}", run.stderr());
+    assert_eq!(repo.head(), moved);
+    assert_eq!(repo.read("010-a.txt"), "010-a\n", "the tree was left as it is");
+    assert_eq!(repo.records()[0]["outcome"], "interrupted");
 }
 
 #[test]
@@ -431,4 +497,110 @@ fn a_full_disk_stops_the_run_clearly_and_loses_nothing() {
     let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(std::fs::read_to_string(root.join("a.txt")).unwrap(), "a\n");
+}
+
+#[test]
+fn usage_and_time_of_an_iteration_cut_by_kill_9_count_after_resume() {
+    // The first time, the agent reports its spending, works for a while and is killed; the
+    // next time it finishes cheaply.
+    let repo = TestRepo::with_loop("", &["true"], "output_format = \"aider-text\"\n", &FOUR[..2]);
+    let mark = repo.outside.join("spent-once");
+    let first = format!(
+        "if [ ! -e {0} ]; then touch {0}; echo 'Tokens: 2k sent, 1k received. Cost: $0.80 message, $0.80 session.'; for i in 1 2 3 4 5 6; do sleep 0.5; echo tick $i; done; sleep 60; fi",
+        mark.display()
+    );
+    repo.set_scenario(&format!(
+        "[[step]]\nactions = [{{ run = {} }}, {{ run = \"echo $RALPH_TASK > $RALPH_TASK.txt\" }}, {{ print = \"Tokens: 1k sent, 1k received. Cost: $0.30 message, $0.30 session.\" }}, {{ promise = true }}]\n",
+        toml_str(&first)
+    ));
+    let mut child =
+        repo.cmd(&["run", "--max-cost", "1"]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    assert!(wait_for(30, || first_log(&repo).contains("tick 6")));
+    // SAFETY: SIGKILL to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+
+    // Without the cut iteration's $0.80 the two tasks ($0.30 each) would fit in $1.
+    let run = repo.ralph(&["run", "--max-cost", "1"]).expect(3);
+    assert!(run.stderr().contains("cost budget ($1.00) is spent"), "{}", run.stderr());
+    let r = repo.records();
+    assert_eq!(r[0]["outcome"], "interrupted", "{r:?}");
+    assert_eq!(r[0]["cost_usd"], 0.8, "{}", r[0]);
+    assert_eq!(r[0]["tokens"]["input"], 2000, "{}", r[0]);
+    assert_eq!(r[0]["tokens"]["output"], 1000, "{}", r[0]);
+    let cut = r[0]["duration_ms"].as_u64().unwrap();
+    assert!(cut >= 2500, "the cut iteration ran about 3 s: {}", r[0]);
+    assert_eq!(r.len(), 2, "{r:?}");
+    let spent = &status(&repo)["run"]["spent"];
+    assert!((spent["cost_usd"].as_f64().unwrap() - 1.1).abs() < 1e-9, "{spent}");
+    // The killed session's time counts toward the time budget too.
+    assert!(spent["elapsed_ms"].as_u64().unwrap() >= cut, "{spent}");
+}
+
+#[test]
+fn processes_that_escape_the_agents_group_are_ended_before_they_write() {
+    // A daemon of its own session, and one with a cleared environment too (no RALPH_RUN_ID
+    // for recovery to find it by): each would write into the tree after the agent exits.
+    // The agent exits only once both have left its group (their pid files are written after
+    // setsid), so neither is ended with the group by chance.
+    let pids = tempfile::tempdir().unwrap();
+    let (a, b) = (pids.path().join("a.pid"), pids.path().join("b.pid"));
+    let scenario = format!(
+        r#"
+[[step]]
+actions = [
+  {{ run = "setsid sh -c 'echo $$ > {a}; sleep 2; echo late > escaped.txt' >/dev/null 2>&1 &" }},
+  {{ run = "env -i setsid sh -c 'echo $$ > {b}; sleep 2; echo late > escaped-env.txt' >/dev/null 2>&1 &" }},
+  {{ run = "while [ ! -s {a} ] || [ ! -s {b} ]; do sleep 0.01; done" }},
+  {{ write = {{ path = "work.txt", content = "work\n" }} }},
+  {{ promise = true }},
+]
+"#,
+        a = a.display(),
+        b = b.display()
+    );
+    let repo = TestRepo::with_loop(&scenario, &["true"], "", &FOUR[..1]);
+    let run = repo.ralph(&["run"]).expect(0);
+    assert!(run.stderr().contains("escaped the agent's or the checks' process group"), "{}", run.stderr());
+    let r = repo.records();
+    assert!(r[0]["escaped_ended"].as_u64().unwrap_or(0) >= 2, "{}", r[0]);
+    // Past the daemons' sleep: had they lived, they would have written by now.
+    std::thread::sleep(Duration::from_millis(2500));
+    for f in ["escaped.txt", "escaped-env.txt"] {
+        assert!(!repo.exists(f), "{f} was written after the run");
+    }
+    let committed = repo.git(&["show", "--name-only", "--format=", "HEAD"]);
+    assert!(!committed.contains("escaped"), "{committed}");
+    assert_eq!(repo.dirt(), "");
+    let survivors = std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("> escaped"))
+            && std::fs::read_link(e.path().join("cwd")).is_ok_and(|d| d == repo.root)
+    });
+    assert!(!survivors, "an escaped process survived the run");
+}
+
+#[test]
+fn a_killed_iterations_rejected_patch_has_no_secret() {
+    let scenario = r#"
+[[step]]
+actions = [{ run = "echo token is $MY_SERVICE_TOKEN > leak.txt" }, { promise = true }]
+"#;
+    let repo = TestRepo::with_loop(scenario, &["true"], "", &FOUR[..1]);
+    let secret = "s3cr3t-t0ken-value";
+    let out = repo
+        .cmd(&["run"])
+        .env("MY_SERVICE_TOKEN", secret)
+        .env("RALPH_FAULT", "agent_exited")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(9));
+    repo.set_scenario(
+        "[[step]]\nactions = [{ write = { path = \"a.txt\", content = \"a\\n\" } }, { promise = true }]\n",
+    );
+    repo.cmd(&["run"]).env("MY_SERVICE_TOKEN", secret).output().unwrap();
+    let patch = repo.iter_file(1, "rejected.patch");
+    assert!(patch.contains("leak.txt"), "{patch}");
+    assert!(!patch.contains(secret), "{patch}");
+    assert!(!repo.exists("leak.txt"));
 }

@@ -7,7 +7,18 @@ use crate::agent::limits::{self, Fatal, Limit};
 use jiff::{Timestamp, Zoned};
 use serde_json::Value;
 
-pub(super) fn line(r: &mut Report, v: &Value, now: &Zoned, emit: &mut dyn FnMut(&str)) {
+/// The usage Claude streams per model call, summed while no final `result` line (which Claude
+/// does not print when it is killed) gives the total.
+#[derive(Debug, Default)]
+pub(super) struct State {
+    /// The latest usage of each message: Claude repeats a message's usage on every content
+    /// block of it, so it is counted once, by message id.
+    calls: Vec<(String, Tokens)>,
+    /// The `result` line came: its totals are the iteration's.
+    result: bool,
+}
+
+pub(super) fn line(st: &mut State, r: &mut Report, v: &Value, now: &Zoned, emit: &mut dyn FnMut(&str)) {
     match str_at(v, "type") {
         Some("system") => {
             if let Some(id) = str_at(v, "session_id") {
@@ -43,6 +54,25 @@ pub(super) fn line(r: &mut Report, v: &Value, now: &Zoned, emit: &mut dyn FnMut(
                 if ctx > 0 {
                     r.context_tokens = Some(ctx);
                 }
+                let call = Tokens {
+                    input: u64_at(u, "input_tokens"),
+                    output: u64_at(u, "output_tokens"),
+                    cache_read: u64_at(u, "cache_read_input_tokens"),
+                    cache_write: u64_at(u, "cache_creation_input_tokens"),
+                };
+                // A message without an id is a call of its own.
+                let id = str_at(msg, "id").map_or_else(|| format!("#{}", st.calls.len()), str::to_string);
+                match st.calls.iter_mut().find(|(i, _)| *i == id) {
+                    Some((_, t)) => *t = call,
+                    None => st.calls.push((id, call)),
+                }
+                if !st.result {
+                    let mut sum = Tokens::default();
+                    for (_, t) in &st.calls {
+                        sum.add(*t);
+                    }
+                    r.tokens = Some(sum);
+                }
             }
             if let Some(err) = str_at(v, "error") {
                 let text = last.unwrap_or_else(|| err.to_string());
@@ -66,6 +96,7 @@ pub(super) fn line(r: &mut Report, v: &Value, now: &Zoned, emit: &mut dyn FnMut(
             }
         }
         Some("result") => {
+            st.result = true;
             r.is_error = v.get("is_error").and_then(Value::as_bool).unwrap_or(false);
             r.num_turns = v.get("num_turns").and_then(Value::as_u64).and_then(|n| u32::try_from(n).ok());
             if let Some(id) = str_at(v, "session_id") {
@@ -125,6 +156,24 @@ mod tests {
         assert_eq!(r.session_id.as_deref(), Some("s-1"));
         assert!(f.promise);
         assert_eq!(f.learnings, vec!["use make"]);
+    }
+
+    #[test]
+    fn a_killed_run_without_a_result_counts_its_streamed_usage() {
+        // Two calls; the first repeats its usage on each content block (counted once).
+        let text = r#"{"type":"assistant","message":{"id":"m1","content":[{"type":"text","text":"a"}],"usage":{"input_tokens":100,"output_tokens":1,"cache_read_input_tokens":5}}}
+{"type":"assistant","message":{"id":"m1","content":[{"type":"tool_use","name":"Bash","input":{}}],"usage":{"input_tokens":100,"output_tokens":7,"cache_read_input_tokens":5}}}
+{"type":"assistant","message":{"id":"m2","content":[{"type":"text","text":"b"}],"usage":{"input_tokens":200,"output_tokens":3,"cache_creation_input_tokens":9}}}
+"#;
+        let (r, _) = parse(Format::ClaudeStreamJson, text);
+        assert_eq!(r.tokens, Some(Tokens { input: 300, output: 10, cache_read: 5, cache_write: 9 }));
+        // The result's totals win once it comes.
+        let done = format!(
+            "{text}{}\n",
+            r#"{"type":"result","is_error":false,"result":"ok","usage":{"input_tokens":1,"output_tokens":2}}"#
+        );
+        let (r, _) = parse(Format::ClaudeStreamJson, &done);
+        assert_eq!(r.tokens, Some(Tokens { input: 1, output: 2, cache_read: 0, cache_write: 0 }));
     }
 
     #[test]

@@ -140,6 +140,7 @@ pub struct Parser {
     /// Per-format state.
     gemini: gemini::State,
     pi: pi::State,
+    claude: claude::State,
     /// Files (relative paths) whose writes by the agent are to be noticed.
     watched: Vec<String>,
     /// Those of `watched` the agent's tool calls (or, in a text format, its output) named.
@@ -161,6 +162,7 @@ impl Parser {
             now: None,
             gemini: gemini::State::default(),
             pi: pi::State::default(),
+            claude: claude::State::default(),
             watched: Vec::new(),
             wrote: Vec::new(),
             carry: Vec::new(),
@@ -261,13 +263,19 @@ impl Parser {
         let r = &mut self.report;
         let now = self.now.get_or_insert_with(jiff::Zoned::now);
         match self.format {
-            Format::ClaudeStreamJson => claude::line(r, &v, now, &mut emit),
+            Format::ClaudeStreamJson => claude::line(&mut self.claude, r, &v, now, &mut emit),
             Format::CodexJson => codex::line(r, &v, now, &mut emit),
             Format::GeminiStreamJson => gemini::line(&mut self.gemini, r, &v, now, &mut emit),
             Format::OpencodeJson => opencode::line(r, &v, now, &mut emit),
             Format::PiJson => pi::line(&mut self.pi, r, &v, now, &mut emit),
             Format::Text | Format::AiderText => {}
         }
+    }
+
+    /// The tokens and cost the output reported so far: what an agent ended before its final
+    /// report (killed, timed out, stopped) still spent.
+    pub fn usage(&self) -> (Option<Tokens>, Option<f64>) {
+        (self.report.tokens, self.report.cost_usd)
     }
 
     /// The agent's context size at its latest model call, if the format reports it.

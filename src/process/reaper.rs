@@ -1,0 +1,120 @@
+//! Processes that escaped the agent's process group (`setsid`, a double fork) or its marked
+//! environment (`env -i`): ralph makes itself a child subreaper at the start of `ralph run`, so
+//! every orphaned descendant re-parents to ralph instead of init, and [`sweep`] ends what is
+//! left of them once the agent (or the checks) ended.
+//!
+//! Invariant: a sweep runs only when ralph has no child of its own running (the agent and the
+//! checks were waited for, git commands are waited for as they run): every descendant it
+//! finds is an escapee. It reaps only the pids it found, never `waitpid(-1)`, so no status of
+//! a child tokio waits for is taken.
+
+use std::time::{Duration, Instant};
+
+/// Makes ralph the reaper of its orphaned descendants (Linux); whether it took.
+pub fn become_subreaper() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes plain integers.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0 }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
+}
+
+/// One process as `/proc/<pid>/stat` shows it.
+struct Proc {
+    pid: i32,
+    ppid: i32,
+    zombie: bool,
+}
+
+fn read_proc(pid: i32) -> Option<Proc> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name (in parentheses, which may hold anything): state, then ppid.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some(Proc { pid, ppid, zombie: state == "Z" || state == "X" })
+}
+
+/// Every descendant of `me`, children first.
+fn descendants(me: i32) -> Vec<Proc> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let all: Vec<Proc> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+        .filter_map(read_proc)
+        .collect();
+    let mut found: Vec<Proc> = Vec::new();
+    let mut parents = vec![me];
+    while !parents.is_empty() {
+        let next: Vec<i32> = all.iter().filter(|p| parents.contains(&p.ppid)).map(|p| p.pid).collect();
+        for pid in &next {
+            if let Some(p) = all.iter().find(|p| p.pid == *pid) {
+                found.push(Proc { pid: p.pid, ppid: p.ppid, zombie: p.zombie });
+            }
+        }
+        parents = next;
+    }
+    found
+}
+
+/// Reaps `pid` if it is a child of ralph that has exited.
+fn reap(pid: i32) {
+    let mut status = 0;
+    // SAFETY: waitpid on one pid, WNOHANG: never blocks, writes only `status`.
+    unsafe {
+        libc::waitpid(pid, &mut status, libc::WNOHANG);
+    }
+}
+
+/// Ends every descendant of ralph still running: SIGTERM, `grace`, SIGKILL, reaped. Returns
+/// how many were running.
+pub fn sweep(grace: Duration) -> usize {
+    let me = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
+    let found = descendants(me);
+    // Exited escapees (zombies ralph adopted) only need reaping.
+    for p in found.iter().filter(|p| p.zombie && p.ppid == me) {
+        reap(p.pid);
+    }
+    let live: Vec<i32> = found.iter().filter(|p| !p.zombie).map(|p| p.pid).collect();
+    if live.is_empty() {
+        return 0;
+    }
+    let signal_all = |sig| {
+        for pid in &live {
+            // SAFETY: kill has no memory-safety preconditions; a gone pid yields ESRCH.
+            unsafe {
+                libc::kill(*pid, sig);
+            }
+        }
+    };
+    signal_all(libc::SIGTERM);
+    let end = Instant::now() + grace;
+    loop {
+        // Their children may have re-parented to ralph meanwhile: reap by what is ours now.
+        let left = descendants(me);
+        for p in left.iter().filter(|p| p.zombie && p.ppid == me) {
+            reap(p.pid);
+        }
+        let running: Vec<i32> = left.iter().filter(|p| !p.zombie).map(|p| p.pid).collect();
+        if running.is_empty() {
+            break;
+        }
+        if Instant::now() >= end {
+            for pid in &running {
+                // SAFETY: as above.
+                unsafe {
+                    libc::kill(*pid, libc::SIGKILL);
+                }
+            }
+            if Instant::now() >= end + Duration::from_secs(5) {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    live.len()
+}
