@@ -189,19 +189,50 @@ const WEAKENING: &[&str] = &[
     "weaken the assert",
 ];
 
+/// Token prefixes of the common credential formats.
+const TOKEN_PREFIXES: &[&str] = &["sk-", "ghp_", "gho_", "github_pat_", "xox", "AKIA", "AIza", "glpat-"];
+
+/// Whether one word (its punctuation trimmed) looks like a credential: a long random-looking
+/// token, a credential format's prefix with enough after it (a token's first 20 characters
+/// are as much a leak as the whole), or a long enough piece of a known secret.
+fn token_like(w: &str, secrets: &Secrets) -> bool {
+    let long_token = w.len() >= 32
+        && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_+/=".contains(c))
+        && w.chars().any(|c| c.is_ascii_digit())
+        && w.chars().any(|c| c.is_ascii_alphabetic());
+    long_token || (w.len() >= 16 && TOKEN_PREFIXES.iter().any(|p| w.starts_with(p))) || secrets.holds_part(w)
+}
+
+fn word_core(w: &str) -> &str {
+    w.trim_matches(|c: char| !c.is_alphanumeric())
+}
+
 /// Whether a text looks like it carries a credential.
 fn looks_secret(text: &str, secrets: &Secrets) -> bool {
-    if secrets.mask(text) != text {
-        return true;
+    secrets.mask(text) != text || text.split_whitespace().any(|w| token_like(word_core(w), secrets))
+}
+
+/// `text` with every credential in it masked: the known secrets and every word that
+/// [`looks_secret`] would catch, so a rejected proposal keeps no part of one in the record.
+fn redact(text: &str, secrets: &Secrets) -> String {
+    let masked = secrets.mask(text);
+    let mut out = String::with_capacity(masked.len());
+    let mut rest = masked.as_str();
+    while !rest.is_empty() {
+        let ws = rest.len() - rest.trim_start().len();
+        out.push_str(&rest[..ws]);
+        rest = &rest[ws..];
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let word = &rest[..end];
+        let core = word_core(word);
+        if !core.is_empty() && token_like(core, secrets) {
+            out.push_str(&word.replacen(core, crate::secrets::MASK, 1));
+        } else {
+            out.push_str(word);
+        }
+        rest = &rest[end..];
     }
-    let prefixes = ["sk-", "ghp_", "gho_", "github_pat_", "xox", "AKIA", "AIza", "glpat-"];
-    text.split_whitespace().map(|w| w.trim_matches(|c: char| !c.is_alphanumeric())).any(|w| {
-        let long_token = w.len() >= 32
-            && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_+/=".contains(c))
-            && w.chars().any(|c| c.is_ascii_digit())
-            && w.chars().any(|c| c.is_ascii_alphabetic());
-        long_token || (w.len() >= 16 && prefixes.iter().any(|p| w.starts_with(p)))
-    })
+    out
 }
 
 /// Whether `text` copies a long run (over 60 characters) of `spec` word for word.
@@ -309,12 +340,14 @@ impl Store {
     ) -> Admitted {
         let mut out = Admitted::default();
         let now = crate::logs::now_rfc3339();
+        // The secret test comes first: a proposal that holds one is reported as such whatever
+        // else is wrong with it.
         let check = |text: &str| -> Option<String> {
-            if text.chars().count() > cfg.max_entry_chars {
-                return Some(format!("longer than {} characters", cfg.max_entry_chars));
-            }
             if looks_secret(text, secrets) {
                 return Some("looks like it holds a secret".into());
+            }
+            if text.chars().count() > cfg.max_entry_chars {
+                return Some(format!("longer than {} characters", cfg.max_entry_chars));
             }
             let lower = text.to_lowercase();
             if let Some(p) = WEAKENING.iter().find(|p| lower.contains(*p)) {
@@ -328,7 +361,7 @@ impl Store {
         for text in &f.learnings {
             let text = text.trim();
             if let Some(reason) = check(text) {
-                out.rejected.push(Rejected { text: secrets.mask(text), reason });
+                out.rejected.push(Rejected { text: redact(text, secrets), reason });
                 continue;
             }
             if let Some(e) =
@@ -362,7 +395,7 @@ impl Store {
         }
         for (id, text) in &f.learning_updates {
             if let Some(reason) = check(text) {
-                out.rejected.push(Rejected { text: secrets.mask(text), reason });
+                out.rejected.push(Rejected { text: redact(text, secrets), reason });
                 continue;
             }
             match self.get_mut(id) {
@@ -376,7 +409,7 @@ impl Store {
                     out.updated.push(e.id.clone());
                 }
                 _ => out.rejected.push(Rejected {
-                    text: text.clone(),
+                    text: redact(text, secrets),
                     reason: format!("no active learning {id} to update"),
                 }),
             }
@@ -393,7 +426,7 @@ impl Store {
                     out.retired.push(e.id.clone());
                 }
                 _ => out.rejected.push(Rejected {
-                    text: reason.clone(),
+                    text: redact(reason, secrets),
                     reason: format!("no active learning {id} to retire"),
                 }),
             }
@@ -566,6 +599,38 @@ mod tests {
         assert!(reasons[4].contains("copies the task's spec"));
         assert!(!a.rejected[0].text.contains("tok-123456789"), "a rejected secret is not logged in clear");
         assert!(s.entries.is_empty());
+    }
+
+    #[test]
+    fn a_rejected_learning_keeps_no_part_of_a_secret() {
+        let mut s = Store::default();
+        let cfg = Settings { max_entry_chars: 120, ..Settings::default() };
+        let token = "ghp_ABCDEFGHIJKLMNOP0123456789abcdefghij";
+        let plain = "zq81mwpx77abcdefghij0123";
+        let secrets = Secrets::from_vars([("GITHUB_TOKEN", token), ("DEPLOY_SECRET", plain)]);
+        let f = Findings {
+            learnings: vec![
+                // A token's first 20 characters, not the whole token.
+                format!("the CI token starts with {}, do not rotate it", &token[..20]),
+                // The first 20 characters of a secret of no known format.
+                format!("deploys use \"{}\" as the password", &plain[..20]),
+                // Too long as well: still no part of the token in the record.
+                format!("{} and the token is {token}", "words ".repeat(30)),
+            ],
+            // An update of a missing entry and an unknown retirement, each holding a token.
+            learning_updates: vec![("L7".into(), format!("use {token}"))],
+            learning_retirements: vec![("L8".into(), format!("it was {token}"))],
+            ..Default::default()
+        };
+        let a = s.admit(&f, &prov(), "", &secrets, &cfg);
+        assert!(s.entries.is_empty(), "{:?}", s.entries);
+        assert_eq!(a.rejected.len(), 5, "{:?}", a.rejected);
+        for r in &a.rejected {
+            assert!(!r.text.contains(&token[..12]) && !r.text.contains(&plain[..12]), "{r:?}");
+        }
+        assert_eq!(a.rejected[0].text, "the CI token starts with [MASKED], do not rotate it");
+        assert_eq!(a.rejected[1].text, "deploys use \"[MASKED]\" as the password");
+        assert!(a.rejected[..3].iter().all(|r| r.reason.contains("secret")), "{:?}", a.rejected);
     }
 
     #[test]
