@@ -11,14 +11,16 @@
 //! Admission: near-duplicates merge into the existing entry (its count goes up); rejected, with
 //! the reason: entries over the length limit, anything that looks like a secret, advice to
 //! weaken the judge (skip or delete tests, `--no-verify`, edit CI or ralph.toml), long copies
-//! of the task's spec. With `require_review`, new entries wait (`pending`) until a person
+//! of the task's spec. At most [`MAX_PROPOSALS`] proposals are taken from one iteration; the
+//! rest are rejected as a count, their texts not kept. Admission costs a pass over the store
+//! per proposal, with each entry's words computed once. With `require_review`, new entries wait (`pending`) until a person
 //! reviews them (`ralph learnings review ID`).
 
 use crate::agent::scan::Findings;
 use crate::secrets::Secrets;
 use crate::state::{RALPH_DIR, StateError, atomic_write, replace};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// The file learnings are shown in, at the repository root.
@@ -30,6 +32,15 @@ pub const START: &str =
     "<!-- ralph:learnings:start — rendered from .ralph/learnings.json; change with `ralph learnings` -->";
 pub const END: &str = "<!-- ralph:learnings:end -->";
 const START_PREFIX: &str = "<!-- ralph:learnings:start";
+
+/// The most learning proposals (new entries, updates and retirements together) taken from one
+/// iteration. An agent that floods `<learning>` tags gets the first ones considered and the
+/// rest rejected as one count: an iteration rarely teaches more than a few things, and each
+/// proposal costs a pass over the store.
+pub const MAX_PROPOSALS: usize = 20;
+
+/// The reason given for the proposals past [`MAX_PROPOSALS`].
+pub const TOO_MANY: &str = "too many learnings in one iteration";
 
 /// `[learnings]` settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -143,13 +154,12 @@ fn words(text: &str) -> BTreeSet<String> {
 }
 
 /// Near-duplicates: the same words, or word sets that overlap by 80% (Jaccard).
-fn similar(a: &str, b: &str) -> bool {
-    let (wa, wb) = (words(a), words(b));
+fn similar(wa: &BTreeSet<String>, wb: &BTreeSet<String>) -> bool {
     if wa.is_empty() || wb.is_empty() {
         return false;
     }
-    let common = wa.intersection(&wb).count() as f64;
-    let all = wa.union(&wb).count() as f64;
+    let common = wa.intersection(wb).count() as f64;
+    let all = (wa.len() + wb.len()) as f64 - common;
     common / all >= 0.8
 }
 
@@ -358,15 +368,43 @@ impl Store {
             }
             None
         };
+        // Each entry's words once, not once per proposal; an identical word set is found by
+        // hashing, a near one by one pass over the sets.
+        let mut sets: Vec<(usize, BTreeSet<String>)> = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.status != EntryStatus::Retired)
+            .map(|(i, e)| (i, words(&e.text)))
+            .collect();
+        let mut exact: HashMap<BTreeSet<String>, usize> = HashMap::new();
+        for (i, w) in sets.iter().rev() {
+            if !w.is_empty() {
+                exact.insert(w.clone(), *i);
+            }
+        }
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut taken = 0;
+        let mut over = f.learnings_over_cap;
         for text in &f.learnings {
             let text = text.trim();
+            if !seen.insert(text) {
+                continue;
+            }
+            if taken == MAX_PROPOSALS {
+                over += 1;
+                continue;
+            }
+            taken += 1;
             if let Some(reason) = check(text) {
                 out.rejected.push(Rejected { text: redact(text, secrets), reason });
                 continue;
             }
-            if let Some(e) =
-                self.entries.iter_mut().find(|e| e.status != EntryStatus::Retired && similar(&e.text, text))
-            {
+            let w = words(text);
+            let like =
+                exact.get(&w).copied().or_else(|| sets.iter().find(|(_, s)| similar(s, &w)).map(|(i, _)| *i));
+            if let Some(i) = like {
+                let e = &mut self.entries[i];
                 e.count += 1;
                 e.updated_at = now.clone();
                 out.merged.push(e.id.clone());
@@ -392,8 +430,18 @@ impl Store {
                 retired_reason: None,
             });
             out.added.push(text.to_string());
+            let i = self.entries.len() - 1;
+            if !w.is_empty() {
+                exact.entry(w.clone()).or_insert(i);
+            }
+            sets.push((i, w));
         }
         for (id, text) in &f.learning_updates {
+            if taken == MAX_PROPOSALS {
+                over += 1;
+                continue;
+            }
+            taken += 1;
             if let Some(reason) = check(text) {
                 out.rejected.push(Rejected { text: redact(text, secrets), reason });
                 continue;
@@ -415,6 +463,11 @@ impl Store {
             }
         }
         for (id, reason) in &f.learning_retirements {
+            if taken == MAX_PROPOSALS {
+                over += 1;
+                continue;
+            }
+            taken += 1;
             match self.get_mut(id) {
                 Some(e) if e.status != EntryStatus::Retired => {
                     e.status = EntryStatus::Retired;
@@ -430,6 +483,12 @@ impl Store {
                     reason: format!("no active learning {id} to retire"),
                 }),
             }
+        }
+        if over > 0 {
+            out.rejected.push(Rejected {
+                text: format!("{over} more proposals, not read"),
+                reason: format!("{TOO_MANY} (at most {MAX_PROPOSALS} are taken)"),
+            });
         }
         out
     }
@@ -631,6 +690,36 @@ mod tests {
         assert_eq!(a.rejected[0].text, "the CI token starts with [MASKED], do not rotate it");
         assert_eq!(a.rejected[1].text, "deploys use \"[MASKED]\" as the password");
         assert!(a.rejected[..3].iter().all(|r| r.reason.contains("secret")), "{:?}", a.rejected);
+    }
+
+    #[test]
+    fn a_flood_of_proposals_is_capped_and_counted() {
+        let mut s = Store::default();
+        let cfg = Settings::default();
+        s.admit(&findings(&["alpha beta gamma delta"]), &prov(), "", &Secrets::default(), &cfg);
+        let mut texts: Vec<String> = (0..20_000).map(|i| format!("distinct fact number {i}")).collect();
+        texts[1] = "Alpha beta gamma delta".into(); // merges into L1
+        texts[2] = "skip the test when it is flaky".into(); // rejected
+        texts[3] = texts[0].clone(); // a repeat within the iteration: not a new proposal
+        let f = Findings {
+            learnings: texts,
+            learning_retirements: vec![("L1".into(), "past the cap".into())],
+            ..Default::default()
+        };
+        let a = s.admit(&f, &prov(), "", &Secrets::default(), &cfg);
+        assert_eq!(a.merged, vec!["L1"]);
+        assert_eq!(a.added.len(), MAX_PROPOSALS - 2);
+        assert_eq!(a.added.last().unwrap(), &format!("distinct fact number {}", MAX_PROPOSALS));
+        assert!(a.retired.is_empty());
+        assert_eq!(a.rejected.len(), 2, "{:?}", a.rejected);
+        assert!(a.rejected[0].reason.contains("weaken"));
+        // Everything past the cap, the retirement included, as one count and no texts.
+        let over = 20_000 - 1 - MAX_PROPOSALS + 1;
+        assert_eq!(a.rejected[1].text, format!("{over} more proposals, not read"));
+        assert!(a.rejected[1].reason.starts_with(TOO_MANY));
+        assert_eq!(s.entries.len(), MAX_PROPOSALS - 1);
+        assert_eq!(s.get("L1").unwrap().count, 2);
+        assert_eq!(s.get("L1").unwrap().status, EntryStatus::Active);
     }
 
     #[test]
