@@ -22,6 +22,7 @@ pub mod gates;
 pub mod git;
 pub mod learnings;
 pub mod logs;
+pub mod out;
 pub mod process;
 pub mod prompt;
 pub mod record;

@@ -304,6 +304,6 @@ suite! {
 #[ignore]
 fn serve_by_hand() {
     let server = ModelServer::start("echo hello > hello.txt", FINAL);
-    println!("model server at {}", server.url());
+    eprintln!("model server at {}", server.url());
     std::thread::sleep(Duration::from_secs(600));
 }

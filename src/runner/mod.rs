@@ -66,6 +66,23 @@ pub fn load_config(root: &Path, overrides: &config::Overrides) -> Result<Config,
     }
 }
 
+/// The inputs `ralph run` reads before it changes anything, beyond ralph.toml itself: the
+/// prompt template, the backlog (every spec parses) and the `[git] branch` name. `ralph
+/// doctor` checks the same, so it never calls ready what `run` would refuse.
+pub fn validate_inputs(root: &Path, cfg: &Config) -> Result<Template, CliError> {
+    let template = Template::load(root, cfg.template.as_deref())?;
+    Backlog::load(root, &cfg.source(root))?;
+    if let Some(branch) = &cfg.branch
+        && !git::valid_branch_name(root, branch)
+    {
+        return Err(CliError::usage(format!(
+            "{}: [git] branch `{branch}` is not a valid branch name",
+            config::FILE_NAME
+        )));
+    }
+    Ok(template)
+}
+
 /// ralph.toml with this run's command-line flags on top.
 fn effective_config(root: &Path, opts: &RunOptions) -> Result<Config, CliError> {
     let mut cfg = load_config(root, &config::Overrides { agent: opts.agent.clone() })?;
@@ -136,8 +153,7 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
     // Validate everything first: a bad input changes nothing.
     let root = repo_root(&opts.cwd)?;
     let cfg = effective_config(&root, &opts)?;
-    let template = Template::load(&root, cfg.template.as_deref())?;
-    Backlog::load(&root, &cfg.source(&root))?;
+    let template = validate_inputs(&root, &cfg)?;
     if agent::resolve_program(&cfg.agent, &root).is_none() {
         return Err(CliError::usage(format!(
             "{}: [agent] command: `{}` was not found{}",
@@ -156,14 +172,6 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
                 None => e,
             });
         }
-    }
-    if let Some(branch) = &cfg.branch
-        && !git::valid_branch_name(&root, branch)
-    {
-        return Err(CliError::usage(format!(
-            "{}: [git] branch `{branch}` is not a valid branch name",
-            config::FILE_NAME
-        )));
     }
     if git::head(&root)?.is_none() {
         return Err(CliError::usage("the repository has no commits yet")
