@@ -281,6 +281,9 @@ pub fn run(cwd: &Path, agent: Option<String>) -> Result<u8, CliError> {
         Some(_) => {
             let branch = git::current_branch(&root)?.unwrap_or_else(|| "a detached HEAD".into());
             out.ok(&format!("on {branch}"));
+            if let Err(e) = crate::runner::check_git_state(&root, &cfg) {
+                out.problem(&e.message, Some(&e.hints.join("; ")));
+            }
             let dirty = git::dirty_entries(&root)?;
             if dirty.is_empty() {
                 out.ok("the working tree is clean");

@@ -83,6 +83,29 @@ pub fn validate_inputs(root: &Path, cfg: &Config) -> Result<Template, CliError> 
     Ok(template)
 }
 
+/// Refuses a working tree in the middle of a git operation (ralph's commits would land inside
+/// a rebase stopped at `edit`, a merge, a cherry-pick...) and a detached HEAD (they would
+/// belong to no branch) unless `[git] branch` names the branch to work on.
+pub fn check_git_state(root: &Path, cfg: &Config) -> Result<(), CliError> {
+    if let Some(op) = git::operation_in_progress(root) {
+        return Err(CliError::usage(format!(
+            "{} is in progress in this repository: ralph would commit into it",
+            op.name()
+        ))
+        .hint(format!("{}, then `ralph run` again", op.way_out())));
+    }
+    if cfg.branch.is_none() && git::current_branch(root)?.is_none() && git::head(root)?.is_some() {
+        let at = git::head(root)?.unwrap_or_default();
+        return Err(CliError::usage(format!(
+            "HEAD is detached (at {}): ralph's commits would belong to no branch",
+            &at[..at.len().min(12)]
+        ))
+        .hint("check out a branch (`git switch NAME`, or `git switch -c NAME` to start one here), then `ralph run` again")
+        .hint(format!("or name the branch to work on in {}: [git] branch = \"NAME\"", config::FILE_NAME)));
+    }
+    Ok(())
+}
+
 /// ralph.toml with this run's command-line flags on top.
 fn effective_config(root: &Path, opts: &RunOptions) -> Result<Config, CliError> {
     let mut cfg = load_config(root, &config::Overrides { agent: opts.agent.clone() })?;
@@ -177,6 +200,7 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
         return Err(CliError::usage("the repository has no commits yet")
             .hint("commit your project (ralph.toml and specs/ included) before `ralph run`"));
     }
+    check_git_state(&root, &cfg)?;
     let ralph_dir = state::ensure_ralph_dir(&root)?;
     let _lock = RunLock::acquire(&ralph_dir).map_err(|e| match e {
         state::StateError::Locked { .. } => CliError::usage(e.to_string()).hint(
