@@ -34,6 +34,7 @@ pub mod signal;
 pub mod state;
 pub mod stats;
 pub mod telemetry;
+pub mod term;
 pub mod watch;
 
 use clap::Parser;

@@ -308,3 +308,44 @@ fn doctor_runs_the_checks_and_says_what_each_means() {
     let out = repo.ralph(&["doctor"]).expect(0).stdout();
     assert!(out.contains("ready: `ralph run` can start."), "{out}");
 }
+
+#[test]
+fn the_agents_terminal_control_sequences_never_reach_the_terminal() {
+    // OSC 52 writes the clipboard, OSC 0 sets the window title, CSI 2J clears the screen.
+    let osc52 = "\u{1b}]52;c;ZWNobyBwd25lZA==\u{7}";
+    let hostile = format!("before{osc52}\u{1b}]0;pwned\u{1b}\\\u{1b}[2J\u{1b}[32mgreen\u{1b}[0m after");
+    let clean = |s: &str| !s.contains("ZWNobyBwd25lZA") && !s.contains("pwned") && !s.contains("\u{1b}]");
+
+    // A plain-text agent: its log holds the bytes as printed.
+    let scenario =
+        format!("[[step]]\nactions = [{{ print = {} }}, {{ promise = true }}]\n", toml_str(&hostile));
+    let repo = TestRepo::with_loop(&scenario, &["true"], "", &[("010-a.md", "# A\n")]);
+    repo.ralph(&["run"]).expect(0);
+    // Into a file or a pipe, --raw gives the bytes as they are...
+    let raw = repo.ralph(&["logs", "1", "--raw"]).expect(0).stdout();
+    assert!(raw.contains(osc52), "{raw:?}");
+    // ...on a terminal, never the sequences; colours stay.
+    let shown = on_a_terminal(&repo, &["logs", "1", "--raw"], false);
+    assert!(clean(&shown) && shown.contains("before") && shown.contains("\u{1b}[32mgreen"), "{shown:?}");
+    assert!(!shown.contains("\u{1b}[2J"), "{shown:?}");
+    let shown = repo.ralph(&["logs", "1"]).expect(0).stdout();
+    assert!(clean(&shown) && shown.contains("before") && shown.contains(" after"), "{shown:?}");
+
+    // A structured agent: the rendered view (wherever it goes) and the live display.
+    let lines = [
+        serde_json::json!({"type":"assistant","message":{"content":[{"type":"tool_use","name":"Bash","input":{"command": format!("echo {hostile}")}}]}}).to_string(),
+        serde_json::json!({"type":"assistant","message":{"content":[{"type":"text","text": format!("{hostile}\n<promise>COMPLETE</promise>")}]}}).to_string(),
+    ];
+    let actions: Vec<String> = lines.iter().map(|l| format!("{{ print = {} }}", toml_str(l))).collect();
+    let scenario = format!("[[step]]\nactions = [{}, {{ sleep = \"1500ms\" }}]\n", actions.join(", "));
+    let repo = TestRepo::with_loop(
+        &scenario,
+        &["true"],
+        "output_format = \"claude-stream-json\"\n",
+        &[("010-a.md", "# A\n")],
+    );
+    let live = on_a_terminal(&repo, &["run"], false);
+    assert!(clean(&live) && live.contains("Bash echo before"), "{live:?}");
+    let shown = repo.ralph(&["logs", "1"]).expect(0).stdout();
+    assert!(clean(&shown) && shown.contains("● before"), "{shown:?}");
+}
