@@ -176,3 +176,40 @@ fn a_detached_head_or_a_git_operation_in_progress_is_refused() {
     repo.ralph(&["run"]).expect(0);
     assert_eq!(repo.git(&["branch", "--show-current"]).trim(), "main");
 }
+
+#[test]
+fn a_cost_limit_that_is_not_a_cost_is_refused() {
+    let repo = TestRepo::with_loop(OK_SCENARIO, &["true"], "", &[("010-a.md", "# A\n")]);
+    for (value, says) in [("nan", "not NaN"), ("inf", "not inf"), ("-1.5", "cannot be negative")] {
+        repo.write_config(&["true"], &format!("[budget]\nmax_cost = {value}\n"));
+        repo.commit_all(&format!("max_cost = {value}"));
+        let err = refuses(&repo, "ralph.toml:11:");
+        assert!(err.contains("cost limit") && err.contains(says), "{value}: {err}");
+    }
+    repo.write_config(&["true"], "");
+    repo.commit_all("no cost limit");
+    for flag in ["--max-cost=-1", "--max-cost=NaN"] {
+        let err = repo.ralph(&["run", flag]).expect(2).stderr();
+        assert!(err.contains("cost limit"), "{flag}: {err}");
+    }
+    assert!(!repo.exists(".ralph/runs"));
+}
+
+#[test]
+fn a_prompt_template_outside_the_repository_is_refused() {
+    let repo = TestRepo::with_loop(OK_SCENARIO, &["true"], "", &[("010-a.md", "# A\n")]);
+    let secret = repo.outside.join("secret.md");
+    std::fs::write(&secret, "not for the agent {{ task.id }}\n").unwrap();
+    for path in [secret.to_string_lossy().into_owned(), "../secret.md".to_string()] {
+        repo.write_config(&["true"], &format!("[prompt]\ntemplate = {}\n", toml_str(&path)));
+        repo.commit_all("template outside");
+        let err = refuses(&repo, "ralph.toml:11:");
+        assert!(err.contains("must be a path inside the repository"), "{path}: {err}");
+    }
+    // Through a link that looks like a file of the repository.
+    std::os::unix::fs::symlink(&secret, repo.path("prompt.md")).unwrap();
+    repo.write_config(&["true"], "[prompt]\nplan_template = \"prompt.md\"\n");
+    repo.commit_all("template through a link");
+    let err = refuses(&repo, "ralph.toml:11:");
+    assert!(err.contains("[prompt] plan_template `prompt.md` leads outside the repository"), "{err}");
+}
