@@ -411,6 +411,7 @@ async fn run_loop(
     let mut backoff = cfg.agent.retry_wait;
     let spec_watch = crate::watch::SpecWatch::new();
     let mut seen = crate::watch::Seen::default();
+    let mut ran_this_session = false;
     loop {
         if stop.cancel.is_cancelled() {
             return Ok((exit_code::INTERRUPTED, "interrupted".into()));
@@ -467,6 +468,9 @@ async fn run_loop(
                 crate::watch::Woken::Stopped => {
                     return Ok((exit_code::INTERRUPTED, "stopped while waiting for specs".into()));
                 }
+                // `ralph stop` ends an idle watch as a normal end: the run exits as it would
+                // have without --watch (0 with the backlog done, 4 with only blocked tasks).
+                crate::watch::Woken::StopRequested => {}
             }
         }
         let task = match next {
@@ -512,8 +516,19 @@ async fn run_loop(
                     continue;
                 }
             }
+            if !ran_this_session && meta.sessions > 1 {
+                // Resumed with nothing left to spend: say which limit and the ways on.
+                return Ok((
+                    exit_code::BUDGET,
+                    format!(
+                        "stopped: {spent} already, by the earlier session(s) of run {run_id}: raise it ({}) or start a new run with `ralph run --new-run`",
+                        spent.how_to_raise()
+                    ),
+                ));
+            }
             return Ok((exit_code::BUDGET, format!("stopped: {spent}")));
         }
+        ran_this_session = true;
         meta.iterations += 1;
         let number = meta.iterations;
         meta.spent = Some(budget.spent_now());
