@@ -199,6 +199,7 @@ fn run_checks(root: &Path, cfg: &config::Config, out: &mut Out) -> Result<(), Cl
 
 /// Runs `ralph doctor`.
 pub fn run(cwd: &Path, agent: Option<String>) -> Result<u8, CliError> {
+    let from_flag = agent.is_some();
     let root = crate::runner::repo_root(cwd)?;
     let cfg = crate::runner::load_config(&root, &config::Overrides { agent })?;
     let mut out = Out { problems: 0 };
@@ -225,8 +226,8 @@ pub fn run(cwd: &Path, agent: Option<String>) -> Result<u8, CliError> {
     crate::outln!("  command  {} ({prompt})", a.command.join(" "));
     match agent::resolve_program(a, &root) {
         None => {
-            let hint = a.preset.map(|p| format!("install it: {}; or set [agent] bin", p.install));
-            out.problem(&format!("`{}` was not found on PATH", a.command[0]), hint.as_deref());
+            let e = crate::runner::missing_agent(a, from_flag);
+            out.problem(&e.message, Some(&e.hints.join("; ")));
         }
         Some(path) => {
             out.ok(&format!("found {}", path.display()));

@@ -106,6 +106,34 @@ pub fn check_git_state(root: &Path, cfg: &Config) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The agent's program was not found: where it was named (ralph.toml's `[agent] command`, a
+/// preset there, or `--agent`), and the key that changes it. A preset's program is overridden
+/// by `[agent] bin`, never by `command` (which conflicts with a preset).
+pub fn missing_agent(a: &config::AgentConfig, from_flag: bool) -> CliError {
+    let program = &a.command[0];
+    let not_found = if program.contains('/') { "was not found" } else { "was not found on PATH" };
+    match a.preset {
+        Some(p) => {
+            let named = if program != p.bin {
+                format!("{}: [agent] bin", config::FILE_NAME)
+            } else if from_flag {
+                format!("--agent {}", p.name)
+            } else {
+                format!("{}: [agent] preset = \"{}\"", config::FILE_NAME, p.name)
+            };
+            CliError::usage(format!("{named}: `{program}` {not_found}"))
+                .hint(format!("install it: {}", p.install))
+                .hint(format!(
+                    "or, if it is installed elsewhere, name its path in {}: [agent] bin = \"/path/to/{}\"",
+                    config::FILE_NAME,
+                    p.bin
+                ))
+        }
+        None => CliError::usage(format!("{}: [agent] command: `{program}` {not_found}", config::FILE_NAME))
+            .hint("install the agent, or set [agent] command to its full path"),
+    }
+}
+
 /// ralph.toml with this run's command-line flags on top.
 fn effective_config(root: &Path, opts: &RunOptions) -> Result<Config, CliError> {
     let mut cfg = load_config(root, &config::Overrides { agent: opts.agent.clone() })?;
@@ -178,13 +206,7 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
     let cfg = effective_config(&root, &opts)?;
     let template = validate_inputs(&root, &cfg)?;
     if agent::resolve_program(&cfg.agent, &root).is_none() {
-        return Err(CliError::usage(format!(
-            "{}: [agent] command: `{}` was not found{}",
-            config::FILE_NAME,
-            cfg.agent.command[0],
-            if cfg.agent.command[0].contains('/') { "" } else { " on PATH" }
-        ))
-        .hint("install the agent, or set [agent] command to its full path"));
+        return Err(missing_agent(&cfg.agent, opts.agent.is_some()));
     }
     let env = |k: &str| std::env::var(k).ok();
     for h in agent::hazards::check(&cfg.agent, agent::hazards::euid(), &env) {
