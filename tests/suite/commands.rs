@@ -305,7 +305,7 @@ fn doctor_runs_the_checks_and_says_what_each_means() {
     // Checks that run, even failing, leave a run able to start.
     repo.write_config(&[checks[0], checks[2]], "");
     repo.commit_all("runnable checks");
-    let out = repo.ralph(&["doctor"]).expect(0).stdout();
+    let out = Run(repo.cmd(&["doctor"]).env("TMPDIR", &repo.outside).output().unwrap()).expect(0).stdout();
     assert!(out.contains("ready: `ralph run` can start."), "{out}");
 }
 
