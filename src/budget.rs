@@ -28,6 +28,19 @@ impl Exhausted {
     pub fn is_breaker(&self) -> bool {
         matches!(self, Exhausted::NoChanges(_) | Exhausted::SameFailure(_))
     }
+
+    /// The flag and the ralph.toml key that raise this limit.
+    pub fn how_to_raise(&self) -> &'static str {
+        match self {
+            Exhausted::Iterations(_) => "--max-iterations, or [budget] max_iterations in ralph.toml",
+            Exhausted::Duration(_) => "--max-duration, or [budget] max_duration in ralph.toml",
+            Exhausted::Tokens(_) => "--max-tokens, or [budget] max_tokens in ralph.toml",
+            Exhausted::Cost(_) => "--max-cost, or [budget] max_cost in ralph.toml",
+            Exhausted::ConsecutiveFailures(_) => "[budget] max_consecutive_failures in ralph.toml",
+            Exhausted::NoChanges(_) => "[budget] max_no_change in ralph.toml",
+            Exhausted::SameFailure(_) => "[budget] max_same_failure in ralph.toml",
+        }
+    }
 }
 
 impl std::fmt::Display for Exhausted {

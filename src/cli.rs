@@ -82,7 +82,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub max_tokens: Option<u64>,
     /// Stop once the agents have reported this cost in US dollars (overrides [budget] max_cost).
-    #[arg(long, value_name = "USD")]
+    #[arg(long, value_name = "USD", value_parser = parse_cost)]
     pub max_cost: Option<f64>,
     /// Start a new run with fresh budgets instead of resuming the last one.
     #[arg(long)]
@@ -90,6 +90,10 @@ pub struct RunArgs {
     /// With nothing left to do, wait for new or changed specs instead of exiting.
     #[arg(long)]
     pub watch: bool,
+}
+
+fn parse_cost(s: &str) -> Result<f64, String> {
+    crate::config::parse_dollars(s.trim().parse::<f64>().map_err(|e| format!("{s:?}: {e}"))?)
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

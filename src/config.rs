@@ -209,7 +209,7 @@ struct BudgetFile {
     max_iterations: Option<u32>,
     max_duration: Option<HumanDuration>,
     max_tokens: Option<u64>,
-    max_cost: Option<f64>,
+    max_cost: Option<Dollars>,
     max_attempts: Option<u32>,
     max_task_tokens: Option<u64>,
     max_task_duration: Option<HumanDuration>,
@@ -240,8 +240,51 @@ struct GitFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PromptFile {
-    template: Option<PathBuf>,
-    plan_template: Option<PathBuf>,
+    template: Option<toml::Spanned<RepoPath>>,
+    plan_template: Option<toml::Spanned<RepoPath>>,
+}
+
+/// A cost limit in US dollars: a finite number, zero or more (`nan` would compare false with
+/// every cost and so disable the budget; a negative one would end every run at once).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Dollars(pub f64);
+
+impl<'de> Deserialize<'de> for Dollars {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse_dollars(f64::deserialize(d)?).map(Dollars).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Checks a cost limit (ralph.toml's `max_cost`, `--max-cost`).
+pub fn parse_dollars(v: f64) -> Result<f64, String> {
+    if !v.is_finite() {
+        Err(format!("a cost limit must be a number of US dollars, not {v}"))
+    } else if v < 0.0 {
+        Err(format!("a cost limit cannot be negative ({v})"))
+    } else {
+        Ok(v)
+    }
+}
+
+/// A path inside the repository, relative to its root: never absolute, never through `..`.
+/// (A symbolic link out of the repository is caught when the file is loaded: [`Config::load`].)
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepoPath(pub PathBuf);
+
+impl<'de> Deserialize<'de> for RepoPath {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let p = PathBuf::deserialize(d)?;
+        if p.as_os_str().is_empty()
+            || p.is_absolute()
+            || p.components().any(|c| c == std::path::Component::ParentDir)
+        {
+            return Err(serde::de::Error::custom(format!(
+                "`{}` must be a path inside the repository, relative to it",
+                p.display()
+            )));
+        }
+        Ok(RepoPath(p))
+    }
 }
 
 /// The agent section, with defaults applied.
@@ -391,7 +434,9 @@ impl Config {
     pub fn load(root: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
         let text = crate::fsx::read_input(&root.join(FILE_NAME))
             .map_err(|source| ConfigError::Read { path: PathBuf::from(FILE_NAME), source })?;
-        Self::parse_with(Path::new(FILE_NAME), &text, overrides)
+        let cfg = Self::parse_with(Path::new(FILE_NAME), &text, overrides)?;
+        templates_inside(root, &text)?;
+        Ok(cfg)
     }
 
     /// Parses configuration text; `path` is only used in messages.
@@ -452,7 +497,7 @@ impl Config {
                 max_iterations: file.budget.max_iterations.unwrap_or(defaults::MAX_ITERATIONS),
                 max_duration: file.budget.max_duration.map(|h| h.0),
                 max_tokens: file.budget.max_tokens,
-                max_cost: file.budget.max_cost,
+                max_cost: file.budget.max_cost.map(|d| d.0),
                 max_attempts,
                 max_task_tokens: file.budget.max_task_tokens,
                 max_task_duration: file.budget.max_task_duration.map(|h| h.0),
@@ -465,8 +510,8 @@ impl Config {
                 context_tokens: file.budget.context_tokens,
             },
             branch: file.git.branch.filter(|b| !b.trim().is_empty()),
-            template: file.prompt.template,
-            plan_template: file.prompt.plan_template,
+            template: file.prompt.template.as_ref().map(|t| t.get_ref().0.clone()),
+            plan_template: file.prompt.plan_template.as_ref().map(|t| t.get_ref().0.clone()),
             protected: file.gates.protected,
             reopen_changed: file.backlog.reopen_changed.unwrap_or(true),
             backlog_file: match file.backlog.file {
@@ -588,6 +633,32 @@ fn resolve_agent(
         env,
         max_log_size,
     })
+}
+
+/// The `[prompt]` templates must stay inside the repository once links are followed: a link
+/// out of it would feed the agent a file ralph was never meant to read.
+fn templates_inside(root: &Path, text: &str) -> Result<(), ConfigError> {
+    let Ok(file) = toml::from_str::<FileConfig>(text) else { return Ok(()) };
+    let Ok(real_root) = root.canonicalize() else { return Ok(()) };
+    for (key, t) in [("template", &file.prompt.template), ("plan_template", &file.prompt.plan_template)] {
+        let Some(t) = t else { continue };
+        // A missing file is reported when the template is loaded.
+        let Ok(real) = root.join(&t.get_ref().0).canonicalize() else { continue };
+        if !real.starts_with(&real_root) {
+            let (line, column) = line_col(text, t.span().start);
+            return Err(ConfigError::Parse {
+                path: PathBuf::from(FILE_NAME),
+                line,
+                column,
+                message: format!(
+                    "[prompt] {key} `{}` leads outside the repository (through a symbolic link, to {})",
+                    t.get_ref().0.display(),
+                    real.display()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// 1-based line and column of a byte offset.

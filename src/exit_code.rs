@@ -5,7 +5,8 @@ pub const OK: u8 = 0;
 /// An unexpected runtime failure (git failed, the disk is full, ...).
 pub const FAILURE: u8 = 1;
 /// Usage or configuration error: bad flags, malformed ralph.toml or spec, not a git repository,
-/// a dirty tree, a missing agent binary, another run holding the lock. Nothing was changed.
+/// a dirty tree, a detached HEAD or a git operation in progress (rebase, merge, cherry-pick,
+/// ...), a missing agent binary, another run holding the lock. Nothing was changed.
 pub const USAGE: u8 = 2;
 /// A budget ran out (iterations, duration, consecutive failures) with work left.
 pub const BUDGET: u8 = 3;

@@ -604,6 +604,67 @@ pub fn put_back_path(root: &Path, tree: &str, path: &str) -> Result<(), GitError
     }
 }
 
+/// A git operation the working tree is in the middle of: a commit now would land inside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Rebase,
+    Am,
+    Merge,
+    CherryPick,
+    Revert,
+    Bisect,
+}
+
+impl Operation {
+    /// What it is, for "... is in progress".
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::Rebase => "a rebase",
+            Operation::Am => "a `git am`",
+            Operation::Merge => "a merge",
+            Operation::CherryPick => "a cherry-pick",
+            Operation::Revert => "a revert",
+            Operation::Bisect => "a bisect",
+        }
+    }
+
+    /// How to finish or abandon it.
+    pub fn way_out(self) -> &'static str {
+        match self {
+            Operation::Rebase => "finish it (`git rebase --continue`) or abandon it (`git rebase --abort`)",
+            Operation::Am => "finish it (`git am --continue`) or abandon it (`git am --abort`)",
+            Operation::Merge => "finish it (`git commit`) or abandon it (`git merge --abort`)",
+            Operation::CherryPick => {
+                "finish it (`git cherry-pick --continue`) or abandon it (`git cherry-pick --abort`)"
+            }
+            Operation::Revert => "finish it (`git revert --continue`) or abandon it (`git revert --abort`)",
+            Operation::Bisect => "end it with `git bisect reset`",
+        }
+    }
+}
+
+/// The operation in progress in the working tree, read from the marker files git leaves in
+/// its directory (never through a link).
+pub fn operation_in_progress(root: &Path) -> Option<Operation> {
+    let dir = git_dir(root)?;
+    let there = |name: &str| std::fs::symlink_metadata(dir.join(name)).is_ok();
+    if there("rebase-merge") {
+        Some(Operation::Rebase)
+    } else if there("rebase-apply") {
+        Some(if there("rebase-apply/applying") { Operation::Am } else { Operation::Rebase })
+    } else if there("MERGE_HEAD") {
+        Some(Operation::Merge)
+    } else if there("CHERRY_PICK_HEAD") {
+        Some(Operation::CherryPick)
+    } else if there("REVERT_HEAD") {
+        Some(Operation::Revert)
+    } else if there("BISECT_LOG") {
+        Some(Operation::Bisect)
+    } else {
+        None
+    }
+}
+
 /// The repository's git directory.
 pub fn git_dir(root: &Path) -> Option<PathBuf> {
     if let Some(r) = Refs::find(root) {

@@ -11,14 +11,16 @@
 //! Admission: near-duplicates merge into the existing entry (its count goes up); rejected, with
 //! the reason: entries over the length limit, anything that looks like a secret, advice to
 //! weaken the judge (skip or delete tests, `--no-verify`, edit CI or ralph.toml), long copies
-//! of the task's spec. With `require_review`, new entries wait (`pending`) until a person
+//! of the task's spec. At most [`MAX_PROPOSALS`] proposals are taken from one iteration; the
+//! rest are rejected as a count, their texts not kept. Admission costs a pass over the store
+//! per proposal, with each entry's words computed once. With `require_review`, new entries wait (`pending`) until a person
 //! reviews them (`ralph learnings review ID`).
 
 use crate::agent::scan::Findings;
 use crate::secrets::Secrets;
 use crate::state::{RALPH_DIR, StateError, atomic_write, replace};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// The file learnings are shown in, at the repository root.
@@ -30,6 +32,15 @@ pub const START: &str =
     "<!-- ralph:learnings:start — rendered from .ralph/learnings.json; change with `ralph learnings` -->";
 pub const END: &str = "<!-- ralph:learnings:end -->";
 const START_PREFIX: &str = "<!-- ralph:learnings:start";
+
+/// The most learning proposals (new entries, updates and retirements together) taken from one
+/// iteration. An agent that floods `<learning>` tags gets the first ones considered and the
+/// rest rejected as one count: an iteration rarely teaches more than a few things, and each
+/// proposal costs a pass over the store.
+pub const MAX_PROPOSALS: usize = 20;
+
+/// The reason given for the proposals past [`MAX_PROPOSALS`].
+pub const TOO_MANY: &str = "too many learnings in one iteration";
 
 /// `[learnings]` settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -143,13 +154,12 @@ fn words(text: &str) -> BTreeSet<String> {
 }
 
 /// Near-duplicates: the same words, or word sets that overlap by 80% (Jaccard).
-fn similar(a: &str, b: &str) -> bool {
-    let (wa, wb) = (words(a), words(b));
+fn similar(wa: &BTreeSet<String>, wb: &BTreeSet<String>) -> bool {
     if wa.is_empty() || wb.is_empty() {
         return false;
     }
-    let common = wa.intersection(&wb).count() as f64;
-    let all = wa.union(&wb).count() as f64;
+    let common = wa.intersection(wb).count() as f64;
+    let all = (wa.len() + wb.len()) as f64 - common;
     common / all >= 0.8
 }
 
@@ -189,19 +199,50 @@ const WEAKENING: &[&str] = &[
     "weaken the assert",
 ];
 
+/// Token prefixes of the common credential formats.
+const TOKEN_PREFIXES: &[&str] = &["sk-", "ghp_", "gho_", "github_pat_", "xox", "AKIA", "AIza", "glpat-"];
+
+/// Whether one word (its punctuation trimmed) looks like a credential: a long random-looking
+/// token, a credential format's prefix with enough after it (a token's first 20 characters
+/// are as much a leak as the whole), or a long enough piece of a known secret.
+fn token_like(w: &str, secrets: &Secrets) -> bool {
+    let long_token = w.len() >= 32
+        && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_+/=".contains(c))
+        && w.chars().any(|c| c.is_ascii_digit())
+        && w.chars().any(|c| c.is_ascii_alphabetic());
+    long_token || (w.len() >= 16 && TOKEN_PREFIXES.iter().any(|p| w.starts_with(p))) || secrets.holds_part(w)
+}
+
+fn word_core(w: &str) -> &str {
+    w.trim_matches(|c: char| !c.is_alphanumeric())
+}
+
 /// Whether a text looks like it carries a credential.
 fn looks_secret(text: &str, secrets: &Secrets) -> bool {
-    if secrets.mask(text) != text {
-        return true;
+    secrets.mask(text) != text || text.split_whitespace().any(|w| token_like(word_core(w), secrets))
+}
+
+/// `text` with every credential in it masked: the known secrets and every word that
+/// [`looks_secret`] would catch, so a rejected proposal keeps no part of one in the record.
+fn redact(text: &str, secrets: &Secrets) -> String {
+    let masked = secrets.mask(text);
+    let mut out = String::with_capacity(masked.len());
+    let mut rest = masked.as_str();
+    while !rest.is_empty() {
+        let ws = rest.len() - rest.trim_start().len();
+        out.push_str(&rest[..ws]);
+        rest = &rest[ws..];
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let word = &rest[..end];
+        let core = word_core(word);
+        if !core.is_empty() && token_like(core, secrets) {
+            out.push_str(&word.replacen(core, crate::secrets::MASK, 1));
+        } else {
+            out.push_str(word);
+        }
+        rest = &rest[end..];
     }
-    let prefixes = ["sk-", "ghp_", "gho_", "github_pat_", "xox", "AKIA", "AIza", "glpat-"];
-    text.split_whitespace().map(|w| w.trim_matches(|c: char| !c.is_alphanumeric())).any(|w| {
-        let long_token = w.len() >= 32
-            && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_+/=".contains(c))
-            && w.chars().any(|c| c.is_ascii_digit())
-            && w.chars().any(|c| c.is_ascii_alphabetic());
-        long_token || (w.len() >= 16 && prefixes.iter().any(|p| w.starts_with(p)))
-    })
+    out
 }
 
 /// Whether `text` copies a long run (over 60 characters) of `spec` word for word.
@@ -309,12 +350,14 @@ impl Store {
     ) -> Admitted {
         let mut out = Admitted::default();
         let now = crate::logs::now_rfc3339();
+        // The secret test comes first: a proposal that holds one is reported as such whatever
+        // else is wrong with it.
         let check = |text: &str| -> Option<String> {
-            if text.chars().count() > cfg.max_entry_chars {
-                return Some(format!("longer than {} characters", cfg.max_entry_chars));
-            }
             if looks_secret(text, secrets) {
                 return Some("looks like it holds a secret".into());
+            }
+            if text.chars().count() > cfg.max_entry_chars {
+                return Some(format!("longer than {} characters", cfg.max_entry_chars));
             }
             let lower = text.to_lowercase();
             if let Some(p) = WEAKENING.iter().find(|p| lower.contains(*p)) {
@@ -325,15 +368,43 @@ impl Store {
             }
             None
         };
+        // Each entry's words once, not once per proposal; an identical word set is found by
+        // hashing, a near one by one pass over the sets.
+        let mut sets: Vec<(usize, BTreeSet<String>)> = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.status != EntryStatus::Retired)
+            .map(|(i, e)| (i, words(&e.text)))
+            .collect();
+        let mut exact: HashMap<BTreeSet<String>, usize> = HashMap::new();
+        for (i, w) in sets.iter().rev() {
+            if !w.is_empty() {
+                exact.insert(w.clone(), *i);
+            }
+        }
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut taken = 0;
+        let mut over = f.learnings_over_cap;
         for text in &f.learnings {
             let text = text.trim();
-            if let Some(reason) = check(text) {
-                out.rejected.push(Rejected { text: secrets.mask(text), reason });
+            if !seen.insert(text) {
                 continue;
             }
-            if let Some(e) =
-                self.entries.iter_mut().find(|e| e.status != EntryStatus::Retired && similar(&e.text, text))
-            {
+            if taken == MAX_PROPOSALS {
+                over += 1;
+                continue;
+            }
+            taken += 1;
+            if let Some(reason) = check(text) {
+                out.rejected.push(Rejected { text: redact(text, secrets), reason });
+                continue;
+            }
+            let w = words(text);
+            let like =
+                exact.get(&w).copied().or_else(|| sets.iter().find(|(_, s)| similar(s, &w)).map(|(i, _)| *i));
+            if let Some(i) = like {
+                let e = &mut self.entries[i];
                 e.count += 1;
                 e.updated_at = now.clone();
                 out.merged.push(e.id.clone());
@@ -359,10 +430,20 @@ impl Store {
                 retired_reason: None,
             });
             out.added.push(text.to_string());
+            let i = self.entries.len() - 1;
+            if !w.is_empty() {
+                exact.entry(w.clone()).or_insert(i);
+            }
+            sets.push((i, w));
         }
         for (id, text) in &f.learning_updates {
+            if taken == MAX_PROPOSALS {
+                over += 1;
+                continue;
+            }
+            taken += 1;
             if let Some(reason) = check(text) {
-                out.rejected.push(Rejected { text: secrets.mask(text), reason });
+                out.rejected.push(Rejected { text: redact(text, secrets), reason });
                 continue;
             }
             match self.get_mut(id) {
@@ -376,12 +457,17 @@ impl Store {
                     out.updated.push(e.id.clone());
                 }
                 _ => out.rejected.push(Rejected {
-                    text: text.clone(),
+                    text: redact(text, secrets),
                     reason: format!("no active learning {id} to update"),
                 }),
             }
         }
         for (id, reason) in &f.learning_retirements {
+            if taken == MAX_PROPOSALS {
+                over += 1;
+                continue;
+            }
+            taken += 1;
             match self.get_mut(id) {
                 Some(e) if e.status != EntryStatus::Retired => {
                     e.status = EntryStatus::Retired;
@@ -393,10 +479,16 @@ impl Store {
                     out.retired.push(e.id.clone());
                 }
                 _ => out.rejected.push(Rejected {
-                    text: reason.clone(),
+                    text: redact(reason, secrets),
                     reason: format!("no active learning {id} to retire"),
                 }),
             }
+        }
+        if over > 0 {
+            out.rejected.push(Rejected {
+                text: format!("{over} more proposals, not read"),
+                reason: format!("{TOO_MANY} (at most {MAX_PROPOSALS} are taken)"),
+            });
         }
         out
     }
@@ -571,6 +663,68 @@ mod tests {
         assert!(reasons[4].contains("copies the task's spec"));
         assert!(!a.rejected[0].text.contains("tok-123456789"), "a rejected secret is not logged in clear");
         assert!(s.entries.is_empty());
+    }
+
+    #[test]
+    fn a_rejected_learning_keeps_no_part_of_a_secret() {
+        let mut s = Store::default();
+        let cfg = Settings { max_entry_chars: 120, ..Settings::default() };
+        let token = "ghp_ABCDEFGHIJKLMNOP0123456789abcdefghij";
+        let plain = "zq81mwpx77abcdefghij0123";
+        let secrets = Secrets::from_vars([("GITHUB_TOKEN", token), ("DEPLOY_SECRET", plain)]);
+        let f = Findings {
+            learnings: vec![
+                // A token's first 20 characters, not the whole token.
+                format!("the CI token starts with {}, do not rotate it", &token[..20]),
+                // The first 20 characters of a secret of no known format.
+                format!("deploys use \"{}\" as the password", &plain[..20]),
+                // Too long as well: still no part of the token in the record.
+                format!("{} and the token is {token}", "words ".repeat(30)),
+            ],
+            // An update of a missing entry and an unknown retirement, each holding a token.
+            learning_updates: vec![("L7".into(), format!("use {token}"))],
+            learning_retirements: vec![("L8".into(), format!("it was {token}"))],
+            ..Default::default()
+        };
+        let a = s.admit(&f, &prov(), "", &secrets, &cfg);
+        assert!(s.entries.is_empty(), "{:?}", s.entries);
+        assert_eq!(a.rejected.len(), 5, "{:?}", a.rejected);
+        for r in &a.rejected {
+            assert!(!r.text.contains(&token[..12]) && !r.text.contains(&plain[..12]), "{r:?}");
+        }
+        assert_eq!(a.rejected[0].text, "the CI token starts with [MASKED], do not rotate it");
+        assert_eq!(a.rejected[1].text, "deploys use \"[MASKED]\" as the password");
+        assert!(a.rejected[..3].iter().all(|r| r.reason.contains("secret")), "{:?}", a.rejected);
+    }
+
+    #[test]
+    fn a_flood_of_proposals_is_capped_and_counted() {
+        let mut s = Store::default();
+        let cfg = Settings::default();
+        s.admit(&findings(&["alpha beta gamma delta"]), &prov(), "", &Secrets::default(), &cfg);
+        let mut texts: Vec<String> = (0..20_000).map(|i| format!("distinct fact number {i}")).collect();
+        texts[1] = "Alpha beta gamma delta".into(); // merges into L1
+        texts[2] = "skip the test when it is flaky".into(); // rejected
+        texts[3] = texts[0].clone(); // a repeat within the iteration: not a new proposal
+        let f = Findings {
+            learnings: texts,
+            learning_retirements: vec![("L1".into(), "past the cap".into())],
+            ..Default::default()
+        };
+        let a = s.admit(&f, &prov(), "", &Secrets::default(), &cfg);
+        assert_eq!(a.merged, vec!["L1"]);
+        assert_eq!(a.added.len(), MAX_PROPOSALS - 2);
+        assert_eq!(a.added.last().unwrap(), &format!("distinct fact number {}", MAX_PROPOSALS));
+        assert!(a.retired.is_empty());
+        assert_eq!(a.rejected.len(), 2, "{:?}", a.rejected);
+        assert!(a.rejected[0].reason.contains("weaken"));
+        // Everything past the cap, the retirement included, as one count and no texts.
+        let over = 20_000 - 1 - MAX_PROPOSALS + 1;
+        assert_eq!(a.rejected[1].text, format!("{over} more proposals, not read"));
+        assert!(a.rejected[1].reason.starts_with(TOO_MANY));
+        assert_eq!(s.entries.len(), MAX_PROPOSALS - 1);
+        assert_eq!(s.get("L1").unwrap().count, 2);
+        assert_eq!(s.get("L1").unwrap().status, EntryStatus::Active);
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod gates;
 pub mod git;
 pub mod learnings;
 pub mod logs;
+pub mod out;
 pub mod process;
 pub mod prompt;
 pub mod record;
@@ -34,6 +35,7 @@ pub mod signal;
 pub mod state;
 pub mod stats;
 pub mod telemetry;
+pub mod term;
 pub mod watch;
 
 use clap::Parser;

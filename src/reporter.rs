@@ -134,6 +134,8 @@ impl Reporter for Human {
     }
 
     fn activity(&mut self, text: &str, is_tool: bool) {
+        // The agent's words reach the terminal: none of its control sequences may.
+        let text = &crate::term::sanitize(text, false);
         self.activity = text.to_string();
         match &self.bar {
             Some(_) => self.refresh(),

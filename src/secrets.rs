@@ -2,6 +2,10 @@
 //! (KEY, TOKEN, SECRET, PASSWORD, ...) never reach anything ralph writes: agent logs, check
 //! logs, saved prompts, records, AGENTS.md.
 //!
+//! A value is masked in the forms it is written in, not only as itself: the agents' logs are
+//! stream JSON, where a `"`, a `\` or a control character in a value is escaped (`\"`, `\\`,
+//! `\n`), and a tool's JSON quoted inside a JSON string is escaped twice.
+//!
 //! [`StreamMasker`] masks a byte stream chunk by chunk. It holds back only the end of a chunk
 //! that could be the start of a secret, so a secret split across two chunks is still caught
 //! while ordinary output (the last words of a hung agent included) reaches the log at once.
@@ -17,6 +21,9 @@ const CREDENTIAL_WORDS: &[&str] = &["KEY", "TOKEN", "SECRET", "PASSWORD", "PASSW
 /// Values shorter than this are not masked: `DEBUG_KEY=1` would otherwise mask every "1".
 const MIN_SECRET_LEN: usize = 6;
 
+/// The shortest piece of a secret that [`Secrets::holds_part`] counts as a leak of it.
+const MIN_PART_LEN: usize = 12;
+
 /// The set of secret values to mask.
 #[derive(Debug, Clone, Default)]
 pub struct Secrets {
@@ -30,7 +37,7 @@ impl Secrets {
         let mut values: Vec<Vec<u8>> = vars
             .into_iter()
             .filter(|(name, value)| is_credential_name(name) && value.trim().len() >= MIN_SECRET_LEN)
-            .map(|(_, v)| v.as_bytes().to_vec())
+            .flat_map(|(_, v)| written_forms(v))
             .collect();
         values.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
         values.dedup();
@@ -44,6 +51,13 @@ impl Secrets {
             .chain(extra.iter().cloned())
             .collect();
         Self::from_vars(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
+
+    /// Whether `word` is a piece of a secret long enough to count as a leak of it (an agent
+    /// that writes a token's first 20 characters has leaked them).
+    pub fn holds_part(&self, word: &str) -> bool {
+        word.len() >= MIN_PART_LEN
+            && self.values.iter().any(|v| memchr::memmem::find(v, word.as_bytes()).is_some())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -103,6 +117,23 @@ impl Secrets {
         }
         cur
     }
+}
+
+/// `value` as itself and as JSON escapes it, once and twice (JSON quoted in a JSON string):
+/// the stream-JSON logs hold a value with a `"` or a `\` only in those forms.
+fn written_forms(value: &str) -> Vec<Vec<u8>> {
+    let mut forms = vec![value.as_bytes().to_vec()];
+    let mut cur = value.to_string();
+    for _ in 0..2 {
+        let quoted = serde_json::to_string(&cur).unwrap_or_default();
+        let escaped = quoted.get(1..quoted.len().saturating_sub(1)).unwrap_or_default().to_string();
+        if escaped == cur || escaped.is_empty() {
+            break;
+        }
+        forms.push(escaped.as_bytes().to_vec());
+        cur = escaped;
+    }
+    forms
 }
 
 /// The agents' own credential variables, listed so that a renamed one is still caught (all
@@ -256,6 +287,22 @@ mod tests {
         let mut m = StreamMasker::new(secrets());
         assert!(matches!(m.push(b"plain output\n"), Cow::Borrowed(b"plain output\n")));
         assert!(matches!(m.push(b"key sk-ant-123456 end\n"), Cow::Owned(_)));
+    }
+
+    #[test]
+    fn a_secret_is_masked_in_its_json_escaped_forms() {
+        let s = Secrets::from_vars([("DB_PASSWORD", r#"pa"ss\word-1"#)]);
+        // A stream-JSON log holds it escaped; a tool's JSON output inside one, escaped twice.
+        let line = r#"{"text":"login pa\"ss\\word-1 ok","raw":"{\"p\":\"pa\\\"ss\\\\word-1\"}"}"#;
+        let mut m = StreamMasker::new(s.clone());
+        let mut out = Vec::new();
+        for chunk in line.as_bytes().chunks(5) {
+            out.extend_from_slice(&m.push(chunk));
+        }
+        out.extend(m.finish());
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(out, r#"{"text":"login [MASKED] ok","raw":"{\"p\":\"[MASKED]\"}"}"#);
+        assert_eq!(s.mask(r#"as is: pa"ss\word-1"#), "as is: [MASKED]");
     }
 
     #[test]

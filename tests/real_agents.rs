@@ -299,6 +299,6 @@ suite! {
 #[ignore = "a tool for debugging by hand, not a test"]
 fn serve_by_hand() {
     let server = ModelServer::start("echo hello > hello.txt", FINAL);
-    println!("model server at {}", server.url());
+    eprintln!("model server at {}", server.url());
     std::thread::sleep(Duration::from_secs(600));
 }

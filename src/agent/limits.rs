@@ -95,8 +95,19 @@ const MODEL_PATTERNS: &[&str] = &[
     "does not exist or you do not have access",
 ];
 
-/// Classifies an error text; `now` anchors relative reset times.
+/// Classifies an error text; `now` anchors relative reset times. An HTTP status the text
+/// names as such ("API Error: 401 ...", "[API Error: 429 ...]", "HTTP 429") decides over its
+/// words: "401 No auth credentials found" says nothing the patterns know.
 pub fn classify(text: &str, now: &Zoned) -> Option<Signal> {
+    // A 404 in free output is as likely a test's HTTP client as the agent's model.
+    let named = |l: &str| {
+        stated_status(l, false)
+            .filter(|&s| s != 404 || l.to_lowercase().contains("model"))
+            .and_then(|s| classify_status(s, l, now))
+    };
+    if let Some(signal) = text.lines().find_map(named) {
+        return Some(signal);
+    }
     let lower = text.to_lowercase();
     if AUTH_PATTERNS.iter().any(|p| lower.contains(p)) {
         return Some(Signal::Fatal(Fatal::Auth(first_line(text))));
@@ -110,6 +121,47 @@ pub fn classify(text: &str, now: &Zoned) -> Option<Signal> {
         return Some(Signal::Limit(Limit { reset_at: reset_time(text, now), message: first_line(text) }));
     }
     None
+}
+
+/// Classifies a message the agent reported as the error of its model call: on the HTTP status
+/// it starts with (pi's and OpenRouter's "429 Provider returned error"), else on its text.
+pub fn classify_error(message: &str, now: &Zoned) -> Option<Signal> {
+    match stated_status(message, true) {
+        Some(s) => classify_status(s, message, now).or_else(|| classify(message, now)),
+        None => classify(message, now),
+    }
+}
+
+/// The HTTP status (400 to 599) a message starts with, after an opening `[` and a label such
+/// as "API Error:", "HTTP" or "status". A bare leading number counts only when `bare` (the
+/// text is known to be an error message): in free output "401 passing" is a test count.
+pub fn stated_status(text: &str, bare: bool) -> Option<u16> {
+    const LABELS: &[&str] = &["api error", "http error", "http", "status code", "status"];
+    let mut rest = text.trim_start().trim_start_matches('[').trim_start();
+    let mut labelled = false;
+    for label in LABELS {
+        if rest.len() >= label.len()
+            && rest.is_char_boundary(label.len())
+            && rest[..label.len()].eq_ignore_ascii_case(label)
+        {
+            rest = rest[label.len()..].trim_start_matches([':', ' ']);
+            labelled = true;
+            break;
+        }
+    }
+    if !labelled && !bare {
+        return None;
+    }
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let after = &rest[digits..];
+    // "4291 items", "429ms" and "401.5 ms" are not statuses.
+    if digits != 3
+        || after.starts_with(char::is_alphanumeric)
+        || after.strip_prefix('.').is_some_and(|a| a.starts_with(|c: char| c.is_ascii_digit()))
+    {
+        return None;
+    }
+    rest[..3].parse().ok().filter(|s| (400..600).contains(s))
 }
 
 /// Classifies an HTTP status an agent reported for its model call.
@@ -344,6 +396,35 @@ mod tests {
             Some(Signal::Fatal(Fatal::ModelMissing(_)))
         ));
         assert_eq!(classify("error: test failed, 3 passed", &now()), None);
+    }
+
+    #[test]
+    fn a_status_the_message_starts_with_decides() {
+        let auth = |t: &str| matches!(classify_error(t, &now()), Some(Signal::Fatal(Fatal::Auth(_))));
+        let wait = |t: &str| matches!(classify_error(t, &now()), Some(Signal::Limit(_)));
+        // pi (OpenAI-compatible providers) and OpenRouter put the status first.
+        assert!(auth("401 No auth credentials found"));
+        assert!(wait("429 Provider returned error"));
+        assert!(wait("429 Rate limit reached (mock). Please try again in 1s."));
+        // Qwen Code wraps it.
+        assert!(auth("[API Error: 401 No auth credentials found]"));
+        assert!(wait("[API Error: 429 Provider returned error]"));
+        assert!(wait("[API Error: 429]"));
+        // Labelled statuses count in free output too; a bare number there does not.
+        assert!(matches!(
+            classify("[API Error: 401 No auth credentials found]", &now()),
+            Some(Signal::Fatal(_))
+        ));
+        assert!(matches!(classify("log line\nHTTP 429 slow down", &now()), Some(Signal::Limit(_))));
+        assert_eq!(classify("  401 passing (2s)\n  3 failing", &now()), None);
+        // Not a status: a longer number, a version, a status outside 4xx/5xx.
+        assert_eq!(stated_status("4291 items", true), None);
+        assert_eq!(stated_status("401.5 ms", true), None);
+        assert_eq!(stated_status("200 OK", true), None);
+        assert_eq!(stated_status("status: 503 unavailable", false), Some(503));
+        assert_eq!(classify("GET /x: HTTP 404 Not Found\nHTTP 404 Not Found", &now()), None);
+        // A status with no meaning of its own leaves the words to decide.
+        assert!(wait("500 upstream: rate limit exceeded"));
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! Only what the agent wrote counts. A line that also appears in the prompt is an echo (some
 //! CLIs print their input) and is skipped, so the promise quoted by the prompt never completes
 //! a task. The default template therefore never puts the promise alone on a line. Memory is
-//! bounded whatever the agent prints: lines are cut at [`MAX_LINE`], tags at [`MAX_TAG`].
+//! bounded whatever the agent prints: lines are cut at [`MAX_LINE`], tags at [`MAX_TAG`], and
+//! the learning proposals taken at [`MAX_PROPOSALS`] (the rest are only counted).
 
+use crate::learnings::MAX_PROPOSALS;
 use std::collections::HashSet;
 
 /// Longest line examined; the rest of a longer line is ignored (still logged).
@@ -25,6 +27,8 @@ pub struct Findings {
     pub learning_updates: Vec<(String, String)>,
     /// `<learning retire="L3">why</learning>`: (id, reason).
     pub learning_retirements: Vec<(String, String)>,
+    /// Proposals past [`MAX_PROPOSALS`]: counted, their texts not kept.
+    pub learnings_over_cap: usize,
     pub progress: Option<String>,
     /// The last [`TAIL_BYTES`] of output (echo lines included), for failure summaries.
     pub tail: String,
@@ -78,6 +82,8 @@ pub struct Scanner {
     line_truncated: bool,
     open: Option<Open>,
     found: Findings,
+    /// The new learnings taken, for the duplicate test (a flood must not cost a scan each).
+    seen_learnings: HashSet<String>,
     tail: Vec<u8>,
 }
 
@@ -97,6 +103,7 @@ impl Scanner {
             line_truncated: false,
             open: None,
             found: Findings::default(),
+            seen_learnings: HashSet::new(),
             tail: Vec::new(),
         }
     }
@@ -236,8 +243,21 @@ impl Scanner {
                 if text.len() > MAX_TAG {
                     return;
                 }
+                let empty_or_seen = match &kind {
+                    LearningKind::Add => text.is_empty() || self.seen_learnings.contains(&text),
+                    LearningKind::Update(_) => text.is_empty(),
+                    LearningKind::Retire(_) => false,
+                };
+                let taken = self.found.learnings.len()
+                    + self.found.learning_updates.len()
+                    + self.found.learning_retirements.len();
+                if !empty_or_seen && taken >= MAX_PROPOSALS {
+                    self.found.learnings_over_cap += 1;
+                    return;
+                }
                 match kind {
-                    LearningKind::Add if !text.is_empty() && !self.found.learnings.contains(&text) => {
+                    LearningKind::Add if !empty_or_seen => {
+                        self.seen_learnings.insert(text.clone());
                         self.found.learnings.push(text);
                     }
                     LearningKind::Add => {}
@@ -430,6 +450,19 @@ mod tests {
         );
         assert_eq!(f.learning_retirements, vec![("L7".to_string(), "the flaky test was fixed".to_string())]);
         assert!(f.learnings.is_empty());
+    }
+
+    #[test]
+    fn a_flood_of_learnings_is_capped_and_counted() {
+        let mut flood: String =
+            (0..20_000).map(|i| format!("<learning>fact number {i}</learning>\n")).collect();
+        flood.push_str("<learning>fact number 3</learning>\n<learning retire=\"L1\">gone</learning>\n");
+        let f = scan("", &[&flood]);
+        assert_eq!(f.learnings.len(), MAX_PROPOSALS);
+        assert_eq!(f.learnings[MAX_PROPOSALS - 1], format!("fact number {}", MAX_PROPOSALS - 1));
+        // A repeat of a taken one is no new proposal; the retirement is one past the cap.
+        assert_eq!(f.learnings_over_cap, 20_000 - MAX_PROPOSALS + 1);
+        assert!(f.learning_retirements.is_empty());
     }
 
     #[test]

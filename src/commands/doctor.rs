@@ -1,9 +1,13 @@
 //! `ralph doctor`: checks the configured agent without spending tokens: the binary is found,
 //! answers `--version`, its help lists the flags ralph relies on, and the known hazards of
-//! running it unattended are named. Also the checks and the git state. Exits 0 when a run
-//! could start, 2 when something would stop or break it.
+//! running it unattended are named. It validates what `ralph run` validates before it starts
+//! (ralph.toml, the prompt template, the backlog), runs the checks once on the working tree and
+//! says of each whether it passes, fails (and what a failure there means for the run) or cannot
+//! run, and looks at the git state. Exits 0 when a run could start, 2 when something would stop
+//! or break it.
 
 use crate::agent::{self, hazards};
+use crate::checks;
 use crate::config::{self, PromptMode};
 use crate::error::CliError;
 use crate::git;
@@ -21,16 +25,16 @@ struct Out {
 
 impl Out {
     fn ok(&self, s: &str) {
-        println!("  ok       {s}");
+        crate::outln!("  ok       {s}");
     }
     fn note(&self, s: &str) {
-        println!("  note     {s}");
+        crate::outln!("  note     {s}");
     }
     fn problem(&mut self, s: &str, hint: Option<&str>) {
         self.problems += 1;
-        println!("  PROBLEM  {s}");
+        crate::outln!("  PROBLEM  {s}");
         if let Some(h) = hint {
-            println!("           hint: {h}");
+            crate::outln!("           hint: {h}");
         }
     }
 }
@@ -76,25 +80,154 @@ fn probe(program: &Path, args: &[&str], env: &[(String, String)]) -> Result<Stri
     Ok(crate::agent::scan::strip_ansi(&String::from_utf8_lossy(&bytes)))
 }
 
+/// Runs the checks once, every one whatever the others do, and says of each what it means for
+/// a run. The output goes to a log of its own in the temporary folder (never into the
+/// repository, where a planted link could redirect it), kept when something failed.
+fn run_checks(root: &Path, cfg: &config::Config, out: &mut Out) -> Result<(), CliError> {
+    let dirty = !git::dirty_entries(root)?.is_empty();
+    crate::outln!(
+        "  running them once on the {} (Ctrl-C stops them)...",
+        if dirty { "working tree, uncommitted changes included" } else { "clean tree" }
+    );
+    let log_path = std::env::temp_dir().join(format!(
+        "ralph-doctor-{}-{}.log",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+    ));
+    // create_new: never through a link or into a file someone else made.
+    let mut log = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&log_path)
+        .map_err(|e| CliError::failure(format!("cannot create {}: {e}", log_path.display())))?;
+    let env: Vec<(String, String)> = cfg.agent.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut masker = crate::secrets::StreamMasker::new(crate::secrets::Secrets::from_env(&env));
+    let check_env = [("RALPH_ROOT".to_string(), root.to_string_lossy().into_owned())];
+    let judge = checks::Judge { keep_going: true, baseline: None, strict: &[] };
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failure(format!("cannot start the async runtime: {e}")))?
+        .block_on(async {
+            let stop = crate::signal::Stop::default();
+            let cancel = stop.cancel.clone();
+            // The checks run in process groups of their own: Ctrl-C must end them, not only us.
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    cancel.cancel();
+                }
+            });
+            let ctx = checks::Ctx { env: &check_env, root, grace: cfg.agent.kill_grace, stop: &stop };
+            checks::run(&cfg.checks, &ctx, &mut log, &mut masker, &judge).await
+        })
+        .map_err(|e| CliError::failure(format!("cannot write {}: {e}", log_path.display())))?;
+    if result.interrupted {
+        return Err(CliError {
+            code: crate::exit_code::INTERRUPTED,
+            message: "interrupted".into(),
+            hints: Vec::new(),
+        });
+    }
+    let mut failed = false;
+    for c in &cfg.checks.commands {
+        let Some(r) = result.records.iter().find(|r| &r.command == c) else {
+            failed = true;
+            out.problem(&format!("`{c}` was not run: a check before it could not start"), None);
+            continue;
+        };
+        let secs = r.duration_ms as f64 / 1000.0;
+        match r.exit_code {
+            Some(0) if !r.timed_out => out.ok(&format!("`{c}` passes ({secs:.1}s)")),
+            // sh's own codes: the command was not found, or is not executable.
+            Some(code @ (126 | 127)) => {
+                failed = true;
+                out.problem(
+                    &format!(
+                        "`{c}` cannot run (exit {code}: {})",
+                        if code == 127 { "command not found" } else { "not executable" }
+                    ),
+                    Some("fix [checks] commands in ralph.toml: every iteration would fail on it"),
+                );
+            }
+            None if !r.timed_out && r.duration_ms == 0 => {
+                failed = true;
+                out.problem(
+                    &format!(
+                        "`{c}` cannot run: {}",
+                        result.failure.as_deref().unwrap_or("it could not start")
+                    ),
+                    Some("fix [checks] commands in ralph.toml: every iteration would fail on it"),
+                );
+            }
+            _ => {
+                failed = true;
+                let how = if r.timed_out {
+                    format!("times out after {}", humantime::format_duration(cfg.checks.timeout))
+                } else {
+                    r.exit_code.map_or("is killed by a signal".into(), |code| format!("fails (exit {code})"))
+                };
+                let never = "never tolerated as a known failure: it must pass before ralph commits anything";
+                if cfg.checks.gate == config::Gate::AllGreen {
+                    out.note(&format!(
+                        "`{c}` {how}: with gate = \"all-green\" it must pass before ralph commits anything"
+                    ));
+                } else if r.timed_out {
+                    out.note(&format!("`{c}` {how}: a check that times out is {never}"));
+                } else if r.failed_tests.is_empty() {
+                    out.note(&format!("`{c}` {how} and names no failing test: such a check is {never}"));
+                } else {
+                    let mut names: Vec<&str> = r.failed_tests.iter().take(3).map(String::as_str).collect();
+                    if r.failed_tests.len() > 3 {
+                        names.push("...");
+                    }
+                    out.note(&format!(
+                        "`{c}` {how}: {} test(s) already fail ({}); they may go on failing, no new one may",
+                        r.failed_tests.len(),
+                        names.join(", ")
+                    ));
+                }
+            }
+        }
+    }
+    if failed {
+        out.note(&format!("their output: {}", log_path.display()));
+    } else {
+        let _ = std::fs::remove_file(&log_path);
+    }
+    Ok(())
+}
+
 /// Runs `ralph doctor`.
 pub fn run(cwd: &Path, agent: Option<String>) -> Result<u8, CliError> {
+    let from_flag = agent.is_some();
     let root = crate::runner::repo_root(cwd)?;
     let cfg = crate::runner::load_config(&root, &config::Overrides { agent })?;
     let mut out = Out { problems: 0 };
+    crate::outln!("inputs:");
+    match crate::runner::validate_inputs(&root, &cfg) {
+        Ok(_) => out.ok(&format!("{}, the prompt template and the backlog are valid", config::FILE_NAME)),
+        Err(e) => {
+            let hint = e.hints.join("; ");
+            out.problem(
+                &format!("`ralph run` would refuse to start: {}", e.message),
+                Some(&hint).filter(|h| !h.is_empty()).map(String::as_str),
+            );
+        }
+    }
     let a = &cfg.agent;
     let name = a.preset.map_or("custom command", |p| p.name);
-    println!("agent: {name}");
+    crate::outln!("agent: {name}");
     let env: Vec<(String, String)> = a.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let prompt = match a.prompt {
         PromptMode::Stdin => "the prompt on stdin",
         PromptMode::Arg => "the prompt as an argument",
         PromptMode::File => "the prompt as a file path",
     };
-    println!("  command  {} ({prompt})", a.command.join(" "));
+    crate::outln!("  command  {} ({prompt})", a.command.join(" "));
     match agent::resolve_program(a, &root) {
         None => {
-            let hint = a.preset.map(|p| format!("install it: {}; or set [agent] bin", p.install));
-            out.problem(&format!("`{}` was not found on PATH", a.command[0]), hint.as_deref());
+            let e = crate::runner::missing_agent(a, from_flag);
+            out.problem(&e.message, Some(&e.hints.join("; ")));
         }
         Some(path) => {
             out.ok(&format!("found {}", path.display()));
@@ -136,19 +269,22 @@ pub fn run(cwd: &Path, agent: Option<String>) -> Result<u8, CliError> {
             hazards::Level::Note => out.note(&h.message),
         }
     }
-    println!("checks:");
+    crate::outln!("checks:");
     if cfg.checks.commands.is_empty() {
         out.note("none: green means only that the agent exited 0 (set [checks] commands)");
     }
-    for c in &cfg.checks.commands {
-        out.ok(c);
+    if !cfg.checks.commands.is_empty() {
+        run_checks(&root, &cfg, &mut out)?;
     }
-    println!("git:");
+    crate::outln!("git:");
     match git::head(&root)? {
         None => out.problem("the repository has no commits yet", Some("commit your project first")),
         Some(_) => {
             let branch = git::current_branch(&root)?.unwrap_or_else(|| "a detached HEAD".into());
             out.ok(&format!("on {branch}"));
+            if let Err(e) = crate::runner::check_git_state(&root, &cfg) {
+                out.problem(&e.message, Some(&e.hints.join("; ")));
+            }
             let dirty = git::dirty_entries(&root)?;
             if dirty.is_empty() {
                 out.ok("the working tree is clean");
@@ -161,10 +297,10 @@ pub fn run(cwd: &Path, agent: Option<String>) -> Result<u8, CliError> {
         }
     }
     if out.problems == 0 {
-        println!("\nready: `ralph run` can start.");
+        crate::outln!("\nready: `ralph run` can start.");
         Ok(crate::exit_code::OK)
     } else {
-        println!("\n{} problem(s) to fix before `ralph run`.", out.problems);
+        crate::outln!("\n{} problem(s) to fix before `ralph run`.", out.problems);
         Ok(crate::exit_code::USAGE)
     }
 }

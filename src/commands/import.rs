@@ -90,11 +90,14 @@ pub fn run(cwd: &Path, file: &Path) -> Result<u8, CliError> {
         written.push(name);
     }
     for w in &written {
-        println!("created   specs/{w}");
+        crate::outln!("created   specs/{w}");
     }
-    println!("\n{} task(s) imported from {shown}. Review them, commit, then `ralph run`.", written.len());
+    crate::outln!(
+        "\n{} task(s) imported from {shown}. Review them, commit, then `ralph run`.",
+        written.len()
+    );
     if let Some(f) = crate::config::backlog_source(&root).file() {
-        println!(
+        crate::outln!(
             "note: ralph.toml's [backlog] file still names {}: remove that line to run the specs",
             f.display()
         );

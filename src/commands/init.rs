@@ -122,20 +122,20 @@ pub fn run(cwd: &Path, force: bool, agent: Option<&str>) -> Result<u8, CliError>
     };
     let cfg_path = root.join(config::FILE_NAME);
     if cfg_path.exists() && !force {
-        println!("kept      {} (exists; --force overwrites it)", config::FILE_NAME);
+        crate::outln!("kept      {} (exists; --force overwrites it)", config::FILE_NAME);
     } else {
         let checks = detect_checks(&root);
         state::atomic_write(&cfg_path, config_text(preset, &checks, existing).as_bytes())?;
         created.push(config::FILE_NAME.to_string());
         if checks.is_empty() {
-            println!("note: no test command detected; set [checks] commands in ralph.toml");
+            crate::outln!("note: no test command detected; set [checks] commands in ralph.toml");
         }
     }
 
     if has_specs {
-        println!("kept      {SPECS_DIR}/ (has specs)");
+        crate::outln!("kept      {SPECS_DIR}/ (has specs)");
     } else if let Some(f) = existing {
-        println!(
+        crate::outln!(
             "using     {f} as the backlog (read in place, kept up to date; `ralph import {f}` makes specs of it)"
         );
     } else {
@@ -147,26 +147,30 @@ pub fn run(cwd: &Path, force: bool, agent: Option<&str>) -> Result<u8, CliError>
 
     let agents = root.join(AGENTS_MD);
     if agents.exists() {
-        println!("kept      {AGENTS_MD}");
+        crate::outln!("kept      {AGENTS_MD}");
     } else {
         state::atomic_write(&agents, AGENTS_TEMPLATE.as_bytes())?;
         created.push(AGENTS_MD.to_string());
     }
     state::ensure_ralph_dir(&root)?;
     for c in &created {
-        println!("created   {c}");
+        crate::outln!("created   {c}");
     }
-    println!("ignored   .ralph/ (ralph's logs and state; never committed)");
-    println!();
+    crate::outln!("ignored   .ralph/ (ralph's logs and state; never committed)");
+    crate::outln!();
     match existing {
         Some(f) => {
-            println!("Next: check [agent] and [checks] in ralph.toml, `ralph status` to see {f}'s tasks,")
+            crate::outln!(
+                "Next: check [agent] and [checks] in ralph.toml, `ralph status` to see {f}'s tasks,"
+            )
         }
         None => {
-            println!("Next: write one spec per task in specs/, check [agent] and [checks] in ralph.toml,")
+            crate::outln!(
+                "Next: write one spec per task in specs/, check [agent] and [checks] in ralph.toml,"
+            )
         }
     }
-    println!("commit, then run `ralph run`.");
+    crate::outln!("commit, then run `ralph run`.");
     Ok(crate::exit_code::OK)
 }
 

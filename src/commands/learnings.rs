@@ -20,7 +20,7 @@ pub fn run(cwd: &Path, a: &LearningsArgs) -> Result<u8, CliError> {
         Some(LearningsAction::Show { id }) => {
             let e = find(&store, id)?;
             if a.json {
-                println!(
+                crate::outln!(
                     "{}",
                     serde_json::to_string_pretty(e).map_err(|e| CliError::failure(e.to_string()))?
                 );
@@ -64,17 +64,17 @@ pub fn run(cwd: &Path, a: &LearningsArgs) -> Result<u8, CliError> {
                 let msg = format!("ralph: learnings: {verb} {id}\n");
                 match git::commit_only(&root, &msg, path)? {
                     git::CommitResult::Committed(sha) => {
-                        println!("{verb}d {id}; AGENTS.md updated in {}", &sha[..8.min(sha.len())])
+                        crate::outln!("{verb}d {id}; AGENTS.md updated in {}", &sha[..8.min(sha.len())])
                     }
                     git::CommitResult::Refused(t) => {
-                        println!(
+                        crate::outln!(
                             "{verb}d {id}; AGENTS.md updated but not committed (git refused: {})",
                             t.trim()
                         )
                     }
                 }
             } else {
-                println!("{verb}d {id}");
+                crate::outln!("{verb}d {id}");
             }
             Ok(crate::exit_code::OK)
         }
@@ -91,14 +91,17 @@ fn list(store: &Store, all: bool, json: bool) -> Result<u8, CliError> {
     let entries: Vec<&Entry> =
         store.entries.iter().filter(|e| all || e.status != EntryStatus::Retired).collect();
     if json {
-        println!("{}", serde_json::to_string_pretty(&entries).map_err(|e| CliError::failure(e.to_string()))?);
+        crate::outln!(
+            "{}",
+            serde_json::to_string_pretty(&entries).map_err(|e| CliError::failure(e.to_string()))?
+        );
         return Ok(crate::exit_code::OK);
     }
     if entries.is_empty() {
-        println!("No learnings yet. Agents propose them with <learning>one sentence</learning>.");
+        crate::outln!("No learnings yet. Agents propose them with <learning>one sentence</learning>.");
         return Ok(crate::exit_code::OK);
     }
-    println!("{:<5} {:<8} {:>5} {:<8} {:<20} TEXT", "ID", "STATUS", "SEEN", "REVIEWED", "TASK");
+    crate::outln!("{:<5} {:<8} {:>5} {:<8} {:<20} TEXT", "ID", "STATUS", "SEEN", "REVIEWED", "TASK");
     for e in entries {
         let status = match e.status {
             EntryStatus::Active => "active",
@@ -106,7 +109,7 @@ fn list(store: &Store, all: bool, json: bool) -> Result<u8, CliError> {
             EntryStatus::Retired => "retired",
         };
         let text: String = e.text.chars().take(80).collect();
-        println!(
+        crate::outln!(
             "{:<5} {:<8} {:>5} {:<8} {:<20} {text}",
             e.id,
             status,
@@ -119,19 +122,23 @@ fn list(store: &Store, all: bool, json: bool) -> Result<u8, CliError> {
 }
 
 fn show(e: &Entry) {
-    println!("{}  {}", e.id, e.text);
-    println!("  status:    {:?}{}", e.status, if e.reviewed { ", reviewed" } else { "" });
-    println!("  seen:      {} time(s)", e.count);
-    println!("  task:      {} (run {}, iteration {})", e.task, e.run_id, e.iteration);
-    println!("  agent:     {}{}", e.agent, e.model.as_deref().map(|m| format!(" ({m})")).unwrap_or_default());
+    crate::outln!("{}  {}", e.id, e.text);
+    crate::outln!("  status:    {:?}{}", e.status, if e.reviewed { ", reviewed" } else { "" });
+    crate::outln!("  seen:      {} time(s)", e.count);
+    crate::outln!("  task:      {} (run {}, iteration {})", e.task, e.run_id, e.iteration);
+    crate::outln!(
+        "  agent:     {}{}",
+        e.agent,
+        e.model.as_deref().map(|m| format!(" ({m})")).unwrap_or_default()
+    );
     if let Some(f) = &e.failure {
-        println!("  taught by: {f}");
+        crate::outln!("  taught by: {f}");
     }
     if let Some(c) = &e.commit {
-        println!("  commit:    {c}");
+        crate::outln!("  commit:    {c}");
     }
-    println!("  created:   {}; updated {}", e.created_at, e.updated_at);
+    crate::outln!("  created:   {}; updated {}", e.created_at, e.updated_at);
     if let Some(r) = &e.retired_reason {
-        println!("  retired:   {r}");
+        crate::outln!("  retired:   {r}");
     }
 }

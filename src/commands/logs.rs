@@ -1,7 +1,10 @@
 //! `ralph logs`: prints an iteration's agent log (or its checks log, prompt or rejected patch);
 //! `-f` follows the live iteration and moves on to the next one when it starts, until the run
 //! ends. A structured agent log (stream-json, JSONL) is rendered as readable lines — messages,
-//! tool calls with their input, results shortened, errors — unless `--raw` asks for the bytes. Following wakes on file-system events (notify) and falls back to a slow poll, so a
+//! tool calls with their input, results shortened, errors — unless `--raw` asks for the bytes.
+//! What the agent wrote is shown without its terminal control sequences (a clipboard write, a
+//! window title, cursor moves: see [`crate::term`]): always in the rendered view, and in the
+//! raw bytes when they go to a terminal (a redirect to a file gets them as they are). Following wakes on file-system events (notify) and falls back to a slow poll, so a
 //! new line shows at once without spinning on `stat`.
 
 use crate::agent::output::activity::Render;
@@ -9,6 +12,7 @@ use crate::cli::LogsArgs;
 use crate::error::CliError;
 use crate::logs as layout;
 use crate::state::{RALPH_DIR, RunLock, RunMeta};
+use crate::term::Sanitizer;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -101,7 +105,9 @@ pub fn run(cwd: &Path, a: &LogsArgs) -> Result<u8, CliError> {
     };
     let name = file_name(a);
     let render = name == "agent.log" && !a.raw;
-    let mut out = Out { w: std::io::stdout().lock(), render: None };
+    use std::io::IsTerminal;
+    let clean = (render || std::io::stdout().is_terminal()).then(|| Sanitizer::new(true));
+    let mut out = Out { w: std::io::stdout().lock(), render: None, clean };
     if !a.follow {
         let path = layout::iter_dir(&run_dir, iteration).join(name);
         if render {
@@ -132,10 +138,21 @@ fn renderer(iter_dir: &Path) -> Option<Render> {
     Render::applies(format).then(|| Render::new(format, color))
 }
 
-/// Standard output, through the renderer when there is one.
+/// Standard output, through the renderer when there is one and the sanitiser when the agent's
+/// control sequences could reach a terminal.
 struct Out<W: Write> {
     w: W,
     render: Option<Render>,
+    clean: Option<Sanitizer>,
+}
+
+impl<W: Write> Out<W> {
+    fn emit(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match &mut self.clean {
+            Some(s) => self.w.write_all(&s.push(bytes)),
+            None => self.w.write_all(bytes),
+        }
+    }
 }
 
 impl<W: Write> Write for Out<W> {
@@ -143,9 +160,9 @@ impl<W: Write> Write for Out<W> {
         match &mut self.render {
             Some(r) => {
                 let text = r.push(buf);
-                self.w.write_all(text.as_bytes())?;
+                self.emit(text.as_bytes())?;
             }
-            None => self.w.write_all(buf)?,
+            None => self.emit(buf)?,
         }
         Ok(buf.len())
     }
@@ -160,7 +177,11 @@ impl<W: Write> Out<W> {
     fn finish(&mut self) -> Result<(), CliError> {
         if let Some(r) = &mut self.render {
             let rest = r.finish();
-            match self.w.write_all(rest.as_bytes()).and_then(|()| self.w.flush()) {
+            let written = self.emit(rest.as_bytes());
+            if let Some(s) = &mut self.clean {
+                s.finish();
+            }
+            match written.and_then(|()| self.w.flush()) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
                 Err(e) => return Err(CliError::failure(format!("cannot print the log: {e}"))),

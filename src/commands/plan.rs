@@ -254,11 +254,11 @@ pub async fn run(
         .hint(format!("fix it by hand, or drop the plan: {}", drop_hint(&source))));
     }
     if planned.is_empty() {
-        println!("The agent left the backlog as it was.");
+        crate::outln!("The agent left the backlog as it was.");
         return Ok(exit_code::OK);
     }
-    print!("{summary}");
-    println!(
+    crate::out!("{summary}");
+    crate::outln!(
         "\nNothing is committed. Review it: `git diff -- {0}` and `git status -- {0}`; then commit it and `ralph run`.\nTo drop it: {1}",
         source.file().map_or_else(|| SPECS_DIR.to_string(), |f| f.display().to_string()),
         drop_hint(&source)

@@ -81,7 +81,7 @@ pub fn run(cwd: &Path, a: &ReportArgs) -> Result<u8, CliError> {
         generated_at: &generated_at,
     });
     crate::state::atomic_write(&out, html.as_bytes())?;
-    println!("{}", out.display());
+    crate::outln!("{}", out.display());
     Ok(crate::exit_code::OK)
 }
 

@@ -155,10 +155,10 @@ pub fn run(cwd: &Path, json: bool) -> Result<u8, CliError> {
     let view = StatusView { root: root.to_string_lossy().into_owned(), tasks, run: run_view(&root) };
     if json {
         let text = serde_json::to_string_pretty(&view).map_err(|e| CliError::failure(e.to_string()))?;
-        println!("{text}");
+        crate::outln!("{text}");
         return Ok(crate::exit_code::OK);
     }
-    print!("{}", render(&view));
+    crate::out!("{}", render(&view));
     Ok(crate::exit_code::OK)
 }
 

@@ -23,9 +23,9 @@ pub fn run(cwd: &Path, now: bool) -> Result<u8, CliError> {
         )));
     }
     if now {
-        println!("asked ralph (pid {pid}) to stop now: the agent is being ended and the tree restored");
+        crate::outln!("asked ralph (pid {pid}) to stop now: the agent is being ended and the tree restored");
     } else {
-        println!("asked ralph (pid {pid}) to stop after the current iteration");
+        crate::outln!("asked ralph (pid {pid}) to stop after the current iteration");
     }
     Ok(crate::exit_code::OK)
 }

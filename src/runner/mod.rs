@@ -66,6 +66,74 @@ pub fn load_config(root: &Path, overrides: &config::Overrides) -> Result<Config,
     }
 }
 
+/// The inputs `ralph run` reads before it changes anything, beyond ralph.toml itself: the
+/// prompt template, the backlog (every spec parses) and the `[git] branch` name. `ralph
+/// doctor` checks the same, so it never calls ready what `run` would refuse.
+pub fn validate_inputs(root: &Path, cfg: &Config) -> Result<Template, CliError> {
+    let template = Template::load(root, cfg.template.as_deref())?;
+    Backlog::load(root, &cfg.source(root))?;
+    if let Some(branch) = &cfg.branch
+        && !git::valid_branch_name(root, branch)
+    {
+        return Err(CliError::usage(format!(
+            "{}: [git] branch `{branch}` is not a valid branch name",
+            config::FILE_NAME
+        )));
+    }
+    Ok(template)
+}
+
+/// Refuses a working tree in the middle of a git operation (ralph's commits would land inside
+/// a rebase stopped at `edit`, a merge, a cherry-pick...) and a detached HEAD (they would
+/// belong to no branch) unless `[git] branch` names the branch to work on.
+pub fn check_git_state(root: &Path, cfg: &Config) -> Result<(), CliError> {
+    if let Some(op) = git::operation_in_progress(root) {
+        return Err(CliError::usage(format!(
+            "{} is in progress in this repository: ralph would commit into it",
+            op.name()
+        ))
+        .hint(format!("{}, then `ralph run` again", op.way_out())));
+    }
+    if cfg.branch.is_none() && git::current_branch(root)?.is_none() && git::head(root)?.is_some() {
+        let at = git::head(root)?.unwrap_or_default();
+        return Err(CliError::usage(format!(
+            "HEAD is detached (at {}): ralph's commits would belong to no branch",
+            &at[..at.len().min(12)]
+        ))
+        .hint("check out a branch (`git switch NAME`, or `git switch -c NAME` to start one here), then `ralph run` again")
+        .hint(format!("or name the branch to work on in {}: [git] branch = \"NAME\"", config::FILE_NAME)));
+    }
+    Ok(())
+}
+
+/// The agent's program was not found: where it was named (ralph.toml's `[agent] command`, a
+/// preset there, or `--agent`), and the key that changes it. A preset's program is overridden
+/// by `[agent] bin`, never by `command` (which conflicts with a preset).
+pub fn missing_agent(a: &config::AgentConfig, from_flag: bool) -> CliError {
+    let program = &a.command[0];
+    let not_found = if program.contains('/') { "was not found" } else { "was not found on PATH" };
+    match a.preset {
+        Some(p) => {
+            let named = if program != p.bin {
+                format!("{}: [agent] bin", config::FILE_NAME)
+            } else if from_flag {
+                format!("--agent {}", p.name)
+            } else {
+                format!("{}: [agent] preset = \"{}\"", config::FILE_NAME, p.name)
+            };
+            CliError::usage(format!("{named}: `{program}` {not_found}"))
+                .hint(format!("install it: {}", p.install))
+                .hint(format!(
+                    "or, if it is installed elsewhere, name its path in {}: [agent] bin = \"/path/to/{}\"",
+                    config::FILE_NAME,
+                    p.bin
+                ))
+        }
+        None => CliError::usage(format!("{}: [agent] command: `{program}` {not_found}", config::FILE_NAME))
+            .hint("install the agent, or set [agent] command to its full path"),
+    }
+}
+
 /// ralph.toml with this run's command-line flags on top.
 fn effective_config(root: &Path, opts: &RunOptions) -> Result<Config, CliError> {
     let mut cfg = load_config(root, &config::Overrides { agent: opts.agent.clone() })?;
@@ -138,16 +206,9 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
     // ralph's folder before anything: a link there would take every write elsewhere.
     state::check_ralph_dir(&root)?;
     let cfg = effective_config(&root, &opts)?;
-    let template = Template::load(&root, cfg.template.as_deref())?;
-    Backlog::load(&root, &cfg.source(&root))?;
+    let template = validate_inputs(&root, &cfg)?;
     if agent::resolve_program(&cfg.agent, &root).is_none() {
-        return Err(CliError::usage(format!(
-            "{}: [agent] command: `{}` was not found{}",
-            config::FILE_NAME,
-            cfg.agent.command[0],
-            if cfg.agent.command[0].contains('/') { "" } else { " on PATH" }
-        ))
-        .hint("install the agent, or set [agent] command to its full path"));
+        return Err(missing_agent(&cfg.agent, opts.agent.is_some()));
     }
     let env = |k: &str| std::env::var(k).ok();
     for h in agent::hazards::check(&cfg.agent, agent::hazards::euid(), &env) {
@@ -159,18 +220,11 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
             });
         }
     }
-    if let Some(branch) = &cfg.branch
-        && !git::valid_branch_name(&root, branch)
-    {
-        return Err(CliError::usage(format!(
-            "{}: [git] branch `{branch}` is not a valid branch name",
-            config::FILE_NAME
-        )));
-    }
     if git::head(&root)?.is_none() {
         return Err(CliError::usage("the repository has no commits yet")
             .hint("commit your project (ralph.toml and specs/ included) before `ralph run`"));
     }
+    check_git_state(&root, &cfg)?;
     let ralph_dir = state::ensure_ralph_dir(&root)?;
     let _lock = RunLock::acquire(&ralph_dir).map_err(|e| match e {
         state::StateError::Locked { .. } => CliError::usage(e.to_string()).hint(
@@ -398,6 +452,7 @@ async fn run_loop(
     let mut backoff = cfg.agent.retry_wait;
     let spec_watch = crate::watch::SpecWatch::new();
     let mut seen = crate::watch::Seen::default();
+    let mut ran_this_session = false;
     loop {
         if stop.cancel.is_cancelled() {
             return Ok((exit_code::INTERRUPTED, "interrupted".into()));
@@ -454,6 +509,9 @@ async fn run_loop(
                 crate::watch::Woken::Stopped => {
                     return Ok((exit_code::INTERRUPTED, "stopped while waiting for specs".into()));
                 }
+                // `ralph stop` ends an idle watch as a normal end: the run exits as it would
+                // have without --watch (0 with the backlog done, 4 with only blocked tasks).
+                crate::watch::Woken::StopRequested => {}
             }
         }
         let task = match next {
@@ -499,8 +557,19 @@ async fn run_loop(
                     continue;
                 }
             }
+            if !ran_this_session && meta.sessions > 1 {
+                // Resumed with nothing left to spend: say which limit and the ways on.
+                return Ok((
+                    exit_code::BUDGET,
+                    format!(
+                        "stopped: {spent} already, by the earlier session(s) of run {run_id}: raise it ({}) or start a new run with `ralph run --new-run`",
+                        spent.how_to_raise()
+                    ),
+                ));
+            }
             return Ok((exit_code::BUDGET, format!("stopped: {spent}")));
         }
+        ran_this_session = true;
         meta.iterations += 1;
         let number = meta.iterations;
         meta.spent = Some(budget.spent_now());

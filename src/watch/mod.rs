@@ -64,7 +64,10 @@ impl Seen {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Woken {
     Changed,
+    /// Ctrl-C, SIGTERM, `ralph stop --now`.
     Stopped,
+    /// `ralph stop`: end once the current work is over, and there is none.
+    StopRequested,
 }
 
 /// The folder to watch for a backlog, and the one file in it that matters (a prd or a plan).
@@ -114,7 +117,7 @@ pub async fn specs_changed(root: &Path, source: &Source, before: &Listing, stop:
                 if listing(&dir) == *before { continue }
             },
             _ = stop.cancel.cancelled() => return Woken::Stopped,
-            _ = stop.after_iteration.cancelled() => return Woken::Stopped,
+            _ = stop.after_iteration.cancelled() => return Woken::StopRequested,
         }
         // Debounce: wait until the burst of events is over.
         loop {

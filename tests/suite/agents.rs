@@ -228,3 +228,37 @@ actions = [{ promise = true }]
         serde_json::from_str(&repo.ralph(&["status", "--json"]).expect(0).stdout()).unwrap();
     assert!(v["run"]["waiting_until"].is_null());
 }
+
+#[test]
+fn a_presets_missing_binary_names_where_the_preset_came_from_and_the_bin_key() {
+    let repo = TestRepo::with_loop("", &["true"], "", &[("010-a.md", "# A\n")]);
+    let run = |args: &[&str]| {
+        let out = repo.cmd(args).env("PATH", "/usr/bin:/bin").output().unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // From --agent: ralph.toml is not to blame, and `command` (which conflicts with a preset)
+    // is not the key to set.
+    let (_, err) = run(&["run", "--agent", "pi"]);
+    assert!(err.contains("error: --agent pi: `pi` was not found on PATH"), "{err}");
+    assert!(err.contains("npm install -g @mariozechner/pi-coding-agent"), "{err}");
+    assert!(err.contains("[agent] bin = \"/path/to/pi\"") && !err.contains("[agent] command"), "{err}");
+    let (out, _) = run(&["doctor", "--agent", "pi"]);
+    assert!(out.contains("--agent pi: `pi` was not found on PATH") && out.contains("[agent] bin"), "{out}");
+    assert!(!out.contains("[agent] command"), "{out}");
+
+    // From ralph.toml's preset.
+    repo.write("ralph.toml", "[checks]\ncommands = [\"true\"]\n\n[agent]\npreset = \"pi\"\n");
+    repo.commit_all("pi");
+    let (_, err) = run(&["run"]);
+    assert!(err.contains("error: ralph.toml: [agent] preset = \"pi\": `pi` was not found on PATH"), "{err}");
+    assert!(err.contains("[agent] bin") && !err.contains("[agent] command"), "{err}");
+    // A bin that is not there is named as such.
+    repo.write(
+        "ralph.toml",
+        "[checks]\ncommands = [\"true\"]\n\n[agent]\npreset = \"pi\"\nbin = \"/opt/nowhere/pi\"\n",
+    );
+    repo.commit_all("pi elsewhere");
+    let (_, err) = run(&["run"]);
+    assert!(err.contains("error: ralph.toml: [agent] bin: `/opt/nowhere/pi` was not found"), "{err}");
+}

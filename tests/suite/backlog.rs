@@ -120,6 +120,27 @@ fn ralph_toml_edited_during_a_run_applies_from_the_next_iteration() {
     assert!(repo.read("ralph.toml").contains("max_iterations = 2"), "the user's edit is kept");
 }
 
+#[test]
+fn ralph_stop_ends_an_idle_watch_as_a_normal_end() {
+    let (repo, child) = watching_after_one_task();
+    let waiting = || {
+        let v: serde_json::Value =
+            serde_json::from_str(&repo.ralph(&["status", "--json"]).expect(0).stdout()).unwrap_or_default();
+        v["run"]["state"] == "running"
+    };
+    assert!(wait_for(20, waiting));
+    // Past the commit, into the wait for specs.
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    repo.ralph(&["stop"]).expect(0);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "the backlog is done: {err}");
+    assert!(err.contains("backlog done"), "{err}");
+    let v: serde_json::Value =
+        serde_json::from_str(&repo.ralph(&["status", "--json"]).expect(0).stdout()).unwrap();
+    assert_eq!(v["run"]["exit_code"], 0);
+}
+
 /// `ralph run --watch` on a one-task backlog, once that task is done and committed.
 fn watching_after_one_task() -> (TestRepo, std::process::Child) {
     let scenario =

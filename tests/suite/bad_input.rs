@@ -137,3 +137,79 @@ fn a_second_run_refuses_and_names_the_first() {
     assert_eq!(first.wait().unwrap().code(), Some(130));
     assert_eq!(repo.dirt(), "");
 }
+
+#[test]
+fn a_detached_head_or_a_git_operation_in_progress_is_refused() {
+    let repo = TestRepo::with_loop(OK_SCENARIO, &["true"], "", &[("010-a.md", "# A\n")]);
+    // A rebase stopped at `edit`: HEAD is detached on the commit being edited.
+    repo.git(&["-c", "sequence.editor=sed -i s/^pick/edit/", "rebase", "-q", "-i", "HEAD~1"]);
+    let err = refuses(&repo, "a rebase is in progress in this repository: ralph would commit into it");
+    assert!(err.contains("git rebase --continue") && err.contains("git rebase --abort"), "{err}");
+    let out = repo.ralph(&["doctor"]).expect(2).stdout();
+    assert!(out.contains("a rebase is in progress"), "{out}");
+    repo.git(&["rebase", "--abort"]);
+
+    // A merge stopped on a conflict.
+    repo.git(&["checkout", "-q", "-b", "other"]);
+    repo.write("README.md", "theirs\n");
+    repo.commit_all("theirs");
+    repo.git(&["checkout", "-q", "main"]);
+    repo.write("README.md", "ours\n");
+    repo.commit_all("ours");
+    let mut merge = std::process::Command::new("git");
+    merge.args(["merge", "-q", "other"]).current_dir(&repo.root);
+    hermetic(&mut merge, &repo.outside);
+    assert!(!merge.output().unwrap().status.success());
+    let err = refuses(&repo, "a merge is in progress");
+    assert!(err.contains("git merge --abort"), "{err}");
+    repo.git(&["merge", "--abort"]);
+
+    // A detached HEAD with no [git] branch to switch to.
+    repo.git(&["checkout", "-q", "--detach", "HEAD"]);
+    let err = refuses(&repo, "HEAD is detached (at ");
+    assert!(err.contains("git switch") && err.contains("[git] branch"), "{err}");
+    // With [git] branch, ralph switches to it and works there.
+    repo.git(&["checkout", "-q", "main"]);
+    repo.write_config(&["true"], "\n[git]\nbranch = \"main\"\n");
+    repo.git(&["commit", "-q", "-am", "work on main"]);
+    repo.git(&["checkout", "-q", "--detach", "HEAD"]);
+    repo.ralph(&["run"]).expect(0);
+    assert_eq!(repo.git(&["branch", "--show-current"]).trim(), "main");
+}
+
+#[test]
+fn a_cost_limit_that_is_not_a_cost_is_refused() {
+    let repo = TestRepo::with_loop(OK_SCENARIO, &["true"], "", &[("010-a.md", "# A\n")]);
+    for (value, says) in [("nan", "not NaN"), ("inf", "not inf"), ("-1.5", "cannot be negative")] {
+        repo.write_config(&["true"], &format!("[budget]\nmax_cost = {value}\n"));
+        repo.commit_all(&format!("max_cost = {value}"));
+        let err = refuses(&repo, "ralph.toml:11:");
+        assert!(err.contains("cost limit") && err.contains(says), "{value}: {err}");
+    }
+    repo.write_config(&["true"], "");
+    repo.commit_all("no cost limit");
+    for flag in ["--max-cost=-1", "--max-cost=NaN"] {
+        let err = repo.ralph(&["run", flag]).expect(2).stderr();
+        assert!(err.contains("cost limit"), "{flag}: {err}");
+    }
+    assert!(!repo.exists(".ralph/runs"));
+}
+
+#[test]
+fn a_prompt_template_outside_the_repository_is_refused() {
+    let repo = TestRepo::with_loop(OK_SCENARIO, &["true"], "", &[("010-a.md", "# A\n")]);
+    let secret = repo.outside.join("secret.md");
+    std::fs::write(&secret, "not for the agent {{ task.id }}\n").unwrap();
+    for path in [secret.to_string_lossy().into_owned(), "../secret.md".to_string()] {
+        repo.write_config(&["true"], &format!("[prompt]\ntemplate = {}\n", toml_str(&path)));
+        repo.commit_all("template outside");
+        let err = refuses(&repo, "ralph.toml:11:");
+        assert!(err.contains("must be a path inside the repository"), "{path}: {err}");
+    }
+    // Through a link that looks like a file of the repository.
+    std::os::unix::fs::symlink(&secret, repo.path("prompt.md")).unwrap();
+    repo.write_config(&["true"], "[prompt]\nplan_template = \"prompt.md\"\n");
+    repo.commit_all("template through a link");
+    let err = refuses(&repo, "ralph.toml:11:");
+    assert!(err.contains("[prompt] plan_template `prompt.md` leads outside the repository"), "{err}");
+}

@@ -1,4 +1,4 @@
-//! `ralph init`, `ralph status`, `ralph logs`, `ralph demo`.
+//! `ralph init`, `ralph status`, `ralph logs`, `ralph demo`, `ralph doctor`; output into a closed pipe.
 
 use crate::common::*;
 
@@ -229,4 +229,123 @@ fn on_a_terminal_the_run_shows_a_live_display_with_the_agents_activity() {
     let plain = on_a_terminal(&repo(), &["run"], true);
     assert!(!plain.contains("\x1b[32m") && !plain.contains("\x1b[1m"), "{plain}");
     assert!(plain.contains("└ Bash cargo test --workspace") && plain.contains("→ done in"), "{plain}");
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let repo = TestRepo::with_loop("", &["true"], "", &[("010-a.md", "# A\n")]);
+    // `ralph doctor | head -0`: the reader is gone before the first line.
+    for (args, code) in [(&["doctor"][..], 0), (&["status"][..], 0), (&["learnings"][..], 0)] {
+        let mut child = repo
+            .cmd(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn doctor_refuses_what_run_refuses() {
+    let repo = TestRepo::with_loop("", &["true"], "", &[("010-a.md", "---\npriority: soon\n---\n# A\n")]);
+    let out = repo.ralph(&["doctor"]).expect(2).stdout();
+    assert!(
+        out.contains(
+            "`ralph run` would refuse to start: specs/010-a.md:2: priority `soon` is not a whole number"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("ready:"), "{out}");
+    repo.ralph(&["run"]).expect(2);
+
+    repo.write("specs/010-a.md", "# A\n");
+    repo.write("prompt.md", "{{ task.title\n");
+    repo.write_config(&["true"], "[prompt]\ntemplate = \"prompt.md\"\n");
+    repo.commit_all("a broken template");
+    let out = repo.ralph(&["doctor"]).expect(2).stdout();
+    assert!(out.contains("`ralph run` would refuse to start: prompt.md"), "{out}");
+}
+
+#[test]
+fn doctor_runs_the_checks_and_says_what_each_means() {
+    let checks = [
+        "true",
+        "echo 'test tests::a ... FAILED'; echo 'test result: FAILED. 1 passed; 1 failed'; exit 101",
+        "echo collection error; exit 2",
+        "no-such-check-command --all",
+    ];
+    let repo = TestRepo::with_loop("", &checks, "", &[("010-a.md", "# A\n")]);
+    let out = Run(repo.cmd(&["doctor"]).env("TMPDIR", &repo.outside).output().unwrap()).expect(2).stdout();
+    assert!(out.contains("ok       `true` passes"), "{out}");
+    assert!(
+        out.contains("fails (exit 101): 1 test(s) already fail (tests::a); they may go on failing"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "`echo collection error; exit 2` fails (exit 2) and names no failing test: such a check is never tolerated as a known failure: it must pass before ralph commits anything"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("PROBLEM  `no-such-check-command --all` cannot run (exit 127: command not found)"),
+        "{out}"
+    );
+    // The checks' output is kept outside the repository for a look.
+    let log = out.split("their output: ").nth(1).and_then(|l| l.lines().next()).unwrap();
+    assert!(log.starts_with(&*repo.outside.to_string_lossy()), "{out}");
+    assert!(std::fs::read_to_string(log).unwrap().contains("collection error"));
+    assert!(!out.contains("ready:"), "{out}");
+
+    // Checks that run, even failing, leave a run able to start.
+    repo.write_config(&[checks[0], checks[2]], "");
+    repo.commit_all("runnable checks");
+    let out = Run(repo.cmd(&["doctor"]).env("TMPDIR", &repo.outside).output().unwrap()).expect(0).stdout();
+    assert!(out.contains("ready: `ralph run` can start."), "{out}");
+}
+
+#[test]
+fn the_agents_terminal_control_sequences_never_reach_the_terminal() {
+    // OSC 52 writes the clipboard, OSC 0 sets the window title, CSI 2J clears the screen.
+    let osc52 = "\u{1b}]52;c;ZWNobyBwd25lZA==\u{7}";
+    let hostile = format!("before{osc52}\u{1b}]0;pwned\u{1b}\\\u{1b}[2J\u{1b}[32mgreen\u{1b}[0m after");
+    let clean = |s: &str| !s.contains("ZWNobyBwd25lZA") && !s.contains("pwned") && !s.contains("\u{1b}]");
+
+    // A plain-text agent: its log holds the bytes as printed.
+    let scenario =
+        format!("[[step]]\nactions = [{{ print = {} }}, {{ promise = true }}]\n", toml_str(&hostile));
+    let repo = TestRepo::with_loop(&scenario, &["true"], "", &[("010-a.md", "# A\n")]);
+    repo.ralph(&["run"]).expect(0);
+    // Into a file or a pipe, --raw gives the bytes as they are...
+    let raw = repo.ralph(&["logs", "1", "--raw"]).expect(0).stdout();
+    assert!(raw.contains(osc52), "{raw:?}");
+    // ...on a terminal, never the sequences; colours stay.
+    let shown = on_a_terminal(&repo, &["logs", "1", "--raw"], false);
+    assert!(clean(&shown) && shown.contains("before") && shown.contains("\u{1b}[32mgreen"), "{shown:?}");
+    assert!(!shown.contains("\u{1b}[2J"), "{shown:?}");
+    let shown = repo.ralph(&["logs", "1"]).expect(0).stdout();
+    assert!(clean(&shown) && shown.contains("before") && shown.contains(" after"), "{shown:?}");
+
+    // A structured agent: the rendered view (wherever it goes) and the live display.
+    let lines = [
+        serde_json::json!({"type":"assistant","message":{"content":[{"type":"tool_use","name":"Bash","input":{"command": format!("echo {hostile}")}}]}}).to_string(),
+        serde_json::json!({"type":"assistant","message":{"content":[{"type":"text","text": format!("{hostile}\n<promise>COMPLETE</promise>")}]}}).to_string(),
+    ];
+    let actions: Vec<String> = lines.iter().map(|l| format!("{{ print = {} }}", toml_str(l))).collect();
+    let scenario = format!("[[step]]\nactions = [{}, {{ sleep = \"1500ms\" }}]\n", actions.join(", "));
+    let repo = TestRepo::with_loop(
+        &scenario,
+        &["true"],
+        "output_format = \"claude-stream-json\"\n",
+        &[("010-a.md", "# A\n")],
+    );
+    let live = on_a_terminal(&repo, &["run"], false);
+    assert!(clean(&live) && live.contains("Bash echo before"), "{live:?}");
+    let shown = repo.ralph(&["logs", "1"]).expect(0).stdout();
+    assert!(clean(&shown) && shown.contains("● before"), "{shown:?}");
 }

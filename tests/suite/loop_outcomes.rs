@@ -339,3 +339,28 @@ actions = [{ expect_prompt = "grep -q final docs.md" }, { write = { path = "docs
     assert_eq!(r[0]["checks"][1]["command"], "grep -q final docs.md");
     assert_eq!(r[1]["outcome"], "done");
 }
+
+#[test]
+fn a_resumed_run_with_its_budget_spent_names_the_limit_and_the_ways_on() {
+    let scenario =
+        "[[step]]\nactions = [{ run = \"echo $RALPH_TASK > $RALPH_TASK.txt\" }, { promise = true }]\n";
+    let repo = TestRepo::with_loop(
+        scenario,
+        &["true"],
+        "[budget]\nmax_iterations = 1\n",
+        &[("010-a.md", "# A\n"), ("020-b.md", "# B\n")],
+    );
+    let err = repo.ralph(&["run"]).expect(3).stderr();
+    assert!(err.contains("stopped: the iteration budget (1) is spent"), "{err}");
+    // Resumed: nothing can run, and the user is told what to change.
+    let err = repo.ralph(&["run"]).expect(3).stderr();
+    assert!(
+        err.contains("the iteration budget (1) is spent already, by the earlier session(s) of run")
+            && err.contains("raise it (--max-iterations, or [budget] max_iterations in ralph.toml)")
+            && err.contains("`ralph run --new-run`"),
+        "{err}"
+    );
+    // Either way on works.
+    repo.ralph(&["run", "--max-iterations", "5"]).expect(0);
+    assert!(repo.exists("020-b.txt"));
+}

@@ -1,6 +1,8 @@
 //! Claude Code `--output-format stream-json` (one JSON object per line), also spoken by Amp,
 //! Qwen Code and Cursor CLI. A failed API call arrives as `subtype: "success"` with
-//! `is_error: true` and `api_error_status`: classify on those, never on `subtype`.
+//! `is_error: true` and `api_error_status`: classify on those, never on `subtype`. Qwen Code's
+//! failed run has no `result` but `error.message` ("[API Error: 401 No auth credentials
+//! found]"), classified on the status it names.
 
 use super::{Report, Tokens, str_at, u64_at};
 use crate::agent::limits::{self, Fatal, Limit};
@@ -126,7 +128,12 @@ pub(super) fn line(st: &mut State, r: &mut Report, v: &Value, now: &Zoned, emit:
             if r.is_error {
                 let status =
                     v.get("api_error_status").and_then(Value::as_u64).and_then(|s| u16::try_from(s).ok());
-                r.fail(&result, status, now);
+                let message = if result.is_empty() {
+                    str_at(&v["error"], "message").or_else(|| str_at(v, "error")).unwrap_or("").to_string()
+                } else {
+                    result
+                };
+                r.fail(&message, status, now);
             }
         }
         _ => {}
@@ -199,5 +206,16 @@ mod tests {
         let (r, _) = parse(Format::ClaudeStreamJson, auth);
         assert!(matches!(r.fatal, Some(Fatal::Auth(_))));
         assert!(r.limit.is_none());
+    }
+
+    #[test]
+    fn qwen_errors_are_classified_on_the_status_they_name() {
+        let auth = r#"{"type":"result","subtype":"error_during_execution","is_error":true,"num_turns":1,"error":{"message":"[API Error: 401 No auth credentials found]"}}"#;
+        let (r, _) = parse(Format::ClaudeStreamJson, auth);
+        assert!(matches!(r.fatal, Some(Fatal::Auth(_))), "{r:?}");
+        assert_eq!(r.error_message.as_deref(), Some("[API Error: 401 No auth credentials found]"));
+        let limit = r#"{"type":"result","subtype":"error_during_execution","is_error":true,"num_turns":1,"error":{"message":"[API Error: 429 Provider returned error]"}}"#;
+        let (r, _) = parse(Format::ClaudeStreamJson, limit);
+        assert!(r.limit.is_some() && r.fatal.is_none(), "{r:?}");
     }
 }

@@ -114,7 +114,7 @@ impl Report {
         self.set_error(message);
         let signal = match status {
             Some(s) => super::limits::classify_status(s, message, now),
-            None => super::limits::classify(message, now),
+            None => super::limits::classify_error(message, now),
         };
         match signal {
             Some(super::limits::Signal::Limit(l))

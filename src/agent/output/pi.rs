@@ -99,4 +99,18 @@ mod tests {
         assert!(r.is_error);
         assert!(r.limit.is_some());
     }
+
+    #[test]
+    fn a_status_at_the_start_of_the_error_decides() {
+        let stop = |m: &str| {
+            format!(
+                r#"{{"type":"message_end","message":{{"role":"assistant","content":[],"stopReason":"error","errorMessage":"{m}"}}}}"#
+            )
+        };
+        let (r, _) = parse(Format::PiJson, &stop("401 No auth credentials found"));
+        assert!(matches!(r.fatal, Some(crate::agent::limits::Fatal::Auth(_))), "{r:?}");
+        // OpenRouter's wording for an upstream provider's rate limit.
+        let (r, _) = parse(Format::PiJson, &stop("429 Provider returned error"));
+        assert!(r.limit.is_some() && r.fatal.is_none(), "{r:?}");
+    }
 }
