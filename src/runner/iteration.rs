@@ -872,14 +872,15 @@ pub(crate) struct Usage {
     pub cost_usd: Option<f64>,
 }
 
-/// Writes the usage seen so far to `path`: the first time, then at most every
+/// Writes the usage seen so far to `path`: once there is any, then at most every
 /// [`USAGE_EVERY`] when it changed; `last` when the agent has ended. The write is ralph's
 /// write-behind one (no sync on the loop); a failure only loses the figure.
 fn save_usage(path: &Path, parser: &Parser, saved: &mut Option<(Instant, Usage)>, last: bool) {
     let (tokens, cost_usd) = parser.usage();
     let now = Usage { tokens, cost_usd };
     let due = match saved {
-        None => true,
+        // Nothing reported yet: nothing to keep (a text agent never reports any).
+        None => now != Usage::default(),
         Some((at, was)) => *was != now && (last || at.elapsed() >= USAGE_EVERY),
     };
     if !due {
