@@ -3,11 +3,16 @@
 # the same work (spawn the agent with stdin from /dev/null, run the check, `git add -A`,
 # `git commit`), measured side by side by one hyperfine run and reported as the ratio.
 #
-#   bench/iteration-overhead.sh           # both repositories
+#   bench/iteration-overhead.sh           # the progress path on both repositories, then the done path
 #   bench/iteration-overhead.sh small     # a repository of a few files
 #   bench/iteration-overhead.sh 50k       # a repository of 50,000 files (generated once, cached)
+#   bench/iteration-overhead.sh done      # the done path: many tasks, one iteration each
 #
-# The agent appends a line to work.txt and exits; the check is `true`. Each run is a fresh
+# The progress path: the agent appends a line to work.txt and exits; the check is `true`; the
+# task stays todo (no promise), so every iteration is checks, commit, next. The done path:
+# the agent also prints the promise, and each run first adds N new tasks (and the bare loop N
+# files, the same `git add` and commit), so each of its N iterations finishes a task: ralph
+# writes `status: done` into the spec and commits it with the work. Each run is a fresh
 # `ralph run --new-run --max-iterations N` (start-up included) on a repository that keeps its
 # history, against N rounds of the bare loop on a twin repository. The two alternate: each
 # round is one hyperfine call with one run of each (the order swapped every other round), and
@@ -18,7 +23,7 @@ source "$(dirname "$0")/lib.sh"
 need hyperfine "apt-get install hyperfine"
 build
 scratch
-cases=("${@:-small 50k}")
+cases=("${@:-small 50k done}")
 read -r -a cases <<< "${cases[*]}"
 
 # The big repository: 500 folders of 100 small files, committed and packed, kept in the cache.
@@ -58,24 +63,72 @@ if [ -n "$BEFORE" ]; then
   sides+=(before)
 fi
 
+# The done path's agent, and its loops: N new tasks (or files) committed, then N iterations.
+done_agent=$WORK/done-agent.sh
+cat > "$done_agent" <<'SH'
+#!/bin/sh
+echo "one more line" >> work.txt
+echo "Done. <promise>COMPLETE</promise>"
+SH
+chmod +x "$done_agent"
+add_tasks() {
+  cat > "$1" <<'SH'
+#!/bin/bash
+# add-tasks REPO N: N new specs, committed (untimed work both sides do alike).
+set -e
+stamp=$(date +%s%N)
+mkdir -p "$1/specs"
+for ((i = 1; i <= $2; i++)); do printf '# Task %s\n\nAppend a line to work.txt.\n' "$i" > "$1/specs/t$stamp-$(printf %04d "$i").md"; done
+git -C "$1" add specs
+git -C "$1" commit -qm "$2 tasks"
+SH
+  chmod +x "$1"
+}
+add_tasks "$WORK/add-tasks"
+for side in ralph before; do
+  bin=$RALPH
+  [ "$side" = before ] && bin=$BEFORE
+  cat > "$WORK/$side-done-loop" <<SH
+#!/bin/bash
+# REPO N: N new tasks, then a fresh run that does them all (exit 0: the backlog is done).
+"$WORK/add-tasks" "\$1" "\$2" || exit 1
+code=0
+"$bin" -C "\$1" run --new-run >/dev/null 2>"\$1.ralph.err" || code=\$?
+[ "\$code" = 0 ] || { echo "ralph exited \$code:" >&2; tail -5 "\$1.ralph.err" >&2; exit 1; }
+SH
+  chmod +x "$WORK/$side-done-loop"
+done
+cat > "$WORK/bare-done-loop" <<SH
+#!/bin/bash
+"$WORK/add-tasks" "\$1" "\$2" || exit 1
+exec "$WORK/bare-loop" "\$1" "$done_agent" "\$2"
+SH
+chmod +x "$WORK/bare-done-loop"
+
 for c in "${cases[@]}"; do
   case $c in
-    small) n=50 rounds=15 ;;
+    small|done) n=50 rounds=15 ;;
     50k) n=50 rounds=6 ;;
-    *) echo "unknown case $c (small | 50k)" >&2; exit 2 ;;
+    *) echo "unknown case $c (small | 50k | done)" >&2; exit 2 ;;
   esac
   [ "$QUICK" = 1 ] && n=3 rounds=2
   for side in "${sides[@]}"; do
     repo=$WORK/$c-$side
     case $c in
-      small) mkdir -p "$repo" && git_init "$repo" && printf 'hello\n' > "$repo/README.md" ;;
+      small|done) mkdir -p "$repo" && git_init "$repo" && printf 'hello\n' > "$repo/README.md" ;;
       50k)
         files=50000
         [ "$QUICK" = 1 ] && files=500
         git clone -q "$(big_template $files)" "$repo"
         ;;
     esac
-    ralph_fixture "$repo" "$agent"
+    if [ "$c" = done ]; then
+      ralph_fixture "$repo" "$done_agent"
+      # No task that stays todo: each run's N new tasks are the backlog.
+      git -C "$repo" rm -q specs/010-work.md && git -C "$repo" commit -qm "no standing task"
+    else
+      ralph_fixture "$repo" "$agent"
+    fi
   done
   echo "== $c: $(git -C "$WORK/$c-ralph" ls-files | wc -l) files, $n iterations a run, $rounds rounds after one warm-up; $(load)"
   declare -A cmd=(
@@ -83,6 +136,13 @@ for c in "${cases[@]}"; do
     [bare]="$WORK/bare-loop $WORK/$c-bare $agent $n"
     [before]="$WORK/before-loop $WORK/$c-before $n"
   )
+  if [ "$c" = done ]; then
+    cmd=(
+      [ralph]="$WORK/ralph-done-loop $WORK/$c-ralph $n"
+      [bare]="$WORK/bare-done-loop $WORK/$c-bare $n"
+      [before]="$WORK/before-done-loop $WORK/$c-before $n"
+    )
+  fi
   : > "$WORK/$c.rounds"
   for ((r = 0; r <= rounds; r++)); do
     order=("${sides[@]}")
@@ -115,5 +175,7 @@ PY
   target=1.3
   [ "$c" = 50k ] && target=1.1
   echo "$c: ralph $ralph_ms ms/iteration, bare loop $bare_ms ms/iteration (medians), ratio $ratio (median of $rounds rounds, $spread; target $target); $(load)"
-  figure "per-iteration overhead, $c repo" "≤ ${target}×" "${ratio}× (ralph $ralph_ms ms, bare $bare_ms ms; rounds $spread)" "$(verdict "$ratio" '<=' "$target")"
+  name="$c repo"
+  [ "$c" = done ] && name="done path, small repo"
+  figure "per-iteration overhead, $name" "≤ ${target}×" "${ratio}× (ralph $ralph_ms ms, bare $bare_ms ms; rounds $spread)" "$(verdict "$ratio" '<=' "$target")"
 done

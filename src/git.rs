@@ -361,15 +361,42 @@ pub fn commit(root: &Path, message: &str) -> Result<CommitResult, GitError> {
     commit_paths(root, message, &[])
 }
 
+/// Commits what is staged and `include` (staged by the commit itself: one git process where
+/// `git add` and `git commit` would be two), with hooks and signing as usual.
+pub fn commit_including(root: &Path, message: &str, include: &[&Path]) -> Result<CommitResult, GitError> {
+    if include.is_empty() {
+        return commit_paths(root, message, &[]);
+    }
+    match commit_args(root, message, &["--include"], include)? {
+        // `--include` takes only paths the index knows (checked before any hook runs): a file
+        // ralph just made (a first AGENTS.md, a spec the agent had deleted) is added first.
+        CommitResult::Refused(text) if text.contains("did not match any file(s) known to git") => {
+            add_paths(root, include)?;
+            commit_paths(root, message, &[])
+        }
+        done => Ok(done),
+    }
+}
+
 /// Commits only `path` (whatever else is staged stays staged), with hooks and signing as usual.
 pub fn commit_only(root: &Path, message: &str, path: &Path) -> Result<CommitResult, GitError> {
     commit_paths(root, message, &[path])
 }
 
 fn commit_paths(root: &Path, message: &str, paths: &[&Path]) -> Result<CommitResult, GitError> {
+    commit_args(root, message, &[], paths)
+}
+
+fn commit_args(
+    root: &Path,
+    message: &str,
+    flags: &[&str],
+    paths: &[&Path],
+) -> Result<CommitResult, GitError> {
     // The message goes in on stdin: no file to create and remove per commit. git runs its
     // hooks with no stdin, so none can read it away.
     let mut args: Vec<std::ffi::OsString> = vec!["commit".into(), "-q".into(), "-F".into(), "-".into()];
+    args.extend(flags.iter().map(Into::into));
     if !paths.is_empty() {
         args.push("--".into());
         args.extend(paths.iter().map(|p| p.as_os_str().to_os_string()));

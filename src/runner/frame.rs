@@ -224,6 +224,11 @@ impl Known {
         let mut watched = self.watch(&common) && self.watch(&common.join("refs"));
         let mut todo: Vec<PathBuf> = git::FRAMED_REFS.iter().map(|r| common.join(r)).collect();
         while let Some(dir) = todo.pop() {
+            // A folder that does not exist yet (`refs/replace` until `git replace`) is seen
+            // being made by the watch on `refs/`.
+            if !dir.is_dir() {
+                continue;
+            }
             watched &= self.watch(&dir);
             let Ok(entries) = std::fs::read_dir(&dir) else { continue };
             todo.extend(

@@ -28,7 +28,7 @@ use crate::signal::Stop;
 use crate::state::{self, LastIteration, RALPH_DIR, State};
 use crate::watch::tree::Changes;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Lines of the agent's output shown to the next iteration when the agent failed.
@@ -423,7 +423,8 @@ pub(crate) async fn run(
         if git::head(root)?.as_deref() != Some(head_before.as_str()) {
             git::reset_soft(root, &head_before)?;
         }
-        files_changed = stage_all(&it, judged.staged.as_deref(), &head_before)?;
+        let staging = stage_all(&it, judged.staged.as_deref(), &head_before)?;
+        files_changed = staging.files;
         if files_changed.is_empty()
             && let Some(t) = it.tree
         {
@@ -432,7 +433,13 @@ pub(crate) async fn run(
         if !files_changed.is_empty() {
             let message = commit_message(task, outcome, it.run_id, it.number);
             fault::point("before_commit");
-            match git::commit(root, &message)? {
+            let include: Vec<&Path> = staging.include.iter().map(PathBuf::as_path).collect();
+            if !include.is_empty()
+                && let Some(t) = it.tree
+            {
+                t.mark();
+            }
+            match git::commit_including(root, &message, &include)? {
                 CommitResult::Committed(sha) => {
                     fault::point("after_commit");
                     if let Some(t) = it.tree {
@@ -1102,33 +1109,46 @@ fn stage_for_gates(it: &Iteration<'_>, head_before: &str) -> Result<git::Staged,
     Ok(git::Staged { changes, added: Vec::new() })
 }
 
+/// What the commit takes: the files it changes, and ralph's own files it stages itself.
+struct Staging {
+    files: Vec<String>,
+    /// Written by ralph after the gates staged the work (the spec's status, AGENTS.md), for
+    /// `git commit --include`: one git process fewer than `git add` then `git commit`.
+    include: Vec<PathBuf>,
+}
+
 /// Stages the iteration's work for its commit and names the files the commit changes. The
 /// gates staged everything before the checks (`staged`, the files they saw); the working
 /// tree's watch tells what changed since (the checks, a reviewer, ralph's own status and
-/// AGENTS.md writes), so the tree is scanned again only when something else did.
-fn stage_all(
-    it: &Iteration<'_>,
-    staged: Option<&[String]>,
-    head_before: &str,
-) -> Result<Vec<String>, CliError> {
+/// AGENTS.md writes), so the tree is scanned again only when something else did. When only
+/// ralph's own files changed, they are left for the commit to include, and the files changed
+/// are the gates' list and those (ralph wrote each because its content changed).
+fn stage_all(it: &Iteration<'_>, staged: Option<&[String]>, head_before: &str) -> Result<Staging, CliError> {
     if let (Some(t), Some(staged)) = (it.tree, staged) {
         let own = [it.task.path.as_path(), Path::new(learnings::AGENTS_MD)];
         match t.changes() {
-            Changes::None => return Ok(staged.to_vec()),
+            Changes::None => return Ok(Staging { files: staged.to_vec(), include: Vec::new() }),
             Changes::Only(paths) if paths.iter().all(|p| ralph_wrote(p, &own)) => {
-                t.mark();
-                let written: Vec<&Path> = own.iter().copied().filter(|o| paths.contains(*o)).collect();
-                if !written.is_empty() {
-                    git::add_paths(it.root, &written)?;
+                let include: Vec<PathBuf> = own
+                    .iter()
+                    .filter(|o| paths.iter().any(|p| p.as_path() == **o))
+                    .map(|o| o.to_path_buf())
+                    .collect();
+                let mut files = staged.to_vec();
+                for p in &include {
+                    let p = p.to_string_lossy();
+                    if !files.iter().any(|f| *f == p) {
+                        files.push(p.into_owned());
+                    }
                 }
-                t.note_index();
-                return Ok(git::staged_files(it.root, head_before)?);
+                files.sort();
+                return Ok(Staging { files, include });
             }
             _ => {}
         }
     }
     add_all(it)?;
-    Ok(git::staged_files(it.root, head_before)?)
+    Ok(Staging { files: git::staged_files(it.root, head_before)?, include: Vec::new() })
 }
 
 /// Whether a changed path is one of ralph's own writes: one of `own`, or the temporary file
