@@ -432,6 +432,10 @@ pub struct TaskState {
     /// Time its iterations took, since it was last unblocked.
     #[serde(default)]
     pub elapsed_ms: u64,
+    /// The last iteration (run id, number) whose tokens and time are in `tokens` and
+    /// `elapsed_ms`: recovery adds a killed iteration's only if its end had not already.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted: Option<(String, u32)>,
     /// A fingerprint of the spec's body when the task was done: a later edit reopens it.
     #[serde(default)]
     pub done_hash: Option<String>,

@@ -536,6 +536,13 @@ async fn run_loop(
             }
             Next::Task(t) => t.clone(),
         };
+        // A task already over its own limits (a killed iteration's spending, counted by
+        // recovery, or a limit lowered since) is blocked before it spends more.
+        if let Some(reason) = iteration::over_task_limit(&state.task(&task.id), &cfg.budget) {
+            iteration::block(root, &task, &reason, run_id, meta.iterations, &mut state, reporter)?;
+            state.save(root)?;
+            continue;
+        }
         if let Err(spent) = budget.check() {
             if spent.is_breaker() && cfg.budget.on_breaker == config::OnBreaker::Block {
                 // The breaker tripped on the task that ran last: block that one and go on.
