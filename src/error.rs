@@ -90,6 +90,10 @@ impl From<crate::state::StateError> for CliError {
     fn from(e: crate::state::StateError) -> Self {
         match e {
             crate::state::StateError::NotOurs { .. } => CliError::usage(chain(&e)),
+            crate::state::StateError::NotOurFile { name, .. } => CliError::usage(chain(&e)).hint(format!(
+                "remove it: `rm {}/{name}` (ralph makes its files itself)",
+                crate::state::RALPH_DIR
+            )),
             e => CliError::failure(chain(&e)),
         }
     }

@@ -171,6 +171,13 @@ pub fn kind(path: &Path) -> io::Result<Option<Kind>> {
     dir.kind(name)
 }
 
+/// Removes whatever is at `path`: a file, a link (never its target), a FIFO, a folder with
+/// everything in it. For ralph's own files, where the agent planted something else.
+pub fn remove_any(path: &Path) -> io::Result<()> {
+    let (dir, name) = parent_of(path, false)?;
+    dir.remove_any(name)
+}
+
 impl Dir {
     fn open_path(path: &Path) -> io::Result<Dir> {
         let c = cstr(path.as_os_str())?;
@@ -319,6 +326,29 @@ impl Dir {
         cvt(unsafe { libc::unlinkat(self.fd.as_raw_fd(), c.as_ptr(), 0) }).map(drop)
     }
 
+    /// Removes whatever is at `name` (see [`remove_any`]); nothing there is no error.
+    pub fn remove_any(&self, name: &OsStr) -> io::Result<()> {
+        match self.kind(name)? {
+            None => Ok(()),
+            // Through the open folder's own descriptor: a link put in place of one of the folders
+            // above meanwhile is not followed (std's `remove_dir_all` follows no link below).
+            Some(Kind::Dir) => {
+                let mut at = PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()));
+                at.push(name);
+                std::fs::remove_dir_all(at)
+            }
+            Some(_) => self.remove(name),
+        }
+    }
+
+    /// The device and inode of the regular file at `name` (not following a link).
+    pub fn file_id(&self, name: &OsStr) -> io::Result<Option<(u64, u64)>> {
+        Ok(self
+            .lstat(name)?
+            .filter(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
+            .map(|st| (st.st_dev, st.st_ino)))
+    }
+
     /// Renames `from` to `to` in this folder; whatever was at `to` (a link included) is replaced,
     /// never followed.
     pub fn rename(&self, from: &OsStr, to: &OsStr) -> io::Result<()> {
@@ -364,6 +394,25 @@ mod tests {
         }
         assert_eq!(std::fs::read(&outside).unwrap(), b"precious");
         assert!(std::fs::symlink_metadata(&p).unwrap().file_type().is_symlink(), "the link is left as it is");
+    }
+
+    #[test]
+    fn remove_any_removes_the_name_never_what_it_leads_to() {
+        let (dir, ralph, outside) = setup();
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::write(elsewhere.join("keep"), "kept").unwrap();
+        symlink(&outside, ralph.join("state.json")).unwrap();
+        symlink(&elsewhere, ralph.join("lock")).unwrap();
+        std::fs::create_dir_all(ralph.join("learnings.json/deep")).unwrap();
+        symlink(&elsewhere, ralph.join("learnings.json/deep/way-out")).unwrap();
+        std::fs::write(ralph.join("plain"), "x").unwrap();
+        for name in ["state.json", "lock", "learnings.json", "plain", "absent"] {
+            remove_any(&ralph.join(name)).unwrap();
+            assert!(std::fs::symlink_metadata(ralph.join(name)).is_err(), "{name} is still there");
+        }
+        assert_eq!(std::fs::read(&outside).unwrap(), b"precious");
+        assert_eq!(std::fs::read(elsewhere.join("keep")).unwrap(), b"kept");
     }
 
     #[test]

@@ -51,6 +51,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { exit_code::USAGE } else { exit_code::OK });
         }
     };
+    // The scripted agent stands in for a foreign agent: it shows what it was given.
+    if !matches!(cli.command, cli::Command::ScriptedAgent(_)) {
+        process::seal_inherited_descriptors();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("RALPH_LOG"))
         .with_writer(std::io::stderr)

@@ -6,7 +6,7 @@
 //! background), so a crash never leaves half a file, and after a power cut a file that did not
 //! reach the disk is read from its synced previous version (`.prev` always holds one); the
 //! lock is a kernel lock released when the process dies, so a crashed run never blocks the
-//! next one.
+//! next one, and is made again ([`RunLock::mend`]) if an agent removes or replaces its file.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -39,6 +39,32 @@ pub enum StateError {
     /// ralph's folder is not ralph's: a link, or not a folder (bad input, exit 2).
     #[error("{path} {why}; remove it (ralph makes its folder itself)")]
     NotOurs { path: PathBuf, why: &'static str },
+    /// One of ralph's own files in `.ralph/` (`name`) is not a regular file: a link planted
+    /// there, found before any agent ran (bad input, exit 2).
+    #[error("{path} {why}, where ralph keeps a file of its own")]
+    NotOurFile { path: PathBuf, name: &'static str, why: &'static str },
+}
+
+/// ralph's own files directly in `.ralph/` that a run reads or writes before any agent: the
+/// lock, the state, the learnings store.
+pub const OWN_FILES: [&str; 3] = ["lock", "state.json", "learnings.json"];
+
+/// Refuses a run whose own files in `.ralph/` are not regular files (a link the agent of a run
+/// killed mid-iteration planted, say): ralph never follows one nor decides on its own to remove
+/// what it did not make while no agent is to blame. After an agent the frame puts them right.
+pub fn check_own_files(root: &Path) -> Result<(), StateError> {
+    let dir = root.join(RALPH_DIR);
+    for name in OWN_FILES {
+        let path = dir.join(name);
+        let why = match crate::fsx::kind(&path) {
+            Ok(Some(crate::fsx::Kind::Link)) => "is a symbolic link, which ralph does not follow",
+            Ok(Some(crate::fsx::Kind::Dir | crate::fsx::Kind::Other)) => "is not a regular file",
+            // Missing (or `.ralph` missing): made when needed; `.ralph` itself is checked apart.
+            _ => continue,
+        };
+        return Err(StateError::NotOurFile { path, name, why });
+    }
+    Ok(())
 }
 
 /// The prefix of atomic writes' temporary files.
@@ -349,7 +375,8 @@ pub fn check_ralph_dir(root: &Path) -> Result<(), StateError> {
 /// The single-instance lock on `.ralph/lock`, held for the whole run.
 #[derive(Debug)]
 pub struct RunLock {
-    _file: File,
+    file: File,
+    dir: PathBuf,
 }
 
 impl RunLock {
@@ -388,7 +415,44 @@ impl RunLock {
         file.rewind().map_err(err)?;
         write!(file, "{}", std::process::id()).map_err(err)?;
         file.flush().map_err(err)?;
-        Ok(RunLock { _file: file })
+        Ok(RunLock { file, dir: ralph_dir.to_path_buf() })
+    }
+
+    /// ralph's folder, which holds the lock.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Makes `.ralph/lock` the file this run locks again if it is not (the agent removed it,
+    /// or put a link, a folder or another file in its place, which would let a second run in
+    /// and refuse every later one): whatever is at the name goes (a link's target is never
+    /// touched), and a new lock file is made and locked. Returns whether it had to.
+    pub fn mend(&mut self) -> Result<bool, StateError> {
+        let path = self.dir.join("lock");
+        let err = |source| StateError::Write { path: path.clone(), source };
+        let name = std::ffi::OsStr::new("lock");
+        let dir = crate::fsx::open_dir(&self.dir, false).map_err(err)?;
+        let ours = {
+            use std::os::unix::fs::MetadataExt;
+            let m = self.file.metadata().map_err(err)?;
+            Some((m.dev(), m.ino()))
+        };
+        if dir.file_id(name).map_err(err)? == ours {
+            return Ok(false);
+        }
+        dir.remove_any(name).map_err(err)?;
+        let mut file = dir.create_new(name, 0o644).map_err(err)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(err(std::io::Error::other("another process locked it first")));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(err(e)),
+        }
+        write!(file, "{}", std::process::id()).map_err(err)?;
+        file.flush().map_err(err)?;
+        self.file = file;
+        Ok(true)
     }
 
     /// The pid of the run holding the lock, if one does.
@@ -432,6 +496,10 @@ pub struct TaskState {
     /// Time its iterations took, since it was last unblocked.
     #[serde(default)]
     pub elapsed_ms: u64,
+    /// The last iteration (run id, number) whose tokens and time are in `tokens` and
+    /// `elapsed_ms`: recovery adds a killed iteration's only if its end had not already.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted: Option<(String, u32)>,
     /// A fingerprint of the spec's body when the task was done: a later edit reopens it.
     #[serde(default)]
     pub done_hash: Option<String>,
@@ -595,6 +663,32 @@ mod tests {
         drop(lock);
         assert_eq!(RunLock::holder(dir.path()), None);
         RunLock::acquire(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_lock_replaced_by_a_link_is_made_again_and_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(outside.path(), "precious").unwrap();
+        let mut lock = RunLock::acquire(dir.path()).unwrap();
+        assert!(!lock.mend().unwrap(), "nothing to mend");
+        let at = dir.path().join("lock");
+        std::fs::remove_file(&at).unwrap();
+        std::os::unix::fs::symlink(outside.path(), &at).unwrap();
+        assert!(lock.mend().unwrap());
+        assert_eq!(std::fs::read(outside.path()).unwrap(), b"precious");
+        assert!(std::fs::symlink_metadata(&at).unwrap().is_file());
+        // Held again: a second run is refused, naming this one.
+        assert_eq!(RunLock::holder(dir.path()), Some(std::process::id()));
+        assert!(RunLock::acquire(dir.path()).is_err());
+        // Removed outright, or replaced by another file: the same.
+        std::fs::remove_file(&at).unwrap();
+        assert!(lock.mend().unwrap());
+        std::fs::remove_file(&at).unwrap();
+        std::fs::write(&at, "1").unwrap();
+        assert!(lock.mend().unwrap());
+        assert_eq!(RunLock::holder(dir.path()), Some(std::process::id()));
+        assert!(!lock.mend().unwrap());
     }
 
     #[test]

@@ -5,6 +5,9 @@
 //! every escape sequence (colours, CSI `m`, kept on request), the C1 controls (U+0080 to
 //! U+009F) and the C0 controls but newline and tab. It works on a stream: a sequence cut
 //! between two chunks is held back until its end arrives, never shown half.
+//!
+//! `agent::scan::strip_ansi` is [`sanitize`] without colours: what ralph scans an agent's
+//! output for (the promise, learnings, test summaries) is the text `ralph logs` shows.
 
 /// The longest escape sequence held back waiting for its end; a longer one is dropped whole.
 const MAX_PENDING: usize = 64 * 1024;
@@ -58,6 +61,8 @@ fn escape_len(b: &[u8]) -> Option<(usize, bool)> {
             while let Some(&c) = b.get(j) {
                 match c {
                     0x20..=0x2F => j += 1,
+                    // Not a final byte: the first byte of a character, which is kept whole.
+                    0x80.. => return Some((j, false)),
                     _ => return Some((j + 1, false)),
                 }
             }
@@ -127,8 +132,14 @@ impl Sanitizer {
 
 /// `text` sanitised whole.
 pub fn sanitize(text: &str, keep_colours: bool) -> String {
+    // Most lines carry no control at all (the scanner sanitises every line an agent prints).
+    let plain = |b: &u8| matches!(b, b'\n' | b'\t' | 0x20..=0x7E) || (*b >= 0x80 && *b != 0xC2);
+    if text.as_bytes().iter().all(plain) {
+        return text.to_string();
+    }
     let mut s = Sanitizer::new(keep_colours);
-    String::from_utf8_lossy(&s.push(text.as_bytes())).into_owned()
+    String::from_utf8(s.push(text.as_bytes()))
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 #[cfg(test)]

@@ -308,37 +308,12 @@ fn collapse(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Removes ANSI escape sequences and carriage returns (PTY output carries both).
+/// Removes escape sequences (CSI, OSC, DCS and the other strings, whether ended by BEL or ST)
+/// and control characters but newline and tab, carriage returns included (PTY output carries
+/// both): the terminal module's [`crate::term::sanitize`], colours dropped, so what is scanned
+/// is what `ralph logs` shows.
 pub fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\u{1b}' => match chars.peek() {
-                Some('[') => {
-                    chars.next();
-                    for c in chars.by_ref() {
-                        if ('@'..='~').contains(&c) {
-                            break;
-                        }
-                    }
-                }
-                Some(']') => {
-                    for c in chars.by_ref() {
-                        if c == '\u{7}' {
-                            break;
-                        }
-                    }
-                }
-                _ => {
-                    chars.next();
-                }
-            },
-            '\r' => {}
-            c => out.push(c),
-        }
-    }
-    out
+    crate::term::sanitize(s, false)
 }
 
 #[cfg(test)]
@@ -394,6 +369,19 @@ mod tests {
         let f = scan("", &[&big, "\n\u{1b}[32m<promise>COMPLETE</promise>\u{1b}[0m\r\n"]);
         assert!(f.promise);
         assert!(f.tail.len() <= TAIL_BYTES);
+    }
+
+    #[test]
+    fn strings_ended_by_st_do_not_swallow_the_rest_of_the_line() {
+        // An OSC 8 link, ended by ESC \ (ST) as terminals and CLIs write it.
+        assert_eq!(strip_ansi("x \u{1b}]8;;http://a\u{1b}\\link\u{1b}]8;;\u{1b}\\ y"), "x link y");
+        assert_eq!(strip_ansi("a\u{1b}]0;title\u{7}b"), "ab");
+        // DCS and APC strings end the same way.
+        assert_eq!(strip_ansi("a\u{1b}Pq#0;2\u{1b}\\b\u{1b}_apc\u{1b}\\c\r\n"), "abc\n");
+        let f = scan("", &["\u{1b}]8;;http://a\u{1b}\\see\u{1b}]8;;\u{1b}\\ <promise>COMPLETE</promise>\n"]);
+        assert!(f.promise);
+        // A non-ASCII character after a lone ESC is kept whole.
+        assert_eq!(strip_ansi("a\u{1b}é"), "aé");
     }
 
     #[test]

@@ -31,6 +31,38 @@ const CHUNK_BYTES: usize = 64 * 1024;
 /// flood of output (the child blocks on a full pipe instead).
 const CHANNEL_CHUNKS: usize = 16;
 
+/// Marks every descriptor above stderr close-on-exec, so that no child of ralph (the agent, the
+/// checks, git and its hooks) gets one. Everything ralph opens is close-on-exec already; this is
+/// for what ralph inherited: a pipe a shell or a harness left open would otherwise reach an
+/// agent that may be hostile, and an orphan of it holding the pipe keeps whoever reads the
+/// other end (ralph's caller) waiting. ralph keeps them open itself.
+pub fn seal_inherited_descriptors() {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on open descriptors.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    if rc == 0 {
+        return;
+    }
+    seal_one_by_one();
+}
+
+/// [`seal_inherited_descriptors`] before Linux 5.11 (no `close_range`): one at a time. The
+/// listing's own descriptor is closed once it has been read; setting the flag on it then fails
+/// harmlessly.
+fn seal_one_by_one() {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else { return };
+    let fds: Vec<i32> =
+        entries.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).filter(|&fd| fd > 2).collect();
+    for fd in fds {
+        // SAFETY: fcntl on a descriptor number; a closed one fails with EBADF.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+}
+
 /// Why a child could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
@@ -233,6 +265,18 @@ async fn drain(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn descriptors_are_sealed_one_by_one_where_close_range_is_missing() {
+        let flags = |fd| unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        // SAFETY: a fresh descriptor, without close-on-exec, closed below.
+        let fd = unsafe { libc::dup(2) };
+        assert!(fd > 2);
+        assert_eq!(flags(fd) & libc::FD_CLOEXEC, 0);
+        seal_one_by_one();
+        assert_eq!(flags(fd) & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+        unsafe { libc::close(fd) };
+    }
 
     fn sh(script: &str) -> SpawnRequest {
         SpawnRequest {

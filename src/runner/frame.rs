@@ -3,7 +3,10 @@
 //! git's internals (`config`, `info/exclude`, `hooks/`, every branch, tag and replacement ref
 //! but the branch being worked on) and
 //! `ralph.toml`. A snapshot is taken before the agent starts; afterwards every change is put
-//! back and named, and the iteration is rejected with the names as its reason.
+//! back and named, and the iteration is rejected with the names as its reason. A link (or
+//! anything but a regular file) in place of one of ralph's files is removed, never followed,
+//! and ralph's version written back; the run's lock (`.ralph/lock`), which the memory holds,
+//! is made again and taken if the agent took it away.
 //!
 //! Older iterations' logs are not snapshotted (they can be large), nor files over 1 MiB: an
 //! agent that deletes them is still caught by the state files it deletes with them.
@@ -35,9 +38,10 @@ enum Seen {
     Content(Arc<Vec<u8>>),
     /// Too large to keep: only a shrink or a removal is noticed, and cannot be undone.
     Large(u64),
-    /// A symbolic link where ralph keeps a file of its own: never followed (see `fsx`); put
-    /// back, it is replaced or removed, its target untouched.
-    Link,
+    /// A symbolic link, a folder, a FIFO (anything but a regular file) where ralph keeps a file
+    /// of its own: never followed nor read (see `fsx`); put back, the name is removed (a link's
+    /// target untouched) and ralph's file written afresh.
+    Foreign,
 }
 
 /// What the frame knows from one iteration to the next: the files, the hooks folder's listing
@@ -58,6 +62,10 @@ struct Known {
     head: Option<Option<String>>,
     /// Every branch and tag but `.0`, the ref HEAD named when they were listed.
     refs: Option<(Option<String>, BTreeMap<String, String>)>,
+    /// The run's lock on `.ralph/lock`, made again when an agent takes it away.
+    lock: Option<crate::state::RunLock>,
+    /// Whether `.ralph/lock` was found to be the locked file, and the watch saw no change since.
+    lock_seen: bool,
 }
 
 impl Memory {
@@ -73,7 +81,15 @@ impl Memory {
             hooks: None,
             head: None,
             refs: None,
+            lock: None,
+            lock_seen: false,
         }))
+    }
+
+    /// The memory, holding the run's lock: [`Frame::restore`] puts `.ralph/lock` back too.
+    pub fn holding(self, lock: crate::state::RunLock) -> Memory {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).lock = Some(lock);
+        self
     }
 
     /// Stops watching (the run is over): see [`FileWatch::unwatch_all`]. Nothing is kept
@@ -111,6 +127,7 @@ impl Known {
             self.hooks = None;
             self.head = None;
             self.refs = None;
+            self.lock_seen = false;
             return;
         };
         // Compared as bytes: every path here is a watched folder's path joined with a name,
@@ -119,6 +136,7 @@ impl Known {
         let hooks = self.hooks_dir().into_os_string().into_vec();
         let head = self.git_dir.join("HEAD").into_os_string().into_vec();
         let packed = self.common_dir.join("packed-refs").into_os_string().into_vec();
+        let lock = self.lock_path().map(|p| p.into_os_string().into_vec());
         let mut refs_dir = self.common_dir.join("refs").into_os_string().into_vec();
         refs_dir.push(b'/');
         let current = self.listed_current();
@@ -141,6 +159,9 @@ impl Known {
             if b == packed.as_slice() || (b.starts_with(&refs_dir) && !current_ref) {
                 self.refs = None;
             }
+            if lock.as_deref() == Some(b) {
+                self.lock_seen = false;
+            }
             if !self.reads.is_empty() {
                 self.reads.remove(&p);
             }
@@ -154,6 +175,31 @@ impl Known {
         Some(self.common_dir.join(current).into_os_string().into_vec())
     }
 
+    fn lock_path(&self) -> Option<PathBuf> {
+        self.lock.as_ref().map(|l| l.dir().join("lock"))
+    }
+
+    /// Makes `.ralph/lock` the run's locked file again if it is not; returns whether it had to.
+    fn mend_lock(&mut self) -> bool {
+        if self.lock_seen {
+            return false;
+        }
+        let Some(dir) = self.lock.as_ref().map(|l| l.dir().to_path_buf()) else { return false };
+        // Watched before the look: a change after it is reported.
+        let watched = self.watch(&dir);
+        let Some(lock) = self.lock.as_mut() else { return false };
+        match lock.mend() {
+            Ok(mended) => {
+                self.lock_seen = watched && !mended;
+                mended
+            }
+            Err(e) => {
+                tracing::warn!("{e}");
+                true
+            }
+        }
+    }
+
     fn watch(&mut self, dir: &Path) -> bool {
         self.watch.as_mut().is_some_and(|w| w.watch(dir))
     }
@@ -165,15 +211,18 @@ impl Known {
         }
         // Watched before the read: a write after it is reported.
         let watched = p.parent().is_some_and(|d| self.watch(d));
-        let link = std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
-        // A hook may be a link (a hook manager's); a file of ralph's never is.
-        let ralphs = p.components().any(|c| c.as_os_str() == RALPH_DIR);
-        let seen = match std::fs::metadata(p).ok().filter(std::fs::Metadata::is_file) {
-            _ if link && ralphs => Seen::Link,
-            Some(m) if m.len() > MAX_SNAPSHOT_BYTES => Seen::Large(m.len()),
-            Some(_) if ralphs => crate::fsx::read(p).map_or(Seen::Absent, |b| Seen::Content(Arc::new(b))),
-            Some(_) => std::fs::read(p).map_or(Seen::Absent, |b| Seen::Content(Arc::new(b))),
-            None => Seen::Absent,
+        let (seen, link) = if is_ralphs(p) {
+            let seen = look_ralphs(p);
+            (seen.clone(), seen == Seen::Foreign)
+        } else {
+            // A hook may be a link (a hook manager's), followed.
+            let link = std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
+            let seen = match std::fs::metadata(p).ok().filter(std::fs::Metadata::is_file) {
+                Some(m) if m.len() > MAX_SNAPSHOT_BYTES => Seen::Large(m.len()),
+                Some(_) => std::fs::read(p).map_or(Seen::Absent, |b| Seen::Content(Arc::new(b))),
+                None => Seen::Absent,
+            };
+            (seen, link)
         };
         if watched && !link {
             self.reads.insert(p.to_path_buf(), seen.clone());
@@ -244,6 +293,36 @@ impl Known {
     }
 }
 
+/// Whether `p` is one of ralph's files (under `.ralph/`): never a link, never followed.
+fn is_ralphs(p: &Path) -> bool {
+    p.components().any(|c| c.as_os_str() == RALPH_DIR)
+}
+
+/// One of ralph's files as it is, looked at without following a link (see `fsx`).
+fn look_ralphs(p: &Path) -> Seen {
+    use crate::fsx::Kind;
+    match crate::fsx::kind(p) {
+        Ok(Some(Kind::File)) => {
+            let Ok(file) = crate::fsx::open(p) else { return Seen::Foreign };
+            match file.metadata().map(|m| m.len()) {
+                Ok(len) if len > MAX_SNAPSHOT_BYTES => Seen::Large(len),
+                _ => {
+                    let mut bytes = Vec::new();
+                    match std::io::Read::read_to_end(&mut &file, &mut bytes) {
+                        Ok(_) => Seen::Content(Arc::new(bytes)),
+                        Err(_) => Seen::Absent,
+                    }
+                }
+            }
+        }
+        Ok(Some(_)) => Seen::Foreign,
+        Ok(None) => Seen::Absent,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Seen::Absent,
+        // A folder on the way is not ralph's (`.ralph` made a link): nothing to read.
+        Err(_) => Seen::Foreign,
+    }
+}
+
 /// The protected files and refs as they were.
 #[derive(Debug)]
 pub struct Frame {
@@ -306,6 +385,12 @@ impl Frame {
                 }
                 let _ = crate::fsx::write(&aside, changed.as_slice());
             }
+            let ralphs = is_ralphs(path);
+            // Not ralph's file where ralph's should be: the name goes (a link, never its
+            // target; a folder with what it holds), and ralph's version is written afresh.
+            if ralphs && now == Seen::Foreign {
+                let _ = crate::fsx::remove_any(path);
+            }
             match before {
                 Seen::Content(bytes) => {
                     if let Some(parent) = path.parent() {
@@ -313,13 +398,19 @@ impl Frame {
                     }
                     let _ = crate::state::atomic_write(path, bytes);
                 }
+                Seen::Absent if ralphs => {
+                    let _ = crate::fsx::remove_any(path);
+                }
                 Seen::Absent => {
                     let _ = std::fs::remove_file(path);
                 }
-                Seen::Large(_) | Seen::Link => {}
+                Seen::Large(_) | Seen::Foreign => {}
             }
             known.reads.remove(path);
             changed.push(rel(path));
+        }
+        if known.mend_lock() {
+            changed.push(format!("{RALPH_DIR}/lock"));
         }
         for p in known.hooks() {
             if !self.files.contains_key(&p) {

@@ -544,25 +544,14 @@ pub(crate) async fn run(
     }
     ts.tokens += report.tokens.map_or(0, |t| t.total());
     ts.elapsed_ms += u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let limits = &it.cfg.budget;
+    ts.counted = Some((it.run_id.to_string(), it.number));
     let block_reason = if outcome == Outcome::Done {
         None
     } else if attempt_used && ts.attempts >= max_attempts {
         let why = crate::reporter::summary(failure.as_deref().unwrap_or(""));
         Some(format!("{} failed attempts; the last: {} ({why})", ts.attempts, outcome.as_str()))
-    } else if let Some(max) = limits.max_task_tokens.filter(|m| ts.tokens >= *m) {
-        Some(format!("used {} tokens, over the task's limit of {max}", ts.tokens))
     } else {
-        limits
-            .max_task_duration
-            .filter(|m| ts.elapsed_ms >= u64::try_from(m.as_millis()).unwrap_or(u64::MAX))
-            .map(|m| {
-                format!(
-                    "took {}, over the task's limit of {}",
-                    humantime::format_duration(Duration::from_secs(ts.elapsed_ms / 1000)),
-                    humantime::format_duration(m)
-                )
-            })
+        over_task_limit(ts, &it.cfg.budget)
     };
     let blocked = block_reason.is_some();
     if let Some(reason) = block_reason {
@@ -921,6 +910,23 @@ pub(crate) struct Started {
 
 /// Blocks a task: `status: blocked` and the reason in its front matter, committed on its own,
 /// and remembered so that moving it back to `todo` gives it fresh attempts.
+/// Why the task's own spending (`max_task_tokens`, `max_task_duration`) blocks it, if it does.
+pub(crate) fn over_task_limit(ts: &state::TaskState, limits: &crate::config::BudgetConfig) -> Option<String> {
+    if let Some(max) = limits.max_task_tokens.filter(|m| ts.tokens >= *m) {
+        return Some(format!("used {} tokens, over the task's limit of {max}", ts.tokens));
+    }
+    limits
+        .max_task_duration
+        .filter(|m| ts.elapsed_ms >= u64::try_from(m.as_millis()).unwrap_or(u64::MAX))
+        .map(|m| {
+            format!(
+                "took {}, over the task's limit of {}",
+                humantime::format_duration(Duration::from_secs(ts.elapsed_ms / 1000)),
+                humantime::format_duration(m)
+            )
+        })
+}
+
 pub(crate) fn block(
     root: &Path,
     task: &Spec,

@@ -226,7 +226,8 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
     }
     check_git_state(&root, &cfg)?;
     let ralph_dir = state::ensure_ralph_dir(&root)?;
-    let _lock = RunLock::acquire(&ralph_dir).map_err(|e| match e {
+    state::check_own_files(&root)?;
+    let lock = RunLock::acquire(&ralph_dir).map_err(|e| match e {
         state::StateError::Locked { .. } => CliError::usage(e.to_string()).hint(
             "wait for it to finish, or stop it: `ralph stop` (after this iteration) or `ralph stop --now`",
         ),
@@ -370,7 +371,9 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
     let mut cfg = cfg;
     let mut template = template;
     let mut reload = Reload { opts: &opts, seen: Reload::fingerprints(&root, &cfg) };
-    let frame = frame::Memory::new(&root);
+    // The frame holds the lock for the rest of the run, and makes it again if an agent takes
+    // it away.
+    let frame = frame::Memory::new(&root).holding(lock);
     let result = run_loop(
         &root,
         tree.as_ref(),
@@ -536,6 +539,13 @@ async fn run_loop(
             }
             Next::Task(t) => t.clone(),
         };
+        // A task already over its own limits (a killed iteration's spending, counted by
+        // recovery, or a limit lowered since) is blocked before it spends more.
+        if let Some(reason) = iteration::over_task_limit(&state.task(&task.id), &cfg.budget) {
+            iteration::block(root, &task, &reason, run_id, meta.iterations, &mut state, reporter)?;
+            state.save(root)?;
+            continue;
+        }
         if let Err(spent) = budget.check() {
             if spent.is_breaker() && cfg.budget.on_breaker == config::OnBreaker::Block {
                 // The breaker tripped on the task that ran last: block that one and go on.

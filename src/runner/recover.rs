@@ -9,7 +9,8 @@
 //! 3. settles the interrupted iteration: if ralph's commit for it exists, the work is kept;
 //!    otherwise its diff is saved as `rejected.patch` and the tree restored; either way it is
 //!    recorded as `interrupted` (no attempt used), with the tokens and cost the agent had
-//!    reported until then (`usage.json`) and the time it ran, which the run's budgets count.
+//!    reported until then (`usage.json`) and the time it ran, which the run's budgets count
+//!    and so do the task's own totals in `state.json` (its `max_task_*` limits).
 //!
 //! Committed work is never touched.
 
@@ -20,7 +21,7 @@ use crate::logs;
 use crate::record::{self, IterationRecord, Outcome};
 use crate::reporter::Reporter;
 use crate::secrets::Secrets;
-use crate::state::{self, RALPH_DIR, TMP_PREFIX};
+use crate::state::{self, RALPH_DIR, State, TMP_PREFIX};
 use std::path::Path;
 use std::time::Duration;
 
@@ -61,11 +62,32 @@ pub fn crashed_run(
             started.task,
             record.failure.as_deref().unwrap_or("")
         ));
+        // The task's own totals, before the record: a kill between the two finds the
+        // iteration counted and does not count it twice.
+        count_for_task(root, run_id, &record)?;
         record::append(&logs::records_path(run_dir), &record)
             .map_err(|e| CliError::failure(format!("cannot write the iteration record: {e}")))?;
         ran += Duration::from_millis(record.duration_ms);
     }
     Ok(ran)
+}
+
+/// Adds a cut iteration's tokens and time to its task's totals (no attempt: the iteration was
+/// not the agent's failure), so that the task's limits see them; unless the iteration's own
+/// end counted them already (ralph was killed after saving the state, before the record).
+fn count_for_task(root: &Path, run_id: &str, record: &IterationRecord) -> Result<(), CliError> {
+    let mut state = State::load(root)?;
+    let ts = state.task_mut(&record.task);
+    let this = (run_id.to_string(), record.iteration);
+    if ts.counted.as_ref() == Some(&this) {
+        return Ok(());
+    }
+    ts.iterations += 1;
+    ts.tokens += record.tokens.map_or(0, |t| t.total());
+    ts.elapsed_ms += record.duration_ms;
+    ts.counted = Some(this);
+    state.save(root)?;
+    Ok(())
 }
 
 /// Whether an iteration of the run started (touched the tree) and has no record.

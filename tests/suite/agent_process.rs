@@ -241,3 +241,56 @@ fn sighup_stops_like_ctrl_c_and_a_second_signal_skips_the_grace_period() {
     assert_eq!(repo.records()[0]["outcome"], "interrupted");
     assert_eq!(repo.dirt(), "");
 }
+
+/// The descriptors `ls -l /proc/self/fd` listed in `listing`, less the one `ls` opened to read
+/// that folder.
+fn open_fds(listing: &str) -> Vec<u32> {
+    let mut fds: Vec<u32> = listing
+        .lines()
+        .filter_map(|l| {
+            let (name, target) = l.split_once(" -> ")?;
+            let fd = name.rsplit(' ').next()?.parse().ok()?;
+            let own = target.starts_with("/proc/") && target.ends_with("/fd");
+            (!own).then_some(fd)
+        })
+        .collect();
+    fds.sort_unstable();
+    fds
+}
+
+#[test]
+fn children_get_no_descriptor_beyond_stdin_stdout_and_stderr() {
+    // ralph itself is started with an extra open pipe (fd 9, its stdout's), as a shell or a
+    // harness may leave one: neither that nor anything ralph opens reaches the agent, the
+    // checks or git's hooks.
+    for pty in [false, true] {
+        let repo = TestRepo::new();
+        let out = |name: &str| repo.outside.join(name).display().to_string();
+        repo.set_scenario(&format!(
+            "[[step]]\nactions = [{{ run = \"ls -l /proc/self/fd > {}\" }}, {{ write = {{ path = \"a.txt\", content = \"a\\n\" }} }}, {{ promise = true }}]\n",
+            out("agent-fds")
+        ));
+        let pty_toml = if pty { "pty = true\nprompt = \"file\"\n" } else { "" };
+        repo.write_config(&[&format!("ls -l /proc/self/fd > {}", out("check-fds"))], pty_toml);
+        repo.write("specs/010-a.md", "# A\n");
+        repo.commit_all("set up ralph");
+        let hook = repo.path(".git/hooks/pre-commit");
+        std::fs::create_dir_all(hook.parent().unwrap()).unwrap();
+        std::fs::write(&hook, format!("#!/bin/sh\nls -l /proc/self/fd > {}\n", out("hook-fds"))).unwrap();
+        std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+
+        let mut cmd = repo.cmd(&["run"]);
+        // SAFETY: dup2 is async-signal-safe; the new descriptor has no close-on-exec flag.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                if libc::dup2(1, 9) == 9 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+            });
+        }
+        let run = Run(cmd.output().unwrap()).expect(0);
+        assert!(run.stderr().contains("backlog done"), "{}", run.stderr());
+        for name in ["agent-fds", "check-fds", "hook-fds"] {
+            let listing = std::fs::read_to_string(repo.outside.join(name)).unwrap();
+            assert_eq!(open_fds(&listing), [0, 1, 2], "pty {pty}, {name}:\n{listing}");
+        }
+    }
+}

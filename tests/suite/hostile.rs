@@ -71,10 +71,14 @@ fn links_planted_in_ralphs_folder_lead_nowhere_outside() {
     }
     assert_eq!(repo.records().len(), 1, "iteration 1 is recorded");
 
-    // The lock is a link now: the next run refuses it, naming it.
+    // The lock is ralph's file again (the frame made it afresh): the next run takes it.
+    assert!(std::fs::symlink_metadata(repo.path(".ralph/lock")).unwrap().is_file());
+    repo.set_scenario(
+        "[[step]]\nactions = [{ write = { path = \"src/b.txt\", content = \"b\\n\" } }, { promise = true }]\n",
+    );
     let run = repo.ralph_within(120, &["run"]);
-    assert_ne!(run.code(), 0);
-    assert!(run.stderr().contains(".ralph/lock is a symbolic link"), "{}", run.stderr());
+    assert!(run.stderr().contains("resuming run"), "{}", run.stderr());
+    assert!(!run.stderr().contains("lock is a symbolic link"), "{}", run.stderr());
     untouched(&elsewhere, &files);
 }
 
@@ -202,4 +206,99 @@ actions = [{{ write = {{ path = "b.txt", content = "b\n" }} }}, {{ promise = tru
 
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Links planted at ralph's own files, `learnings.json`, `state.json` and the run's lock: the
+/// frame removes each link (never touching its target), puts ralph's file back, rejects the
+/// iteration naming them, and the run finishes the backlog; the next run starts normally.
+#[test]
+fn links_planted_at_ralphs_own_files_are_removed_and_the_run_goes_on() {
+    let repo = TestRepo::new();
+    let (elsewhere, files) = targets(&repo, &["learnings.txt", "state.txt", "lock.txt"]);
+    let o = repo.outside.display();
+    let plant = format!(
+        "ln -sf {o}/learnings.txt .ralph/learnings.json && ln -sf {o}/state.txt .ralph/state.json \
+         && ln -sf {o}/lock.txt .ralph/lock"
+    );
+    let scenario = format!(
+        r#"
+[[step]]
+task = "010-a"
+actions = [{{ write = {{ path = "a.txt", content = "a\n" }} }}, {{ learning = "a taught something" }}, {{ promise = true }}]
+[[step]]
+task = "020-b"
+iteration = 1
+actions = [{{ run = {} }}, {{ write = {{ path = "b.txt", content = "b\n" }} }}, {{ promise = true }}]
+[[step]]
+task = "020-b"
+actions = [{{ write = {{ path = "b.txt", content = "b\n" }} }}, {{ promise = true }}]
+[[step]]
+task = "030-c"
+iteration = 1
+actions = [{{ run = {} }}, {{ write = {{ path = "c.txt", content = "c\n" }} }}, {{ promise = true }}]
+[[step]]
+task = "030-c"
+actions = [{{ write = {{ path = "c.txt", content = "c\n" }} }}, {{ promise = true }}]
+"#,
+        toml_str(&plant),
+        toml_str(
+            "rm .ralph/learnings.json .ralph/state.json && mkfifo .ralph/learnings.json && mkdir -p .ralph/state.json/in"
+        )
+    );
+    repo.set_scenario(&scenario);
+    repo.write_config(&["true"], "");
+    repo.write("specs/010-a.md", "# A\n");
+    repo.write("specs/020-b.md", "# B\n");
+    repo.commit_all("set up ralph");
+
+    let run = repo.ralph_within(120, &["run"]);
+    untouched(&elsewhere, &files);
+    let r = repo.records();
+    let outcomes: Vec<&str> = r.iter().map(|r| r["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["done", "agent_failed", "done"], "{}", run.stderr());
+    run.expect(0);
+    let failure = r[1]["failure"].as_str().unwrap();
+    for name in [".ralph/learnings.json", ".ralph/state.json", ".ralph/lock"] {
+        assert!(failure.contains(name), "{name} not in: {failure}");
+        let m = std::fs::symlink_metadata(repo.path(name)).unwrap();
+        assert!(m.is_file(), "{name} is not a regular file again");
+    }
+    assert!(repo.read(".ralph/learnings.json").contains("a taught something"));
+    assert_eq!((repo.spec_status("010-a"), repo.spec_status("020-b")), ("done".into(), "done".into()));
+    assert_eq!(repo.dirt(), "");
+
+    // The next run takes the lock as usual. A FIFO and a folder in place of ralph's files are
+    // put right the same way.
+    repo.write("specs/030-c.md", "# C\n");
+    repo.commit_all("one more");
+    let run = repo.ralph_within(120, &["run"]);
+    let r = repo.records();
+    let outcomes: Vec<&str> = r.iter().map(|r| r["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["agent_failed", "done"], "{}", run.stderr());
+    run.expect(0);
+    let failure = r[0]["failure"].as_str().unwrap();
+    for name in [".ralph/learnings.json", ".ralph/state.json"] {
+        assert!(failure.contains(name), "{name} not in: {failure}");
+        assert!(std::fs::symlink_metadata(repo.path(name)).unwrap().is_file(), "{name}");
+    }
+    assert_eq!(repo.spec_status("030-c"), "done");
+    untouched(&elsewhere, &files);
+}
+
+/// At the start of a run, before any agent, a link at the lock or the state is an error naming
+/// it, with the way out.
+#[test]
+fn a_link_at_the_lock_or_the_state_before_a_run_is_named_with_a_hint() {
+    for name in ["lock", "state.json"] {
+        let repo = TestRepo::with_loop(&scenario("true"), &["true"], "", &[("010-a.md", "# A\n")]);
+        let (elsewhere, files) = targets(&repo, &["target.txt"]);
+        std::fs::create_dir_all(repo.path(".ralph")).unwrap();
+        std::os::unix::fs::symlink(repo.outside.join("target.txt"), repo.path(&format!(".ralph/{name}")))
+            .unwrap();
+        let run = repo.ralph_within(60, &["run"]).expect(2);
+        let err = run.stderr();
+        assert!(err.contains(&format!(".ralph/{name} is a symbolic link")), "{err}");
+        assert!(err.contains(&format!("rm .ralph/{name}")), "{err}");
+        untouched(&elsewhere, &files);
+    }
 }

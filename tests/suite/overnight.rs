@@ -541,6 +541,44 @@ fn usage_and_time_of_an_iteration_cut_by_kill_9_count_after_resume() {
 }
 
 #[test]
+fn a_killed_iterations_tokens_count_toward_its_tasks_limit() {
+    // The first time, task A's agent reports 3,000 tokens and is killed; the task's limit is
+    // 2,500, so after the resume A is blocked without another try, and B runs.
+    let repo = TestRepo::with_loop(
+        "",
+        &["true"],
+        "output_format = \"aider-text\"\n\n[budget]\nmax_task_tokens = 2500\n",
+        &FOUR[..2],
+    );
+    let mark = repo.outside.join("spent-once");
+    let first = format!(
+        "if [ ! -e {0} ]; then touch {0}; echo 'Tokens: 2k sent, 1k received. Cost: $0.80 message, $0.80 session.'; for i in 1 2 3 4 5; do sleep 0.5; echo tick $i; done; sleep 60; fi",
+        mark.display()
+    );
+    repo.set_scenario(&format!(
+        "[[step]]\nactions = [{{ run = {} }}, {{ run = \"echo $RALPH_TASK > $RALPH_TASK.txt\" }}, {{ print = \"Tokens: 1k sent, 1k received. Cost: $0.30 message, $0.30 session.\" }}, {{ promise = true }}]\n",
+        toml_str(&first)
+    ));
+    let mut child = repo.cmd(&["run"]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    // The streamed usage is saved (at most every 2 s while output flows) before the kill.
+    let usage = || std::fs::read_to_string(repo.latest_run_dir().join("iter-0001/usage.json"));
+    assert!(wait_for(30, || first_log(&repo).contains("tick 5") && usage().is_ok_and(|u| u.contains("2000"))));
+    // SAFETY: SIGKILL to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+
+    let run = repo.ralph(&["run"]).expect(4);
+    assert!(run.stderr().contains("used 3000 tokens, over the task's limit of 2500"), "{}", run.stderr());
+    assert_eq!(repo.spec_status("010-a"), "blocked");
+    assert_eq!(repo.spec_status("020-b"), "done");
+    assert!(!repo.exists("010-a.txt"), "A ran again past its limit");
+    let r = repo.records();
+    assert_eq!(r.len(), 2, "{r:?}");
+    assert_eq!(r[0]["outcome"], "interrupted", "{r:?}");
+    assert_eq!((r[1]["task"].as_str(), r[1]["outcome"].as_str()), (Some("020-b"), Some("done")), "{r:?}");
+}
+
+#[test]
 fn processes_that_escape_the_agents_group_are_ended_before_they_write() {
     // A daemon of its own session, and one with a cleared environment too (no RALPH_RUN_ID
     // for recovery to find it by): each would write into the tree after the agent exits.
