@@ -22,7 +22,7 @@ use crate::logs;
 use crate::process::{self, Ending, Limits};
 use crate::prompt::{self, Template};
 use crate::record::{self, Cause, IterationRecord, Outcome};
-use crate::reporter::Reporter;
+use crate::reporter::{Phase, Reporter};
 use crate::secrets::{Secrets, StreamMasker};
 use crate::signal::Stop;
 use crate::state::{self, LastIteration, RALPH_DIR, State};
@@ -154,7 +154,7 @@ pub(crate) async fn run(
         let cancel = agent_cancel.clone();
         it.spec_watch.task(root, task, move || cancel.cancel())
     });
-    reporter.phase("agent");
+    reporter.phase(Phase::Agent);
     let usage_path = dir.join(USAGE);
     let mut usage_saved: Option<(Instant, Usage)> = None;
     let finished = match process::spawn(&req) {
@@ -423,7 +423,7 @@ pub(crate) async fn run(
     let mut commit = None;
     let mut files_changed = Vec::new();
     if outcome.is_green() || kept_after_stop {
-        reporter.phase("commit");
+        reporter.phase(Phase::Commit);
         // ralph owns the status: the agent's word (or edit) does not mark a task done.
         let status = if outcome == Outcome::Done { Status::Done } else { Status::Todo };
         crate::backlog::set_status(root, task, &spec_before, status, None)?;
@@ -465,7 +465,7 @@ pub(crate) async fn run(
 
     // Red: keep the diff, put the tree back, then keep the learnings.
     if !outcome.is_green() && commit.is_none() {
-        reporter.phase("revert");
+        reporter.phase(Phase::Revert);
         git::add_all(root)?;
         files_changed = git::staged_files(root, &head_before)?;
         if !files_changed.is_empty() {
@@ -783,7 +783,7 @@ async fn run_checks(
     judged: &mut Judged,
     failure: &mut Option<String>,
 ) -> Result<Outcome, CliError> {
-    reporter.phase("checks");
+    reporter.phase(Phase::Checks);
     // The gates first: no point running checks on work that games them.
     let caught = gates(it, judged)?;
     if !caught.is_empty() {
@@ -832,7 +832,7 @@ async fn run_checks(
     };
     // Green: the reviewer, if there is one, has the last word.
     if outcome.is_green() && it.cfg.review.is_some() {
-        reporter.phase("review");
+        reporter.phase(Phase::Review);
         let verdict =
             super::review::review(it, dir, &judged.head_before, &judged.records, judged.task_iteration)
                 .await?;
@@ -1180,7 +1180,7 @@ async fn baseline(
     if let Some(b) = state.baseline.as_ref().filter(|b| b.head == head) {
         return Ok(Some(b.clone()));
     }
-    reporter.phase("baseline checks");
+    reporter.phase(Phase::BaselineChecks);
     let path = dir.join("baseline.log");
     let mut log = crate::fsx::create(&path).map_err(|e| io_err("create", &path, e))?;
     let mut masker = StreamMasker::new(it.secrets.clone());
