@@ -25,6 +25,9 @@ pub struct ChecksResult {
     pub records: Vec<CheckRecord>,
     /// The failing command and its output's tail.
     pub failure: Option<String>,
+    /// The failing command already failed on the clean tree, naming its failing tests, and now
+    /// names tests it did not: new failures beside known ones, not a check broken outright.
+    pub new_test_failures: bool,
     pub interrupted: bool,
     /// Tests each command's runner reported (cargo test, nextest, pytest, jest, vitest), for
     /// the commands that reported any.
@@ -62,6 +65,13 @@ impl Judge<'_> {
         // A failure that names no test (before or now) could hide anything: "it failed before
         // and still does" would let garbage through, so only named old failures are forgiven.
         !known.is_empty() && !failed_tests.is_empty() && failed_tests.iter().all(|t| known.contains(t))
+    }
+
+    /// Whether the clean tree already failed `command` with named tests (and it is not strict):
+    /// a failure of it now that is not tolerated names tests it did not.
+    fn knows_failures_of(&self, command: &str) -> bool {
+        !self.strict.iter().any(|s| s == command)
+            && self.baseline.and_then(|b| b.failing.get(command)).is_some_and(|k| !k.is_empty())
     }
 }
 
@@ -179,6 +189,11 @@ pub async fn run(
             && finished.ending == Ending::Exited
             && !timed_out
             && judge.tolerates(command, &failed_tests);
+        let new_failures = failed
+            && !tolerated
+            && !timed_out
+            && !failed_tests.is_empty()
+            && judge.knows_failures_of(command);
         if tolerated {
             writeln!(
                 log,
@@ -202,6 +217,7 @@ pub async fn run(
             return Ok(result);
         }
         if failed && !tolerated && !judge.keep_going {
+            result.new_test_failures = new_failures;
             let text = String::from_utf8_lossy(&tail);
             result.failure =
                 Some(format!("`{command}` failed ({status}):\n{}", last_lines(&text, FAILURE_TAIL_LINES)));
@@ -292,10 +308,15 @@ mod tests {
         let judge = Judge { keep_going: false, baseline: Some(&baseline), strict: &[] };
         let (r, _) = run_judged(&[&new], 10_000, &judge).await;
         assert!(r.failure.is_some());
+        assert!(r.new_test_failures, "new failures beside known ones");
         // A task's own check is never tolerated.
         let strict = [new.clone()];
         let judge = Judge { keep_going: false, baseline: Some(&baseline), strict: &strict };
-        assert!(run_judged(&[&new], 10_000, &judge).await.0.failure.is_some());
+        let (r, _) = run_judged(&[&new], 10_000, &judge).await;
+        assert!(r.failure.is_some() && !r.new_test_failures);
+        // Without a baseline, a failure is a check failed, not new failures.
+        let (r, _) = run_judged(&[&new], 10_000, &Judge::default()).await;
+        assert!(r.failure.is_some() && !r.new_test_failures);
     }
 
     #[test]

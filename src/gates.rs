@@ -7,6 +7,7 @@
 //!   in the number of tests a check's runner reports (cargo test, nextest, pytest, jest,
 //!   vitest), compared with the last green count.
 
+use crate::record::Cause;
 use std::collections::BTreeMap;
 
 /// CI configuration, protected by default.
@@ -125,6 +126,19 @@ pub struct Change {
     pub path: String,
 }
 
+/// One thing a gate caught: its kind (the record's `cause`) and what it says of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub cause: Cause,
+    pub message: String,
+}
+
+impl Rejection {
+    pub fn new(cause: Cause, message: String) -> Rejection {
+        Rejection { cause, message }
+    }
+}
+
 /// Why an iteration was rejected by a gate; empty when it passed.
 pub fn inspect(
     changes: &[Change],
@@ -132,25 +146,33 @@ pub fn inspect(
     protected: &[String],
     spec_bodies_before: &BTreeMap<String, String>,
     spec_bodies_after: &BTreeMap<String, String>,
-) -> Vec<String> {
+) -> Vec<Rejection> {
     let mut out = Vec::new();
     for c in changes {
         if let Some(p) = protected.iter().find(|p| glob_match(p, &c.path)) {
-            out.push(format!("it changed the protected path {} (`{p}`)", c.path));
+            out.push(Rejection::new(
+                Cause::ProtectedPath,
+                format!("it changed the protected path {} (`{p}`)", c.path),
+            ));
         }
         if c.kind == 'D' && TEST_PATTERNS.iter().any(|p| glob_match(p, &c.path)) {
-            out.push(format!("it deleted the test file {}", c.path));
+            out.push(Rejection::new(Cause::TestDeleted, format!("it deleted the test file {}", c.path)));
         }
     }
     for (path, before) in spec_bodies_before {
         match spec_bodies_after.get(path) {
-            Some(after) if after.trim() != before.trim() => out.push(format!("it rewrote the spec {path}")),
+            Some(after) if after.trim() != before.trim() => {
+                out.push(Rejection::new(Cause::SpecRewritten, format!("it rewrote the spec {path}")))
+            }
             _ => {}
         }
     }
     for (path, line) in added_lines {
         if let Some(m) = SKIP_MARKERS.iter().find(|m| line.contains(*m)) {
-            out.push(format!("it added a skip marker in {path}: `{}` ({m})", line.trim()));
+            out.push(Rejection::new(
+                Cause::SkipMarker,
+                format!("it added a skip marker in {path}: `{}` ({m})", line.trim()),
+            ));
         }
     }
     out
@@ -318,10 +340,15 @@ mod tests {
         let after = BTreeMap::from([("specs/010-a.md".to_string(), "# A\n\nDo less.\n".to_string())]);
         let found = inspect(&changes, &added, &[".github/workflows/**".to_string()], &before, &after);
         assert_eq!(found.len(), 4, "{found:?}");
-        assert!(found[0].contains("protected path .github/workflows/ci.yml"));
-        assert!(found[1].contains("deleted the test file tests/parser_test.rs"));
-        assert!(found[2].contains("rewrote the spec specs/010-a.md"));
-        assert!(found[3].contains("skip marker in src/lib.rs"));
+        assert!(found[0].message.contains("protected path .github/workflows/ci.yml"));
+        assert!(found[1].message.contains("deleted the test file tests/parser_test.rs"));
+        assert!(found[2].message.contains("rewrote the spec specs/010-a.md"));
+        assert!(found[3].message.contains("skip marker in src/lib.rs"));
+        let causes: Vec<Cause> = found.iter().map(|r| r.cause).collect();
+        assert_eq!(
+            causes,
+            [Cause::ProtectedPath, Cause::TestDeleted, Cause::SpecRewritten, Cause::SkipMarker]
+        );
     }
 
     #[test]

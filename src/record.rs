@@ -57,6 +57,143 @@ impl Outcome {
     }
 }
 
+/// Why an iteration that is not green ended as it did: the record's `cause`, beside the human
+/// `failure` text, so that figures (`ralph stats`) never read the prose. Names are a contract
+/// (snake_case strings, documented in the README): variants are only ever added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    /// A check failed (exited non-zero, timed out or could not start).
+    ChecksFailed,
+    /// A check that already failed on the clean tree (the baseline) names failing tests it did
+    /// not name there.
+    NewTestFailures,
+    /// The agent exited non-zero, was killed by a signal, or reported an error.
+    AgentExit,
+    /// The agent could not be started.
+    AgentNotStarted,
+    /// The agent could not authenticate (a fatal agent error: the run stops).
+    Auth,
+    /// The agent's model does not exist (a fatal agent error: the run stops).
+    ModelMissing,
+    /// A usage or rate limit.
+    RateLimited,
+    /// The iteration's wall-clock limit (`[agent] timeout`).
+    Timeout,
+    /// The run's time budget ran out while the agent worked.
+    TimeBudget,
+    /// No output for `[agent] idle_timeout`.
+    IdleTimeout,
+    /// The agent changed what it must not touch: switched branch, rewrote history, put
+    /// `.ralph/` into git, removed `.ralph/`, or changed ralph's protected files.
+    FrameBroken,
+    /// A gate: the work changed a protected path.
+    ProtectedPath,
+    /// A gate: the work deleted a test file.
+    TestDeleted,
+    /// A gate: the work added a skip or ignore marker.
+    SkipMarker,
+    /// A gate: a check's runner reported fewer tests than at the last green iteration.
+    FewerTests,
+    /// A gate: the work rewrote a task's spec.
+    SpecRewritten,
+    /// A gate: the work changed another task's status.
+    StatusChanged,
+    /// A gate: the work deleted a file another task made.
+    OtherTaskWorkDeleted,
+    /// The reviewer (`[review]`) rejected green work.
+    ReviewRejected,
+    /// `git commit` was refused (a hook failed).
+    HookRejected,
+    /// ralph was stopped (Ctrl-C, a termination signal, `ralph stop`).
+    Interrupted,
+    /// The task's spec was edited while its agent worked (`on_spec_edit = "restart"`).
+    Restarted,
+    /// ralph was killed mid-iteration; the next run recovered the iteration.
+    Crashed,
+}
+
+impl Cause {
+    /// Every cause, in declaration order.
+    pub const ALL: [Cause; 23] = [
+        Cause::ChecksFailed,
+        Cause::NewTestFailures,
+        Cause::AgentExit,
+        Cause::AgentNotStarted,
+        Cause::Auth,
+        Cause::ModelMissing,
+        Cause::RateLimited,
+        Cause::Timeout,
+        Cause::TimeBudget,
+        Cause::IdleTimeout,
+        Cause::FrameBroken,
+        Cause::ProtectedPath,
+        Cause::TestDeleted,
+        Cause::SkipMarker,
+        Cause::FewerTests,
+        Cause::SpecRewritten,
+        Cause::StatusChanged,
+        Cause::OtherTaskWorkDeleted,
+        Cause::ReviewRejected,
+        Cause::HookRejected,
+        Cause::Interrupted,
+        Cause::Restarted,
+        Cause::Crashed,
+    ];
+
+    /// The name written in the record.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::ChecksFailed => "checks_failed",
+            Cause::NewTestFailures => "new_test_failures",
+            Cause::AgentExit => "agent_exit",
+            Cause::AgentNotStarted => "agent_not_started",
+            Cause::Auth => "auth",
+            Cause::ModelMissing => "model_missing",
+            Cause::RateLimited => "rate_limited",
+            Cause::Timeout => "timeout",
+            Cause::TimeBudget => "time_budget",
+            Cause::IdleTimeout => "idle_timeout",
+            Cause::FrameBroken => "frame_broken",
+            Cause::ProtectedPath => "protected_path",
+            Cause::TestDeleted => "test_deleted",
+            Cause::SkipMarker => "skip_marker",
+            Cause::FewerTests => "fewer_tests",
+            Cause::SpecRewritten => "spec_rewritten",
+            Cause::StatusChanged => "status_changed",
+            Cause::OtherTaskWorkDeleted => "other_task_work_deleted",
+            Cause::ReviewRejected => "review_rejected",
+            Cause::HookRejected => "hook_rejected",
+            Cause::Interrupted => "interrupted",
+            Cause::Restarted => "restarted",
+            Cause::Crashed => "crashed",
+        }
+    }
+
+    /// The cause an outcome stands for when nothing more precise was found.
+    pub fn of(outcome: Outcome) -> Option<Cause> {
+        match outcome {
+            Outcome::Done | Outcome::Progress => None,
+            Outcome::ChecksFailed => Some(Cause::ChecksFailed),
+            Outcome::AgentFailed => Some(Cause::AgentExit),
+            Outcome::Timeout => Some(Cause::Timeout),
+            Outcome::IdleTimeout => Some(Cause::IdleTimeout),
+            Outcome::Interrupted => Some(Cause::Interrupted),
+            Outcome::RateLimited => Some(Cause::RateLimited),
+            Outcome::Restarted => Some(Cause::Restarted),
+        }
+    }
+}
+
+impl From<&crate::agent::limits::Fatal> for Cause {
+    fn from(f: &crate::agent::limits::Fatal) -> Cause {
+        match f {
+            crate::agent::limits::Fatal::Auth(_) => Cause::Auth,
+            crate::agent::limits::Fatal::ModelMissing(_) => Cause::ModelMissing,
+        }
+    }
+}
+
 /// One check command's result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckRecord {
@@ -111,6 +248,10 @@ pub struct IterationRecord {
     pub promise: bool,
     /// What failed, as shown to the next iteration.
     pub failure: Option<String>,
+    /// Why, as a name: set on every record that is not green (absent in records written
+    /// before it was added).
+    #[serde(default)]
+    pub cause: Option<Cause>,
     /// The agent's `<progress>` note.
     pub progress: Option<String>,
     /// Set when this iteration used the task's last attempt.
@@ -161,7 +302,7 @@ fn is_zero(n: &u32) -> bool {
 /// Appends one record as one line.
 impl IterationRecord {
     /// A record with its identity and outcome and nothing else yet: no times, checks, commit,
-    /// usage or messages. Fill in the rest with struct update syntax.
+    /// usage or messages; the cause the outcome stands for. Fill in the rest with struct update syntax.
     pub fn new(run_id: &str, iteration: u32, task: &str, outcome: Outcome) -> Self {
         IterationRecord {
             run_id: run_id.to_string(),
@@ -181,6 +322,7 @@ impl IterationRecord {
             learnings_rejected: Vec::new(),
             promise: false,
             failure: None,
+            cause: Cause::of(outcome),
             progress: None,
             blocked: false,
             spec_edited: false,
@@ -241,6 +383,39 @@ mod tests {
     use super::*;
 
     const LINE: &str = r#"{"run_id":"r","iteration":1,"task":"010-a","started_at":"2026-11-22T07:50:30.897Z","ended_at":"2026-11-22T07:50:31.006Z","duration_ms":109,"exit_code":0,"outcome":"progress","checks":[{"command":"true","exit_code":0,"duration_ms":1}],"head_before":"5b31a7c9cf520777ea0b38533915bfff84b36882","commit":null,"files_changed":["work.txt"],"learnings_added":[],"learnings_rejected":[],"promise":false,"failure":null,"progress":"half \"done\"","blocked":false,"output_leaked":false,"log_capped":false,"tokens":{"input":1,"output":2,"cache_read":3,"cache_write":4},"cost_usd":0.5,"num_turns":3,"model":"m","agent_session_id":"s","final_message":"é","is_error":false,"limit_resets_at":null}"#;
+
+    #[test]
+    fn causes_are_written_as_their_snake_case_names() {
+        for c in Cause::ALL {
+            let json = serde_json::to_string(&c).unwrap();
+            assert_eq!(json, format!("\"{}\"", c.as_str()));
+            assert_eq!(serde_json::from_str::<Cause>(&json).unwrap(), c);
+        }
+        assert_eq!(
+            serde_json::to_string(&Cause::OtherTaskWorkDeleted).unwrap(),
+            r#""other_task_work_deleted""#
+        );
+        assert_eq!(serde_json::to_string(&Cause::NewTestFailures).unwrap(), r#""new_test_failures""#);
+        // No two causes share a name.
+        let mut names: Vec<&str> = Cause::ALL.iter().map(|c| c.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Cause::ALL.len());
+        // Every outcome that is not green stands for a cause, and a record names it.
+        let r = IterationRecord::new("r", 1, "t", Outcome::Timeout);
+        let v: serde_json::Value = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["cause"], "timeout");
+        let green = serde_json::to_value(IterationRecord::new("r", 1, "t", Outcome::Done)).unwrap();
+        assert_eq!(green["cause"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn a_record_without_a_cause_still_loads() {
+        // LINE was written before `cause` existed.
+        assert!(!LINE.contains("\"cause\""));
+        let r: IterationRecord = serde_json::from_str(LINE).unwrap();
+        assert_eq!(r.cause, None);
+    }
 
     #[test]
     fn briefs_are_the_records_summary_and_skip_a_torn_line() {

@@ -10,14 +10,48 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::time::Duration;
 
+/// The phases of an iteration, in the order they may come: what the live display shows and
+/// what telemetry makes spans of. `Display` gives the words the display prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The project's checks on the clean tree, before the agent (the baseline).
+    BaselineChecks,
+    Agent,
+    /// The gates and the checks on the agent's work.
+    Checks,
+    /// The `[review]` stage.
+    Review,
+    Commit,
+    Revert,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::BaselineChecks => "baseline checks",
+            Phase::Agent => "agent",
+            Phase::Checks => "checks",
+            Phase::Review => "review",
+            Phase::Commit => "commit",
+            Phase::Revert => "revert",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Receives the run's events.
 pub trait Reporter {
     /// A free-form line (start-up notes, warnings).
     fn line(&mut self, text: &str);
     /// An iteration begins.
     fn iteration_started(&mut self, iteration: u32, task: &str, title: &str, attempt: u32);
-    /// The iteration moves to another phase ("agent", "checks", "commit").
-    fn phase(&mut self, phase: &str);
+    /// The iteration moves to another phase.
+    fn phase(&mut self, phase: Phase);
     /// An iteration ended.
     fn iteration_ended(&mut self, record: &IterationRecord);
     /// The agent's latest activity: a tool call ("Bash cargo test") or the start of a message.
@@ -35,7 +69,7 @@ pub struct Human {
     /// The live display of the current iteration (or wait), on a terminal only.
     bar: Option<ProgressBar>,
     label: String,
-    phase: String,
+    phase: Phase,
     totals: String,
     activity: String,
     /// No phase since the iteration started: "agent started" was already said.
@@ -55,7 +89,7 @@ impl Human {
             color: tty && !no_color(),
             bar: None,
             label: String::new(),
-            phase: String::new(),
+            phase: Phase::Agent,
             totals: String::new(),
             activity: String::new(),
             fresh: false,
@@ -69,7 +103,7 @@ impl Human {
     /// Redraws the live display from the current state.
     fn refresh(&self) {
         if let Some(bar) = &self.bar {
-            bar.set_message(live_message(&self.label, &self.phase, &self.totals));
+            bar.set_message(live_message(&self.label, self.phase.as_str(), &self.totals));
             let activity = if self.activity.is_empty() { "…".to_string() } else { self.activity.clone() };
             bar.set_prefix(self.paint("2", &format!("  └ {activity}")));
         }
@@ -102,7 +136,7 @@ impl Reporter for Human {
         self.fresh = true;
         let attempt = if attempt > 1 { format!(" (attempt {attempt})") } else { String::new() };
         self.label = format!("iteration {iteration} · {task}{attempt}");
-        self.phase = "agent".into();
+        self.phase = Phase::Agent;
         self.activity.clear();
         if self.tty {
             if let Some(old) = self.bar.take() {
@@ -121,10 +155,10 @@ impl Reporter for Human {
         }
     }
 
-    fn phase(&mut self, phase: &str) {
-        self.phase = phase.to_string();
+    fn phase(&mut self, phase: Phase) {
+        self.phase = phase;
         let fresh = std::mem::replace(&mut self.fresh, false);
-        if fresh && phase == "agent" {
+        if fresh && phase == Phase::Agent {
             return;
         }
         match &self.bar {
@@ -228,7 +262,7 @@ pub struct Silent;
 impl Reporter for Silent {
     fn line(&mut self, _: &str) {}
     fn iteration_started(&mut self, _: u32, _: &str, _: &str, _: u32) {}
-    fn phase(&mut self, _: &str) {}
+    fn phase(&mut self, _: Phase) {}
     fn iteration_ended(&mut self, _: &IterationRecord) {}
     fn activity(&mut self, _: &str, _: bool) {}
     fn totals(&mut self, _: &str) {}
@@ -254,6 +288,17 @@ mod tests {
             "`make` failed (exit 2): error: y"
         );
         assert_eq!(super::summary("the agent exited with code 1"), "the agent exited with code 1");
+    }
+
+    #[test]
+    fn phases_read_as_the_words_the_display_always_printed() {
+        use super::Phase;
+        let words: Vec<String> =
+            [Phase::BaselineChecks, Phase::Agent, Phase::Checks, Phase::Review, Phase::Commit, Phase::Revert]
+                .iter()
+                .map(Phase::to_string)
+                .collect();
+        assert_eq!(words, ["baseline checks", "agent", "checks", "review", "commit", "revert"]);
     }
 
     #[test]

@@ -553,7 +553,8 @@ pub fn render(input: &Input) -> String {
             }
             w
         } else {
-            let c = cause(r.outcome, r.failure.as_deref(), failed_check(&r.checks), r.exit_code);
+            let (_, c) =
+                cause(r.outcome, r.cause, r.failure.as_deref(), failed_check(&r.checks), r.exit_code);
             match &r.failure {
                 Some(f) => format!("<details><summary>{}</summary><pre>{}</pre></details>", esc(&c), esc(f)),
                 None => esc(&c),

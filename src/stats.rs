@@ -12,7 +12,7 @@
 //! - Runs are fed oldest first and records in file order: "iterations to done" carries a task's
 //!   count across runs, so a task finished in the run after the one it started in counts whole.
 
-use crate::record::{Outcome, Tokens};
+use crate::record::{Cause, Outcome, Tokens};
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -52,6 +52,9 @@ pub struct Line<'a> {
     pub learnings_added: Vec<IgnoredAny>,
     #[serde(default, borrow)]
     pub failure: Option<Cow<'a, str>>,
+    /// Absent in records written before it was added: then, and only then, `failure` is read.
+    #[serde(default)]
+    pub cause: Option<Cause>,
     #[serde(default)]
     pub blocked: bool,
     #[serde(default)]
@@ -112,7 +115,11 @@ pub struct TaskFigures {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FailureCause {
     pub outcome: Outcome,
+    /// A short label: the cause, with which check failed or how the agent exited.
     pub cause: String,
+    /// The records' `cause`; for records written before it existed, what their failure text
+    /// says, `null` when it says none.
+    pub kind: Option<Cause>,
     pub count: u64,
 }
 
@@ -212,7 +219,7 @@ pub struct Aggregator {
     outcomes: BTreeMap<Outcome, u64>,
     tasks: Vec<TaskAcc>,
     index: HashMap<String, usize>,
-    causes: HashMap<(Outcome, String), u64>,
+    causes: HashMap<(Outcome, Option<Cause>, String), u64>,
     durations: Vec<u64>,
     tokens: Tokens,
     tokens_reporting: u64,
@@ -300,8 +307,8 @@ impl Aggregator {
         }
         if !l.outcome.is_green() {
             let failed = failed_check(&l.checks);
-            let c = cause(l.outcome, l.failure.as_deref(), failed, l.exit_code);
-            *self.causes.entry((l.outcome, c)).or_insert(0) += 1;
+            let (kind, c) = cause(l.outcome, l.cause, l.failure.as_deref(), failed, l.exit_code);
+            *self.causes.entry((l.outcome, kind, c)).or_insert(0) += 1;
         }
 
         let i = match self.index.get(l.task.as_ref()) {
@@ -359,10 +366,14 @@ impl Aggregator {
         let mut failures: Vec<FailureCause> = self
             .causes
             .into_iter()
-            .map(|((outcome, cause), count)| FailureCause { outcome, cause, count })
+            .map(|((outcome, kind, cause), count)| FailureCause { outcome, cause, kind, count })
             .collect();
         failures.sort_by(|a, b| {
-            b.count.cmp(&a.count).then(a.outcome.cmp(&b.outcome)).then_with(|| a.cause.cmp(&b.cause))
+            b.count
+                .cmp(&a.count)
+                .then(a.outcome.cmp(&b.outcome))
+                .then_with(|| a.cause.cmp(&b.cause))
+                .then(a.kind.cmp(&b.kind))
         });
         let total_tokens = self.tokens.total();
         Stats {
@@ -441,77 +452,140 @@ pub fn failed_check<'c>(checks: &'c [LineCheck<'_>]) -> Option<(&'c str, bool)> 
 /// Longest command shown in a cause: causes are grouping keys, not logs.
 const CAUSE_COMMAND_CHARS: usize = 60;
 
-/// A short cause for a failed iteration, for grouping: which check failed, which gate caught
-/// it, how the agent failed. `failed_check` is the first check that failed for real (command,
-/// timed out).
+/// The short cause of a failed iteration, for grouping: its kind and a label naming which
+/// check failed, which gate caught it, how the agent failed. A record that names its `cause`
+/// is grouped by it (and its checks and exit code); only a record written before that field
+/// existed is read for its `failure` text. `failed_check` is the first check that failed for
+/// real (command, timed out).
 pub fn cause(
+    outcome: Outcome,
+    recorded: Option<Cause>,
+    failure: Option<&str>,
+    failed_check: Option<(&str, bool)>,
+    exit_code: Option<i32>,
+) -> (Option<Cause>, String) {
+    match recorded {
+        Some(c) => (Some(c), label(c, failed_check, exit_code)),
+        None => old_cause(outcome, failure, failed_check, exit_code),
+    }
+}
+
+/// A cause's label: the words `ralph stats` printed for it before causes were recorded, so that
+/// old and new records of one cause fall into one group.
+pub fn label(cause: Cause, failed_check: Option<(&str, bool)>, exit_code: Option<i32>) -> String {
+    match cause {
+        Cause::ChecksFailed => failed_check.map_or("checks failed".into(), |(c, t)| check_label(c, t)),
+        Cause::NewTestFailures => failed_check
+            .map_or("new test failures".into(), |(c, _)| format!("`{}`: new test failures", shorten(c))),
+        Cause::AgentExit => match exit_code {
+            Some(0) => "agent reported an error".into(),
+            Some(c) => format!("agent exited with code {c}"),
+            None => "agent killed by a signal".into(),
+        },
+        Cause::AgentNotStarted => "agent could not start".into(),
+        Cause::Auth => "agent could not authenticate".into(),
+        Cause::ModelMissing => "agent's model does not exist".into(),
+        Cause::RateLimited => "usage or rate limit".into(),
+        Cause::Timeout => "iteration time limit".into(),
+        Cause::TimeBudget => "run time budget ran out".into(),
+        Cause::IdleTimeout => "no output (idle timeout)".into(),
+        Cause::FrameBroken => "agent changed the frame".into(),
+        Cause::ProtectedPath => "gate: protected path changed".into(),
+        Cause::TestDeleted => "gate: test file deleted".into(),
+        Cause::SkipMarker => "gate: skip marker added".into(),
+        Cause::FewerTests => "gate: fewer tests than before".into(),
+        Cause::SpecRewritten => "gate: spec rewritten".into(),
+        Cause::StatusChanged => "gate: another task's status changed".into(),
+        Cause::OtherTaskWorkDeleted => "gate: another task's file deleted".into(),
+        Cause::ReviewRejected => "review rejected".into(),
+        Cause::HookRejected => "commit hook refused".into(),
+        Cause::Interrupted => "interrupted".into(),
+        Cause::Restarted => "spec edited during the iteration".into(),
+        Cause::Crashed => "ralph killed mid-iteration".into(),
+    }
+}
+
+/// A command, cut to [`CAUSE_COMMAND_CHARS`].
+fn shorten(command: &str) -> String {
+    let mut c: String = command.chars().take(CAUSE_COMMAND_CHARS).collect();
+    if c.len() < command.len() {
+        c.push('…');
+    }
+    c
+}
+
+fn check_label(command: &str, timed_out: bool) -> String {
+    format!("`{}` {}", shorten(command), if timed_out { "timed out" } else { "failed" })
+}
+
+/// The cause of a record written before records named it, read from its failure text: the
+/// fallback for old records only (rewording a message changes what this finds).
+fn old_cause(
     outcome: Outcome,
     failure: Option<&str>,
     failed_check: Option<(&str, bool)>,
     exit_code: Option<i32>,
-) -> String {
+) -> (Option<Cause>, String) {
     let f = failure.unwrap_or("");
     match outcome {
-        Outcome::Done | Outcome::Progress => String::new(),
+        Outcome::Done | Outcome::Progress => (None, String::new()),
         Outcome::ChecksFailed => {
             if let Some(gate) = f.strip_prefix("a gate rejected the work: ") {
-                let kind = if gate.starts_with("fewer tests") {
-                    "fewer tests than before"
+                let (kind, label) = if gate.starts_with("fewer tests") {
+                    (Some(Cause::FewerTests), "fewer tests than before")
                 } else if gate.contains("protected path") {
-                    "protected path changed"
+                    (Some(Cause::ProtectedPath), "protected path changed")
                 } else if gate.contains("deleted the test file") {
-                    "test file deleted"
+                    (Some(Cause::TestDeleted), "test file deleted")
                 } else if gate.contains("rewrote the spec") {
-                    "spec rewritten"
+                    (Some(Cause::SpecRewritten), "spec rewritten")
                 } else if gate.contains("skip marker") {
-                    "skip marker added"
+                    (Some(Cause::SkipMarker), "skip marker added")
                 } else {
-                    "rejected"
+                    (None, "rejected")
                 };
-                format!("gate: {kind}")
+                (kind, format!("gate: {label}"))
             } else if f.starts_with("the review rejected") {
-                "review rejected".into()
+                (Some(Cause::ReviewRejected), "review rejected".into())
             } else if f.starts_with("`git commit` was refused") {
-                "commit hook refused".into()
+                (Some(Cause::HookRejected), "commit hook refused".into())
             } else if let Some((command, timed_out)) = failed_check {
-                let mut c: String = command.chars().take(CAUSE_COMMAND_CHARS).collect();
-                if c.len() < command.len() {
-                    c.push('…');
-                }
-                format!("`{c}` {}", if timed_out { "timed out" } else { "failed" })
+                (Some(Cause::ChecksFailed), check_label(command, timed_out))
             } else {
-                "checks failed".into()
+                (Some(Cause::ChecksFailed), "checks failed".into())
             }
         }
         Outcome::AgentFailed => {
             if f.starts_with("the agent could not start") {
-                "agent could not start".into()
+                (Some(Cause::AgentNotStarted), "agent could not start".into())
             } else if f.starts_with("the agent could not authenticate") {
-                "agent could not authenticate".into()
+                (Some(Cause::Auth), "agent could not authenticate".into())
             } else if f.starts_with("the agent's model does not exist") {
-                "agent's model does not exist".into()
+                (Some(Cause::ModelMissing), "agent's model does not exist".into())
             } else if f.starts_with("the agent switched from branch") {
-                "agent switched branch".into()
+                (Some(Cause::FrameBroken), "agent switched branch".into())
             } else if f.starts_with("the agent changed what it must not touch") {
-                "agent changed the frame".into()
+                (Some(Cause::FrameBroken), "agent changed the frame".into())
             } else if f.starts_with("the agent reported an error") {
-                "agent reported an error".into()
+                (Some(Cause::AgentExit), "agent reported an error".into())
             } else if f.starts_with("the agent was killed by a signal") {
-                "agent killed by a signal".into()
+                (Some(Cause::AgentExit), "agent killed by a signal".into())
             } else {
                 match exit_code {
-                    Some(0) => "agent reported an error".into(),
-                    Some(c) => format!("agent exited with code {c}"),
-                    None => "agent failed".into(),
+                    Some(0) => (Some(Cause::AgentExit), "agent reported an error".into()),
+                    Some(c) => (Some(Cause::AgentExit), format!("agent exited with code {c}")),
+                    None => (None, "agent failed".into()),
                 }
             }
         }
-        Outcome::Timeout if f.contains("the run's time budget ran out") => "run time budget ran out".into(),
-        Outcome::Timeout => "iteration time limit".into(),
-        Outcome::IdleTimeout => "no output (idle timeout)".into(),
-        Outcome::Interrupted => "interrupted".into(),
-        Outcome::RateLimited => "usage or rate limit".into(),
-        Outcome::Restarted => "spec edited during the iteration".into(),
+        Outcome::Timeout if f.contains("the run's time budget ran out") => {
+            (Some(Cause::TimeBudget), "run time budget ran out".into())
+        }
+        Outcome::Timeout => (Some(Cause::Timeout), "iteration time limit".into()),
+        Outcome::IdleTimeout => (Some(Cause::IdleTimeout), "no output (idle timeout)".into()),
+        Outcome::Interrupted => (Some(Cause::Interrupted), "interrupted".into()),
+        Outcome::RateLimited => (Some(Cause::RateLimited), "usage or rate limit".into()),
+        Outcome::Restarted => (Some(Cause::Restarted), "spec edited during the iteration".into()),
     }
 }
 
@@ -776,6 +850,89 @@ mod tests {
         // Every iteration that is not green is in exactly one group.
         let failed: u64 = s.failures.iter().map(|f| f.count).sum();
         assert_eq!(failed, s.iterations - 1);
+    }
+
+    #[test]
+    fn a_recorded_cause_groups_the_failure_and_its_text_is_not_read() {
+        let s = stats(&[
+            // The text reads like a failed check; the record says a gate caught it.
+            rec(
+                "a",
+                "checks_failed",
+                r#"{"cause":"protected_path","failure":"`cargo test` failed (exit 101):\nboom"}"#,
+            ),
+            // Reworded: no prefix the old parsing knew, and it would have read "agent failed".
+            rec("a", "agent_failed", r#"{"cause":"frame_broken","exit_code":null,"failure":"branch moved"}"#),
+            rec(
+                "a",
+                "agent_failed",
+                r#"{"cause":"auth","exit_code":1,"failure":"the agent exited with code 1"}"#,
+            ),
+            // A check's command comes from the record's checks, never from the text.
+            rec(
+                "a",
+                "checks_failed",
+                r#"{"cause":"new_test_failures","failure":"a gate rejected the work: it deleted the test file t.rs","checks":[{"command":"cargo test","exit_code":101,"duration_ms":9,"failed_tests":["new"]}]}"#,
+            ),
+            rec(
+                "a",
+                "agent_failed",
+                r#"{"cause":"agent_exit","exit_code":3,"failure":"the agent could not start: x"}"#,
+            ),
+            rec(
+                "a",
+                "interrupted",
+                r#"{"cause":"crashed","failure":"ralph was killed during this iteration"}"#,
+            ),
+            // An old record beside them: its text is read.
+            rec(
+                "a",
+                "checks_failed",
+                r#"{"failure":"a gate rejected the work: it changed the protected path x"}"#,
+            ),
+            // A cause on a green record counts nothing.
+            rec("a", "done", r#"{"cause":null}"#),
+        ]);
+        let got: Vec<(&str, Option<&str>, &str, u64)> = s
+            .failures
+            .iter()
+            .map(|f| (f.outcome.as_str(), f.kind.map(Cause::as_str), f.cause.as_str(), f.count))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("checks_failed", Some("protected_path"), "gate: protected path changed", 2),
+                ("checks_failed", Some("new_test_failures"), "`cargo test`: new test failures", 1),
+                ("agent_failed", Some("frame_broken"), "agent changed the frame", 1),
+                ("agent_failed", Some("auth"), "agent could not authenticate", 1),
+                ("agent_failed", Some("agent_exit"), "agent exited with code 3", 1),
+                ("interrupted", Some("crashed"), "ralph killed mid-iteration", 1),
+            ]
+        );
+        // --json names the cause.
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["failures"][0]["kind"], "protected_path");
+        assert_eq!(json["failures"][0]["cause"], "gate: protected path changed");
+    }
+
+    #[test]
+    fn an_old_record_without_a_cause_is_grouped_by_its_text() {
+        let s = stats(&[
+            rec(
+                "a",
+                "timeout",
+                r#"{"failure":"the agent was stopped after 1h (the run's time budget ran out)"}"#,
+            ),
+            rec(
+                "a",
+                "agent_failed",
+                r#"{"exit_code":null,"failure":"the agent rewrote the branch's history"}"#,
+            ),
+        ]);
+        let got: Vec<(Option<Cause>, &str)> = s.failures.iter().map(|f| (f.kind, f.cause.as_str())).collect();
+        assert_eq!(got, vec![(None, "agent failed"), (Some(Cause::TimeBudget), "run time budget ran out")]);
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["failures"][0]["kind"], serde_json::Value::Null);
     }
 
     #[test]

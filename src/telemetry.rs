@@ -17,7 +17,7 @@
 //! commands and the run's end reason go through [`Secrets`] masking.
 
 use crate::record::{IterationRecord, Outcome};
-use crate::reporter::Reporter;
+use crate::reporter::{Phase, Reporter};
 use crate::secrets::Secrets;
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
@@ -433,7 +433,7 @@ const MS: u64 = 1_000_000;
 /// The spans of one iteration: the iteration itself, one per phase the runner reported
 /// (`phases`: name and start, in order; each lasts until the next, the last until `end`),
 /// and one per check command from the record.
-fn iteration_spans(cx: &Context, r: &IterationRecord, phases: &[(String, u64)], end: u64) -> Vec<Span> {
+fn iteration_spans(cx: &Context, r: &IterationRecord, phases: &[(Phase, u64)], end: u64) -> Vec<Span> {
     // The record's times are to the millisecond: never before the run span began.
     let start = parse_nanos(&r.started_at)
         .or_else(|| phases.first().map(|p| p.1))
@@ -459,36 +459,28 @@ fn iteration_spans(cx: &Context, r: &IterationRecord, phases: &[(String, u64)], 
     let mut checks_start = None;
     for (i, (phase, from)) in phases.iter().enumerate() {
         let to = phases.get(i + 1).map_or(end, |p| p.1);
-        let span = match phase.as_str() {
-            "agent" => agent_span(cx, r, id, *from, to),
+        let span = match phase {
+            Phase::Agent => agent_span(cx, r, id, *from, to),
             // The checks have spans of their own, from the record.
-            "checks" => {
+            Phase::Checks => {
                 checks_start = Some(*from);
                 continue;
             }
-            "baseline checks" => Span::new(&cx.ids, Some(id), new_span_id(), "ralph.baseline", *from, to),
-            "review" => {
+            Phase::BaselineChecks => Span::new(&cx.ids, Some(id), new_span_id(), "ralph.baseline", *from, to),
+            Phase::Review => {
                 let s = Span::new(&cx.ids, Some(id), new_span_id(), "ralph.review", *from, to)
                     .with_opt("ralph.review.approved", r.review.as_ref().map(|v| v.approved));
                 if r.review.as_ref().is_some_and(|v| !v.approved) { s.failed("rejected") } else { s }
             }
-            "commit" => {
+            Phase::Commit => {
                 let s = Span::new(&cx.ids, Some(id), new_span_id(), "ralph.commit", *from, to)
                     .with_opt("vcs.ref.head.revision", r.commit.clone())
                     .with("ralph.files_changed", r.files_changed.len());
                 // Green work that ends red was refused by a commit hook.
                 if r.commit.is_none() && !r.outcome.is_green() { s.failed("refused") } else { s }
             }
-            "revert" => Span::new(&cx.ids, Some(id), new_span_id(), "ralph.revert", *from, to)
+            Phase::Revert => Span::new(&cx.ids, Some(id), new_span_id(), "ralph.revert", *from, to)
                 .with("ralph.files_changed", r.files_changed.len()),
-            other => Span::new(
-                &cx.ids,
-                Some(id),
-                new_span_id(),
-                format!("ralph.{}", other.replace(' ', "_")),
-                *from,
-                to,
-            ),
         };
         spans.push(span);
     }
@@ -649,8 +641,8 @@ struct Trace {
     cx: Context,
     exporter: Exporter,
     session: u32,
-    /// Phases of the current iteration: name and start.
-    phases: Vec<(String, u64)>,
+    /// Phases of the current iteration and when each started.
+    phases: Vec<(Phase, u64)>,
     iterations: u32,
     tokens: u64,
     cost: f64,
@@ -760,9 +752,9 @@ impl Reporter for Traced<'_> {
         self.inner.iteration_started(iteration, task, title, attempt);
     }
 
-    fn phase(&mut self, phase: &str) {
+    fn phase(&mut self, phase: Phase) {
         if let Some(t) = self.trace.as_mut() {
-            t.phases.push((phase.to_string(), now_nanos()));
+            t.phases.push((phase, now_nanos()));
         }
         self.inner.phase(phase);
     }
@@ -910,11 +902,11 @@ mod tests {
     #[test]
     fn an_iteration_becomes_a_span_tree_from_its_record_and_phases() {
         let phases = vec![
-            ("baseline checks".to_string(), T0 + MS),
-            ("agent".to_string(), T0 + 1000 * MS),
-            ("checks".to_string(), T0 + 4900 * MS),
-            ("review".to_string(), T0 + 8000 * MS),
-            ("commit".to_string(), T0 + 9000 * MS),
+            (Phase::BaselineChecks, T0 + MS),
+            (Phase::Agent, T0 + 1000 * MS),
+            (Phase::Checks, T0 + 4900 * MS),
+            (Phase::Review, T0 + 8000 * MS),
+            (Phase::Commit, T0 + 9000 * MS),
         ];
         let spans = iteration_spans(&cx(), &record(), &phases, T0 + 10_000 * MS);
         let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
@@ -977,7 +969,7 @@ mod tests {
         r.exit_code = Some(3);
         r.commit = None;
         r.checks.clear();
-        let phases = vec![("agent".to_string(), T0 + MS), ("revert".to_string(), T0 + 5000 * MS)];
+        let phases = vec![(Phase::Agent, T0 + MS), (Phase::Revert, T0 + 5000 * MS)];
         let spans = iteration_spans(&cx(), &r, &phases, T0 + 6000 * MS);
         let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["ralph.iteration", "invoke_agent claude", "ralph.revert"]);

@@ -21,8 +21,8 @@ use crate::learnings;
 use crate::logs;
 use crate::process::{self, Ending, Limits};
 use crate::prompt::{self, Template};
-use crate::record::{self, IterationRecord, Outcome};
-use crate::reporter::Reporter;
+use crate::record::{self, Cause, IterationRecord, Outcome};
+use crate::reporter::{Phase, Reporter};
 use crate::secrets::{Secrets, StreamMasker};
 use crate::signal::Stop;
 use crate::state::{self, LastIteration, RALPH_DIR, State};
@@ -154,7 +154,7 @@ pub(crate) async fn run(
         let cancel = agent_cancel.clone();
         it.spec_watch.task(root, task, move || cancel.cancel())
     });
-    reporter.phase("agent");
+    reporter.phase(Phase::Agent);
     let usage_path = dir.join(USAGE);
     let mut usage_saved: Option<(Instant, Usage)> = None;
     let finished = match process::spawn(&req) {
@@ -256,8 +256,10 @@ pub(crate) async fn run(
         review: None,
         task_iteration: ts.iterations + 1,
         baseline,
+        cause: None,
     };
     let mut failure: Option<String> = None;
+    let mut cause: Option<Cause> = None;
     let mut exit_code = None;
     let mut output_leaked = false;
     let mut limit: Option<Limit> = None;
@@ -277,12 +279,14 @@ pub(crate) async fn run(
         }
         Ok(f) if switched.is_some() && f.ending != Ending::Cancelled => {
             failure = switched.clone();
+            cause = Some(Cause::FrameBroken);
             exit_code = f.exit_code;
             output_leaked = f.output_leaked;
             Outcome::AgentFailed
         }
         Err(e) => {
             failure = Some(format!("the agent could not start: {}", crate::error::chain(e)));
+            cause = Some(Cause::AgentNotStarted);
             Outcome::AgentFailed
         }
         Ok(f) => {
@@ -319,6 +323,7 @@ pub(crate) async fn run(
                         "the agent was stopped after {} ({why}); its last output:\n{agent_tail}",
                         humantime::format_duration(timeout)
                     ));
+                    cause = Some(if budget_cuts { Cause::TimeBudget } else { Cause::Timeout });
                     Outcome::Timeout
                 }
                 Ending::IdleTimeout => {
@@ -337,6 +342,7 @@ pub(crate) async fn run(
                     match signal(&report, &agent_tail, failed) {
                         Some(Signal::Fatal(e)) => {
                             failure = Some(e.message());
+                            cause = Some(Cause::from(&e));
                             fatal = Some(e);
                             Outcome::AgentFailed
                         }
@@ -369,6 +375,8 @@ pub(crate) async fn run(
         }
     };
 
+    // The precise cause found on the way, else the one the outcome stands for.
+    cause = cause.or(judged.cause.take()).or(Cause::of(outcome));
     // A stopped agent's work is not thrown away unseen: if the checks pass, it is kept.
     let mut kept_after_stop = false;
     if matches!(outcome, Outcome::Timeout | Outcome::IdleTimeout) && git::has_changes(root, &head_before)? {
@@ -376,7 +384,7 @@ pub(crate) async fn run(
         let mut check_failure = None;
         match run_checks(&it, &dir, reporter, &no_promise(&findings), &mut judged, &mut check_failure).await?
         {
-            Outcome::Interrupted => outcome = Outcome::Interrupted,
+            Outcome::Interrupted => (outcome, cause) = (Outcome::Interrupted, Some(Cause::Interrupted)),
             Outcome::Progress | Outcome::Done => kept_after_stop = true,
             _ => {
                 if let (Some(f), Some(c)) = (failure.as_mut(), check_failure) {
@@ -415,7 +423,7 @@ pub(crate) async fn run(
     let mut commit = None;
     let mut files_changed = Vec::new();
     if outcome.is_green() || kept_after_stop {
-        reporter.phase("commit");
+        reporter.phase(Phase::Commit);
         // ralph owns the status: the agent's word (or edit) does not mark a task done.
         let status = if outcome == Outcome::Done { Status::Done } else { Status::Todo };
         crate::backlog::set_status(root, task, &spec_before, status, None)?;
@@ -456,6 +464,7 @@ pub(crate) async fn run(
                         checks::last_lines(&text, checks::FAILURE_TAIL_LINES)
                     ));
                     outcome = Outcome::ChecksFailed;
+                    cause = Some(Cause::HookRejected);
                 }
             }
         }
@@ -463,7 +472,7 @@ pub(crate) async fn run(
 
     // Red: keep the diff, put the tree back, then keep the learnings.
     if !outcome.is_green() && commit.is_none() {
-        reporter.phase("revert");
+        reporter.phase(Phase::Revert);
         git::add_all(root)?;
         files_changed = git::staged_files(root, &head_before)?;
         if !files_changed.is_empty() {
@@ -581,6 +590,7 @@ pub(crate) async fn run(
         learnings_rejected: admitted.rejected,
         promise: findings.promise,
         failure,
+        cause: cause.filter(|_| !outcome.is_green()),
         progress: findings.progress.clone().or(progress_note),
         blocked,
         spec_edited,
@@ -769,11 +779,13 @@ async fn run_checks(
     judged: &mut Judged,
     failure: &mut Option<String>,
 ) -> Result<Outcome, CliError> {
-    reporter.phase("checks");
+    reporter.phase(Phase::Checks);
     // The gates first: no point running checks on work that games them.
     let caught = gates(it, judged)?;
     if !caught.is_empty() {
-        *failure = Some(format!("a gate rejected the work: {}", caught.join("; ")));
+        let said: Vec<&str> = caught.iter().map(|r| r.message.as_str()).collect();
+        *failure = Some(format!("a gate rejected the work: {}", said.join("; ")));
+        judged.cause = Some(caught[0].cause);
         return Ok(Outcome::ChecksFailed);
     }
     let checks_path = dir.join("checks.log");
@@ -803,9 +815,11 @@ async fn run_checks(
         Outcome::Interrupted
     } else if let Some(f) = r.failure {
         *failure = Some(f);
+        judged.cause = Some(if r.new_test_failures { Cause::NewTestFailures } else { Cause::ChecksFailed });
         Outcome::ChecksFailed
     } else if !dropped.is_empty() {
         *failure = Some(format!("a gate rejected the work: fewer tests than before: {}", dropped.join("; ")));
+        judged.cause = Some(Cause::FewerTests);
         Outcome::ChecksFailed
     } else if findings.promise {
         Outcome::Done
@@ -814,13 +828,14 @@ async fn run_checks(
     };
     // Green: the reviewer, if there is one, has the last word.
     if outcome.is_green() && it.cfg.review.is_some() {
-        reporter.phase("review");
+        reporter.phase(Phase::Review);
         let verdict =
             super::review::review(it, dir, &judged.head_before, &judged.records, judged.task_iteration)
                 .await?;
         let approved = verdict.approved;
         if !approved {
             *failure = Some(format!("the review rejected it: {}", verdict.reasons));
+            judged.cause = Some(Cause::ReviewRejected);
         }
         judged.review = Some(verdict);
         if !approved {
@@ -1017,11 +1032,13 @@ struct Judged {
     task_iteration: u32,
     /// What the project's checks already failed on the clean tree.
     baseline: Option<checks::Baseline>,
+    /// Why the last round of checks, gates or review turned the work red.
+    cause: Option<Cause>,
 }
 
 /// Protected paths and test weakening: what the agent's changes did that a gate forbids.
 /// Stages everything for it; `j.staged` keeps the list of changed files.
-fn gates(it: &Iteration<'_>, j: &mut Judged) -> Result<Vec<String>, CliError> {
+fn gates(it: &Iteration<'_>, j: &mut Judged) -> Result<Vec<crate::gates::Rejection>, CliError> {
     let git::Staged { changes, added } = stage_for_gates(it, &j.head_before)?;
     j.staged = Some(changes.iter().map(|c| c.path.clone()).collect());
     let before = j.spec_bodies.iter().map(|(label, t)| (label.clone(), t.body.clone())).collect();
@@ -1042,9 +1059,9 @@ fn gates(it: &Iteration<'_>, j: &mut Judged) -> Result<Vec<String>, CliError> {
         .collect();
     for (path, task) in git::added_by_task(it.root, &j.head_before, &deleted)? {
         if task != it.task.id {
-            found.push(format!(
+            found.push(crate::gates::Rejection::new(Cause::OtherTaskWorkDeleted, format!(
                 "it deleted {path}, which task {task} made; another task's result stays unless this task's spec names it"
-            ));
+            )));
         }
     }
     // ralph sets every task's status: another task marked done (or undone) during the agent's
@@ -1054,11 +1071,11 @@ fn gates(it: &Iteration<'_>, j: &mut Judged) -> Result<Vec<String>, CliError> {
         let Some((_, Some(status))) = now.get(&t.id) else { continue };
         let was = t.file_status();
         if *status != was {
-            found.push(format!(
+            found.push(crate::gates::Rejection::new(Cause::StatusChanged, format!(
                 "it changed the status of {label} ({} → {}); ralph sets task status (a change of yours made during the iteration is in its rejected.patch: make it again between iterations)",
                 was.as_str(),
                 status.as_str()
-            ));
+            )));
         }
     }
     Ok(found)
@@ -1189,7 +1206,7 @@ async fn baseline(
     if let Some(b) = state.baseline.as_ref().filter(|b| b.head == head) {
         return Ok(Some(b.clone()));
     }
-    reporter.phase("baseline checks");
+    reporter.phase(Phase::BaselineChecks);
     let path = dir.join("baseline.log");
     let mut log = crate::fsx::create(&path).map_err(|e| io_err("create", &path, e))?;
     let mut masker = StreamMasker::new(it.secrets.clone());

@@ -8,9 +8,10 @@
 //!    `iterations.jsonl`, ralph's temporary files, stale git lock files;
 //! 3. settles the interrupted iteration: if ralph's commit for it exists, the work is kept;
 //!    otherwise its diff is saved as `rejected.patch` and the tree restored; either way it is
-//!    recorded as `interrupted` (no attempt used), with the tokens and cost the agent had
-//!    reported until then (`usage.json`) and the time it ran, which the run's budgets count
-//!    and so do the task's own totals in `state.json` (its `max_task_*` limits).
+//!    recorded as `interrupted` with the cause `crashed` (no attempt used), with the tokens
+//!    and cost the agent had reported until then (`usage.json`) and the time it ran, which the
+//!    run's budgets count and so do the task's own totals in `state.json` (its `max_task_*`
+//!    limits).
 //!
 //! Committed work is never touched.
 
@@ -18,7 +19,7 @@ use super::iteration::{STARTED, Started, USAGE, Usage};
 use crate::error::CliError;
 use crate::git;
 use crate::logs;
-use crate::record::{self, IterationRecord, Outcome};
+use crate::record::{self, Cause, IterationRecord, Outcome};
 use crate::reporter::Reporter;
 use crate::secrets::Secrets;
 use crate::state::{self, RALPH_DIR, State, TMP_PREFIX};
@@ -267,6 +268,7 @@ fn record(
         commit,
         files_changed,
         failure: Some(failure),
+        cause: Some(Cause::Crashed),
         ..IterationRecord::new(run_id, n, &st.task, Outcome::Interrupted)
     }
 }

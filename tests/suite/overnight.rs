@@ -528,6 +528,7 @@ fn usage_and_time_of_an_iteration_cut_by_kill_9_count_after_resume() {
     assert!(run.stderr().contains("cost budget ($1.00) is spent"), "{}", run.stderr());
     let r = repo.records();
     assert_eq!(r[0]["outcome"], "interrupted", "{r:?}");
+    assert_eq!(r[0]["cause"], "crashed", "{}", r[0]);
     assert_eq!(r[0]["cost_usd"], 0.8, "{}", r[0]);
     assert_eq!(r[0]["tokens"]["input"], 2000, "{}", r[0]);
     assert_eq!(r[0]["tokens"]["output"], 1000, "{}", r[0]);

@@ -154,6 +154,76 @@ fn stats_sum_up_every_run_or_one() {
 }
 
 #[test]
+fn each_failure_names_its_cause_in_the_record_and_in_stats() {
+    let scenario = r#"
+[[step]]
+task = "010-check"
+actions = [{ write = { path = "bad.txt", content = "x\n" } }, { promise = true }]
+[[step]]
+task = "020-protected"
+actions = [{ write = { path = "check.sh", content = "exit 0\n" } }, { promise = true }]
+[[step]]
+task = "030-frame"
+actions = [{ run = "git checkout -q -b agent-branch" }, { promise = true }]
+[[step]]
+task = "040-slow"
+actions = [{ run = "while true; do echo tick; sleep 0.1; done" }]
+"#;
+    let repo = TestRepo::with_loop(
+        scenario,
+        &["sh check.sh"],
+        "timeout = \"3s\"\n[budget]\nmax_attempts = 1\n",
+        &[
+            ("010-check.md", "# C\n"),
+            ("020-protected.md", "# P\n"),
+            ("030-frame.md", "# F\n"),
+            ("040-slow.md", "# S\n"),
+        ],
+    );
+    repo.write("check.sh", "#!/bin/sh\ntest ! -f bad.txt\n");
+    repo.commit_all("check script");
+    repo.ralph(&["run"]).expect(4);
+
+    let got: Vec<(String, String, String)> = repo
+        .records()
+        .iter()
+        .map(|r| {
+            let s = |k: &str| r[k].as_str().unwrap_or("-").to_string();
+            (s("task"), s("outcome"), s("cause"))
+        })
+        .collect();
+    let want = [
+        ("010-check", "checks_failed", "checks_failed"),
+        ("020-protected", "checks_failed", "protected_path"),
+        ("030-frame", "agent_failed", "frame_broken"),
+        ("040-slow", "timeout", "timeout"),
+    ];
+    let want: Vec<(String, String, String)> =
+        want.iter().map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())).collect();
+    assert_eq!(got, want);
+
+    // `ralph stats` groups them by those causes.
+    let s = json(repo.ralph(&["stats", "--json"]));
+    let mut kinds: Vec<(String, String)> = s["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["kind"].as_str().unwrap().to_string(), f["cause"].as_str().unwrap().to_string()))
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            ("checks_failed", "`sh check.sh` failed"),
+            ("frame_broken", "agent changed the frame"),
+            ("protected_path", "gate: protected path changed"),
+            ("timeout", "iteration time limit"),
+        ]
+        .map(|(k, c)| (k.to_string(), c.to_string()))
+    );
+}
+
+#[test]
 fn stats_without_runs_say_so() {
     let repo = TestRepo::new();
     let out = repo.ralph(&["stats"]).expect(0).stdout();
