@@ -126,6 +126,7 @@ pub(crate) async fn run(
     // Before the frame's snapshot: the baseline round writes ralph's state.
     let baseline = baseline(&it, &dir, &head_before, state, reporter).await?;
     let frame = Frame::take(root, it.run_dir, it.frame);
+    let spec_dirs = spec_dirs(root, it.backlog);
     // Decided on the tree before the agent: a file it creates is no check script.
     let protected =
         crate::gates::protected_patterns(it.cfg.protected.as_deref(), &task_checks(&it).commands, root);
@@ -227,21 +228,15 @@ pub(crate) async fn run(
     let mut findings = scanner.finish();
     // The note is written to disk (record, state, next prompt): no secret in it.
     findings.progress = findings.progress.map(|p| it.secrets.mask(&p));
-    let switched = put_branch_back(root, branch_before.as_deref())?;
-    let rewrote = history_rewritten(root, &head_before)?;
-    let tracked = ralph_dir_tracked(&it, &head_before)?;
-    let removed = put_logs_back(&dir, &prompt_text, &started_json)?;
-    let switched =
-        [switched, rewrote, tracked, removed].into_iter().flatten().reduce(|a, b| format!("{a}; {b}"));
-    let broke_frame = frame.restore(&dir.join("frame"), it.frame);
-    let switched = match (switched, broke_frame.is_empty()) {
-        (s, true) => s,
-        (s, false) => Some(format!(
-            "{}the agent changed what it must not touch: {}; ralph put it back (the changed versions are in this iteration's frame/ folder) and rejected the iteration",
-            s.map(|s| format!("{s}; ")).unwrap_or_default(),
-            broke_frame.join(", ")
-        )),
+    let framed = Framed {
+        frame: &frame,
+        dir: &dir,
+        head_before: &head_before,
+        branch_before: branch_before.as_deref(),
+        prompt: &prompt_text,
+        started: &started_json,
     };
+    let switched = frame_breaks(&it, &framed)?;
     let agent_tail = it.secrets.mask(&checks::last_lines(&findings.tail, AGENT_TAIL_LINES));
 
     // The outcome, from the agent's ending and then the checks.
@@ -256,6 +251,7 @@ pub(crate) async fn run(
         review: None,
         task_iteration: ts.iterations + 1,
         baseline,
+        spec_dirs,
     };
     let mut failure: Option<String> = None;
     let mut exit_code = None;
@@ -389,6 +385,31 @@ pub(crate) async fn run(
 
     // The checks (and a reviewer) may leave daemons too.
     escaped += process::reaper::sweep(it.cfg.agent.kill_grace);
+    // The checks run code the agent wrote (its tests, a conftest.py), and a reviewer is an
+    // agent: what they changed is held to the agent's frame and, if the work is to be kept,
+    // to its gates, or it would be committed unjudged.
+    if !judged.records.is_empty() {
+        let mut broke: Vec<String> = frame_breaks(&it, &framed)?.into_iter().collect();
+        let green = outcome.is_green() || kept_after_stop;
+        if broke.is_empty() && green && it.tree.is_none_or(|t| t.changes() != Changes::None) {
+            let caught = gates(&it, &mut judged)?;
+            if !caught.is_empty() {
+                broke.push(format!("a gate rejected the work: {}", caught.join("; ")));
+            }
+        }
+        if !broke.is_empty() {
+            let said = format!("after the checks ran: {}", broke.join("; "));
+            if green {
+                outcome = Outcome::ChecksFailed;
+                kept_after_stop = false;
+                failure = Some(said);
+            } else {
+                let f = failure.get_or_insert_with(String::new);
+                f.push_str(if f.is_empty() { "" } else { "\nand " });
+                f.push_str(&said);
+            }
+        }
+    }
     if escaped > 0 {
         reporter.line(&format!(
             "ended {escaped} process(es) that escaped the agent's or the checks' process group"
@@ -645,6 +666,36 @@ fn prompt_context(it: &Iteration<'_>, ts: &state::TaskState, attempt: u32) -> pr
         run_id: it.run_id.to_string(),
         iteration: it.number,
     }
+}
+
+/// What the frame's look after the agent (and again after the checks) needs.
+struct Framed<'a> {
+    frame: &'a Frame,
+    dir: &'a Path,
+    head_before: &'a str,
+    branch_before: Option<&'a str>,
+    prompt: &'a str,
+    started: &'a [u8],
+}
+
+/// Puts back whatever broke the frame (the branch, its history, `.ralph/` in git, the
+/// iteration's folder, the protected files and refs) and says what did, `None` when nothing.
+fn frame_breaks(it: &Iteration<'_>, f: &Framed<'_>) -> Result<Option<String>, CliError> {
+    let switched = put_branch_back(it.root, f.branch_before)?;
+    let rewrote = history_rewritten(it.root, f.head_before)?;
+    let tracked = ralph_dir_tracked(it, f.head_before)?;
+    let removed = put_logs_back(f.dir, f.prompt, f.started)?;
+    let switched =
+        [switched, rewrote, tracked, removed].into_iter().flatten().reduce(|a, b| format!("{a}; {b}"));
+    let broke_frame = f.frame.restore(&f.dir.join("frame"), it.frame);
+    Ok(match (switched, broke_frame.is_empty()) {
+        (s, true) => s,
+        (s, false) => Some(format!(
+            "{}the agent changed what it must not touch: {}; ralph put it back (the changed versions are in this iteration's frame/ folder) and rejected the iteration",
+            s.map(|s| format!("{s}; ")).unwrap_or_default(),
+            broke_frame.join(", ")
+        )),
+    })
 }
 
 /// If the agent left the branch the iteration started on, points HEAD back at it without
@@ -1003,6 +1054,8 @@ struct Judged {
     task_iteration: u32,
     /// What the project's checks already failed on the clean tree.
     baseline: Option<checks::Baseline>,
+    /// The backlog's folders before the agent ran (see [`spec_dirs`]).
+    spec_dirs: std::collections::BTreeMap<std::path::PathBuf, Option<std::path::PathBuf>>,
 }
 
 /// Protected paths and test weakening: what the agent's changes did that a gate forbids.
@@ -1037,7 +1090,15 @@ fn gates(it: &Iteration<'_>, j: &mut Judged) -> Result<Vec<String>, CliError> {
     // run would skip (or redo) work unseen. The agent's log cannot vouch for who wrote it (a
     // script it started, a file it renamed), so any change is rejected; the diff is kept.
     for (label, t) in j.spec_bodies.iter().filter(|(_, t)| t.id != it.task.id) {
-        let Some((_, Some(status))) = now.get(&t.id) else { continue };
+        // A task removed (its spec deleted or renamed, its story or item taken out) would
+        // leave the backlog "done" without it ever running, like a status set to done.
+        let Some((_, status)) = now.get(&t.id) else {
+            found.push(format!(
+                "it removed {label} (or made it unreadable); ralph's backlog loses a task only by your hand, between iterations"
+            ));
+            continue;
+        };
+        let Some(status) = status else { continue };
         let was = t.file_status();
         if *status != was {
             found.push(format!(
@@ -1047,7 +1108,28 @@ fn gates(it: &Iteration<'_>, j: &mut Judged) -> Result<Vec<String>, CliError> {
             ));
         }
     }
+    // ralph writes task status into these folders: one that leads elsewhere now (replaced by
+    // a link) would have it write outside the repository, or commit the backlog away.
+    for (dir, was) in &j.spec_dirs {
+        if std::fs::canonicalize(it.root.join(dir)).ok() != *was {
+            found.push(format!(
+                "it replaced the backlog's folder {} (a symbolic link, or gone); ralph writes task status only where the backlog was",
+                if dir.as_os_str().is_empty() { Path::new(".") } else { dir }.display()
+            ));
+        }
+    }
     Ok(found)
+}
+
+/// The folders holding the backlog's files, each with where it leads (resolved), as they are
+/// before the agent runs.
+fn spec_dirs(
+    root: &Path,
+    backlog: &Backlog,
+) -> std::collections::BTreeMap<std::path::PathBuf, Option<std::path::PathBuf>> {
+    let dirs: std::collections::BTreeSet<&Path> =
+        backlog.tasks.iter().filter_map(|t| t.path.parent()).collect();
+    dirs.into_iter().map(|d| (d.to_path_buf(), std::fs::canonicalize(root.join(d)).ok())).collect()
 }
 
 /// Deleted files traced back to the task that made them, at most, per iteration.
