@@ -684,7 +684,7 @@ fn frame_breaks(it: &Iteration<'_>, f: &Framed<'_>) -> Result<Option<String>, Cl
     let switched = put_branch_back(it.root, f.branch_before)?;
     let rewrote = history_rewritten(it.root, f.head_before)?;
     let tracked = ralph_dir_tracked(it, f.head_before)?;
-    let removed = put_logs_back(f.dir, f.prompt, f.started)?;
+    let removed = put_logs_back(it.root, f.dir, f.prompt, f.started)?;
     let switched =
         [switched, rewrote, tracked, removed].into_iter().flatten().reduce(|a, b| format!("{a}; {b}"));
     let broke_frame = f.frame.restore(&f.dir.join("frame"), it.frame);
@@ -754,8 +754,17 @@ fn ralph_dir_tracked(it: &Iteration<'_>, head_before: &str) -> Result<Option<Str
 /// If the agent removed the iteration's folder (`rm -rf .ralph`), makes it again with what
 /// ralph still holds (the prompt, where the iteration began) so the iteration can end, be
 /// reverted and be recovered, and says so. The frame puts ralph's state files back itself.
-fn put_logs_back(dir: &Path, prompt: &str, started: &[u8]) -> Result<Option<String>, CliError> {
-    if std::fs::symlink_metadata(dir.join(STARTED)).is_ok() {
+fn put_logs_back(root: &Path, dir: &Path, prompt: &str, started: &[u8]) -> Result<Option<String>, CliError> {
+    // ralph made every folder from `.ralph` down to the iteration's: one the agent replaced (by
+    // a file, a link) is not ralph's, and goes (unlinked, never followed) for ralph's own.
+    let mut replaced = false;
+    for folder in dir.ancestors().take_while(|a| a.starts_with(root.join(RALPH_DIR))) {
+        if std::fs::symlink_metadata(folder).is_ok_and(|m| !m.is_dir()) {
+            std::fs::remove_file(folder).map_err(|e| io_err("remove", folder, e))?;
+            replaced = true;
+        }
+    }
+    if !replaced && std::fs::symlink_metadata(dir.join(STARTED)).is_ok() {
         return Ok(None);
     }
     crate::fsx::create_dir_all(dir).map_err(|e| io_err("create", dir, e))?;
@@ -769,7 +778,7 @@ fn put_logs_back(dir: &Path, prompt: &str, started: &[u8]) -> Result<Option<Stri
     )
     .map_err(|e| io_err("write", &log, e))?;
     Ok(Some(
-        "the agent removed ralph's folder .ralph/ (or this iteration's logs in it), which it must not touch; ralph made it again".into(),
+        "the agent removed or replaced ralph's folder .ralph/ (or this iteration's logs in it), which it must not touch; ralph made it again".into(),
     ))
 }
 

@@ -322,3 +322,33 @@ actions = [{{ write = {{ path = "x.txt", content = "x\n" }} }}, {{ promise = tru
     assert_eq!(log.lines().filter(|l| l.starts_with("ralph(")).count(), 3, "{log}");
     assert_eq!(repo.dirt(), "");
 }
+
+/// ralph's folder replaced while the agent works (by a file, by a link to a folder elsewhere):
+/// undone like its removal, the iteration rejected, the run goes on with a clean tree.
+#[test]
+fn ralphs_folder_replaced_by_a_file_or_a_link_is_made_again() {
+    for replace in ["rm -rf .ralph && echo x > .ralph", "mv .ralph ../moved && ln -s ../moved .ralph"] {
+        let scenario = format!(
+            r#"
+[[step]]
+task = "010-a"
+iteration = 1
+actions = [{{ run = {} }}, {{ write = {{ path = "a.txt", content = "a\n" }} }}, {{ promise = true }}]
+[[step]]
+actions = [{{ write = {{ path = "a.txt", content = "a\n" }} }}, {{ promise = true }}]
+"#,
+            toml_str(replace)
+        );
+        let repo =
+            TestRepo::with_loop(&scenario, &["true"], "", &[("010-a.md", "# A\n"), ("020-b.md", "# B\n")]);
+        let run = repo.ralph_within(120, &["run"]);
+        assert!(std::fs::symlink_metadata(repo.path(".ralph")).unwrap().is_dir(), "{replace}");
+        let r = repo.records();
+        let outcomes: Vec<&str> = r.iter().map(|r| r["outcome"].as_str().unwrap()).collect();
+        assert_eq!(outcomes, ["agent_failed", "done", "done"], "{replace}: {}", run.stderr());
+        run.expect(0);
+        assert!(r[0]["failure"].as_str().unwrap().contains("replaced ralph's folder"), "{}", r[0]);
+        assert_eq!(repo.dirt(), "", "{replace}");
+        assert_eq!((repo.spec_status("010-a"), repo.spec_status("020-b")), ("done".into(), "done".into()));
+    }
+}
