@@ -851,7 +851,7 @@ async fn run_checks(
         .await
         .map_err(|e| io_err("write", &checks_path, e))?;
     judged.records = r.records;
-    let dropped: Vec<String> = r
+    let mut dropped: Vec<String> = r
         .test_counts
         .iter()
         .filter_map(|(cmd, n)| {
@@ -862,6 +862,15 @@ async fn run_checks(
                 .map(|p| format!("`{cmd}` ran {n} tests, {p} before"))
         })
         .collect();
+    // A runner that reported its tests before and passes now without a word of them (a
+    // conftest.py that exits at once, a test binary that exits 0 first) ran none that it told.
+    for c in judged.records.iter().filter(|c| c.exit_code == Some(0)) {
+        if let Some(p) = judged.prev_counts.get(&c.command)
+            && !r.test_counts.iter().any(|(cmd, _)| *cmd == c.command)
+        {
+            dropped.push(format!("`{}` reported no tests, {p} before", c.command));
+        }
+    }
     judged.counts = r.test_counts;
     let outcome = if r.interrupted {
         Outcome::Interrupted

@@ -368,3 +368,36 @@ actions = [{ delete = "old.txt" }, { promise = true }]
     assert_eq!(outcomes, ["done", "done"]);
     assert!(!repo.exists("old.txt"));
 }
+
+/// A runner that reported its tests at the last green round and now passes without reporting
+/// any (a conftest.py that exits at once): no tests ran, which is fewer than before.
+#[test]
+fn a_runner_that_stops_reporting_its_tests_is_rejected() {
+    // The "runner" reports its tests unless a conftest cuts it short, exit 0.
+    let check = "if [ -f conftest.sh ]; then sh conftest.sh; else echo \"test result: ok. $(wc -l < tests.txt) passed; 0 failed; 0 ignored\"; fi";
+    let scenario = r#"
+[[step]]
+task = "010-add"
+actions = [{ append = { path = "tests.txt", content = "t3\n" } }, { promise = true }]
+[[step]]
+task = "020-cut"
+iteration = 1
+actions = [{ write = { path = "conftest.sh", content = "exit 0\n" } }, { write = { path = "src.txt", content = "garbage\n" } }, { promise = true }]
+[[step]]
+task = "020-cut"
+iteration = 2
+actions = [{ expect_prompt = "reported no tests" }, { write = { path = "other.txt", content = "o\n" } }, { promise = true }]
+"#;
+    let repo =
+        TestRepo::with_loop(scenario, &[check], "", &[("010-add.md", "# Add\n"), ("020-cut.md", "# Cut\n")]);
+    repo.write("tests.txt", "t1\nt2\n");
+    repo.commit_all("two tests");
+    repo.ralph(&["run"]).expect(0);
+    let r = repo.records();
+    assert_eq!(r[0]["outcome"], "done");
+    assert_eq!(r[1]["outcome"], "checks_failed");
+    let failure = r[1]["failure"].as_str().unwrap();
+    assert!(failure.contains("reported no tests, 3 before"), "{failure}");
+    assert!(!repo.exists("src.txt") && !repo.exists("conftest.sh"));
+    assert_eq!(r[2]["outcome"], "done");
+}
