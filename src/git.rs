@@ -495,6 +495,35 @@ pub fn ralph_dir_added(root: &Path, base: &str, head: &str) -> Result<Vec<String
     Ok(paths)
 }
 
+/// The index entries `git add` skips: marked assume-unchanged (`git ls-files -v` tags them in
+/// lower case) or skip-worktree (`S`).
+pub fn hidden_entries(root: &Path) -> Result<std::collections::BTreeSet<String>, GitError> {
+    let out = run(root, ["ls-files", "-v", "-z"])?;
+    Ok(nul_separated(&out.stdout)
+        .into_iter()
+        .filter_map(|e| {
+            let (tag, path) = e.split_at_checked(2)?;
+            let tag = tag.chars().next()?;
+            (tag.is_ascii_lowercase() || tag == 'S').then(|| path.to_string())
+        })
+        .collect())
+}
+
+/// Clears the assume-unchanged and skip-worktree marks of these entries: `git add` and a
+/// reset see their files again.
+pub fn unhide(root: &Path, paths: &[&str]) -> Result<(), GitError> {
+    // One mark per `update-index` (it applies only the first it is given); paths in chunks,
+    // within any command line's limit.
+    for flag in ["--no-assume-unchanged", "--no-skip-worktree"] {
+        for chunk in paths.chunks(500) {
+            let mut args = vec!["update-index", flag, "--"];
+            args.extend(chunk.iter().copied());
+            run(root, args)?;
+        }
+    }
+    Ok(())
+}
+
 /// Puts the index's `.ralph/` entries back to `base`'s (none): the files stay, untracked.
 pub fn untrack_ralph_dir(root: &Path, base: &str) -> Result<(), GitError> {
     run(root, ["reset", "-q", base, "--", RALPH_PATH]).map(drop)

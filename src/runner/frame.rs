@@ -1,8 +1,8 @@
 //! The frame around the agent: what it must not touch. ralph's own state (`.ralph/state.json`,
 //! the learnings store, the run's `run.json` and `iterations.jsonl`, `.ralph/.gitignore`),
 //! git's internals (`config`, `info/exclude`, `hooks/`, every branch, tag and replacement ref
-//! but the branch being worked on) and
-//! `ralph.toml`. A snapshot is taken before the agent starts; afterwards every change is put
+//! but the branch being worked on, and the index entries hidden from `git add` beyond the
+//! user's own) and `ralph.toml`. A snapshot is taken before the agent starts; afterwards every change is put
 //! back and named, and the iteration is rejected with the names as its reason.
 //!
 //! Older iterations' logs are not snapshotted (they can be large), nor files over 1 MiB: an
@@ -58,6 +58,9 @@ struct Known {
     head: Option<Option<String>>,
     /// Every branch and tag but `.0`, the ref HEAD named when they were listed.
     refs: Option<(Option<String>, BTreeMap<String, String>)>,
+    /// The index entries hidden from `git add` (assume-unchanged, skip-worktree) before the
+    /// first agent ran: the user's own. Only ralph's clearing of the agent's changes them.
+    hidden: Option<std::collections::BTreeSet<String>>,
 }
 
 impl Memory {
@@ -73,7 +76,24 @@ impl Memory {
             hooks: None,
             head: None,
             refs: None,
+            hidden: None,
         }))
+    }
+
+    /// Clears the marks that hide index entries from `git add` (assume-unchanged,
+    /// skip-worktree) set since the run began, and names their files: with them ralph would
+    /// commit what the index holds instead of the files its checks ran on.
+    pub fn unhide_new(&self, root: &Path) -> Vec<String> {
+        let mut known = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Ok(now) = git::hidden_entries(root) else { return Vec::new() };
+        let was = known.hidden.get_or_insert_with(Default::default);
+        let new: Vec<&str> = now.iter().map(String::as_str).filter(|p| !was.contains(*p)).collect();
+        // Entries gone from the index are no longer the user's either.
+        was.retain(|p| now.contains(p));
+        if new.is_empty() || git::unhide(root, &new).is_err() {
+            return Vec::new();
+        }
+        new.into_iter().map(str::to_string).collect()
     }
 
     /// Stops watching (the run is over): see [`FileWatch::unwatch_all`]. Nothing is kept
@@ -266,6 +286,9 @@ impl Frame {
             known.common_dir.join("info").join("exclude"),
         ];
         paths.extend(known.hooks());
+        if known.hidden.is_none() {
+            known.hidden = Some(git::hidden_entries(root).unwrap_or_default());
+        }
         let files = paths
             .into_iter()
             .map(|p| {

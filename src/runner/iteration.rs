@@ -236,7 +236,7 @@ pub(crate) async fn run(
         prompt: &prompt_text,
         started: &started_json,
     };
-    let switched = frame_breaks(&it, &framed)?;
+    let switched = frame_breaks(&it, &framed, it.tree.is_some_and(|t| t.index_as_settled(&head_before)))?;
     let agent_tail = it.secrets.mask(&checks::last_lines(&findings.tail, AGENT_TAIL_LINES));
 
     // The outcome, from the agent's ending and then the checks.
@@ -389,7 +389,9 @@ pub(crate) async fn run(
     // agent: what they changed is held to the agent's frame and, if the work is to be kept,
     // to its gates, or it would be committed unjudged.
     if !judged.records.is_empty() {
-        let mut broke: Vec<String> = frame_breaks(&it, &framed)?.into_iter().collect();
+        // The gates' `git add` left the index as the watch noted it.
+        let untouched = it.tree.is_some_and(|t| t.changes() == Changes::None);
+        let mut broke: Vec<String> = frame_breaks(&it, &framed, untouched)?.into_iter().collect();
         let green = outcome.is_green() || kept_after_stop;
         if broke.is_empty() && green && it.tree.is_none_or(|t| t.changes() != Changes::None) {
             let caught = gates(&it, &mut judged)?;
@@ -680,13 +682,23 @@ struct Framed<'a> {
 
 /// Puts back whatever broke the frame (the branch, its history, `.ralph/` in git, the
 /// iteration's folder, the protected files and refs) and says what did, `None` when nothing.
-fn frame_breaks(it: &Iteration<'_>, f: &Framed<'_>) -> Result<Option<String>, CliError> {
+/// `index_untouched`: the index is the one ralph's last git command left (then neither
+/// `.ralph/` nor a hidden entry can be in it anew).
+fn frame_breaks(
+    it: &Iteration<'_>,
+    f: &Framed<'_>,
+    index_untouched: bool,
+) -> Result<Option<String>, CliError> {
     let switched = put_branch_back(it.root, f.branch_before)?;
     let rewrote = history_rewritten(it.root, f.head_before)?;
-    let tracked = ralph_dir_tracked(it, f.head_before)?;
+    let untouched = index_untouched && git::head(it.root)?.as_deref() == Some(f.head_before);
+    let (tracked, hidden) =
+        if untouched { (None, None) } else { (ralph_dir_tracked(it, f.head_before)?, hidden_from_git(it)) };
     let removed = put_logs_back(it.root, f.dir, f.prompt, f.started)?;
-    let switched =
-        [switched, rewrote, tracked, removed].into_iter().flatten().reduce(|a, b| format!("{a}; {b}"));
+    let switched = [switched, rewrote, tracked, hidden, removed]
+        .into_iter()
+        .flatten()
+        .reduce(|a, b| format!("{a}; {b}"));
     let broke_frame = f.frame.restore(&f.dir.join("frame"), it.frame);
     Ok(match (switched, broke_frame.is_empty()) {
         (s, true) => s,
@@ -731,14 +743,25 @@ fn history_rewritten(root: &Path, head_before: &str) -> Result<Option<String>, C
     )))
 }
 
+/// If the agent hid files from `git add` (`git update-index --assume-unchanged` or
+/// `--skip-worktree`), shows them again and says so: ralph commits the files its checks ran
+/// on, never what the index holds in their place. The user's own marks are left alone.
+fn hidden_from_git(it: &Iteration<'_>) -> Option<String> {
+    let hidden = it.frame.unhide_new(it.root);
+    if hidden.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "the agent hid files from git (assume-unchanged or skip-worktree: {}{}); ralph showed them again",
+        hidden.iter().take(3).cloned().collect::<Vec<_>>().join(", "),
+        if hidden.len() > 3 { format!(" and {} more", hidden.len() - 3) } else { String::new() }
+    ))
+}
+
 /// If the agent put ralph's own folder into git (`git add -f .ralph`, perhaps committed), takes
-/// it out of the index again and says so: `.ralph/` is never committed. No git command when the
-/// index is still the one ralph left and HEAD did not move.
+/// it out of the index again and says so: `.ralph/` is never committed.
 fn ralph_dir_tracked(it: &Iteration<'_>, head_before: &str) -> Result<Option<String>, CliError> {
     let head = git::head(it.root)?.unwrap_or_default();
-    if head == head_before && it.tree.is_some_and(|t| t.index_as_settled(head_before)) {
-        return Ok(None);
-    }
     let added = git::ralph_dir_added(it.root, head_before, &head)?;
     if added.is_empty() {
         return Ok(None);

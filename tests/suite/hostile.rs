@@ -352,3 +352,56 @@ actions = [{{ write = {{ path = "a.txt", content = "a\n" }} }}, {{ promise = tru
         assert_eq!((repo.spec_status("010-a"), repo.spec_status("020-b")), ("done".into(), "done".into()));
     }
 }
+
+/// Files hidden from `git add` (`git update-index --assume-unchanged` or `--skip-worktree`)
+/// would have ralph commit something other than what its checks ran on: garbage staged under a
+/// good file, or the agent's real change left out. Rejected, the flags cleared, the tree put
+/// back; a flag the user set before the run is theirs and stays.
+#[test]
+fn files_hidden_from_git_by_the_agent_are_rejected_and_shown_again() {
+    for hide in ["--assume-unchanged", "--skip-worktree"] {
+        let scenario = format!(
+            r#"
+[[step]]
+task = "010-a"
+actions = [{{ write = {{ path = "a.txt", content = "good\n" }} }}, {{ promise = true }}]
+[[step]]
+task = "020-b"
+iteration = 1
+actions = [{{ run = "echo GARBAGE > a.txt && git add a.txt && echo good > a.txt && git update-index {hide} a.txt && echo changed > local.txt && git update-index {hide} local.txt" }}, {{ write = {{ path = "b.txt", content = "b\n" }} }}, {{ promise = true }}]
+[[step]]
+actions = [{{ write = {{ path = "b.txt", content = "b\n" }} }}, {{ promise = true }}]
+"#
+        );
+        let repo = TestRepo::with_loop(
+            &scenario,
+            &["grep -q good a.txt || test ! -e a.txt"],
+            "",
+            &[("010-a.md", "# A\n"), ("020-b.md", "# B\n")],
+        );
+        // The user's own hidden file, set before the run: left alone.
+        repo.write("local.txt", "mine\n");
+        repo.write("user.txt", "u\n");
+        repo.commit_all("local files");
+        repo.git(&["update-index", "--assume-unchanged", "user.txt"]);
+
+        let run = repo.ralph_within(120, &["run"]);
+        let r = repo.records();
+        let outcomes: Vec<&str> = r.iter().map(|r| r["outcome"].as_str().unwrap()).collect();
+        assert_eq!(outcomes, ["done", "agent_failed", "done"], "{hide}: {}", run.stderr());
+        run.expect(0);
+        let failure = r[1]["failure"].as_str().unwrap();
+        assert!(failure.contains("a.txt") && failure.contains("local.txt"), "{hide}: {failure}");
+        for rev in ["HEAD", "HEAD~1"] {
+            assert_eq!(repo.git(&["show", &format!("{rev}:a.txt")]), "good\n", "{hide} {rev}");
+            assert_eq!(repo.git(&["show", &format!("{rev}:local.txt")]), "mine\n", "{hide} {rev}");
+        }
+        assert_eq!(repo.read("local.txt"), "mine\n", "{hide}");
+        let flagged = repo.git(&["ls-files", "-v"]);
+        assert!(flagged.lines().any(|l| l == "h user.txt"), "{flagged}");
+        assert!(
+            flagged.lines().any(|l| l == "H a.txt") && flagged.lines().any(|l| l == "H local.txt"),
+            "{flagged}"
+        );
+    }
+}
