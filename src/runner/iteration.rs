@@ -442,7 +442,7 @@ pub(crate) async fn run(
         // ralph owns the status: the agent's word (or edit) does not mark a task done.
         let status = if outcome == Outcome::Done { Status::Done } else { Status::Todo };
         crate::backlog::set_status(root, task, &spec_before, status, None)?;
-        learnings::write_agents_md(root, &store, &it.cfg.learnings)?;
+        learnings::write_agents_md(root, &store, &it.cfg.learnings, it.secrets)?;
         if git::head(root)?.as_deref() != Some(head_before.as_str()) {
             git::reset_soft(root, &head_before)?;
         }
@@ -495,7 +495,7 @@ pub(crate) async fn run(
         if let Some(text) = &spec_kept {
             state::atomic_write(&root.join(&task.path), text)?;
         }
-        if learnings::write_agents_md(root, &store, &it.cfg.learnings)? {
+        if learnings::write_agents_md(root, &store, &it.cfg.learnings, it.secrets)? {
             let msg = format!(
                 "ralph({}): learnings from iteration {}\n\n{}",
                 task.id,

@@ -405,3 +405,17 @@ actions = [{{ write = {{ path = "b.txt", content = "b\n" }} }}, {{ promise = tru
         );
     }
 }
+
+/// An agent that writes a secret from its environment into AGENTS.md: the file ralph commits
+/// (and every later agent reads) has it masked. Its other files are the user's code.
+#[test]
+fn a_secret_the_agent_writes_into_agents_md_is_masked() {
+    let scenario = scenario("echo \"deploy with $MY_API_TOKEN\" >> AGENTS.md");
+    let repo = TestRepo::with_loop(&scenario, &["true"], "", &[("010-a.md", "# A\n")]);
+    let out = repo.cmd(&["run"]).env("MY_API_TOKEN", "supersecret-123456").output().unwrap();
+    Run(out).expect(0);
+    let committed = repo.git(&["show", "HEAD:AGENTS.md"]);
+    assert!(committed.contains("deploy with [MASKED]"), "{committed}");
+    assert!(!repo.git(&["log", "-p", "--", "AGENTS.md"]).contains("supersecret"));
+    assert!(!repo.read("AGENTS.md").contains("supersecret"));
+}
