@@ -1149,6 +1149,15 @@ fn gates(it: &Iteration<'_>, j: &mut Judged) -> Result<Vec<String>, CliError> {
             ));
         }
     }
+    // ralph renders its learnings into AGENTS.md before it commits: one it cannot read (made
+    // larger than ralph reads, a link to a device, not UTF-8) would end the run there, with
+    // the work staged, at every try.
+    let agents_md = it.root.join(learnings::AGENTS_MD);
+    if let Err(e) = crate::fsx::read_input_following(&agents_md)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        found.push(format!("{} cannot be read ({e}); ralph keeps its learnings there", learnings::AGENTS_MD));
+    }
     // ralph writes task status into these folders: one that leads elsewhere now (replaced by
     // a link) would have it write outside the repository, or commit the backlog away.
     for (dir, was) in &j.spec_dirs {

@@ -419,3 +419,28 @@ fn a_secret_the_agent_writes_into_agents_md_is_masked() {
     assert!(!repo.git(&["log", "-p", "--", "AGENTS.md"]).contains("supersecret"));
     assert!(!repo.read("AGENTS.md").contains("supersecret"));
 }
+
+/// AGENTS.md made unreadable for ralph (larger than it reads, a link to a device): the
+/// iteration is rejected, where ralph stopped at its commit with the work staged, at every run.
+#[test]
+fn an_agents_md_ralph_cannot_read_is_rejected_not_a_crash() {
+    for spoil in ["head -c 1100000 /dev/zero | tr '\\0' x > AGENTS.md", "ln -sf /dev/zero AGENTS.md"] {
+        let repo = TestRepo::new();
+        let scenario = format!(
+            "[[step]]\ntask = \"010-a\"\niteration = 1\nactions = [{{ run = {} }}, {{ write = {{ path = \"a.txt\", content = \"a\\n\" }} }}, {{ promise = true }}]\n[[step]]\nactions = [{{ write = {{ path = \"a.txt\", content = \"a\\n\" }} }}, {{ promise = true }}]\n",
+            toml_str(spoil)
+        );
+        repo.set_scenario(&scenario);
+        repo.write_config(&["true"], "");
+        repo.write("specs/010-a.md", "# A\n");
+        repo.commit_all("set up ralph");
+        let run = repo.ralph_within(120, &["run"]);
+        let r = repo.records();
+        let outcomes: Vec<&str> = r.iter().map(|r| r["outcome"].as_str().unwrap()).collect();
+        assert_eq!(outcomes, ["checks_failed", "done"], "{spoil}: {}", run.stderr());
+        run.expect(0);
+        assert!(r[0]["failure"].as_str().unwrap().contains("AGENTS.md cannot be read"), "{}", r[0]);
+        assert!(!repo.exists("AGENTS.md") || repo.read("AGENTS.md").len() < 1000, "{spoil}");
+        assert_eq!(repo.dirt(), "");
+    }
+}
