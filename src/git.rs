@@ -766,14 +766,35 @@ pub struct Staged {
 /// The staged changes against `base`, in one `git diff`: the raw list (exact paths, NUL
 /// separated) followed by the `-U0` patch (the added lines).
 pub fn staged(root: &Path, base: &str) -> Result<Staged, GitError> {
-    let out = run(
-        root,
-        ["diff", "--cached", "--no-renames", "--no-color", "--no-ext-diff", "-U0", "--raw", "-p", "-z", base],
-    )?;
-    Ok(parse_staged(&out.stdout))
+    const ARGS: [&str; 8] =
+        ["diff", "--cached", "--no-renames", "--no-color", "--no-ext-diff", "-U0", "--raw", "-p"];
+    let out = run(root, ARGS.into_iter().chain(["-z", base]))?;
+    let (mut staged, binary) = parse_staged(&out.stdout);
+    // A file git shows as binary shows no added lines: an attribute (`*.py -diff` in
+    // .gitattributes) or a NUL byte would hide a skip marker from the gates. The small ones
+    // (sources, not assets) are diffed again as text.
+    const MAX_TEXT: u64 = 1024 * 1024;
+    let mut budget = 4 * MAX_TEXT;
+    let small: Vec<String> = binary
+        .into_iter()
+        .filter(|p| {
+            let len = std::fs::symlink_metadata(root.join(p)).ok().filter(|m| m.is_file()).map(|m| m.len());
+            let fits = len.is_some_and(|l| l <= MAX_TEXT && l <= budget);
+            budget -= if fits { len.unwrap_or(0) } else { 0 };
+            fits
+        })
+        .map(|p| format!(":(literal){p}"))
+        .collect();
+    if !small.is_empty() {
+        let args = ARGS.into_iter().chain(["--text", "-z", base, "--"]).map(str::to_string).chain(small);
+        let (text, _) = parse_staged(&run(root, args)?.stdout);
+        staged.added.extend(text.added);
+    }
+    Ok(staged)
 }
 
-fn parse_staged(bytes: &[u8]) -> Staged {
+/// The changes and added lines of a `git diff --raw -p -z`, and the files it showed as binary.
+fn parse_staged(bytes: &[u8]) -> (Staged, Vec<String>) {
     const MAX_DIFF: usize = 4 * 1024 * 1024;
     let mut staged = Staged::default();
     // The raw part: ":<modes> <ids> <kind>\0<path>\0" per file, then one more NUL.
@@ -790,10 +811,17 @@ fn parse_staged(bytes: &[u8]) -> Staged {
     // The patch has one `diff --git` section per file of the raw part, in the same order: the
     // path comes from there, exact, instead of from the quoted `+++ b/...` line.
     let (mut section, mut in_hunk) = (None::<usize>, false);
+    let mut binary = Vec::new();
     for l in text.lines() {
         if l.starts_with("diff --git ") {
             section = Some(section.map_or(0, |s| s + 1));
             in_hunk = false;
+        } else if !in_hunk
+            && l.starts_with("Binary files ")
+            && let Some(c) = section.and_then(|s| staged.changes.get(s))
+            && c.kind != 'D'
+        {
+            binary.push(c.path.clone());
         } else if l.starts_with("@@ ") {
             in_hunk = true;
         } else if in_hunk
@@ -803,7 +831,7 @@ fn parse_staged(bytes: &[u8]) -> Staged {
             staged.added.push((c.path.clone(), added.to_string()));
         }
     }
-    staged
+    (staged, binary)
 }
 
 /// The working tree (tracked and untracked, ignored files and `.ralph/` aside) as a tree
@@ -1060,6 +1088,8 @@ mod tests {
                 ("f.txt", "#[ignore]"),
                 ("n\"ew tab\t.txt", "new"),
                 ("new.txt", "moved"),
+                // A small file git shows as binary is diffed again as text.
+                ("bin.dat", "\0bin"),
             ]
         );
     }

@@ -401,3 +401,35 @@ actions = [{ expect_prompt = "reported no tests" }, { write = { path = "other.tx
     assert!(!repo.exists("src.txt") && !repo.exists("conftest.sh"));
     assert_eq!(r[2]["outcome"], "done");
 }
+
+/// A test file git shows as binary (an attribute, a NUL byte) shows no added lines: its skip
+/// marker is found all the same.
+#[test]
+fn a_skip_marker_in_a_file_git_shows_as_binary_is_found() {
+    for hide in [
+        r#"{ write = { path = ".gitattributes", content = "*.py -diff\n" } }"#,
+        r#"{ run = "printf '# \\000\\n' >> tests/test_x.py" }"#,
+    ] {
+        let scenario = format!(
+            r#"
+[[step]]
+task = "010-a"
+actions = [{{ write = {{ path = "tests/test_x.py", content = "def test_a():\n    assert 1\n" }} }}, {{ promise = true }}]
+[[step]]
+task = "020-b"
+iteration = 1
+actions = [{{ write = {{ path = "tests/test_x.py", content = "import pytest\n@pytest.mark.skip\ndef test_a():\n    assert 0\n" }} }}, {hide}, {{ promise = true }}]
+[[step]]
+actions = [{{ write = {{ path = "b.txt", content = "b\n" }} }}, {{ promise = true }}]
+"#
+        );
+        let repo =
+            TestRepo::with_loop(&scenario, &["true"], "", &[("010-a.md", "# A\n"), ("020-b.md", "# B\n")]);
+        repo.ralph(&["run"]).expect(0);
+        let r = repo.records();
+        assert_eq!(r[1]["outcome"], "checks_failed", "{hide}: {}", r[1]);
+        let failure = r[1]["failure"].as_str().unwrap();
+        assert!(failure.contains("it added a skip marker in tests/test_x.py"), "{hide}: {failure}");
+        assert_eq!(r[2]["outcome"], "done");
+    }
+}
