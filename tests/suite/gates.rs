@@ -433,3 +433,31 @@ actions = [{{ write = {{ path = "b.txt", content = "b\n" }} }}, {{ promise = tru
         assert_eq!(r[2]["outcome"], "done");
     }
 }
+
+/// The clean tree fails with named tests; the agent's work cuts the runner short so it prints
+/// only an old failure's name (a conftest.py that prints it and exits): that is no tolerated
+/// failure but a runner that ran fewer tests than the clean tree, from the first iteration on.
+#[test]
+fn a_runner_cut_short_to_an_old_failure_is_not_tolerated() {
+    // A cargo-like runner: failing.txt names the failing tests, tests.txt all of them.
+    let check = "if [ -f cut.sh ]; then sh cut.sh; exit 1; fi; while read t; do echo \"test $t ... FAILED\"; done < failing.txt; echo \"test result: FAILED. $(wc -l < tests.txt) passed; $(wc -l < failing.txt) failed\"; test ! -s failing.txt";
+    let scenario = r#"
+[[step]]
+task = "010-a"
+iteration = 1
+actions = [{ write = { path = "cut.sh", content = "echo 'test a ... FAILED'\n" } }, { write = { path = "src.txt", content = "garbage\n" } }, { promise = true }]
+[[step]]
+actions = [{ write = { path = "ok.txt", content = "ok\n" } }, { promise = true }]
+"#;
+    let repo = TestRepo::with_loop(scenario, &[check], "", &[("010-a.md", "# A\n")]);
+    repo.write("failing.txt", "a\n");
+    repo.write("tests.txt", "t1\nt2\nt3\n");
+    repo.commit_all("one test already fails");
+    let run = repo.ralph(&["run"]).expect(0);
+    let r = repo.records();
+    assert_eq!(r[0]["outcome"], "checks_failed", "{}: {}", r[0], run.stderr());
+    let failure = r[0]["failure"].as_str().unwrap();
+    assert!(failure.contains("reported no tests, 4 before"), "{failure}");
+    assert!(!repo.exists("src.txt") && !repo.exists("cut.sh"));
+    assert_eq!(r[1]["outcome"], "done");
+}
