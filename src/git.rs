@@ -593,6 +593,28 @@ pub fn first_parent_commits(root: &Path, from: &str, to: &str) -> Result<Vec<(St
         .collect())
 }
 
+/// The commits on the first-parent line from `from` (excluded) to `to` that carry ralph's
+/// trailers, newest first: each one's sha, `Ralph-Run` and `Ralph-Iteration`.
+pub fn ralph_commits_between(root: &Path, from: &str, to: &str) -> Result<Vec<[String; 3]>, GitError> {
+    let out = run(
+        root,
+        [
+            "log",
+            "--first-parent",
+            "--format=%H%x00%(trailers:key=Ralph-Run,valueonly=true,separator=%x2C)%x00%(trailers:key=Ralph-Iteration,valueonly=true,separator=%x2C)%x01",
+            &format!("{from}..{to}"),
+        ],
+    )?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .split('\u{1}')
+        .filter_map(|c| {
+            let mut f = c.trim_start_matches('\n').split('\0').map(|s| s.trim().to_string());
+            let (sha, run, iteration) = (f.next()?, f.next()?, f.next()?);
+            (!sha.is_empty() && !run.is_empty()).then_some([sha, run, iteration])
+        })
+        .collect())
+}
+
 /// Files that differ between two commits.
 pub fn changed_between(root: &Path, from: &str, to: &str) -> Result<Vec<String>, GitError> {
     let out = run(root, ["diff", "--name-only", "-z", from, to])?;
