@@ -522,6 +522,35 @@ pub fn ralph_dir_added(root: &Path, base: &str, head: &str) -> Result<Vec<String
     Ok(paths)
 }
 
+/// The index entries `git add` skips: marked assume-unchanged (`git ls-files -v` tags them in
+/// lower case) or skip-worktree (`S`).
+pub fn hidden_entries(root: &Path) -> Result<std::collections::BTreeSet<String>, GitError> {
+    let out = run(root, ["ls-files", "-v", "-z"])?;
+    Ok(nul_separated(&out.stdout)
+        .into_iter()
+        .filter_map(|e| {
+            let (tag, path) = e.split_at_checked(2)?;
+            let tag = tag.chars().next()?;
+            (tag.is_ascii_lowercase() || tag == 'S').then(|| path.to_string())
+        })
+        .collect())
+}
+
+/// Clears the assume-unchanged and skip-worktree marks of these entries: `git add` and a
+/// reset see their files again.
+pub fn unhide(root: &Path, paths: &[&str]) -> Result<(), GitError> {
+    // One mark per `update-index` (it applies only the first it is given); paths in chunks,
+    // within any command line's limit.
+    for flag in ["--no-assume-unchanged", "--no-skip-worktree"] {
+        for chunk in paths.chunks(500) {
+            let mut args = vec!["update-index", flag, "--"];
+            args.extend(chunk.iter().copied());
+            run(root, args)?;
+        }
+    }
+    Ok(())
+}
+
 /// Puts the index's `.ralph/` entries back to `base`'s (none): the files stay, untracked.
 pub fn untrack_ralph_dir(root: &Path, base: &str) -> Result<(), GitError> {
     run(root, ["reset", "-q", base, "--", RALPH_PATH]).map(drop)
@@ -588,6 +617,28 @@ pub fn first_parent_commits(root: &Path, from: &str, to: &str) -> Result<Vec<(St
         .lines()
         .filter_map(|l| l.split_once(' '))
         .map(|(sha, t)| (sha.to_string(), t.parse().unwrap_or(i64::MAX)))
+        .collect())
+}
+
+/// The commits on the first-parent line from `from` (excluded) to `to` that carry ralph's
+/// trailers, newest first: each one's sha, `Ralph-Run` and `Ralph-Iteration`.
+pub fn ralph_commits_between(root: &Path, from: &str, to: &str) -> Result<Vec<[String; 3]>, GitError> {
+    let out = run(
+        root,
+        [
+            "log",
+            "--first-parent",
+            "--format=%H%x00%(trailers:key=Ralph-Run,valueonly=true,separator=%x2C)%x00%(trailers:key=Ralph-Iteration,valueonly=true,separator=%x2C)%x01",
+            &format!("{from}..{to}"),
+        ],
+    )?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .split('\u{1}')
+        .filter_map(|c| {
+            let mut f = c.trim_start_matches('\n').split('\0').map(|s| s.trim().to_string());
+            let (sha, run, iteration) = (f.next()?, f.next()?, f.next()?);
+            (!sha.is_empty() && !run.is_empty()).then_some([sha, run, iteration])
+        })
         .collect())
 }
 
@@ -764,14 +815,35 @@ pub struct Staged {
 /// The staged changes against `base`, in one `git diff`: the raw list (exact paths, NUL
 /// separated) followed by the `-U0` patch (the added lines).
 pub fn staged(root: &Path, base: &str) -> Result<Staged, GitError> {
-    let out = run(
-        root,
-        ["diff", "--cached", "--no-renames", "--no-color", "--no-ext-diff", "-U0", "--raw", "-p", "-z", base],
-    )?;
-    Ok(parse_staged(&out.stdout))
+    const ARGS: [&str; 8] =
+        ["diff", "--cached", "--no-renames", "--no-color", "--no-ext-diff", "-U0", "--raw", "-p"];
+    let out = run(root, ARGS.into_iter().chain(["-z", base]))?;
+    let (mut staged, binary) = parse_staged(&out.stdout);
+    // A file git shows as binary shows no added lines: an attribute (`*.py -diff` in
+    // .gitattributes) or a NUL byte would hide a skip marker from the gates. The small ones
+    // (sources, not assets) are diffed again as text.
+    const MAX_TEXT: u64 = 1024 * 1024;
+    let mut budget = 4 * MAX_TEXT;
+    let small: Vec<String> = binary
+        .into_iter()
+        .filter(|p| {
+            let len = std::fs::symlink_metadata(root.join(p)).ok().filter(|m| m.is_file()).map(|m| m.len());
+            let fits = len.is_some_and(|l| l <= MAX_TEXT && l <= budget);
+            budget -= if fits { len.unwrap_or(0) } else { 0 };
+            fits
+        })
+        .map(|p| format!(":(literal){p}"))
+        .collect();
+    if !small.is_empty() {
+        let args = ARGS.into_iter().chain(["--text", "-z", base, "--"]).map(str::to_string).chain(small);
+        let (text, _) = parse_staged(&run(root, args)?.stdout);
+        staged.added.extend(text.added);
+    }
+    Ok(staged)
 }
 
-fn parse_staged(bytes: &[u8]) -> Staged {
+/// The changes and added lines of a `git diff --raw -p -z`, and the files it showed as binary.
+fn parse_staged(bytes: &[u8]) -> (Staged, Vec<String>) {
     const MAX_DIFF: usize = 4 * 1024 * 1024;
     let mut staged = Staged::default();
     // The raw part: ":<modes> <ids> <kind>\0<path>\0" per file, then one more NUL.
@@ -788,10 +860,17 @@ fn parse_staged(bytes: &[u8]) -> Staged {
     // The patch has one `diff --git` section per file of the raw part, in the same order: the
     // path comes from there, exact, instead of from the quoted `+++ b/...` line.
     let (mut section, mut in_hunk) = (None::<usize>, false);
+    let mut binary = Vec::new();
     for l in text.lines() {
         if l.starts_with("diff --git ") {
             section = Some(section.map_or(0, |s| s + 1));
             in_hunk = false;
+        } else if !in_hunk
+            && l.starts_with("Binary files ")
+            && let Some(c) = section.and_then(|s| staged.changes.get(s))
+            && c.kind != 'D'
+        {
+            binary.push(c.path.clone());
         } else if l.starts_with("@@ ") {
             in_hunk = true;
         } else if in_hunk
@@ -801,7 +880,7 @@ fn parse_staged(bytes: &[u8]) -> Staged {
             staged.added.push((c.path.clone(), added.to_string()));
         }
     }
-    staged
+    (staged, binary)
 }
 
 /// The working tree (tracked and untracked, ignored files and `.ralph/` aside) as a tree
@@ -1058,6 +1137,8 @@ mod tests {
                 ("f.txt", "#[ignore]"),
                 ("n\"ew tab\t.txt", "new"),
                 ("new.txt", "moved"),
+                // A small file git shows as binary is diffed again as text.
+                ("bin.dat", "\0bin"),
             ]
         );
     }

@@ -578,7 +578,12 @@ impl Store {
 }
 
 /// Renders the store into `root/AGENTS.md`; returns whether the file changed.
-pub fn write_agents_md(root: &Path, store: &Store, cfg: &Settings) -> Result<bool, StateError> {
+pub fn write_agents_md(
+    root: &Path,
+    store: &Store,
+    cfg: &Settings,
+    secrets: &crate::secrets::Secrets,
+) -> Result<bool, StateError> {
     let path = root.join(AGENTS_MD);
     // What cannot be read (too large, not a file) is not rewritten from nothing.
     let old = match crate::fsx::read_input_following(&path) {
@@ -586,7 +591,9 @@ pub fn write_agents_md(root: &Path, store: &Store, cfg: &Settings) -> Result<boo
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(source) => return Err(StateError::Read { path, source }),
     };
-    let new = store.render(&old, cfg);
+    // The whole file masked, not only ralph's section: an agent may have written a secret from
+    // its environment into it, and AGENTS.md is committed and read by every later agent.
+    let new = secrets.mask(&store.render(&old, cfg));
     if new == old {
         return Ok(false);
     }

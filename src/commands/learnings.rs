@@ -58,7 +58,7 @@ pub fn run(cwd: &Path, a: &LearningsArgs) -> Result<u8, CliError> {
                 .map(|c| c.learnings)
                 .unwrap_or_default();
             store.save(&root)?;
-            if learnings::write_agents_md(&root, &store, &cfg)? {
+            if learnings::write_agents_md(&root, &store, &cfg, &crate::secrets::Secrets::from_env(&[]))? {
                 let path = Path::new(learnings::AGENTS_MD);
                 git::add_path(&root, path)?;
                 let msg = format!("ralph: learnings: {verb} {id}\n");

@@ -1,12 +1,12 @@
 //! The frame around the agent: what it must not touch. ralph's own state (`.ralph/state.json`,
 //! the learnings store, the run's `run.json` and `iterations.jsonl`, `.ralph/.gitignore`),
 //! git's internals (`config`, `info/exclude`, `hooks/`, every branch, tag and replacement ref
-//! but the branch being worked on) and
-//! `ralph.toml`. A snapshot is taken before the agent starts; afterwards every change is put
-//! back and named, and the iteration is rejected with the names as its reason. A link (or
-//! anything but a regular file) in place of one of ralph's files is removed, never followed,
-//! and ralph's version written back; the run's lock (`.ralph/lock`), which the memory holds,
-//! is made again and taken if the agent took it away.
+//! but the branch being worked on, and the index entries hidden from `git add` beyond the
+//! user's own) and `ralph.toml`. A snapshot is taken before the agent starts; afterwards every
+//! change is put back and named, and the iteration is rejected with the names as its reason. A
+//! link (or anything but a regular file) in place of one of ralph's files is removed, never
+//! followed, and ralph's version written back; the run's lock (`.ralph/lock`), which the
+//! memory holds, is made again and taken if the agent took it away.
 //!
 //! Older iterations' logs are not snapshotted (they can be large), nor files over 1 MiB: an
 //! agent that deletes them is still caught by the state files it deletes with them.
@@ -66,6 +66,9 @@ struct Known {
     lock: Option<crate::state::RunLock>,
     /// Whether `.ralph/lock` was found to be the locked file, and the watch saw no change since.
     lock_seen: bool,
+    /// The index entries hidden from `git add` (assume-unchanged, skip-worktree) before the
+    /// first agent ran: the user's own. Only ralph's clearing of the agent's changes them.
+    hidden: Option<std::collections::BTreeSet<String>>,
 }
 
 impl Memory {
@@ -83,6 +86,7 @@ impl Memory {
             refs: None,
             lock: None,
             lock_seen: false,
+            hidden: None,
         }))
     }
 
@@ -90,6 +94,22 @@ impl Memory {
     pub fn holding(self, lock: crate::state::RunLock) -> Memory {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).lock = Some(lock);
         self
+    }
+
+    /// Clears the marks that hide index entries from `git add` (assume-unchanged,
+    /// skip-worktree) set since the run began, and names their files: with them ralph would
+    /// commit what the index holds instead of the files its checks ran on.
+    pub fn unhide_new(&self, root: &Path) -> Vec<String> {
+        let mut known = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Ok(now) = git::hidden_entries(root) else { return Vec::new() };
+        let was = known.hidden.get_or_insert_with(Default::default);
+        let new: Vec<&str> = now.iter().map(String::as_str).filter(|p| !was.contains(*p)).collect();
+        // Entries gone from the index are no longer the user's either.
+        was.retain(|p| now.contains(p));
+        if new.is_empty() || git::unhide(root, &new).is_err() {
+            return Vec::new();
+        }
+        new.into_iter().map(str::to_string).collect()
     }
 
     /// Stops watching (the run is over): see [`FileWatch::unwatch_all`]. Nothing is kept
@@ -350,6 +370,9 @@ impl Frame {
             known.common_dir.join("info").join("exclude"),
         ];
         paths.extend(known.hooks());
+        if known.hidden.is_none() {
+            known.hidden = Some(git::hidden_entries(root).unwrap_or_default());
+        }
         let files = paths
             .into_iter()
             .map(|p| {

@@ -126,6 +126,7 @@ pub(crate) async fn run(
     // Before the frame's snapshot: the baseline round writes ralph's state.
     let baseline = baseline(&it, &dir, &head_before, state, reporter).await?;
     let frame = Frame::take(root, it.run_dir, it.frame);
+    let spec_dirs = spec_dirs(root, it.backlog);
     // Decided on the tree before the agent: a file it creates is no check script.
     let protected =
         crate::gates::protected_patterns(it.cfg.protected.as_deref(), &task_checks(&it).commands, root);
@@ -227,21 +228,15 @@ pub(crate) async fn run(
     let mut findings = scanner.finish();
     // The note is written to disk (record, state, next prompt): no secret in it.
     findings.progress = findings.progress.map(|p| it.secrets.mask(&p));
-    let switched = put_branch_back(root, branch_before.as_deref())?;
-    let rewrote = history_rewritten(root, &head_before)?;
-    let tracked = ralph_dir_tracked(&it, &head_before)?;
-    let removed = put_logs_back(&dir, &prompt_text, &started_json)?;
-    let switched =
-        [switched, rewrote, tracked, removed].into_iter().flatten().reduce(|a, b| format!("{a}; {b}"));
-    let broke_frame = frame.restore(&dir.join("frame"), it.frame);
-    let switched = match (switched, broke_frame.is_empty()) {
-        (s, true) => s,
-        (s, false) => Some(format!(
-            "{}the agent changed what it must not touch: {}; ralph put it back (the changed versions are in this iteration's frame/ folder) and rejected the iteration",
-            s.map(|s| format!("{s}; ")).unwrap_or_default(),
-            broke_frame.join(", ")
-        )),
+    let framed = Framed {
+        frame: &frame,
+        dir: &dir,
+        head_before: &head_before,
+        branch_before: branch_before.as_deref(),
+        prompt: &prompt_text,
+        started: &started_json,
     };
+    let switched = frame_breaks(&it, &framed, it.tree.is_some_and(|t| t.index_as_settled(&head_before)))?;
     let agent_tail = it.secrets.mask(&checks::last_lines(&findings.tail, AGENT_TAIL_LINES));
 
     // The outcome, from the agent's ending and then the checks.
@@ -257,6 +252,7 @@ pub(crate) async fn run(
         task_iteration: ts.iterations + 1,
         baseline,
         cause: None,
+        spec_dirs,
     };
     let mut failure: Option<String> = None;
     let mut cause: Option<Cause> = None;
@@ -397,6 +393,37 @@ pub(crate) async fn run(
 
     // The checks (and a reviewer) may leave daemons too.
     escaped += process::reaper::sweep(it.cfg.agent.kill_grace);
+    // The checks run code the agent wrote (its tests, a conftest.py), and a reviewer is an
+    // agent: what they changed is held to the agent's frame and, if the work is to be kept,
+    // to its gates, or it would be committed unjudged.
+    if !judged.records.is_empty() {
+        // The gates' `git add` left the index as the watch noted it.
+        let untouched = it.tree.is_some_and(|t| t.changes() == Changes::None);
+        let mut broke: Vec<String> = frame_breaks(&it, &framed, untouched)?.into_iter().collect();
+        let mut broke_cause = Cause::FrameBroken;
+        let green = outcome.is_green() || kept_after_stop;
+        if broke.is_empty() && green && it.tree.is_none_or(|t| t.changes() != Changes::None) {
+            let caught = gates(&it, &mut judged)?;
+            if let Some(first) = caught.first() {
+                broke_cause = first.cause;
+                let said: Vec<&str> = caught.iter().map(|r| r.message.as_str()).collect();
+                broke.push(format!("a gate rejected the work: {}", said.join("; ")));
+            }
+        }
+        if !broke.is_empty() {
+            let said = format!("after the checks ran: {}", broke.join("; "));
+            if green {
+                outcome = Outcome::ChecksFailed;
+                kept_after_stop = false;
+                cause = Some(broke_cause);
+                failure = Some(said);
+            } else {
+                let f = failure.get_or_insert_with(String::new);
+                f.push_str(if f.is_empty() { "" } else { "\nand " });
+                f.push_str(&said);
+            }
+        }
+    }
     if escaped > 0 {
         reporter.line(&format!(
             "ended {escaped} process(es) that escaped the agent's or the checks' process group"
@@ -427,7 +454,7 @@ pub(crate) async fn run(
         // ralph owns the status: the agent's word (or edit) does not mark a task done.
         let status = if outcome == Outcome::Done { Status::Done } else { Status::Todo };
         crate::backlog::set_status(root, task, &spec_before, status, None)?;
-        learnings::write_agents_md(root, &store, &it.cfg.learnings)?;
+        learnings::write_agents_md(root, &store, &it.cfg.learnings, it.secrets)?;
         if git::head(root)?.as_deref() != Some(head_before.as_str()) {
             git::reset_soft(root, &head_before)?;
         }
@@ -488,7 +515,7 @@ pub(crate) async fn run(
         if let Some(text) = &spec_kept {
             state::atomic_write(&root.join(&task.path), text)?;
         }
-        if learnings::write_agents_md(root, &store, &it.cfg.learnings)? {
+        if learnings::write_agents_md(root, &store, &it.cfg.learnings, it.secrets)? {
             let msg = format!(
                 "ralph({}): learnings from iteration {}\n\n{}",
                 task.id,
@@ -653,6 +680,46 @@ fn prompt_context(it: &Iteration<'_>, ts: &state::TaskState, attempt: u32) -> pr
     }
 }
 
+/// What the frame's look after the agent (and again after the checks) needs.
+struct Framed<'a> {
+    frame: &'a Frame,
+    dir: &'a Path,
+    head_before: &'a str,
+    branch_before: Option<&'a str>,
+    prompt: &'a str,
+    started: &'a [u8],
+}
+
+/// Puts back whatever broke the frame (the branch, its history, `.ralph/` in git, the
+/// iteration's folder, the protected files and refs) and says what did, `None` when nothing.
+/// `index_untouched`: the index is the one ralph's last git command left (then neither
+/// `.ralph/` nor a hidden entry can be in it anew).
+fn frame_breaks(
+    it: &Iteration<'_>,
+    f: &Framed<'_>,
+    index_untouched: bool,
+) -> Result<Option<String>, CliError> {
+    let switched = put_branch_back(it.root, f.branch_before)?;
+    let rewrote = history_rewritten(it.root, f.head_before)?;
+    let untouched = index_untouched && git::head(it.root)?.as_deref() == Some(f.head_before);
+    let (tracked, hidden) =
+        if untouched { (None, None) } else { (ralph_dir_tracked(it, f.head_before)?, hidden_from_git(it)) };
+    let removed = put_logs_back(it.root, f.dir, f.prompt, f.started)?;
+    let switched = [switched, rewrote, tracked, hidden, removed]
+        .into_iter()
+        .flatten()
+        .reduce(|a, b| format!("{a}; {b}"));
+    let broke_frame = f.frame.restore(&f.dir.join("frame"), it.frame);
+    Ok(match (switched, broke_frame.is_empty()) {
+        (s, true) => s,
+        (s, false) => Some(format!(
+            "{}the agent changed what it must not touch: {}; ralph put it back (the changed versions are in this iteration's frame/ folder) and rejected the iteration",
+            s.map(|s| format!("{s}; ")).unwrap_or_default(),
+            broke_frame.join(", ")
+        )),
+    })
+}
+
 /// If the agent left the branch the iteration started on, points HEAD back at it without
 /// touching the tree (the revert that follows restores the tree) and says what happened.
 fn put_branch_back(root: &Path, before: Option<&str>) -> Result<Option<String>, CliError> {
@@ -686,14 +753,25 @@ fn history_rewritten(root: &Path, head_before: &str) -> Result<Option<String>, C
     )))
 }
 
+/// If the agent hid files from `git add` (`git update-index --assume-unchanged` or
+/// `--skip-worktree`), shows them again and says so: ralph commits the files its checks ran
+/// on, never what the index holds in their place. The user's own marks are left alone.
+fn hidden_from_git(it: &Iteration<'_>) -> Option<String> {
+    let hidden = it.frame.unhide_new(it.root);
+    if hidden.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "the agent hid files from git (assume-unchanged or skip-worktree: {}{}); ralph showed them again",
+        hidden.iter().take(3).cloned().collect::<Vec<_>>().join(", "),
+        if hidden.len() > 3 { format!(" and {} more", hidden.len() - 3) } else { String::new() }
+    ))
+}
+
 /// If the agent put ralph's own folder into git (`git add -f .ralph`, perhaps committed), takes
-/// it out of the index again and says so: `.ralph/` is never committed. No git command when the
-/// index is still the one ralph left and HEAD did not move.
+/// it out of the index again and says so: `.ralph/` is never committed.
 fn ralph_dir_tracked(it: &Iteration<'_>, head_before: &str) -> Result<Option<String>, CliError> {
     let head = git::head(it.root)?.unwrap_or_default();
-    if head == head_before && it.tree.is_some_and(|t| t.index_as_settled(head_before)) {
-        return Ok(None);
-    }
     let added = git::ralph_dir_added(it.root, head_before, &head)?;
     if added.is_empty() {
         return Ok(None);
@@ -709,8 +787,17 @@ fn ralph_dir_tracked(it: &Iteration<'_>, head_before: &str) -> Result<Option<Str
 /// If the agent removed the iteration's folder (`rm -rf .ralph`), makes it again with what
 /// ralph still holds (the prompt, where the iteration began) so the iteration can end, be
 /// reverted and be recovered, and says so. The frame puts ralph's state files back itself.
-fn put_logs_back(dir: &Path, prompt: &str, started: &[u8]) -> Result<Option<String>, CliError> {
-    if std::fs::symlink_metadata(dir.join(STARTED)).is_ok() {
+fn put_logs_back(root: &Path, dir: &Path, prompt: &str, started: &[u8]) -> Result<Option<String>, CliError> {
+    // ralph made every folder from `.ralph` down to the iteration's: one the agent replaced (by
+    // a file, a link) is not ralph's, and goes (unlinked, never followed) for ralph's own.
+    let mut replaced = false;
+    for folder in dir.ancestors().take_while(|a| a.starts_with(root.join(RALPH_DIR))) {
+        if std::fs::symlink_metadata(folder).is_ok_and(|m| !m.is_dir()) {
+            std::fs::remove_file(folder).map_err(|e| io_err("remove", folder, e))?;
+            replaced = true;
+        }
+    }
+    if !replaced && std::fs::symlink_metadata(dir.join(STARTED)).is_ok() {
         return Ok(None);
     }
     crate::fsx::create_dir_all(dir).map_err(|e| io_err("create", dir, e))?;
@@ -724,7 +811,7 @@ fn put_logs_back(dir: &Path, prompt: &str, started: &[u8]) -> Result<Option<Stri
     )
     .map_err(|e| io_err("write", &log, e))?;
     Ok(Some(
-        "the agent removed ralph's folder .ralph/ (or this iteration's logs in it), which it must not touch; ralph made it again".into(),
+        "the agent removed or replaced ralph's folder .ralph/ (or this iteration's logs in it), which it must not touch; ralph made it again".into(),
     ))
 }
 
@@ -799,7 +886,7 @@ async fn run_checks(
         .await
         .map_err(|e| io_err("write", &checks_path, e))?;
     judged.records = r.records;
-    let dropped: Vec<String> = r
+    let mut dropped: Vec<String> = r
         .test_counts
         .iter()
         .filter_map(|(cmd, n)| {
@@ -810,6 +897,16 @@ async fn run_checks(
                 .map(|p| format!("`{cmd}` ran {n} tests, {p} before"))
         })
         .collect();
+    // A runner that reported its tests before and passes now (or fails only as the clean tree
+    // did) without a word of them (a conftest.py that exits at once, or prints an old failure's
+    // name and exits) ran none that it told.
+    for c in judged.records.iter().filter(|c| c.exit_code == Some(0) || c.tolerated) {
+        if let Some(p) = judged.prev_counts.get(&c.command)
+            && !r.test_counts.iter().any(|(cmd, _)| *cmd == c.command)
+        {
+            dropped.push(format!("`{}` reported no tests, {p} before", c.command));
+        }
+    }
     judged.counts = r.test_counts;
     let outcome = if r.interrupted {
         Outcome::Interrupted
@@ -1034,6 +1131,8 @@ struct Judged {
     baseline: Option<checks::Baseline>,
     /// Why the last round of checks, gates or review turned the work red.
     cause: Option<Cause>,
+    /// The backlog's folders before the agent ran (see [`spec_dirs`]).
+    spec_dirs: std::collections::BTreeMap<std::path::PathBuf, Option<std::path::PathBuf>>,
 }
 
 /// Protected paths and test weakening: what the agent's changes did that a gate forbids.
@@ -1068,7 +1167,18 @@ fn gates(it: &Iteration<'_>, j: &mut Judged) -> Result<Vec<crate::gates::Rejecti
     // run would skip (or redo) work unseen. The agent's log cannot vouch for who wrote it (a
     // script it started, a file it renamed), so any change is rejected; the diff is kept.
     for (label, t) in j.spec_bodies.iter().filter(|(_, t)| t.id != it.task.id) {
-        let Some((_, Some(status))) = now.get(&t.id) else { continue };
+        // A task removed (its spec deleted or renamed, its story or item taken out) would
+        // leave the backlog "done" without it ever running, like a status set to done.
+        let Some((_, status)) = now.get(&t.id) else {
+            found.push(crate::gates::Rejection::new(
+                Cause::StatusChanged,
+                format!(
+                    "it removed {label} (or made it unreadable); ralph's backlog loses a task only by your hand, between iterations"
+                ),
+            ));
+            continue;
+        };
+        let Some(status) = status else { continue };
         let was = t.file_status();
         if *status != was {
             found.push(crate::gates::Rejection::new(Cause::StatusChanged, format!(
@@ -1078,7 +1188,43 @@ fn gates(it: &Iteration<'_>, j: &mut Judged) -> Result<Vec<crate::gates::Rejecti
             )));
         }
     }
+    // ralph renders its learnings into AGENTS.md before it commits: one it cannot read (made
+    // larger than ralph reads, a link to a device, not UTF-8) would end the run there, with
+    // the work staged, at every try.
+    let agents_md = it.root.join(learnings::AGENTS_MD);
+    if let Err(e) = crate::fsx::read_input_following(&agents_md)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        found.push(crate::gates::Rejection::new(
+            Cause::FrameBroken,
+            format!("{} cannot be read ({e}); ralph keeps its learnings there", learnings::AGENTS_MD),
+        ));
+    }
+    // ralph writes task status into these folders: one that leads elsewhere now (replaced by
+    // a link) would have it write outside the repository, or commit the backlog away.
+    for (dir, was) in &j.spec_dirs {
+        if std::fs::canonicalize(it.root.join(dir)).ok() != *was {
+            found.push(crate::gates::Rejection::new(
+                Cause::FrameBroken,
+                format!(
+                    "it replaced the backlog's folder {} (a symbolic link, or gone); ralph writes task status only where the backlog was",
+                    if dir.as_os_str().is_empty() { Path::new(".") } else { dir }.display()
+                ),
+            ));
+        }
+    }
     Ok(found)
+}
+
+/// The folders holding the backlog's files, each with where it leads (resolved), as they are
+/// before the agent runs.
+fn spec_dirs(
+    root: &Path,
+    backlog: &Backlog,
+) -> std::collections::BTreeMap<std::path::PathBuf, Option<std::path::PathBuf>> {
+    let dirs: std::collections::BTreeSet<&Path> =
+        backlog.tasks.iter().filter_map(|t| t.path.parent()).collect();
+    dirs.into_iter().map(|d| (d.to_path_buf(), std::fs::canonicalize(root.join(d)).ok())).collect()
 }
 
 /// Deleted files traced back to the task that made them, at most, per iteration.
@@ -1228,6 +1374,11 @@ async fn baseline(
         .collect();
     for (cmd, tests) in &failing {
         reporter.line(&baseline_note(cmd, tests));
+    }
+    // The clean tree's test counts are the least the agent's work may run, from its first
+    // iteration on: a tolerated failure must not hide that its runner stopped short.
+    for (cmd, n) in r.test_counts {
+        state.test_counts.insert(cmd, n);
     }
     let b = checks::Baseline { head: head.to_string(), failing };
     state.baseline = Some(b.clone());

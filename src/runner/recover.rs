@@ -113,6 +113,10 @@ enum History {
     UserCommits(usize),
     /// `head_before` is no longer in HEAD's history: the user moved the branch.
     Moved,
+    /// ralph's commit (this sha) of another iteration lies between `head_before` and HEAD: the
+    /// iteration began above it, so its `started.json` does not hold (an agent that rewrote it,
+    /// then killed ralph, would have the branch reset far below where it began).
+    Doubtful(String),
 }
 
 /// Keeps ralph's commit of the iteration if it was made, and every commit made since ralph
@@ -140,6 +144,14 @@ fn settle(
                 "ralph was killed during this iteration, and the branch was moved since (HEAD {} no longer descends from {}, where the iteration started): ralph left history and the working tree as they are",
                 short(&head),
                 short(&st.head_before)
+            );
+            return Ok(record(run_id, n, st, dir, last_alive, None, Vec::new(), failure));
+        }
+        History::Doubtful(other) => {
+            let failure = format!(
+                "ralph was killed during this iteration, and where its started.json says it began ({}) is below ralph's commit {} of another iteration, so it began elsewhere (the file was changed): ralph left history and the working tree as they are",
+                short(&st.head_before),
+                short(other)
             );
             return Ok(record(run_id, n, st, dir, last_alive, None, Vec::new(), failure));
         }
@@ -206,6 +218,13 @@ fn history(
     }
     if !git::is_ancestor(root, &st.head_before, head)? {
         return Ok(History::Moved);
+    }
+    let this = (run_id, n.to_string());
+    if let Some([sha, ..]) = git::ralph_commits_between(root, &st.head_before, head)?
+        .into_iter()
+        .find(|[_, run, iteration]| (run.as_str(), iteration) != (this.0, &this.1))
+    {
+        return Ok(History::Doubtful(sha));
     }
     let commits = git::first_parent_commits(root, &st.head_before, head)?;
     if let Some(i) = commits.iter().rposition(|(sha, _)| git::commit_has_trailers(root, sha, run_id, n)) {

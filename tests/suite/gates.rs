@@ -368,3 +368,96 @@ actions = [{ delete = "old.txt" }, { promise = true }]
     assert_eq!(outcomes, ["done", "done"]);
     assert!(!repo.exists("old.txt"));
 }
+
+/// A runner that reported its tests at the last green round and now passes without reporting
+/// any (a conftest.py that exits at once): no tests ran, which is fewer than before.
+#[test]
+fn a_runner_that_stops_reporting_its_tests_is_rejected() {
+    // The "runner" reports its tests unless a conftest cuts it short, exit 0.
+    let check = "if [ -f conftest.sh ]; then sh conftest.sh; else echo \"test result: ok. $(wc -l < tests.txt) passed; 0 failed; 0 ignored\"; fi";
+    let scenario = r#"
+[[step]]
+task = "010-add"
+actions = [{ append = { path = "tests.txt", content = "t3\n" } }, { promise = true }]
+[[step]]
+task = "020-cut"
+iteration = 1
+actions = [{ write = { path = "conftest.sh", content = "exit 0\n" } }, { write = { path = "src.txt", content = "garbage\n" } }, { promise = true }]
+[[step]]
+task = "020-cut"
+iteration = 2
+actions = [{ expect_prompt = "reported no tests" }, { write = { path = "other.txt", content = "o\n" } }, { promise = true }]
+"#;
+    let repo =
+        TestRepo::with_loop(scenario, &[check], "", &[("010-add.md", "# Add\n"), ("020-cut.md", "# Cut\n")]);
+    repo.write("tests.txt", "t1\nt2\n");
+    repo.commit_all("two tests");
+    repo.ralph(&["run"]).expect(0);
+    let r = repo.records();
+    assert_eq!(r[0]["outcome"], "done");
+    assert_eq!(r[1]["outcome"], "checks_failed");
+    let failure = r[1]["failure"].as_str().unwrap();
+    assert!(failure.contains("reported no tests, 3 before"), "{failure}");
+    assert!(!repo.exists("src.txt") && !repo.exists("conftest.sh"));
+    assert_eq!(r[2]["outcome"], "done");
+}
+
+/// A test file git shows as binary (an attribute, a NUL byte) shows no added lines: its skip
+/// marker is found all the same.
+#[test]
+fn a_skip_marker_in_a_file_git_shows_as_binary_is_found() {
+    for hide in [
+        r#"{ write = { path = ".gitattributes", content = "*.py -diff\n" } }"#,
+        r#"{ run = "printf '# \\000\\n' >> tests/test_x.py" }"#,
+    ] {
+        let scenario = format!(
+            r#"
+[[step]]
+task = "010-a"
+actions = [{{ write = {{ path = "tests/test_x.py", content = "def test_a():\n    assert 1\n" }} }}, {{ promise = true }}]
+[[step]]
+task = "020-b"
+iteration = 1
+actions = [{{ write = {{ path = "tests/test_x.py", content = "import pytest\n@pytest.mark.skip\ndef test_a():\n    assert 0\n" }} }}, {hide}, {{ promise = true }}]
+[[step]]
+actions = [{{ write = {{ path = "b.txt", content = "b\n" }} }}, {{ promise = true }}]
+"#
+        );
+        let repo =
+            TestRepo::with_loop(&scenario, &["true"], "", &[("010-a.md", "# A\n"), ("020-b.md", "# B\n")]);
+        repo.ralph(&["run"]).expect(0);
+        let r = repo.records();
+        assert_eq!(r[1]["outcome"], "checks_failed", "{hide}: {}", r[1]);
+        let failure = r[1]["failure"].as_str().unwrap();
+        assert!(failure.contains("it added a skip marker in tests/test_x.py"), "{hide}: {failure}");
+        assert_eq!(r[2]["outcome"], "done");
+    }
+}
+
+/// The clean tree fails with named tests; the agent's work cuts the runner short so it prints
+/// only an old failure's name (a conftest.py that prints it and exits): that is no tolerated
+/// failure but a runner that ran fewer tests than the clean tree, from the first iteration on.
+#[test]
+fn a_runner_cut_short_to_an_old_failure_is_not_tolerated() {
+    // A cargo-like runner: failing.txt names the failing tests, tests.txt all of them.
+    let check = "if [ -f cut.sh ]; then sh cut.sh; exit 1; fi; while read t; do echo \"test $t ... FAILED\"; done < failing.txt; echo \"test result: FAILED. $(wc -l < tests.txt) passed; $(wc -l < failing.txt) failed\"; test ! -s failing.txt";
+    let scenario = r#"
+[[step]]
+task = "010-a"
+iteration = 1
+actions = [{ write = { path = "cut.sh", content = "echo 'test a ... FAILED'\n" } }, { write = { path = "src.txt", content = "garbage\n" } }, { promise = true }]
+[[step]]
+actions = [{ write = { path = "ok.txt", content = "ok\n" } }, { promise = true }]
+"#;
+    let repo = TestRepo::with_loop(scenario, &[check], "", &[("010-a.md", "# A\n")]);
+    repo.write("failing.txt", "a\n");
+    repo.write("tests.txt", "t1\nt2\nt3\n");
+    repo.commit_all("one test already fails");
+    let run = repo.ralph(&["run"]).expect(0);
+    let r = repo.records();
+    assert_eq!(r[0]["outcome"], "checks_failed", "{}: {}", r[0], run.stderr());
+    let failure = r[0]["failure"].as_str().unwrap();
+    assert!(failure.contains("reported no tests, 4 before"), "{failure}");
+    assert!(!repo.exists("src.txt") && !repo.exists("cut.sh"));
+    assert_eq!(r[1]["outcome"], "done");
+}

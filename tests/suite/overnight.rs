@@ -646,3 +646,40 @@ actions = [{ run = "echo token is $MY_SERVICE_TOKEN > leak.txt" }, { promise = t
     assert!(!patch.contains(secret), "{patch}");
     assert!(!repo.exists("leak.txt"));
 }
+
+/// An agent that rewrites its iteration's started.json (where the iteration began) to the first
+/// commit, then kills ralph: recovery must not reset the branch down there, over ralph's
+/// commits of earlier iterations and the user's own.
+#[test]
+fn a_rewritten_started_json_does_not_make_recovery_reset_below_ralphs_commits() {
+    let forge = "R=$(git rev-list --max-parents=0 HEAD); sed -i \"s/\\\"head_before\\\":\\\"[0-9a-f]*\\\"/\\\"head_before\\\":\\\"$R\\\"/\" \"$RALPH_ITER_DIR/started.json\"; RALPH=$(awk '{print $4}' /proc/$PPID/stat); kill -9 $RALPH; sleep 5";
+    let scenario = format!(
+        r#"
+[[step]]
+task = "010-a"
+actions = [{{ write = {{ path = "a.txt", content = "a\n" }} }}, {{ promise = true }}]
+[[step]]
+task = "020-b"
+iteration = 1
+actions = [{{ write = {{ path = "b.txt", content = "half\n" }} }}, {{ run = {} }}]
+[[step]]
+actions = [{{ write = {{ path = "b.txt", content = "b\n" }} }}, {{ promise = true }}]
+"#,
+        toml_str(forge)
+    );
+    let repo = TestRepo::with_loop(&scenario, &["true"], "", &[("010-a.md", "# A\n"), ("020-b.md", "# B\n")]);
+    repo.write("user.txt", "mine\n");
+    repo.commit_all("user work");
+    let out = repo.cmd(&["run"]).output().unwrap();
+    assert_eq!(out.status.signal(), Some(9), "{}", String::from_utf8_lossy(&out.stderr));
+    let head = repo.head();
+
+    let run = repo.ralph(&["run"]);
+    let log = repo.git(&["log", "--format=%s"]);
+    assert!(log.contains("user work") && log.contains("ralph(010-a)"), "{log}\n{}", run.stderr());
+    assert!(repo.git(&["merge-base", "--is-ancestor", &head, "HEAD"]).is_empty());
+    assert!(repo.exists("a.txt") && repo.exists("user.txt") && repo.exists("ralph.toml"));
+    let r = repo.records();
+    assert_eq!(r[1]["outcome"], "interrupted");
+    assert!(r[1]["failure"].as_str().unwrap().contains("started.json"), "{}", r[1]);
+}
