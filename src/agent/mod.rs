@@ -8,6 +8,7 @@ pub mod output;
 pub mod preset;
 pub mod scan;
 pub mod scripted;
+pub mod session;
 
 use crate::config::{AgentConfig, PromptMode};
 use crate::process::SpawnRequest;

@@ -7,21 +7,19 @@
 //! kept in the plan's folder); nothing is committed; the backlog it leaves is validated and an
 //! invalid one is named with its file and line.
 
-use crate::agent::output::Parser;
-use crate::agent::scan::Scanner;
+use crate::agent::session::Session;
 use crate::agent::{self, IterationEnv};
 use crate::backlog::{Backlog, SPECS_DIR, Source};
 use crate::config::{self, Overrides};
 use crate::error::CliError;
 use crate::exit_code;
 use crate::git;
-use crate::process::{self, Ending, Limits};
+use crate::process::Ending;
 use crate::runner;
-use crate::secrets::{Secrets, StreamMasker};
+use crate::secrets::Secrets;
 use crate::signal::Stop;
 use crate::state::{self, RunLock};
 use serde::Serialize;
-use std::io::Write;
 use std::path::Path;
 
 /// The built-in planning prompt.
@@ -175,33 +173,17 @@ pub async fn run(
     };
     let req = agent::request(&cfg.agent, &root, &prompt, &prompt_path, &env);
     let log_path = dir.join("agent.log");
-    let mut log = crate::fsx::create(&log_path)
+    let ended = Session::new(&cfg.agent, "agent", &req, &prompt, &secrets, &stop.cancel, &stop.force)
+        .run(&log_path, &mut ())
+        .await
         .map_err(|e| CliError::failure(format!("cannot create {}: {e}", log_path.display())))?;
-    let mut masker = StreamMasker::new(secrets.clone());
-    let mut scanner = Scanner::new(&prompt, &cfg.agent.completion_promise);
-    let mut parser = Parser::new(cfg.agent.format);
-    let limits = Limits {
-        timeout: cfg.agent.timeout,
-        idle_timeout: Some(cfg.agent.idle_timeout),
-        grace: cfg.agent.kill_grace,
-    };
-    let finished = match process::spawn(&req) {
-        Ok(child) => {
-            process::supervise(child, limits, &stop.cancel, &stop.force, |c| {
-                let _ = log.write_all(&masker.push(&c.data));
-                if c.stream == process::Stream::Stdout {
-                    parser.feed(&c.data, &mut scanner);
-                }
-                std::ops::ControlFlow::Continue(())
-            })
-            .await
-        }
+    let finished = match ended.finished {
+        Ok(f) => f,
         Err(e) => {
             return Err(CliError::failure(format!("the agent could not start: {}", crate::error::chain(&e))));
         }
     };
-    let _ = log.write_all(&masker.finish());
-    let report = parser.finish(&mut scanner);
+    let report = ended.report;
 
     // Only the backlog is the plan's: anything else the agent changed is put back.
     let after = git::snapshot(&root, &ralph_dir.join("plan-index"))?;
@@ -223,6 +205,11 @@ pub async fn run(
         );
     }
 
+    // Like the loop's agent.log: a log that cannot be written (a full disk) is an error.
+    if let Some(e) = ended.write_error {
+        return Err(CliError::failure(format!("cannot write {}: {e}", log_path.display()))
+            .hint("what the agent wrote is left uncommitted: review it with `git diff`, or drop it"));
+    }
     if finished.ending == Ending::Cancelled {
         eprintln!("ralph plan: interrupted; what the agent wrote so far is left for review");
         return Ok(exit_code::INTERRUPTED);

@@ -8,16 +8,12 @@
 //! work is committed only when approved.
 
 use super::iteration::Iteration;
-use crate::agent::output::Parser;
-use crate::agent::scan::Scanner;
+use crate::agent::session::Session;
 use crate::agent::{self, IterationEnv};
 use crate::error::CliError;
 use crate::git;
-use crate::process::{self, Limits};
 use crate::record::CheckRecord;
-use crate::secrets::StreamMasker;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::Path;
 
 /// The built-in review prompt.
@@ -108,55 +104,36 @@ pub async fn review(
     let mut req = agent::request(cfg, root, &prompt, &prompt_path, &ienv);
     req.env.push(("RALPH_REVIEW".into(), "1".into()));
     let log_path = dir.join("review.log");
-    let mut log = crate::fsx::create(&log_path).map_err(|e| fail("create review.log", e))?;
-    let mut masker = StreamMasker::new(it.secrets.clone());
-    let mut scanner = Scanner::new(&prompt, &it.cfg.agent.completion_promise);
-    let mut parser = Parser::new(cfg.format);
+    let mut session = Session::new(cfg, "review", &req, &prompt, it.secrets, &it.stop.cancel, &it.stop.force);
     // Text reviewers: their stdout is the answer (kept up to 64 KiB).
-    let mut text_out: Vec<u8> = Vec::new();
-    let limits = Limits { timeout: cfg.timeout, idle_timeout: Some(cfg.idle_timeout), grace: cfg.kill_grace };
-    let finished = match process::spawn(&req) {
-        Ok(child) => Some(
-            process::supervise(child, limits, &it.stop.cancel, &it.stop.force, |c| {
-                let _ = log.write_all(&masker.push(&c.data));
-                if c.stream == process::Stream::Stdout {
-                    parser.feed(&c.data, &mut scanner);
-                    if text_out.len() < 64 * 1024 {
-                        text_out.extend_from_slice(&c.data);
-                    }
-                }
-                std::ops::ControlFlow::Continue(())
-            })
-            .await,
-        ),
-        Err(e) => {
-            let _ = writeln!(log, "ralph: {e}");
-            None
-        }
-    };
-    let _ = log.write_all(&masker.finish());
-    let report = parser.finish(&mut scanner);
+    session.keep_stdout = 64 * 1024;
+    let ended = session.run(&log_path, &mut ()).await.map_err(|e| fail("create review.log", e))?;
     // Whatever the reviewer touched goes back: it only judges.
     let touched =
         git::worktree_tree(root, &root.join(crate::state::RALPH_DIR).join("review-index"))? != tree_before;
     if touched {
         git::restore_worktree_tree(root, head_before, &tree_before)?;
     }
+    // Like the agent's log: a review.log that cannot be written (a full disk) stops the run.
+    if let Some(e) = ended.write_error {
+        return Err(fail("write review.log", e));
+    }
+    let report = ended.report;
     let answer = match cfg.format {
         crate::agent::output::Format::Text | crate::agent::output::Format::AiderText => {
-            String::from_utf8_lossy(&text_out).into_owned()
+            String::from_utf8_lossy(&ended.stdout).into_owned()
         }
         _ => report.final_message.clone().unwrap_or_default(),
     };
     let mut verdict = parse_verdict(&crate::agent::scan::strip_ansi(&answer)).unwrap_or_else(|| Verdict {
         approved: false,
-        reasons: match finished {
-            Some(f) if f.exit_code == Some(0) => "the reviewer answered neither APPROVED nor REJECTED".into(),
-            Some(f) => format!(
+        reasons: match &ended.finished {
+            Ok(f) if f.exit_code == Some(0) => "the reviewer answered neither APPROVED nor REJECTED".into(),
+            Ok(f) => format!(
                 "the reviewer gave no verdict ({})",
                 f.exit_code.map_or("killed".to_string(), |c| format!("exit {c}"))
             ),
-            None => "the reviewer could not start".into(),
+            Err(_) => "the reviewer could not start".into(),
         },
     });
     if touched {

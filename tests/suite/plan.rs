@@ -113,3 +113,31 @@ actions = [{ expect_prompt = "OUR PLANNING RULES for specs/: order by risk" }, {
     assert_eq!(plans(), before);
     assert_eq!(repo.git(&["status", "--porcelain"]), "");
 }
+
+#[test]
+fn a_flood_from_the_planner_is_capped_in_its_log_and_the_plan_still_stands() {
+    let scenario = format!(
+        r#"
+[[step]]
+task = "plan"
+actions = [
+  {{ run = "yes 'a line of planner noise' | head -c 3000000" }},
+  {{ print = "" }},
+  {{ write = {{ path = "specs/020-login.md", content = {} }} }},
+  {{ print = "Added a login task." }},
+]
+"#,
+        toml_str(&spec("Login", ""))
+    );
+    let repo =
+        TestRepo::with_loop(&scenario, &["true"], "max_log_size = \"1MB\"\n", &[("010-accounts.md", BIG)]);
+    let out = repo.ralph(&["plan"]).expect(0);
+    assert!(out.stdout().contains("added    specs/020-login.md"), "{}", out.stdout());
+    let plan = std::fs::read_dir(repo.path(".ralph/plans")).unwrap().next().unwrap().unwrap().path();
+    let log = std::fs::read(plan.join("agent.log")).unwrap();
+    assert!(log.len() < 1_100_000, "{} bytes", log.len());
+    assert!(
+        String::from_utf8_lossy(&log)
+            .contains("[ralph: agent.log capped at 1000000 bytes ([agent] max_log_size)")
+    );
+}

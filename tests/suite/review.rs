@@ -74,6 +74,36 @@ actions = [{ write = { path = "x.txt", content = "reviewer was here\n" } }, { pr
     assert_eq!(repo.dirt(), "");
 }
 
+#[test]
+fn a_flood_from_the_reviewer_is_capped_in_review_log_and_its_verdict_still_counts() {
+    let scenario = r#"
+[[step]]
+actions = [{ write = { path = "x.txt", content = "x\n" } }, { promise = true }]
+[[step]]
+review = true
+actions = [
+  { run = "yes 'a line of reviewer noise' | head -c 3000000 >&2" },
+  { print = "APPROVED: fine." },
+]
+"#;
+    let repo = TestRepo::with_loop(scenario, &["true"], "", &[("010-a.md", "# A\n")]);
+    add_reviewer(&repo);
+    let text = repo.read("ralph.toml") + "max_log_size = \"1MB\"\n";
+    repo.write("ralph.toml", &text);
+    repo.commit_all("a capped reviewer");
+    repo.ralph(&["run"]).expect(0);
+    let r = &repo.records()[0];
+    assert_eq!(r["outcome"], "done", "{r}");
+    assert_eq!(r["review"]["approved"], true, "{r}");
+    let log = repo.iter_file(1, "review.log");
+    assert!(log.len() < 1_100_000, "{} bytes", log.len());
+    assert!(
+        log.contains("[ralph: review.log capped at 1000000 bytes ([review] max_log_size)"),
+        "{}",
+        &log[log.len().saturating_sub(300)..]
+    );
+}
+
 /// A `[review]` that is the scripted agent playing the scenario's `review = true` steps.
 fn add_reviewer(repo: &TestRepo) {
     let text = repo.read("ralph.toml")
