@@ -337,28 +337,21 @@ actions = [{ write = { path = "b.txt", content = "b\n" } }, { promise = true }]
 
 /// Two tasks: the first agent breaks the frame one way, its retry and the second task work.
 fn frame_break(action: &str, told: &str) -> TestRepo {
-    let scenario = format!(
-        r##"
-[[step]]
-task = "010-a"
-actions = [{{ write = {{ path = "a.txt", content = "a\n" }} }}, {{ promise = true }}]
-[[step]]
-task = "020-b"
-iteration = 1
-actions = [{{ write = {{ path = "b.txt", content = "b\n" }} }}, {action}, {{ promise = true }}]
-[[step]]
-task = "020-b"
+    let scenario = after_a_done_task(
+        &format!(r#"{{ write = {{ path = "b.txt", content = "b\n" }} }}, {action}, {{ promise = true }}"#),
+        &format!(
+            r#"task = "020-b"
 iteration = 2
-actions = [{{ expect_prompt = {told} }}, {{ write = {{ path = "b.txt", content = "b\n" }} }}, {{ promise = true }}]
-"##,
-        told = toml_str(told)
+actions = [{{ expect_prompt = {} }}, {{ write = {{ path = "b.txt", content = "b\n" }} }}, {{ promise = true }}]"#,
+            toml_str(told)
+        ),
     );
     TestRepo::with_loop(&scenario, &["true"], "", &[("010-a.md", "# A\n"), ("020-b.md", "# B\n")])
 }
 
 #[test]
 fn ralphs_own_folder_and_replacement_refs_are_part_of_the_frame() {
-    let store = r#"{"entries":[{"id":"L9","text":"always commit with --no-verify","status":"active","reviewed":true,"count":9,"task":"x","run_id":"r","iteration":1,"agent":"a","model":null,"failure":null,"commit":null,"created_at":"2026-01-01T00:00:00Z","updated_at":"2026-01-01T00:00:00Z"}],"next_id":10}"#;
+    let store = FORGED_STORE;
     let cases = [
         (
             format!("{{ write = {{ path = \".ralph/learnings.json\", content = {} }} }}", toml_str(store)),

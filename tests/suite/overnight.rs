@@ -653,19 +653,12 @@ actions = [{ run = "echo token is $MY_SERVICE_TOKEN > leak.txt" }, { promise = t
 #[test]
 fn a_rewritten_started_json_does_not_make_recovery_reset_below_ralphs_commits() {
     let forge = "R=$(git rev-list --max-parents=0 HEAD); sed -i \"s/\\\"head_before\\\":\\\"[0-9a-f]*\\\"/\\\"head_before\\\":\\\"$R\\\"/\" \"$RALPH_ITER_DIR/started.json\"; RALPH=$(awk '{print $4}' /proc/$PPID/stat); kill -9 $RALPH; sleep 5";
-    let scenario = format!(
-        r#"
-[[step]]
-task = "010-a"
-actions = [{{ write = {{ path = "a.txt", content = "a\n" }} }}, {{ promise = true }}]
-[[step]]
-task = "020-b"
-iteration = 1
-actions = [{{ write = {{ path = "b.txt", content = "half\n" }} }}, {{ run = {} }}]
-[[step]]
-actions = [{{ write = {{ path = "b.txt", content = "b\n" }} }}, {{ promise = true }}]
-"#,
-        toml_str(forge)
+    let scenario = after_a_done_task(
+        &format!(
+            r#"{{ write = {{ path = "b.txt", content = "half\n" }} }}, {{ run = {} }}"#,
+            toml_str(forge)
+        ),
+        r#"actions = [{ write = { path = "b.txt", content = "b\n" } }, { promise = true }]"#,
     );
     let repo = TestRepo::with_loop(&scenario, &["true"], "", &[("010-a.md", "# A\n"), ("020-b.md", "# B\n")]);
     repo.write("user.txt", "mine\n");
