@@ -395,7 +395,14 @@ fn commit_args(
 ) -> Result<CommitResult, GitError> {
     // The message goes in on stdin: no file to create and remove per commit. git runs its
     // hooks with no stdin, so none can read it away.
-    let mut args: Vec<std::ffi::OsString> = vec!["commit".into(), "-q".into(), "-F".into(), "-".into()];
+    // git's automatic maintenance after a commit runs within it, not detached: a detached one
+    // would re-parent to ralph (the subreaper) and be ended as an escaped process, so the
+    // repository would never be packed over a long night.
+    let mut args: Vec<std::ffi::OsString> =
+        ["-c", "maintenance.autoDetach=false", "-c", "gc.autoDetach=false", "commit", "-q", "-F", "-"]
+            .into_iter()
+            .map(Into::into)
+            .collect();
     args.extend(flags.iter().map(Into::into));
     if !paths.is_empty() {
         args.push("--".into());

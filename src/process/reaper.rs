@@ -70,17 +70,31 @@ fn reap(pid: i32) {
     }
 }
 
-/// Whether ralph has any child at all, running or exited, without reaping one: one system call
-/// where a scan of `/proc` reads every process's `stat` (2-3 ms an iteration with a few hundred
-/// processes). No child, no descendant: every orphan re-parents to ralph, the subreaper.
+/// Whether ralph has any child still running, reaping the exited ones (adopted orphans: at a
+/// sweep ralph's own children were all waited for): a few system calls where a scan of `/proc`
+/// reads every process's `stat` (2-3 ms an iteration with a few hundred processes). No child,
+/// no descendant: every orphan re-parents to ralph, the subreaper.
 fn has_children() -> bool {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: a zeroed siginfo_t is a valid out-parameter; WNOWAIT leaves any child as it is.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        let rc =
-            unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT) };
-        !(rc == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD))
+        loop {
+            // SAFETY: a zeroed siginfo_t is a valid out-parameter; WNOWAIT leaves the child as
+            // it is, to be reaped by its pid below.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            let rc = unsafe {
+                libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT)
+            };
+            if rc == -1 {
+                return std::io::Error::last_os_error().raw_os_error() != Some(libc::ECHILD);
+            }
+            // SAFETY: waitid filled `info`; si_pid is 0 when no child has exited.
+            let pid = unsafe { info.si_pid() };
+            if pid == 0 {
+                // Children, none exited: they run.
+                return true;
+            }
+            reap(pid);
+        }
     }
     #[cfg(not(target_os = "linux"))]
     {

@@ -676,3 +676,54 @@ fn a_rewritten_started_json_does_not_make_recovery_reset_below_ralphs_commits() 
     assert_eq!(r[1]["outcome"], "interrupted");
     assert!(r[1]["failure"].as_str().unwrap().contains("started.json"), "{}", r[1]);
 }
+
+/// git's automatic maintenance after ralph's commit (here a slow one: its pre-auto-gc hook
+/// sleeps) is git's own work, not an escaped process: it runs to its end, and no process is
+/// counted as escaped.
+#[test]
+fn gits_automatic_maintenance_is_not_ended_as_an_escaped_process() {
+    let repo = TestRepo::with_loop("", &["true"], "", &FOUR[..2]);
+    repo.set_scenario(
+        "[[step]]\nactions = [{ run = \"echo $RALPH_TASK > $RALPH_TASK.txt\" }, { promise = true }]\n",
+    );
+    // gc --auto counts the loose objects in `objects/17/`: two there pass a threshold of 1.
+    repo.git(&["config", "gc.auto", "1"]);
+    let mut planted = 0;
+    for i in 0.. {
+        let text = format!("filler {i}\n");
+        let header = format!("blob {}\0", text.len());
+        if sha1_hex(&[header.as_bytes(), text.as_bytes()].concat()).starts_with("17") {
+            std::fs::write(repo.outside.join("filler"), &text).unwrap();
+            repo.git(&["hash-object", "-w", repo.outside.join("filler").to_str().unwrap()]);
+            planted += 1;
+            if planted == 3 {
+                break;
+            }
+        }
+    }
+    let ran = repo.outside.join("gc-ran");
+    let hook = repo.path(".git/hooks/pre-auto-gc");
+    std::fs::write(&hook, format!("#!/bin/sh\nsleep 1\ntouch '{}'\n", ran.display())).unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let run = repo.ralph(&["run"]).expect(0);
+    assert!(!run.stderr().contains("escaped"), "{}", run.stderr());
+    for r in repo.records() {
+        assert!(r["escaped_ended"].as_u64().unwrap_or(0) == 0, "{r}");
+    }
+    assert!(ran.exists(), "the maintenance was cut short");
+}
+
+/// SHA-1 of `data` as hex (enough of one for a test to aim objects at a folder).
+fn sha1_hex(data: &[u8]) -> String {
+    let out = std::process::Command::new("sha1sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(data)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_string()
+}
