@@ -233,7 +233,12 @@ pub(crate) async fn run(
     let removed = put_logs_back(&dir, &prompt_text, &started_json)?;
     let switched =
         [switched, rewrote, tracked, removed].into_iter().flatten().reduce(|a, b| format!("{a}; {b}"));
-    let broke_frame = frame.restore(&dir.join("frame"), it.frame);
+    let broke_frame = frame.restore(&dir.join("frame"), it.frame).map_err(|e| {
+        CliError::failure(format!(
+            "the agent changed what it must not touch, and ralph {}",
+            crate::error::chain(&e)
+        ))
+    })?;
     let switched = match (switched, broke_frame.is_empty()) {
         (s, true) => s,
         (s, false) => Some(format!(
