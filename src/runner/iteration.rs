@@ -7,6 +7,7 @@
 //! is never staged or reverted; the record is appended last, after every change is durable.
 
 use super::frame::Frame;
+use super::revert::{Back, revert};
 use crate::agent::limits::{self, Fatal, Limit, Signal};
 use crate::agent::output::{Format, Parser, Report};
 use crate::agent::scan::{Findings, Scanner};
@@ -478,18 +479,11 @@ pub(crate) async fn run(
     // Red: keep the diff, put the tree back, then keep the learnings.
     if !outcome.is_green() && commit.is_none() {
         reporter.phase(Phase::Revert);
-        git::add_all(root)?;
-        files_changed = git::staged_files(root, &head_before)?;
-        if !files_changed.is_empty() {
-            let patch = git::staged_patch(root, &head_before)?;
-            let path = dir.join("rejected.patch");
-            let masked = it.secrets.mask_bytes(&patch);
-            crate::fsx::write(&path, &masked).map_err(|e| io_err("write", &path, e))?;
-        }
-        match &snapshot {
-            Some(tree) => git::restore_snapshot(root, &head_before, tree)?,
-            None => git::restore(root, &head_before)?,
-        }
+        let back = match &snapshot {
+            Some(tree) => Back::Snapshot { head: &head_before, tree },
+            None => Back::To(&head_before),
+        };
+        files_changed = revert(root, &head_before, back, &dir, it.secrets)?;
         if let Some(text) = &spec_kept {
             state::atomic_write(&root.join(&task.path), text)?;
         }

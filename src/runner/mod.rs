@@ -8,6 +8,7 @@
 mod frame;
 mod iteration;
 mod recover;
+mod revert;
 mod review;
 
 pub use iteration::commit_message;
