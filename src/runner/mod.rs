@@ -10,6 +10,8 @@ mod iteration;
 mod recover;
 mod revert;
 mod review;
+mod task_rules;
+mod verdict;
 
 pub use iteration::commit_message;
 
@@ -542,7 +544,7 @@ async fn run_loop(
         };
         // A task already over its own limits (a killed iteration's spending, counted by
         // recovery, or a limit lowered since) is blocked before it spends more.
-        if let Some(reason) = iteration::over_task_limit(&state.task(&task.id), &cfg.budget) {
+        if let Some(reason) = task_rules::over_task_limit(&state.task(&task.id), &cfg.budget) {
             iteration::block(root, &task, &reason, run_id, meta.iterations, &mut state, reporter)?;
             state.save(root)?;
             continue;
