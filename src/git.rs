@@ -17,8 +17,24 @@ const RALPH_PATH: &str = ".ralph";
 /// A git command that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
+    /// No `git` program to run.
     #[error("`git` could not be started (is git installed?)")]
-    Spawn(#[source] std::io::Error),
+    Missing(#[source] std::io::Error),
+    /// git is there but could not be run (no memory, no process slots, no file descriptors).
+    #[error("`git {command}` could not be run")]
+    Run {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file ralph reads or writes around a git command (a full disk, a permission).
+    #[error("cannot {what} {}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("`git {command}` exited with {status}: {stderr}")]
     Failed { command: String, status: String, stderr: String },
     #[error("{0} is not inside a git repository")]
@@ -95,7 +111,7 @@ fn output_with_input(
             None => git(root).args(args).output(),
             Some(input) => output_fed(git(root).args(args), input),
         }
-        .map_err(GitError::Spawn)?;
+        .map_err(not_run(args))?;
         if out.status.success() || !lock_contention(&out) || start.elapsed() > LOCK_WAIT {
             return Ok(out);
         }
@@ -155,9 +171,21 @@ fn add_all_into(root: &Path, index: Option<&Path>, verbose: bool) -> Result<Outp
         .collect();
     let out = match index {
         None => output(root, &args)?,
-        Some(i) => git(root).env("GIT_INDEX_FILE", i).args(&args).output().map_err(GitError::Spawn)?,
+        Some(i) => git(root).env("GIT_INDEX_FILE", i).args(&args).output().map_err(not_run(&args))?,
     };
     if out.status.success() || only_ralph_ignored(&out) { Ok(out) } else { Err(failed(&args, &out)) }
+}
+
+/// A failure to start git running `args`: a missing program is told from the rest.
+fn not_run<S: AsRef<OsStr>>(args: &[S]) -> impl FnOnce(std::io::Error) -> GitError + '_ {
+    move |source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            GitError::Missing(source)
+        } else {
+            let command = args.iter().map(|a| a.as_ref().to_string_lossy()).collect::<Vec<_>>().join(" ");
+            GitError::Run { command, source }
+        }
+    }
 }
 
 fn failed(args: &[std::ffi::OsString], out: &Output) -> GitError {
@@ -175,7 +203,10 @@ fn stdout(out: Output) -> String {
 
 /// The repository's top folder for `dir`.
 pub fn toplevel(dir: &Path) -> Result<PathBuf, GitError> {
-    let out = git(dir).args(["rev-parse", "--show-toplevel"]).output().map_err(GitError::Spawn)?;
+    let out = git(dir)
+        .args(["rev-parse", "--show-toplevel"])
+        .output()
+        .map_err(not_run(&["rev-parse", "--show-toplevel"]))?;
     if !out.status.success() {
         return Err(GitError::NotARepo(dir.to_path_buf()));
     }
@@ -187,7 +218,12 @@ pub fn head(root: &Path) -> Result<Option<String>, GitError> {
     if let Some(sha) = Refs::find(root).and_then(|r| r.head()) {
         return Ok(Some(sha));
     }
-    let out = git(root).args(["rev-parse", "--verify", "-q", "HEAD"]).output().map_err(GitError::Spawn)?;
+    let out = git(root).args(["rev-parse", "--verify", "-q", "HEAD"]).output().map_err(not_run(&[
+        "rev-parse",
+        "--verify",
+        "-q",
+        "HEAD",
+    ]))?;
     Ok(out.status.success().then(|| stdout(out)))
 }
 
@@ -196,7 +232,12 @@ pub fn current_branch(root: &Path) -> Result<Option<String>, GitError> {
     if let Some(branch) = Refs::find(root).and_then(|r| r.branch()) {
         return Ok(branch);
     }
-    let out = git(root).args(["symbolic-ref", "-q", "--short", "HEAD"]).output().map_err(GitError::Spawn)?;
+    let out = git(root).args(["symbolic-ref", "-q", "--short", "HEAD"]).output().map_err(not_run(&[
+        "symbolic-ref",
+        "-q",
+        "--short",
+        "HEAD",
+    ]))?;
     Ok(out.status.success().then(|| stdout(out)))
 }
 
@@ -205,7 +246,11 @@ pub fn head_ref(root: &Path) -> Result<Option<String>, GitError> {
     if let Some(head) = Refs::find(root).and_then(|r| r.head_file()) {
         return Ok(head.ok().map(|b| format!("refs/heads/{b}")));
     }
-    let out = git(root).args(["symbolic-ref", "-q", "HEAD"]).output().map_err(GitError::Spawn)?;
+    let out = git(root).args(["symbolic-ref", "-q", "HEAD"]).output().map_err(not_run(&[
+        "symbolic-ref",
+        "-q",
+        "HEAD",
+    ]))?;
     Ok(out.status.success().then(|| stdout(out)))
 }
 
@@ -425,7 +470,7 @@ pub fn checkout_branch(root: &Path, branch: &str) -> Result<(), GitError> {
     let exists = git(root)
         .args(["rev-parse", "--verify", "-q", &format!("refs/heads/{branch}")])
         .output()
-        .map_err(GitError::Spawn)?
+        .map_err(not_run(&["rev-parse", "--verify"]))?
         .status
         .success();
     if exists {
@@ -468,11 +513,19 @@ pub fn snapshot(root: &Path, tmp_index: &Path) -> Result<String, GitError> {
     let index = root.join(index);
     if index.exists() {
         // Into ralph's folder: never through a link planted there (see `fsx`).
-        let bytes = std::fs::read(&index).map_err(GitError::Spawn)?;
-        crate::fsx::write(tmp_index, &bytes).map_err(GitError::Spawn)?;
+        let bytes = std::fs::read(&index).map_err(|source| GitError::Io {
+            what: "read",
+            path: index.clone(),
+            source,
+        })?;
+        crate::fsx::write(tmp_index, &bytes).map_err(|source| GitError::Io {
+            what: "write",
+            path: tmp_index.to_path_buf(),
+            source,
+        })?;
     }
     let with_index = |args: &[&str]| -> Result<Output, GitError> {
-        let out = git(root).env("GIT_INDEX_FILE", tmp_index).args(args).output().map_err(GitError::Spawn)?;
+        let out = git(root).env("GIT_INDEX_FILE", tmp_index).args(args).output().map_err(not_run(args))?;
         if out.status.success() {
             Ok(out)
         } else {
@@ -684,7 +737,7 @@ pub fn put_back_path(root: &Path, tree: &str, path: &str) -> Result<(), GitError
         match std::fs::remove_file(root.join(path)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(GitError::Spawn(e)),
+            Err(source) => Err(GitError::Io { what: "remove", path: root.join(path), source }),
         }
     }
 }
@@ -1092,6 +1145,28 @@ pub(crate) fn test_git(dir: &Path, args: &[&str]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_git_is_told_from_a_failure_to_run_it() {
+        let missing = not_run(&["status"])(std::io::Error::from(std::io::ErrorKind::NotFound));
+        assert!(matches!(missing, GitError::Missing(_)));
+        assert!(missing.to_string().contains("is git installed?"));
+        let busy = not_run(&["add", "-A"])(std::io::Error::from_raw_os_error(11));
+        assert!(matches!(&busy, GitError::Run { command, .. } if command == "add -A"), "{busy:?}");
+        assert!(!busy.to_string().contains("installed"), "{busy}");
+    }
+
+    #[test]
+    fn a_file_ralph_cannot_write_is_named_not_blamed_on_git() {
+        let dir = staged_repo();
+        let root = dir.path();
+        // The snapshot's temporary index where no file can be made: its folder is missing.
+        let tmp = root.join("no-such-folder").join("snapshot-index");
+        let e = snapshot(root, &tmp).unwrap_err();
+        assert!(matches!(&e, GitError::Io { what: "write", path, .. } if *path == tmp), "{e:?}");
+        assert!(e.to_string().contains("no-such-folder"), "{e}");
+        assert!(!e.to_string().contains("installed"), "{e}");
+    }
 
     fn change(kind: char, path: &str) -> crate::gates::Change {
         crate::gates::Change { kind, path: path.to_string() }

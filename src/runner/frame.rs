@@ -388,10 +388,13 @@ impl Frame {
     /// Puts back whatever changed; returns what did, as paths relative to the repository root
     /// (or ref names). Empty when the agent kept to its frame. The changed versions of files
     /// are kept under `keep` (an edit that was the user's, made while the agent ran, is not
-    /// lost).
-    pub fn restore(&self, keep: &Path, memory: &Memory) -> Vec<String> {
+    /// lost; that copy is a courtesy, its failure no error). Every change is put back that can
+    /// be; what cannot is an error naming each (the run must not go on with a frame it could
+    /// not restore).
+    pub fn restore(&self, keep: &Path, memory: &Memory) -> Result<Vec<String>, FrameError> {
         let mut known = memory.lock();
         let mut changed = Vec::new();
+        let mut failed = Vec::new();
         let rel = |p: &Path| p.strip_prefix(&self.root).unwrap_or(p).to_string_lossy().into_owned();
         for (path, before) in &self.files {
             let now = known.look(path);
@@ -408,26 +411,8 @@ impl Frame {
                 }
                 let _ = crate::fsx::write(&aside, changed.as_slice());
             }
-            let ralphs = is_ralphs(path);
-            // Not ralph's file where ralph's should be: the name goes (a link, never its
-            // target; a folder with what it holds), and ralph's version is written afresh.
-            if ralphs && now == Seen::Foreign {
-                let _ = crate::fsx::remove_any(path);
-            }
-            match before {
-                Seen::Content(bytes) => {
-                    if let Some(parent) = path.parent() {
-                        let _ = crate::fsx::create_dir_all(parent);
-                    }
-                    let _ = crate::state::atomic_write(path, bytes);
-                }
-                Seen::Absent if ralphs => {
-                    let _ = crate::fsx::remove_any(path);
-                }
-                Seen::Absent => {
-                    let _ = std::fs::remove_file(path);
-                }
-                Seen::Large(_) | Seen::Foreign => {}
+            if let Err(e) = put_back(path, before, &now) {
+                failed.push((rel(path), e));
             }
             known.reads.remove(path);
             changed.push(rel(path));
@@ -437,7 +422,9 @@ impl Frame {
         }
         for p in known.hooks() {
             if !self.files.contains_key(&p) {
-                let _ = std::fs::remove_file(&p);
+                if let Err(e) = remove_file(&p) {
+                    failed.push((rel(&p), e));
+                }
                 known.hooks = None;
                 changed.push(rel(&p));
             }
@@ -445,20 +432,63 @@ impl Frame {
         let now = known.refs(&self.root, self.current_ref.as_ref());
         for (r, sha) in &self.refs {
             if now.get(r) != Some(sha) {
-                let _ = git::update_ref(&self.root, r, Some(sha));
+                if let Err(e) = git::update_ref(&self.root, r, Some(sha)) {
+                    failed.push((r.clone(), crate::error::chain(&e)));
+                }
                 known.refs = None;
                 changed.push(r.clone());
             }
         }
         for r in now.keys() {
             if !self.refs.contains_key(r) {
-                let _ = git::update_ref(&self.root, r, None);
+                if let Err(e) = git::update_ref(&self.root, r, None) {
+                    failed.push((r.clone(), crate::error::chain(&e)));
+                }
                 known.refs = None;
                 changed.push(r.clone());
             }
         }
-        changed
+        if failed.is_empty() { Ok(changed) } else { Err(FrameError { changed, failed }) }
     }
+}
+
+/// Puts one protected file back as it was `before`; `now` is what is there.
+fn put_back(path: &Path, before: &Seen, now: &Seen) -> Result<(), String> {
+    let ralphs = is_ralphs(path);
+    // Not ralph's file where ralph's should be: the name goes (a link, never its target; a
+    // folder with what it holds), and ralph's version is written afresh.
+    if ralphs && *now == Seen::Foreign {
+        crate::fsx::remove_any(path).map_err(|e| e.to_string())?;
+    }
+    match before {
+        Seen::Content(bytes) => {
+            if let Some(parent) = path.parent() {
+                crate::fsx::create_dir_all(parent).map_err(|e| e.to_string())?;
+            }
+            crate::state::atomic_write(path, bytes).map_err(|e| crate::error::chain(&e))
+        }
+        Seen::Absent if ralphs => crate::fsx::remove_any(path).map_err(|e| e.to_string()),
+        Seen::Absent => remove_file(path),
+        Seen::Large(_) | Seen::Foreign => Ok(()),
+    }
+}
+
+/// Removes a file the agent added; one already gone is no failure.
+fn remove_file(path: &Path) -> Result<(), String> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
+        _ => Ok(()),
+    }
+}
+
+/// What the frame could not put back after the agent changed it.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot put back {}", failed.iter().map(|(n, e)| format!("{n} ({e})")).collect::<Vec<_>>().join(", "))]
+pub struct FrameError {
+    /// Everything the agent changed, put back or not.
+    pub changed: Vec<String>,
+    /// What could not be put back, with why.
+    pub failed: Vec<(String, String)>,
 }
 
 #[cfg(test)]
@@ -483,12 +513,12 @@ mod tests {
         let memory = Memory::new(root);
         let frame = Frame::take(root, &run_dir, &memory);
         let keep = dir.path().join("kept");
-        assert!(frame.restore(&keep, &memory).is_empty());
+        assert!(frame.restore(&keep, &memory).unwrap().is_empty());
 
         std::fs::write(root.join("ralph.toml"), "[agent]\ncommand = [\"evil\"]\n").unwrap();
         std::fs::remove_file(run_dir.join("run.json")).unwrap();
         std::fs::write(root.join(".git/hooks/pre-commit"), "#!/bin/sh\nexit 0\n").unwrap();
-        let changed = frame.restore(&keep, &memory);
+        let changed = frame.restore(&keep, &memory).unwrap();
         assert_eq!(
             std::fs::read_to_string(keep.join("ralph.toml")).unwrap(),
             "[agent]\ncommand = [\"evil\"]\n"
@@ -499,11 +529,30 @@ mod tests {
         assert!(!root.join(".git/hooks/pre-commit").exists());
         // What was put back is what the next frame finds: nothing to name.
         let again = Frame::take(root, &run_dir, &memory);
-        assert!(again.restore(&keep, &memory).is_empty());
+        assert!(again.restore(&keep, &memory).unwrap().is_empty());
     }
 
     /// The memory must never vouch for a file someone changed: every kind of change between
     /// frames, and during one, is seen on the next look.
+    #[test]
+    fn a_file_that_cannot_be_put_back_is_an_error_naming_it() {
+        let (dir, run_dir) = repo();
+        let root = dir.path();
+        let memory = Memory::new(root);
+        let frame = Frame::take(root, &run_dir, &memory);
+        // A folder with something in it where ralph.toml was: ralph's file cannot go back.
+        std::fs::remove_file(root.join("ralph.toml")).unwrap();
+        std::fs::create_dir_all(root.join("ralph.toml/inside")).unwrap();
+        std::fs::write(run_dir.join("run.json"), "changed").unwrap();
+        let e = frame.restore(&dir.path().join("kept"), &memory).unwrap_err();
+        assert_eq!(e.failed.len(), 1, "{e}");
+        assert_eq!(e.failed[0].0, "ralph.toml");
+        assert!(e.to_string().contains("ralph.toml"), "{e}");
+        // What could be put back was.
+        assert_eq!(std::fs::read_to_string(run_dir.join("run.json")).unwrap(), "{}");
+        assert_eq!(e.changed.len(), 2, "{:?}", e.changed);
+    }
+
     #[test]
     fn the_memory_sees_every_change_since_its_last_look() {
         let (dir, run_dir) = repo();
@@ -513,14 +562,14 @@ mod tests {
         let frame = Frame::take(root, &run_dir, &memory);
         // Rewritten in place, same size: no time stamp would tell within its granularity.
         std::fs::write(root.join("ralph.toml"), "[agenT]\n").unwrap();
-        assert_eq!(frame.restore(&keep, &memory), vec!["ralph.toml"]);
+        assert_eq!(frame.restore(&keep, &memory).unwrap(), vec!["ralph.toml"]);
         assert_eq!(std::fs::read_to_string(root.join("ralph.toml")).unwrap(), "[agent]\n");
 
         // ralph writes its state between frames: the next frame holds the new content.
         std::fs::write(run_dir.join("run.json"), "{\"n\":1}").unwrap();
         let frame = Frame::take(root, &run_dir, &memory);
         std::fs::write(run_dir.join("run.json"), "{\"n\":2}").unwrap();
-        assert_eq!(frame.restore(&keep, &memory), vec![".ralph/runs/r/run.json"]);
+        assert_eq!(frame.restore(&keep, &memory).unwrap(), vec![".ralph/runs/r/run.json"]);
         assert_eq!(std::fs::read_to_string(run_dir.join("run.json")).unwrap(), "{\"n\":1}");
 
         // The whole .ralph folder replaced: the memory forgets what it held there.
@@ -528,10 +577,10 @@ mod tests {
         std::fs::rename(root.join(".ralph"), root.join("moved")).unwrap();
         std::fs::create_dir_all(&run_dir).unwrap();
         std::fs::write(run_dir.join("run.json"), "{\"n\":1}").unwrap();
-        assert!(frame.restore(&keep, &memory).is_empty());
+        assert!(frame.restore(&keep, &memory).unwrap().is_empty());
         let frame = Frame::take(root, &run_dir, &memory);
         std::fs::write(run_dir.join("run.json"), "{}").unwrap();
-        assert_eq!(frame.restore(&keep, &memory), vec![".ralph/runs/r/run.json"]);
+        assert_eq!(frame.restore(&keep, &memory).unwrap(), vec![".ralph/runs/r/run.json"]);
     }
 
     #[test]
@@ -553,17 +602,17 @@ mod tests {
         commit("two");
         git(&["branch", "feature/x"]);
         git(&["tag", "-f", "v1"]);
-        let mut changed = frame.restore(&keep, &memory);
+        let mut changed = frame.restore(&keep, &memory).unwrap();
         changed.sort();
         assert_eq!(changed, vec!["refs/heads/feature/x", "refs/tags/v1"]);
         // Between frames ralph commits again: the kept listing still holds.
         commit("three");
         let frame = Frame::take(root, &run_dir, &memory);
         git(&["branch", "-f", "other", "HEAD"]);
-        assert_eq!(frame.restore(&keep, &memory), vec!["refs/heads/other"]);
+        assert_eq!(frame.restore(&keep, &memory).unwrap(), vec!["refs/heads/other"]);
         let frame = Frame::take(root, &run_dir, &memory);
         git(&["branch", "feature/y"]);
-        assert_eq!(frame.restore(&keep, &memory), vec!["refs/heads/feature/y"]);
+        assert_eq!(frame.restore(&keep, &memory).unwrap(), vec!["refs/heads/feature/y"]);
     }
 
     #[test]
@@ -577,6 +626,6 @@ mod tests {
         let frame = Frame::take(root, &run_dir, &memory);
         // Written through the link's target, outside every watched folder.
         std::fs::write(root.join("hook-target"), "#!/bin/sh\nexit 1\n").unwrap();
-        assert_eq!(frame.restore(&keep, &memory), vec![".git/hooks/pre-commit"]);
+        assert_eq!(frame.restore(&keep, &memory).unwrap(), vec![".git/hooks/pre-commit"]);
     }
 }

@@ -7,6 +7,9 @@
 //! is never staged or reverted; the record is appended last, after every change is durable.
 
 use super::frame::Frame;
+use super::revert::{Back, revert};
+use super::task_rules;
+use super::verdict::{self, Judgement, Verdict};
 use crate::agent::limits::{self, Fatal, Limit, Signal};
 use crate::agent::output::{Format, Parser, Report};
 use crate::agent::scan::{Findings, Scanner};
@@ -25,7 +28,7 @@ use crate::record::{self, Cause, IterationRecord, Outcome};
 use crate::reporter::{Phase, Reporter};
 use crate::secrets::{Secrets, StreamMasker};
 use crate::signal::Stop;
-use crate::state::{self, LastIteration, RALPH_DIR, State};
+use crate::state::{self, RALPH_DIR, State};
 use crate::watch::tree::Changes;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -66,12 +69,166 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> CliError {
     }
 }
 
-/// Runs one iteration and returns its record (already appended to `iterations.jsonl`).
+/// Runs one iteration and returns its record (already appended to `iterations.jsonl`): the
+/// preparation, the agent's run, the looks at what it must not have touched, the verdict on
+/// its ending, the checks the verdict calls for, settlement (commit or revert), the task's
+/// new state and the record, in that order.
 pub(crate) async fn run(
     it: Iteration<'_>,
     state: &mut State,
     reporter: &mut dyn Reporter,
 ) -> Result<IterationEnd, CliError> {
+    let prep = prepare(&it, state, reporter)?;
+    // Before the frame's snapshot: the baseline round writes ralph's state.
+    let baseline = baseline(&it, &prep.dir, &prep.head_before, state, reporter).await?;
+    let frame = Frame::take(it.root, it.run_dir, it.frame);
+    // Decided on the tree before the agent: a file it creates is no check script.
+    let protected =
+        crate::gates::protected_patterns(it.cfg.protected.as_deref(), &task_checks(&it).commands, it.root);
+    let spec_dirs = spec_dirs(it.root, it.backlog);
+    let mut agent = run_agent(&it, &prep, reporter).await?;
+    let broke = look_after_agent(&it, &prep, &frame)?;
+    let verdict = verdict::classify(&agent.seen(&it, broke), it.cfg.agent.format == Format::AiderText);
+
+    let mut judged = Judged {
+        head_before: prep.head_before.clone(),
+        staged: None,
+        spec_bodies: it.backlog.tasks.iter().map(|t| (t.label(), t.clone())).collect(),
+        prev_counts: state.test_counts.clone(),
+        protected,
+        records: Vec::new(),
+        counts: Vec::new(),
+        review: None,
+        task_iteration: prep.ts.iterations + 1,
+        baseline,
+        cause: None,
+        spec_dirs,
+    };
+    if agent.spec_edited {
+        // The user's edit, not the agent's: no gate blames the agent for it.
+        judged.spec_bodies.remove(&it.task.label());
+    }
+    let mut j = judge(&it, &prep, &agent, verdict, &mut judged, reporter).await?;
+
+    // The checks (and a reviewer) may leave daemons too.
+    agent.escaped += process::reaper::sweep(it.cfg.agent.kill_grace);
+    look_after_checks(&it, &prep, &frame, &mut judged, &mut j)?;
+    if agent.escaped > 0 {
+        reporter.line(&format!(
+            "ended {} process(es) that escaped the agent's or the checks' process group",
+            agent.escaped
+        ));
+    }
+
+    // Learnings are admitted whatever the outcome: failures teach the most.
+    let mut store = learnings::Store::load(it.root)?;
+    let provenance = learnings::Provenance {
+        task: it.task.id.clone(),
+        run_id: it.run_id.to_string(),
+        iteration: it.number,
+        agent: it.cfg.agent.preset.map_or_else(|| it.cfg.agent.command[0].clone(), |p| p.name.to_string()),
+        model: agent.report.model.clone().or_else(|| it.cfg.agent.model.clone()),
+        failure: j.failure.as_deref().and_then(|f| f.lines().next()).map(str::to_string),
+    };
+    let admitted = store.admit(&agent.findings, &provenance, &it.task.body, it.secrets, &it.cfg.learnings);
+    for r in &admitted.rejected {
+        reporter.line(&format!("learning not kept ({}): {}", r.reason, r.text));
+    }
+    let learnings_added = admitted.added.clone();
+
+    let settled = settle(&it, &prep, &agent, &mut j, &judged, &mut store, &learnings_added, state, reporter)?;
+    if admitted.changed() {
+        store.save(it.root)?;
+    }
+    if j.outcome == Outcome::Interrupted {
+        j.failure.get_or_insert_with(|| {
+            "the iteration was interrupted (ralph was stopped) and its changes were reverted".into()
+        });
+    }
+
+    // The task's state, and blocking after the last attempt.
+    if let Some(sha) = &settled.commit {
+        let counts = std::mem::take(&mut judged.counts);
+        task_rules::after_commit(
+            state,
+            sha,
+            counts,
+            judged.baseline.is_some(),
+            &judged.records,
+            &it.task.checks,
+        );
+    }
+    let done = task_rules::Settled {
+        outcome: j.outcome,
+        committed: settled.commit.is_some(),
+        failure: j.failure.as_deref(),
+        progress: agent.findings.progress.clone().or_else(|| j.note.clone()),
+        tokens: agent.report.tokens.map_or(0, |t| t.total()),
+        elapsed_ms: u64::try_from(prep.t0.elapsed().as_millis()).unwrap_or(u64::MAX),
+        run_id: it.run_id,
+        iteration: it.number,
+        spec_fingerprint: spec::fingerprint(&it.task.body),
+    };
+    let max_attempts = it.task.max_attempts.unwrap_or(it.cfg.budget.max_attempts);
+    let block_reason = task_rules::settle(state.task_mut(&it.task.id), &done, max_attempts, &it.cfg.budget);
+    let blocked = block_reason.is_some();
+    if let Some(reason) = block_reason {
+        block(it.root, it.task, &reason, it.run_id, it.number, state, reporter)?;
+    }
+    state.save(it.root)?;
+    fault::point("before_record");
+
+    let record = make_record(
+        &it,
+        prep,
+        agent,
+        &mut j,
+        &mut judged,
+        settled,
+        learnings_added,
+        admitted.rejected,
+        blocked,
+    );
+    let records = logs::records_path(it.run_dir);
+    record::append(&records, &record).map_err(|e| io_err("write", &records, e))?;
+    fault::point("after_record");
+    reporter.iteration_ended(&record);
+    Ok(IterationEnd { record, limit: j.limit, fatal: j.fatal })
+}
+
+/// What the iteration's start established: where it began and what the agent is given.
+struct Prepared {
+    started_at: String,
+    t0: Instant,
+    dir: PathBuf,
+    head_before: String,
+    branch_before: Option<String>,
+    spec_before: String,
+    /// The `--allow-dirty` snapshot tree, if the iteration started dirty.
+    snapshot: Option<String>,
+    started_json: Vec<u8>,
+    prompt_text: String,
+    prompt_path: PathBuf,
+    /// The task's state when the iteration began.
+    ts: state::TaskState,
+}
+
+impl Prepared {
+    fn framed<'a>(&'a self, frame: &'a Frame) -> Framed<'a> {
+        Framed {
+            frame,
+            dir: &self.dir,
+            head_before: &self.head_before,
+            branch_before: self.branch_before.as_deref(),
+            prompt: &self.prompt_text,
+            started: &self.started_json,
+        }
+    }
+}
+
+/// The iteration's folder, where it began (HEAD, branch, spec, a snapshot of a dirty tree),
+/// `started.json` for recovery, and the prompt.
+fn prepare(it: &Iteration<'_>, state: &State, reporter: &mut dyn Reporter) -> Result<Prepared, CliError> {
     let root = it.root;
     let task = it.task;
     let started_at = logs::now_rfc3339();
@@ -108,32 +265,106 @@ pub(crate) async fn run(
 
     let ts = state.task(&task.id);
     let attempt = ts.attempts + 1;
-    let prompt_text = it.secrets.mask(&it.template.render(&prompt_context(&it, &ts, attempt))?);
+    let prompt_text = it.secrets.mask(&it.template.render(&prompt_context(it, &ts, attempt))?);
     let prompt_path = dir.join("prompt.md");
     // A log, like agent.log: no sync (recovery reads started.json, never the prompt).
     crate::fsx::write(&prompt_path, prompt_text.as_bytes()).map_err(|e| io_err("write", &prompt_path, e))?;
     reporter.iteration_started(it.number, &task.id, &task.title, attempt);
+    Ok(Prepared {
+        started_at,
+        t0,
+        dir,
+        head_before,
+        branch_before,
+        spec_before,
+        snapshot,
+        started_json,
+        prompt_text,
+        prompt_path,
+        ts,
+    })
+}
 
-    // The agent.
+/// What happened while the agent ran: how it ended, what it reported and said, and what ralph
+/// noticed around it.
+struct AgentRun {
+    /// How the process ended; `Err` with why when it could not start.
+    finished: Result<process::Finished, String>,
+    report: Report,
+    findings: Findings,
+    /// Processes that escaped the agent's group, ended since.
+    escaped: usize,
+    log_capped: bool,
+    /// The user edited the running task's spec.
+    spec_edited: bool,
+    /// ... and the agent is stopped for it, the task to run again.
+    restart: bool,
+    /// The spec file as the user left it: a revert must not take their edit back.
+    spec_kept: Option<Vec<u8>>,
+    timeout: Duration,
+    /// The run's time budget, not the iteration's limit, set `timeout`.
+    budget_cuts: bool,
+    /// The agent's last output, masked.
+    tail: String,
+}
+
+impl AgentRun {
+    /// What the verdict is drawn from.
+    fn seen(&self, it: &Iteration<'_>, broke: Option<String>) -> verdict::Seen {
+        let (ending, exit_code) = match &self.finished {
+            Ok(f) => (Ok(f.ending), f.exit_code),
+            Err(e) => (Err(e.clone()), None),
+        };
+        let failed = exit_code != Some(0) || self.report.is_error;
+        let text_agent = it.cfg.agent.format == Format::AiderText;
+        verdict::Seen {
+            restart: self.restart,
+            broke,
+            ending,
+            exit_code,
+            is_error: self.report.is_error,
+            error_message: self.report.error_message.as_deref().map(|m| it.secrets.mask(m)),
+            reported_limit: self.report.limit.clone(),
+            signal: (matches!(self.finished, Ok(f) if f.ending == Ending::Exited) && (failed || text_agent))
+                .then(|| signal(&self.report, &self.tail, failed))
+                .flatten(),
+            tail: self.tail.clone(),
+            timeout: self.timeout,
+            budget_cuts: self.budget_cuts,
+            idle_timeout: it.cfg.agent.idle_timeout,
+            context: (self.report.context_tokens.unwrap_or(0), it.cfg.budget.context_tokens.unwrap_or(0)),
+        }
+    }
+
+    /// The exit code and leaked output the record keeps: none for a restarted agent.
+    fn exit(&self) -> (Option<i32>, bool) {
+        match &self.finished {
+            Ok(f) if !self.restart => (f.exit_code, f.output_leaked),
+            _ => (None, false),
+        }
+    }
+}
+
+/// Runs the agent: its log (capped, masked), its output parsed as it flows, the spec watched
+/// for the user's edits, the context budget, and the processes that escaped it ended after.
+async fn run_agent(
+    it: &Iteration<'_>,
+    prep: &Prepared,
+    reporter: &mut dyn Reporter,
+) -> Result<AgentRun, CliError> {
+    let (root, task, dir) = (it.root, it.task, &prep.dir);
     let env = IterationEnv {
         run_id: it.run_id.to_string(),
         iteration: it.number,
         task: task.id.clone(),
-        task_iteration: ts.iterations + 1,
+        task_iteration: prep.ts.iterations + 1,
         iter_dir: dir.clone(),
     };
-    let req = agent::request(&it.cfg.agent, root, &prompt_text, &prompt_path, &env);
-    // Before the frame's snapshot: the baseline round writes ralph's state.
-    let baseline = baseline(&it, &dir, &head_before, state, reporter).await?;
-    let frame = Frame::take(root, it.run_dir, it.frame);
-    let spec_dirs = spec_dirs(root, it.backlog);
-    // Decided on the tree before the agent: a file it creates is no check script.
-    let protected =
-        crate::gates::protected_patterns(it.cfg.protected.as_deref(), &task_checks(&it).commands, root);
+    let req = agent::request(&it.cfg.agent, root, &prep.prompt_text, &prep.prompt_path, &env);
     let log_path = dir.join("agent.log");
     let log = crate::fsx::create(&log_path).map_err(|e| io_err("create", &log_path, e))?;
     let mut masker = StreamMasker::new(it.secrets.clone());
-    let mut scanner = Scanner::new(&prompt_text, &it.cfg.agent.completion_promise);
+    let mut scanner = Scanner::new(&prep.prompt_text, &it.cfg.agent.completion_promise);
     let mut parser = Parser::new(it.cfg.agent.format);
     let budget_cuts = it.time_left.is_some_and(|t| t < it.cfg.agent.timeout);
     let timeout = it.time_left.map_or(it.cfg.agent.timeout, |t| t.min(it.cfg.agent.timeout));
@@ -150,8 +381,8 @@ pub(crate) async fn run(
     parser.watch_writes(&spec_rel);
     // Three restarts in a row end the restarting: whoever keeps editing the spec (an agent
     // whose writes ralph cannot see, say) must not spin the loop; the iteration then finishes.
-    let restartable = it.cfg.on_spec_edit == SpecEdit::Restart && ts.restarts < MAX_RESTARTS;
-    let _task_watch = restartable.then(|| {
+    let restartable = it.cfg.on_spec_edit == SpecEdit::Restart && prep.ts.restarts < MAX_RESTARTS;
+    let task_watch = restartable.then(|| {
         let cancel = agent_cancel.clone();
         it.spec_watch.task(root, task, move || cancel.cancel())
     });
@@ -186,27 +417,25 @@ pub(crate) async fn run(
         .await),
         Err(e) => {
             let _ = log.write(format!("ralph: {}\n", crate::error::chain(&e)).as_bytes());
-            Err(e)
+            Err(crate::error::chain(&e))
         }
     };
     save_usage(&usage_path, &parser, &mut usage_saved, true);
     // What escaped the agent's group (a `setsid` daemon) must not write into the tree ralph
     // is about to judge and commit.
-    let mut escaped = process::reaper::sweep(it.cfg.agent.kill_grace);
+    let escaped = process::reaper::sweep(it.cfg.agent.kill_grace);
     let tail = masker.finish();
     log.write(&tail).and_then(|()| log.file.flush()).map_err(|e| io_err("write", &log_path, e))?;
-    let log_capped = log.capped;
     if let Some(e) = write_err {
         return Err(io_err("write", &log_path, e));
     }
     fault::point("agent_exited");
-    drop(_task_watch);
+    drop(task_watch);
     // A spec that is gone (or a story removed) is no edit to restart on: the gate and the
     // status write deal with it.
     let spec_edited = crate::backlog::current_body(root, task)
         .is_some_and(|now| now.trim() != task.body.trim() && !parser.wrote(&spec_rel));
     let restart = spec_edited && restartable && !it.stop.cancel.is_cancelled();
-    // The spec file as the user left it: a revert must not take their edit back.
     let spec_kept = if spec_edited {
         crate::fsx::read_input(&root.join(&task.path)).ok().map(String::into_bytes)
     } else {
@@ -228,381 +457,271 @@ pub(crate) async fn run(
     let mut findings = scanner.finish();
     // The note is written to disk (record, state, next prompt): no secret in it.
     findings.progress = findings.progress.map(|p| it.secrets.mask(&p));
-    let framed = Framed {
-        frame: &frame,
-        dir: &dir,
-        head_before: &head_before,
-        branch_before: branch_before.as_deref(),
-        prompt: &prompt_text,
-        started: &started_json,
-    };
-    let switched = frame_breaks(&it, &framed, it.tree.is_some_and(|t| t.index_as_settled(&head_before)))?;
-    let agent_tail = it.secrets.mask(&checks::last_lines(&findings.tail, AGENT_TAIL_LINES));
+    let tail = it.secrets.mask(&checks::last_lines(&findings.tail, AGENT_TAIL_LINES));
+    Ok(AgentRun {
+        finished,
+        report,
+        findings,
+        escaped,
+        log_capped: log.capped,
+        spec_edited,
+        restart,
+        spec_kept,
+        timeout,
+        budget_cuts,
+        tail,
+    })
+}
 
-    // The outcome, from the agent's ending and then the checks.
-    let mut judged = Judged {
-        head_before: head_before.clone(),
-        staged: None,
-        spec_bodies: it.backlog.tasks.iter().map(|t| (t.label(), t.clone())).collect(),
-        prev_counts: state.test_counts.clone(),
-        protected,
-        records: Vec::new(),
-        counts: Vec::new(),
-        review: None,
-        task_iteration: ts.iterations + 1,
-        baseline,
-        cause: None,
-        spec_dirs,
-    };
-    let mut failure: Option<String> = None;
-    let mut cause: Option<Cause> = None;
-    let mut exit_code = None;
-    let mut output_leaked = false;
-    let mut limit: Option<Limit> = None;
-    let mut progress_note: Option<String> = None;
-    let mut fatal: Option<Fatal> = None;
-    if spec_edited {
-        // The user's edit, not the agent's: no gate blames the agent for it.
-        judged.spec_bodies.remove(&task.label());
+/// Puts back what the agent must not have touched (the branch, its history, `.ralph/` out of
+/// git, files hidden from git, the iteration's logs, the frame) and says what it changed, if
+/// anything.
+fn look_after_agent(it: &Iteration<'_>, prep: &Prepared, frame: &Frame) -> Result<Option<String>, CliError> {
+    let untouched = it.tree.is_some_and(|t| t.index_as_settled(&prep.head_before));
+    frame_breaks(it, &prep.framed(frame), untouched)
+}
+
+/// After the checks and a reviewer: they ran code the agent wrote (its tests, a conftest.py)
+/// or were an agent, so what they changed is held to the agent's frame and, if the work is to
+/// be kept, to its gates, or it would be committed unjudged.
+fn look_after_checks(
+    it: &Iteration<'_>,
+    prep: &Prepared,
+    frame: &Frame,
+    judged: &mut Judged,
+    j: &mut Judgement,
+) -> Result<(), CliError> {
+    if judged.records.is_empty() {
+        return Ok(());
     }
-    let mut outcome = match &finished {
-        _ if restart => {
+    // The gates' `git add` left the index as the watch noted it.
+    let untouched = it.tree.is_some_and(|t| t.changes() == Changes::None);
+    let mut broke: Vec<String> = frame_breaks(it, &prep.framed(frame), untouched)?.into_iter().collect();
+    let mut broke_cause = Cause::FrameBroken;
+    let green = j.outcome.is_green() || j.kept_after_stop;
+    if broke.is_empty() && green && it.tree.is_none_or(|t| t.changes() != Changes::None) {
+        let caught = gates(it, judged)?;
+        if let Some(first) = caught.first() {
+            broke_cause = first.cause;
+            let said: Vec<&str> = caught.iter().map(|r| r.message.as_str()).collect();
+            broke.push(format!("a gate rejected the work: {}", said.join("; ")));
+        }
+    }
+    if broke.is_empty() {
+        return Ok(());
+    }
+    let said = format!("after the checks ran: {}", broke.join("; "));
+    if green {
+        j.outcome = Outcome::ChecksFailed;
+        j.kept_after_stop = false;
+        j.cause = Some(broke_cause);
+        j.failure = Some(said);
+    } else {
+        let f = j.failure.get_or_insert_with(String::new);
+        f.push_str(if f.is_empty() { "" } else { "\nand " });
+        f.push_str(&said);
+    }
+    Ok(())
+}
+
+/// Acts on the verdict: runs the checks when it calls for them (and on what a stopped agent
+/// left), and says what the iteration came to.
+async fn judge(
+    it: &Iteration<'_>,
+    prep: &Prepared,
+    agent: &AgentRun,
+    verdict: Verdict,
+    judged: &mut Judged,
+    reporter: &mut dyn Reporter,
+) -> Result<Judgement, CliError> {
+    let stopped = verdict.stopped();
+    let mut failure = None;
+    let mut j = Judgement::new(Outcome::Interrupted);
+    let outcome = match verdict {
+        Verdict::Restarted => {
             failure = Some(
                 "the spec was edited while the agent worked on it; ralph put the work back and runs the task again with the new spec"
                     .into(),
             );
             Outcome::Restarted
         }
-        Ok(f) if switched.is_some() && f.ending != Ending::Cancelled => {
-            failure = switched.clone();
-            cause = Some(Cause::FrameBroken);
-            exit_code = f.exit_code;
-            output_leaked = f.output_leaked;
-            Outcome::AgentFailed
+        Verdict::Check { .. } => {
+            run_checks(it, &prep.dir, reporter, &agent.findings, judged, &mut failure).await?
         }
-        Err(e) => {
-            failure = Some(format!("the agent could not start: {}", crate::error::chain(e)));
-            cause = Some(Cause::AgentNotStarted);
-            Outcome::AgentFailed
-        }
-        Ok(f) => {
-            exit_code = f.exit_code;
-            output_leaked = f.output_leaked;
-            match f.ending {
-                Ending::Cancelled => Outcome::Interrupted,
-                // An agent that kept retrying a limit until ralph stopped it was limited, not hung.
-                Ending::Timeout | Ending::IdleTimeout if report.limit.is_some() => {
-                    limit = report.limit.clone();
-                    failure = limit.as_ref().map(|l| format!("usage or rate limit: {}", l.message));
-                    Outcome::RateLimited
-                }
-                Ending::Yielded => {
-                    progress_note = Some(format!(
-                        "the agent's context reached {} tokens (the budget is {}); ralph ended it so the next iteration starts fresh",
-                        report.context_tokens.unwrap_or(0),
-                        it.cfg.budget.context_tokens.unwrap_or(0)
-                    ));
-                    if git::has_changes(root, &head_before)? {
-                        run_checks(&it, &dir, reporter, &no_promise(&findings), &mut judged, &mut failure)
-                            .await?
-                    } else {
-                        Outcome::Progress
-                    }
-                }
-                Ending::Timeout => {
-                    let why = if budget_cuts {
-                        "the run's time budget ran out"
-                    } else {
-                        "the iteration's time limit"
-                    };
-                    failure = Some(format!(
-                        "the agent was stopped after {} ({why}); its last output:\n{agent_tail}",
-                        humantime::format_duration(timeout)
-                    ));
-                    cause = Some(if budget_cuts { Cause::TimeBudget } else { Cause::Timeout });
-                    Outcome::Timeout
-                }
-                Ending::IdleTimeout => {
-                    failure = Some(format!(
-                        "the agent printed nothing for {} and was stopped as hung; its last output:\n{agent_tail}",
-                        humantime::format_duration(it.cfg.agent.idle_timeout)
-                    ));
-                    Outcome::IdleTimeout
-                }
-                Ending::Exited
-                    if f.exit_code != Some(0)
-                        || report.is_error
-                        || it.cfg.agent.format == Format::AiderText =>
-                {
-                    let failed = f.exit_code != Some(0) || report.is_error;
-                    match signal(&report, &agent_tail, failed) {
-                        Some(Signal::Fatal(e)) => {
-                            failure = Some(e.message());
-                            cause = Some(Cause::from(&e));
-                            fatal = Some(e);
-                            Outcome::AgentFailed
-                        }
-                        Some(Signal::Limit(l)) => {
-                            failure = Some(format!("usage or rate limit: {}", l.message));
-                            limit = Some(l);
-                            Outcome::RateLimited
-                        }
-                        None if failed => {
-                            let how = match f.exit_code {
-                                Some(0) => "reported an error (exit code 0)".to_string(),
-                                Some(c) => format!("exited with code {c}"),
-                                None => "was killed by a signal".to_string(),
-                            };
-                            let said = report
-                                .error_message
-                                .as_deref()
-                                .map(|m| format!("; it said: {}", it.secrets.mask(m)))
-                                .unwrap_or_default();
-                            failure = Some(format!("the agent {how}{said}; its last output:\n{agent_tail}"));
-                            Outcome::AgentFailed
-                        }
-                        None => run_checks(&it, &dir, reporter, &findings, &mut judged, &mut failure).await?,
-                    }
-                }
-                Ending::Exited => {
-                    run_checks(&it, &dir, reporter, &findings, &mut judged, &mut failure).await?
-                }
+        Verdict::Yielded { note } => {
+            j.note = Some(note);
+            if git::has_changes(it.root, &prep.head_before)? {
+                run_checks(it, &prep.dir, reporter, &no_promise(&agent.findings), judged, &mut failure)
+                    .await?
+            } else {
+                Outcome::Progress
             }
         }
+        Verdict::Failed { outcome, cause, failure: f } => {
+            (failure, j.cause) = (Some(f), cause);
+            outcome
+        }
+        Verdict::RateLimited { limit, failure: f } => {
+            (failure, j.limit) = (Some(f), limit);
+            Outcome::RateLimited
+        }
+        Verdict::Fatal(e) => {
+            (failure, j.cause) = (Some(e.message()), Some(Cause::from(&e)));
+            j.fatal = Some(e);
+            Outcome::AgentFailed
+        }
+        Verdict::Interrupted => Outcome::Interrupted,
     };
-
+    j.outcome = outcome;
+    j.failure = failure;
     // The precise cause found on the way, else the one the outcome stands for.
-    cause = cause.or(judged.cause.take()).or(Cause::of(outcome));
+    j.cause = j.cause.or(judged.cause.take()).or(Cause::of(outcome));
     // A stopped agent's work is not thrown away unseen: if the checks pass, it is kept.
-    let mut kept_after_stop = false;
-    if matches!(outcome, Outcome::Timeout | Outcome::IdleTimeout) && git::has_changes(root, &head_before)? {
+    if stopped && git::has_changes(it.root, &prep.head_before)? {
         reporter.line("the agent was stopped, but it changed files: running the checks on what it left");
         let mut check_failure = None;
-        match run_checks(&it, &dir, reporter, &no_promise(&findings), &mut judged, &mut check_failure).await?
-        {
-            Outcome::Interrupted => (outcome, cause) = (Outcome::Interrupted, Some(Cause::Interrupted)),
-            Outcome::Progress | Outcome::Done => kept_after_stop = true,
-            _ => {
-                if let (Some(f), Some(c)) = (failure.as_mut(), check_failure) {
-                    f.push_str("\nand the checks on what it left failed: ");
-                    f.push_str(&c);
-                }
-            }
-        }
+        let checked =
+            run_checks(it, &prep.dir, reporter, &no_promise(&agent.findings), judged, &mut check_failure)
+                .await?;
+        verdict::after_stop_checks(&mut j, checked, check_failure);
     }
+    Ok(j)
+}
 
-    // The checks (and a reviewer) may leave daemons too.
-    escaped += process::reaper::sweep(it.cfg.agent.kill_grace);
-    // The checks run code the agent wrote (its tests, a conftest.py), and a reviewer is an
-    // agent: what they changed is held to the agent's frame and, if the work is to be kept,
-    // to its gates, or it would be committed unjudged.
-    if !judged.records.is_empty() {
-        // The gates' `git add` left the index as the watch noted it.
-        let untouched = it.tree.is_some_and(|t| t.changes() == Changes::None);
-        let mut broke: Vec<String> = frame_breaks(&it, &framed, untouched)?.into_iter().collect();
-        let mut broke_cause = Cause::FrameBroken;
-        let green = outcome.is_green() || kept_after_stop;
-        if broke.is_empty() && green && it.tree.is_none_or(|t| t.changes() != Changes::None) {
-            let caught = gates(&it, &mut judged)?;
-            if let Some(first) = caught.first() {
-                broke_cause = first.cause;
-                let said: Vec<&str> = caught.iter().map(|r| r.message.as_str()).collect();
-                broke.push(format!("a gate rejected the work: {}", said.join("; ")));
-            }
-        }
-        if !broke.is_empty() {
-            let said = format!("after the checks ran: {}", broke.join("; "));
-            if green {
-                outcome = Outcome::ChecksFailed;
-                kept_after_stop = false;
-                cause = Some(broke_cause);
-                failure = Some(said);
-            } else {
-                let f = failure.get_or_insert_with(String::new);
-                f.push_str(if f.is_empty() { "" } else { "\nand " });
-                f.push_str(&said);
-            }
-        }
-    }
-    if escaped > 0 {
-        reporter.line(&format!(
-            "ended {escaped} process(es) that escaped the agent's or the checks' process group"
-        ));
-    }
+/// What settlement did: the commit it made, and the files the iteration changed.
+struct Settlement {
+    commit: Option<String>,
+    files_changed: Vec<String>,
+}
 
-    // Learnings are admitted whatever the outcome: failures teach the most.
-    let mut store = learnings::Store::load(root)?;
-    let provenance = learnings::Provenance {
-        task: task.id.clone(),
-        run_id: it.run_id.to_string(),
-        iteration: it.number,
-        agent: it.cfg.agent.preset.map_or_else(|| it.cfg.agent.command[0].clone(), |p| p.name.to_string()),
-        model: report.model.clone().or_else(|| it.cfg.agent.model.clone()),
-        failure: failure.as_deref().and_then(|f| f.lines().next()).map(str::to_string),
-    };
-    let admitted = store.admit(&findings, &provenance, &task.body, it.secrets, &it.cfg.learnings);
-    for r in &admitted.rejected {
-        reporter.line(&format!("learning not kept ({}): {}", r.reason, r.text));
+/// Green (or a stopped agent's green work): commit, which a refusing hook turns red. Red:
+/// keep the diff, put the tree back, then keep the learnings.
+#[allow(clippy::too_many_arguments)]
+fn settle(
+    it: &Iteration<'_>,
+    prep: &Prepared,
+    agent: &AgentRun,
+    j: &mut Judgement,
+    judged: &Judged,
+    store: &mut learnings::Store,
+    learnings_added: &[String],
+    state: &mut State,
+    reporter: &mut dyn Reporter,
+) -> Result<Settlement, CliError> {
+    let mut settled = Settlement { commit: None, files_changed: Vec::new() };
+    if j.outcome.is_green() || j.kept_after_stop {
+        settled = commit_work(it, prep, j, judged, store, learnings_added, reporter)?;
     }
-    let learnings_added = admitted.added.clone();
-
-    // Green: commit. A refusing hook turns it red.
-    let mut commit = None;
-    let mut files_changed = Vec::new();
-    if outcome.is_green() || kept_after_stop {
-        reporter.phase(Phase::Commit);
-        // ralph owns the status: the agent's word (or edit) does not mark a task done.
-        let status = if outcome == Outcome::Done { Status::Done } else { Status::Todo };
-        crate::backlog::set_status(root, task, &spec_before, status, None)?;
-        learnings::write_agents_md(root, &store, &it.cfg.learnings, it.secrets)?;
-        if git::head(root)?.as_deref() != Some(head_before.as_str()) {
-            git::reset_soft(root, &head_before)?;
-        }
-        let staging = stage_all(&it, judged.staged.as_deref(), &head_before)?;
-        files_changed = staging.files;
-        if files_changed.is_empty()
-            && let Some(t) = it.tree
-        {
-            t.settle(&head_before);
-        }
-        if !files_changed.is_empty() {
-            let message = commit_message(task, outcome, it.run_id, it.number);
-            fault::point("before_commit");
-            let include: Vec<&Path> = staging.include.iter().map(PathBuf::as_path).collect();
-            if !include.is_empty()
-                && let Some(t) = it.tree
-            {
-                t.mark();
-            }
-            match git::commit_including(root, &message, &include)? {
-                CommitResult::Committed(sha) => {
-                    fault::point("after_commit");
-                    if let Some(t) = it.tree {
-                        t.settle(&sha);
-                    }
-                    store.set_commit(&learnings_added, &sha);
-                    commit = Some(sha);
-                }
-                CommitResult::Refused(text) => {
-                    let text = it.secrets.mask(&text);
-                    append_to(&dir.join("checks.log"), &format!("$ git commit\n{text}\n"))?;
-                    failure = Some(format!(
-                        "`git commit` was refused (a hook failed); its output:\n{}",
-                        checks::last_lines(&text, checks::FAILURE_TAIL_LINES)
-                    ));
-                    outcome = Outcome::ChecksFailed;
-                    cause = Some(Cause::HookRejected);
-                }
-            }
-        }
-    }
-
-    // Red: keep the diff, put the tree back, then keep the learnings.
-    if !outcome.is_green() && commit.is_none() {
+    if !j.outcome.is_green() && settled.commit.is_none() {
         reporter.phase(Phase::Revert);
-        git::add_all(root)?;
-        files_changed = git::staged_files(root, &head_before)?;
-        if !files_changed.is_empty() {
-            let patch = git::staged_patch(root, &head_before)?;
-            let path = dir.join("rejected.patch");
-            let masked = it.secrets.mask_bytes(&patch);
-            crate::fsx::write(&path, &masked).map_err(|e| io_err("write", &path, e))?;
+        let (root, head_before) = (it.root, prep.head_before.as_str());
+        let back = match &prep.snapshot {
+            Some(tree) => Back::Snapshot { head: head_before, tree },
+            None => Back::To(head_before),
+        };
+        settled.files_changed = revert(root, head_before, back, &prep.dir, it.secrets)?;
+        if let Some(text) = &agent.spec_kept {
+            state::atomic_write(&root.join(&it.task.path), text)?;
         }
-        match &snapshot {
-            Some(tree) => git::restore_snapshot(root, &head_before, tree)?,
-            None => git::restore(root, &head_before)?,
-        }
-        if let Some(text) = &spec_kept {
-            state::atomic_write(&root.join(&task.path), text)?;
-        }
-        if learnings::write_agents_md(root, &store, &it.cfg.learnings, it.secrets)? {
+        if learnings::write_agents_md(root, store, &it.cfg.learnings, it.secrets)? {
             let msg = format!(
                 "ralph({}): learnings from iteration {}\n\n{}",
-                task.id,
+                it.task.id,
                 it.number,
-                trailers(task, it.run_id, it.number)
+                trailers(it.task, it.run_id, it.number)
             );
             if let Some(sha) = commit_one(root, Path::new(learnings::AGENTS_MD), &msg, reporter)? {
-                store.set_commit(&learnings_added, &sha);
-                carry_baseline(state, &head_before, &sha);
+                store.set_commit(learnings_added, &sha);
+                task_rules::carry_baseline(state, head_before, &sha);
             }
         }
     }
-    if admitted.changed() {
-        store.save(root)?;
-    }
-    if outcome == Outcome::Interrupted {
-        failure.get_or_insert_with(|| {
-            "the iteration was interrupted (ralph was stopped) and its changes were reverted".into()
-        });
-    }
+    Ok(settled)
+}
 
-    // The task's state, and blocking after the last attempt.
-    let max_attempts = task.max_attempts.unwrap_or(it.cfg.budget.max_attempts);
-    // Green work sets the test counts the next iterations must not fall below, and its round
-    // is the baseline of the commit it made.
-    if let Some(sha) = &commit {
-        for (cmd, n) in std::mem::take(&mut judged.counts) {
-            state.test_counts.insert(cmd, n);
+/// Commits green work: ralph's status in the spec, AGENTS.md, everything staged. A hook that
+/// refuses the commit turns the iteration red (`hook_rejected`).
+fn commit_work(
+    it: &Iteration<'_>,
+    prep: &Prepared,
+    j: &mut Judgement,
+    judged: &Judged,
+    store: &mut learnings::Store,
+    learnings_added: &[String],
+    reporter: &mut dyn Reporter,
+) -> Result<Settlement, CliError> {
+    let (root, task, head_before) = (it.root, it.task, prep.head_before.as_str());
+    reporter.phase(Phase::Commit);
+    // ralph owns the status: the agent's word (or edit) does not mark a task done.
+    let status = if j.outcome == Outcome::Done { Status::Done } else { Status::Todo };
+    crate::backlog::set_status(root, task, &prep.spec_before, status, None)?;
+    learnings::write_agents_md(root, store, &it.cfg.learnings, it.secrets)?;
+    if git::head(root)?.as_deref() != Some(head_before) {
+        git::reset_soft(root, head_before)?;
+    }
+    let staging = stage_all(it, judged.staged.as_deref(), head_before)?;
+    let files_changed = staging.files;
+    if files_changed.is_empty() {
+        if let Some(t) = it.tree {
+            t.settle(head_before);
         }
-        if judged.baseline.is_some() {
-            let failing = judged
-                .records
-                .iter()
-                .filter(|c| c.tolerated && !it.task.checks.contains(&c.command))
-                .map(|c| (c.command.clone(), c.failed_tests.clone()))
-                .collect();
-            state.baseline = Some(checks::Baseline { head: sha.clone(), failing });
+        return Ok(Settlement { commit: None, files_changed });
+    }
+    let message = commit_message(task, j.outcome, it.run_id, it.number);
+    fault::point("before_commit");
+    let include: Vec<&Path> = staging.include.iter().map(PathBuf::as_path).collect();
+    if !include.is_empty()
+        && let Some(t) = it.tree
+    {
+        t.mark();
+    }
+    let commit = match git::commit_including(root, &message, &include)? {
+        CommitResult::Committed(sha) => {
+            fault::point("after_commit");
+            if let Some(t) = it.tree {
+                t.settle(&sha);
+            }
+            store.set_commit(learnings_added, &sha);
+            Some(sha)
         }
-    }
-    let ts = state.task_mut(&task.id);
-    ts.iterations += 1;
-    ts.restarts = if outcome == Outcome::Restarted { ts.restarts + 1 } else { 0 };
-    // Kept work (a stopped agent's green changes) uses no attempt.
-    let attempt_used = outcome.counts_as_attempt() && commit.is_none();
-    if attempt_used {
-        ts.attempts += 1;
-    }
-    if outcome == Outcome::Done && commit.is_some() {
-        ts.attempts = 0;
-        ts.blocked_by_ralph = false;
-        ts.done_hash = Some(spec::fingerprint(&task.body));
-    }
-    // A limit says nothing about the task: the next try starts from the same handoff.
-    if outcome != Outcome::RateLimited {
-        ts.last = Some(LastIteration {
-            run_id: it.run_id.to_string(),
-            iteration: it.number,
-            outcome: outcome.as_str().to_string(),
-            failure: if outcome.is_green() { None } else { failure.clone() },
-            progress: findings.progress.clone().or_else(|| progress_note.clone()),
-        });
-    }
-    ts.tokens += report.tokens.map_or(0, |t| t.total());
-    ts.elapsed_ms += u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
-    ts.counted = Some((it.run_id.to_string(), it.number));
-    let block_reason = if outcome == Outcome::Done {
-        None
-    } else if attempt_used && ts.attempts >= max_attempts {
-        let why = crate::reporter::summary(failure.as_deref().unwrap_or(""));
-        Some(format!("{} failed attempts; the last: {} ({why})", ts.attempts, outcome.as_str()))
-    } else {
-        over_task_limit(ts, &it.cfg.budget)
+        CommitResult::Refused(text) => {
+            let text = it.secrets.mask(&text);
+            append_to(&prep.dir.join("checks.log"), &format!("$ git commit\n{text}\n"))?;
+            j.failure = Some(format!(
+                "`git commit` was refused (a hook failed); its output:\n{}",
+                checks::last_lines(&text, checks::FAILURE_TAIL_LINES)
+            ));
+            j.outcome = Outcome::ChecksFailed;
+            j.cause = Some(Cause::HookRejected);
+            None
+        }
     };
-    let blocked = block_reason.is_some();
-    if let Some(reason) = block_reason {
-        block(root, task, &reason, it.run_id, it.number, state, reporter)?;
-    }
-    state.save(root)?;
-    fault::point("before_record");
+    Ok(Settlement { commit, files_changed })
+}
 
-    let record = IterationRecord {
+/// The iteration's record.
+#[allow(clippy::too_many_arguments)]
+fn make_record(
+    it: &Iteration<'_>,
+    prep: Prepared,
+    agent: AgentRun,
+    j: &mut Judgement,
+    judged: &mut Judged,
+    settled: Settlement,
+    learnings_added: Vec<String>,
+    learnings_rejected: Vec<learnings::Rejected>,
+    blocked: bool,
+) -> IterationRecord {
+    let outcome = j.outcome;
+    let (exit_code, output_leaked) = agent.exit();
+    let report = agent.report;
+    IterationRecord {
         run_id: it.run_id.to_string(),
         iteration: it.number,
-        task: task.id.clone(),
-        started_at,
+        task: it.task.id.clone(),
+        started_at: prep.started_at,
         ended_at: logs::now_rfc3339(),
-        duration_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
+        duration_ms: u64::try_from(prep.t0.elapsed().as_millis()).unwrap_or(u64::MAX),
         exit_code,
         outcome,
         checks: std::mem::take(&mut judged.records),
@@ -610,20 +729,20 @@ pub(crate) async fn run(
             .review
             .take()
             .map(|v| crate::record::Review { approved: v.approved, reasons: v.reasons }),
-        head_before: Some(head_before),
-        commit,
-        files_changed,
+        head_before: Some(prep.head_before),
+        commit: settled.commit,
+        files_changed: settled.files_changed,
         learnings_added,
-        learnings_rejected: admitted.rejected,
-        promise: findings.promise,
-        failure,
-        cause: cause.filter(|_| !outcome.is_green()),
-        progress: findings.progress.clone().or(progress_note),
+        learnings_rejected,
+        promise: agent.findings.promise,
+        failure: j.failure.take(),
+        cause: j.cause.filter(|_| !outcome.is_green()),
+        progress: agent.findings.progress.or(j.note.take()),
         blocked,
-        spec_edited,
+        spec_edited: agent.spec_edited,
         output_leaked,
-        escaped_ended: u32::try_from(escaped).unwrap_or(u32::MAX),
-        log_capped,
+        escaped_ended: u32::try_from(agent.escaped).unwrap_or(u32::MAX),
+        log_capped: agent.log_capped,
         tokens: report.tokens,
         cost_usd: report.cost_usd,
         num_turns: report.num_turns,
@@ -631,13 +750,8 @@ pub(crate) async fn run(
         agent_session_id: report.session_id.clone(),
         final_message: report.final_message.as_deref().map(|m| it.secrets.mask(m)),
         is_error: report.is_error,
-        limit_resets_at: limit.as_ref().and_then(|l| l.reset_at).map(|t| t.to_string()),
-    };
-    let records = logs::records_path(it.run_dir);
-    record::append(&records, &record).map_err(|e| io_err("write", &records, e))?;
-    fault::point("after_record");
-    reporter.iteration_ended(&record);
-    Ok(IterationEnd { record, limit, fatal })
+        limit_resets_at: j.limit.as_ref().and_then(|l| l.reset_at).map(|t| t.to_string()),
+    }
 }
 
 /// How an iteration ended, with what the loop must act on.
@@ -709,7 +823,12 @@ fn frame_breaks(
         .into_iter()
         .flatten()
         .reduce(|a, b| format!("{a}; {b}"));
-    let broke_frame = f.frame.restore(&f.dir.join("frame"), it.frame);
+    let broke_frame = f.frame.restore(&f.dir.join("frame"), it.frame).map_err(|e| {
+        CliError::failure(format!(
+            "the agent changed what it must not touch, and ralph {}",
+            crate::error::chain(&e)
+        ))
+    })?;
     Ok(match (switched, broke_frame.is_empty()) {
         (s, true) => s,
         (s, false) => Some(format!(
@@ -1022,23 +1141,6 @@ pub(crate) struct Started {
 
 /// Blocks a task: `status: blocked` and the reason in its front matter, committed on its own,
 /// and remembered so that moving it back to `todo` gives it fresh attempts.
-/// Why the task's own spending (`max_task_tokens`, `max_task_duration`) blocks it, if it does.
-pub(crate) fn over_task_limit(ts: &state::TaskState, limits: &crate::config::BudgetConfig) -> Option<String> {
-    if let Some(max) = limits.max_task_tokens.filter(|m| ts.tokens >= *m) {
-        return Some(format!("used {} tokens, over the task's limit of {max}", ts.tokens));
-    }
-    limits
-        .max_task_duration
-        .filter(|m| ts.elapsed_ms >= u64::try_from(m.as_millis()).unwrap_or(u64::MAX))
-        .map(|m| {
-            format!(
-                "took {}, over the task's limit of {}",
-                humantime::format_duration(Duration::from_secs(ts.elapsed_ms / 1000)),
-                humantime::format_duration(m)
-            )
-        })
-}
-
 pub(crate) fn block(
     root: &Path,
     task: &Spec,
@@ -1400,16 +1502,6 @@ pub(crate) fn baseline_note(cmd: &str, tests: &[String]) -> String {
     }
 }
 
-/// A commit of ralph's own files (learnings, a block) changes no code: the baseline of the
-/// commit before holds for it, and the checks need not run again on the clean tree.
-fn carry_baseline(state: &mut State, from: &str, to: &str) {
-    if let Some(b) = state.baseline.as_mut()
-        && b.head == from
-    {
-        b.head = to.to_string();
-    }
-}
-
 /// Reopens a done task whose spec changed since: `status: todo`, committed on its own, fresh
 /// attempts.
 pub(crate) fn reopen(
@@ -1452,7 +1544,7 @@ fn commit_status(
     crate::backlog::set_status(root, task, &before, status, reason)?;
     let head = git::head(root)?.unwrap_or_default();
     if let Some(sha) = commit_one(root, &task.path, message, reporter)? {
-        carry_baseline(state, &head, &sha);
+        task_rules::carry_baseline(state, &head, &sha);
     }
     Ok(())
 }

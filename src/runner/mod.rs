@@ -8,7 +8,10 @@
 mod frame;
 mod iteration;
 mod recover;
+mod revert;
 mod review;
+mod task_rules;
+mod verdict;
 
 pub use iteration::commit_message;
 
@@ -201,76 +204,18 @@ impl Reload<'_> {
 
 /// Runs the loop; returns the exit code.
 pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> Result<u8, CliError> {
-    // Validate everything first: a bad input changes nothing.
-    let root = repo_root(&opts.cwd)?;
-    // ralph's folder before anything: a link there would take every write elsewhere.
-    state::check_ralph_dir(&root)?;
-    let cfg = effective_config(&root, &opts)?;
-    let template = validate_inputs(&root, &cfg)?;
-    if agent::resolve_program(&cfg.agent, &root).is_none() {
-        return Err(missing_agent(&cfg.agent, opts.agent.is_some()));
-    }
-    let env = |k: &str| std::env::var(k).ok();
-    for h in agent::hazards::check(&cfg.agent, agent::hazards::euid(), &env) {
-        if h.level == agent::hazards::Level::Problem {
-            let e = CliError::usage(format!("{}: {}", config::FILE_NAME, h.message));
-            return Err(match h.hint {
-                Some(hint) => e.hint(hint),
-                None => e,
-            });
-        }
-    }
-    if git::head(&root)?.is_none() {
-        return Err(CliError::usage("the repository has no commits yet")
-            .hint("commit your project (ralph.toml and specs/ included) before `ralph run`"));
-    }
-    check_git_state(&root, &cfg)?;
-    let ralph_dir = state::ensure_ralph_dir(&root)?;
-    state::check_own_files(&root)?;
-    let lock = RunLock::acquire(&ralph_dir).map_err(|e| match e {
-        state::StateError::Locked { .. } => CliError::usage(e.to_string()).hint(
-            "wait for it to finish, or stop it: `ralph stop` (after this iteration) or `ralph stop --now`",
-        ),
-        other => other.into(),
-    })?;
+    let (root, cfg, template, lock) = validate(&opts)?;
 
     // Orphaned descendants (an agent's `setsid` daemon) re-parent to ralph, which ends them
     // after each agent and each round of checks.
     if !crate::process::reaper::become_subreaper() {
         tracing::debug!("not a child subreaper: escaped processes are not ended");
     }
-    // A run killed without ending (kill -9, a crash, a reboot) is put right before anything else;
-    // so is one that ended on an error in the middle of an iteration (a full disk), whose
-    // iteration has no record.
     // Secrets come from the environment, known before anything is written: recovery's
     // rejected.patch is masked like the iteration's own.
     let env: Vec<(String, String)> = cfg.agent.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let secrets = Secrets::from_env(&env);
-    let mut latest = logs::latest_run(&root).and_then(|id| RunMeta::load(&logs::run_dir(&root, &id)).ok());
-    if let Some(m) = latest.as_mut()
-        && (m.ended_at.is_none() || recover::has_unsettled(&logs::run_dir(&root, &m.run_id)))
-    {
-        let dir = logs::run_dir(&root, &m.run_id);
-        let ran = recover::crashed_run(&root, &dir, &m.run_id, &secrets, reporter)?;
-        // The cut iterations' time counts toward the time budget, as if the run had ended them
-        // (a run that ended on an error counted it already).
-        if !ran.is_zero() && m.ended_at.is_none() {
-            m.elapsed_ms += u64::try_from(ran.as_millis()).unwrap_or(u64::MAX);
-            if let Some(spent) = m.spent.as_mut() {
-                spent.elapsed_ms = m.elapsed_ms;
-            }
-            m.save(&dir)?;
-        }
-        if opts.new_run && m.ended_at.is_none() {
-            let mut ended = m.clone();
-            ended.ended_at = Some(logs::now_rfc3339());
-            ended.exit_code = Some(exit_code::INTERRUPTED);
-            ended.end_reason = Some("killed; recovered when the next run started".into());
-            ended.save(&dir)?;
-        }
-    }
-    // The run to resume: the latest, unless it finished its backlog or --new-run says so.
-    let resumed = latest.filter(|m| !opts.new_run && m.exit_code != Some(exit_code::OK));
+    let resumed = recover_latest(&root, &opts, &secrets, reporter)?;
 
     // The working tree's watch starts before the scan that finds the tree clean, so that it
     // vouches for the tree at the first iteration too: no second scan there.
@@ -301,46 +246,14 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
         t.settle_if_unchanged(&head);
     }
 
-    let (run_id, mut meta, records) = match resumed {
-        Some(mut m) => {
-            let run_dir = logs::run_dir(&root, &m.run_id);
-            let records = record::read_all(&logs::records_path(&run_dir));
-            m.pid = std::process::id();
-            m.ended_at = None;
-            m.exit_code = None;
-            m.end_reason = None;
-            m.waiting_until = None;
-            m.sessions += 1;
-            m.iterations = m.iterations.max(logs::iterations(&run_dir).last().copied().unwrap_or(0));
-            (m.run_id.clone(), m, records)
-        }
-        None => {
-            let run_id = logs::new_run_id(&root);
-            let meta = RunMeta {
-                run_id: run_id.clone(),
-                pid: std::process::id(),
-                started_at: logs::now_rfc3339(),
-                ended_at: None,
-                iterations: 0,
-                exit_code: None,
-                end_reason: None,
-                branch: None,
-                waiting_until: None,
-                sessions: 1,
-                elapsed_ms: 0,
-                spent: None,
-                limits: None,
-            };
-            (run_id, meta, Vec::new())
-        }
-    };
+    let (run_id, mut meta, records) = open_run(&root, resumed);
     let run_dir = logs::run_dir(&root, &run_id);
     // From here on every git process is marked as this run's (recovery is done).
     git::mark_run(&run_id, &root);
     crate::fsx::create_dir_all(&run_dir)
         .map_err(|e| CliError::failure(format!("cannot create {}: {e}", run_dir.display())))?;
     meta.branch = git::current_branch(&root)?;
-    let mut budget = Budget::resume(cfg.budget.clone(), &records, meta.elapsed_ms);
+    let budget = Budget::resume(cfg.budget.clone(), &records, meta.elapsed_ms);
     meta.limits = Some(state::Limits::from(&cfg.budget));
     meta.spent = Some(budget.spent_now());
     meta.save(&run_dir)?;
@@ -367,31 +280,27 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
     let reporter = &mut traced;
 
     let started = Instant::now();
-    let mut counts: std::collections::BTreeMap<Outcome, u32> = Default::default();
-    let mut cfg = cfg;
-    let mut template = template;
-    let mut reload = Reload { opts: &opts, seen: Reload::fingerprints(&root, &cfg) };
     // The frame holds the lock for the rest of the run, and makes it again if an agent takes
     // it away.
     let frame = frame::Memory::new(&root).holding(lock);
-    let result = run_loop(
-        &root,
-        tree.as_ref(),
-        &frame,
-        &mut cfg,
-        &mut template,
-        &mut reload,
-        &run_id,
-        &run_dir,
-        &secrets,
-        &stop,
-        opts.watch,
-        &mut budget,
-        &mut counts,
-        &mut meta,
-        reporter,
-    )
-    .await;
+    let mut run = Run {
+        root: &root,
+        tree: tree.as_ref(),
+        frame: &frame,
+        reload: Reload { opts: &opts, seen: Reload::fingerprints(&root, &cfg) },
+        cfg,
+        template,
+        last_task: records.last().map(|r| r.task.clone()),
+        run_id,
+        run_dir,
+        secrets: &secrets,
+        stop: &stop,
+        watch: opts.watch,
+        budget,
+        counts: Default::default(),
+        meta,
+    };
+    let result = run.run_loop(reporter).await;
 
     // Closing an inotify instance waits for the kernel to free the marks of the folders it
     // watched (a grace period of 5 to 20 ms here), once per instance: removed from both
@@ -401,25 +310,15 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
     }
     frame.unwatch_all();
     let (code, reason) = match &result {
-        Ok((code, reason)) => (*code, reason.clone()),
+        Ok(end) => (end.code(), end.reason()),
         Err(e) => (e.code, format!("error: {}", e.message)),
     };
-    meta.ended_at = Some(logs::now_rfc3339());
-    meta.waiting_until = None;
-    meta.exit_code = Some(code);
-    meta.end_reason = Some(reason.clone());
-    let spent = budget.spent_now();
-    meta.elapsed_ms = spent.elapsed_ms;
-    meta.spent = Some(spent);
-    // Best effort: the run's own error, if any, matters more than this write.
-    let _ = meta.save(&run_dir);
-    // The last syncs while the kernel frees the watches' marks (see above), not after.
-    crate::state::flush();
+    run.save_end(code, &reason);
     traced.finish(code, &reason).await;
-    let outcomes: Vec<String> = counts.iter().map(|(o, n)| format!("{n} {}", o.as_str())).collect();
+    let outcomes: Vec<String> = run.counts.iter().map(|(o, n)| format!("{n} {}", o.as_str())).collect();
     let summary = format!(
         "ralph: {reason} — {} iteration(s){}{} in {} (exit {code})",
-        counts.values().sum::<u32>(),
+        run.counts.values().sum::<u32>(),
         if outcomes.is_empty() { "" } else { ": " },
         outcomes.join(", "),
         humantime::format_duration(Duration::from_secs(started.elapsed().as_secs())),
@@ -433,46 +332,319 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_loop(
+/// Everything `ralph run` checks before it changes anything, then the lock: the repository,
+/// the configuration with the flags on top, the template, the agent's program and hazards,
+/// the git state.
+fn validate(opts: &RunOptions) -> Result<(PathBuf, Config, Template, RunLock), CliError> {
+    // Validate everything first: a bad input changes nothing.
+    let root = repo_root(&opts.cwd)?;
+    // ralph's folder before anything: a link there would take every write elsewhere.
+    state::check_ralph_dir(&root)?;
+    let cfg = effective_config(&root, opts)?;
+    let template = validate_inputs(&root, &cfg)?;
+    if agent::resolve_program(&cfg.agent, &root).is_none() {
+        return Err(missing_agent(&cfg.agent, opts.agent.is_some()));
+    }
+    let env = |k: &str| std::env::var(k).ok();
+    for h in agent::hazards::check(&cfg.agent, agent::hazards::euid(), &env) {
+        if h.level == agent::hazards::Level::Problem {
+            let e = CliError::usage(format!("{}: {}", config::FILE_NAME, h.message));
+            return Err(match h.hint {
+                Some(hint) => e.hint(hint),
+                None => e,
+            });
+        }
+    }
+    if git::head(&root)?.is_none() {
+        return Err(CliError::usage("the repository has no commits yet")
+            .hint("commit your project (ralph.toml and specs/ included) before `ralph run`"));
+    }
+    check_git_state(&root, &cfg)?;
+    let ralph_dir = state::ensure_ralph_dir(&root)?;
+    state::check_own_files(&root)?;
+    let lock = RunLock::acquire(&ralph_dir).map_err(|e| match e {
+        state::StateError::Locked { .. } => CliError::usage(e.to_string()).hint(
+            "wait for it to finish, or stop it: `ralph stop` (after this iteration) or `ralph stop --now`",
+        ),
+        other => other.into(),
+    })?;
+
+    Ok((root, cfg, template, lock))
+}
+
+/// A run killed without ending (kill -9, a crash, a reboot) is put right before anything else;
+/// so is one that ended on an error in the middle of an iteration (a full disk), whose
+/// iteration has no record. Returns the run to resume: the latest, unless it finished its
+/// backlog or `--new-run` says so.
+fn recover_latest(
     root: &Path,
-    tree: Option<&crate::watch::tree::TreeWatch>,
-    frame: &frame::Memory,
-    cfg: &mut Config,
-    template: &mut Template,
-    reload: &mut Reload<'_>,
-    run_id: &str,
-    run_dir: &Path,
+    opts: &RunOptions,
     secrets: &Secrets,
-    stop: &Stop,
-    watch: bool,
-    budget: &mut Budget,
-    counts: &mut std::collections::BTreeMap<Outcome, u32>,
-    meta: &mut RunMeta,
     reporter: &mut dyn Reporter,
-) -> Result<(u8, String), CliError> {
-    let mut state = State::load(root)?;
-    let mut backoff = cfg.agent.retry_wait;
-    let spec_watch = crate::watch::SpecWatch::new();
-    let mut seen = crate::watch::Seen::default();
-    let mut ran_this_session = false;
-    loop {
-        if stop.cancel.is_cancelled() {
-            return Ok((exit_code::INTERRUPTED, "interrupted".into()));
+) -> Result<Option<RunMeta>, CliError> {
+    // A run killed without ending (kill -9, a crash, a reboot) is put right before anything else;
+    // so is one that ended on an error in the middle of an iteration (a full disk), whose
+    // iteration has no record.
+    let mut latest = logs::latest_run(root).and_then(|id| RunMeta::load(&logs::run_dir(root, &id)).ok());
+    if let Some(m) = latest.as_mut()
+        && (m.ended_at.is_none() || recover::has_unsettled(&logs::run_dir(root, &m.run_id)))
+    {
+        let dir = logs::run_dir(root, &m.run_id);
+        let ran = recover::crashed_run(root, &dir, &m.run_id, secrets, reporter)?;
+        // The cut iterations' time counts toward the time budget, as if the run had ended them
+        // (a run that ended on an error counted it already).
+        if !ran.is_zero() && m.ended_at.is_none() {
+            m.elapsed_ms += u64::try_from(ran.as_millis()).unwrap_or(u64::MAX);
+            if let Some(spent) = m.spent.as_mut() {
+                spent.elapsed_ms = m.elapsed_ms;
+            }
+            m.save(&dir)?;
         }
-        if stop.after_iteration.is_cancelled() {
-            return Ok((exit_code::INTERRUPTED, "stopped by `ralph stop` (resume with `ralph run`)".into()));
+        if opts.new_run && m.ended_at.is_none() {
+            let mut ended = m.clone();
+            ended.ended_at = Some(logs::now_rfc3339());
+            ended.exit_code = Some(exit_code::INTERRUPTED);
+            ended.end_reason = Some("killed; recovered when the next run started".into());
+            ended.save(&dir)?;
         }
+    }
+    // The run to resume: the latest, unless it finished its backlog or --new-run says so.
+    Ok(latest.filter(|m| !opts.new_run && m.exit_code != Some(exit_code::OK)))
+}
+
+/// The run's id, its `run.json` and the records so far: the resumed run's, or a new one's.
+fn open_run(root: &Path, resumed: Option<RunMeta>) -> (String, RunMeta, Vec<crate::record::IterationRecord>) {
+    match resumed {
+        Some(mut m) => {
+            let run_dir = logs::run_dir(root, &m.run_id);
+            let records = record::read_all(&logs::records_path(&run_dir));
+            m.pid = std::process::id();
+            m.ended_at = None;
+            m.exit_code = None;
+            m.end_reason = None;
+            m.waiting_until = None;
+            m.sessions += 1;
+            m.iterations = m.iterations.max(logs::iterations(&run_dir).last().copied().unwrap_or(0));
+            (m.run_id.clone(), m, records)
+        }
+        None => {
+            let run_id = logs::new_run_id(root);
+            let meta = RunMeta {
+                run_id: run_id.clone(),
+                pid: std::process::id(),
+                started_at: logs::now_rfc3339(),
+                ended_at: None,
+                iterations: 0,
+                exit_code: None,
+                end_reason: None,
+                branch: None,
+                waiting_until: None,
+                sessions: 1,
+                elapsed_ms: 0,
+                spent: None,
+                limits: None,
+            };
+            (run_id, meta, Vec::new())
+        }
+    }
+}
+
+/// How a run ends: each end's exit code and words are given here, and only here.
+#[derive(Debug, Clone, PartialEq)]
+enum RunEnd {
+    /// No task at all.
+    BacklogEmpty,
+    BacklogDone,
+    /// Nothing runnable left: these tasks are blocked.
+    OnlyBlocked(Vec<String>),
+    /// A budget ran out (its words).
+    Budget(String),
+    /// Resumed with a budget the earlier sessions spent: its words, how to raise it.
+    BudgetSpentBefore {
+        spent: String,
+        raise: String,
+        run_id: String,
+    },
+    /// A usage limit that lifts only after the time budget ends.
+    LimitAfterBudget(Duration),
+    /// Ctrl-C or a signal.
+    Interrupted,
+    /// `ralph stop`.
+    Stopped,
+    /// Stopped while waiting for specs (`--watch`).
+    StoppedWaiting,
+    /// A failure of the agent no retry fixes (its words).
+    AgentFatal(String),
+}
+
+impl RunEnd {
+    fn code(&self) -> u8 {
+        match self {
+            RunEnd::BacklogEmpty | RunEnd::BacklogDone => exit_code::OK,
+            RunEnd::OnlyBlocked(_) => exit_code::BLOCKED,
+            RunEnd::Budget(_) | RunEnd::BudgetSpentBefore { .. } | RunEnd::LimitAfterBudget(_) => {
+                exit_code::BUDGET
+            }
+            RunEnd::Interrupted | RunEnd::Stopped | RunEnd::StoppedWaiting => exit_code::INTERRUPTED,
+            RunEnd::AgentFatal(_) => exit_code::AGENT,
+        }
+    }
+
+    /// The run's end in words (`run.json`'s `end_reason`, the summary line).
+    fn reason(&self) -> String {
+        match self {
+            RunEnd::BacklogEmpty => "the backlog is empty: add one specs/*.md per task".into(),
+            RunEnd::BacklogDone => "backlog done".into(),
+            RunEnd::OnlyBlocked(blocked) => format!(
+                "nothing runnable left; blocked: {}",
+                if blocked.is_empty() { "none".to_string() } else { blocked.join(", ") }
+            ),
+            RunEnd::Budget(spent) => format!("stopped: {spent}"),
+            RunEnd::BudgetSpentBefore { spent, raise, run_id } => format!(
+                "stopped: {spent} already, by the earlier session(s) of run {run_id}: raise it ({raise}) or start a new run with `ralph run --new-run`"
+            ),
+            RunEnd::LimitAfterBudget(wait) => {
+                format!("stopped: the usage limit lifts in {}, after the time budget ends", human(*wait))
+            }
+            RunEnd::Interrupted => "interrupted".into(),
+            RunEnd::Stopped => "stopped by `ralph stop` (resume with `ralph run`)".into(),
+            RunEnd::StoppedWaiting => "stopped while waiting for specs".into(),
+            RunEnd::AgentFatal(message) => format!("stopped: {message}"),
+        }
+    }
+}
+
+/// A run under way: its context, what it spent and counted, the task it ran last.
+struct Run<'a> {
+    root: &'a Path,
+    tree: Option<&'a crate::watch::tree::TreeWatch>,
+    frame: &'a frame::Memory,
+    cfg: Config,
+    template: Template,
+    reload: Reload<'a>,
+    run_id: String,
+    run_dir: PathBuf,
+    secrets: &'a Secrets,
+    stop: &'a Stop,
+    watch: bool,
+    budget: Budget,
+    counts: std::collections::BTreeMap<Outcome, u32>,
+    meta: RunMeta,
+    /// The task of the run's last iteration (a breaker that trips blocks it).
+    last_task: Option<String>,
+}
+
+/// What the loop does next.
+enum Step {
+    Run(crate::backlog::Spec, Backlog),
+    Again,
+    End(RunEnd),
+}
+
+impl Run<'_> {
+    /// Writes the run's end into `run.json` and flushes ralph's pending syncs.
+    fn save_end(&mut self, code: u8, reason: &str) {
+        let meta = &mut self.meta;
+        meta.ended_at = Some(logs::now_rfc3339());
+        meta.waiting_until = None;
+        meta.exit_code = Some(code);
+        meta.end_reason = Some(reason.to_string());
+        let spent = self.budget.spent_now();
+        meta.elapsed_ms = spent.elapsed_ms;
+        meta.spent = Some(spent);
+        // Best effort: the run's own error, if any, matters more than this write.
+        let _ = meta.save(&self.run_dir);
+        // The last syncs while the kernel frees the watches' marks (see above), not after.
+        crate::state::flush();
+    }
+
+    async fn run_loop(&mut self, reporter: &mut dyn Reporter) -> Result<RunEnd, CliError> {
+        let mut state = State::load(self.root)?;
+        let mut backoff = self.cfg.agent.retry_wait;
+        let spec_watch = crate::watch::SpecWatch::new();
+        let mut seen = crate::watch::Seen::default();
+        let mut ran_this_session = false;
+        loop {
+            if self.stop.cancel.is_cancelled() {
+                return Ok(RunEnd::Interrupted);
+            }
+            if self.stop.after_iteration.is_cancelled() {
+                return Ok(RunEnd::Stopped);
+            }
+            let (task, backlog) = match self.next_task(&mut state, &mut seen, reporter).await? {
+                Step::Run(task, backlog) => (task, backlog),
+                Step::Again => continue,
+                Step::End(end) => return Ok(end),
+            };
+            if let Err(spent) = self.budget.check() {
+                if spent.is_breaker() && self.cfg.budget.on_breaker == config::OnBreaker::Block {
+                    // The breaker tripped on the task that ran last: block that one and go on.
+                    if let Some(spec) = self.last_task.as_deref().and_then(|t| backlog.get(t))
+                        && spec.status == Status::Todo
+                    {
+                        let (run_id, n) = (&self.run_id, self.meta.iterations);
+                        iteration::block(
+                            self.root,
+                            spec,
+                            &spent.to_string(),
+                            run_id,
+                            n,
+                            &mut state,
+                            reporter,
+                        )?;
+                        state.save(self.root)?;
+                        self.budget.reset_breakers();
+                        continue;
+                    }
+                }
+                if !ran_this_session && self.meta.sessions > 1 {
+                    // Resumed with nothing left to spend: say which limit and the ways on.
+                    return Ok(RunEnd::BudgetSpentBefore {
+                        spent: spent.to_string(),
+                        raise: spent.how_to_raise().to_string(),
+                        run_id: self.run_id.clone(),
+                    });
+                }
+                return Ok(RunEnd::Budget(spent.to_string()));
+            }
+            ran_this_session = true;
+            let end = self.iterate(&task, &backlog, &spec_watch, &mut state, reporter).await?;
+            seen.note_agents_md(self.root);
+            if end.record.outcome == Outcome::Interrupted {
+                return Ok(RunEnd::Interrupted);
+            }
+            if let Some(fatal) = end.fatal {
+                return Ok(RunEnd::AgentFatal(fatal.message()));
+            }
+            let Some(limit) = end.limit else {
+                backoff = self.cfg.agent.retry_wait;
+                continue;
+            };
+            if let Some(end) = self.wait_out(&limit, &mut backoff, reporter).await? {
+                return Ok(end);
+            }
+        }
+    }
+
+    /// Reloads what changed and picks the next task: blocks, reopens and unblocks on the way.
+    async fn next_task(
+        &mut self,
+        state: &mut State,
+        seen: &mut crate::watch::Seen,
+        reporter: &mut dyn Reporter,
+    ) -> Result<Step, CliError> {
+        let (root, run_id) = (self.root, self.run_id.as_str());
         // ralph.toml, the template and the specs are read afresh each iteration: edits
         // between iterations apply, and say so.
-        reload.check(root, cfg, template, meta.iterations + 1, reporter);
-        budget.limits = cfg.budget.clone();
-        let source = cfg.source(root);
-        let listing = if watch { crate::watch::specs_listing(root, &source) } else { Default::default() };
+        self.reload.check(root, &mut self.cfg, &mut self.template, self.meta.iterations + 1, reporter);
+        self.budget.limits = self.cfg.budget.clone();
+        let source = self.cfg.source(root);
+        let listing =
+            if self.watch { crate::watch::specs_listing(root, &source) } else { Default::default() };
         let mut backlog = Backlog::load(root, &source)?;
         backlog.apply_blocks(&state.blocks());
         for line in seen.update(root, &backlog) {
-            reporter.line(&format!("{line}; applies from iteration {}", meta.iterations + 1));
+            reporter.line(&format!("{line}; applies from iteration {}", self.meta.iterations + 1));
         }
         // A task the user moved back to todo starts over with fresh attempts and allowances.
         let mut unblocked = false;
@@ -489,154 +661,119 @@ async fn run_loop(
         }
         // A done task whose spec was edited since is reopened (`[backlog] reopen_changed`).
         let changed: Vec<&crate::backlog::Spec> =
-            backlog.tasks.iter().filter(|t| t.status == Status::Done && spec_changed(&state, t)).collect();
-        if cfg.reopen_changed && !changed.is_empty() {
+            backlog.tasks.iter().filter(|t| t.status == Status::Done && spec_changed(state, t)).collect();
+        if self.cfg.reopen_changed && !changed.is_empty() {
             for t in changed {
-                iteration::reopen(root, t, run_id, meta.iterations, &mut state, reporter)?;
+                iteration::reopen(root, t, run_id, self.meta.iterations, state, reporter)?;
             }
             state.save(root)?;
-            continue;
+            return Ok(Step::Again);
         }
         if unblocked {
             state.save(root)?;
         }
         let next = backlog.next();
-        if watch && !matches!(next, Next::Task(_)) {
+        if self.watch && !matches!(next, Next::Task(_)) {
             // The wait may be long: what the last iteration spent is saved first.
-            meta.save(run_dir)?;
+            self.meta.save(&self.run_dir)?;
             reporter.line(
                 "nothing to do: waiting for new or changed specs (--watch; Ctrl-C or `ralph stop` ends it)",
             );
-            match crate::watch::specs_changed(root, &source, &listing, stop).await {
-                crate::watch::Woken::Changed => continue,
-                crate::watch::Woken::Stopped => {
-                    return Ok((exit_code::INTERRUPTED, "stopped while waiting for specs".into()));
-                }
+            match crate::watch::specs_changed(root, &source, &listing, self.stop).await {
+                crate::watch::Woken::Changed => return Ok(Step::Again),
+                crate::watch::Woken::Stopped => return Ok(Step::End(RunEnd::StoppedWaiting)),
                 // `ralph stop` ends an idle watch as a normal end: the run exits as it would
                 // have without --watch (0 with the backlog done, 4 with only blocked tasks).
                 crate::watch::Woken::StopRequested => {}
             }
         }
         let task = match next {
-            Next::AllDone if backlog.tasks.is_empty() => {
-                return Ok((exit_code::OK, "the backlog is empty: add one specs/*.md per task".into()));
-            }
-            Next::AllDone => return Ok((exit_code::OK, "backlog done".into())),
+            Next::AllDone if backlog.tasks.is_empty() => return Ok(Step::End(RunEnd::BacklogEmpty)),
+            Next::AllDone => return Ok(Step::End(RunEnd::BacklogDone)),
             Next::OnlyBlocked => {
-                let blocked: Vec<&str> = backlog
+                let blocked = backlog
                     .tasks
                     .iter()
                     .filter(|t| t.status == Status::Blocked)
-                    .map(|t| t.id.as_str())
+                    .map(|t| t.id.clone())
                     .collect();
-                return Ok((
-                    exit_code::BLOCKED,
-                    format!(
-                        "nothing runnable left; blocked: {}",
-                        if blocked.is_empty() { "none".to_string() } else { blocked.join(", ") }
-                    ),
-                ));
+                return Ok(Step::End(RunEnd::OnlyBlocked(blocked)));
             }
             Next::Task(t) => t.clone(),
         };
         // A task already over its own limits (a killed iteration's spending, counted by
         // recovery, or a limit lowered since) is blocked before it spends more.
-        if let Some(reason) = iteration::over_task_limit(&state.task(&task.id), &cfg.budget) {
-            iteration::block(root, &task, &reason, run_id, meta.iterations, &mut state, reporter)?;
+        if let Some(reason) = task_rules::over_task_limit(&state.task(&task.id), &self.cfg.budget) {
+            iteration::block(root, &task, &reason, run_id, self.meta.iterations, state, reporter)?;
             state.save(root)?;
-            continue;
+            return Ok(Step::Again);
         }
-        if let Err(spent) = budget.check() {
-            if spent.is_breaker() && cfg.budget.on_breaker == config::OnBreaker::Block {
-                // The breaker tripped on the task that ran last: block that one and go on.
-                if let Some(last) = record::read_all(&logs::records_path(run_dir)).last()
-                    && let Some(spec) = backlog.get(&last.task)
-                    && spec.status == Status::Todo
-                {
-                    iteration::block(
-                        root,
-                        spec,
-                        &spent.to_string(),
-                        run_id,
-                        meta.iterations,
-                        &mut state,
-                        reporter,
-                    )?;
-                    state.save(root)?;
-                    budget.reset_breakers();
-                    continue;
-                }
-            }
-            if !ran_this_session && meta.sessions > 1 {
-                // Resumed with nothing left to spend: say which limit and the ways on.
-                return Ok((
-                    exit_code::BUDGET,
-                    format!(
-                        "stopped: {spent} already, by the earlier session(s) of run {run_id}: raise it ({}) or start a new run with `ralph run --new-run`",
-                        spent.how_to_raise()
-                    ),
-                ));
-            }
-            return Ok((exit_code::BUDGET, format!("stopped: {spent}")));
-        }
-        ran_this_session = true;
-        meta.iterations += 1;
-        let number = meta.iterations;
-        meta.spent = Some(budget.spent_now());
-        meta.save(run_dir)?;
-        reporter.totals(&budget.summary());
+        Ok(Step::Run(task, backlog))
+    }
+
+    /// Runs one iteration on `task` and counts what it spent.
+    async fn iterate(
+        &mut self,
+        task: &crate::backlog::Spec,
+        backlog: &Backlog,
+        spec_watch: &crate::watch::SpecWatch,
+        state: &mut State,
+        reporter: &mut dyn Reporter,
+    ) -> Result<iteration::IterationEnd, CliError> {
+        self.meta.iterations += 1;
+        let number = self.meta.iterations;
+        self.meta.spent = Some(self.budget.spent_now());
+        self.meta.save(&self.run_dir)?;
+        reporter.totals(&self.budget.summary());
         let end = iteration::run(
             iteration::Iteration {
-                root,
-                tree,
-                spec_watch: &spec_watch,
-                frame,
-                cfg,
-                template,
-                backlog: &backlog,
-                task: &task,
-                run_id,
-                run_dir,
+                root: self.root,
+                tree: self.tree,
+                spec_watch,
+                frame: self.frame,
+                cfg: &self.cfg,
+                template: &self.template,
+                backlog,
+                task,
+                run_id: &self.run_id,
+                run_dir: &self.run_dir,
                 number,
-                secrets,
-                stop,
-                time_left: budget.time_left(),
+                secrets: self.secrets,
+                stop: self.stop,
+                time_left: self.budget.time_left(),
             },
-            &mut state,
+            state,
             reporter,
         )
         .await?;
-        let outcome = end.record.outcome;
-        *counts.entry(outcome).or_default() += 1;
-        seen.note_agents_md(root);
-        budget.record(&end.record);
-        let spent = budget.spent_now();
-        meta.elapsed_ms = spent.elapsed_ms;
-        meta.spent = Some(spent);
+        *self.counts.entry(end.record.outcome).or_default() += 1;
+        self.last_task = Some(end.record.task.clone());
+        self.budget.record(&end.record);
+        let spent = self.budget.spent_now();
+        self.meta.elapsed_ms = spent.elapsed_ms;
+        self.meta.spent = Some(spent);
         // Saved by the next iteration's start, a moment from now, or by the run's end or wait:
         // one sync less per iteration. A run killed in between resumes its spending from the
         // records all the same.
-        if outcome == Outcome::Interrupted {
-            return Ok((exit_code::INTERRUPTED, "interrupted".into()));
-        }
-        if let Some(fatal) = end.fatal {
-            return Ok((exit_code::AGENT, format!("stopped: {}", fatal.message())));
-        }
-        let Some(limit) = end.limit else {
-            backoff = cfg.agent.retry_wait;
-            continue;
-        };
-        let wait = limits::wait_for(&limit, jiff::Timestamp::now(), backoff);
+        Ok(end)
+    }
+
+    /// Waits out a usage limit (the same task runs next, no attempt used); an end if the run
+    /// is stopped meanwhile or the limit outlasts the time budget.
+    async fn wait_out(
+        &mut self,
+        limit: &limits::Limit,
+        backoff: &mut Duration,
+        reporter: &mut dyn Reporter,
+    ) -> Result<Option<RunEnd>, CliError> {
+        let wait = limits::wait_for(limit, jiff::Timestamp::now(), *backoff);
         if limit.reset_at.is_none() {
-            backoff = (backoff * 2).min(cfg.agent.retry_wait_max);
+            *backoff = (*backoff * 2).min(self.cfg.agent.retry_wait_max);
         }
-        if let Some(left) = budget.time_left()
+        if let Some(left) = self.budget.time_left()
             && wait >= left
         {
-            return Ok((
-                exit_code::BUDGET,
-                format!("stopped: the usage limit lifts in {}, after the time budget ends", human(wait)),
-            ));
+            return Ok(Some(RunEnd::LimitAfterBudget(wait)));
         }
         let until = jiff::Timestamp::now() + jiff::SignedDuration::try_from(wait).unwrap_or_default();
         reporter.waiting(
@@ -647,17 +784,16 @@ async fn run_loop(
             ),
             std::time::SystemTime::now() + wait,
         );
-        meta.waiting_until = Some(until.to_string());
-        meta.save(run_dir)?;
+        self.meta.waiting_until = Some(until.to_string());
+        self.meta.save(&self.run_dir)?;
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = stop.cancel.cancelled() => return Ok((exit_code::INTERRUPTED, "interrupted".into())),
-            _ = stop.after_iteration.cancelled() => {
-                return Ok((exit_code::INTERRUPTED, "stopped by `ralph stop` (resume with `ralph run`)".into()));
-            }
+            _ = self.stop.cancel.cancelled() => return Ok(Some(RunEnd::Interrupted)),
+            _ = self.stop.after_iteration.cancelled() => return Ok(Some(RunEnd::Stopped)),
         }
-        meta.waiting_until = None;
-        meta.save(run_dir)?;
+        self.meta.waiting_until = None;
+        self.meta.save(&self.run_dir)?;
+        Ok(None)
     }
 }
 
@@ -673,4 +809,46 @@ pub fn spec_changed(state: &State, t: &crate::backlog::Spec) -> bool {
         .get(&t.id)
         .and_then(|ts| ts.done_hash.as_deref())
         .is_some_and(|h| h != crate::backlog::spec::fingerprint(&t.body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_end_has_its_exit_code_and_words() {
+        let cases = [
+            (RunEnd::BacklogDone, exit_code::OK, "backlog done"),
+            (RunEnd::BacklogEmpty, exit_code::OK, "the backlog is empty: add one specs/*.md per task"),
+            (
+                RunEnd::OnlyBlocked(vec!["a".into(), "b".into()]),
+                exit_code::BLOCKED,
+                "nothing runnable left; blocked: a, b",
+            ),
+            (RunEnd::OnlyBlocked(Vec::new()), exit_code::BLOCKED, "nothing runnable left; blocked: none"),
+            (
+                RunEnd::Budget("max_iterations reached".into()),
+                exit_code::BUDGET,
+                "stopped: max_iterations reached",
+            ),
+            (
+                RunEnd::LimitAfterBudget(Duration::from_secs(65)),
+                exit_code::BUDGET,
+                "stopped: the usage limit lifts in 1m 5s, after the time budget ends",
+            ),
+            (RunEnd::Interrupted, exit_code::INTERRUPTED, "interrupted"),
+            (RunEnd::Stopped, exit_code::INTERRUPTED, "stopped by `ralph stop` (resume with `ralph run`)"),
+            (RunEnd::StoppedWaiting, exit_code::INTERRUPTED, "stopped while waiting for specs"),
+            (RunEnd::AgentFatal("bad key".into()), exit_code::AGENT, "stopped: bad key"),
+        ];
+        for (end, code, words) in cases {
+            assert_eq!((end.code(), end.reason().as_str()), (code, words), "{end:?}");
+        }
+        let before = RunEnd::BudgetSpentBefore { spent: "x".into(), raise: "y".into(), run_id: "r".into() };
+        assert_eq!(before.code(), exit_code::BUDGET);
+        assert_eq!(
+            before.reason(),
+            "stopped: x already, by the earlier session(s) of run r: raise it (y) or start a new run with `ralph run --new-run`"
+        );
+    }
 }

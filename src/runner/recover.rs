@@ -16,13 +16,14 @@
 //! Committed work is never touched.
 
 use super::iteration::{STARTED, Started, USAGE, Usage};
+use super::revert::{Back, revert};
 use crate::error::CliError;
 use crate::git;
 use crate::logs;
 use crate::record::{self, Cause, IterationRecord, Outcome};
 use crate::reporter::Reporter;
 use crate::secrets::Secrets;
-use crate::state::{self, RALPH_DIR, State, TMP_PREFIX};
+use crate::state::{RALPH_DIR, State, TMP_PREFIX};
 use std::path::Path;
 use std::time::Duration;
 
@@ -175,24 +176,15 @@ fn settle(
         ),
     };
     // What is left uncommitted on top of `base` is the killed iteration's: saved, then reverted.
-    git::add_all(root)?;
-    let left = git::staged_files(root, &base)?;
-    if !left.is_empty() {
-        let patch = secrets.mask_bytes(&git::staged_patch(root, &base)?);
-        let path = dir.join("rejected.patch");
-        // Nothing is reverted unless its diff is kept.
-        state::atomic_write(&path, &patch)
-            .map_err(|e| CliError::failure(format!("cannot save the killed iteration's changes: {e}")))?;
-    }
-    match (&st.snapshot, &history) {
-        (Some(tree), History::Untouched) => git::restore_snapshot(root, &st.head_before, tree)?,
-        (Some(_), _) if !left.is_empty() => {
-            git::restore(root, &base)?;
-            failure.push_str(
-                "; the uncommitted changes the iteration started from (--allow-dirty) are in rejected.patch too, since commits were made on top",
-            );
-        }
-        _ => git::restore(root, &base)?,
+    let back = match (&st.snapshot, &history) {
+        (Some(tree), History::Untouched) => Back::Snapshot { head: &st.head_before, tree },
+        _ => Back::To(&base),
+    };
+    let left = revert(root, &base, back, dir, secrets)?;
+    if st.snapshot.is_some() && !matches!(history, History::Untouched) && !left.is_empty() {
+        failure.push_str(
+            "; the uncommitted changes the iteration started from (--allow-dirty) are in rejected.patch too, since commits were made on top",
+        );
     }
     if commit.is_some() {
         if !left.is_empty() {
