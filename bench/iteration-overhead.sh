@@ -74,9 +74,12 @@ chmod +x "$done_agent"
 add_tasks() {
   cat > "$1" <<'SH'
 #!/bin/bash
-# add-tasks REPO N: N new specs, committed (untimed work both sides do alike).
+# add-tasks REPO N: the last round's specs (done) removed, N new ones, committed: a backlog of
+# N tasks each round, not one that grows by N (work both sides do alike).
 set -e
 stamp=$(date +%s%N)
+mkdir -p "$1/specs"
+git -C "$1" rm -q --ignore-unmatch 'specs/t*.md'
 mkdir -p "$1/specs"
 for ((i = 1; i <= $2; i++)); do printf '# Task %s\n\nAppend a line to work.txt.\n' "$i" > "$1/specs/t$stamp-$(printf %04d "$i").md"; done
 git -C "$1" add specs

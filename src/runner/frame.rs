@@ -391,7 +391,19 @@ impl Frame {
     /// lost; that copy is a courtesy, its failure no error). Every change is put back that can
     /// be; what cannot is an error naming each (the run must not go on with a frame it could
     /// not restore).
+    #[cfg(test)]
     pub fn restore(&self, keep: &Path, memory: &Memory) -> Result<Vec<String>, FrameError> {
+        self.restore_masked(keep, memory, &crate::secrets::Secrets::default())
+    }
+
+    /// [`restore`](Self::restore), the kept copies with `secrets` masked: they are logs, and the
+    /// agent may have written a secret's value into the file it changed.
+    pub fn restore_masked(
+        &self,
+        keep: &Path,
+        memory: &Memory,
+        secrets: &crate::secrets::Secrets,
+    ) -> Result<Vec<String>, FrameError> {
         let mut known = memory.lock();
         let mut changed = Vec::new();
         let mut failed = Vec::new();
@@ -409,7 +421,7 @@ impl Frame {
                 if let Some(parent) = aside.parent() {
                     let _ = crate::fsx::create_dir_all(parent);
                 }
-                let _ = crate::fsx::write(&aside, changed.as_slice());
+                let _ = crate::fsx::write(&aside, &secrets.mask_bytes(changed.as_slice()));
             }
             if let Err(e) = put_back(path, before, &now) {
                 failed.push((rel(path), e));

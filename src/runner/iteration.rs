@@ -12,7 +12,8 @@ use super::task_rules;
 use super::verdict::{self, Judgement, Verdict};
 use crate::agent::limits::{self, Fatal, Limit, Signal};
 use crate::agent::output::{Format, Parser, Report};
-use crate::agent::scan::{Findings, Scanner};
+use crate::agent::scan::Findings;
+use crate::agent::session::{Session, Watch};
 use crate::agent::{self, IterationEnv};
 use crate::backlog::{Backlog, Spec, Status, spec};
 use crate::checks;
@@ -22,7 +23,7 @@ use crate::fault;
 use crate::git::{self, CommitResult};
 use crate::learnings;
 use crate::logs;
-use crate::process::{self, Ending, Limits};
+use crate::process::{self, Ending};
 use crate::prompt::{self, Template};
 use crate::record::{self, Cause, IterationRecord, Outcome};
 use crate::reporter::{Phase, Reporter};
@@ -31,6 +32,7 @@ use crate::signal::Stop;
 use crate::state::{self, RALPH_DIR, State};
 use crate::watch::tree::Changes;
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -362,23 +364,13 @@ async fn run_agent(
     };
     let req = agent::request(&it.cfg.agent, root, &prep.prompt_text, &prep.prompt_path, &env);
     let log_path = dir.join("agent.log");
-    let log = crate::fsx::create(&log_path).map_err(|e| io_err("create", &log_path, e))?;
-    let mut masker = StreamMasker::new(it.secrets.clone());
-    let mut scanner = Scanner::new(&prep.prompt_text, &it.cfg.agent.completion_promise);
-    let mut parser = Parser::new(it.cfg.agent.format);
     let budget_cuts = it.time_left.is_some_and(|t| t < it.cfg.agent.timeout);
     let timeout = it.time_left.map_or(it.cfg.agent.timeout, |t| t.min(it.cfg.agent.timeout));
-    let limits =
-        Limits { timeout, idle_timeout: Some(it.cfg.agent.idle_timeout), grace: it.cfg.agent.kill_grace };
-    let mut write_err = None;
-    let mut log = CappedLog { file: log, written: 0, cap: it.cfg.agent.max_log_size, capped: false };
-    let context_limit = it.cfg.budget.context_tokens;
     // The user may edit the running task's spec: `restart` stops the agent at once (its own
     // token, so the run goes on), `finish` lets it end. Either way the agent's tool calls tell
     // whether the agent wrote the spec instead (then the spec-body gate judges it).
     let agent_cancel = it.stop.cancel.child_token();
     let spec_rel = task.path.to_string_lossy().into_owned();
-    parser.watch_writes(&spec_rel);
     // Three restarts in a row end the restarting: whoever keeps editing the spec (an agent
     // whose writes ralph cannot see, say) must not spin the loop; the iteration then finishes.
     let restartable = it.cfg.on_spec_edit == SpecEdit::Restart && prep.ts.restarts < MAX_RESTARTS;
@@ -387,46 +379,27 @@ async fn run_agent(
         it.spec_watch.task(root, task, move || cancel.cancel())
     });
     reporter.phase(Phase::Agent);
-    let usage_path = dir.join(USAGE);
-    let mut usage_saved: Option<(Instant, Usage)> = None;
-    let finished = match process::spawn(&req) {
-        Ok(child) => Ok(process::supervise(child, limits, &agent_cancel, &it.stop.force, |c| {
-            fault::point("agent_running");
-            if let Err(e) = log.write(&masker.push(&c.data)) {
-                // A full disk or an unwritable .ralph/: stop the agent, then stop the run.
-                write_err.get_or_insert(e);
-                return std::ops::ControlFlow::Break(());
-            }
-            match c.stream {
-                process::Stream::Stdout => {
-                    parser.feed(&c.data, &mut scanner);
-                    for (text, is_tool) in parser.take_activities() {
-                        reporter.activity(&it.secrets.mask(&text), is_tool);
-                    }
-                }
-                // stderr carries no promise or learning, but its errors belong in the tail.
-                process::Stream::Stderr => scanner.feed_tail(&c.data),
-            }
-            save_usage(&usage_path, &parser, &mut usage_saved, false);
-            // The context budget: a fresh context beats a crowded one.
-            match (context_limit, parser.context_tokens()) {
-                (Some(limit), Some(now)) if now >= limit => std::ops::ControlFlow::Break(()),
-                _ => std::ops::ControlFlow::Continue(()),
-            }
-        })
-        .await),
-        Err(e) => {
-            let _ = log.write(format!("ralph: {}\n", crate::error::chain(&e)).as_bytes());
-            Err(crate::error::chain(&e))
-        }
+    let mut session = Session::new(
+        &it.cfg.agent,
+        "agent",
+        &req,
+        &prep.prompt_text,
+        it.secrets,
+        &agent_cancel,
+        &it.stop.force,
+    );
+    session.limits.timeout = timeout;
+    session.watch_writes = Some(&spec_rel);
+    let mut watch = AgentWatch {
+        reporter: &mut *reporter,
+        usage_path: dir.join(USAGE),
+        usage_saved: None,
+        context_limit: it.cfg.budget.context_tokens,
     };
-    save_usage(&usage_path, &parser, &mut usage_saved, true);
-    // What escaped the agent's group (a `setsid` daemon) must not write into the tree ralph
-    // is about to judge and commit.
+    let ended = session.run(&log_path, &mut watch).await.map_err(|e| io_err("create", &log_path, e))?;
     let escaped = process::reaper::sweep(it.cfg.agent.kill_grace);
-    let tail = masker.finish();
-    log.write(&tail).and_then(|()| log.file.flush()).map_err(|e| io_err("write", &log_path, e))?;
-    if let Some(e) = write_err {
+    if let Some(e) = ended.write_error {
+        // A full disk or an unwritable .ralph/: the agent was stopped; so is the run.
         return Err(io_err("write", &log_path, e));
     }
     fault::point("agent_exited");
@@ -434,7 +407,7 @@ async fn run_agent(
     // A spec that is gone (or a story removed) is no edit to restart on: the gate and the
     // status write deal with it.
     let spec_edited = crate::backlog::current_body(root, task)
-        .is_some_and(|now| now.trim() != task.body.trim() && !parser.wrote(&spec_rel));
+        .is_some_and(|now| now.trim() != task.body.trim() && !ended.wrote_watched);
     let restart = spec_edited && restartable && !it.stop.cancel.is_cancelled();
     let spec_kept = if spec_edited {
         crate::fsx::read_input(&root.join(&task.path)).ok().map(String::into_bytes)
@@ -453,17 +426,14 @@ async fn run_agent(
             }
         ));
     }
-    let report = parser.finish(&mut scanner);
-    let mut findings = scanner.finish();
-    // The note is written to disk (record, state, next prompt): no secret in it.
-    findings.progress = findings.progress.map(|p| it.secrets.mask(&p));
+    let (report, findings) = (ended.report, ended.findings);
     let tail = it.secrets.mask(&checks::last_lines(&findings.tail, AGENT_TAIL_LINES));
     Ok(AgentRun {
-        finished,
+        finished: ended.finished.map_err(|e| crate::error::chain(&e)),
         report,
         findings,
         escaped,
-        log_capped: log.capped,
+        log_capped: ended.log_capped,
         spec_edited,
         restart,
         spec_kept,
@@ -823,7 +793,7 @@ fn frame_breaks(
         .into_iter()
         .flatten()
         .reduce(|a, b| format!("{a}; {b}"));
-    let broke_frame = f.frame.restore(&f.dir.join("frame"), it.frame).map_err(|e| {
+    let broke_frame = f.frame.restore_masked(&f.dir.join("frame"), it.frame, it.secrets).map_err(|e| {
         CliError::failure(format!(
             "the agent changed what it must not touch, and ralph {}",
             crate::error::chain(&e)
@@ -1092,6 +1062,34 @@ pub(crate) const USAGE: &str = "usage.json";
 /// How often at most [`USAGE`] is written while the agent's output flows.
 const USAGE_EVERY: Duration = Duration::from_secs(2);
 
+/// What the iteration hears while its agent runs: the fault point, live activity, the usage
+/// so far ([`USAGE`]) and the context budget, which ends the agent so the next iteration
+/// starts fresh.
+struct AgentWatch<'r> {
+    reporter: &'r mut dyn Reporter,
+    usage_path: PathBuf,
+    usage_saved: Option<(Instant, Usage)>,
+    context_limit: Option<u64>,
+}
+
+impl Watch for AgentWatch<'_> {
+    fn chunk(&mut self) {
+        fault::point("agent_running");
+    }
+
+    fn activity(&mut self, text: &str, is_tool: bool) {
+        self.reporter.activity(text, is_tool);
+    }
+
+    fn parsed(&mut self, parser: &Parser, ended: bool) -> ControlFlow<()> {
+        save_usage(&self.usage_path, parser, &mut self.usage_saved, ended);
+        match (self.context_limit, parser.context_tokens()) {
+            (Some(limit), Some(now)) if !ended && now >= limit => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        }
+    }
+}
+
 /// The agent's usage so far, as [`USAGE`] holds it.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Usage {
@@ -1172,36 +1170,6 @@ pub(crate) fn block(
 /// a finished task.
 fn no_promise(f: &Findings) -> Findings {
     Findings { promise: false, ..f.clone() }
-}
-
-/// agent.log, cut at a size with a marker. Output past the cap is still read (and parsed) so
-/// the agent never blocks on a full pipe; only the writing stops.
-struct CappedLog {
-    file: std::fs::File,
-    written: u64,
-    cap: u64,
-    capped: bool,
-}
-
-impl CappedLog {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        if self.capped {
-            return Ok(());
-        }
-        let room = self.cap.saturating_sub(self.written);
-        let n = usize::try_from(room).unwrap_or(usize::MAX).min(bytes.len());
-        self.file.write_all(&bytes[..n])?;
-        self.written += n as u64;
-        if n < bytes.len() {
-            self.capped = true;
-            write!(
-                self.file,
-                "\n[ralph: agent.log capped at {} bytes ([agent] max_log_size); the rest of the output was read but not kept]\n",
-                self.cap
-            )?;
-        }
-        Ok(())
-    }
 }
 
 /// The project's checks, then the task's own acceptance checks.

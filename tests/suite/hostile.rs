@@ -525,3 +525,23 @@ fn an_agents_md_ralph_cannot_read_is_rejected_not_a_crash() {
         assert_eq!(repo.dirt(), "");
     }
 }
+
+/// A secret from the environment that the agent writes into a protected file (ralph.toml,
+/// which the frame puts back and keeps a copy of) and into its work: nothing under `.ralph/`
+/// holds it unmasked, neither the frame's copy, nor the rejected diff, nor the logs.
+#[test]
+fn a_secret_the_agent_writes_into_files_never_lands_under_ralphs_folder() {
+    const SECRET: &str = "sk-live-0123456789abcdef";
+    let scenario = after_a_done_task(
+        r##"{ run = "echo \"# $MY_API_KEY\" >> ralph.toml && echo \"key=$MY_API_KEY\" > b.txt && echo \"said $MY_API_KEY\"" }, { promise = true }"##,
+        r#"actions = [{ write = { path = "b.txt", content = "b\n" } }, { promise = true }]"#,
+    );
+    let repo = TestRepo::with_loop(&scenario, &["true"], "", &[("010-a.md", "# A\n"), ("020-b.md", "# B\n")]);
+    let run = repo.cmd(&["run"]).env("MY_API_KEY", SECRET).output().unwrap();
+    assert_eq!(run.status.code(), Some(0), "{}", String::from_utf8_lossy(&run.stderr));
+    let r = repo.records();
+    assert_eq!(r[1]["outcome"], "agent_failed", "{}", r[1]);
+    assert!(repo.iter_file(2, "frame/ralph.toml").contains("# "), "the frame kept the changed ralph.toml");
+    assert!(repo.iter_file(2, "rejected.patch").contains("key="));
+    assert_eq!(files_holding(&repo.path(".ralph"), SECRET), Vec::<PathBuf>::new());
+}

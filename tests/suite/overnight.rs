@@ -727,3 +727,24 @@ fn sha1_hex(data: &[u8]) -> String {
         .unwrap();
     String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_string()
 }
+
+/// ralph killed while an agent that wrote a secret's value into a file works: the next run
+/// recovers, and no file under `.ralph/` holds the value unmasked (the rejected diff included).
+#[test]
+fn a_secret_in_a_killed_iterations_work_is_masked_after_recovery() {
+    const SECRET: &str = "sk-live-0123456789abcdef";
+    let repo = TestRepo::with_loop(
+        "[[step]]\nactions = [{ run = \"echo key=$MY_API_KEY > $RALPH_TASK.txt\" }, { promise = true }]\n",
+        &["true"],
+        "",
+        &FOUR[..1],
+    );
+    let out =
+        repo.cmd(&["run"]).env("MY_API_KEY", SECRET).env("RALPH_FAULT", "agent_exited").output().unwrap();
+    assert_eq!(out.status.signal(), Some(9), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(repo.read("010-a.txt").contains(SECRET), "the agent's work holds the secret");
+    let run = repo.cmd(&["run"]).env("MY_API_KEY", SECRET).output().unwrap();
+    assert_eq!(run.status.code(), Some(0), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(repo.iter_file(1, "rejected.patch").contains("key="), "the diff was kept");
+    assert_eq!(files_holding(&repo.path(".ralph"), SECRET), Vec::<std::path::PathBuf>::new());
+}
