@@ -5,7 +5,8 @@
 //! (command line, output scanning, the scripted agent), [`process`] (spawning, timeouts,
 //! process groups), [`checks`], [`git`], [`learnings`], [`budget`], [`state`] (persisted state,
 //! lock, atomic writes), [`fsx`] (files opened without following links), [`logs`] (on-disk
-//! layout), [`record`] (the iteration record), [`runner`] (the loop), [`reporter`] (what the
+//! layout), [`record`] (the iteration record), [`runner`] (the loop), [`worktree`] (a checkout's
+//! root and its tree watch: staging, commit, revert), [`reporter`] (what the
 //! user sees), [`commands`] (the other subcommands).
 
 pub mod agent;
@@ -37,6 +38,7 @@ pub mod stats;
 pub mod telemetry;
 pub mod term;
 pub mod watch;
+pub mod worktree;
 
 use clap::Parser;
 use std::process::ExitCode;

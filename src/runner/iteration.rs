@@ -31,6 +31,7 @@ use crate::secrets::{Secrets, StreamMasker};
 use crate::signal::Stop;
 use crate::state::{self, RALPH_DIR, State};
 use crate::watch::tree::Changes;
+use crate::worktree::Worktree;
 use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -41,9 +42,9 @@ const AGENT_TAIL_LINES: usize = 40;
 
 /// Everything one iteration needs.
 pub(crate) struct Iteration<'a> {
-    pub root: &'a Path,
-    /// The working tree's watch, when there is one: spares the scans of an unchanged tree.
-    pub tree: Option<&'a crate::watch::tree::TreeWatch>,
+    /// The checkout: its root, and the git commands that stage, commit and revert, which keep
+    /// the working tree's watch (sparing the scans of an unchanged tree) right.
+    pub wt: &'a Worktree,
     /// The run's watcher of the running task's spec.
     pub spec_watch: &'a crate::watch::SpecWatch,
     /// What the frame read, kept from one iteration to the next while nothing changed it.
@@ -83,11 +84,14 @@ pub(crate) async fn run(
     let prep = prepare(&it, state, reporter)?;
     // Before the frame's snapshot: the baseline round writes ralph's state.
     let baseline = baseline(&it, &prep.dir, &prep.head_before, state, reporter).await?;
-    let frame = Frame::take(it.root, it.run_dir, it.frame);
+    let frame = Frame::take(it.wt.root(), it.run_dir, it.frame);
     // Decided on the tree before the agent: a file it creates is no check script.
-    let protected =
-        crate::gates::protected_patterns(it.cfg.protected.as_deref(), &task_checks(&it).commands, it.root);
-    let spec_dirs = spec_dirs(it.root, it.backlog);
+    let protected = crate::gates::protected_patterns(
+        it.cfg.protected.as_deref(),
+        &task_checks(&it).commands,
+        it.wt.root(),
+    );
+    let spec_dirs = spec_dirs(it.wt.root(), it.backlog);
     let mut agent = run_agent(&it, &prep, reporter).await?;
     let broke = look_after_agent(&it, &prep, &frame)?;
     let verdict = verdict::classify(&agent.seen(&it, broke), it.cfg.agent.format == Format::AiderText);
@@ -123,7 +127,7 @@ pub(crate) async fn run(
     }
 
     // Learnings are admitted whatever the outcome: failures teach the most.
-    let mut store = learnings::Store::load(it.root)?;
+    let mut store = learnings::Store::load(it.wt.root())?;
     let provenance = learnings::Provenance {
         task: it.task.id.clone(),
         run_id: it.run_id.to_string(),
@@ -140,7 +144,7 @@ pub(crate) async fn run(
 
     let settled = settle(&it, &prep, &agent, &mut j, &judged, &mut store, &learnings_added, state, reporter)?;
     if admitted.changed() {
-        store.save(it.root)?;
+        store.save(it.wt.root())?;
     }
     if j.outcome == Outcome::Interrupted {
         j.failure.get_or_insert_with(|| {
@@ -175,9 +179,9 @@ pub(crate) async fn run(
     let block_reason = task_rules::settle(state.task_mut(&it.task.id), &done, max_attempts, &it.cfg.budget);
     let blocked = block_reason.is_some();
     if let Some(reason) = block_reason {
-        block(it.root, it.task, &reason, it.run_id, it.number, state, reporter)?;
+        block(it.wt.root(), it.task, &reason, it.run_id, it.number, state, reporter)?;
     }
-    state.save(it.root)?;
+    state.save(it.wt.root())?;
     fault::point("before_record");
 
     let record = make_record(
@@ -231,7 +235,7 @@ impl Prepared {
 /// The iteration's folder, where it began (HEAD, branch, spec, a snapshot of a dirty tree),
 /// `started.json` for recovery, and the prompt.
 fn prepare(it: &Iteration<'_>, state: &State, reporter: &mut dyn Reporter) -> Result<Prepared, CliError> {
-    let root = it.root;
+    let root = it.wt.root();
     let task = it.task;
     let started_at = logs::now_rfc3339();
     let t0 = Instant::now();
@@ -246,7 +250,7 @@ fn prepare(it: &Iteration<'_>, state: &State, reporter: &mut dyn Reporter) -> Re
     // Uncommitted changes at the start (--allow-dirty, or the user editing specs or ralph.toml
     // while the loop runs) are snapshotted, so a revert puts them back instead of losing them.
     // No scan when the working tree's watch vouches that nothing changed since ralph's commit.
-    let unchanged = it.tree.is_some_and(|t| t.unchanged(&head_before));
+    let unchanged = it.wt.unchanged(&head_before);
     let snapshot = if !unchanged && !git::dirty_entries(root)?.is_empty() {
         Some(git::snapshot(root, &ralph_dir.join("snapshot-index"))?)
     } else {
@@ -354,7 +358,7 @@ async fn run_agent(
     prep: &Prepared,
     reporter: &mut dyn Reporter,
 ) -> Result<AgentRun, CliError> {
-    let (root, task, dir) = (it.root, it.task, &prep.dir);
+    let (root, task, dir) = (it.wt.root(), it.task, &prep.dir);
     let env = IterationEnv {
         run_id: it.run_id.to_string(),
         iteration: it.number,
@@ -447,7 +451,7 @@ async fn run_agent(
 /// git, files hidden from git, the iteration's logs, the frame) and says what it changed, if
 /// anything.
 fn look_after_agent(it: &Iteration<'_>, prep: &Prepared, frame: &Frame) -> Result<Option<String>, CliError> {
-    let untouched = it.tree.is_some_and(|t| t.index_as_settled(&prep.head_before));
+    let untouched = it.wt.index_as_settled(&prep.head_before);
     frame_breaks(it, &prep.framed(frame), untouched)
 }
 
@@ -465,11 +469,11 @@ fn look_after_checks(
         return Ok(());
     }
     // The gates' `git add` left the index as the watch noted it.
-    let untouched = it.tree.is_some_and(|t| t.changes() == Changes::None);
+    let untouched = it.wt.changes() == Changes::None;
     let mut broke: Vec<String> = frame_breaks(it, &prep.framed(frame), untouched)?.into_iter().collect();
     let mut broke_cause = Cause::FrameBroken;
     let green = j.outcome.is_green() || j.kept_after_stop;
-    if broke.is_empty() && green && it.tree.is_none_or(|t| t.changes() != Changes::None) {
+    if broke.is_empty() && green && it.wt.changes() != Changes::None {
         let caught = gates(it, judged)?;
         if let Some(first) = caught.first() {
             broke_cause = first.cause;
@@ -520,7 +524,7 @@ async fn judge(
         }
         Verdict::Yielded { note } => {
             j.note = Some(note);
-            if git::has_changes(it.root, &prep.head_before)? {
+            if git::has_changes(it.wt.root(), &prep.head_before)? {
                 run_checks(it, &prep.dir, reporter, &no_promise(&agent.findings), judged, &mut failure)
                     .await?
             } else {
@@ -547,7 +551,7 @@ async fn judge(
     // The precise cause found on the way, else the one the outcome stands for.
     j.cause = j.cause.or(judged.cause.take()).or(Cause::of(outcome));
     // A stopped agent's work is not thrown away unseen: if the checks pass, it is kept.
-    if stopped && git::has_changes(it.root, &prep.head_before)? {
+    if stopped && git::has_changes(it.wt.root(), &prep.head_before)? {
         reporter.line("the agent was stopped, but it changed files: running the checks on what it left");
         let mut check_failure = None;
         let checked =
@@ -584,12 +588,12 @@ fn settle(
     }
     if !j.outcome.is_green() && settled.commit.is_none() {
         reporter.phase(Phase::Revert);
-        let (root, head_before) = (it.root, prep.head_before.as_str());
+        let (root, head_before) = (it.wt.root(), prep.head_before.as_str());
         let back = match &prep.snapshot {
             Some(tree) => Back::Snapshot { head: head_before, tree },
             None => Back::To(head_before),
         };
-        settled.files_changed = revert(root, head_before, back, &prep.dir, it.secrets)?;
+        settled.files_changed = revert(it.wt, head_before, back, &prep.dir, it.secrets)?;
         if let Some(text) = &agent.spec_kept {
             state::atomic_write(&root.join(&it.task.path), text)?;
         }
@@ -620,7 +624,7 @@ fn commit_work(
     learnings_added: &[String],
     reporter: &mut dyn Reporter,
 ) -> Result<Settlement, CliError> {
-    let (root, task, head_before) = (it.root, it.task, prep.head_before.as_str());
+    let (root, task, head_before) = (it.wt.root(), it.task, prep.head_before.as_str());
     reporter.phase(Phase::Commit);
     // ralph owns the status: the agent's word (or edit) does not mark a task done.
     let status = if j.outcome == Outcome::Done { Status::Done } else { Status::Todo };
@@ -632,25 +636,15 @@ fn commit_work(
     let staging = stage_all(it, judged.staged.as_deref(), head_before)?;
     let files_changed = staging.files;
     if files_changed.is_empty() {
-        if let Some(t) = it.tree {
-            t.settle(head_before);
-        }
+        it.wt.settle(head_before);
         return Ok(Settlement { commit: None, files_changed });
     }
     let message = commit_message(task, j.outcome, it.run_id, it.number);
     fault::point("before_commit");
     let include: Vec<&Path> = staging.include.iter().map(PathBuf::as_path).collect();
-    if !include.is_empty()
-        && let Some(t) = it.tree
-    {
-        t.mark();
-    }
-    let commit = match git::commit_including(root, &message, &include)? {
+    let commit = match it.wt.commit_including(&message, &include)? {
         CommitResult::Committed(sha) => {
             fault::point("after_commit");
-            if let Some(t) = it.tree {
-                t.settle(&sha);
-            }
             store.set_commit(learnings_added, &sha);
             Some(sha)
         }
@@ -734,7 +728,8 @@ pub(crate) struct IterationEnd {
 }
 
 fn prompt_context(it: &Iteration<'_>, ts: &state::TaskState, attempt: u32) -> prompt::Context {
-    let agents_md = crate::fsx::read_input_following(&it.root.join(learnings::AGENTS_MD)).unwrap_or_default();
+    let agents_md =
+        crate::fsx::read_input_following(&it.wt.root().join(learnings::AGENTS_MD)).unwrap_or_default();
     prompt::Context {
         task: prompt::TaskContext {
             id: it.task.id.clone(),
@@ -783,12 +778,12 @@ fn frame_breaks(
     f: &Framed<'_>,
     index_untouched: bool,
 ) -> Result<Option<String>, CliError> {
-    let switched = put_branch_back(it.root, f.branch_before)?;
-    let rewrote = history_rewritten(it.root, f.head_before)?;
-    let untouched = index_untouched && git::head(it.root)?.as_deref() == Some(f.head_before);
+    let switched = put_branch_back(it.wt.root(), f.branch_before)?;
+    let rewrote = history_rewritten(it.wt.root(), f.head_before)?;
+    let untouched = index_untouched && git::head(it.wt.root())?.as_deref() == Some(f.head_before);
     let (tracked, hidden) =
         if untouched { (None, None) } else { (ralph_dir_tracked(it, f.head_before)?, hidden_from_git(it)) };
-    let removed = put_logs_back(it.root, f.dir, f.prompt, f.started)?;
+    let removed = put_logs_back(it.wt.root(), f.dir, f.prompt, f.started)?;
     let switched = [switched, rewrote, tracked, hidden, removed]
         .into_iter()
         .flatten()
@@ -846,7 +841,7 @@ fn history_rewritten(root: &Path, head_before: &str) -> Result<Option<String>, C
 /// `--skip-worktree`), shows them again and says so: ralph commits the files its checks ran
 /// on, never what the index holds in their place. The user's own marks are left alone.
 fn hidden_from_git(it: &Iteration<'_>) -> Option<String> {
-    let hidden = it.frame.unhide_new(it.root);
+    let hidden = it.frame.unhide_new(it.wt.root());
     if hidden.is_empty() {
         return None;
     }
@@ -860,12 +855,12 @@ fn hidden_from_git(it: &Iteration<'_>) -> Option<String> {
 /// If the agent put ralph's own folder into git (`git add -f .ralph`, perhaps committed), takes
 /// it out of the index again and says so: `.ralph/` is never committed.
 fn ralph_dir_tracked(it: &Iteration<'_>, head_before: &str) -> Result<Option<String>, CliError> {
-    let head = git::head(it.root)?.unwrap_or_default();
-    let added = git::ralph_dir_added(it.root, head_before, &head)?;
+    let head = git::head(it.wt.root())?.unwrap_or_default();
+    let added = git::ralph_dir_added(it.wt.root(), head_before, &head)?;
     if added.is_empty() {
         return Ok(None);
     }
-    git::untrack_ralph_dir(it.root, head_before)?;
+    git::untrack_ralph_dir(it.wt.root(), head_before)?;
     Ok(Some(format!(
         "the agent put ralph's own folder into git ({}{}); ralph took it out again, .ralph/ is never committed",
         added.iter().take(3).cloned().collect::<Vec<_>>().join(", "),
@@ -968,7 +963,7 @@ async fn run_checks(
     let mut clog = crate::fsx::create(&checks_path).map_err(|e| io_err("create", &checks_path, e))?;
     let mut cmasker = StreamMasker::new(it.secrets.clone());
     let env = check_env(it);
-    let ctx = checks::Ctx { env: &env, root: it.root, grace: it.cfg.agent.kill_grace, stop: it.stop };
+    let ctx = checks::Ctx { env: &env, root: it.wt.root(), grace: it.cfg.agent.kill_grace, stop: it.stop };
     let judge =
         checks::Judge { keep_going: false, baseline: judged.baseline.as_ref(), strict: &it.task.checks };
     let r = checks::run(&task_checks(it), &ctx, &mut clog, &mut cmasker, &judge)
@@ -1211,7 +1206,7 @@ fn gates(it: &Iteration<'_>, j: &mut Judged) -> Result<Vec<crate::gates::Rejecti
     let git::Staged { changes, added } = stage_for_gates(it, &j.head_before)?;
     j.staged = Some(changes.iter().map(|c| c.path.clone()).collect());
     let before = j.spec_bodies.iter().map(|(label, t)| (label.clone(), t.body.clone())).collect();
-    let now = crate::backlog::current_tasks(it.root, j.spec_bodies.values());
+    let now = crate::backlog::current_tasks(it.wt.root(), j.spec_bodies.values());
     let after = j
         .spec_bodies
         .iter()
@@ -1226,7 +1221,7 @@ fn gates(it: &Iteration<'_>, j: &mut Judged) -> Result<Vec<crate::gates::Rejecti
         .map(|c| c.path.as_str())
         .take(MAX_DELETIONS_TRACED)
         .collect();
-    for (path, task) in git::added_by_task(it.root, &j.head_before, &deleted)? {
+    for (path, task) in git::added_by_task(it.wt.root(), &j.head_before, &deleted)? {
         if task != it.task.id {
             found.push(crate::gates::Rejection::new(Cause::OtherTaskWorkDeleted, format!(
                 "it deleted {path}, which task {task} made; another task's result stays unless this task's spec names it"
@@ -1261,7 +1256,7 @@ fn gates(it: &Iteration<'_>, j: &mut Judged) -> Result<Vec<crate::gates::Rejecti
     // ralph renders its learnings into AGENTS.md before it commits: one it cannot read (made
     // larger than ralph reads, a link to a device, not UTF-8) would end the run there, with
     // the work staged, at every try.
-    let agents_md = it.root.join(learnings::AGENTS_MD);
+    let agents_md = it.wt.root().join(learnings::AGENTS_MD);
     if let Err(e) = crate::fsx::read_input_following(&agents_md)
         && e.kind() != std::io::ErrorKind::NotFound
     {
@@ -1273,7 +1268,7 @@ fn gates(it: &Iteration<'_>, j: &mut Judged) -> Result<Vec<crate::gates::Rejecti
     // ralph writes task status into these folders: one that leads elsewhere now (replaced by
     // a link) would have it write outside the repository, or commit the backlog away.
     for (dir, was) in &j.spec_dirs {
-        if std::fs::canonicalize(it.root.join(dir)).ok() != *was {
+        if std::fs::canonicalize(it.wt.root().join(dir)).ok() != *was {
             found.push(crate::gates::Rejection::new(
                 Cause::FrameBroken,
                 format!(
@@ -1300,35 +1295,20 @@ fn spec_dirs(
 /// Deleted files traced back to the task that made them, at most, per iteration.
 const MAX_DELETIONS_TRACED: usize = 500;
 
-/// `git add -A`, with the working tree's watch told: what changed before is staged now.
-fn add_all(it: &Iteration<'_>) -> Result<(), CliError> {
-    if let Some(t) = it.tree {
-        t.mark();
-    }
-    git::add_all(it.root)?;
-    if let Some(t) = it.tree {
-        t.note_index();
-    }
-    Ok(())
-}
-
 /// Stages everything and says what changed against `head_before`, as the gates judge it.
 /// When the index is still the one ralph's commit of `head_before` left (the agent staged and
 /// committed nothing), `git add -v` already lists the changes, and a file that holds no skip
 /// marker adds none: `git diff` is only asked when one might.
 fn stage_for_gates(it: &Iteration<'_>, head_before: &str) -> Result<git::Staged, CliError> {
     const MAX_READ: u64 = 4 * 1024 * 1024;
-    let Some(t) = it.tree.filter(|t| t.index_as_settled(head_before)) else {
-        add_all(it)?;
-        return Ok(git::staged(it.root, head_before)?);
-    };
-    t.mark();
-    let listed = git::add_all_listed(it.root)?;
-    t.note_index();
-    let Some(changes) = listed else { return Ok(git::staged(it.root, head_before)?) };
+    if !it.wt.index_as_settled(head_before) {
+        it.wt.add_all()?;
+        return Ok(it.wt.staged(head_before)?);
+    }
+    let Some(changes) = it.wt.add_all_listed()? else { return Ok(it.wt.staged(head_before)?) };
     let mut read = 0;
     for c in changes.iter().filter(|c| c.kind != 'D') {
-        let path = it.root.join(&c.path);
+        let path = it.wt.root().join(&c.path);
         // Regular files only, as they are now (a symlink's text is its target's name).
         let text = match std::fs::symlink_metadata(&path) {
             Ok(m) if m.is_file() && read + m.len() <= MAX_READ => {
@@ -1342,7 +1322,7 @@ fn stage_for_gates(it: &Iteration<'_>, head_before: &str) -> Result<git::Staged,
             _ => None,
         };
         if text.is_none_or(|t| crate::gates::holds_skip_marker(&t)) {
-            return Ok(git::staged(it.root, head_before)?);
+            return Ok(it.wt.staged(head_before)?);
         }
     }
     Ok(git::Staged { changes, added: Vec::new() })
@@ -1363,9 +1343,9 @@ struct Staging {
 /// ralph's own files changed, they are left for the commit to include, and the files changed
 /// are the gates' list and those (ralph wrote each because its content changed).
 fn stage_all(it: &Iteration<'_>, staged: Option<&[String]>, head_before: &str) -> Result<Staging, CliError> {
-    if let (Some(t), Some(staged)) = (it.tree, staged) {
+    if let Some(staged) = staged {
         let own = [it.task.path.as_path(), Path::new(learnings::AGENTS_MD)];
-        match t.changes() {
+        match it.wt.changes() {
             Changes::None => return Ok(Staging { files: staged.to_vec(), include: Vec::new() }),
             Changes::Only(paths) if paths.iter().all(|p| ralph_wrote(p, &own)) => {
                 let include: Vec<PathBuf> = own
@@ -1386,8 +1366,8 @@ fn stage_all(it: &Iteration<'_>, staged: Option<&[String]>, head_before: &str) -
             _ => {}
         }
     }
-    add_all(it)?;
-    Ok(Staging { files: git::staged_files(it.root, head_before)?, include: Vec::new() })
+    it.wt.add_all()?;
+    Ok(Staging { files: it.wt.staged_files(head_before)?, include: Vec::new() })
 }
 
 /// Whether a changed path is one of ralph's own writes: one of `own`, or the temporary file
@@ -1402,7 +1382,7 @@ fn ralph_wrote(path: &Path, own: &[&Path]) -> bool {
 fn check_env(it: &Iteration<'_>) -> [(String, String); 2] {
     [
         ("RALPH_RUN_ID".to_string(), it.run_id.to_string()),
-        ("RALPH_ROOT".to_string(), it.root.to_string_lossy().into_owned()),
+        ("RALPH_ROOT".to_string(), it.wt.root().to_string_lossy().into_owned()),
     ]
 }
 
@@ -1427,7 +1407,7 @@ async fn baseline(
     let mut log = crate::fsx::create(&path).map_err(|e| io_err("create", &path, e))?;
     let mut masker = StreamMasker::new(it.secrets.clone());
     let env = check_env(it);
-    let ctx = checks::Ctx { env: &env, root: it.root, grace: it.cfg.agent.kill_grace, stop: it.stop };
+    let ctx = checks::Ctx { env: &env, root: it.wt.root(), grace: it.cfg.agent.kill_grace, stop: it.stop };
     let judge = checks::Judge { keep_going: true, baseline: None, strict: &[] };
     let r = checks::run(&it.cfg.checks, &ctx, &mut log, &mut masker, &judge)
         .await
@@ -1452,7 +1432,7 @@ async fn baseline(
     }
     let b = checks::Baseline { head: head.to_string(), failing };
     state.baseline = Some(b.clone());
-    state.save(it.root)?;
+    state.save(it.wt.root())?;
     Ok(Some(b))
 }
 

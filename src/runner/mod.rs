@@ -219,10 +219,8 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
 
     // The working tree's watch starts before the scan that finds the tree clean, so that it
     // vouches for the tree at the first iteration too: no second scan there.
-    let tree = crate::watch::tree::TreeWatch::start(&root);
-    if let Some(t) = &tree {
-        t.note_index();
-    }
+    let worktree = crate::worktree::Worktree::open(&root);
+    worktree.note_index();
     let dirty = git::dirty_entries(&root)?;
     if !dirty.is_empty() && !opts.allow_dirty {
         let mut shown: Vec<String> = dirty.iter().take(10).map(|l| format!("  {l}")).collect();
@@ -242,8 +240,8 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
         git::checkout_branch(&root, branch)?;
         reporter.line(&format!("on branch {branch}"));
     }
-    if let (Some(t), true, Some(head)) = (&tree, dirty.is_empty(), git::head(&root)?) {
-        t.settle_if_unchanged(&head);
+    if let (true, Some(head)) = (dirty.is_empty(), git::head(&root)?) {
+        worktree.settle_if_unchanged(&head);
     }
 
     let (run_id, mut meta, records) = open_run(&root, resumed);
@@ -284,8 +282,7 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
     // it away.
     let frame = frame::Memory::new(&root).holding(lock);
     let mut run = Run {
-        root: &root,
-        tree: tree.as_ref(),
+        wt: &worktree,
         frame: &frame,
         reload: Reload { opts: &opts, seen: Reload::fingerprints(&root, &cfg) },
         cfg,
@@ -305,9 +302,7 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
     // Closing an inotify instance waits for the kernel to free the marks of the folders it
     // watched (a grace period of 5 to 20 ms here), once per instance: removed from both
     // watches first, the marks are freed in one grace period, under the writes below.
-    if let Some(t) = &tree {
-        t.unwatch_all();
-    }
+    worktree.unwatch_all();
     frame.unwatch_all();
     let (code, reason) = match &result {
         Ok(end) => (end.code(), end.reason()),
@@ -516,8 +511,8 @@ impl RunEnd {
 
 /// A run under way: its context, what it spent and counted, the task it ran last.
 struct Run<'a> {
-    root: &'a Path,
-    tree: Option<&'a crate::watch::tree::TreeWatch>,
+    /// The checkout the run works in, and its working tree's watch.
+    wt: &'a crate::worktree::Worktree,
     frame: &'a frame::Memory,
     cfg: Config,
     template: Template,
@@ -559,7 +554,7 @@ impl Run<'_> {
     }
 
     async fn run_loop(&mut self, reporter: &mut dyn Reporter) -> Result<RunEnd, CliError> {
-        let mut state = State::load(self.root)?;
+        let mut state = State::load(self.wt.root())?;
         let mut backoff = self.cfg.agent.retry_wait;
         let spec_watch = crate::watch::SpecWatch::new();
         let mut seen = crate::watch::Seen::default();
@@ -584,7 +579,7 @@ impl Run<'_> {
                     {
                         let (run_id, n) = (&self.run_id, self.meta.iterations);
                         iteration::block(
-                            self.root,
+                            self.wt.root(),
                             spec,
                             &spent.to_string(),
                             run_id,
@@ -592,7 +587,7 @@ impl Run<'_> {
                             &mut state,
                             reporter,
                         )?;
-                        state.save(self.root)?;
+                        state.save(self.wt.root())?;
                         self.budget.reset_breakers();
                         continue;
                     }
@@ -609,7 +604,7 @@ impl Run<'_> {
             }
             ran_this_session = true;
             let end = self.iterate(&task, &backlog, &spec_watch, &mut state, reporter).await?;
-            seen.note_agents_md(self.root);
+            seen.note_agents_md(self.wt.root());
             if end.record.outcome == Outcome::Interrupted {
                 return Ok(RunEnd::Interrupted);
             }
@@ -633,7 +628,7 @@ impl Run<'_> {
         seen: &mut crate::watch::Seen,
         reporter: &mut dyn Reporter,
     ) -> Result<Step, CliError> {
-        let (root, run_id) = (self.root, self.run_id.as_str());
+        let (root, run_id) = (self.wt.root(), self.run_id.as_str());
         // ralph.toml, the template and the specs are read afresh each iteration: edits
         // between iterations apply, and say so.
         self.reload.check(root, &mut self.cfg, &mut self.template, self.meta.iterations + 1, reporter);
@@ -727,8 +722,7 @@ impl Run<'_> {
         reporter.totals(&self.budget.summary());
         let end = iteration::run(
             iteration::Iteration {
-                root: self.root,
-                tree: self.tree,
+                wt: self.wt,
                 spec_watch,
                 frame: self.frame,
                 cfg: &self.cfg,

@@ -180,7 +180,8 @@ fn settle(
         (Some(tree), History::Untouched) => Back::Snapshot { head: &st.head_before, tree },
         _ => Back::To(&base),
     };
-    let left = revert(root, &base, back, dir, secrets)?;
+    // Recovery runs before the run's watch starts: nothing to keep right.
+    let left = revert(&crate::worktree::Worktree::unwatched(root), &base, back, dir, secrets)?;
     if st.snapshot.is_some() && !matches!(history, History::Untouched) && !left.is_empty() {
         failure.push_str(
             "; the uncommitted changes the iteration started from (--allow-dirty) are in rejected.patch too, since commits were made on top",

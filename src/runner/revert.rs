@@ -6,9 +6,9 @@
 //! error naming the file, and the working tree is left as it is.
 
 use crate::error::CliError;
-use crate::git;
 use crate::secrets::Secrets;
 use crate::state::{self, StateError};
+use crate::worktree::Worktree;
 use std::path::Path;
 
 /// The file a reverted iteration's diff is saved in, in the iteration's folder.
@@ -25,22 +25,23 @@ pub(crate) enum Back<'a> {
 
 /// Saves the uncommitted work's diff against `base` into `dir`'s [`REJECTED_PATCH`], masked,
 /// then puts the tree back as `back` says. Returns the files the diff changed (none: no patch).
+/// Staged and put back through the worktree handle, which keeps its watch right.
 pub(crate) fn revert(
-    root: &Path,
+    wt: &Worktree,
     base: &str,
     back: Back<'_>,
     dir: &Path,
     secrets: &Secrets,
 ) -> Result<Vec<String>, CliError> {
-    git::add_all(root)?;
-    let files = git::staged_files(root, base)?;
+    wt.add_all()?;
+    let files = wt.staged_files(base)?;
     if !files.is_empty() {
-        let patch = secrets.mask_bytes(&git::staged_patch(root, base)?);
+        let patch = secrets.mask_bytes(&wt.staged_patch(base)?);
         state::atomic_write(&dir.join(REJECTED_PATCH), &patch).map_err(not_saved)?;
     }
     match back {
-        Back::To(rev) => git::restore(root, rev)?,
-        Back::Snapshot { head, tree } => git::restore_snapshot(root, head, tree)?,
+        Back::To(rev) => wt.restore(rev)?,
+        Back::Snapshot { head, tree } => wt.restore_snapshot(head, tree)?,
     }
     Ok(files)
 }
@@ -94,7 +95,7 @@ mod tests {
         let root = dir.path();
         let secrets = Secrets::from_vars([("API_TOKEN", secret)]);
         let iter_dir = root.join(".ralph/runs/r/001");
-        let files = revert(root, &head, Back::To(&head), &iter_dir, &secrets).unwrap();
+        let files = revert(&Worktree::unwatched(root), &head, Back::To(&head), &iter_dir, &secrets).unwrap();
         assert_eq!(files, vec!["a.txt", "new.txt"]);
         let patch = std::fs::read_to_string(iter_dir.join(REJECTED_PATCH)).unwrap();
         assert!(patch.contains("new.txt") && patch.contains("token = "), "{patch}");
@@ -110,7 +111,8 @@ mod tests {
         let iter_dir = root.join(".ralph/runs/r/001");
         // A folder with something in it where the patch goes: no file can take its name.
         std::fs::create_dir_all(iter_dir.join(REJECTED_PATCH).join("in")).unwrap();
-        let e = revert(root, &head, Back::To(&head), &iter_dir, &Secrets::default()).unwrap_err();
+        let e = revert(&Worktree::unwatched(root), &head, Back::To(&head), &iter_dir, &Secrets::default())
+            .unwrap_err();
         assert!(e.message.contains(REJECTED_PATCH), "{}", e.message);
         assert!(e.message.contains("not reverted"), "{}", e.message);
         assert!(root.join("new.txt").exists());
@@ -124,7 +126,11 @@ mod tests {
         sh(root, &["checkout", "-q", "--", "."]);
         std::fs::remove_file(root.join("new.txt")).unwrap();
         let iter_dir = root.join(".ralph/runs/r/001");
-        assert!(revert(root, &head, Back::To(&head), &iter_dir, &Secrets::default()).unwrap().is_empty());
+        assert!(
+            revert(&Worktree::unwatched(root), &head, Back::To(&head), &iter_dir, &Secrets::default())
+                .unwrap()
+                .is_empty()
+        );
         assert!(!iter_dir.join(REJECTED_PATCH).exists());
     }
 }

@@ -64,7 +64,7 @@ pub async fn review(
         return Ok(Verdict { approved: true, reasons: String::new() });
     };
     let fail = |what: &str, e: std::io::Error| CliError::failure(format!("cannot {what}: {e}"));
-    let root = it.root;
+    let root = it.wt.root();
     let tree_before = git::worktree_tree(root, &root.join(crate::state::RALPH_DIR).join("review-index"))?;
     let mut diff = git::review_diff(root, head_before)?;
     let truncated = diff.len() > MAX_DIFF;

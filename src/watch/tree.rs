@@ -120,6 +120,15 @@ impl TreeWatch {
             .is_some_and(|(h, index)| h == head && index.is_some() && *index == inner.index_now())
     }
 
+    /// Forgets the last [`settle`](Self::settle): the tree and the index were put back by a
+    /// command the watch cannot follow (a hard reset), so it vouches for nothing until the
+    /// next settle.
+    pub fn forget(&self) {
+        let mut inner = self.inner();
+        inner.settled = None;
+        inner.vouch = false;
+    }
+
     /// Stops watching, for good: see [`crate::watch::files::FileWatch::unwatch_all`].
     pub fn unwatch_all(&self) {
         self.inner().unwatch_all();
