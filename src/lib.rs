@@ -15,6 +15,7 @@ pub mod checks;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod durable;
 pub mod error;
 pub mod exit_code;
 pub mod fault;
