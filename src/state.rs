@@ -171,6 +171,33 @@ fn running(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// What already fails on the clean tree at `head`: per check command, its failing tests. An
+/// empty list means the runner named none (pytest not installed, a collection or compile error,
+/// a timeout): nothing of that command's failure can be told apart from new breakage, so it is
+/// never tolerated and the command must pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Baseline {
+    pub head: String,
+    pub failing: BTreeMap<String, Vec<String>>,
+}
+
+/// What a run has spent, as persisted and shown by `ralph status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Spent {
+    /// Iterations that count against `max_iterations` (a usage limit's wait does not).
+    pub iterations: u32,
+    /// Time ralph was running, across resumptions.
+    pub elapsed_ms: u64,
+    pub tokens: u64,
+    pub cost_usd: f64,
+    pub consecutive_failures: u32,
+    /// Counted iterations in a row that changed no file.
+    pub no_change_streak: u32,
+    /// The last failure's signature and how many iterations in a row failed with it.
+    pub failure_signature: Option<String>,
+    pub failure_streak: u32,
+}
+
 /// What ralph remembers of one task.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TaskState {
@@ -236,7 +263,7 @@ pub struct State {
     pub test_counts: BTreeMap<String, u64>,
     /// What the project's checks fail on the clean tree at a commit.
     #[serde(default)]
-    pub baseline: Option<crate::checks::Baseline>,
+    pub baseline: Option<Baseline>,
 }
 
 impl State {
@@ -299,7 +326,7 @@ pub struct RunMeta {
     pub elapsed_ms: u64,
     /// What the run has spent, as of the last iteration.
     #[serde(default)]
-    pub spent: Option<crate::budget::Spent>,
+    pub spent: Option<Spent>,
     /// The limits of the current (or last) session.
     #[serde(default)]
     pub limits: Option<Limits>,
@@ -312,17 +339,6 @@ pub struct Limits {
     pub max_duration_ms: Option<u64>,
     pub max_tokens: Option<u64>,
     pub max_cost: Option<f64>,
-}
-
-impl From<&crate::config::BudgetConfig> for Limits {
-    fn from(b: &crate::config::BudgetConfig) -> Self {
-        Limits {
-            max_iterations: b.max_iterations,
-            max_duration_ms: b.max_duration.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            max_tokens: b.max_tokens,
-            max_cost: b.max_cost,
-        }
-    }
 }
 
 impl RunMeta {
