@@ -7,6 +7,7 @@
 //!   in the number of tests a check's runner reports (cargo test, nextest, pytest, jest,
 //!   vitest), compared with the last green count.
 
+use crate::git::Change;
 use crate::record::Cause;
 use std::collections::BTreeMap;
 
@@ -115,15 +116,6 @@ pub fn protected_patterns(
         }
     }
     out
-}
-
-/// One changed path, as `git diff --name-status` reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Change {
-    /// 'A', 'M', 'D' (renames are split into a delete and an add); 'M' also stands for an
-    /// addition when only `git add -v` told (it does not say which).
-    pub kind: char,
-    pub path: String,
 }
 
 /// One thing a gate caught: its kind (the record's `cause`) and what it says of it.
