@@ -219,7 +219,7 @@ pub async fn run(
 
 /// The last `n` lines of `text`, trimmed.
 pub fn last_lines(text: &str, n: usize) -> String {
-    let text = crate::agent::scan::strip_ansi(text);
+    let text = crate::text::strip_ansi(text);
     let lines: Vec<&str> = text.trim_end().lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -5,6 +5,7 @@
 
 use crate::agent::output::Format;
 use crate::agent::preset::{self, Preset};
+pub use crate::text::{line_col, parse_duration};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -87,16 +88,6 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         other => return Err(format!("invalid size unit `{other}` in `{s}` (B, KB, MB, GB, KiB, MiB, GiB)")),
     };
     Ok((n * mult) as u64)
-}
-
-/// Parses "30m", "2h", "1h 30m", "500ms"; a bare number is seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    if let Ok(secs) = t.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    humantime::parse_duration(t)
-        .map_err(|e| format!("invalid duration `{s}` ({e}); write it like \"30s\", \"10m\" or \"2h\""))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -659,14 +650,6 @@ fn templates_inside(root: &Path, text: &str) -> Result<(), ConfigError> {
         }
     }
     Ok(())
-}
-
-/// 1-based line and column of a byte offset.
-pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
 }
 
 #[cfg(test)]

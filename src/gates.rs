@@ -188,7 +188,7 @@ pub fn holds_skip_marker(text: &[u8]) -> bool {
 
 /// The number of tests a runner's output line reports, if it is a summary line.
 pub fn test_count(line: &str) -> Option<u64> {
-    let l = crate::agent::scan::strip_ansi(line);
+    let l = crate::text::strip_ansi(line);
     let l = l.trim();
     let num_before = |s: &str, word: &str| -> Option<u64> {
         let i = s.find(word)?;
@@ -224,7 +224,7 @@ pub fn test_count(line: &str) -> Option<u64> {
 
 /// The failing test a runner's output line names, if it names one.
 pub fn failing_test(line: &str) -> Option<String> {
-    let l = crate::agent::scan::strip_ansi(line);
+    let l = crate::text::strip_ansi(line);
     let t = l.trim();
     // cargo test: "test parser::tests::nested ... FAILED"
     if let Some(rest) = t.strip_prefix("test ")

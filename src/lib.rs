@@ -37,6 +37,7 @@ pub mod state;
 pub mod stats;
 pub mod telemetry;
 pub mod term;
+pub mod text;
 pub mod watch;
 
 use clap::Parser;

@@ -8,6 +8,7 @@
 //! the learning proposals taken at [`MAX_PROPOSALS`] (the rest are only counted).
 
 use crate::learnings::MAX_PROPOSALS;
+pub use crate::text::strip_ansi;
 use std::collections::HashSet;
 
 /// Longest line examined; the rest of a longer line is ignored (still logged).
@@ -306,14 +307,6 @@ fn normalize(line: &str) -> String {
 
 fn collapse(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// Removes escape sequences (CSI, OSC, DCS and the other strings, whether ended by BEL or ST)
-/// and control characters but newline and tab, carriage returns included (PTY output carries
-/// both): the terminal module's [`crate::term::sanitize`], colours dropped, so what is scanned
-/// is what `ralph logs` shows.
-pub fn strip_ansi(s: &str) -> String {
-    crate::term::sanitize(s, false)
 }
 
 #[cfg(test)]

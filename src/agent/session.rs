@@ -172,7 +172,7 @@ impl<'a> Session<'a> {
             .await),
             Err(e) => {
                 if write_error.is_none()
-                    && let Err(w) = log.write(format!("ralph: {}\n", crate::error::chain(&e)).as_bytes())
+                    && let Err(w) = log.write(format!("ralph: {}\n", crate::text::chain(&e)).as_bytes())
                 {
                     write_error = Some(w);
                 }
