@@ -4,7 +4,9 @@
 //! so a typo never silently falls back to a default. Every error names the file and line.
 
 use crate::agent::output::Format;
-use crate::agent::preset::{self, Preset};
+use crate::agent::preset;
+pub use crate::agent::scan::DEFAULT_PROMISE;
+pub use crate::agent::{AgentConfig, PromptMode};
 pub use crate::text::{line_col, parse_duration};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -13,9 +15,6 @@ use std::time::Duration;
 
 /// The configuration file's name, at the repository root.
 pub const FILE_NAME: &str = "ralph.toml";
-
-/// The default completion promise the agent prints when the task is done.
-pub const DEFAULT_PROMISE: &str = "<promise>COMPLETE</promise>";
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -33,19 +32,6 @@ pub enum ConfigError {
     /// A value is well-formed TOML but makes no sense.
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
-}
-
-/// How the rendered prompt reaches the agent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum PromptMode {
-    /// Written to the agent's stdin, which is then closed.
-    #[default]
-    Stdin,
-    /// Passed as an argument: replaces `{prompt}` in the command, or is appended.
-    Arg,
-    /// The path of the saved `prompt.md`: replaces `{prompt_file}`, or is appended.
-    File,
 }
 
 /// A duration written as "30m", "1h 30m", "45s".
@@ -276,38 +262,6 @@ impl<'de> Deserialize<'de> for RepoPath {
         }
         Ok(RepoPath(p))
     }
-}
-
-/// The agent section, with defaults applied.
-#[derive(Debug, Clone)]
-pub struct AgentConfig {
-    /// The preset; `None` for a custom command.
-    pub preset: Option<&'static Preset>,
-    /// Program and arguments, the preset's resolved; never empty.
-    pub command: Vec<String>,
-    pub prompt: PromptMode,
-    /// How its stdout is parsed.
-    pub format: Format,
-    /// The model asked for, if any.
-    pub model: Option<String>,
-    /// First wait after a usage or rate limit that names no reset time; doubles each time.
-    pub retry_wait: Duration,
-    /// The longest such wait.
-    pub retry_wait_max: Duration,
-    /// Wall clock per iteration.
-    pub timeout: Duration,
-    /// No output for this long: the agent is hung.
-    pub idle_timeout: Duration,
-    /// Between SIGTERM and SIGKILL when ralph stops the agent.
-    pub kill_grace: Duration,
-    /// Run the agent under a pseudo-terminal.
-    pub pty: bool,
-    /// The text that marks the task complete, when the agent itself prints it.
-    pub completion_promise: String,
-    /// Added to the agent's environment.
-    pub env: BTreeMap<String, String>,
-    /// agent.log is cut at this size, with a marker; the output is still read to the end.
-    pub max_log_size: u64,
 }
 
 /// The checks section, with defaults applied.

@@ -233,7 +233,7 @@ fn play(action: &Action, prompt: &str) -> Option<i32> {
         }
         Action::Promise(p) => {
             let text = match p {
-                PromiseText::Default(true) => crate::config::DEFAULT_PROMISE,
+                PromiseText::Default(true) => crate::agent::scan::DEFAULT_PROMISE,
                 PromiseText::Default(false) => return None,
                 PromiseText::Text(t) => t.as_str(),
             };
