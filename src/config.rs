@@ -426,7 +426,7 @@ impl Config {
         };
         let otlp_endpoint = file.telemetry.otlp_endpoint.filter(|e| !e.trim().is_empty());
         if let Some(e) = &otlp_endpoint {
-            crate::telemetry::Endpoint::base(e)
+            crate::otlp::Endpoint::base(e)
                 .map_err(|err| invalid(format!("[telemetry] otlp_endpoint: {err}")))?;
         }
         Ok(Config {

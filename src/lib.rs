@@ -24,6 +24,7 @@ pub mod gates;
 pub mod git;
 pub mod learnings;
 pub mod logs;
+pub mod otlp;
 pub mod out;
 pub mod process;
 pub mod prompt;
