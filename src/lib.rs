@@ -4,7 +4,7 @@
 //! Subsystems: [`backlog`] (specs and task selection), [`prompt`] (the template), [`agent`]
 //! (command line, output scanning, the scripted agent), [`process`] (spawning, timeouts,
 //! process groups), [`checks`], [`git`], [`learnings`], [`budget`], [`state`] (persisted state,
-//! lock, atomic writes), [`fsx`] (files opened without following links), [`logs`] (on-disk
+//! lock), [`durable`] (atomic writes), [`fsx`] (files opened without following links), [`logs`] (on-disk
 //! layout), [`record`] (the iteration record), [`runner`] (the loop), [`reporter`] (what the
 //! user sees), [`commands`] (the other subcommands).
 
