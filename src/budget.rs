@@ -6,7 +6,7 @@
 
 use crate::config::BudgetConfig;
 use crate::record::{IterationRecord, Outcome};
-use serde::{Deserialize, Serialize};
+pub use crate::state::Spent;
 use std::time::{Duration, Instant};
 
 /// Why the run must stop (or, for a breaker set to block, why the task is blocked).
@@ -57,23 +57,6 @@ impl std::fmt::Display for Exhausted {
             Exhausted::SameFailure(n) => write!(f, "{n} iterations in a row failed the same way"),
         }
     }
-}
-
-/// What a run has spent, as persisted and shown by `ralph status`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Spent {
-    /// Iterations that count against `max_iterations` (a usage limit's wait does not).
-    pub iterations: u32,
-    /// Time ralph was running, across resumptions.
-    pub elapsed_ms: u64,
-    pub tokens: u64,
-    pub cost_usd: f64,
-    pub consecutive_failures: u32,
-    /// Counted iterations in a row that changed no file.
-    pub no_change_streak: u32,
-    /// The last failure's signature and how many iterations in a row failed with it.
-    pub failure_signature: Option<String>,
-    pub failure_streak: u32,
 }
 
 /// Limits, what was spent before this session, and this session's clock.
@@ -237,6 +220,18 @@ pub fn si(n: u64) -> String {
         0..1_000 => n.to_string(),
         1_000..1_000_000 => format!("{:.1}k", n as f64 / 1e3),
         _ => format!("{:.1}M", n as f64 / 1e6),
+    }
+}
+
+/// The run's limits as `run.json` keeps them for `ralph status`.
+impl From<&BudgetConfig> for crate::state::Limits {
+    fn from(b: &BudgetConfig) -> Self {
+        crate::state::Limits {
+            max_iterations: b.max_iterations,
+            max_duration_ms: b.max_duration.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            max_tokens: b.max_tokens,
+            max_cost: b.max_cost,
+        }
     }
 }
 

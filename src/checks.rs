@@ -8,8 +8,7 @@ use crate::process::{self, Ending, Limits, SpawnRequest};
 use crate::record::CheckRecord;
 use crate::secrets::StreamMasker;
 use crate::signal::Stop;
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+pub use crate::state::Baseline;
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -32,16 +31,6 @@ pub struct ChecksResult {
     /// Tests each command's runner reported (cargo test, nextest, pytest, jest, vitest), for
     /// the commands that reported any.
     pub test_counts: Vec<(String, u64)>,
-}
-
-/// What already fails on the clean tree at `head`: per check command, its failing tests. An
-/// empty list means the runner named none (pytest not installed, a collection or compile error,
-/// a timeout): nothing of that command's failure can be told apart from new breakage, so it is
-/// never tolerated and the command must pass.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Baseline {
-    pub head: String,
-    pub failing: BTreeMap<String, Vec<String>>,
 }
 
 /// How a round judges failures.
@@ -230,7 +219,7 @@ pub async fn run(
 
 /// The last `n` lines of `text`, trimmed.
 pub fn last_lines(text: &str, n: usize) -> String {
-    let text = crate::agent::scan::strip_ansi(text);
+    let text = crate::text::strip_ansi(text);
     let lines: Vec<&str> = text.trim_end().lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
@@ -239,6 +228,7 @@ pub fn last_lines(text: &str, n: usize) -> String {
 mod tests {
     use super::*;
     use crate::secrets::Secrets;
+    use std::collections::BTreeMap;
 
     async fn run_checks(commands: &[&str], timeout_ms: u64) -> (ChecksResult, String) {
         run_judged(commands, timeout_ms, &Judge::default()).await

@@ -4,7 +4,10 @@
 //! so a typo never silently falls back to a default. Every error names the file and line.
 
 use crate::agent::output::Format;
-use crate::agent::preset::{self, Preset};
+use crate::agent::preset;
+pub use crate::agent::scan::DEFAULT_PROMISE;
+pub use crate::agent::{AgentConfig, PromptMode};
+pub use crate::text::{line_col, parse_duration};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,9 +15,6 @@ use std::time::Duration;
 
 /// The configuration file's name, at the repository root.
 pub const FILE_NAME: &str = "ralph.toml";
-
-/// The default completion promise the agent prints when the task is done.
-pub const DEFAULT_PROMISE: &str = "<promise>COMPLETE</promise>";
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -32,19 +32,6 @@ pub enum ConfigError {
     /// A value is well-formed TOML but makes no sense.
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
-}
-
-/// How the rendered prompt reaches the agent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum PromptMode {
-    /// Written to the agent's stdin, which is then closed.
-    #[default]
-    Stdin,
-    /// Passed as an argument: replaces `{prompt}` in the command, or is appended.
-    Arg,
-    /// The path of the saved `prompt.md`: replaces `{prompt_file}`, or is appended.
-    File,
 }
 
 /// A duration written as "30m", "1h 30m", "45s".
@@ -87,16 +74,6 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         other => return Err(format!("invalid size unit `{other}` in `{s}` (B, KB, MB, GB, KiB, MiB, GiB)")),
     };
     Ok((n * mult) as u64)
-}
-
-/// Parses "30m", "2h", "1h 30m", "500ms"; a bare number is seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    if let Ok(secs) = t.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    humantime::parse_duration(t)
-        .map_err(|e| format!("invalid duration `{s}` ({e}); write it like \"30s\", \"10m\" or \"2h\""))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -287,38 +264,6 @@ impl<'de> Deserialize<'de> for RepoPath {
     }
 }
 
-/// The agent section, with defaults applied.
-#[derive(Debug, Clone)]
-pub struct AgentConfig {
-    /// The preset; `None` for a custom command.
-    pub preset: Option<&'static Preset>,
-    /// Program and arguments, the preset's resolved; never empty.
-    pub command: Vec<String>,
-    pub prompt: PromptMode,
-    /// How its stdout is parsed.
-    pub format: Format,
-    /// The model asked for, if any.
-    pub model: Option<String>,
-    /// First wait after a usage or rate limit that names no reset time; doubles each time.
-    pub retry_wait: Duration,
-    /// The longest such wait.
-    pub retry_wait_max: Duration,
-    /// Wall clock per iteration.
-    pub timeout: Duration,
-    /// No output for this long: the agent is hung.
-    pub idle_timeout: Duration,
-    /// Between SIGTERM and SIGKILL when ralph stops the agent.
-    pub kill_grace: Duration,
-    /// Run the agent under a pseudo-terminal.
-    pub pty: bool,
-    /// The text that marks the task complete, when the agent itself prints it.
-    pub completion_promise: String,
-    /// Added to the agent's environment.
-    pub env: BTreeMap<String, String>,
-    /// agent.log is cut at this size, with a marker; the output is still read to the end.
-    pub max_log_size: u64,
-}
-
 /// The checks section, with defaults applied.
 #[derive(Debug, Clone)]
 pub struct ChecksConfig {
@@ -481,7 +426,7 @@ impl Config {
         };
         let otlp_endpoint = file.telemetry.otlp_endpoint.filter(|e| !e.trim().is_empty());
         if let Some(e) = &otlp_endpoint {
-            crate::telemetry::Endpoint::base(e)
+            crate::otlp::Endpoint::base(e)
                 .map_err(|err| invalid(format!("[telemetry] otlp_endpoint: {err}")))?;
         }
         Ok(Config {
@@ -659,14 +604,6 @@ fn templates_inside(root: &Path, text: &str) -> Result<(), ConfigError> {
         }
     }
     Ok(())
-}
-
-/// 1-based line and column of a byte offset.
-pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! `CommandError`).
 
 use crate::exit_code;
+pub use crate::text::chain;
 use std::fmt;
 
 /// An error that ends a `ralph` command.
@@ -42,21 +43,6 @@ impl fmt::Display for CliError {
 }
 
 impl std::error::Error for CliError {}
-
-/// Formats an error and its `source()` chain as "a: b: c".
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        let s = e.to_string();
-        if !out.contains(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        cur = e.source();
-    }
-    out
-}
 
 impl From<crate::config::ConfigError> for CliError {
     fn from(e: crate::config::ConfigError) -> Self {

@@ -28,8 +28,11 @@ use std::path::{Path, PathBuf};
 /// (documented in README.md): far above any real one, and a bound on what a hostile file costs.
 pub const MAX_INPUT_BYTES: u64 = 1024 * 1024;
 
+/// ralph's folder at the repository root. Never committed, never touched by a revert.
+pub const RALPH_DIR: &str = ".ralph";
+
 /// ralph's own folder: paths are checked from here down.
-const ANCHOR: &str = crate::state::RALPH_DIR;
+const ANCHOR: &str = RALPH_DIR;
 
 /// The error for a symbolic link in ralph's way.
 fn link_error(path: &Path) -> io::Error {

@@ -7,6 +7,7 @@
 //!   in the number of tests a check's runner reports (cargo test, nextest, pytest, jest,
 //!   vitest), compared with the last green count.
 
+use crate::git::Change;
 use crate::record::Cause;
 use std::collections::BTreeMap;
 
@@ -117,15 +118,6 @@ pub fn protected_patterns(
     out
 }
 
-/// One changed path, as `git diff --name-status` reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Change {
-    /// 'A', 'M', 'D' (renames are split into a delete and an add); 'M' also stands for an
-    /// addition when only `git add -v` told (it does not say which).
-    pub kind: char,
-    pub path: String,
-}
-
 /// One thing a gate caught: its kind (the record's `cause`) and what it says of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
@@ -196,7 +188,7 @@ pub fn holds_skip_marker(text: &[u8]) -> bool {
 
 /// The number of tests a runner's output line reports, if it is a summary line.
 pub fn test_count(line: &str) -> Option<u64> {
-    let l = crate::agent::scan::strip_ansi(line);
+    let l = crate::text::strip_ansi(line);
     let l = l.trim();
     let num_before = |s: &str, word: &str| -> Option<u64> {
         let i = s.find(word)?;
@@ -232,7 +224,7 @@ pub fn test_count(line: &str) -> Option<u64> {
 
 /// The failing test a runner's output line names, if it names one.
 pub fn failing_test(line: &str) -> Option<String> {
-    let l = crate::agent::scan::strip_ansi(line);
+    let l = crate::text::strip_ansi(line);
     let t = l.trim();
     // cargo test: "test parser::tests::nested ... FAILED"
     if let Some(rest) = t.strip_prefix("test ")

@@ -14,6 +14,15 @@ use std::process::{Command, Output, Stdio};
 const EXCLUDE_RALPH: &str = ":(exclude).ralph";
 const RALPH_PATH: &str = ".ralph";
 
+/// One changed path, as `git diff --name-status` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// 'A', 'M', 'D' (renames are split into a delete and an add); 'M' also stands for an
+    /// addition when only `git add -v` told (it does not say which).
+    pub kind: char,
+    pub path: String,
+}
+
 /// A git command that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
@@ -309,11 +318,11 @@ pub fn add_all(root: &Path) -> Result<(), GitError> {
 /// modified: `M`) or removed (`D`). `None` when a line does not read as git prints them (a
 /// path with a newline): the caller asks `git diff`. Against HEAD only when the index matched
 /// HEAD before.
-pub fn add_all_listed(root: &Path) -> Result<Option<Vec<crate::gates::Change>>, GitError> {
+pub fn add_all_listed(root: &Path) -> Result<Option<Vec<Change>>, GitError> {
     Ok(parse_added(&add_all_into(root, None, true)?.stdout))
 }
 
-fn parse_added(stdout: &[u8]) -> Option<Vec<crate::gates::Change>> {
+fn parse_added(stdout: &[u8]) -> Option<Vec<Change>> {
     let text = std::str::from_utf8(stdout).ok()?;
     let mut changes = Vec::new();
     for line in text.lines() {
@@ -323,7 +332,7 @@ fn parse_added(stdout: &[u8]) -> Option<Vec<crate::gates::Change>> {
             _ => return None,
         };
         let path = rest.strip_prefix('\'')?.strip_suffix('\'')?;
-        changes.push(crate::gates::Change { kind, path: path.to_string() });
+        changes.push(Change { kind, path: path.to_string() });
     }
     // git's own order (the index's: by bytes), as `git diff` lists them.
     changes.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
@@ -867,7 +876,7 @@ fn nul_separated(bytes: &[u8]) -> Vec<String> {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Staged {
     /// Kind (A, M, D, T; renames split into D and A) and path of each changed file.
-    pub changes: Vec<crate::gates::Change>,
+    pub changes: Vec<Change>,
     /// The lines the changes add, with their file (from the first few MiB of the patch).
     pub added: Vec<(String, String)>,
 }
@@ -912,7 +921,7 @@ fn parse_staged(bytes: &[u8]) -> (Staged, Vec<String>) {
         let mut fields = rest.splitn(3, |&b| b == 0);
         let (Some(meta), Some(path)) = (fields.next(), fields.next()) else { break };
         let kind = meta.last().map_or('M', |&b| char::from(b));
-        staged.changes.push(crate::gates::Change { kind, path: String::from_utf8_lossy(path).into_owned() });
+        staged.changes.push(Change { kind, path: String::from_utf8_lossy(path).into_owned() });
         rest = fields.next().unwrap_or_default();
     }
     let patch = rest.strip_prefix(b"\0").unwrap_or(rest);
@@ -1168,8 +1177,8 @@ mod tests {
         assert!(!e.to_string().contains("installed"), "{e}");
     }
 
-    fn change(kind: char, path: &str) -> crate::gates::Change {
-        crate::gates::Change { kind, path: path.to_string() }
+    fn change(kind: char, path: &str) -> Change {
+        Change { kind, path: path.to_string() }
     }
 
     /// A repository with a committed file of each kind the parsers must tell apart, then

@@ -33,11 +33,8 @@ pub const START: &str =
 pub const END: &str = "<!-- ralph:learnings:end -->";
 const START_PREFIX: &str = "<!-- ralph:learnings:start";
 
-/// The most learning proposals (new entries, updates and retirements together) taken from one
-/// iteration. An agent that floods `<learning>` tags gets the first ones considered and the
-/// rest rejected as one count: an iteration rarely teaches more than a few things, and each
-/// proposal costs a pass over the store.
-pub const MAX_PROPOSALS: usize = 20;
+/// Counted in `agent::scan`, which stops taking proposals there.
+pub use crate::agent::scan::MAX_PROPOSALS;
 
 /// The reason given for the proposals past [`MAX_PROPOSALS`].
 pub const TOO_MANY: &str = "too many learnings in one iteration";

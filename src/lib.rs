@@ -4,9 +4,9 @@
 //! Subsystems: [`backlog`] (specs and task selection), [`prompt`] (the template), [`agent`]
 //! (command line, output scanning, the scripted agent), [`process`] (spawning, timeouts,
 //! process groups), [`checks`], [`git`], [`learnings`], [`budget`], [`state`] (persisted state,
-//! lock, atomic writes), [`fsx`] (files opened without following links), [`logs`] (on-disk
-//! layout), [`record`] (the iteration record), [`runner`] (the loop), [`worktree`] (a checkout's
-//! root and its tree watch: staging, commit, revert), [`reporter`] (what the
+//! lock), [`durable`] (atomic writes), [`fsx`] (files opened without following links), [`logs`]
+//! (on-disk layout), [`record`] (the iteration record), [`runner`] (the loop), [`worktree`] (a
+//! checkout's root and its tree watch: staging, commit, revert), [`reporter`] (what the
 //! user sees), [`commands`] (the other subcommands).
 
 pub mod agent;
@@ -16,6 +16,7 @@ pub mod checks;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod durable;
 pub mod error;
 pub mod exit_code;
 pub mod fault;
@@ -24,6 +25,7 @@ pub mod gates;
 pub mod git;
 pub mod learnings;
 pub mod logs;
+pub mod otlp;
 pub mod out;
 pub mod process;
 pub mod prompt;
@@ -37,6 +39,7 @@ pub mod state;
 pub mod stats;
 pub mod telemetry;
 pub mod term;
+pub mod text;
 pub mod watch;
 pub mod worktree;
 

@@ -6,7 +6,7 @@
 //! U+009F) and the C0 controls but newline and tab. It works on a stream: a sequence cut
 //! between two chunks is held back until its end arrives, never shown half.
 //!
-//! `agent::scan::strip_ansi` is [`sanitize`] without colours: what ralph scans an agent's
+//! `text::strip_ansi` is [`sanitize`] without colours: what ralph scans an agent's
 //! output for (the promise, learnings, test summaries) is the text `ralph logs` shows.
 
 /// The longest escape sequence held back waiting for its end; a longer one is dropped whole.

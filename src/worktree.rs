@@ -88,7 +88,7 @@ impl Worktree {
 
     /// [`add_all`](Self::add_all), and what it changed in the index (see
     /// [`git::add_all_listed`]).
-    pub fn add_all_listed(&self) -> Result<Option<Vec<crate::gates::Change>>, GitError> {
+    pub fn add_all_listed(&self) -> Result<Option<Vec<git::Change>>, GitError> {
         self.staging(|| git::add_all_listed(&self.root))
     }
 

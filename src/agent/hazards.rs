@@ -1,7 +1,7 @@
 //! Known hazards of running agent CLIs unattended, checked before a run (problems stop it
 //! with a clear message) and listed by `ralph doctor`.
 
-use crate::config::{AgentConfig, PromptMode};
+use super::{AgentConfig, PromptMode};
 
 /// How serious a hazard is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

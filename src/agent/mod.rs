@@ -1,6 +1,7 @@
-//! The coding agent: how its command line is built from `[agent]` and how the prompt reaches
-//! it; [`scan`] reads what it prints; [`scripted`] is the agent that ships with ralph for
-//! dry runs and tests.
+//! The coding agent: its settings ([`AgentConfig`], [`PromptMode`]: `[agent]` as
+//! [`crate::config`] resolves it, re-exported there), how its command line is built and how
+//! the prompt reaches it; [`scan`] reads what it prints; [`scripted`] is the agent that ships
+//! with ralph for dry runs and tests.
 
 pub mod hazards;
 pub mod limits;
@@ -10,9 +11,58 @@ pub mod scan;
 pub mod scripted;
 pub mod session;
 
-use crate::config::{AgentConfig, PromptMode};
 use crate::process::SpawnRequest;
+use output::Format;
+use preset::Preset;
+use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How the rendered prompt reaches the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PromptMode {
+    /// Written to the agent's stdin, which is then closed.
+    #[default]
+    Stdin,
+    /// Passed as an argument: replaces `{prompt}` in the command, or is appended.
+    Arg,
+    /// The path of the saved `prompt.md`: replaces `{prompt_file}`, or is appended.
+    File,
+}
+
+/// `[agent]` (and `[review]`), with defaults applied: built by [`crate::config`].
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The preset; `None` for a custom command.
+    pub preset: Option<&'static Preset>,
+    /// Program and arguments, the preset's resolved; never empty.
+    pub command: Vec<String>,
+    pub prompt: PromptMode,
+    /// How its stdout is parsed.
+    pub format: Format,
+    /// The model asked for, if any.
+    pub model: Option<String>,
+    /// First wait after a usage or rate limit that names no reset time; doubles each time.
+    pub retry_wait: Duration,
+    /// The longest such wait.
+    pub retry_wait_max: Duration,
+    /// Wall clock per iteration.
+    pub timeout: Duration,
+    /// No output for this long: the agent is hung.
+    pub idle_timeout: Duration,
+    /// Between SIGTERM and SIGKILL when ralph stops the agent.
+    pub kill_grace: Duration,
+    /// Run the agent under a pseudo-terminal.
+    pub pty: bool,
+    /// The text that marks the task complete, when the agent itself prints it.
+    pub completion_promise: String,
+    /// Added to the agent's environment.
+    pub env: BTreeMap<String, String>,
+    /// agent.log is cut at this size, with a marker; the output is still read to the end.
+    pub max_log_size: u64,
+}
 
 /// Placeholder replaced by the prompt text in `prompt = "arg"` mode.
 pub const PROMPT_PLACEHOLDER: &str = "{prompt}";

@@ -3,8 +3,8 @@
 //! are in the project's research notes (agent-clis.md) and were checked against the installed
 //! versions the real-agent suite pins (tests/real-agents/package.json).
 
+use super::PromptMode;
 use super::output::Format;
-use crate::config::PromptMode;
 
 /// One preset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,8 +7,17 @@
 //! bounded whatever the agent prints: lines are cut at [`MAX_LINE`], tags at [`MAX_TAG`], and
 //! the learning proposals taken at [`MAX_PROPOSALS`] (the rest are only counted).
 
-use crate::learnings::MAX_PROPOSALS;
+pub use crate::text::strip_ansi;
 use std::collections::HashSet;
+
+/// The default completion promise the agent prints when the task is done.
+pub const DEFAULT_PROMISE: &str = "<promise>COMPLETE</promise>";
+
+/// The most learning proposals (new entries, updates and retirements together) taken from one
+/// iteration. An agent that floods `<learning>` tags gets the first ones considered and the
+/// rest rejected as one count: an iteration rarely teaches more than a few things, and each
+/// proposal costs a pass over the store.
+pub const MAX_PROPOSALS: usize = 20;
 
 /// Longest line examined; the rest of a longer line is ignored (still logged).
 pub const MAX_LINE: usize = 64 * 1024;
@@ -306,14 +315,6 @@ fn normalize(line: &str) -> String {
 
 fn collapse(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// Removes escape sequences (CSI, OSC, DCS and the other strings, whether ended by BEL or ST)
-/// and control characters but newline and tab, carriage returns included (PTY output carries
-/// both): the terminal module's [`crate::term::sanitize`], colours dropped, so what is scanned
-/// is what `ralph logs` shows.
-pub fn strip_ansi(s: &str) -> String {
-    crate::term::sanitize(s, false)
 }
 
 #[cfg(test)]

@@ -95,7 +95,7 @@ pub enum PromiseText {
 pub fn load(path: &Path) -> Result<Scenario, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     toml::from_str(&text).map_err(|e| {
-        let (line, col) = e.span().map(|s| crate::config::line_col(&text, s.start)).unwrap_or((1, 1));
+        let (line, col) = e.span().map(|s| crate::text::line_col(&text, s.start)).unwrap_or((1, 1));
         format!("{}:{line}:{col}: {}", path.display(), e.message().trim())
     })
 }
@@ -189,7 +189,7 @@ fn play(action: &Action, prompt: &str) -> Option<i32> {
         }
         Action::Sleep(d) => {
             let _ = out.flush();
-            std::thread::sleep(crate::config::parse_duration(d).unwrap_or(Duration::ZERO));
+            std::thread::sleep(crate::text::parse_duration(d).unwrap_or(Duration::ZERO));
         }
         Action::Hang(true) => {
             let _ = out.flush();
@@ -233,7 +233,7 @@ fn play(action: &Action, prompt: &str) -> Option<i32> {
         }
         Action::Promise(p) => {
             let text = match p {
-                PromiseText::Default(true) => crate::config::DEFAULT_PROMISE,
+                PromiseText::Default(true) => crate::agent::scan::DEFAULT_PROMISE,
                 PromiseText::Default(false) => return None,
                 PromiseText::Text(t) => t.as_str(),
             };

@@ -10,9 +10,9 @@
 //! the agent (gracefully, as [`Ending::Yielded`]) and is reported in [`Ended::write_error`]:
 //! the caller decides what else stops, but never goes on as if the log were whole.
 
+use super::AgentConfig;
 use super::output::{Format, Parser, Report};
 use super::scan::{Findings, Scanner};
-use crate::config::AgentConfig;
 use crate::process::{self, Ending, Finished, Limits, SpawnError, SpawnRequest};
 use crate::secrets::{Secrets, StreamMasker};
 use std::io::Write;
@@ -172,7 +172,7 @@ impl<'a> Session<'a> {
             .await),
             Err(e) => {
                 if write_error.is_none()
-                    && let Err(w) = log.write(format!("ralph: {}\n", crate::error::chain(&e)).as_bytes())
+                    && let Err(w) = log.write(format!("ralph: {}\n", crate::text::chain(&e)).as_bytes())
                 {
                     write_error = Some(w);
                 }

@@ -359,7 +359,7 @@ mod tests {
 
     /// Parses a whole fixture and returns the report and the text the scanner saw.
     pub(super) fn parse(format: Format, text: &str) -> (Report, crate::agent::scan::Findings) {
-        let mut scanner = Scanner::new("", crate::config::DEFAULT_PROMISE);
+        let mut scanner = Scanner::new("", crate::agent::scan::DEFAULT_PROMISE);
         let mut p = Parser::new(format);
         // Feed in small pieces: chunk boundaries fall anywhere.
         for chunk in text.as_bytes().chunks(7) {
