@@ -75,8 +75,11 @@ add_tasks() {
   cat > "$1" <<'SH'
 #!/bin/bash
 # add-tasks REPO N: the last round's specs (done) removed, N new ones, committed: a backlog of
-# N tasks each round, not one that grows by N (work both sides do alike).
+# N tasks each round, not one that grows by N (work both sides do alike). ralph's state of the
+# removed tasks goes too: each round is a night on a new backlog, as issue 15 measured it, not a
+# state.json that grows by N tasks a round (see BENCHMARKS.md, session 5).
 set -e
+rm -f "$1"/.ralph/state.json "$1"/.ralph/state.json.prev "$1"/.ralph/state.json.spare
 stamp=$(date +%s%N)
 mkdir -p "$1/specs"
 git -C "$1" rm -q --ignore-unmatch 'specs/t*.md'

@@ -628,7 +628,7 @@ fn commit_work(
     reporter.phase(Phase::Commit);
     // ralph owns the status: the agent's word (or edit) does not mark a task done.
     let status = if j.outcome == Outcome::Done { Status::Done } else { Status::Todo };
-    crate::backlog::set_status(root, task, &prep.spec_before, status, None)?;
+    crate::backlog::set_status_for_commit(root, task, &prep.spec_before, status)?;
     learnings::write_agents_md(root, store, &it.cfg.learnings, it.secrets)?;
     if git::head(root)?.as_deref() != Some(head_before) {
         git::reset_soft(root, head_before)?;
