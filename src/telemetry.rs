@@ -16,6 +16,7 @@
 //! or the agent's words is exported: no final message, no failure text, no prompt; the check
 //! commands and the run's end reason go through [`Secrets`] masking.
 
+use crate::agent::preset::{self, Provider};
 pub use crate::otlp::{Endpoint, EndpointError};
 use crate::record::{IterationRecord, Outcome};
 use crate::reporter::{Phase, Reporter};
@@ -282,30 +283,22 @@ struct Agent {
     /// `gen_ai.agent.name`: the preset, or the custom command's program name.
     name: String,
     /// `gen_ai.provider.name` and the older `gen_ai.system`, where the preset pins them.
-    provider: Option<(&'static str, &'static str)>,
+    provider: Option<Provider>,
     /// `gen_ai.request.model`: the configured model.
     model: Option<String>,
 }
 
 impl Agent {
     fn from_config(agent: &crate::config::AgentConfig) -> Agent {
+        let program = agent.command.first().map(String::as_str).unwrap_or("agent");
         let name = match agent.preset {
             Some(p) => p.name.to_string(),
-            None => {
-                let program = agent.command.first().map(String::as_str).unwrap_or("agent");
-                std::path::Path::new(program)
-                    .file_name()
-                    .map_or_else(|| program.to_string(), |f| f.to_string_lossy().into_owned())
-            }
+            None => std::path::Path::new(program)
+                .file_name()
+                .map_or_else(|| program.to_string(), |f| f.to_string_lossy().into_owned()),
         };
-        // Only where the CLI talks to one provider; opencode, pi, aider, amp, cursor and qwen
-        // can be pointed at several.
-        let provider = match name.as_str() {
-            "claude" => Some(("anthropic", "anthropic")),
-            "codex" => Some(("openai", "openai")),
-            "gemini" => Some(("gcp.gemini", "gemini")),
-            _ => None,
-        };
+        // A custom command running a preset's program talks to that preset's provider.
+        let provider = agent.preset.or_else(|| preset::by_program(program)).and_then(|p| p.provider);
         Agent { name, provider, model: agent.model.clone() }
     }
 }
@@ -415,8 +408,8 @@ fn agent_span(cx: &Context, r: &IterationRecord, parent: u64, from: u64, to: u64
     let mut s = Span::new(&cx.ids, Some(parent), new_span_id(), format!("invoke_agent {}", a.name), from, to)
         .with("gen_ai.operation.name", "invoke_agent")
         .with("gen_ai.agent.name", a.name.as_str())
-        .with_opt("gen_ai.provider.name", a.provider.map(|p| p.0))
-        .with_opt("gen_ai.system", a.provider.map(|p| p.1))
+        .with_opt("gen_ai.provider.name", a.provider.map(|p| p.name))
+        .with_opt("gen_ai.system", a.provider.map(|p| p.system))
         .with_opt("gen_ai.request.model", a.model.clone())
         .with_opt("gen_ai.response.model", r.model.clone())
         .with_opt("gen_ai.conversation.id", r.agent_session_id.clone());
@@ -762,6 +755,25 @@ mod tests {
         }
     }
 
+    fn agent(toml: &str) -> Agent {
+        let cfg = crate::config::Config::parse(std::path::Path::new("ralph.toml"), toml).unwrap();
+        Agent::from_config(&cfg.agent)
+    }
+
+    #[test]
+    fn the_provider_comes_from_the_preset_or_the_program_it_runs() {
+        let gemini = agent("[agent]\npreset = \"gemini\"\nbin = \"/opt/g/gemini-nightly\"\n");
+        assert_eq!(
+            (gemini.name.as_str(), gemini.provider.map(|p| (p.name, p.system))),
+            ("gemini", Some(("gcp.gemini", "gemini")))
+        );
+        let codex = agent("[agent]\ncommand = [\"/usr/local/bin/codex\", \"exec\"]\n");
+        assert_eq!((codex.name.as_str(), codex.provider.map(|p| p.name)), ("codex", Some("openai")));
+        for toml in ["[agent]\npreset = \"opencode\"\n", "[agent]\ncommand = [\"my-agent\"]\n"] {
+            assert_eq!(agent(toml).provider, None, "{toml}");
+        }
+    }
+
     fn cx() -> Context {
         Context {
             ids: Ids { trace: 0xabc, run_span: 0x77 },
@@ -769,7 +781,7 @@ mod tests {
             run_id: "r1".into(),
             agent: Agent {
                 name: "claude".into(),
-                provider: Some(("anthropic", "anthropic")),
+                provider: Some(Provider { name: "anthropic", system: "anthropic" }),
                 model: Some("opus".into()),
             },
             secrets: Secrets::from_vars([("API_TOKEN", "s3cr3t-value")]),

@@ -1,6 +1,8 @@
 //! Known hazards of running agent CLIs unattended, checked before a run (problems stop it
-//! with a clear message) and listed by `ralph doctor`.
+//! with a clear message) and listed by `ralph doctor`. Which CLI has which quirk is a fact of
+//! its preset ([`Preset::quirks`], [`Preset::reads`]), found for a custom command by its program.
 
+use super::preset::{self, Instructions, Preset, Quirk};
 use super::{AgentConfig, PromptMode};
 
 /// How serious a hazard is.
@@ -20,9 +22,17 @@ pub struct Hazard {
     pub hint: Option<String>,
 }
 
-fn is_claude(cfg: &AgentConfig) -> bool {
-    cfg.preset.is_some_and(|p| p.name == "claude")
-        || std::path::Path::new(&cfg.command[0]).file_name().is_some_and(|n| n == "claude")
+/// The presets whose facts apply: the configured one, and the one whose program the command
+/// runs (a custom command running `claude` has claude's quirks; so has a preset pointed at it
+/// through `bin`).
+fn presets(cfg: &AgentConfig) -> impl Iterator<Item = &'static Preset> {
+    let program = cfg.command.first().and_then(|p| preset::by_program(p));
+    cfg.preset.into_iter().chain(program.filter(|p| Some(*p) != cfg.preset))
+}
+
+/// The CLI with this quirk, if the agent is one.
+fn with_quirk(cfg: &AgentConfig, q: Quirk) -> Option<&'static str> {
+    presets(cfg).find(|p| p.quirks.contains(&q)).map(|p| p.name)
 }
 
 /// The hazards of this agent configuration on this machine, given the environment ralph runs
@@ -30,24 +40,32 @@ fn is_claude(cfg: &AgentConfig) -> bool {
 pub fn check(cfg: &AgentConfig, euid: u32, env: &dyn Fn(&str) -> Option<String>) -> Vec<Hazard> {
     let mut out = Vec::new();
     let has = |flag: &str| cfg.command.iter().any(|a| a == flag);
-    if is_claude(cfg) {
+    if let Some(cli) = with_quirk(cfg, Quirk::RootNeedsIsSandbox) {
         let sandbox = cfg.env.get("IS_SANDBOX").cloned().or_else(|| env("IS_SANDBOX"));
         if euid == 0 && has("--dangerously-skip-permissions") && sandbox.as_deref() != Some("1") {
             out.push(Hazard {
                 level: Level::Problem,
-                message: "ralph runs as root, and claude refuses --dangerously-skip-permissions as root unless IS_SANDBOX=1".into(),
+                message: format!(
+                    "ralph runs as root, and {cli} refuses --dangerously-skip-permissions as root unless IS_SANDBOX=1"
+                ),
                 hint: Some(
                     "on a disposable sandbox or container, add IS_SANDBOX = \"1\" under [agent.env]; otherwise run ralph as a normal user".into(),
                 ),
             });
         }
-        if has("stream-json") && (has("-p") || has("--print")) && !has("--verbose") {
-            out.push(Hazard {
-                level: Level::Problem,
-                message: "claude -p --output-format stream-json exits 1 without --verbose".into(),
-                hint: Some("add \"--verbose\" to the command, or use preset = \"claude\"".into()),
-            });
-        }
+    }
+    if let Some(cli) = with_quirk(cfg, Quirk::StreamJsonNeedsVerbose)
+        && has("stream-json")
+        && (has("-p") || has("--print"))
+        && !has("--verbose")
+    {
+        out.push(Hazard {
+            level: Level::Problem,
+            message: format!("{cli} -p --output-format stream-json exits 1 without --verbose"),
+            hint: Some(format!("add \"--verbose\" to the command, or use preset = \"{cli}\"")),
+        });
+    }
+    if presets(cfg).any(|p| p.reads == Instructions::ClaudeMd) {
         out.push(Hazard {
             level: Level::Note,
             message: "Claude Code reads CLAUDE.md, not AGENTS.md: ralph puts AGENTS.md into every prompt"
@@ -108,5 +126,19 @@ mod tests {
     fn custom_claude_without_verbose() {
         let c = cfg("[agent]\ncommand = [\"claude\", \"-p\", \"--output-format\", \"stream-json\"]\n");
         assert!(problems(&c, 1000, &|_| None)[0].contains("--verbose"));
+    }
+
+    #[test]
+    fn a_custom_command_running_claude_by_path_has_its_hazards() {
+        let c = cfg(
+            "[agent]\ncommand = [\"/usr/local/bin/claude\", \"-p\", \"--dangerously-skip-permissions\"]\n",
+        );
+        assert_eq!(problems(&c, 0, &|_| None).len(), 1);
+        let notes = check(&c, 1000, &|_| None);
+        assert!(notes.iter().any(|h| h.message.contains("CLAUDE.md")), "{notes:?}");
+        let c = cfg(
+            "[agent]\ncommand = [\"/usr/local/bin/codex\", \"-p\", \"--dangerously-skip-permissions\"]\n",
+        );
+        assert!(check(&c, 0, &|_| None).is_empty());
     }
 }

@@ -1,7 +1,9 @@
 //! Agent presets: for each supported CLI, its unattended one-shot command line, how the prompt
-//! goes in, its machine-readable output format, and the environment it needs. Facts per CLI
-//! are in the project's research notes (agent-clis.md) and were checked against the installed
-//! versions the real-agent suite pins (tests/real-agents/package.json).
+//! goes in, its machine-readable output format, the environment it needs, and what ralph knows
+//! about it (its provider, whether it reports a cost, the instructions file it reads, its
+//! quirks). Facts per CLI are in the project's research notes (agent-clis.md) and were checked
+//! against the installed versions the real-agent suite pins (tests/real-agents/package.json).
+//! Telemetry and the hazard checks read these facts from here, never by the CLI's name.
 
 use super::PromptMode;
 use super::output::Format;
@@ -29,6 +31,47 @@ pub struct Preset {
     pub needs_flags: &'static [&'static str],
     /// How to install it.
     pub install: &'static str,
+    /// The one provider the CLI talks to, for telemetry's GenAI attributes; `None` where it can
+    /// be pointed at several (opencode, pi, aider, qwen) or hides which (amp, cursor).
+    pub provider: Option<Provider>,
+    /// Whether its output carries the cost of the run (README: the record's `cost_usd`);
+    /// the real-agent suite asserts it. Only formats that have a cost field can.
+    pub reports_cost: bool,
+    /// The instructions file it reads by itself.
+    pub reads: Instructions,
+    /// What goes wrong when it runs unattended, checked by [`super::hazards`].
+    pub quirks: &'static [Quirk],
+}
+
+/// A provider in the OpenTelemetry GenAI conventions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Provider {
+    /// `gen_ai.provider.name`.
+    pub name: &'static str,
+    /// `gen_ai.system`, the older attribute (differs for Gemini).
+    pub system: &'static str,
+}
+
+/// The instructions file a CLI picks up from the working tree by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Instructions {
+    /// `AGENTS.md`, ralph's own.
+    AgentsMd,
+    /// `CLAUDE.md` only, not `AGENTS.md` (anthropics/claude-code#6235).
+    ClaudeMd,
+    /// `GEMINI.md` unless `context.fileName` in `.gemini/settings.json` says otherwise.
+    GeminiMd,
+    /// Nothing unless told (aider's `--read`).
+    Nothing,
+}
+
+/// A known way the CLI fails when run unattended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quirk {
+    /// As root it refuses `--dangerously-skip-permissions` unless `IS_SANDBOX=1`.
+    RootNeedsIsSandbox,
+    /// `-p --output-format stream-json` exits 1 without `--verbose`.
+    StreamJsonNeedsVerbose,
 }
 
 /// Every preset but `custom`.
@@ -46,6 +89,10 @@ pub const PRESETS: &[Preset] = &[
         help: &["--help"],
         needs_flags: &["--print", "--output-format", "--verbose", "--dangerously-skip-permissions"],
         install: "npm install -g @anthropic-ai/claude-code",
+        provider: Some(Provider { name: "anthropic", system: "anthropic" }),
+        reports_cost: true,
+        reads: Instructions::ClaudeMd,
+        quirks: &[Quirk::RootNeedsIsSandbox, Quirk::StreamJsonNeedsVerbose],
     },
     Preset {
         name: "codex",
@@ -68,6 +115,10 @@ pub const PRESETS: &[Preset] = &[
         help: &["exec", "--help"],
         needs_flags: &["--json", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox"],
         install: "npm install -g @openai/codex",
+        provider: Some(Provider { name: "openai", system: "openai" }),
+        reports_cost: false,
+        reads: Instructions::AgentsMd,
+        quirks: &[],
     },
     Preset {
         name: "gemini",
@@ -83,6 +134,10 @@ pub const PRESETS: &[Preset] = &[
         help: &["--help"],
         needs_flags: &["--output-format", "--yolo"],
         install: "npm install -g @google/gemini-cli",
+        provider: Some(Provider { name: "gcp.gemini", system: "gemini" }),
+        reports_cost: false,
+        reads: Instructions::GeminiMd,
+        quirks: &[],
     },
     Preset {
         name: "opencode",
@@ -97,6 +152,10 @@ pub const PRESETS: &[Preset] = &[
         help: &["run", "--help"],
         needs_flags: &["--format"],
         install: "npm install -g opencode-ai",
+        provider: None,
+        reports_cost: true,
+        reads: Instructions::AgentsMd,
+        quirks: &[],
     },
     Preset {
         name: "pi",
@@ -110,6 +169,10 @@ pub const PRESETS: &[Preset] = &[
         help: &["--help"],
         needs_flags: &["--mode", "--no-session"],
         install: "npm install -g @mariozechner/pi-coding-agent",
+        provider: None,
+        reports_cost: true,
+        reads: Instructions::AgentsMd,
+        quirks: &[],
     },
     Preset {
         name: "qwen",
@@ -123,6 +186,11 @@ pub const PRESETS: &[Preset] = &[
         help: &["--help"],
         needs_flags: &["--output-format", "--yolo"],
         install: "npm install -g @qwen-code/qwen-code",
+        provider: None,
+        // Its result may carry total_cost_usd (qwen-code types.ts): not verified, so not promised.
+        reports_cost: false,
+        reads: Instructions::AgentsMd,
+        quirks: &[],
     },
     Preset {
         name: "aider",
@@ -143,6 +211,10 @@ pub const PRESETS: &[Preset] = &[
         help: &["--help"],
         needs_flags: &["--message-file", "--yes-always", "--no-auto-commits"],
         install: "python -m pip install aider-install && aider-install",
+        provider: None,
+        reports_cost: true,
+        reads: Instructions::Nothing,
+        quirks: &[],
     },
     Preset {
         name: "amp",
@@ -156,6 +228,10 @@ pub const PRESETS: &[Preset] = &[
         help: &["--help"],
         needs_flags: &["--stream-json", "--dangerously-allow-all"],
         install: "npm install -g @sourcegraph/amp",
+        provider: None,
+        reports_cost: false,
+        reads: Instructions::AgentsMd,
+        quirks: &[],
     },
     Preset {
         name: "cursor",
@@ -169,6 +245,10 @@ pub const PRESETS: &[Preset] = &[
         help: &["--help"],
         needs_flags: &["--output-format", "--force"],
         install: "curl https://cursor.com/install -fsS | bash",
+        provider: None,
+        reports_cost: false,
+        reads: Instructions::AgentsMd,
+        quirks: &[],
     },
 ];
 
@@ -183,6 +263,13 @@ pub fn names() -> String {
 pub fn find(name: &str) -> Option<&'static Preset> {
     let name = if name == "cursor-agent" { "cursor" } else { name };
     PRESETS.iter().find(|p| p.name == name)
+}
+
+/// The preset whose program `program` (a path or a name) runs, so a custom command gets
+/// that CLI's facts.
+pub fn by_program(program: &str) -> Option<&'static Preset> {
+    let name = std::path::Path::new(program).file_name()?;
+    PRESETS.iter().find(|p| name == p.bin)
 }
 
 /// The full command line: program, the preset's arguments, the model, the user's arguments,
@@ -230,5 +317,45 @@ mod tests {
         }
         assert_eq!(find("cursor-agent").map(|p| p.name), Some("cursor"));
         assert!(find("gpt").is_none());
+    }
+
+    #[test]
+    fn every_presets_facts_are_consistent() {
+        // The GenAI names telemetry reported before the facts moved here.
+        let providers: Vec<_> =
+            PRESETS.iter().filter_map(|p| p.provider.map(|v| (p.name, v.name, v.system))).collect();
+        assert_eq!(
+            providers,
+            [
+                ("claude", "anthropic", "anthropic"),
+                ("codex", "openai", "openai"),
+                ("gemini", "gcp.gemini", "gemini")
+            ]
+        );
+        for p in PRESETS {
+            // Only these formats have a cost field.
+            let costed = matches!(
+                p.format,
+                Format::ClaudeStreamJson | Format::OpencodeJson | Format::PiJson | Format::AiderText
+            );
+            assert!(!p.reports_cost || costed, "{} reports a cost its format cannot carry", p.name);
+            // The preset's own command line never trips its own quirks.
+            if p.quirks.contains(&Quirk::StreamJsonNeedsVerbose) {
+                assert!(p.args.contains(&"--verbose"), "{}", p.name);
+            }
+            if p.quirks.contains(&Quirk::RootNeedsIsSandbox) {
+                assert!(p.args.contains(&"--dangerously-skip-permissions"), "{}", p.name);
+            }
+            assert_eq!(by_program(p.bin), Some(p));
+            assert_eq!(by_program(&format!("/usr/local/bin/{}", p.bin)), Some(p));
+        }
+        // The README's record field: Claude, opencode, pi and aider report a cost.
+        let costing: Vec<_> = PRESETS.iter().filter(|p| p.reports_cost).map(|p| p.name).collect();
+        assert_eq!(costing, ["claude", "opencode", "pi", "aider"]);
+        let claude_md: Vec<_> =
+            PRESETS.iter().filter(|p| p.reads == Instructions::ClaudeMd).map(|p| p.name).collect();
+        assert_eq!(claude_md, ["claude"]);
+        assert_eq!(by_program("cursor").map(|p| p.name), None);
+        assert_eq!(by_program("/opt/claude-beta"), None);
     }
 }
