@@ -360,7 +360,12 @@ pub fn set_status(
 /// [`set_status`] for a file committed right after: written atomically as ever, its sync left
 /// to the write-behind thread (within a second) instead of the loop waiting for the disk, as
 /// git's own objects are. A green iteration's one synced write less.
-pub fn set_status_for_commit(root: &Path, task: &Spec, before: &str, status: Status) -> Result<bool, BacklogError> {
+pub fn set_status_for_commit(
+    root: &Path,
+    task: &Spec,
+    before: &str,
+    status: Status,
+) -> Result<bool, BacklogError> {
     write_status(root, task, before, status, None, crate::state::atomic_write_later)
 }
 
