@@ -229,19 +229,8 @@ impl CappedLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::process::tests::sh;
     use std::time::Duration;
-
-    fn sh(script: &str) -> SpawnRequest {
-        SpawnRequest {
-            program: "sh".into(),
-            args: vec!["-c".into(), script.into()],
-            cwd: std::env::temp_dir(),
-            env: vec![],
-            env_remove: vec![],
-            stdin: None,
-            pty: false,
-        }
-    }
 
     fn session<'a>(
         req: &'a SpawnRequest,

@@ -263,7 +263,7 @@ async fn drain(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -278,7 +278,8 @@ mod tests {
         unsafe { libc::close(fd) };
     }
 
-    fn sh(script: &str) -> SpawnRequest {
+    /// `sh -c script` in the temporary folder: the tests' child (the session's tests too).
+    pub(crate) fn sh(script: &str) -> SpawnRequest {
         SpawnRequest {
             program: "sh".into(),
             args: vec!["-c".into(), script.into()],

@@ -779,10 +779,15 @@ fn frame_breaks(
     index_untouched: bool,
 ) -> Result<Option<String>, CliError> {
     let switched = put_branch_back(it.wt.root(), f.branch_before)?;
-    let rewrote = history_rewritten(it.wt.root(), f.head_before)?;
-    let untouched = index_untouched && git::head(it.wt.root())?.as_deref() == Some(f.head_before);
-    let (tracked, hidden) =
-        if untouched { (None, None) } else { (ralph_dir_tracked(it, f.head_before)?, hidden_from_git(it)) };
+    // Read once, after the branch is put back: what the looks below judge.
+    let head = git::head(it.wt.root())?;
+    let rewrote = history_rewritten(it.wt.root(), f.head_before, head.as_deref())?;
+    let untouched = index_untouched && head.as_deref() == Some(f.head_before);
+    let (tracked, hidden) = if untouched {
+        (None, None)
+    } else {
+        (ralph_dir_tracked(it, f.head_before, head.as_deref().unwrap_or_default())?, hidden_from_git(it))
+    };
     let removed = put_logs_back(it.wt.root(), f.dir, f.prompt, f.started)?;
     let switched = [switched, rewrote, tracked, hidden, removed]
         .into_iter()
@@ -822,18 +827,18 @@ fn put_branch_back(root: &Path, before: Option<&str>) -> Result<Option<String>, 
 /// If the branch no longer holds `head_before` (the agent reset it back, amended or rebased
 /// ralph's commits), says so: work that was on the branch may not disappear in a commit. The
 /// revert that follows puts the branch back at `head_before`.
-fn history_rewritten(root: &Path, head_before: &str) -> Result<Option<String>, CliError> {
-    let Some(now) = git::head(root)? else {
+fn history_rewritten(root: &Path, head_before: &str, now: Option<&str>) -> Result<Option<String>, CliError> {
+    let Some(now) = now else {
         return Ok(Some("the agent left the branch without a commit; ralph put it back".into()));
     };
-    if now == head_before || git::is_ancestor(root, head_before, &now)? {
+    if now == head_before || git::is_ancestor(root, head_before, now)? {
         return Ok(None);
     }
     let short = |s: &str| s.chars().take(10).collect::<String>();
     Ok(Some(format!(
         "the agent rewrote the branch's history (HEAD went from {} to {}, which does not contain it: a reset, an amend or a rebase); ralph put the branch back",
         short(head_before),
-        short(&now)
+        short(now)
     )))
 }
 
@@ -854,9 +859,8 @@ fn hidden_from_git(it: &Iteration<'_>) -> Option<String> {
 
 /// If the agent put ralph's own folder into git (`git add -f .ralph`, perhaps committed), takes
 /// it out of the index again and says so: `.ralph/` is never committed.
-fn ralph_dir_tracked(it: &Iteration<'_>, head_before: &str) -> Result<Option<String>, CliError> {
-    let head = git::head(it.wt.root())?.unwrap_or_default();
-    let added = git::ralph_dir_added(it.wt.root(), head_before, &head)?;
+fn ralph_dir_tracked(it: &Iteration<'_>, head_before: &str, head: &str) -> Result<Option<String>, CliError> {
+    let added = git::ralph_dir_added(it.wt.root(), head_before, head)?;
     if added.is_empty() {
         return Ok(None);
     }
