@@ -30,6 +30,12 @@ fn untouched(elsewhere: &Path, files: &[(PathBuf, Vec<u8>)]) {
     assert!(inside.is_empty(), "ralph wrote into {}: {inside:?}", elsewhere.display());
 }
 
+/// Two tasks, `010-a` and `020-b`, committed with a `true` check; the scenario is set later
+/// (it names files outside the repository, made once the repository is).
+fn two_tasks() -> TestRepo {
+    TestRepo::with_loop("", &["true"], "", &[("010-a.md", "# A\n"), ("020-b.md", "# B\n")])
+}
+
 fn scenario(command: &str) -> String {
     format!(
         "[[step]]\niteration = 1\nactions = [\n  {{ run = {} }},\n  {{ write = {{ path = \"src/a.txt\", content = \"a\\n\" }} }},\n  {{ promise = true }},\n]\n",
@@ -39,7 +45,7 @@ fn scenario(command: &str) -> String {
 
 #[test]
 fn links_planted_in_ralphs_folder_lead_nowhere_outside() {
-    let repo = TestRepo::new();
+    let repo = two_tasks();
     let (elsewhere, files) = targets(&repo, &["prev.txt", "spare.txt", "lock.txt", "records.txt", "run.txt"]);
     let o = repo.outside.display();
     let e = elsewhere.display();
@@ -52,10 +58,6 @@ fn links_planted_in_ralphs_folder_lead_nowhere_outside() {
          && ln -sf {o}/run.txt run.json && ln -s {e} iter-0002"
     );
     repo.set_scenario(&scenario(&plant));
-    repo.write_config(&["true"], "");
-    repo.write("specs/010-a.md", "# A\n");
-    repo.write("specs/020-b.md", "# B\n");
-    repo.commit_all("set up ralph");
 
     let run = repo.ralph_within(120, &["run", "--max-iterations", "3"]);
     untouched(&elsewhere, &files);
@@ -145,7 +147,7 @@ fn a_spec_that_is_not_a_regular_file_is_named_not_read() {
 /// earlier work is lost.
 #[test]
 fn a_hostile_agent_changes_nothing_outside_and_loses_no_work() {
-    let repo = TestRepo::new();
+    let repo = two_tasks();
     let (elsewhere, files) = targets(&repo, &["prev.txt", "spare.txt"]);
     let o = repo.outside.display();
     let store = FORGED_STORE;
@@ -168,10 +170,6 @@ iteration = 2
 actions = [{ write = { path = "b.txt", content = "b\n" } }, { promise = true }]"#,
     );
     repo.set_scenario(&scenario);
-    repo.write_config(&["true"], "");
-    repo.write("specs/010-a.md", "# A\n");
-    repo.write("specs/020-b.md", "# B\n");
-    repo.commit_all("set up ralph");
 
     let run = repo.ralph_within(120, &["run"]);
     let r = repo.records();
@@ -202,7 +200,7 @@ actions = [{ write = { path = "b.txt", content = "b\n" } }, { promise = true }]"
 /// iteration naming them, and the run finishes the backlog; the next run starts normally.
 #[test]
 fn links_planted_at_ralphs_own_files_are_removed_and_the_run_goes_on() {
-    let repo = TestRepo::new();
+    let repo = two_tasks();
     let (elsewhere, files) = targets(&repo, &["learnings.txt", "state.txt", "lock.txt"]);
     let o = repo.outside.display();
     let plant = format!(
@@ -235,10 +233,6 @@ actions = [{{ write = {{ path = "c.txt", content = "c\n" }} }}, {{ promise = tru
         )
     );
     repo.set_scenario(&scenario);
-    repo.write_config(&["true"], "");
-    repo.write("specs/010-a.md", "# A\n");
-    repo.write("specs/020-b.md", "# B\n");
-    repo.commit_all("set up ralph");
 
     let run = repo.ralph_within(120, &["run"]);
     untouched(&elsewhere, &files);
