@@ -128,8 +128,11 @@ pub fn replace(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
         let current_synced = lock(&PENDING).get(path).is_none_or(|s| s.is_done());
         let slot = if current_synced { prev_path(path) } else { slot_path(path, "spare") };
         let slot_name = slot.file_name().unwrap_or(name);
+        // Written over, then cut to the new length: a truncation to zero first would have ext4
+        // write the file out when it is closed (its "replace by truncate" heuristic), twice an
+        // iteration. The slot is no reader's file until the exchange.
         let mut f = match dir.kind(slot_name).map_err(err)? {
-            Some(Kind::File) | None => dir.open_write(slot_name, true, false),
+            Some(Kind::File) | None => dir.open_write(slot_name, false, false),
             Some(_) => Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists)),
         };
         if f.is_err() {
@@ -140,6 +143,7 @@ pub fn replace(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
         }
         let mut f = f.map_err(err)?;
         f.write_all(bytes).map_err(err)?;
+        f.set_len(bytes.len() as u64).map_err(err)?;
         if crate::fault::armed() {
             crate::fault::point(&format!("write:{}", name.to_string_lossy()));
         }

@@ -303,13 +303,16 @@ impl Dir {
     pub fn open_write(&self, name: &OsStr, truncate: bool, append: bool) -> io::Result<File> {
         let flags = libc::O_CREAT | if append { libc::O_WRONLY | libc::O_APPEND } else { libc::O_RDWR };
         let file = self.open_file(name, flags)?;
-        if file.metadata()?.nlink() > 1 {
+        let meta = file.metadata()?;
+        if meta.nlink() > 1 {
             return Err(io::Error::other(format!(
                 "{} has other hard links, which ralph does not write through (remove it)",
                 self.path.join(name).display()
             )));
         }
-        if truncate {
+        // Not when it is empty (a file just made): on ext4 a truncation to zero marks the file
+        // to be written out when it is closed, a disk write for every new log of an iteration.
+        if truncate && meta.len() > 0 {
             file.set_len(0)?;
         }
         Ok(file)

@@ -1,11 +1,15 @@
 //! Following the user's edits while the loop runs: which specs (and AGENTS.md) changed since
 //! the last iteration, for the run's log; and, for `ralph run --watch`, waiting until specs/ changes
-//! (notify, debounced) when there is nothing to do; the working tree's watch ([`tree`]),
+//! (notify, debounced) when there is nothing to do; the running task's spec while its agent
+//! works ([`spec_edit`]); the working tree's watch ([`tree`]),
 //! which spares an iteration its scans of the tree when nothing changed; and the frame's
 //! ([`files`]), which spares it a look at every file the agent must not touch.
 
 pub mod files;
+mod spec_edit;
 pub mod tree;
+
+pub use spec_edit::{SpecWatch, TaskWatch};
 
 use crate::backlog::{Backlog, SPECS_DIR, Source, spec};
 use crate::signal::Stop;
@@ -13,9 +17,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-/// Quiet time after the last file-system event before the loop looks: editors write a file in
-/// several steps (a temporary file, a rename).
-const DEBOUNCE: Duration = Duration::from_millis(300);
+use spec_edit::DEBOUNCE;
 
 /// Fingerprints of what the user edits, as of the last iteration.
 #[derive(Debug, Default)]
@@ -129,107 +131,6 @@ pub async fn specs_changed(root: &Path, source: &Source, before: &Listing, stop:
         }
         if listing(&dir) != *before {
             return Woken::Changed;
-        }
-    }
-}
-
-/// Watches the running task's file while its agent works ([`SpecWatch::task`]), and calls
-/// `on_edit` once when the task's text (not its status) differs from `task.body` after a quiet
-/// [`DEBOUNCE`]. One notify watcher serves the whole run: starting one per iteration (an
-/// inotify instance and a thread) cost 0.3 ms an iteration. Without a watcher (inotify limits)
-/// it does nothing: the runner still compares the text when the agent ends.
-pub struct SpecWatch {
-    watcher: Option<std::sync::Mutex<notify::RecommendedWatcher>>,
-    /// The files events were about, as they come.
-    events: std::sync::Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<std::path::PathBuf>>>,
-    /// The folders watched so far.
-    dirs: std::sync::Mutex<std::collections::HashSet<std::path::PathBuf>>,
-}
-
-impl SpecWatch {
-    pub fn new() -> SpecWatch {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if let Ok(e) = res
-                && !e.kind.is_access()
-            {
-                for p in e.paths {
-                    let _ = tx.send(p);
-                }
-            }
-        });
-        SpecWatch {
-            watcher: watcher.ok().map(std::sync::Mutex::new),
-            events: std::sync::Arc::new(tokio::sync::Mutex::new(rx)),
-            dirs: std::sync::Mutex::default(),
-        }
-    }
-
-    /// Watches `task`'s file until the answer is dropped.
-    pub fn task(
-        &self,
-        root: &Path,
-        task: &crate::backlog::Spec,
-        on_edit: impl FnOnce() + Send + 'static,
-    ) -> TaskWatch {
-        use notify::Watcher;
-        let file = root.join(&task.path);
-        let (Some(dir), Some(name), Some(watcher)) =
-            (file.parent().map(Path::to_path_buf), file.file_name().map(ToOwned::to_owned), &self.watcher)
-        else {
-            return TaskWatch { task: None };
-        };
-        let mut dirs = self.dirs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !dirs.contains(&dir) {
-            let mut w = watcher.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if w.watch(&dir, notify::RecursiveMode::NonRecursive).is_err() {
-                return TaskWatch { task: None };
-            }
-            dirs.insert(dir);
-        }
-        drop(dirs);
-        let events = self.events.clone();
-        let (root, task) = (root.to_path_buf(), task.clone());
-        let handle = tokio::spawn(async move {
-            let mut rx = events.lock().await;
-            // What came before this agent (ralph's own status writes) is no edit of its spec.
-            while rx.try_recv().is_ok() {}
-            let ours = |p: &std::path::PathBuf| p.file_name() == Some(name.as_os_str());
-            while let Some(p) = rx.recv().await {
-                if !ours(&p) {
-                    continue;
-                }
-                loop {
-                    tokio::select! {
-                        got = rx.recv() => if got.is_none() { return },
-                        _ = tokio::time::sleep(DEBOUNCE) => break,
-                    }
-                }
-                if crate::backlog::current_body(&root, &task).is_some_and(|b| b.trim() != task.body.trim()) {
-                    on_edit();
-                    return;
-                }
-            }
-        });
-        TaskWatch { task: Some(handle) }
-    }
-}
-
-impl Default for SpecWatch {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// One task's watch ([`SpecWatch::task`]); stops when dropped.
-pub struct TaskWatch {
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for TaskWatch {
-    fn drop(&mut self) {
-        if let Some(t) = self.task.take() {
-            t.abort();
         }
     }
 }
