@@ -57,6 +57,26 @@ pub fn atomic_write_later(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     write_new(path, bytes, false)
 }
 
+/// [`atomic_write_later`] for a file that does not exist yet, in a folder ralph has just made
+/// (an iteration's `started.json`): created and written with one `write`, without a temporary
+/// file and a rename (a file creation is the dearest thing an iteration asks of ext4). A kill
+/// leaves it whole or empty, and readers take an empty one for none: it is written before
+/// anything that relies on it. Where the name is taken (or cannot be made so), it is
+/// [`atomic_write_later`].
+pub fn create_later(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let err = |source| StateError::Write { path: path.to_path_buf(), source };
+    let Some(name) = path.file_name() else { return atomic_write_later(path, bytes) };
+    let dir = crate::fsx::open_dir(path.parent().unwrap_or(Path::new(".")), true).map_err(err)?;
+    // Something at the name (a file, a link): replaced whole instead, the link unfollowed.
+    let Ok(mut file) = dir.create_new(name, 0o644) else { return atomic_write_later(path, bytes) };
+    if let Err(e) = file.write_all(bytes) {
+        let _ = dir.remove(name);
+        return Err(err(e));
+    }
+    drop(sync_later(file));
+    Ok(())
+}
+
 fn write_new(path: &Path, bytes: &[u8], sync_now: bool) -> Result<(), StateError> {
     let err = |source| StateError::Write { path: path.to_path_buf(), source };
     let name = path.file_name().ok_or_else(|| err(std::io::Error::other("no file name")))?;
@@ -357,6 +377,28 @@ mod tests {
         assert_eq!(read("run.json.prev"), b"four");
         let names = std::fs::read_dir(dir.path()).unwrap().count();
         assert_eq!(names, 3, "no temporary file is left: the file, `.prev` and `.spare`");
+        flush();
+    }
+
+    #[test]
+    fn create_later_writes_a_new_file_whole_and_replaces_an_existing_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("started.json");
+        create_later(&p, b"{\"a\":1}").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"{\"a\":1}");
+        // Taken already (a restarted iteration): replaced whole, through a temporary file.
+        create_later(&p, b"{}").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"{}");
+        let names = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(names, 1, "no temporary file is left");
+        // Never through a link planted at the name.
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, "theirs").unwrap();
+        let q = dir.path().join("other.json");
+        std::os::unix::fs::symlink(&outside, &q).unwrap();
+        create_later(&q, b"ours").unwrap();
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "theirs");
+        assert!(!std::fs::symlink_metadata(&q).unwrap().file_type().is_symlink());
         flush();
     }
 

@@ -78,6 +78,13 @@ pub fn open_dir(path: &Path, create: bool) -> io::Result<Dir> {
     };
     let base: PathBuf = comps[..at].iter().collect();
     let mut dir = Dir::open_path(if base.as_os_str().is_empty() { Path::new(".") } else { &base })?;
+    let below: PathBuf = comps[at..].iter().collect();
+    // One call where the kernel can check every component itself; anything it refuses (a
+    // link, a missing folder, an old kernel) takes the walk, which makes what is missing and
+    // names what is in the way.
+    if let Some(fd) = dir.beneath(&below) {
+        return Ok(Dir { fd, path: dir.path.join(below) });
+    }
     for c in &comps[at..] {
         dir = dir.sub(c.as_os_str(), create)?;
     }
@@ -205,6 +212,37 @@ impl Dir {
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
+    /// The folder at `rel` below this one, opened in one `openat2` that follows no link and
+    /// does not leave this folder (`RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH`): what the walk of
+    /// [`Dir::sub`] checks one component at a time. `None` when it fails, for whatever reason.
+    #[cfg(target_os = "linux")]
+    fn beneath(&self, rel: &Path) -> Option<OwnedFd> {
+        let c = cstr(rel.as_os_str()).ok()?;
+        // SAFETY: zeroed is a valid `open_how` (all fields are integers).
+        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+        how.flags = (libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64;
+        how.resolve = libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS | libc::RESOLVE_BENEATH;
+        // SAFETY: a valid folder descriptor, NUL-terminated path and `open_how` of the size
+        // given; the result is a new descriptor owned below.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                self.fd.as_raw_fd(),
+                c.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        let fd = libc::c_int::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+        // SAFETY: a descriptor just opened, owned by nothing else.
+        Some(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn beneath(&self, _rel: &Path) -> Option<OwnedFd> {
+        None
+    }
+
     /// The sub-folder `name`, made when missing and `create`.
     pub fn sub(&self, name: &OsStr, create: bool) -> io::Result<Dir> {
         let path = self.path.join(name);
@@ -296,6 +334,12 @@ impl Dir {
     /// Opens `name` for reading.
     pub fn open_read(&self, name: &OsStr) -> io::Result<File> {
         self.open_file(name, libc::O_RDONLY)
+    }
+
+    /// [`read_input`] of the file `name` in this folder: many files of one folder (the specs)
+    /// read without opening the folder again for each.
+    pub fn read_input(&self, name: &OsStr) -> io::Result<String> {
+        read_bounded(self.open_read(name)?)
     }
 
     /// Opens `name` for writing (created if missing); refuses a file with other hard links, whose
@@ -433,6 +477,14 @@ mod tests {
         let e = write(&ralph.join("runs/r/x"), b"x").unwrap_err().to_string();
         assert!(e.contains("runs/r is a symbolic link"), "{e}");
         assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+        // A link that stays inside `.ralph`, to a folder that is there: still not followed.
+        std::fs::create_dir_all(ralph.join("other/iter-0001")).unwrap();
+        symlink("../other", ralph.join("runs/s")).unwrap();
+        let e = open_dir(&ralph.join("runs/s/iter-0001"), false).unwrap_err().to_string();
+        assert!(e.contains("runs/s is a symbolic link"), "{e}");
+        let e = write(&ralph.join("runs/s/iter-0001/x"), b"x").unwrap_err().to_string();
+        assert!(e.contains("runs/s is a symbolic link"), "{e}");
+        assert!(!ralph.join("other/iter-0001/x").exists());
         // `.ralph` itself as a link.
         let repo2 = dir.path().join("repo2");
         std::fs::create_dir(&repo2).unwrap();

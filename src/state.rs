@@ -13,7 +13,8 @@ use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 pub use crate::durable::{
-    StateError, Synced, TMP_PREFIX, atomic_write, atomic_write_later, flush, load_json, replace, sync_later,
+    StateError, Synced, TMP_PREFIX, atomic_write, atomic_write_later, create_later, flush, load_json,
+    replace, sync_later,
 };
 pub use crate::fsx::RALPH_DIR;
 

@@ -178,11 +178,13 @@ impl Backlog {
             }
         }
         files.sort();
+        let folder =
+            crate::fsx::open_dir(&dir, false).map_err(|source| BacklogError::Read { path: dir, source })?;
         let mut tasks = Vec::with_capacity(files.len());
         for name in files {
             let rel = Path::new(SPECS_DIR).join(&name);
-            let abs = root.join(&rel);
-            let text = crate::fsx::read_input(&abs)
+            let text = folder
+                .read_input(name.as_ref())
                 .map_err(|source| BacklogError::Read { path: rel.clone(), source })?;
             let id = name.trim_end_matches(".md");
             let spec = spec::parse(id, &rel, &text).map_err(|e| BacklogError::Spec {
@@ -425,8 +427,13 @@ pub fn current_tasks<'a>(
         by_file.entry(t.path.as_path()).or_default().push(t);
     }
     let mut out = BTreeMap::new();
+    // Each folder opened once (the specs share one).
+    let mut folders: BTreeMap<&Path, Option<crate::fsx::Dir>> = BTreeMap::new();
     for (path, tasks) in by_file {
-        let Ok(text) = crate::fsx::read_input(&root.join(path)) else { continue };
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else { continue };
+        let folder =
+            folders.entry(parent).or_insert_with(|| crate::fsx::open_dir(&root.join(parent), false).ok());
+        let Some(Ok(text)) = folder.as_ref().map(|d| d.read_input(name)) else { continue };
         let parsed: Result<Vec<Spec>, ()> = match tasks[0].origin {
             Origin::File => spec::parse("", path, &text)
                 .map(|s| vec![Spec { id: tasks[0].id.clone(), ..s }])

@@ -266,7 +266,8 @@ fn prepare(it: &Iteration<'_>, state: &State, reporter: &mut dyn Reporter) -> Re
         format: it.cfg.agent.format,
     };
     let started_json = serde_json::to_vec(&started).unwrap_or_default();
-    state::atomic_write_later(&dir.join(STARTED), &started_json)?;
+    // The folder is new: no temporary file and rename needed for a whole file.
+    state::create_later(&dir.join(STARTED), &started_json)?;
     fault::point("iteration_started");
 
     let ts = state.task(&task.id);
