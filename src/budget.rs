@@ -200,8 +200,10 @@ impl Budget {
     }
 }
 
-/// A failure's signature: the task, the outcome and the failure text with numbers (times,
-/// line numbers, pids) and spacing folded, so the same error twice matches.
+/// A failure's signature: the task, the outcome, the typed cause and the failure text with
+/// numbers (times, line numbers, pids) and spacing folded, so the same error twice matches. The
+/// text is compared whole, never parsed: two red rounds of one cause with different failing
+/// tests are progress, not a loop.
 pub fn signature(r: &IterationRecord) -> String {
     let text = r.failure.as_deref().unwrap_or("");
     let folded: String = text
@@ -211,7 +213,7 @@ pub fn signature(r: &IterationRecord) -> String {
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ");
-    format!("{}|{}|{folded}", r.task, r.outcome.as_str())
+    format!("{}|{}|{}|{folded}", r.task, r.outcome.as_str(), r.cause.map_or("", |c| c.as_str()))
 }
 
 /// 1234 → "1.2k", 1234567 → "1.2M".
@@ -317,7 +319,12 @@ mod tests {
         let b = Budget::resume(l.clone(), &[f1.clone(), f2.clone(), f1.clone()], 0);
         assert_eq!(b.check(), Err(Exhausted::SameFailure(3)));
         let other = rec(Outcome::ChecksFailed, &["a"], Some("another error"));
-        let b = Budget::resume(l, &[f1.clone(), other, f2], 0);
+        let b = Budget::resume(l.clone(), &[f1.clone(), other, f2.clone()], 0);
+        assert!(b.check().is_ok());
+        // The same words from another cause are another failure.
+        let mut timeout = f1.clone();
+        timeout.cause = Some(crate::record::Cause::Timeout);
+        let b = Budget::resume(l, &[f1, timeout, f2], 0);
         assert!(b.check().is_ok());
     }
 

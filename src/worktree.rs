@@ -137,6 +137,44 @@ impl Worktree {
         Ok(result)
     }
 
+    /// Commits `path` on its own, as it is in the tree (learnings of a reverted iteration, a
+    /// task's block): staged by the commit itself. When git refuses (a hook), the path is put
+    /// back to HEAD, so the tree stays as the last commit left it.
+    /// Whatever else differs from HEAD stays as it is, so the watch vouches for nothing after.
+    pub fn commit_path(&self, message: &str, path: &Path) -> Result<CommitResult, GitError> {
+        if let Some(t) = &self.tree {
+            t.forget();
+        }
+        let result = match git::commit_including(&self.root, message, &[path]) {
+            Ok(CommitResult::Refused(text)) => {
+                git::checkout_path(&self.root, path).map(|()| CommitResult::Refused(text))
+            }
+            other => other,
+        };
+        if let Some(t) = &self.tree {
+            t.forget();
+        }
+        result
+    }
+
+    /// Moves the branch to `rev`, index and tree untouched (commits the agent made itself,
+    /// folded into ralph's one): what the watch knows of the tree still holds.
+    pub fn reset_soft(&self, rev: &str) -> Result<(), GitError> {
+        git::reset_soft(&self.root, rev)
+    }
+
+    /// The whole working tree as a tree object, through `tmp_index` (see [`git::snapshot`]);
+    /// the real index is not touched.
+    pub fn snapshot(&self, tmp_index: &Path) -> Result<String, GitError> {
+        git::snapshot(&self.root, tmp_index)
+    }
+
+    /// The change against `base` as a reviewer sees it (see [`git::review_diff`]), which
+    /// stages everything to compute it.
+    pub fn review_diff(&self, base: &str) -> Result<String, GitError> {
+        self.staging(|| git::review_diff(&self.root, base))
+    }
+
     /// Puts index and working tree back to `rev` (see [`git::restore`]). The watch forgets
     /// what it vouched for.
     pub fn restore(&self, rev: &str) -> Result<(), GitError> {
@@ -281,6 +319,46 @@ mod tests {
         assert_eq!(std::fs::read_to_string(one.join("src/a.txt")).unwrap(), "a\n");
         assert!(!a.index_as_settled(&sha));
         assert!(!a.unchanged(&sha), "the hard reset is none of the watch's business to vouch for");
+    }
+
+    #[test]
+    fn one_path_is_committed_alone_and_put_back_when_a_hook_refuses() {
+        let (dir, one, _two) = two_worktrees();
+        // A file the user left uncommitted before the handle watched: still there after, and
+        // the watch does not vouch for a tree it never saw.
+        std::fs::write(one.join("mine.txt"), "mine\n").unwrap();
+        let a = Worktree::open(&one);
+        // As in an iteration reverted with `--allow-dirty`: staged through the handle, then the
+        // snapshot of the tree (the user's file in it) put back.
+        let base = head(&one);
+        let snap = a.snapshot(&dir.path().join("snapshot-index")).unwrap();
+        a.add_all().unwrap();
+        a.restore_snapshot(&base, &snap).unwrap();
+        std::fs::write(one.join("AGENTS.md"), "learned\n").unwrap();
+        let CommitResult::Committed(sha) = a.commit_path("learnings", Path::new("AGENTS.md")).unwrap() else {
+            panic!()
+        };
+        assert_eq!(git_out(&one, &["show", "--name-only", "--format=", &sha]), "AGENTS.md");
+        assert_eq!(git_out(&one, &["status", "--porcelain"]), "?? mine.txt");
+        assert!(!a.unchanged(&sha), "mine.txt differs from the commit");
+
+        // A hook that refuses: the path goes back to HEAD, the other change stays.
+        let hooks = one.join("hooks");
+        std::fs::create_dir(&hooks).unwrap();
+        std::fs::write(hooks.join("pre-commit"), "#!/bin/sh\necho no >&2\nexit 1\n").unwrap();
+        std::fs::set_permissions(
+            hooks.join("pre-commit"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        git::test_git(&one, &["config", "core.hooksPath", hooks.to_str().unwrap()]);
+        std::fs::write(one.join("AGENTS.md"), "learned more\n").unwrap();
+        let result = a.commit_path("more", Path::new("AGENTS.md")).unwrap();
+        assert!(matches!(result, CommitResult::Refused(ref t) if t.contains("no")), "{result:?}");
+        assert_eq!(head(&one), sha);
+        assert_eq!(std::fs::read_to_string(one.join("AGENTS.md")).unwrap(), "learned\n");
+        assert_eq!(std::fs::read_to_string(one.join("mine.txt")).unwrap(), "mine\n");
+        assert!(!a.unchanged(&sha), "a put back vouches for nothing");
     }
 
     #[test]

@@ -179,7 +179,7 @@ pub(crate) async fn run(
     let block_reason = task_rules::settle(state.task_mut(&it.task.id), &done, max_attempts, &it.cfg.budget);
     let blocked = block_reason.is_some();
     if let Some(reason) = block_reason {
-        block(it.wt.root(), it.task, &reason, it.run_id, it.number, state, reporter)?;
+        block(it.wt, it.task, &reason, it.run_id, it.number, state, reporter)?;
     }
     state.save(it.wt.root())?;
     fault::point("before_record");
@@ -252,7 +252,7 @@ fn prepare(it: &Iteration<'_>, state: &State, reporter: &mut dyn Reporter) -> Re
     // No scan when the working tree's watch vouches that nothing changed since ralph's commit.
     let unchanged = it.wt.unchanged(&head_before);
     let snapshot = if !unchanged && !git::dirty_entries(root)?.is_empty() {
-        Some(git::snapshot(root, &ralph_dir.join("snapshot-index"))?)
+        Some(it.wt.snapshot(&ralph_dir.join("snapshot-index"))?)
     } else {
         None
     };
@@ -605,7 +605,7 @@ fn settle(
                 it.number,
                 trailers(it.task, it.run_id, it.number)
             );
-            if let Some(sha) = commit_one(root, Path::new(learnings::AGENTS_MD), &msg, reporter)? {
+            if let Some(sha) = commit_one(it.wt, Path::new(learnings::AGENTS_MD), &msg, reporter)? {
                 store.set_commit(learnings_added, &sha);
                 task_rules::carry_baseline(state, head_before, &sha);
             }
@@ -632,7 +632,7 @@ fn commit_work(
     crate::backlog::set_status_for_commit(root, task, &prep.spec_before, status)?;
     learnings::write_agents_md(root, store, &it.cfg.learnings, it.secrets)?;
     if git::head(root)?.as_deref() != Some(head_before) {
-        git::reset_soft(root, head_before)?;
+        it.wt.reset_soft(head_before)?;
     }
     let staging = stage_all(it, judged.staged.as_deref(), head_before)?;
     let files_changed = staging.files;
@@ -913,16 +913,14 @@ fn append_to(path: &Path, text: &str) -> Result<(), CliError> {
 /// Commits one path on its own (learnings of a reverted iteration, a block). If a hook refuses,
 /// the path is put back so the tree stays clean, and the run goes on.
 fn commit_one(
-    root: &Path,
+    wt: &Worktree,
     path: &Path,
     message: &str,
     reporter: &mut dyn Reporter,
 ) -> Result<Option<String>, CliError> {
-    git::add_path(root, path)?;
-    match git::commit(root, message)? {
+    match wt.commit_path(message, path)? {
         CommitResult::Committed(sha) => Ok(Some(sha)),
         CommitResult::Refused(text) => {
-            git::checkout_path(root, path)?;
             reporter.line(&format!(
                 "warning: git commit of {} was refused; the change is not kept: {}",
                 path.display(),
@@ -1140,7 +1138,7 @@ pub(crate) struct Started {
 /// Blocks a task: `status: blocked` and the reason in its front matter, committed on its own,
 /// and remembered so that moving it back to `todo` gives it fresh attempts.
 pub(crate) fn block(
-    root: &Path,
+    wt: &Worktree,
     task: &Spec,
     reason: &str,
     run_id: &str,
@@ -1155,7 +1153,7 @@ pub(crate) fn block(
             task.id,
             trailers(task, run_id, iteration)
         );
-        commit_status(root, task, Status::Blocked, Some(reason), &msg, state, reporter)?;
+        commit_status(wt, task, Status::Blocked, Some(reason), &msg, state, reporter)?;
     } else {
         // A story or an item has no place for a block in its file: ralph's state keeps it
         // until the task's text changes.
@@ -1458,7 +1456,7 @@ pub(crate) fn baseline_note(cmd: &str, tests: &[String]) -> String {
 /// Reopens a done task whose spec changed since: `status: todo`, committed on its own, fresh
 /// attempts.
 pub(crate) fn reopen(
-    root: &Path,
+    wt: &Worktree,
     task: &Spec,
     run_id: &str,
     iteration: u32,
@@ -1470,7 +1468,7 @@ pub(crate) fn reopen(
         task.id,
         trailers(task, run_id, iteration)
     );
-    commit_status(root, task, Status::Todo, None, &msg, state, reporter)?;
+    commit_status(wt, task, Status::Todo, None, &msg, state, reporter)?;
     let ts = state.task_mut(&task.id);
     ts.done_hash = None;
     ts.attempts = 0;
@@ -1484,7 +1482,7 @@ pub(crate) fn reopen(
 /// Writes a task's status into its spec and commits that file on its own; the baseline carries
 /// over (no code changed).
 fn commit_status(
-    root: &Path,
+    wt: &Worktree,
     task: &Spec,
     status: Status,
     reason: Option<&str>,
@@ -1492,11 +1490,12 @@ fn commit_status(
     state: &mut State,
     reporter: &mut dyn Reporter,
 ) -> Result<(), CliError> {
+    let root = wt.root();
     let path = root.join(&task.path);
     let before = crate::fsx::read_input(&path).map_err(|e| io_err("read", &path, e))?;
     crate::backlog::set_status(root, task, &before, status, reason)?;
     let head = git::head(root)?.unwrap_or_default();
-    if let Some(sha) = commit_one(root, &task.path, message, reporter)? {
+    if let Some(sha) = commit_one(wt, &task.path, message, reporter)? {
         task_rules::carry_baseline(state, &head, &sha);
     }
     Ok(())

@@ -578,15 +578,7 @@ impl Run<'_> {
                         && spec.status == Status::Todo
                     {
                         let (run_id, n) = (&self.run_id, self.meta.iterations);
-                        iteration::block(
-                            self.wt.root(),
-                            spec,
-                            &spent.to_string(),
-                            run_id,
-                            n,
-                            &mut state,
-                            reporter,
-                        )?;
+                        iteration::block(self.wt, spec, &spent.to_string(), run_id, n, &mut state, reporter)?;
                         state.save(self.wt.root())?;
                         self.budget.reset_breakers();
                         continue;
@@ -659,7 +651,7 @@ impl Run<'_> {
             backlog.tasks.iter().filter(|t| t.status == Status::Done && spec_changed(state, t)).collect();
         if self.cfg.reopen_changed && !changed.is_empty() {
             for t in changed {
-                iteration::reopen(root, t, run_id, self.meta.iterations, state, reporter)?;
+                iteration::reopen(self.wt, t, run_id, self.meta.iterations, state, reporter)?;
             }
             state.save(root)?;
             return Ok(Step::Again);
@@ -699,7 +691,7 @@ impl Run<'_> {
         // A task already over its own limits (a killed iteration's spending, counted by
         // recovery, or a limit lowered since) is blocked before it spends more.
         if let Some(reason) = task_rules::over_task_limit(&state.task(&task.id), &self.cfg.budget) {
-            iteration::block(root, &task, &reason, run_id, self.meta.iterations, state, reporter)?;
+            iteration::block(self.wt, &task, &reason, run_id, self.meta.iterations, state, reporter)?;
             state.save(root)?;
             return Ok(Step::Again);
         }

@@ -11,7 +11,6 @@ use super::iteration::Iteration;
 use crate::agent::session::Session;
 use crate::agent::{self, IterationEnv};
 use crate::error::CliError;
-use crate::git;
 use crate::record::CheckRecord;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -65,8 +64,9 @@ pub async fn review(
     };
     let fail = |what: &str, e: std::io::Error| CliError::failure(format!("cannot {what}: {e}"));
     let root = it.wt.root();
-    let tree_before = git::worktree_tree(root, &root.join(crate::state::RALPH_DIR).join("review-index"))?;
-    let mut diff = git::review_diff(root, head_before)?;
+    let review_index = root.join(crate::state::RALPH_DIR).join("review-index");
+    let tree_before = it.wt.snapshot(&review_index)?;
+    let mut diff = it.wt.review_diff(head_before)?;
     let truncated = diff.len() > MAX_DIFF;
     if truncated {
         let mut end = MAX_DIFF;
@@ -109,10 +109,9 @@ pub async fn review(
     session.keep_stdout = 64 * 1024;
     let ended = session.run(&log_path, &mut ()).await.map_err(|e| fail("create review.log", e))?;
     // Whatever the reviewer touched goes back: it only judges.
-    let touched =
-        git::worktree_tree(root, &root.join(crate::state::RALPH_DIR).join("review-index"))? != tree_before;
+    let touched = it.wt.snapshot(&review_index)? != tree_before;
     if touched {
-        git::restore_worktree_tree(root, head_before, &tree_before)?;
+        it.wt.restore_snapshot(head_before, &tree_before)?;
     }
     // Like the agent's log: a review.log that cannot be written (a full disk) stops the run.
     if let Some(e) = ended.write_error {
