@@ -45,6 +45,10 @@ pub enum Command {
     Demo(DemoArgs),
     /// The scripted agent: plays a scenario file instead of calling a model.
     ScriptedAgent(ScriptedAgentArgs),
+    /// One iteration of a parallel run's worker, in its slot's worktree (started by `ralph
+    /// run -j N`, not by hand).
+    #[command(hide = true)]
+    WorkSlot(WorkSlotArgs),
     /// Print the shell completion script for bash, zsh or fish (also elvish, powershell).
     Completions(CompletionsArgs),
     /// Print the man page, or write one page per command into a directory.
@@ -62,7 +66,35 @@ pub struct InitArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct WorkSlotArgs {
+    /// The task to work on.
+    #[arg(long)]
+    pub task: String,
+    /// The run's id and iteration number the coordinator gave this iteration.
+    #[arg(long)]
+    pub run_id: String,
+    #[arg(long)]
+    pub iteration: u32,
+    /// The coordinator's run folder, where the iteration's folder goes.
+    #[arg(long)]
+    pub run_dir: PathBuf,
+    /// The worker's number.
+    #[arg(long)]
+    pub worker: u32,
+    /// What is left of the run's time budget, in milliseconds.
+    #[arg(long)]
+    pub time_left_ms: Option<u64>,
+    /// The agent preset the coordinator runs with (`ralph run --agent`).
+    #[arg(long)]
+    pub agent: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct RunArgs {
+    /// Run this many tasks at once, each in its own worktree, landed one at a time after
+    /// its checks pass again on the combined result (overrides [parallel] workers).
+    #[arg(short = 'j', long = "jobs", value_name = "N")]
+    pub jobs: Option<u32>,
     /// Stop after this many iterations (overrides [budget] max_iterations).
     #[arg(long, value_name = "N")]
     pub max_iterations: Option<u32>,

@@ -98,6 +98,14 @@ struct FileConfig {
     backlog: BacklogFile,
     #[serde(default)]
     telemetry: TelemetryFile,
+    #[serde(default)]
+    parallel: ParallelFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ParallelFile {
+    workers: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -334,6 +342,8 @@ pub struct Config {
     /// `[telemetry] otlp_endpoint`: where OTLP/HTTP traces go (off when unset and no
     /// `OTEL_EXPORTER_OTLP_*ENDPOINT` is set); validated as an `http://` URL.
     pub otlp_endpoint: Option<String>,
+    /// `[parallel] workers`: tasks run at once, each in its own worktree (1: the single loop).
+    pub workers: u32,
 }
 
 impl Config {
@@ -357,6 +367,8 @@ pub fn backlog_source(root: &Path) -> crate::backlog::Source {
 pub mod defaults {
     use std::time::Duration;
     pub const AGENT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+    /// The most `[parallel] workers` (and `-j`): each is a checkout, an agent and its checks.
+    pub const MAX_WORKERS: u32 = 32;
     pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
     /// Long enough for an agent to save its session, short enough not to stall the loop.
     pub const KILL_GRACE: Duration = Duration::from_secs(5);
@@ -429,8 +441,16 @@ impl Config {
             crate::otlp::Endpoint::base(e)
                 .map_err(|err| invalid(format!("[telemetry] otlp_endpoint: {err}")))?;
         }
+        let workers = file.parallel.workers.unwrap_or(1);
+        if !(1..=defaults::MAX_WORKERS).contains(&workers) {
+            return Err(invalid(format!(
+                "[parallel] workers must be between 1 and {}, not {workers}",
+                defaults::MAX_WORKERS
+            )));
+        }
         Ok(Config {
             path: path.to_path_buf(),
+            workers,
             agent,
             review,
             checks: ChecksConfig {

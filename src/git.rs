@@ -863,6 +863,154 @@ pub fn update_ref(root: &Path, name: &str, sha: Option<&str>) -> Result<(), GitE
     }
 }
 
+/// A checkout of the repository, as `git worktree list --porcelain` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorktreeEntry {
+    pub path: PathBuf,
+    /// `refs/heads/...`, or none when detached.
+    pub branch: Option<String>,
+    pub locked: bool,
+}
+
+/// Every checkout of the repository (the main one first).
+pub fn worktrees(root: &Path) -> Result<Vec<WorktreeEntry>, GitError> {
+    let out = run(root, ["worktree", "list", "--porcelain", "-z"])?;
+    let mut list = Vec::new();
+    let mut cur: Option<WorktreeEntry> = None;
+    for field in out.stdout.split(|&b| b == 0) {
+        let field = String::from_utf8_lossy(field);
+        if let Some(p) = field.strip_prefix("worktree ") {
+            list.extend(cur.take());
+            cur = Some(WorktreeEntry { path: PathBuf::from(p), branch: None, locked: false });
+        } else if let Some(b) = field.strip_prefix("branch ") {
+            if let Some(c) = cur.as_mut() {
+                c.branch = Some(b.to_string());
+            }
+        } else if field == "locked" || field.starts_with("locked ") {
+            if let Some(c) = cur.as_mut() {
+                c.locked = true;
+            }
+        }
+    }
+    list.extend(cur);
+    Ok(list)
+}
+
+/// Adds a checkout at `path` on a new (or reset) `branch` at `rev`, locked with `reason` so
+/// that `git worktree prune` leaves it alone while it is in use.
+pub fn worktree_add(root: &Path, path: &Path, branch: &str, rev: &str, reason: &str) -> Result<(), GitError> {
+    let args: Vec<&OsStr> = vec![
+        OsStr::new("worktree"),
+        OsStr::new("add"),
+        OsStr::new("-q"),
+        OsStr::new("--lock"),
+        OsStr::new("--reason"),
+        OsStr::new(reason),
+        OsStr::new("-B"),
+        OsStr::new(branch),
+        path.as_os_str(),
+        OsStr::new(rev),
+    ];
+    run(root, args).map(drop)
+}
+
+/// Removes the checkout at `path` (locked or not, changes and all), and what git keeps of it.
+pub fn worktree_remove(root: &Path, path: &Path) -> Result<(), GitError> {
+    let _ = run(root, [OsStr::new("worktree"), OsStr::new("unlock"), path.as_os_str()]);
+    let removed = run(
+        root,
+        [OsStr::new("worktree"), OsStr::new("remove"), OsStr::new("--force"), OsStr::new("--force"), path.as_os_str()],
+    );
+    run(root, ["worktree", "prune"])?;
+    removed.map(drop)
+}
+
+/// Puts a slot's checkout on `branch` at `rev`, its tree and index matching, untracked files
+/// gone; ignored files (build caches) and `.ralph/` stay.
+pub fn reset_checkout(slot: &Path, branch: &str, rev: &str) -> Result<(), GitError> {
+    // An operation the agent left half done (a rebase, a merge) would hold the checkout.
+    for abort in [["rebase", "--abort"], ["merge", "--abort"], ["cherry-pick", "--abort"]] {
+        if operation_in_progress(slot).is_some() {
+            let _ = run(slot, abort);
+        }
+    }
+    run(slot, ["checkout", "-q", "-f", "-B", branch, rev])?;
+    run(slot, ["reset", "-q", "--hard", rev])?;
+    run(slot, ["clean", "-fdq", "-e", ".ralph"]).map(drop)
+}
+
+/// The commit `rev` names, if it names one.
+pub fn rev_parse(root: &Path, rev: &str) -> Result<Option<String>, GitError> {
+    let out = output(root, &["rev-parse".into(), "-q".into(), "--verify".into(), format!("{rev}^{{commit}}").into()])?;
+    Ok(out.status.success().then(|| stdout(out)))
+}
+
+/// Rebases the checked-out branch of `slot` onto `onto`. `Err` text when it does not apply
+/// (the rebase is aborted: the branch and tree are as before).
+pub fn rebase(slot: &Path, onto: &str) -> Result<Result<(), String>, GitError> {
+    let out = output(slot, &["rebase".into(), "-q".into(), onto.into()])?;
+    if out.status.success() {
+        return Ok(Ok(()));
+    }
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    let _ = run(slot, ["rebase", "--abort"]);
+    Ok(Err(text))
+}
+
+/// Amends HEAD's commit with what is staged and `include`, its message kept; hooks run.
+pub fn amend_including(root: &Path, include: &[&Path]) -> Result<CommitResult, GitError> {
+    let message = stdout(run(root, ["log", "-1", "--format=%B"])?);
+    let flags: &[&str] = if include.is_empty() { &["--amend"] } else { &["--amend", "--include"] };
+    commit_args(root, &format!("{message}\n"), flags, include)
+}
+
+/// Moves `name` from `old` to `new` only if it still points at `old` (a compare-and-swap);
+/// false when it moved meanwhile.
+pub fn update_ref_from(root: &Path, name: &str, new: &str, old: &str) -> Result<bool, GitError> {
+    let out = output(root, &["update-ref".into(), name.into(), new.into(), old.into()])?;
+    Ok(out.status.success())
+}
+
+/// Fast-forwards the checked-out branch of `root` to `rev`, tree and index with it, as
+/// `git merge --ff-only` does; `Err` text when it cannot (not a fast-forward, or local changes
+/// in the way).
+pub fn fast_forward(root: &Path, rev: &str) -> Result<Result<(), String>, GitError> {
+    let out = output(root, &["merge".into(), "-q".into(), "--ff-only".into(), "--no-edit".into(), rev.into()])?;
+    if out.status.success() {
+        return Ok(Ok(()));
+    }
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    Ok(Err(text))
+}
+
+/// Branches whose name starts with `prefix` (e.g. `ralph/slot-`), with their commits.
+pub fn branches(root: &Path, prefix: &str) -> Result<Vec<(String, String)>, GitError> {
+    // for-each-ref matches a pattern whole or up to a slash: the prefix's folder, then filtered.
+    let folder = prefix.rsplit_once('/').map_or("", |(d, _)| d);
+    let out = run(root, ["for-each-ref", "--format=%(refname:short) %(objectname)", &format!("refs/heads/{folder}")])?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|(n, s)| (n.to_string(), s.to_string())))
+        .filter(|(n, _)| n.starts_with(prefix))
+        .collect())
+}
+
+/// The bytes of the files in `rev`'s tree (what a checkout of it writes, about).
+pub fn tree_size(root: &Path, rev: &str) -> Result<u64, GitError> {
+    let out = run(root, ["ls-tree", "-r", "-l", rev])?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(3)?.parse::<u64>().ok())
+        .sum())
+}
+
+/// The binary-safe patch from `from` to `to`.
+pub fn diff_between(root: &Path, from: &str, to: &str) -> Result<Vec<u8>, GitError> {
+    Ok(run(root, ["diff", "--binary", from, to])?.stdout)
+}
+
 /// The paths of a `-z` listing.
 fn nul_separated(bytes: &[u8]) -> Vec<String> {
     bytes

@@ -26,6 +26,7 @@ pub mod git;
 pub mod learnings;
 pub mod logs;
 pub mod otlp;
+pub mod parallel;
 pub mod out;
 pub mod process;
 pub mod prompt;

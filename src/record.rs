@@ -111,11 +111,17 @@ pub enum Cause {
     Restarted,
     /// ralph was killed mid-iteration; the next run recovered the iteration.
     Crashed,
+    /// A parallel run's green work no longer applies on the target branch's new tip (another
+    /// task landed first and changed the same lines).
+    LandConflict,
+    /// A parallel run's green work, rebased onto the target branch's new tip, fails the checks
+    /// there (it breaks the build together with what landed first).
+    LandChecksFailed,
 }
 
 impl Cause {
     /// Every cause, in declaration order.
-    pub const ALL: [Cause; 23] = [
+    pub const ALL: [Cause; 25] = [
         Cause::ChecksFailed,
         Cause::NewTestFailures,
         Cause::AgentExit,
@@ -139,6 +145,8 @@ impl Cause {
         Cause::Interrupted,
         Cause::Restarted,
         Cause::Crashed,
+        Cause::LandConflict,
+        Cause::LandChecksFailed,
     ];
 
     /// The name written in the record.
@@ -167,6 +175,8 @@ impl Cause {
             Cause::Interrupted => "interrupted",
             Cause::Restarted => "restarted",
             Cause::Crashed => "crashed",
+            Cause::LandConflict => "land_conflict",
+            Cause::LandChecksFailed => "land_checks_failed",
         }
     }
 
@@ -293,6 +303,10 @@ pub struct IterationRecord {
     /// For `rate_limited`: when the agent said the limit resets (RFC 3339), if it said.
     #[serde(default)]
     pub limit_resets_at: Option<String>,
+    /// The parallel run's worker (`ralph run -j N`) that ran the iteration in its own
+    /// worktree; absent for the single loop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<u32>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -337,6 +351,7 @@ impl IterationRecord {
             final_message: None,
             is_error: false,
             limit_resets_at: None,
+            worker: None,
         }
     }
 }

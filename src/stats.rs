@@ -502,6 +502,8 @@ pub fn label(cause: Cause, failed_check: Option<(&str, bool)>, exit_code: Option
         Cause::Interrupted => "interrupted".into(),
         Cause::Restarted => "spec edited during the iteration".into(),
         Cause::Crashed => "ralph killed mid-iteration".into(),
+        Cause::LandConflict => "landing: conflict with work landed first".into(),
+        Cause::LandChecksFailed => "landing: checks failed on the combined result".into(),
     }
 }
 

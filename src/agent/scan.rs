@@ -27,7 +27,8 @@ pub const MAX_TAG: usize = 4 * 1024;
 pub const TAIL_BYTES: usize = 4 * 1024;
 
 /// What the scanner found.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Findings {
     pub promise: bool,
     /// New learnings, `<learning>text</learning>`.

@@ -41,8 +41,9 @@ pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
                 watch: a.watch,
                 max_tokens: a.max_tokens,
                 max_cost: a.max_cost,
+                jobs: a.jobs,
             };
-            runner::run(opts, &mut Human::new(), stop).await
+            crate::parallel::run(opts, &mut Human::new(), stop).await
         }),
         Command::Status(a) => status::run(&cwd, a.json),
         Command::Doctor(a) => doctor::run(&cwd, a.agent),
@@ -58,6 +59,21 @@ pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Stats(a) => stats::run(&cwd, &a),
         Command::Report(a) => report::run(&cwd, &a),
         Command::Demo(a) => block_on(demo::run(a.dir)),
+        Command::WorkSlot(a) => block_on(async move {
+            let stop = crate::signal::install()
+                .map_err(|e| CliError::failure(format!("cannot install signal handlers: {e}")))?;
+            let task = runner::worker::SlotTask {
+                slot: cwd,
+                task: a.task,
+                run_id: a.run_id,
+                iteration: a.iteration,
+                run_dir: a.run_dir,
+                worker: a.worker,
+                time_left: a.time_left_ms.map(std::time::Duration::from_millis),
+                agent: a.agent,
+            };
+            runner::worker::run(task, &mut Human::new(), stop).await
+        }),
         Command::ScriptedAgent(a) => {
             let code = crate::agent::scripted::main(
                 &a.scenario,

@@ -69,6 +69,10 @@ struct Known {
     /// The index entries hidden from `git add` (assume-unchanged, skip-worktree) before the
     /// first agent ran: the user's own. Only ralph's clearing of the agent's changes them.
     hidden: Option<std::collections::BTreeSet<String>>,
+    /// A parallel run's worker: the run's folder and the branches (`refs/heads/`) are its
+    /// coordinator's to change while the agent works (records, landings, other workers'
+    /// slots), so they are not the worker's frame; tags and replace refs still are.
+    worker: bool,
 }
 
 impl Memory {
@@ -87,7 +91,14 @@ impl Memory {
             lock: None,
             lock_seen: false,
             hidden: None,
+            worker: false,
         }))
+    }
+
+    /// The memory of a parallel run's worker (see `Known::worker`).
+    pub fn for_worker(self) -> Memory {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).worker = true;
+        self
     }
 
     /// The memory, holding the run's lock: [`Frame::restore`] puts `.ralph/lock` back too.
@@ -304,8 +315,12 @@ impl Known {
                 entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()),
             );
         }
-        let refs: BTreeMap<String, String> =
-            git::refs(root).unwrap_or_default().into_iter().filter(|(r, _)| Some(r) != current).collect();
+        let worker = self.worker;
+        let refs: BTreeMap<String, String> = git::refs(root)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(r, _)| Some(r) != current && !(worker && r.starts_with("refs/heads/")))
+            .collect();
         if watched {
             self.refs = Some((current.cloned(), refs.clone()));
         }
@@ -364,11 +379,12 @@ impl Frame {
             // Admission is ralph's: a learning written straight into the store would skip it.
             root.join(RALPH_DIR).join("learnings.json"),
             root.join(RALPH_DIR).join(".gitignore"),
-            run_dir.join("run.json"),
-            run_dir.join("iterations.jsonl"),
             known.common_dir.join("config"),
             known.common_dir.join("info").join("exclude"),
         ];
+        if !known.worker {
+            paths.extend([run_dir.join("run.json"), run_dir.join("iterations.jsonl")]);
+        }
         paths.extend(known.hooks());
         if known.hidden.is_none() {
             known.hidden = Some(git::hidden_entries(root).unwrap_or_default());

@@ -60,6 +60,11 @@ pub(crate) struct Iteration<'a> {
     pub stop: &'a Stop,
     /// What is left of the run's time budget: caps the agent's wall clock.
     pub time_left: Option<Duration>,
+    /// A parallel run's worker slot running this iteration in its own worktree (`ralph run
+    /// -j N`): the iteration commits only the agent's work, on the slot's branch, and hands
+    /// its result back; the coordinator alone writes the task's status, AGENTS.md, the
+    /// learnings, blocks and the run's records (see `crate::parallel`).
+    pub worker: Option<u32>,
 }
 
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> CliError {
@@ -126,8 +131,9 @@ pub(crate) async fn run(
         ));
     }
 
-    // Learnings are admitted whatever the outcome: failures teach the most.
-    let mut store = learnings::Store::load(it.wt.root())?;
+    // Learnings are admitted whatever the outcome: failures teach the most. A worker hands
+    // them to its coordinator, which admits them into the one store.
+    let mut store = if it.worker.is_some() { learnings::Store::default() } else { learnings::Store::load(it.wt.root())? };
     let provenance = learnings::Provenance {
         task: it.task.id.clone(),
         run_id: it.run_id.to_string(),
@@ -136,7 +142,11 @@ pub(crate) async fn run(
         model: agent.report.model.clone().or_else(|| it.cfg.agent.model.clone()),
         failure: j.failure.as_deref().and_then(|f| f.lines().next()).map(str::to_string),
     };
-    let admitted = store.admit(&agent.findings, &provenance, &it.task.body, it.secrets, &it.cfg.learnings);
+    let admitted = if it.worker.is_some() {
+        learnings::Admitted::default()
+    } else {
+        store.admit(&agent.findings, &provenance, &it.task.body, it.secrets, &it.cfg.learnings)
+    };
     for r in &admitted.rejected {
         reporter.line(&format!("learning not kept ({}): {}", r.reason, r.text));
     }
@@ -177,13 +187,14 @@ pub(crate) async fn run(
     };
     let max_attempts = it.task.max_attempts.unwrap_or(it.cfg.budget.max_attempts);
     let block_reason = task_rules::settle(state.task_mut(&it.task.id), &done, max_attempts, &it.cfg.budget);
-    let blocked = block_reason.is_some();
-    if let Some(reason) = block_reason {
+    let blocked = block_reason.is_some() && it.worker.is_none();
+    if let (Some(reason), None) = (block_reason, it.worker) {
         block(it.wt, it.task, &reason, it.run_id, it.number, state, reporter)?;
     }
     state.save(it.wt.root())?;
     fault::point("before_record");
 
+    let findings_of_worker = it.worker.map(|_| agent.findings.clone());
     let record = make_record(
         &it,
         prep,
@@ -195,11 +206,13 @@ pub(crate) async fn run(
         admitted.rejected,
         blocked,
     );
-    let records = logs::records_path(it.run_dir);
-    record::append(&records, &record).map_err(|e| io_err("write", &records, e))?;
-    fault::point("after_record");
-    reporter.iteration_ended(&record);
-    Ok(IterationEnd { record, limit: j.limit, fatal: j.fatal })
+    if it.worker.is_none() {
+        let records = logs::records_path(it.run_dir);
+        record::append(&records, &record).map_err(|e| io_err("write", &records, e))?;
+        fault::point("after_record");
+        reporter.iteration_ended(&record);
+    }
+    Ok(IterationEnd { record, limit: j.limit, fatal: j.fatal, findings: findings_of_worker })
 }
 
 /// What the iteration's start established: where it began and what the agent is given.
@@ -264,6 +277,7 @@ fn prepare(it: &Iteration<'_>, state: &State, reporter: &mut dyn Reporter) -> Re
         branch: branch_before.clone(),
         snapshot: snapshot.clone(),
         format: it.cfg.agent.format,
+        worker: it.worker,
     };
     let started_json = serde_json::to_vec(&started).unwrap_or_default();
     // The folder is new: no temporary file and rename needed for a whole file.
@@ -598,7 +612,7 @@ fn settle(
         if let Some(text) = &agent.spec_kept {
             state::atomic_write(&root.join(&it.task.path), text)?;
         }
-        if learnings::write_agents_md(root, store, &it.cfg.learnings, it.secrets)? {
+        if it.worker.is_none() && learnings::write_agents_md(root, store, &it.cfg.learnings, it.secrets)? {
             let msg = format!(
                 "ralph({}): learnings from iteration {}\n\n{}",
                 it.task.id,
@@ -627,10 +641,13 @@ fn commit_work(
 ) -> Result<Settlement, CliError> {
     let (root, task, head_before) = (it.wt.root(), it.task, prep.head_before.as_str());
     reporter.phase(Phase::Commit);
-    // ralph owns the status: the agent's word (or edit) does not mark a task done.
-    let status = if j.outcome == Outcome::Done { Status::Done } else { Status::Todo };
-    crate::backlog::set_status_for_commit(root, task, &prep.spec_before, status)?;
-    learnings::write_agents_md(root, store, &it.cfg.learnings, it.secrets)?;
+    // ralph owns the status: the agent's word (or edit) does not mark a task done. A worker's
+    // coordinator writes it (and AGENTS.md) when it lands the work.
+    if it.worker.is_none() {
+        let status = if j.outcome == Outcome::Done { Status::Done } else { Status::Todo };
+        crate::backlog::set_status_for_commit(root, task, &prep.spec_before, status)?;
+        learnings::write_agents_md(root, store, &it.cfg.learnings, it.secrets)?;
+    }
     if git::head(root)?.as_deref() != Some(head_before) {
         it.wt.reset_soft(head_before)?;
     }
@@ -640,7 +657,10 @@ fn commit_work(
         it.wt.settle(head_before);
         return Ok(Settlement { commit: None, files_changed });
     }
-    let message = commit_message(task, j.outcome, it.run_id, it.number);
+    let mut message = commit_message(task, j.outcome, it.run_id, it.number);
+    if let Some(w) = it.worker {
+        message.push_str(&format!("Ralph-Worker: {w}\n"));
+    }
     fault::point("before_commit");
     let include: Vec<&Path> = staging.include.iter().map(PathBuf::as_path).collect();
     let commit = match it.wt.commit_including(&message, &include)? {
@@ -684,6 +704,7 @@ fn make_record(
         run_id: it.run_id.to_string(),
         iteration: it.number,
         task: it.task.id.clone(),
+        worker: it.worker,
         started_at: prep.started_at,
         ended_at: logs::now_rfc3339(),
         duration_ms: u64::try_from(prep.t0.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -726,6 +747,8 @@ pub(crate) struct IterationEnd {
     pub limit: Option<Limit>,
     /// A failure that ends the run.
     pub fatal: Option<Fatal>,
+    /// A worker's agent's findings (its learnings), for the coordinator to admit.
+    pub findings: Option<Findings>,
 }
 
 fn prompt_context(it: &Iteration<'_>, ts: &state::TaskState, attempt: u32) -> prompt::Context {
@@ -1133,6 +1156,10 @@ pub(crate) struct Started {
     /// How the agent's output is written: `ralph logs` renders agent.log by it.
     #[serde(default)]
     pub format: Format,
+    /// The parallel run's worker slot that ran it, in its own worktree: recovery leaves the
+    /// user's checkout alone for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<u32>,
 }
 
 /// Blocks a task: `status: blocked` and the reason in its front matter, committed on its own,

@@ -10,8 +10,9 @@ mod iteration;
 mod recover;
 mod revert;
 mod review;
-mod task_rules;
+pub(crate) mod task_rules;
 mod verdict;
+pub mod worker;
 
 pub use iteration::commit_message;
 
@@ -47,6 +48,8 @@ pub struct RunOptions {
     pub watch: bool,
     pub max_tokens: Option<u64>,
     pub max_cost: Option<f64>,
+    /// `-j N`: tasks at once (overrides `[parallel] workers`).
+    pub jobs: Option<u32>,
 }
 
 /// The repository root for `cwd`, or a usage error.
@@ -152,6 +155,15 @@ fn effective_config(root: &Path, opts: &RunOptions) -> Result<Config, CliError> 
     if let Some(c) = opts.max_cost {
         cfg.budget.max_cost = Some(c);
     }
+    if let Some(j) = opts.jobs {
+        if !(1..=config::defaults::MAX_WORKERS).contains(&j) {
+            return Err(CliError::usage(format!(
+                "-j {j}: the number of workers must be between 1 and {}",
+                config::defaults::MAX_WORKERS
+            )));
+        }
+        cfg.workers = j;
+    }
     Ok(cfg)
 }
 
@@ -202,9 +214,28 @@ impl Reload<'_> {
     }
 }
 
+/// What `ralph run` established before changing anything (see [`validate`]).
+pub struct Validated {
+    pub root: PathBuf,
+    pub cfg: Config,
+    pub template: Template,
+    pub lock: RunLock,
+}
+
 /// Runs the loop; returns the exit code.
 pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> Result<u8, CliError> {
-    let (root, cfg, template, lock) = validate(&opts)?;
+    let v = validate(&opts)?;
+    run_validated(opts, v, reporter, stop).await
+}
+
+/// [`run`] once [`validate`] passed: the single loop.
+pub async fn run_validated(
+    opts: RunOptions,
+    v: Validated,
+    reporter: &mut dyn Reporter,
+    stop: Stop,
+) -> Result<u8, CliError> {
+    let Validated { root, cfg, template, lock } = v;
 
     // Orphaned descendants (an agent's `setsid` daemon) re-parent to ralph, which ends them
     // after each agent and each round of checks.
@@ -330,7 +361,7 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
 /// Everything `ralph run` checks before it changes anything, then the lock: the repository,
 /// the configuration with the flags on top, the template, the agent's program and hazards,
 /// the git state.
-fn validate(opts: &RunOptions) -> Result<(PathBuf, Config, Template, RunLock), CliError> {
+pub fn validate(opts: &RunOptions) -> Result<Validated, CliError> {
     // Validate everything first: a bad input changes nothing.
     let root = repo_root(&opts.cwd)?;
     // ralph's folder before anything: a link there would take every write elsewhere.
@@ -364,14 +395,14 @@ fn validate(opts: &RunOptions) -> Result<(PathBuf, Config, Template, RunLock), C
         other => other.into(),
     })?;
 
-    Ok((root, cfg, template, lock))
+    Ok(Validated { root, cfg, template, lock })
 }
 
 /// A run killed without ending (kill -9, a crash, a reboot) is put right before anything else;
 /// so is one that ended on an error in the middle of an iteration (a full disk), whose
 /// iteration has no record. Returns the run to resume: the latest, unless it finished its
 /// backlog or `--new-run` says so.
-fn recover_latest(
+pub(crate) fn recover_latest(
     root: &Path,
     opts: &RunOptions,
     secrets: &Secrets,
@@ -408,7 +439,7 @@ fn recover_latest(
 }
 
 /// The run's id, its `run.json` and the records so far: the resumed run's, or a new one's.
-fn open_run(root: &Path, resumed: Option<RunMeta>) -> (String, RunMeta, Vec<crate::record::IterationRecord>) {
+pub(crate) fn open_run(root: &Path, resumed: Option<RunMeta>) -> (String, RunMeta, Vec<crate::record::IterationRecord>) {
     match resumed {
         Some(mut m) => {
             let run_dir = logs::run_dir(root, &m.run_id);
@@ -446,7 +477,7 @@ fn open_run(root: &Path, resumed: Option<RunMeta>) -> (String, RunMeta, Vec<crat
 
 /// How a run ends: each end's exit code and words are given here, and only here.
 #[derive(Debug, Clone, PartialEq)]
-enum RunEnd {
+pub(crate) enum RunEnd {
     /// No task at all.
     BacklogEmpty,
     BacklogDone,
@@ -473,7 +504,7 @@ enum RunEnd {
 }
 
 impl RunEnd {
-    fn code(&self) -> u8 {
+    pub(crate) fn code(&self) -> u8 {
         match self {
             RunEnd::BacklogEmpty | RunEnd::BacklogDone => exit_code::OK,
             RunEnd::OnlyBlocked(_) => exit_code::BLOCKED,
@@ -486,7 +517,7 @@ impl RunEnd {
     }
 
     /// The run's end in words (`run.json`'s `end_reason`, the summary line).
-    fn reason(&self) -> String {
+    pub(crate) fn reason(&self) -> String {
         match self {
             RunEnd::BacklogEmpty => "the backlog is empty: add one specs/*.md per task".into(),
             RunEnd::BacklogDone => "backlog done".into(),
@@ -727,6 +758,7 @@ impl Run<'_> {
                 secrets: self.secrets,
                 stop: self.stop,
                 time_left: self.budget.time_left(),
+                worker: None,
             },
             state,
             reporter,
@@ -784,7 +816,7 @@ impl Run<'_> {
 }
 
 /// A duration to the second, as "1h 5m 3s".
-fn human(d: Duration) -> String {
+pub(crate) fn human(d: Duration) -> String {
     humantime::format_duration(Duration::from_secs(d.as_secs().max(1))).to_string()
 }
 

@@ -131,6 +131,15 @@ fn settle(
     st: &Started,
     secrets: &Secrets,
 ) -> Result<IterationRecord, CliError> {
+    // A parallel run's worker ran it in its own worktree, which the next parallel run resets
+    // (its green work, if it committed any, waits on the slot's branch to be landed): the
+    // user's checkout is none of its business.
+    if let Some(w) = st.worker {
+        let failure = format!(
+            "ralph was killed while worker {w} ran this iteration in its own worktree; the user's checkout was not touched"
+        );
+        return Ok(record(run_id, n, st, dir, last_alive(dir), None, Vec::new(), failure));
+    }
     if let Some(branch) = &st.branch
         && git::current_branch(root)?.as_deref() != Some(branch.as_str())
     {

@@ -1,0 +1,674 @@
+//! `ralph run -j N`: N tasks at once, each run by a worker in its own git worktree (a slot,
+//! see [`slots`]), each worker a `ralph work-slot` process running the single loop's
+//! iteration there (`crate::runner::worker`); green work lands on the target branch one task
+//! at a time, after its checks pass again on the combined result ([`landing`]).
+//!
+//! Invariants: the coordinator (this process) is the one writer of the backlog's statuses,
+//! AGENTS.md and the learnings store, the task states, budgets and `iterations.jsonl`;
+//! workers write their slot and their iteration's folder only. A task is started only when its
+//! `depends_on` tasks have landed, and never beside a running task whose `touches` patterns
+//! overlap its own. Nothing is recorded done that is not on the target branch; work that does
+//! not land is kept as its iteration's `rejected.patch`, and the task runs again on the new tip
+//! (blocked after `max_attempts`). The user's checkout is only ever fast-forwarded.
+//! `-j 1` (and `[parallel] workers = 1`) is the single loop, unchanged.
+
+pub mod landing;
+pub mod slots;
+
+use crate::backlog::{Backlog, Next, Spec, Status};
+use crate::budget::Budget;
+use crate::error::CliError;
+use crate::git;
+use crate::learnings;
+use crate::logs;
+use crate::record::{self, Cause, IterationRecord, Outcome};
+use crate::reporter::Reporter;
+use crate::runner::worker::{RALPH_WORKER, WorkerResult};
+use crate::runner::{self, RunEnd, RunOptions};
+use crate::secrets::Secrets;
+use crate::signal::Stop;
+use crate::state::{self, RunMeta, State};
+use landing::{Lander, Landing};
+use slots::Slots;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The file listing the workers and the queue, for `ralph status` (in the run's folder).
+pub const WORKERS_FILE: &str = "workers.json";
+
+/// `ralph run`: the single loop with one worker, the coordinator with more.
+pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> Result<u8, CliError> {
+    if opts.jobs.is_some_and(|j| j > 1)
+        && let Ok(w) = std::env::var(RALPH_WORKER)
+    {
+        return Err(CliError::usage(format!(
+            "ralph run -j: this process runs under worker {w} of a parallel run, and a worker never starts workers"
+        )));
+    }
+    let v = runner::validate(&opts)?;
+    if v.cfg.workers <= 1 {
+        return runner::run_validated(opts, v, reporter, stop).await;
+    }
+    if std::env::var_os(RALPH_WORKER).is_some() {
+        return Err(CliError::usage(
+            "[parallel] workers > 1 under a parallel run's worker: a worker never starts workers",
+        ));
+    }
+    if opts.watch {
+        return Err(CliError::usage("--watch does not work with parallel workers yet").hint("drop -j, or --watch"));
+    }
+    if opts.allow_dirty {
+        return Err(CliError::usage("--allow-dirty does not work with parallel workers: each worker starts from a commit")
+            .hint("commit your changes first"));
+    }
+    Coordinator::start(opts, v, reporter, stop).await
+}
+
+/// One worker's task under way.
+struct Running {
+    task: String,
+    iteration: u32,
+    slot: PathBuf,
+    started: Instant,
+    pid: Option<u32>,
+}
+
+/// A row of `workers.json`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct WorkerRow {
+    pub id: u32,
+    pub task: String,
+    pub iteration: u32,
+    /// `agent` (working) or `landing`.
+    pub phase: String,
+    pub started_at: String,
+}
+
+/// `workers.json`: what `ralph status` shows of a parallel run.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct WorkersFile {
+    pub pid: u32,
+    pub workers: Vec<WorkerRow>,
+    /// Tasks waiting to land, in order.
+    pub queue: Vec<String>,
+}
+
+impl WorkersFile {
+    pub fn load(run_dir: &Path) -> Option<WorkersFile> {
+        serde_json::from_slice(&crate::fsx::read(&run_dir.join(WORKERS_FILE)).ok()?).ok()
+    }
+}
+
+struct Coordinator<'a> {
+    root: PathBuf,
+    cfg: crate::config::Config,
+    opts: RunOptions,
+    target: String,
+    run_id: String,
+    run_dir: PathBuf,
+    meta: RunMeta,
+    budget: Budget,
+    state: State,
+    store: learnings::Store,
+    secrets: Secrets,
+    stop: Stop,
+    slots: Slots,
+    running: BTreeMap<u32, Running>,
+    rows: BTreeMap<u32, WorkerRow>,
+    counts: BTreeMap<Outcome, u32>,
+    /// No worker starts before then (a usage limit).
+    paused_until: Option<Instant>,
+    reporter: &'a mut dyn Reporter,
+}
+
+impl<'a> Coordinator<'a> {
+    async fn start(
+        opts: RunOptions,
+        v: runner::Validated,
+        reporter: &'a mut dyn Reporter,
+        stop: Stop,
+    ) -> Result<u8, CliError> {
+        let runner::Validated { root, cfg, lock, .. } = v;
+        if !crate::process::reaper::become_subreaper() {
+            tracing::debug!("not a child subreaper: escaped processes are not ended");
+        }
+        let env: Vec<(String, String)> = cfg.agent.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let secrets = Secrets::from_env(&env);
+        let resumed = runner::recover_latest(&root, &opts, &secrets, reporter)?;
+        let current = git::current_branch(&root)?;
+        let target = match (&cfg.branch, &current) {
+            (Some(b), _) => b.clone(),
+            (None, Some(c)) => c.clone(),
+            (None, None) => return Err(CliError::usage("HEAD is detached: name the branch to land on in ralph.toml: [git] branch = \"NAME\"")),
+        };
+        if git::rev_parse(&root, &format!("refs/heads/{target}"))?.is_none() {
+            let head = git::head(&root)?.unwrap_or_default();
+            git::update_ref(&root, &format!("refs/heads/{target}"), Some(&head))?;
+            reporter.line(&format!("made branch {target} at {}; work lands there", &head[..head.len().min(12)]));
+        }
+        if current.as_deref() == Some(target.as_str()) && !git::dirty_entries(&root)?.is_empty() {
+            return Err(CliError::usage(format!(
+                "the working tree has uncommitted changes, and {target}, where a parallel run lands work, is checked out here"
+            ))
+            .hint("commit or stash them first: ralph fast-forwards your checkout as tasks land")
+            .hint("or land on another branch: [git] branch = \"NAME\" in ralph.toml"));
+        }
+        for line in slots::remove_stale(&root, &target) {
+            reporter.line(&line);
+        }
+        let (run_id, mut meta, records) = runner::open_run(&root, resumed);
+        let run_dir = logs::run_dir(&root, &run_id);
+        git::mark_run(&run_id, &root);
+        crate::fsx::create_dir_all(&run_dir)
+            .map_err(|e| CliError::failure(format!("cannot create {}: {e}", run_dir.display())))?;
+        meta.branch = Some(target.clone());
+        let budget = Budget::resume(cfg.budget.clone(), &records, meta.elapsed_ms);
+        meta.limits = Some(state::Limits::from(&cfg.budget));
+        meta.spent = Some(budget.spent_now());
+        meta.save(&run_dir)?;
+        reporter.line(&format!(
+            "ralph run {run_id}: {} workers, landing on {target}; agent `{}`, checks: {}",
+            cfg.workers,
+            cfg.agent.command.join(" "),
+            if cfg.checks.commands.is_empty() { "none".to_string() } else { cfg.checks.commands.join(", ") }
+        ));
+        let state = State::load(&root)?;
+        let store = learnings::Store::load(&root)?;
+        let slots = Slots::new(&root, &run_id);
+        // Held for the run: a second `ralph run` in this checkout is refused.
+        let _lock = lock;
+        let started = Instant::now();
+        let mut c = Coordinator {
+            root,
+            cfg,
+            opts,
+            target,
+            run_id,
+            run_dir,
+            meta,
+            budget,
+            state,
+            store,
+            secrets,
+            stop,
+            slots,
+            running: BTreeMap::new(),
+            rows: BTreeMap::new(),
+            counts: BTreeMap::new(),
+            paused_until: None,
+            reporter,
+        };
+        let result = c.run_loop().await;
+        c.stop_workers().await;
+        for line in c.slots.remove_all(&c.target) {
+            c.reporter.line(&line);
+        }
+        let _ = std::fs::remove_file(c.run_dir.join(WORKERS_FILE));
+        let (code, reason) = match &result {
+            Ok(end) => (end.code(), end.reason()),
+            Err(e) => (e.code, format!("error: {}", e.message)),
+        };
+        c.save_end(code, &reason);
+        let outcomes: Vec<String> = c.counts.iter().map(|(o, n)| format!("{n} {}", o.as_str())).collect();
+        let summary = format!(
+            "ralph: {reason} — {} iteration(s){}{} in {} (exit {code})",
+            c.counts.values().sum::<u32>(),
+            if outcomes.is_empty() { "" } else { ": " },
+            outcomes.join(", "),
+            humantime::format_duration(Duration::from_secs(started.elapsed().as_secs())),
+        );
+        match result {
+            Ok(_) => {
+                eprintln!("{summary}");
+                Ok(code)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn save_end(&mut self, code: u8, reason: &str) {
+        let meta = &mut self.meta;
+        meta.ended_at = Some(logs::now_rfc3339());
+        meta.exit_code = Some(code);
+        meta.end_reason = Some(reason.to_string());
+        let spent = self.budget.spent_now();
+        meta.elapsed_ms = spent.elapsed_ms;
+        meta.spent = Some(spent);
+        let _ = meta.save(&self.run_dir);
+        state::flush();
+    }
+
+    /// The backlog as the target branch has it: read from the user's checkout (fast-forwarded
+    /// as work lands) when it has the branch, else from the branch's tip; with ralph's blocks.
+    fn backlog(&self) -> Result<Backlog, CliError> {
+        let on_target = git::current_branch(&self.root)?.as_deref() == Some(self.target.as_str());
+        let mut backlog = if on_target {
+            Backlog::load(&self.root, &self.cfg.source(&self.root))?
+        } else {
+            self.backlog_at_tip()?
+        };
+        backlog.apply_blocks(&self.state.blocks());
+        Ok(backlog)
+    }
+
+    /// The backlog of the target branch's tip, read through a scratch checkout of it.
+    fn backlog_at_tip(&self) -> Result<Backlog, CliError> {
+        let dir = slots::folder(&self.root).join("tip");
+        let tip = self.tip()?;
+        let listed = git::worktrees(&self.root)?.iter().any(|w| w.path == dir);
+        if !listed {
+            let _ = std::fs::remove_dir_all(&dir);
+            git::worktree_add(&self.root, &dir, "ralph/slot-tip", &tip, &format!("ralph run {}", self.run_id))?;
+        }
+        git::reset_checkout(&dir, "ralph/slot-tip", &tip)?;
+        Ok(Backlog::load(&dir, &self.cfg.source(&dir))?)
+    }
+
+    fn tip(&self) -> Result<String, CliError> {
+        git::rev_parse(&self.root, &format!("refs/heads/{}", self.target))?
+            .ok_or_else(|| CliError::failure(format!("the branch {} is gone", self.target)))
+    }
+
+    async fn run_loop(&mut self) -> Result<RunEnd, CliError> {
+        let mut joins: tokio::task::JoinSet<(u32, std::io::Result<std::process::ExitStatus>)> =
+            tokio::task::JoinSet::new();
+        let mut fatal: Option<String> = None;
+        loop {
+            if self.stop.cancel.is_cancelled() {
+                return Ok(RunEnd::Interrupted);
+            }
+            if let Some(f) = &fatal
+                && self.running.is_empty()
+            {
+                return Ok(RunEnd::AgentFatal(f.clone()));
+            }
+            let backlog = self.backlog()?;
+            let stopping = self.stop.after_iteration.is_cancelled() || fatal.is_some();
+            let spent = self.budget.check().err();
+            let paused = self.paused_until.is_some_and(|t| Instant::now() < t);
+            if !stopping && spent.is_none() && !paused {
+                self.start_ready(&backlog, &mut joins)?;
+            }
+            if self.running.is_empty() {
+                if self.stop.after_iteration.is_cancelled() {
+                    return Ok(RunEnd::Stopped);
+                }
+                if let Some(spent) = spent {
+                    return Ok(RunEnd::Budget(spent.to_string()));
+                }
+                match backlog.next() {
+                    Next::AllDone if backlog.tasks.is_empty() => return Ok(RunEnd::BacklogEmpty),
+                    Next::AllDone => return Ok(RunEnd::BacklogDone),
+                    Next::OnlyBlocked => {
+                        let blocked = backlog
+                            .tasks
+                            .iter()
+                            .filter(|t| t.status == Status::Blocked)
+                            .map(|t| t.id.clone())
+                            .collect();
+                        return Ok(RunEnd::OnlyBlocked(blocked));
+                    }
+                    Next::Task(_) => {
+                        // Only a pause (a usage limit) holds runnable work back.
+                        let wait = self.paused_until.map_or(Duration::ZERO, |t| t.saturating_duration_since(Instant::now()));
+                        if let Some(left) = self.budget.time_left()
+                            && wait >= left
+                        {
+                            return Ok(RunEnd::LimitAfterBudget(wait));
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = self.stop.cancel.cancelled() => return Ok(RunEnd::Interrupted),
+                            _ = self.stop.after_iteration.cancelled() => return Ok(RunEnd::Stopped),
+                        }
+                        self.paused_until = None;
+                        continue;
+                    }
+                }
+            }
+            let ended = tokio::select! {
+                ended = joins.join_next() => ended,
+                _ = self.stop.cancel.cancelled() => continue,
+            };
+            let Some(Ok((w, status))) = ended else { continue };
+            if let Some(f) = self.finish(w, status, &backlog).await? {
+                fatal = Some(f);
+            }
+        }
+    }
+
+    /// Starts workers on runnable tasks while slots are free.
+    fn start_ready(
+        &mut self,
+        backlog: &Backlog,
+        joins: &mut tokio::task::JoinSet<(u32, std::io::Result<std::process::ExitStatus>)>,
+    ) -> Result<(), CliError> {
+        let busy: BTreeSet<String> = self.running.values().map(|r| r.task.clone()).collect();
+        let running_specs: Vec<&Spec> = backlog.tasks.iter().filter(|t| busy.contains(&t.id)).collect();
+        let mut chosen: Vec<Spec> = Vec::new();
+        for t in runnable(backlog) {
+            if self.running.len() + chosen.len() >= self.cfg.workers as usize {
+                break;
+            }
+            if busy.contains(&t.id) {
+                continue;
+            }
+            let clash = running_specs.iter().copied().chain(chosen.iter()).any(|o| touches_clash(o, t));
+            if clash {
+                continue;
+            }
+            // A task over its own limits is blocked before it spends more.
+            if let Some(reason) = runner::task_rules::over_task_limit(&self.state.task(&t.id), &self.cfg.budget) {
+                self.block(t, &reason)?;
+                continue;
+            }
+            chosen.push(t.clone());
+        }
+        for task in chosen {
+            let Some(w) = (1..=self.cfg.workers).find(|w| !self.running.contains_key(w)) else { break };
+            self.spawn(w, &task, joins)?;
+        }
+        Ok(())
+    }
+
+    fn spawn(
+        &mut self,
+        w: u32,
+        task: &Spec,
+        joins: &mut tokio::task::JoinSet<(u32, std::io::Result<std::process::ExitStatus>)>,
+    ) -> Result<(), CliError> {
+        let tip = self.tip()?;
+        let slot = self.slots.prepare(w, &tip)?;
+        // The worker's private state starts as the coordinator's (attempts, last failure).
+        self.state.save(&slot)?;
+        self.meta.iterations += 1;
+        let iteration = self.meta.iterations;
+        self.meta.spent = Some(self.budget.spent_now());
+        self.meta.save(&self.run_dir)?;
+        let dir = logs::iter_dir(&self.run_dir, iteration);
+        crate::fsx::create_dir_all(&dir).map_err(|e| CliError::failure(format!("cannot create {}: {e}", dir.display())))?;
+        let log = crate::fsx::create(&dir.join("worker.log"))
+            .map_err(|e| CliError::failure(format!("cannot create the worker's log: {e}")))?;
+        let exe = std::env::current_exe().map_err(|e| CliError::failure(format!("cannot find ralph's own program: {e}")))?;
+        let mut cmd = tokio::process::Command::new(exe);
+        cmd.arg("-C").arg(&slot).arg("work-slot");
+        cmd.args(["--task", &task.id, "--run-id", &self.run_id, "--iteration", &iteration.to_string()]);
+        cmd.arg("--run-dir").arg(&self.run_dir);
+        cmd.args(["--worker", &w.to_string()]);
+        if let Some(left) = self.budget.time_left() {
+            cmd.args(["--time-left-ms", &left.as_millis().to_string()]);
+        }
+        if let Some(a) = &self.opts.agent {
+            cmd.args(["--agent", a]);
+        }
+        cmd.env(RALPH_WORKER, w.to_string());
+        cmd.stdin(std::process::Stdio::null());
+        let err_log = log.try_clone().map_err(|e| CliError::failure(format!("cannot share the worker's log: {e}")))?;
+        cmd.stdout(std::process::Stdio::from(log)).stderr(std::process::Stdio::from(err_log));
+        let mut child = cmd.spawn().map_err(|e| CliError::failure(format!("cannot start worker {w}: {e}")))?;
+        let pid = child.id();
+        joins.spawn(async move { (w, child.wait().await) });
+        self.reporter.line(&format!("worker {w} · iteration {iteration} · {} · {}: started", task.id, task.title));
+        self.running.insert(w, Running { task: task.id.clone(), iteration, slot, started: Instant::now(), pid });
+        self.rows.insert(w, WorkerRow {
+            id: w,
+            task: task.id.clone(),
+            iteration,
+            phase: "agent".into(),
+            started_at: logs::now_rfc3339(),
+        });
+        self.save_rows();
+        Ok(())
+    }
+
+    fn save_rows(&self) {
+        let file = WorkersFile {
+            pid: std::process::id(),
+            workers: self.rows.values().cloned().collect(),
+            queue: self.rows.values().filter(|r| r.phase == "landing").map(|r| r.task.clone()).collect(),
+        };
+        if let Ok(bytes) = serde_json::to_vec_pretty(&file) {
+            let _ = state::replace(&self.run_dir.join(WORKERS_FILE), &bytes);
+        }
+    }
+
+    /// A worker ended: its result is landed (green work) or recorded; returns a fatal agent
+    /// failure that ends the run.
+    async fn finish(
+        &mut self,
+        w: u32,
+        status: std::io::Result<std::process::ExitStatus>,
+        backlog: &Backlog,
+    ) -> Result<Option<String>, CliError> {
+        let Some(run) = self.running.remove(&w) else { return Ok(None) };
+        let dir = logs::iter_dir(&self.run_dir, run.iteration);
+        let Some(result) = WorkerResult::load(&dir) else {
+            let how = match status {
+                Ok(s) => s.to_string(),
+                Err(e) => e.to_string(),
+            };
+            let mut rec = IterationRecord::new(&self.run_id, run.iteration, &run.task, Outcome::Interrupted);
+            rec.worker = Some(w);
+            rec.failure = Some(format!("worker {w} ended without a result ({how}); its log is worker.log"));
+            rec.cause = Some(Cause::Crashed);
+            rec.duration_ms = u64::try_from(run.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.rows.remove(&w);
+            self.save_rows();
+            self.settle(rec, None)?;
+            return Ok(None);
+        };
+        let mut rec = result.record;
+        rec.worker = Some(w);
+        let task = backlog.get(&run.task).cloned();
+        // Learnings are admitted whatever the outcome: failures teach the most.
+        let added = self.admit(&result.findings, &rec, task.as_ref());
+        rec.learnings_added.clone_from(&added);
+        if let (Some(commit), Some(task)) = (rec.commit.clone(), task.as_ref()) {
+            if let Some(row) = self.rows.get_mut(&w) {
+                row.phase = "landing".into();
+            }
+            self.save_rows();
+            self.reporter.line(&format!("worker {w} · iteration {} · {}: landing", run.iteration, task.id));
+            let status = if rec.outcome == Outcome::Done { Status::Done } else { Status::Todo };
+            let base = rec.head_before.clone().unwrap_or_default();
+            let lander = Lander {
+                root: &self.root,
+                target: &self.target,
+                cfg: &self.cfg,
+                secrets: &self.secrets,
+                stop: &self.stop,
+                run_id: &self.run_id,
+            };
+            let landed = lander.land(&run.slot, task, status, &base, &self.store, &dir.join("landing.log")).await?;
+            match landed {
+                Landing::Landed(sha) => {
+                    self.store.set_commit(&added, &sha);
+                    rec.commit = Some(sha);
+                }
+                other => {
+                    let patch = git::diff_between(&run.slot, &base, &commit).unwrap_or_default();
+                    let masked = self.secrets.mask(&String::from_utf8_lossy(&patch));
+                    let _ = state::atomic_write(&dir.join("rejected.patch"), masked.as_bytes());
+                    let (cause, failure) = match other {
+                        Landing::Conflict(t) => (Cause::LandConflict, format!(
+                            "the work no longer applies on {} (another task landed first): {}; it runs again on the new tip",
+                            self.target,
+                            crate::checks::last_lines(&t, 20)
+                        )),
+                        Landing::Red(t) => (Cause::LandChecksFailed, format!(
+                            "the checks failed on the work combined with what landed first; it runs again on the new tip:\n{t}"
+                        )),
+                        Landing::Refused(t) => (Cause::HookRejected, format!(
+                            "`git commit` was refused when ralph landed the work: {}",
+                            crate::checks::last_lines(&t, 20)
+                        )),
+                        Landing::Landed(_) => unreachable!(),
+                    };
+                    rec.outcome = Outcome::ChecksFailed;
+                    rec.cause = Some(cause);
+                    rec.failure = Some(failure);
+                    rec.commit = None;
+                    let tip = self.tip()?;
+                    git::reset_checkout(&run.slot, &Slots::branch(w), &tip)?;
+                }
+            }
+        }
+        self.store.save(&self.root)?;
+        self.rows.remove(&w);
+        self.save_rows();
+        if let Some((reset_at, message)) = &result.limit {
+            let limit = crate::agent::limits::Limit {
+                reset_at: reset_at.as_deref().and_then(|r| r.parse().ok()),
+                message: message.clone(),
+            };
+            let wait = crate::agent::limits::wait_for(&limit, jiff::Timestamp::now(), self.cfg.agent.retry_wait);
+            self.paused_until = Some(Instant::now() + wait);
+            self.reporter.line(&format!(
+                "worker {w} hit a usage limit: no worker starts for {}; the same task runs again, no attempt used",
+                runner::human(wait)
+            ));
+        }
+        self.settle(rec, task.as_ref())?;
+        Ok(result.fatal)
+    }
+
+    /// Admits a worker's learnings into the one store; the ids added.
+    fn admit(&mut self, findings: &crate::agent::scan::Findings, rec: &IterationRecord, task: Option<&Spec>) -> Vec<String> {
+        let provenance = learnings::Provenance {
+            task: rec.task.clone(),
+            run_id: self.run_id.clone(),
+            iteration: rec.iteration,
+            agent: self.cfg.agent.preset.map_or_else(|| self.cfg.agent.command[0].clone(), |p| p.name.to_string()),
+            model: rec.model.clone().or_else(|| self.cfg.agent.model.clone()),
+            failure: rec.failure.as_deref().and_then(|f| f.lines().next()).map(str::to_string),
+        };
+        let body = task.map(|t| t.body.as_str()).unwrap_or("");
+        let admitted = self.store.admit(findings, &provenance, body, &self.secrets, &self.cfg.learnings);
+        for r in &admitted.rejected {
+            self.reporter.line(&format!("learning not kept ({}): {}", r.reason, r.text));
+        }
+        admitted.added
+    }
+
+    /// Folds a finished iteration into the task's state, budgets and records.
+    fn settle(&mut self, mut rec: IterationRecord, task: Option<&Spec>) -> Result<(), CliError> {
+        let settled = runner::task_rules::Settled {
+            outcome: rec.outcome,
+            committed: rec.commit.is_some(),
+            failure: rec.failure.as_deref(),
+            progress: rec.progress.clone(),
+            tokens: rec.tokens.map_or(0, |t| t.total()),
+            elapsed_ms: rec.duration_ms,
+            run_id: &self.run_id,
+            iteration: rec.iteration,
+            spec_fingerprint: task.map(|t| crate::backlog::spec::fingerprint(&t.body)).unwrap_or_default(),
+        };
+        let max_attempts = task.and_then(|t| t.max_attempts).unwrap_or(self.cfg.budget.max_attempts);
+        let reason = runner::task_rules::settle(self.state.task_mut(&rec.task), &settled, max_attempts, &self.cfg.budget);
+        if let (Some(reason), Some(task)) = (reason, task) {
+            self.block(task, &reason)?;
+            rec.blocked = true;
+        }
+        self.state.save(&self.root)?;
+        self.budget.record(&rec);
+        *self.counts.entry(rec.outcome).or_default() += 1;
+        let spent = self.budget.spent_now();
+        self.meta.elapsed_ms = spent.elapsed_ms;
+        self.meta.spent = Some(spent);
+        let path = logs::records_path(&self.run_dir);
+        record::append(&path, &rec).map_err(|e| CliError::failure(format!("cannot write {}: {e}", path.display())))?;
+        self.reporter.iteration_ended(&rec);
+        self.reporter.totals(&self.budget.summary());
+        Ok(())
+    }
+
+    /// Blocks a task: `status: blocked` and the reason, committed on the target branch through
+    /// a free slot (a story or item keeps its block in ralph's state).
+    fn block(&mut self, task: &Spec, reason: &str) -> Result<(), CliError> {
+        let ts = self.state.task_mut(&task.id);
+        ts.blocked_by_ralph = true;
+        ts.block = Some((reason.to_string(), logs::now_rfc3339()));
+        self.reporter.line(&format!("blocked {}: {reason}", task.id));
+        if task.origin != crate::backlog::Origin::File {
+            return Ok(());
+        }
+        let Some(w) = (1..=self.cfg.workers).find(|w| !self.running.contains_key(w)) else { return Ok(()) };
+        let short = reason.split(';').next().unwrap_or(reason);
+        let message = format!(
+            "ralph({}): blocked ({short})\n\n{reason}\n\nRalph-Task: {}\nRalph-Run: {}\nRalph-Iteration: {}\n",
+            task.id, task.id, self.run_id, self.meta.iterations
+        );
+        for _ in 0..3 {
+            let tip = self.tip()?;
+            let slot = self.slots.prepare(w, &tip)?;
+            let spec = slot.join(&task.path);
+            let before = crate::fsx::read_input(&spec)
+                .map_err(|e| CliError::failure(format!("cannot read {}: {e}", spec.display())))?;
+            crate::backlog::set_status(&slot, task, &before, Status::Blocked, Some(reason))?;
+            let git::CommitResult::Committed(new) = git::commit_including(&slot, &message, &[task.path.as_path()])? else {
+                return Ok(());
+            };
+            let checked_out = git::current_branch(&self.root)?.as_deref() == Some(self.target.as_str());
+            let moved = if checked_out {
+                git::head(&self.root)?.as_deref() == Some(tip.as_str())
+                    && git::fast_forward(&self.root, &new)?.is_ok()
+            } else {
+                git::update_ref_from(&self.root, &format!("refs/heads/{}", self.target), &new, &tip)?
+            };
+            if moved {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every worker (their agents stop, their slots are put back) and waits for them.
+    async fn stop_workers(&mut self) {
+        for r in self.running.values() {
+            if let Some(pid) = r.pid.and_then(|p| i32::try_from(p).ok()) {
+                // SAFETY: kill with a pid of ralph's own child and a signal number.
+                unsafe {
+                    libc::kill(pid, libc::SIGTERM);
+                }
+            }
+        }
+        let deadline = Instant::now() + self.cfg.agent.kill_grace + Duration::from_secs(10);
+        while self.running.values().any(|r| r.pid.is_some_and(alive)) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for (w, r) in std::mem::take(&mut self.running) {
+            let mut rec = IterationRecord::new(&self.run_id, r.iteration, &r.task, Outcome::Interrupted);
+            rec.worker = Some(w);
+            rec.failure = Some("the run was stopped while the worker ran; nothing of it landed".into());
+            rec.duration_ms = u64::try_from(r.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let _ = self.settle(rec, None);
+        }
+    }
+}
+
+/// Whether process `pid` is still running (a zombie is not).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])))
+        .unwrap_or(false)
+}
+
+/// Every task that could start now, in the order the single loop would take them: todo, its
+/// `depends_on` done.
+fn runnable(backlog: &Backlog) -> Vec<&Spec> {
+    let status: BTreeMap<&str, Status> = backlog.tasks.iter().map(|t| (t.id.as_str(), t.status)).collect();
+    let mut ready: Vec<&Spec> = backlog
+        .tasks
+        .iter()
+        .filter(|t| t.status == Status::Todo)
+        .filter(|t| t.depends_on.iter().all(|d| status.get(d.as_str()) == Some(&Status::Done)))
+        .collect();
+    ready.sort_by_key(|t| (t.priority.is_none(), t.priority, t.path.clone(), t.order));
+    ready
+}
+
+/// Whether two tasks' `touches` patterns overlap (TEMP until the key lands).
+fn touches_clash(_a: &Spec, _b: &Spec) -> bool {
+    false
+}
