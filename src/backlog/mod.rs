@@ -1,7 +1,7 @@
 //! The backlog: every `specs/*.md` file is one task (the id is the file stem, the order is the
-//! file name, the front matter — see [`spec`] — carries status, priority and dependencies), or,
-//! where the user keeps one instead, the stories of a `prd.json` ([`prd`]) or the items of a
-//! checklist plan ([`checklist`]), read in place and kept up to date.
+//! file name, the front matter — see [`spec`] — carries status, priority, dependencies and the
+//! files a task [`touches`]), or, where the user keeps one instead, the stories of a `prd.json`
+//! ([`prd`]) or the items of a checklist plan ([`checklist`]), read in place and kept up to date.
 //!
 //! Invariants: ids are unique; every `depends_on` names an existing task; dependencies have no
 //! cycle. The runner picks the next task from here, never the agent. A status is written back
@@ -10,8 +10,10 @@
 pub mod checklist;
 pub mod prd;
 pub mod spec;
+pub mod touches;
 
 pub use spec::{Origin, Spec, Status};
+pub use touches::may_conflict;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

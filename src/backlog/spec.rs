@@ -2,7 +2,8 @@
 //!
 //! Front matter is an optional block at the very top of the file between two `---` lines, in a
 //! small YAML subset: `key: value` lines, `#` comments, lists as `[a, b]` or as `- item` lines
-//! under `key:`. Values may be quoted. Updating the status rewrites only the `status:` (and
+//! under `key:`. Values may be quoted. `touches` patterns are checked here and compared in
+//! [`super::touches`]. Updating the status rewrites only the `status:` (and
 //! `blocked_reason:`) lines and leaves every other byte of the file as it was.
 
 use std::path::{Path, PathBuf};
@@ -37,8 +38,17 @@ impl Status {
 }
 
 /// The front matter keys ralph knows; anything else is an error, so typos are caught.
-pub const KNOWN_KEYS: &[&str] =
-    &["id", "title", "status", "priority", "depends_on", "checks", "max_attempts", "blocked_reason"];
+pub const KNOWN_KEYS: &[&str] = &[
+    "id",
+    "title",
+    "status",
+    "priority",
+    "depends_on",
+    "checks",
+    "max_attempts",
+    "touches",
+    "blocked_reason",
+];
 
 /// A parse error with its 1-based line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +91,9 @@ pub struct Spec {
     pub checks: Vec<String>,
     /// Overrides `[budget] max_attempts` for this task.
     pub max_attempts: Option<u32>,
+    /// Glob patterns of the files the task is likely to change, relative to the repository
+    /// root (see [`super::touches`]); empty when unset, and always for stories and items.
+    pub touches: Vec<String>,
     /// The file without its front matter.
     pub body: String,
 }
@@ -96,6 +109,7 @@ pub fn parse(id: &str, path: &Path, text: &str) -> Result<Spec, SpecParseError> 
     let mut blocked_reason = None;
     let mut checks = Vec::new();
     let mut max_attempts = None;
+    let mut touches = Vec::new();
     let mut id_override: Option<String> = None;
     if let Some(fm) = fm {
         for entry in parse_entries(&fm)? {
@@ -148,6 +162,16 @@ pub fn parse(id: &str, path: &Path, text: &str) -> Result<Spec, SpecParseError> 
                         return Err(SpecParseError { line: entry.line, message: "`checks` is empty".into() });
                     }
                 }
+                "touches" => {
+                    // Empty patterns are kept to be refused: `[a, ""]` is a slip, not `[a]`.
+                    touches = entry.list_keeping_empty();
+                    if touches.is_empty() {
+                        return Err(err("`touches` is empty (leave the key out for no constraint)".into()));
+                    }
+                    for pattern in &touches {
+                        super::touches::validate(pattern).map_err(err)?;
+                    }
+                }
                 "blocked_reason" => blocked_reason = Some(entry.scalar().map_err(err)?),
                 other => {
                     return Err(SpecParseError {
@@ -178,6 +202,7 @@ pub fn parse(id: &str, path: &Path, text: &str) -> Result<Spec, SpecParseError> 
         blocked_reason,
         checks,
         max_attempts,
+        touches,
         body: body.to_string(),
     })
 }
@@ -225,12 +250,18 @@ impl Entry {
     }
 
     fn list(&self) -> Vec<String> {
+        self.list_keeping_empty().into_iter().filter(|s| !s.is_empty()).collect()
+    }
+
+    /// The list with quoted empty values (`""`, `- ''`) and bare `-` items kept; only the
+    /// nothing of `[]` or of a trailing comma is dropped.
+    fn list_keeping_empty(&self) -> Vec<String> {
         if !self.items.is_empty() {
             return self.items.iter().map(|s| unquote(s)).collect();
         }
         let v = self.value.trim();
         let inner = v.strip_prefix('[').and_then(|v| v.strip_suffix(']')).unwrap_or(v);
-        inner.split(',').map(|s| unquote(s.trim())).filter(|s| !s.is_empty()).collect()
+        inner.split(',').map(str::trim).filter(|s| !s.is_empty()).map(unquote).collect()
     }
 }
 
@@ -406,6 +437,34 @@ mod tests {
         let s = p("---\nchecks:\n  - cargo test -p parser\n  - \"./check-docs.sh\"\n---\n").unwrap();
         assert_eq!(s.checks, vec!["cargo test -p parser", "./check-docs.sh"]);
         assert_eq!(p("---\nchecks: []\n---\n").unwrap_err().line, 2);
+    }
+
+    #[test]
+    fn touches_is_a_list_of_patterns() {
+        let s = p("---\ntouches: [src/parser/**, \"Cargo.toml\"]\n---\n").unwrap();
+        assert_eq!(s.touches, vec!["src/parser/**", "Cargo.toml"]);
+        let s = p("---\ntouches:\n  - src/*.rs\n  - 'docs/**'\n---\n").unwrap();
+        assert_eq!(s.touches, vec!["src/*.rs", "docs/**"]);
+        let s = p("---\ntouches: [a/**,]\n---\n").unwrap();
+        assert_eq!(s.touches, vec!["a/**"]);
+        assert!(p("---\nstatus: todo\n---\n").unwrap().touches.is_empty());
+    }
+
+    #[test]
+    fn bad_touches_name_their_line() {
+        let bad = |text: &str, line: usize, says: &str| {
+            let e = p(text).unwrap_err();
+            assert_eq!(e.line, line, "{text:?}: {e:?}");
+            assert!(e.message.contains(says), "{text:?}: {e:?}");
+        };
+        bad("---\ntouches: []\n---\n", 2, "empty");
+        bad("---\nstatus: todo\ntouches:\n---\n", 3, "empty");
+        bad("---\n\ntouches: [src/**, \"\"]\n---\n", 3, "empty pattern");
+        bad("---\ntouches:\n  - src/**\n  -\n---\n", 2, "empty pattern");
+        bad("---\ntouches: [/etc/passwd]\n---\n", 2, "absolute");
+        bad("---\nid: a\ntouches: [src/**, ../other/**]\n---\n", 3, "`..`");
+        bad("---\ntouches: [src/../../x]\n---\n", 2, "`..`");
+        bad("---\ntouches: x\ntouches: y\n---\n", 3, "twice");
     }
 
     #[test]
