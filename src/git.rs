@@ -919,7 +919,13 @@ pub fn worktree_remove(root: &Path, path: &Path) -> Result<(), GitError> {
     let _ = run(root, [OsStr::new("worktree"), OsStr::new("unlock"), path.as_os_str()]);
     let removed = run(
         root,
-        [OsStr::new("worktree"), OsStr::new("remove"), OsStr::new("--force"), OsStr::new("--force"), path.as_os_str()],
+        [
+            OsStr::new("worktree"),
+            OsStr::new("remove"),
+            OsStr::new("--force"),
+            OsStr::new("--force"),
+            path.as_os_str(),
+        ],
     );
     run(root, ["worktree", "prune"])?;
     removed.map(drop)
@@ -941,7 +947,10 @@ pub fn reset_checkout(slot: &Path, branch: &str, rev: &str) -> Result<(), GitErr
 
 /// The commit `rev` names, if it names one.
 pub fn rev_parse(root: &Path, rev: &str) -> Result<Option<String>, GitError> {
-    let out = output(root, &["rev-parse".into(), "-q".into(), "--verify".into(), format!("{rev}^{{commit}}").into()])?;
+    let out = output(
+        root,
+        &["rev-parse".into(), "-q".into(), "--verify".into(), format!("{rev}^{{commit}}").into()],
+    )?;
     Ok(out.status.success().then(|| stdout(out)))
 }
 
@@ -976,7 +985,8 @@ pub fn update_ref_from(root: &Path, name: &str, new: &str, old: &str) -> Result<
 /// `git merge --ff-only` does; `Err` text when it cannot (not a fast-forward, or local changes
 /// in the way).
 pub fn fast_forward(root: &Path, rev: &str) -> Result<Result<(), String>, GitError> {
-    let out = output(root, &["merge".into(), "-q".into(), "--ff-only".into(), "--no-edit".into(), rev.into()])?;
+    let out =
+        output(root, &["merge".into(), "-q".into(), "--ff-only".into(), "--no-edit".into(), rev.into()])?;
     if out.status.success() {
         return Ok(Ok(()));
     }
@@ -989,7 +999,10 @@ pub fn fast_forward(root: &Path, rev: &str) -> Result<Result<(), String>, GitErr
 pub fn branches(root: &Path, prefix: &str) -> Result<Vec<(String, String)>, GitError> {
     // for-each-ref matches a pattern whole or up to a slash: the prefix's folder, then filtered.
     let folder = prefix.rsplit_once('/').map_or("", |(d, _)| d);
-    let out = run(root, ["for-each-ref", "--format=%(refname:short) %(objectname)", &format!("refs/heads/{folder}")])?;
+    let out = run(
+        root,
+        ["for-each-ref", "--format=%(refname:short) %(objectname)", &format!("refs/heads/{folder}")],
+    )?;
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_once(' ').map(|(n, s)| (n.to_string(), s.to_string())))

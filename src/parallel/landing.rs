@@ -81,7 +81,8 @@ impl Lander<'_> {
             if moved && let Some(failure) = self.check(slot, task, log).await? {
                 return Ok(Landing::Red(failure));
             }
-            let new = git::head(slot)?.ok_or_else(|| CliError::failure("the worker's checkout lost its HEAD"))?;
+            let new =
+                git::head(slot)?.ok_or_else(|| CliError::failure("the worker's checkout lost its HEAD"))?;
             if self.swap(&new, &tip)? {
                 return Ok(Landing::Landed(new));
             }

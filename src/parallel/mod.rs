@@ -56,11 +56,15 @@ pub async fn run(opts: RunOptions, reporter: &mut dyn Reporter, stop: Stop) -> R
         ));
     }
     if opts.watch {
-        return Err(CliError::usage("--watch does not work with parallel workers yet").hint("drop -j, or --watch"));
+        return Err(
+            CliError::usage("--watch does not work with parallel workers yet").hint("drop -j, or --watch")
+        );
     }
     if opts.allow_dirty {
-        return Err(CliError::usage("--allow-dirty does not work with parallel workers: each worker starts from a commit")
-            .hint("commit your changes first"));
+        return Err(CliError::usage(
+            "--allow-dirty does not work with parallel workers: each worker starts from a commit",
+        )
+        .hint("commit your changes first"));
     }
     Coordinator::start(opts, v, reporter, stop).await
 }
@@ -140,12 +144,17 @@ impl<'a> Coordinator<'a> {
         let target = match (&cfg.branch, &current) {
             (Some(b), _) => b.clone(),
             (None, Some(c)) => c.clone(),
-            (None, None) => return Err(CliError::usage("HEAD is detached: name the branch to land on in ralph.toml: [git] branch = \"NAME\"")),
+            (None, None) => {
+                return Err(CliError::usage(
+                    "HEAD is detached: name the branch to land on in ralph.toml: [git] branch = \"NAME\"",
+                ));
+            }
         };
         if git::rev_parse(&root, &format!("refs/heads/{target}"))?.is_none() {
             let head = git::head(&root)?.unwrap_or_default();
             git::update_ref(&root, &format!("refs/heads/{target}"), Some(&head))?;
-            reporter.line(&format!("made branch {target} at {}; work lands there", &head[..head.len().min(12)]));
+            reporter
+                .line(&format!("made branch {target} at {}; work lands there", &head[..head.len().min(12)]));
         }
         if current.as_deref() == Some(target.as_str()) && !git::dirty_entries(&root)?.is_empty() {
             return Err(CliError::usage(format!(
@@ -259,7 +268,13 @@ impl<'a> Coordinator<'a> {
         let listed = git::worktrees(&self.root)?.iter().any(|w| w.path == dir);
         if !listed {
             let _ = std::fs::remove_dir_all(&dir);
-            git::worktree_add(&self.root, &dir, "ralph/slot-tip", &tip, &format!("ralph run {}", self.run_id))?;
+            git::worktree_add(
+                &self.root,
+                &dir,
+                "ralph/slot-tip",
+                &tip,
+                &format!("ralph run {}", self.run_id),
+            )?;
         }
         git::reset_checkout(&dir, "ralph/slot-tip", &tip)?;
         Ok(Backlog::load(&dir, &self.cfg.source(&dir))?)
@@ -311,7 +326,9 @@ impl<'a> Coordinator<'a> {
                     }
                     Next::Task(_) => {
                         // Only a pause (a usage limit) holds runnable work back.
-                        let wait = self.paused_until.map_or(Duration::ZERO, |t| t.saturating_duration_since(Instant::now()));
+                        let wait = self
+                            .paused_until
+                            .map_or(Duration::ZERO, |t| t.saturating_duration_since(Instant::now()));
                         if let Some(left) = self.budget.time_left()
                             && wait >= left
                         {
@@ -354,12 +371,18 @@ impl<'a> Coordinator<'a> {
             if busy.contains(&t.id) {
                 continue;
             }
-            let clash = running_specs.iter().copied().chain(chosen.iter()).any(|o| touches_clash(o, t));
+            let clash = running_specs
+                .iter()
+                .copied()
+                .chain(chosen.iter())
+                .any(|o| crate::backlog::may_conflict(&o.touches, &t.touches));
             if clash {
                 continue;
             }
             // A task over its own limits is blocked before it spends more.
-            if let Some(reason) = runner::task_rules::over_task_limit(&self.state.task(&t.id), &self.cfg.budget) {
+            if let Some(reason) =
+                runner::task_rules::over_task_limit(&self.state.task(&t.id), &self.cfg.budget)
+            {
                 self.block(t, &reason)?;
                 continue;
             }
@@ -387,10 +410,12 @@ impl<'a> Coordinator<'a> {
         self.meta.spent = Some(self.budget.spent_now());
         self.meta.save(&self.run_dir)?;
         let dir = logs::iter_dir(&self.run_dir, iteration);
-        crate::fsx::create_dir_all(&dir).map_err(|e| CliError::failure(format!("cannot create {}: {e}", dir.display())))?;
+        crate::fsx::create_dir_all(&dir)
+            .map_err(|e| CliError::failure(format!("cannot create {}: {e}", dir.display())))?;
         let log = crate::fsx::create(&dir.join("worker.log"))
             .map_err(|e| CliError::failure(format!("cannot create the worker's log: {e}")))?;
-        let exe = std::env::current_exe().map_err(|e| CliError::failure(format!("cannot find ralph's own program: {e}")))?;
+        let exe = std::env::current_exe()
+            .map_err(|e| CliError::failure(format!("cannot find ralph's own program: {e}")))?;
         let mut cmd = tokio::process::Command::new(exe);
         cmd.arg("-C").arg(&slot).arg("work-slot");
         cmd.args(["--task", &task.id, "--run-id", &self.run_id, "--iteration", &iteration.to_string()]);
@@ -404,20 +429,27 @@ impl<'a> Coordinator<'a> {
         }
         cmd.env(RALPH_WORKER, w.to_string());
         cmd.stdin(std::process::Stdio::null());
-        let err_log = log.try_clone().map_err(|e| CliError::failure(format!("cannot share the worker's log: {e}")))?;
+        let err_log =
+            log.try_clone().map_err(|e| CliError::failure(format!("cannot share the worker's log: {e}")))?;
         cmd.stdout(std::process::Stdio::from(log)).stderr(std::process::Stdio::from(err_log));
-        let mut child = cmd.spawn().map_err(|e| CliError::failure(format!("cannot start worker {w}: {e}")))?;
+        let mut child =
+            cmd.spawn().map_err(|e| CliError::failure(format!("cannot start worker {w}: {e}")))?;
         let pid = child.id();
         joins.spawn(async move { (w, child.wait().await) });
-        self.reporter.line(&format!("worker {w} · iteration {iteration} · {} · {}: started", task.id, task.title));
-        self.running.insert(w, Running { task: task.id.clone(), iteration, slot, started: Instant::now(), pid });
-        self.rows.insert(w, WorkerRow {
-            id: w,
-            task: task.id.clone(),
-            iteration,
-            phase: "agent".into(),
-            started_at: logs::now_rfc3339(),
-        });
+        self.reporter
+            .line(&format!("worker {w} · iteration {iteration} · {} · {}: started", task.id, task.title));
+        self.running
+            .insert(w, Running { task: task.id.clone(), iteration, slot, started: Instant::now(), pid });
+        self.rows.insert(
+            w,
+            WorkerRow {
+                id: w,
+                task: task.id.clone(),
+                iteration,
+                phase: "agent".into(),
+                started_at: logs::now_rfc3339(),
+            },
+        );
         self.save_rows();
         Ok(())
     }
@@ -480,7 +512,8 @@ impl<'a> Coordinator<'a> {
                 stop: &self.stop,
                 run_id: &self.run_id,
             };
-            let landed = lander.land(&run.slot, task, status, &base, &self.store, &dir.join("landing.log")).await?;
+            let landed =
+                lander.land(&run.slot, task, status, &base, &self.store, &dir.join("landing.log")).await?;
             match landed {
                 Landing::Landed(sha) => {
                     self.store.set_commit(&added, &sha);
@@ -491,18 +524,27 @@ impl<'a> Coordinator<'a> {
                     let masked = self.secrets.mask(&String::from_utf8_lossy(&patch));
                     let _ = state::atomic_write(&dir.join("rejected.patch"), masked.as_bytes());
                     let (cause, failure) = match other {
-                        Landing::Conflict(t) => (Cause::LandConflict, format!(
-                            "the work no longer applies on {} (another task landed first): {}; it runs again on the new tip",
-                            self.target,
-                            crate::checks::last_lines(&t, 20)
-                        )),
-                        Landing::Red(t) => (Cause::LandChecksFailed, format!(
-                            "the checks failed on the work combined with what landed first; it runs again on the new tip:\n{t}"
-                        )),
-                        Landing::Refused(t) => (Cause::HookRejected, format!(
-                            "`git commit` was refused when ralph landed the work: {}",
-                            crate::checks::last_lines(&t, 20)
-                        )),
+                        Landing::Conflict(t) => (
+                            Cause::LandConflict,
+                            format!(
+                                "the work no longer applies on {} (another task landed first): {}; it runs again on the new tip",
+                                self.target,
+                                crate::checks::last_lines(&t, 20)
+                            ),
+                        ),
+                        Landing::Red(t) => (
+                            Cause::LandChecksFailed,
+                            format!(
+                                "the checks failed on the work combined with what landed first; it runs again on the new tip:\n{t}"
+                            ),
+                        ),
+                        Landing::Refused(t) => (
+                            Cause::HookRejected,
+                            format!(
+                                "`git commit` was refused when ralph landed the work: {}",
+                                crate::checks::last_lines(&t, 20)
+                            ),
+                        ),
                         Landing::Landed(_) => unreachable!(),
                     };
                     rec.outcome = Outcome::ChecksFailed;
@@ -522,7 +564,8 @@ impl<'a> Coordinator<'a> {
                 reset_at: reset_at.as_deref().and_then(|r| r.parse().ok()),
                 message: message.clone(),
             };
-            let wait = crate::agent::limits::wait_for(&limit, jiff::Timestamp::now(), self.cfg.agent.retry_wait);
+            let wait =
+                crate::agent::limits::wait_for(&limit, jiff::Timestamp::now(), self.cfg.agent.retry_wait);
             self.paused_until = Some(Instant::now() + wait);
             self.reporter.line(&format!(
                 "worker {w} hit a usage limit: no worker starts for {}; the same task runs again, no attempt used",
@@ -534,12 +577,21 @@ impl<'a> Coordinator<'a> {
     }
 
     /// Admits a worker's learnings into the one store; the ids added.
-    fn admit(&mut self, findings: &crate::agent::scan::Findings, rec: &IterationRecord, task: Option<&Spec>) -> Vec<String> {
+    fn admit(
+        &mut self,
+        findings: &crate::agent::scan::Findings,
+        rec: &IterationRecord,
+        task: Option<&Spec>,
+    ) -> Vec<String> {
         let provenance = learnings::Provenance {
             task: rec.task.clone(),
             run_id: self.run_id.clone(),
             iteration: rec.iteration,
-            agent: self.cfg.agent.preset.map_or_else(|| self.cfg.agent.command[0].clone(), |p| p.name.to_string()),
+            agent: self
+                .cfg
+                .agent
+                .preset
+                .map_or_else(|| self.cfg.agent.command[0].clone(), |p| p.name.to_string()),
             model: rec.model.clone().or_else(|| self.cfg.agent.model.clone()),
             failure: rec.failure.as_deref().and_then(|f| f.lines().next()).map(str::to_string),
         };
@@ -565,7 +617,12 @@ impl<'a> Coordinator<'a> {
             spec_fingerprint: task.map(|t| crate::backlog::spec::fingerprint(&t.body)).unwrap_or_default(),
         };
         let max_attempts = task.and_then(|t| t.max_attempts).unwrap_or(self.cfg.budget.max_attempts);
-        let reason = runner::task_rules::settle(self.state.task_mut(&rec.task), &settled, max_attempts, &self.cfg.budget);
+        let reason = runner::task_rules::settle(
+            self.state.task_mut(&rec.task),
+            &settled,
+            max_attempts,
+            &self.cfg.budget,
+        );
         if let (Some(reason), Some(task)) = (reason, task) {
             self.block(task, &reason)?;
             rec.blocked = true;
@@ -577,7 +634,8 @@ impl<'a> Coordinator<'a> {
         self.meta.elapsed_ms = spent.elapsed_ms;
         self.meta.spent = Some(spent);
         let path = logs::records_path(&self.run_dir);
-        record::append(&path, &rec).map_err(|e| CliError::failure(format!("cannot write {}: {e}", path.display())))?;
+        record::append(&path, &rec)
+            .map_err(|e| CliError::failure(format!("cannot write {}: {e}", path.display())))?;
         self.reporter.iteration_ended(&rec);
         self.reporter.totals(&self.budget.summary());
         Ok(())
@@ -606,7 +664,9 @@ impl<'a> Coordinator<'a> {
             let before = crate::fsx::read_input(&spec)
                 .map_err(|e| CliError::failure(format!("cannot read {}: {e}", spec.display())))?;
             crate::backlog::set_status(&slot, task, &before, Status::Blocked, Some(reason))?;
-            let git::CommitResult::Committed(new) = git::commit_including(&slot, &message, &[task.path.as_path()])? else {
+            let git::CommitResult::Committed(new) =
+                git::commit_including(&slot, &message, &[task.path.as_path()])?
+            else {
                 return Ok(());
             };
             let checked_out = git::current_branch(&self.root)?.as_deref() == Some(self.target.as_str());
@@ -666,9 +726,4 @@ fn runnable(backlog: &Backlog) -> Vec<&Spec> {
         .collect();
     ready.sort_by_key(|t| (t.priority.is_none(), t.priority, t.path.clone(), t.order));
     ready
-}
-
-/// Whether two tasks' `touches` patterns overlap (TEMP until the key lands).
-fn touches_clash(_a: &Spec, _b: &Spec) -> bool {
-    false
 }

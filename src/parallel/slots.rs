@@ -35,7 +35,12 @@ pub fn folder(root: &Path) -> PathBuf {
 
 impl Slots {
     pub fn new(root: &Path, run_id: &str) -> Slots {
-        Slots { root: root.to_path_buf(), dir: folder(root), run_id: run_id.to_string(), made: Default::default() }
+        Slots {
+            root: root.to_path_buf(),
+            dir: folder(root),
+            run_id: run_id.to_string(),
+            made: Default::default(),
+        }
     }
 
     /// The slot `n`'s checkout.
@@ -60,7 +65,13 @@ impl Slots {
             self.check_room(tip)?;
             std::fs::create_dir_all(&self.dir)
                 .map_err(|e| CliError::failure(format!("cannot create {}: {e}", self.dir.display())))?;
-            git::worktree_add(&self.root, &path, &Self::branch(n), tip, &format!("ralph run {}", self.run_id))?;
+            git::worktree_add(
+                &self.root,
+                &path,
+                &Self::branch(n),
+                tip,
+                &format!("ralph run {}", self.run_id),
+            )?;
         }
         git::reset_checkout(&path, &Self::branch(n), tip)?;
         self.made.insert(n);
@@ -110,8 +121,13 @@ pub fn remove_stale(root: &Path, target: &str) -> Vec<String> {
         if landed {
             let _ = git::update_ref(root, &full, None);
         } else {
-            let kept = format!("refs/heads/ralph/kept/{}-{}", name.trim_start_matches("ralph/"), &sha[..sha.len().min(12)]);
-            if git::update_ref(root, &kept, Some(&sha)).is_ok() && git::update_ref(root, &full, None).is_ok() {
+            let kept = format!(
+                "refs/heads/ralph/kept/{}-{}",
+                name.trim_start_matches("ralph/"),
+                &sha[..sha.len().min(12)]
+            );
+            if git::update_ref(root, &kept, Some(&sha)).is_ok() && git::update_ref(root, &full, None).is_ok()
+            {
                 said.push(format!(
                     "kept {} (work of a worker that did not land) as {}",
                     &sha[..sha.len().min(12)],

@@ -133,7 +133,8 @@ pub(crate) async fn run(
 
     // Learnings are admitted whatever the outcome: failures teach the most. A worker hands
     // them to its coordinator, which admits them into the one store.
-    let mut store = if it.worker.is_some() { learnings::Store::default() } else { learnings::Store::load(it.wt.root())? };
+    let mut store =
+        if it.worker.is_some() { learnings::Store::default() } else { learnings::Store::load(it.wt.root())? };
     let provenance = learnings::Provenance {
         task: it.task.id.clone(),
         run_id: it.run_id.to_string(),

@@ -439,7 +439,10 @@ pub(crate) fn recover_latest(
 }
 
 /// The run's id, its `run.json` and the records so far: the resumed run's, or a new one's.
-pub(crate) fn open_run(root: &Path, resumed: Option<RunMeta>) -> (String, RunMeta, Vec<crate::record::IterationRecord>) {
+pub(crate) fn open_run(
+    root: &Path,
+    resumed: Option<RunMeta>,
+) -> (String, RunMeta, Vec<crate::record::IterationRecord>) {
     match resumed {
         Some(mut m) => {
             let run_dir = logs::run_dir(root, &m.run_id);
