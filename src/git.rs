@@ -886,10 +886,10 @@ pub fn worktrees(root: &Path) -> Result<Vec<WorktreeEntry>, GitError> {
             if let Some(c) = cur.as_mut() {
                 c.branch = Some(b.to_string());
             }
-        } else if field == "locked" || field.starts_with("locked ") {
-            if let Some(c) = cur.as_mut() {
-                c.locked = true;
-            }
+        } else if (field == "locked" || field.starts_with("locked "))
+            && let Some(c) = cur.as_mut()
+        {
+            c.locked = true;
         }
     }
     list.extend(cur);

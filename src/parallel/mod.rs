@@ -364,8 +364,12 @@ impl<'a> Coordinator<'a> {
         let busy: BTreeSet<String> = self.running.values().map(|r| r.task.clone()).collect();
         let running_specs: Vec<&Spec> = backlog.tasks.iter().filter(|t| busy.contains(&t.id)).collect();
         let mut chosen: Vec<Spec> = Vec::new();
+        // Iterations under way count against the budget already: `max_iterations` is never
+        // overshot by the workers still running when it is reached.
+        let left = self.cfg.budget.max_iterations.saturating_sub(self.budget.spent.iterations) as usize;
+        let room = (self.cfg.workers as usize).min(left);
         for t in runnable(backlog) {
-            if self.running.len() + chosen.len() >= self.cfg.workers as usize {
+            if self.running.len() + chosen.len() >= room {
                 break;
             }
             if busy.contains(&t.id) {

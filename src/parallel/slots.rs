@@ -107,10 +107,10 @@ pub fn remove_stale(root: &Path, target: &str) -> Vec<String> {
     let dir = folder(root);
     let mut said = Vec::new();
     for w in git::worktrees(root).unwrap_or_default() {
-        if w.path.starts_with(&dir) {
-            if let Err(e) = git::worktree_remove(root, &w.path) {
-                said.push(format!("could not remove the worker checkout {}: {e}", w.path.display()));
-            }
+        if w.path.starts_with(&dir)
+            && let Err(e) = git::worktree_remove(root, &w.path)
+        {
+            said.push(format!("could not remove the worker checkout {}: {e}", w.path.display()));
         }
     }
     let _ = std::fs::remove_dir(&dir);
@@ -151,5 +151,5 @@ fn free_bytes(path: &Path) -> Option<u64> {
     }
     // SAFETY: statvfs succeeded, so it filled `st`.
     let st = unsafe { st.assume_init() };
-    Some(u64::from(st.f_bavail).saturating_mul(st.f_frsize))
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }

@@ -138,7 +138,9 @@ fn settle(
         let failure = format!(
             "ralph was killed while worker {w} ran this iteration in its own worktree; the user's checkout was not touched"
         );
-        return Ok(record(run_id, n, st, dir, last_alive(dir), None, Vec::new(), failure));
+        let mut r = record(run_id, n, st, dir, last_alive(dir), None, Vec::new(), failure);
+        r.worker = Some(w);
+        return Ok(r);
     }
     if let Some(branch) = &st.branch
         && git::current_branch(root)?.as_deref() != Some(branch.as_str())
