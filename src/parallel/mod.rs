@@ -298,7 +298,10 @@ impl<'a> Coordinator<'a> {
             {
                 return Ok(RunEnd::AgentFatal(f.clone()));
             }
-            let backlog = self.backlog()?;
+            let mut backlog = self.backlog()?;
+            if self.refresh(&backlog)? {
+                backlog = self.backlog()?;
+            }
             let stopping = self.stop.after_iteration.is_cancelled() || fatal.is_some();
             let spent = self.budget.check().err();
             let paused = self.paused_until.is_some_and(|t| Instant::now() < t);
@@ -516,11 +519,31 @@ impl<'a> Coordinator<'a> {
                 stop: &self.stop,
                 run_id: &self.run_id,
             };
-            let landed =
-                lander.land(&run.slot, task, status, &base, &self.store, &dir.join("landing.log")).await?;
+            let baseline = self.state.baseline.clone();
+            let landed = lander
+                .land(
+                    &run.slot,
+                    task,
+                    status,
+                    &base,
+                    &self.store,
+                    baseline.as_ref(),
+                    &dir.join("landing.log"),
+                )
+                .await?;
             match landed {
                 Landing::Landed(sha) => {
                     self.store.set_commit(&added, &sha);
+                    // The checks passed on what landed: the next workers, starting from it,
+                    // need not run them on the clean tree first.
+                    runner::task_rules::after_commit(
+                        &mut self.state,
+                        &sha,
+                        Vec::new(),
+                        true,
+                        &rec.checks,
+                        &task.checks,
+                    );
                     rec.commit = Some(sha);
                 }
                 other => {
@@ -655,23 +678,65 @@ impl<'a> Coordinator<'a> {
         if task.origin != crate::backlog::Origin::File {
             return Ok(());
         }
-        let Some(w) = (1..=self.cfg.workers).find(|w| !self.running.contains_key(w)) else { return Ok(()) };
         let short = reason.split(';').next().unwrap_or(reason);
+        let message = format!("ralph({}): blocked ({short})\n\n{reason}\n\n{}", task.id, self.trailers(task));
+        self.commit_status(task, Status::Blocked, Some(reason), &message)
+    }
+
+    /// Reopens a done task whose spec changed since (`[backlog] reopen_changed`).
+    fn reopen(&mut self, task: &Spec) -> Result<(), CliError> {
         let message = format!(
-            "ralph({}): blocked ({short})\n\n{reason}\n\nRalph-Task: {}\nRalph-Run: {}\nRalph-Iteration: {}\n",
-            task.id, task.id, self.run_id, self.meta.iterations
+            "ralph({}): reopened: the spec changed since it was done\n\n{}",
+            task.id,
+            self.trailers(task)
         );
+        self.commit_status(task, Status::Todo, None, &message)?;
+        let ts = self.state.task_mut(&task.id);
+        ts.done_hash = None;
+        ts.attempts = 0;
+        ts.tokens = 0;
+        ts.elapsed_ms = 0;
+        ts.blocked_by_ralph = false;
+        self.reporter.line(&format!("{} changed since {} was done: reopened", task.path.display(), task.id));
+        Ok(())
+    }
+
+    fn trailers(&self, task: &Spec) -> String {
+        format!(
+            "Ralph-Task: {}\nRalph-Run: {}\nRalph-Iteration: {}\n",
+            task.id, self.run_id, self.meta.iterations
+        )
+    }
+
+    /// Writes `status` into the task's spec and commits it on the target branch through a free
+    /// slot, landing it as work lands (a compare-and-swap, or a fast-forward of your checkout).
+    fn commit_status(
+        &mut self,
+        task: &Spec,
+        status: Status,
+        reason: Option<&str>,
+        message: &str,
+    ) -> Result<(), CliError> {
+        let Some(w) = (1..=self.cfg.workers).find(|w| !self.running.contains_key(w)) else { return Ok(()) };
         for _ in 0..3 {
             let tip = self.tip()?;
             let slot = self.slots.prepare(w, &tip)?;
             let spec = slot.join(&task.path);
             let before = crate::fsx::read_input(&spec)
                 .map_err(|e| CliError::failure(format!("cannot read {}: {e}", spec.display())))?;
-            crate::backlog::set_status(&slot, task, &before, Status::Blocked, Some(reason))?;
-            let git::CommitResult::Committed(new) =
-                git::commit_including(&slot, &message, &[task.path.as_path()])?
-            else {
+            if !crate::backlog::set_status(&slot, task, &before, status, reason)? {
                 return Ok(());
+            }
+            let new = match git::commit_including(&slot, message, &[task.path.as_path()])? {
+                git::CommitResult::Committed(new) => new,
+                git::CommitResult::Refused(text) => {
+                    self.reporter.line(&format!(
+                        "warning: git commit of {}'s status was refused; the change is not kept: {}",
+                        task.id,
+                        text.trim()
+                    ));
+                    return Ok(());
+                }
             };
             let checked_out = git::current_branch(&self.root)?.as_deref() == Some(self.target.as_str());
             let moved = if checked_out {
@@ -681,10 +746,49 @@ impl<'a> Coordinator<'a> {
                 git::update_ref_from(&self.root, &format!("refs/heads/{}", self.target), &new, &tip)?
             };
             if moved {
+                // A status changes no code: what the checks made of the tip holds.
+                runner::task_rules::carry_baseline(&mut self.state, &tip, &new);
                 return Ok(());
             }
         }
         Ok(())
+    }
+
+    /// Between rounds, as the single loop does: a task the user moved back to todo starts over
+    /// with fresh attempts; a done task whose spec was edited since is reopened. True when the
+    /// backlog changed.
+    fn refresh(&mut self, backlog: &Backlog) -> Result<bool, CliError> {
+        let busy: BTreeSet<String> = self.running.values().map(|r| r.task.clone()).collect();
+        let mut changed = false;
+        for t in &backlog.tasks {
+            let ts = self.state.task_mut(&t.id);
+            if t.status == Status::Todo && ts.blocked_by_ralph {
+                ts.blocked_by_ralph = false;
+                ts.block = None;
+                ts.attempts = 0;
+                ts.tokens = 0;
+                ts.elapsed_ms = 0;
+                changed = true;
+            }
+        }
+        if self.cfg.reopen_changed {
+            let edited: Vec<Spec> = backlog
+                .tasks
+                .iter()
+                .filter(|t| {
+                    t.status == Status::Done && !busy.contains(&t.id) && runner::spec_changed(&self.state, t)
+                })
+                .cloned()
+                .collect();
+            for t in &edited {
+                self.reopen(t)?;
+                changed = true;
+            }
+        }
+        if changed {
+            self.state.save(&self.root)?;
+        }
+        Ok(changed)
     }
 
     /// Stops every worker (their agents stop, their slots are put back) and waits for them.
