@@ -37,6 +37,15 @@ pub enum Landing {
     Refused(String),
 }
 
+/// The work to land: the commit checked out in `slot` (made on `base`) for `task`, whose
+/// status becomes `status`.
+pub struct Work<'a> {
+    pub slot: &'a Path,
+    pub task: &'a Spec,
+    pub status: Status,
+    pub base: &'a str,
+}
+
 /// What landing needs of the run.
 pub struct Lander<'a> {
     /// The user's checkout.
@@ -54,19 +63,16 @@ impl Lander<'_> {
         format!("refs/heads/{}", self.target)
     }
 
-    /// Lands the commit checked out in `slot` (made on `base`) for `task`, with the task's
-    /// status set to `status` and AGENTS.md rendered from `store`. The landing's check output
-    /// goes to `log`.
+    /// Lands `work`, with AGENTS.md rendered from `store`; `baseline` is what the checks
+    /// already failed on a clean tree. The landing's check output goes to `log`.
     pub async fn land(
         &self,
-        slot: &Path,
-        task: &Spec,
-        status: Status,
-        base: &str,
+        work: &Work<'_>,
         store: &learnings::Store,
         baseline: Option<&crate::state::Baseline>,
         log: &Path,
     ) -> Result<Landing, CliError> {
+        let Work { slot, task, status, base } = *work;
         let mut base = base.to_string();
         for _ in 0..MAX_TRIES {
             let tip = git::rev_parse(self.root, &self.target_ref())?
