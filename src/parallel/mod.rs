@@ -522,10 +522,7 @@ impl<'a> Coordinator<'a> {
             let baseline = self.state.baseline.clone();
             let landed = lander
                 .land(
-                    &run.slot,
-                    task,
-                    status,
-                    &base,
+                    &landing::Work { slot: &run.slot, task, status, base: &base },
                     &self.store,
                     baseline.as_ref(),
                     &dir.join("landing.log"),
