@@ -1019,6 +1019,25 @@ pub fn tree_size(root: &Path, rev: &str) -> Result<u64, GitError> {
         .sum())
 }
 
+/// Applies `patch` to `slot`'s working tree with a three-way merge where it does not apply
+/// cleanly (conflict markers left in the files), nothing staged. The files it left with
+/// conflicts; `Err` text when it could not apply at all.
+pub fn apply_3way(slot: &Path, patch: &Path) -> Result<Result<Vec<String>, String>, GitError> {
+    let out = output(
+        slot,
+        &["apply".into(), "--3way".into(), "--whitespace=nowarn".into(), patch.as_os_str().to_os_string()],
+    )?;
+    let conflicted = nul_separated(&run(slot, ["diff", "--name-only", "-z", "--diff-filter=U"])?.stdout);
+    let changed = !dirty_entries(slot)?.is_empty();
+    run(slot, ["reset", "-q"])?;
+    if !out.status.success() && !changed {
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        return Ok(Err(text));
+    }
+    Ok(Ok(conflicted))
+}
+
 /// The binary-safe patch from `from` to `to`.
 pub fn diff_between(root: &Path, from: &str, to: &str) -> Result<Vec<u8>, GitError> {
     Ok(run(root, ["diff", "--binary", from, to])?.stdout)

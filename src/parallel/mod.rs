@@ -123,6 +123,12 @@ struct Coordinator<'a> {
     counts: BTreeMap<Outcome, u32>,
     /// No worker starts before then (a usage limit).
     paused_until: Option<Instant>,
+    /// Tasks whose green work did not land, with its patch: their next iteration starts from
+    /// the new tip with that work put back on it (conflict markers and all), once.
+    rework: BTreeMap<String, PathBuf>,
+    /// Tasks whose running (or last) iteration is that rework: a second failure to land runs
+    /// the task afresh.
+    reworked: BTreeSet<String>,
     reporter: &'a mut dyn Reporter,
 }
 
@@ -206,6 +212,8 @@ impl<'a> Coordinator<'a> {
             rows: BTreeMap::new(),
             counts: BTreeMap::new(),
             paused_until: None,
+            rework: BTreeMap::new(),
+            reworked: BTreeSet::new(),
             reporter,
         };
         let result = c.run_loop().await;
@@ -410,6 +418,32 @@ impl<'a> Coordinator<'a> {
     ) -> Result<(), CliError> {
         let tip = self.tip()?;
         let slot = self.slots.prepare(w, &tip)?;
+        // Work that did not land goes back onto the new tip, uncommitted, for the agent to
+        // finish (the conflict, or the failing checks, are in its prompt).
+        if let Some(patch) = self.rework.remove(&task.id) {
+            match git::apply_3way(&slot, &patch)? {
+                Ok(conflicted) => {
+                    self.reworked.insert(task.id.clone());
+                    self.reporter.line(&format!(
+                        "worker {w} · {}: its work that did not land is put back on the new tip{}",
+                        task.id,
+                        if conflicted.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (conflicts in {})", conflicted.join(", "))
+                        }
+                    ));
+                }
+                Err(text) => {
+                    self.reporter.line(&format!(
+                        "worker {w} · {}: its earlier work does not apply on the new tip ({}); it starts afresh",
+                        task.id,
+                        text.lines().next().unwrap_or("")
+                    ));
+                    git::reset_checkout(&slot, &Slots::branch(w), &tip)?;
+                }
+            }
+        }
         // The worker's private state starts as the coordinator's (attempts, last failure).
         self.state.save(&slot)?;
         self.meta.iterations += 1;
@@ -503,6 +537,10 @@ impl<'a> Coordinator<'a> {
         // Learnings are admitted whatever the outcome: failures teach the most.
         let added = self.admit(&result.findings, &rec, task.as_ref());
         rec.learnings_added.clone_from(&added);
+        if rec.commit.is_none() {
+            // A rework that did not even reach landing is over: next time, afresh.
+            self.reworked.remove(&rec.task);
+        }
         if let (Some(commit), Some(task)) = (rec.commit.clone(), task.as_ref()) {
             if let Some(row) = self.rows.get_mut(&w) {
                 row.phase = "landing".into();
@@ -546,12 +584,23 @@ impl<'a> Coordinator<'a> {
                 other => {
                     let patch = git::diff_between(&run.slot, &base, &commit).unwrap_or_default();
                     let masked = self.secrets.mask(&String::from_utf8_lossy(&patch));
-                    let _ = state::atomic_write(&dir.join("rejected.patch"), masked.as_bytes());
+                    let kept = state::atomic_write(&dir.join("rejected.patch"), masked.as_bytes()).is_ok();
+                    // Once: the rework's own failure to land runs the task afresh.
+                    let rework =
+                        kept && !self.reworked.remove(&task.id) && !matches!(other, Landing::Refused(_));
+                    if rework {
+                        self.rework.insert(task.id.clone(), dir.join("rejected.patch"));
+                    }
+                    let again = if rework {
+                        "the next iteration starts from the new tip with this work put back on it, uncommitted: finish it there"
+                    } else {
+                        "the task runs again from the new tip"
+                    };
                     let (cause, failure) = match other {
                         Landing::Conflict(t) => (
                             Cause::LandConflict,
                             format!(
-                                "the work no longer applies on {} (another task landed first): {}; it runs again on the new tip",
+                                "the work no longer applies on {} (another task landed first; resolve the conflict markers `<<<<<<<` and keep both changes): {}; {again}",
                                 self.target,
                                 crate::checks::last_lines(&t, 20)
                             ),
@@ -559,17 +608,16 @@ impl<'a> Coordinator<'a> {
                         Landing::Red(t) => (
                             Cause::LandChecksFailed,
                             format!(
-                                "the checks failed on the work combined with what landed first; it runs again on the new tip:\n{t}"
+                                "the checks failed on the work combined with what landed first; {again}:\n{t}"
                             ),
                         ),
-                        Landing::Refused(t) => (
+                        Landing::Refused(t) | Landing::Landed(t) => (
                             Cause::HookRejected,
                             format!(
                                 "`git commit` was refused when ralph landed the work: {}",
                                 crate::checks::last_lines(&t, 20)
                             ),
                         ),
-                        Landing::Landed(_) => unreachable!(),
                     };
                     rec.outcome = Outcome::ChecksFailed;
                     rec.cause = Some(cause);
