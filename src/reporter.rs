@@ -60,6 +60,8 @@ pub trait Reporter {
     fn totals(&mut self, summary: &str);
     /// The loop waits for a usage limit to lift until `until`; `line` says so in words.
     fn waiting(&mut self, line: &str, until: std::time::SystemTime);
+    /// A parallel run's workers, one line each, then the landing queue: the live display.
+    fn workers(&mut self, _lines: &[String]) {}
 }
 
 /// The human reporter on stderr.
@@ -213,6 +215,26 @@ impl Reporter for Human {
             }
         });
         self.bar = Some(bar);
+    }
+
+    fn workers(&mut self, lines: &[String]) {
+        if !self.tty {
+            return;
+        }
+        if lines.is_empty() {
+            if let Some(bar) = self.bar.take() {
+                bar.finish_and_clear();
+            }
+            return;
+        }
+        let bar = self.bar.get_or_insert_with(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar
+        });
+        bar.set_message(lines.join("\n"));
     }
 
     fn iteration_ended(&mut self, r: &IterationRecord) {

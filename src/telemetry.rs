@@ -679,6 +679,10 @@ impl Reporter for Traced<'_> {
         self.warn();
         self.inner.waiting(line, until);
     }
+
+    fn workers(&mut self, lines: &[String]) {
+        self.inner.workers(lines);
+    }
 }
 
 #[cfg(test)]

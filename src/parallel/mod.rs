@@ -355,9 +355,14 @@ impl<'a> Coordinator<'a> {
                     }
                 }
             }
-            let ended = tokio::select! {
-                ended = joins.join_next() => ended,
-                _ = self.stop.cancel.cancelled() => continue,
+            self.show();
+            let ended = loop {
+                tokio::select! {
+                    ended = joins.join_next() => break ended,
+                    _ = self.stop.cancel.cancelled() => break None,
+                    // The live display's elapsed times.
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => self.show(),
+                }
             };
             let Some(Ok((w, status))) = ended else { continue };
             if let Some(f) = self.finish(w, status, &backlog).await? {
@@ -495,6 +500,30 @@ impl<'a> Coordinator<'a> {
         Ok(())
     }
 
+    /// The live display: one line per worker, then the landing queue.
+    fn show(&mut self) {
+        let mut lines: Vec<String> = self
+            .running
+            .iter()
+            .map(|(w, r)| {
+                let phase = self.rows.get(w).map_or("agent", |row| row.phase.as_str());
+                let secs = r.started.elapsed().as_secs();
+                format!(
+                    "worker {w} · iteration {} · {} · {phase} · {}",
+                    r.iteration,
+                    r.task,
+                    runner::human(Duration::from_secs(secs))
+                )
+            })
+            .collect();
+        let queue: Vec<&str> =
+            self.rows.values().filter(|r| r.phase == "landing").map(|r| r.task.as_str()).collect();
+        if !queue.is_empty() {
+            lines.push(format!("landing: {}", queue.join(", ")));
+        }
+        self.reporter.workers(&lines);
+    }
+
     fn save_rows(&self) {
         let file = WorkersFile {
             pid: std::process::id(),
@@ -546,6 +575,7 @@ impl<'a> Coordinator<'a> {
                 row.phase = "landing".into();
             }
             self.save_rows();
+            self.show();
             self.reporter.line(&format!("worker {w} · iteration {} · {}: landing", run.iteration, task.id));
             let status = if rec.outcome == Outcome::Done { Status::Done } else { Status::Todo };
             let base = rec.head_before.clone().unwrap_or_default();
