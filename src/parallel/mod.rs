@@ -910,3 +910,60 @@ fn runnable(backlog: &Backlog) -> Vec<&Spec> {
     ready.sort_by_key(|t| (t.priority.is_none(), t.priority, t.path.clone(), t.order));
     ready
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(id: &str, status: Status, depends_on: &[&str], priority: Option<i64>) -> Spec {
+        Spec {
+            id: id.into(),
+            path: PathBuf::from(format!("specs/{id}.md")),
+            status,
+            priority,
+            depends_on: depends_on.iter().map(|d| d.to_string()).collect(),
+            ..Spec::default()
+        }
+    }
+
+    #[test]
+    fn runnable_tasks_are_the_todo_ones_whose_dependencies_landed_in_the_loops_order() {
+        let backlog = Backlog {
+            tasks: vec![
+                spec("a", Status::Done, &[], None),
+                spec("b", Status::Todo, &["a"], None),
+                spec("c", Status::Todo, &["b"], None),
+                spec("d", Status::Todo, &[], Some(1)),
+                spec("e", Status::Blocked, &[], None),
+                spec("f", Status::Todo, &["e"], None),
+                spec("g", Status::Todo, &[], None),
+            ],
+        };
+        let ids: Vec<&str> = runnable(&backlog).iter().map(|t| t.id.as_str()).collect();
+        // `c` waits for `b` to land, `f` for a blocked task; a priority goes first.
+        assert_eq!(ids, ["d", "b", "g"]);
+    }
+
+    #[test]
+    fn the_workers_file_reads_back_what_status_shows() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = WorkersFile {
+            pid: 7,
+            workers: vec![WorkerRow {
+                id: 2,
+                task: "010-a".into(),
+                iteration: 5,
+                phase: "landing".into(),
+                started_at: "2026-12-06T05:00:00Z".into(),
+            }],
+            queue: vec!["010-a".into()],
+        };
+        std::fs::write(dir.path().join(WORKERS_FILE), serde_json::to_vec(&file).unwrap()).unwrap();
+        let back = WorkersFile::load(dir.path()).unwrap();
+        assert_eq!(
+            (back.pid, back.workers[0].id, back.queue.as_slice()),
+            (7, 2, ["010-a".to_string()].as_slice())
+        );
+        assert!(WorkersFile::load(&dir.path().join("none")).is_none());
+    }
+}
