@@ -129,6 +129,8 @@ struct Coordinator<'a> {
     /// Tasks whose running (or last) iteration is that rework: a second failure to land runs
     /// the task afresh.
     reworked: BTreeSet<String>,
+    /// The target branch's tip as ralph last knew it (see [`Coordinator::guard_tip`]).
+    known_tip: String,
     reporter: &'a mut dyn Reporter,
 }
 
@@ -190,6 +192,7 @@ impl<'a> Coordinator<'a> {
         ));
         let state = State::load(&root)?;
         let store = learnings::Store::load(&root)?;
+        let known_tip = git::rev_parse(&root, &format!("refs/heads/{target}"))?.unwrap_or_default();
         let slots = Slots::new(&root, &run_id);
         // Held for the run: a second `ralph run` in this checkout is refused.
         let _lock = lock;
@@ -214,6 +217,7 @@ impl<'a> Coordinator<'a> {
             paused_until: None,
             rework: BTreeMap::new(),
             reworked: BTreeSet::new(),
+            known_tip,
             reporter,
         };
         let result = c.run_loop().await;
@@ -291,6 +295,30 @@ impl<'a> Coordinator<'a> {
     fn tip(&self) -> Result<String, CliError> {
         git::rev_parse(&self.root, &format!("refs/heads/{}", self.target))?
             .ok_or_else(|| CliError::failure(format!("the branch {} is gone", self.target)))
+    }
+
+    /// The target branch's tip, checked against the last one ralph knew: moved forward (your
+    /// commits) is taken; rewound or rewritten (by anyone: an agent's `git update-ref` in its
+    /// slot reaches the shared branches) ends the run, naming the commit it no longer has,
+    /// rather than land on a history that dropped it.
+    fn guard_tip(&mut self) -> Result<String, CliError> {
+        let tip = self.tip()?;
+        if tip != self.known_tip {
+            if !git::is_ancestor(&self.root, &self.known_tip, &tip)? {
+                return Err(CliError::failure(format!(
+                    "the branch {} was rewound or rewritten during the run: it was at {}, it is at {}, which does not contain it",
+                    self.target,
+                    &self.known_tip[..self.known_tip.len().min(12)],
+                    &tip[..tip.len().min(12)]
+                ))
+                .hint(format!(
+                    "if that was not you, put it back: `git update-ref refs/heads/{} {}`; then `ralph run -j` again",
+                    self.target, self.known_tip
+                )));
+            }
+            self.known_tip.clone_from(&tip);
+        }
+        Ok(tip)
     }
 
     async fn run_loop(&mut self) -> Result<RunEnd, CliError> {
@@ -421,7 +449,7 @@ impl<'a> Coordinator<'a> {
         task: &Spec,
         joins: &mut tokio::task::JoinSet<(u32, std::io::Result<std::process::ExitStatus>)>,
     ) -> Result<(), CliError> {
-        let tip = self.tip()?;
+        let tip = self.guard_tip()?;
         let slot = self.slots.prepare(w, &tip)?;
         // Work that did not land goes back onto the new tip, uncommitted, for the agent to
         // finish (the conflict, or the failing checks, are in its prompt).
@@ -577,6 +605,7 @@ impl<'a> Coordinator<'a> {
             self.save_rows();
             self.show();
             self.reporter.line(&format!("worker {w} · iteration {} · {}: landing", run.iteration, task.id));
+            self.guard_tip()?;
             let status = if rec.outcome == Outcome::Done { Status::Done } else { Status::Todo };
             let base = rec.head_before.clone().unwrap_or_default();
             let lander = Lander {
@@ -598,6 +627,7 @@ impl<'a> Coordinator<'a> {
                 .await?;
             match landed {
                 Landing::Landed(sha) => {
+                    self.known_tip.clone_from(&sha);
                     self.store.set_commit(&added, &sha);
                     // The checks passed on what landed: the next workers, starting from it,
                     // need not run them on the clean tree first.
@@ -794,7 +824,7 @@ impl<'a> Coordinator<'a> {
     ) -> Result<(), CliError> {
         let Some(w) = (1..=self.cfg.workers).find(|w| !self.running.contains_key(w)) else { return Ok(()) };
         for _ in 0..3 {
-            let tip = self.tip()?;
+            let tip = self.guard_tip()?;
             let slot = self.slots.prepare(w, &tip)?;
             let spec = slot.join(&task.path);
             let before = crate::fsx::read_input(&spec)
@@ -821,6 +851,7 @@ impl<'a> Coordinator<'a> {
                 git::update_ref_from(&self.root, &format!("refs/heads/{}", self.target), &new, &tip)?
             };
             if moved {
+                self.known_tip.clone_from(&new);
                 // A status changes no code: what the checks made of the tip holds.
                 runner::task_rules::carry_baseline(&mut self.state, &tip, &new);
                 return Ok(());
