@@ -213,6 +213,10 @@ pub struct LogsArgs {
     /// Print the agent's output as it wrote it, instead of readable lines.
     #[arg(long)]
     pub raw: bool,
+    /// A parallel run's worker: its current iteration (with -f: it, then the worker's next
+    /// ones, until the run ends).
+    #[arg(long, value_name = "N", conflicts_with = "iteration")]
+    pub worker: Option<u32>,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,6 @@
 //! The run report of `ralph report`: one self-contained HTML page for a run — a timeline of its
-//! iterations coloured by outcome, tokens and cost over time, the task table and a row per
-//! iteration linking to its files.
+//! iterations coloured by outcome (a lane per task, or per worker for a parallel run), tokens
+//! and cost over time, the task table and a row per iteration linking to its files.
 //!
 //! Invariants:
 //! - Self-contained: inline CSS and inline SVG only; no script, no external stylesheet, font,
@@ -190,6 +190,45 @@ fn nice_ceil(v: f64) -> f64 {
 
 const W: f64 = 960.0;
 
+/// A lane of the timeline: a task's in the single loop; a worker's when any record names one
+/// (`ralph run -j N`: the workers' iterations overlap in time, a task's would not show it),
+/// where records without a worker (a session of the run without `-j`) share one lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Lane<'a> {
+    Task(&'a str),
+    Worker(Option<u32>),
+}
+
+impl Lane<'_> {
+    fn of(r: &IterationRecord, by_worker: bool) -> Lane<'_> {
+        if by_worker { Lane::Worker(r.worker) } else { Lane::Task(&r.task) }
+    }
+
+    fn label(&self) -> String {
+        match self {
+            Lane::Task(t) => t.to_string(),
+            Lane::Worker(Some(w)) => format!("worker {w}"),
+            Lane::Worker(None) => "single loop".into(),
+        }
+    }
+}
+
+/// The lanes in order: tasks as they first appear, workers by number.
+fn lanes(records: &[IterationRecord]) -> Vec<Lane<'_>> {
+    let by_worker = records.iter().any(|r| r.worker.is_some());
+    let mut lanes: Vec<Lane> = Vec::new();
+    for r in records {
+        let lane = Lane::of(r, by_worker);
+        if !lanes.contains(&lane) {
+            lanes.push(lane);
+        }
+    }
+    if by_worker {
+        lanes.sort();
+    }
+    lanes
+}
+
 fn timeline(o: &mut String, records: &[IterationRecord], placed: &[Placed], span: f64) {
     const LABEL_W: f64 = 150.0;
     const PAD_R: f64 = 18.0;
@@ -197,12 +236,8 @@ fn timeline(o: &mut String, records: &[IterationRecord], placed: &[Placed], span
     const BAR_H: f64 = 18.0;
     const TOP: f64 = 4.0;
     const AXIS_H: f64 = 24.0;
-    let mut lanes: Vec<&str> = Vec::new();
-    for r in records {
-        if !lanes.contains(&r.task.as_str()) {
-            lanes.push(&r.task);
-        }
-    }
+    let lanes = lanes(records);
+    let by_worker = matches!(lanes.first(), Some(Lane::Worker(_)));
     let plot_w = W - LABEL_W - PAD_R;
     let x = |ms: f64| LABEL_W + ms / span * plot_w;
     let h = TOP + lanes.len() as f64 * LANE_H + AXIS_H;
@@ -210,11 +245,12 @@ fn timeline(o: &mut String, records: &[IterationRecord], placed: &[Placed], span
         o,
         r#"<svg id="timeline" viewBox="0 0 {W} {h}" role="img" aria-label="Timeline of the run's iterations, coloured by outcome">"#
     );
-    for (i, task) in lanes.iter().enumerate() {
+    for (i, lane) in lanes.iter().enumerate() {
         let y = TOP + i as f64 * LANE_H;
         if i % 2 == 0 {
             let _ = write!(o, r#"<rect class="lane" x="0" y="{y}" width="{W}" height="{LANE_H}"/>"#);
         }
+        let task = lane.label();
         let shown: String = if task.chars().count() > 22 {
             task.chars().take(21).chain(std::iter::once('…')).collect()
         } else {
@@ -224,7 +260,7 @@ fn timeline(o: &mut String, records: &[IterationRecord], placed: &[Placed], span
             o,
             r#"<text x="8" y="{:.1}"><title>{}</title>{}</text>"#,
             y + LANE_H / 2.0 + 4.0,
-            esc(task),
+            esc(&task),
             esc(&shown)
         );
     }
@@ -242,25 +278,35 @@ fn timeline(o: &mut String, records: &[IterationRecord], placed: &[Placed], span
         t += step;
     }
     for (r, p) in records.iter().zip(placed) {
-        let lane = lanes.iter().position(|l| *l == r.task).unwrap_or(0);
-        let y = TOP + lane as f64 * LANE_H + (LANE_H - BAR_H) / 2.0;
+        let lane = Lane::of(r, by_worker);
+        let row = lanes.iter().position(|l| *l == lane).unwrap_or(0);
+        let y = TOP + row as f64 * LANE_H + (LANE_H - BAR_H) / 2.0;
         let x0 = x(p.start);
         let w = (x(p.end) - x0).max(3.0);
         let outcome = r.outcome.as_str();
+        let who = match lane {
+            Lane::Worker(Some(w)) => format!("worker {w} · "),
+            _ => String::new(),
+        };
         let _ = write!(
             o,
-            r##"<a href="#it-{n}"><rect class="bar o-{outcome}" data-iteration="{n}" x="{x0:.1}" y="{y:.1}" width="{w:.1}" height="{BAR_H}" rx="2"><title>iteration {n} · {task} · {outcome} · {dur}</title></rect>"##,
+            r##"<a href="#it-{n}"><rect class="bar o-{outcome}" data-iteration="{n}" x="{x0:.1}" y="{y:.1}" width="{w:.1}" height="{BAR_H}" rx="2"><title>iteration {n} · {who}{task} · {outcome} · {dur}</title></rect>"##,
             n = r.iteration,
             task = esc(&r.task),
             dur = human_ms(r.duration_ms),
         );
-        let label = r.iteration.to_string();
-        if w >= 8.0 + 6.5 * label.len() as f64 {
+        let fits = |label: &str| w >= 8.0 + 6.5 * label.chars().count() as f64;
+        // On a worker's lane the bar names its task too, where it fits: the lane does not.
+        let label = Some(format!("{} · {}", r.iteration, r.task))
+            .filter(|l| by_worker && fits(l))
+            .unwrap_or_else(|| r.iteration.to_string());
+        if fits(&label) {
             let _ = write!(
                 o,
-                r#"<text class="barlabel" x="{:.1}" y="{:.1}" text-anchor="middle">{label}</text>"#,
+                r#"<text class="barlabel" x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
                 x0 + w / 2.0,
-                y + BAR_H / 2.0 + 3.5
+                y + BAR_H / 2.0 + 3.5,
+                esc(&label)
             );
         }
         o.push_str("</a>");
@@ -674,6 +720,58 @@ mod tests {
         assert!(html.contains(r#"<tr class="iteration o-none" id="it-9">"#));
         assert!(html.contains(r#"<a href="iter-0001/prompt.md">prompt</a>"#));
         assert!(html.contains(r#"<span class="o-checks_failed"><i></i>checks_failed 1</span>"#));
+    }
+
+    fn on(worker: Option<u32>, r: IterationRecord) -> IterationRecord {
+        IterationRecord { worker, ..r }
+    }
+
+    #[test]
+    fn a_parallel_run_has_a_lane_per_worker_where_iterations_overlap() {
+        let records = [
+            on(Some(2), rec(1, "010-a", Outcome::Done, 0, 30)),
+            on(Some(1), rec(2, "020-b", Outcome::Progress, 0, 60)),
+            on(Some(2), rec(3, "030-c", Outcome::ChecksFailed, 30, 30)),
+            on(Some(1), rec(4, "020-b", Outcome::Done, 60, 60)),
+        ];
+        let html = page(&records);
+        // Workers by number, whatever order their records came in; no lane per task.
+        let w1 = html.find("<title>worker 1</title>worker 1</text>").expect("lane of worker 1");
+        let w2 = html.find("<title>worker 2</title>worker 2</text>").expect("lane of worker 2");
+        assert!(w1 < w2);
+        assert!(!html.contains("<title>010-a</title>"), "{html}");
+        // Iterations 1 and 2 run at once, each on its worker's lane; 3 follows 1 on lane 2.
+        assert!(html.contains(r#"data-iteration="2" x="150.0" y="8.0""#), "{html}");
+        assert!(html.contains(r#"data-iteration="1" x="150.0" y="34.0""#), "{html}");
+        assert!(html.contains(r#"data-iteration="3" x="348.0" y="34.0""#), "{html}");
+        assert!(
+            html.contains("<title>iteration 3 · worker 2 · 030-c · checks_failed · 30.0s</title>"),
+            "{html}"
+        );
+        // The bar names its task, since the lane does not.
+        assert!(html.contains(">1 · 010-a</text>"), "{html}");
+    }
+
+    #[test]
+    fn iterations_without_a_worker_share_one_lane_beside_the_workers() {
+        let records = [
+            rec(1, "010-a", Outcome::Done, 0, 30),
+            on(Some(1), rec(2, "020-b", Outcome::Done, 30, 30)),
+            rec(3, "<b>x</b>", Outcome::Done, 60, 30),
+        ];
+        let html = page(&records);
+        assert!(html.contains("<title>single loop</title>single loop</text>"), "{html}");
+        assert!(html.contains(r#"data-iteration="3" x="678.0" y="8.0""#), "{html}");
+        assert!(html.contains(r#"data-iteration="2" x="414.0" y="34.0""#), "{html}");
+        assert!(!html.contains("<b>x</b>"));
+    }
+
+    #[test]
+    fn the_single_loop_keeps_a_lane_per_task_and_numbered_bars() {
+        let html = page(&[rec(1, "010-a", Outcome::Done, 0, 30), rec(2, "020-b", Outcome::Done, 30, 30)]);
+        assert!(html.contains("<title>010-a</title>010-a</text>"), "{html}");
+        assert!(html.contains("<title>iteration 2 · 020-b · done · 30.0s</title>"), "{html}");
+        assert!(html.contains(">2</text>") && !html.contains("worker"), "{html}");
     }
 
     #[test]

@@ -6,11 +6,17 @@
 //! window title, cursor moves: see [`crate::term`]): always in the rendered view, and in the
 //! raw bytes when they go to a terminal (a redirect to a file gets them as they are). Following wakes on file-system events (notify) and falls back to a slow poll, so a
 //! new line shows at once without spinning on `stat`.
+//!
+//! `--worker N` picks a parallel run's worker's current iteration from the run's
+//! `workers.json` (only while that run is running and the file is its coordinator's); with
+//! `-f` it moves on when `workers.json` puts the worker on its next iteration, never to
+//! another worker's.
 
 use crate::agent::output::activity::Render;
 use crate::cli::LogsArgs;
 use crate::error::CliError;
 use crate::logs as layout;
+use crate::parallel::{WorkerRow, WorkersFile};
 use crate::state::{RALPH_DIR, RunLock, RunMeta};
 use crate::term::Sanitizer;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -75,7 +81,8 @@ pub fn run(cwd: &Path, a: &LogsArgs) -> Result<u8, CliError> {
         }
         None => match layout::latest_run(&root) {
             Some(r) => r,
-            None if a.follow => {
+            // A worker is only ever found in a run under way: nothing to wait for.
+            None if a.follow && a.worker.is_none() => {
                 eprintln!("ralph logs: waiting for a run to start...");
                 loop {
                     std::thread::sleep(Duration::from_millis(100));
@@ -89,15 +96,20 @@ pub fn run(cwd: &Path, a: &LogsArgs) -> Result<u8, CliError> {
     };
     let run_dir = layout::run_dir(&root, &run_id);
     let iterations = layout::iterations(&run_dir);
-    let iteration = match a.iteration {
-        Some(n) if iterations.contains(&n) => n,
-        Some(n) => {
+    let worker = match a.worker {
+        Some(w) => Some(worker_row(&root, &run_dir, &run_id, w)?),
+        None => None,
+    };
+    let iteration = match (&worker, a.iteration) {
+        (Some(row), _) => row.iteration,
+        (None, Some(n)) if iterations.contains(&n) => n,
+        (None, Some(n)) => {
             return Err(CliError::usage(format!(
                 "run {run_id} has no iteration {n} (it has {})",
                 describe(&iterations)
             )));
         }
-        None => match iterations.last() {
+        (None, None) => match iterations.last() {
             Some(&n) => n,
             None if a.follow => 0,
             None => return Err(CliError::usage(format!("run {run_id} has no iteration yet"))),
@@ -124,7 +136,78 @@ pub fn run(cwd: &Path, a: &LogsArgs) -> Result<u8, CliError> {
         out.finish()?;
         return Ok(crate::exit_code::OK);
     }
-    follow(&root, &run_dir, iteration, a.iteration.is_none(), name, render, &mut out)
+    let track = match (&worker, a.iteration) {
+        (Some(row), _) => Track::Worker(row.id, row.task.clone()),
+        (None, None) => Track::Latest,
+        (None, Some(_)) => Track::Fixed,
+    };
+    follow(&root, &run_dir, iteration, track, name, render, &mut out)
+}
+
+/// The workers file of a run while it runs as a parallel run: none once it ended, or when the
+/// file was left by an earlier coordinator (killed) and describes nothing under way.
+fn live_workers(root: &Path, run_dir: &Path) -> Option<WorkersFile> {
+    let meta = RunMeta::load(run_dir).ok()?;
+    let live = meta.ended_at.is_none() && RunLock::holder(&root.join(RALPH_DIR)) == Some(meta.pid);
+    WorkersFile::load(run_dir).filter(|f| live && f.pid == meta.pid)
+}
+
+/// Worker `w` of the running parallel run, or the usage error that says why there is none.
+fn worker_row(root: &Path, run_dir: &Path, run_id: &str, w: u32) -> Result<WorkerRow, CliError> {
+    let Some(file) = live_workers(root, run_dir) else {
+        return Err(CliError::usage(format!(
+            "run {run_id} has no worker {w}: it is not a parallel run under way"
+        ))
+        .hint("`ralph status` shows the run; `ralph logs -f` follows its latest iteration"));
+    };
+    let at_work: Vec<String> = file.workers.iter().map(|r| r.id.to_string()).collect();
+    file.workers.into_iter().find(|r| r.id == w).ok_or_else(|| {
+        CliError::usage(format!(
+            "run {run_id} has no worker {w} at work ({})",
+            if at_work.is_empty() {
+                "no worker is at work now".to_string()
+            } else {
+                format!("at work: worker {}", at_work.join(", "))
+            }
+        ))
+        .hint("`ralph status` lists the workers and their tasks")
+    })
+}
+
+/// Which iteration `-f` moves on to when the one it follows is over.
+enum Track {
+    /// The one asked for, only.
+    Fixed,
+    /// The run's next iteration, when its folder appears.
+    Latest,
+    /// This worker's next iteration (and the task it is on), when `workers.json` shows it.
+    Worker(u32, String),
+}
+
+impl Track {
+    /// The iteration after `current`, if it has begun.
+    fn next(&mut self, root: &Path, run_dir: &Path, current: u32) -> Option<u32> {
+        match self {
+            Track::Fixed => None,
+            Track::Latest => layout::iterations(run_dir).into_iter().find(|&n| n > current),
+            Track::Worker(w, task) => {
+                let row = live_workers(root, run_dir)?.workers.into_iter().find(|r| r.id == *w)?;
+                (row.iteration > current).then(|| {
+                    *task = row.task;
+                    row.iteration
+                })
+            }
+        }
+    }
+
+    /// The line that announces an iteration, when the follower moves from one to the next.
+    fn heading(&self, iteration: u32) -> Option<String> {
+        match self {
+            Track::Fixed => None,
+            Track::Latest => Some(format!("==> iteration {iteration} <==")),
+            Track::Worker(w, task) => Some(format!("==> worker {w} · iteration {iteration} · {task} <==")),
+        }
+    }
 }
 
 /// The renderer for an iteration's agent.log, by the output format its start recorded; none
@@ -217,7 +300,7 @@ fn follow<W: Write>(
     root: &Path,
     run_dir: &Path,
     mut iteration: u32,
-    move_on: bool,
+    mut track: Track,
     name: &str,
     render: bool,
     out: &mut Out<W>,
@@ -237,8 +320,10 @@ fn follow<W: Write>(
             }
         }
         if iteration > 0 {
-            if move_on && !announced {
-                let _ = writeln!(out, "==> iteration {iteration} <==");
+            if !announced {
+                if let Some(h) = track.heading(iteration) {
+                    let _ = writeln!(out, "{h}");
+                }
                 announced = true;
             }
             if let Ok(mut f) = crate::fsx::open(&path) {
@@ -252,7 +337,7 @@ fn follow<W: Write>(
                 }
             }
         }
-        if move_on && let Some(&next) = layout::iterations(run_dir).iter().find(|&&n| n > iteration) {
+        if let Some(next) = track.next(root, run_dir, iteration) {
             // Finish the current file first: the iteration is over once the next begins.
             if iteration > 0
                 && let Ok(mut f) = crate::fsx::open(&path)

@@ -1,9 +1,15 @@
 //! `ralph status`: the backlog (each task's status, attempts, iterations) and the current or
-//! last run at a glance; `--json` prints the same for scripts.
+//! last run at a glance, with a parallel run's workers and landing queue while it runs;
+//! `--json` prints the same for scripts.
+//!
+//! Invariant: the workers shown are those of the run's `workers.json` only while that run is
+//! running and the file is its coordinator's (same pid): a file left by a killed coordinator
+//! describes nothing under way, and `workers`/`queue` are then empty.
 
 use crate::backlog::{Backlog, Status};
 use crate::error::CliError;
 use crate::logs;
+use crate::parallel::WorkersFile;
 use crate::record::{self, Outcome};
 use crate::state::{RALPH_DIR, RunLock, RunMeta, State};
 use serde::Serialize;
@@ -65,11 +71,31 @@ struct LastView {
     outcome: Outcome,
 }
 
+/// A worker of a parallel run, as `workers.json` has it.
+#[derive(Debug, Serialize)]
+struct WorkerView {
+    id: u32,
+    task: String,
+    /// `agent` (the worker's agent and checks) or `landing`.
+    phase: String,
+    iteration: u32,
+    started_at: String,
+    /// Since `started_at`, as of this status.
+    elapsed_ms: u64,
+}
+
 #[derive(Debug, Serialize)]
 struct StatusView {
     root: String,
     tasks: Vec<TaskView>,
     run: Option<RunView>,
+    /// A running parallel run's workers, by id; empty otherwise.
+    workers: Vec<WorkerView>,
+    /// The tasks waiting to land, in order; empty without a running parallel run.
+    queue: Vec<String>,
+    /// The run is a parallel run (it has its `workers.json`), even with no worker at work.
+    #[serde(skip)]
+    parallel: bool,
 }
 
 fn parse_time(s: &str) -> Option<std::time::SystemTime> {
@@ -92,9 +118,7 @@ fn run_view(root: &Path) -> Option<RunView> {
         (None, _) => "crashed",
     };
     let end = meta.ended_at.as_deref().and_then(parse_time).unwrap_or_else(std::time::SystemTime::now);
-    let elapsed_ms = parse_time(&meta.started_at)
-        .and_then(|s| end.duration_since(s).ok())
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let elapsed_ms = since(&meta.started_at, end);
     Some(RunView {
         run_id: meta.run_id,
         state,
@@ -127,6 +151,37 @@ fn run_view(root: &Path) -> Option<RunView> {
     })
 }
 
+/// The workers file of the latest run, while it runs as a parallel run.
+fn workers_file(root: &Path, run: Option<&RunView>) -> Option<WorkersFile> {
+    let run = run.filter(|r| r.state == "running")?;
+    WorkersFile::load(&logs::run_dir(root, &run.run_id)).filter(|f| f.pid == run.pid)
+}
+
+/// The workers, by id, and the landing queue.
+fn workers_view(file: WorkersFile, now: std::time::SystemTime) -> (Vec<WorkerView>, Vec<String>) {
+    let mut workers: Vec<WorkerView> = file
+        .workers
+        .into_iter()
+        .map(|w| WorkerView {
+            elapsed_ms: since(&w.started_at, now),
+            id: w.id,
+            task: w.task,
+            phase: w.phase,
+            iteration: w.iteration,
+            started_at: w.started_at,
+        })
+        .collect();
+    workers.sort_by_key(|w| w.id);
+    (workers, file.queue)
+}
+
+/// Milliseconds from `start` (RFC 3339) to `now`; 0 when it does not parse or is later.
+fn since(start: &str, now: std::time::SystemTime) -> u64 {
+    parse_time(start)
+        .and_then(|s| now.duration_since(s).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Runs `ralph status`.
 pub fn run(cwd: &Path, json: bool) -> Result<u8, CliError> {
     let root = crate::runner::repo_root(cwd)?;
@@ -152,7 +207,12 @@ pub fn run(cwd: &Path, json: bool) -> Result<u8, CliError> {
             }
         })
         .collect();
-    let view = StatusView { root: root.to_string_lossy().into_owned(), tasks, run: run_view(&root) };
+    let run = run_view(&root);
+    let file = workers_file(&root, run.as_ref());
+    let parallel = file.is_some();
+    let (workers, queue) =
+        file.map_or_else(Default::default, |f| workers_view(f, std::time::SystemTime::now()));
+    let view = StatusView { root: root.to_string_lossy().into_owned(), tasks, run, workers, queue, parallel };
     if json {
         let text = serde_json::to_string_pretty(&view).map_err(|e| CliError::failure(e.to_string()))?;
         crate::outln!("{text}");
@@ -262,7 +322,127 @@ fn render(v: &StatusView) -> String {
                     l.outcome.as_str()
                 ));
             }
+            for w in &v.workers {
+                out.push_str(&format!(
+                    "  worker {} · iteration {} · {} · {} · {}\n",
+                    w.id,
+                    w.iteration,
+                    w.task,
+                    w.phase,
+                    humantime::format_duration(std::time::Duration::from_secs(w.elapsed_ms / 1000))
+                ));
+            }
+            if v.parallel && v.workers.is_empty() {
+                out.push_str("  workers: none at work\n");
+            }
+            if v.parallel {
+                out.push_str(&format!(
+                    "  landing queue: {}\n",
+                    if v.queue.is_empty() { "empty".to_string() } else { v.queue.join(", ") }
+                ));
+            }
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parallel::WorkerRow;
+
+    fn running_run() -> RunView {
+        RunView {
+            run_id: "20270101-000000".into(),
+            state: "running",
+            pid: 4242,
+            started_at: "2027-01-01T00:00:00.000Z".into(),
+            ended_at: None,
+            iterations: 3,
+            exit_code: None,
+            end_reason: None,
+            outcomes: BTreeMap::from([(Outcome::Done, 1)]),
+            elapsed_ms: 600_000,
+            last_iteration: None,
+            waiting_until: None,
+            spent: None,
+            limits: None,
+            left: None,
+            sessions: 1,
+        }
+    }
+
+    fn view(file: Option<WorkersFile>, now: std::time::SystemTime) -> StatusView {
+        let parallel = file.is_some();
+        let (workers, queue) = file.map_or_else(Default::default, |f| workers_view(f, now));
+        StatusView {
+            root: "/r".into(),
+            tasks: Vec::new(),
+            run: Some(running_run()),
+            workers,
+            queue,
+            parallel,
+        }
+    }
+
+    fn row(id: u32, task: &str, iteration: u32, phase: &str, started_at: &str) -> WorkerRow {
+        WorkerRow { id, task: task.into(), iteration, phase: phase.into(), started_at: started_at.into() }
+    }
+
+    fn at(rfc3339: &str) -> std::time::SystemTime {
+        humantime::parse_rfc3339(rfc3339).unwrap()
+    }
+
+    #[test]
+    fn a_parallel_run_shows_each_worker_and_the_landing_queue() {
+        let file = WorkersFile {
+            pid: 4242,
+            workers: vec![
+                row(2, "030-c", 5, "landing", "2027-01-01T00:09:48.000Z"),
+                row(1, "020-b", 4, "agent", "2027-01-01T00:08:57.000Z"),
+            ],
+            queue: vec!["030-c".into()],
+        };
+        let out = render(&view(Some(file), at("2027-01-01T00:10:00.500Z")));
+        let at_work = "  worker 1 · iteration 4 · 020-b · agent · 1m 3s\n  worker 2 · iteration 5 · 030-c · landing · 12s\n  landing queue: 030-c\n";
+        assert!(out.contains(at_work), "{out}");
+    }
+
+    #[test]
+    fn idle_workers_and_an_empty_queue_say_so() {
+        let out =
+            render(&view(Some(WorkersFile { pid: 4242, ..Default::default() }), at("2027-01-01T00:10:00Z")));
+        assert!(out.contains("  workers: none at work\n  landing queue: empty\n"), "{out}");
+    }
+
+    #[test]
+    fn the_single_loop_shows_no_workers_and_empty_arrays() {
+        let v = view(None, at("2027-01-01T00:10:00Z"));
+        let out = render(&v);
+        assert!(!out.contains("worker") && !out.contains("landing"), "{out}");
+        let json = serde_json::to_value(&v).unwrap();
+        assert_eq!(json["workers"], serde_json::json!([]));
+        assert_eq!(json["queue"], serde_json::json!([]));
+        assert!(json.get("parallel").is_none(), "{json}");
+    }
+
+    #[test]
+    fn workers_are_listed_by_id_with_their_time_so_far() {
+        let file = WorkersFile {
+            pid: 1,
+            workers: vec![
+                row(3, "c", 9, "agent", "2027-01-01T00:00:00Z"),
+                row(1, "a", 7, "agent", "not a time"),
+                row(2, "b", 8, "agent", "2027-01-01T00:01:00Z"),
+            ],
+            queue: vec!["b".into(), "a".into()],
+        };
+        let (workers, queue) = workers_view(file, at("2027-01-01T00:00:30Z"));
+        let ids: Vec<u32> = workers.iter().map(|w| w.id).collect();
+        assert_eq!(ids, [1, 2, 3]);
+        // A start that does not parse, or lies ahead (another clock), counts as just now.
+        let elapsed: Vec<u64> = workers.iter().map(|w| w.elapsed_ms).collect();
+        assert_eq!(elapsed, [0, 0, 30_000]);
+        assert_eq!(queue, ["b", "a"], "the queue keeps its order");
+    }
 }
