@@ -559,7 +559,8 @@ impl<'a> Coordinator<'a> {
             queue: self.rows.values().filter(|r| r.phase == "landing").map(|r| r.task.clone()).collect(),
         };
         if let Ok(bytes) = serde_json::to_vec_pretty(&file) {
-            let _ = state::replace(&self.run_dir.join(WORKERS_FILE), &bytes);
+            // A whole new file each time (a few times a task): nothing left beside it at the end.
+            let _ = state::atomic_write_later(&self.run_dir.join(WORKERS_FILE), &bytes);
         }
     }
 
