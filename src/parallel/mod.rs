@@ -7,8 +7,9 @@
 //! AGENTS.md and the learnings store, the task states, budgets and `iterations.jsonl`;
 //! workers write their slot and their iteration's folder only. A task is started only when its
 //! `depends_on` tasks have landed, and never beside a running task whose `touches` patterns
-//! overlap its own. Nothing is recorded done that is not on the target branch; work that does
-//! not land is kept as its iteration's `rejected.patch`, and the task runs again on the new tip
+//! overlap its own; no more start than the iteration budget leaves, each running one counted
+//! as spent. Nothing is recorded done that is not on the target branch; work that does not
+//! land is kept as its iteration's `rejected.patch`, and the task runs again on the new tip
 //! (blocked after `max_attempts`). The user's checkout is only ever fast-forwarded.
 //! `-j 1` (and `[parallel] workers = 1`) is the single loop, unchanged.
 
@@ -221,7 +222,10 @@ impl<'a> Coordinator<'a> {
         for line in c.slots.remove_all(&c.target) {
             c.reporter.line(&line);
         }
-        let _ = std::fs::remove_file(c.run_dir.join(WORKERS_FILE));
+        // With its previous versions (`state::replace` keeps them): none outlives the run.
+        for suffix in ["", ".prev", ".spare"] {
+            let _ = crate::fsx::remove_any(&c.run_dir.join(format!("{WORKERS_FILE}{suffix}")));
+        }
         let (code, reason) = match &result {
             Ok(end) => (end.code(), end.reason()),
             Err(e) => (e.code, format!("error: {}", e.message)),
