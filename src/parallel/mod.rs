@@ -130,6 +130,9 @@ struct Coordinator<'a> {
     /// Tasks whose running (or last) iteration is that rework: a second failure to land runs
     /// the task afresh.
     reworked: BTreeSet<String>,
+    /// The files a running rework started with conflict markers in: its commit must not add
+    /// them (an agent that left them unresolved would land them).
+    conflicted: BTreeMap<String, Vec<String>>,
     reporter: &'a mut dyn Reporter,
 }
 
@@ -215,6 +218,7 @@ impl<'a> Coordinator<'a> {
             paused_until: None,
             rework: BTreeMap::new(),
             reworked: BTreeSet::new(),
+            conflicted: BTreeMap::new(),
             reporter,
         };
         let result = c.run_loop().await;
@@ -433,6 +437,9 @@ impl<'a> Coordinator<'a> {
             match git::apply_3way(&slot, &patch)? {
                 Ok(conflicted) => {
                     self.reworked.insert(task.id.clone());
+                    if !conflicted.is_empty() {
+                        self.conflicted.insert(task.id.clone(), conflicted.clone());
+                    }
                     self.reporter.line(&format!(
                         "worker {w} · {}: its work that did not land is put back on the new tip{}",
                         task.id,
@@ -548,6 +555,7 @@ impl<'a> Coordinator<'a> {
         backlog: &Backlog,
     ) -> Result<Option<String>, CliError> {
         let Some(run) = self.running.remove(&w) else { return Ok(None) };
+        let conflicted = self.conflicted.remove(&run.task).unwrap_or_default();
         let dir = logs::iter_dir(&self.run_dir, run.iteration);
         let Some(result) = WorkerResult::load(&dir) else {
             let how = match status {
@@ -592,14 +600,19 @@ impl<'a> Coordinator<'a> {
                 run_id: &self.run_id,
             };
             let baseline = self.state.baseline.clone();
-            let landed = lander
-                .land(
-                    &landing::Work { slot: &run.slot, task, status, base: &base },
-                    &self.store,
-                    baseline.as_ref(),
-                    &dir.join("landing.log"),
-                )
-                .await?;
+            let unresolved = markers_left(&run.slot, &base, &commit, &conflicted)?;
+            let landed = if unresolved.is_empty() {
+                lander
+                    .land(
+                        &landing::Work { slot: &run.slot, task, status, base: &base },
+                        &self.store,
+                        baseline.as_ref(),
+                        &dir.join("landing.log"),
+                    )
+                    .await?
+            } else {
+                Landing::Conflict(format!("conflict markers are left in {}", unresolved.join(", ")))
+            };
             match landed {
                 Landing::Landed(sha) => {
                     self.store.set_commit(&added, &sha);
@@ -892,6 +905,22 @@ impl<'a> Coordinator<'a> {
             let _ = self.settle(rec, None);
         }
     }
+}
+
+/// The files of `files` to which `commit` adds conflict markers (`<<<<<<< ` or `>>>>>>> ` at
+/// the start of a line): a rework's conflicts left unresolved.
+fn markers_left(slot: &Path, base: &str, commit: &str, files: &[String]) -> Result<Vec<String>, CliError> {
+    let mut left = Vec::new();
+    for f in files {
+        let patch = git::tree_patch(slot, base, commit, std::slice::from_ref(f))?;
+        let added_marker = String::from_utf8_lossy(&patch)
+            .lines()
+            .any(|l| l.starts_with("+<<<<<<< ") || l.starts_with("+>>>>>>> "));
+        if added_marker {
+            left.push(f.clone());
+        }
+    }
+    Ok(left)
 }
 
 /// Whether process `pid` is still running (a zombie is not).

@@ -210,6 +210,45 @@ fn two_tasks_editing_the_same_line_never_lose_work_or_claim_what_did_not_land() 
 }
 
 #[test]
+fn conflict_markers_a_rework_leaves_unresolved_never_land() {
+    // B's work conflicts with A's; put back on the new tip (markers and all), its rework
+    // iteration only says it is done; afresh, it does the work again.
+    let scenario = format!(
+        "{}[[step]]\ntask = \"020-b\"\niteration = 1\nactions = [{}]\n\
+         [[step]]\ntask = \"020-b\"\niteration = 2\nactions = [{{ promise = true }}]\n{}",
+        step("010-a", &work("300ms", "shared.txt", "from a\n")),
+        work("800ms", "shared.txt", "from b\n"),
+        step("020-b", &work("0s", "shared.txt", "from b\n")),
+    );
+    let repo = TestRepo::with_loop(&scenario, &["true"], "", &[("010-a.md", "# A\n"), ("020-b.md", "# B\n")]);
+    repo.write("shared.txt", "base\n");
+    repo.commit_all("a shared file");
+    let run = repo.ralph_within(60, &["run", "-j", "2"]).expect(0);
+
+    let history = repo.git(&["log", "-p", "main", "--", "shared.txt"]);
+    assert!(!history.contains("+<<<<<<<") && !history.contains("+>>>>>>>"), "markers landed:\n{history}");
+    let records = repo.records();
+    let b: Vec<&serde_json::Value> = records.iter().filter(|r| r["task"] == "020-b").collect();
+    let outcomes: Vec<(&str, &str)> =
+        b.iter().map(|r| (r["outcome"].as_str().unwrap(), r["cause"].as_str().unwrap_or("-"))).collect();
+    assert_eq!(
+        outcomes,
+        vec![("checks_failed", "land_conflict"), ("checks_failed", "land_conflict"), ("done", "-")],
+        "{}",
+        run.stderr()
+    );
+    assert!(
+        b[1]["failure"].as_str().unwrap().contains("conflict markers are left in shared.txt"),
+        "{}",
+        b[1]
+    );
+    let patch = repo.iter_file(b[1]["iteration"].as_u64().unwrap() as u32, "rejected.patch");
+    assert!(patch.contains("+<<<<<<<"), "the rework's work is kept as it was:\n{patch}");
+    assert_eq!(repo.git(&["show", "main:shared.txt"]), "from b\n");
+    assert_eq!(status_on_main(&repo, "020-b"), "done");
+}
+
+#[test]
 fn work_green_alone_but_red_combined_is_not_landed() {
     // Each task adds a flag file; the check allows one.
     let check = "test $(ls *.flag 2>/dev/null | wc -l) -le 1";
