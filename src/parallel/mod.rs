@@ -7,8 +7,9 @@
 //! AGENTS.md and the learnings store, the task states, budgets and `iterations.jsonl`;
 //! workers write their slot and their iteration's folder only. A task is started only when its
 //! `depends_on` tasks have landed, and never beside a running task whose `touches` patterns
-//! overlap its own. Nothing is recorded done that is not on the target branch; work that does
-//! not land is kept as its iteration's `rejected.patch`, and the task runs again on the new tip
+//! overlap its own; no more start than the iteration budget leaves, each running one counted
+//! as spent. Nothing is recorded done that is not on the target branch; work that does not
+//! land is kept as its iteration's `rejected.patch`, and the task runs again on the new tip
 //! (blocked after `max_attempts`). The user's checkout is only ever fast-forwarded.
 //! `-j 1` (and `[parallel] workers = 1`) is the single loop, unchanged.
 
@@ -131,6 +132,9 @@ struct Coordinator<'a> {
     reworked: BTreeSet<String>,
     /// The target branch's tip as ralph last knew it (see [`Coordinator::guard_tip`]).
     known_tip: String,
+    /// The files a running rework started with conflict markers in: its commit must not add
+    /// them (an agent that left them unresolved would land them).
+    conflicted: BTreeMap<String, Vec<String>>,
     reporter: &'a mut dyn Reporter,
 }
 
@@ -218,6 +222,7 @@ impl<'a> Coordinator<'a> {
             rework: BTreeMap::new(),
             reworked: BTreeSet::new(),
             known_tip,
+            conflicted: BTreeMap::new(),
             reporter,
         };
         let result = c.run_loop().await;
@@ -225,7 +230,10 @@ impl<'a> Coordinator<'a> {
         for line in c.slots.remove_all(&c.target) {
             c.reporter.line(&line);
         }
-        let _ = std::fs::remove_file(c.run_dir.join(WORKERS_FILE));
+        // With the scratch versions an earlier build (through `state::replace`) left beside it.
+        for suffix in ["", ".prev", ".spare"] {
+            let _ = crate::fsx::remove_any(&c.run_dir.join(format!("{WORKERS_FILE}{suffix}")));
+        }
         let (code, reason) = match &result {
             Ok(end) => (end.code(), end.reason()),
             Err(e) => (e.code, format!("error: {}", e.message)),
@@ -457,6 +465,9 @@ impl<'a> Coordinator<'a> {
             match git::apply_3way(&slot, &patch)? {
                 Ok(conflicted) => {
                     self.reworked.insert(task.id.clone());
+                    if !conflicted.is_empty() {
+                        self.conflicted.insert(task.id.clone(), conflicted.clone());
+                    }
                     self.reporter.line(&format!(
                         "worker {w} · {}: its work that did not land is put back on the new tip{}",
                         task.id,
@@ -573,6 +584,7 @@ impl<'a> Coordinator<'a> {
         backlog: &Backlog,
     ) -> Result<Option<String>, CliError> {
         let Some(run) = self.running.remove(&w) else { return Ok(None) };
+        let conflicted = self.conflicted.remove(&run.task).unwrap_or_default();
         let dir = logs::iter_dir(&self.run_dir, run.iteration);
         let Some(result) = WorkerResult::load(&dir) else {
             let how = match status {
@@ -618,14 +630,19 @@ impl<'a> Coordinator<'a> {
                 run_id: &self.run_id,
             };
             let baseline = self.state.baseline.clone();
-            let landed = lander
-                .land(
-                    &landing::Work { slot: &run.slot, task, status, base: &base },
-                    &self.store,
-                    baseline.as_ref(),
-                    &dir.join("landing.log"),
-                )
-                .await?;
+            let unresolved = markers_left(&run.slot, &base, &commit, &conflicted)?;
+            let landed = if unresolved.is_empty() {
+                lander
+                    .land(
+                        &landing::Work { slot: &run.slot, task, status, base: &base },
+                        &self.store,
+                        baseline.as_ref(),
+                        &dir.join("landing.log"),
+                    )
+                    .await?
+            } else {
+                Landing::Conflict(format!("conflict markers are left in {}", unresolved.join(", ")))
+            };
             match landed {
                 Landing::Landed(sha) => {
                     self.known_tip.clone_from(&sha);
@@ -920,6 +937,22 @@ impl<'a> Coordinator<'a> {
             let _ = self.settle(rec, None);
         }
     }
+}
+
+/// The files of `files` to which `commit` adds conflict markers (`<<<<<<< ` or `>>>>>>> ` at
+/// the start of a line): a rework's conflicts left unresolved.
+fn markers_left(slot: &Path, base: &str, commit: &str, files: &[String]) -> Result<Vec<String>, CliError> {
+    let mut left = Vec::new();
+    for f in files {
+        let patch = git::tree_patch(slot, base, commit, std::slice::from_ref(f))?;
+        let added_marker = String::from_utf8_lossy(&patch)
+            .lines()
+            .any(|l| l.starts_with("+<<<<<<< ") || l.starts_with("+>>>>>>> "));
+        if added_marker {
+            left.push(f.clone());
+        }
+    }
+    Ok(left)
 }
 
 /// Whether process `pid` is still running (a zombie is not).

@@ -9,6 +9,7 @@ mod hostile;
 mod learnings;
 mod loop_outcomes;
 mod overnight;
+mod parallel;
 mod parallel_status;
 mod plan;
 mod review;
