@@ -153,3 +153,71 @@ fn free_bytes(path: &Path) -> Option<u64> {
     let st = unsafe { st.assume_init() };
     Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo() -> (tempfile::TempDir, PathBuf, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        std::fs::create_dir(&root).unwrap();
+        let git = |args: &[&str]| git::test_git(&root, args);
+        git(&["init", "-q", "-b", "main"]);
+        git(&["config", "user.name", "t"]);
+        git(&["config", "user.email", "t@example.invalid"]);
+        git(&["config", "commit.gpgsign", "false"]);
+        std::fs::write(root.join("a.txt"), "a\n").unwrap();
+        git(&["add", "-A"]);
+        git(&["commit", "-qm", "init"]);
+        let head = git::head(&root).unwrap().unwrap();
+        (dir, root, head)
+    }
+
+    #[test]
+    fn a_slot_removed_from_outside_is_made_again_and_reset_keeps_ignored_files() {
+        let (_dir, root, head) = repo();
+        let mut slots = Slots::new(&root, "r1");
+        let path = slots.prepare(1, &head).unwrap();
+        assert!(path.starts_with(root.join(".git/ralph-slots")), "{}", path.display());
+        let listed = git::worktrees(&root).unwrap();
+        assert!(listed.iter().any(|w| w.path == path && w.locked), "{listed:?}");
+        // Left dirty by a task: reset for the next, an ignored build cache kept.
+        std::fs::write(root.join(".git/info/exclude"), "target/\n").unwrap();
+        std::fs::create_dir(path.join("target")).unwrap();
+        std::fs::write(path.join("target/cache"), "x").unwrap();
+        std::fs::write(path.join("a.txt"), "changed\n").unwrap();
+        std::fs::write(path.join("stray.txt"), "x").unwrap();
+        git::test_git(&path, &["add", "stray.txt"]);
+        let path = slots.prepare(1, &head).unwrap();
+        assert_eq!(std::fs::read_to_string(path.join("a.txt")).unwrap(), "a\n");
+        assert!(!path.join("stray.txt").exists());
+        assert!(path.join("target/cache").exists(), "the build cache survives");
+        assert_eq!(git::head(&path).unwrap().as_deref(), Some(head.as_str()));
+        // Deleted from outside: made again.
+        std::fs::remove_dir_all(&path).unwrap();
+        let path = slots.prepare(1, &head).unwrap();
+        assert_eq!(std::fs::read_to_string(path.join("a.txt")).unwrap(), "a\n");
+    }
+
+    #[test]
+    fn cleanup_deletes_landed_slot_branches_and_keeps_work_that_did_not_land() {
+        let (_dir, root, head) = repo();
+        let mut slots = Slots::new(&root, "r1");
+        let one = slots.prepare(1, &head).unwrap();
+        let two = slots.prepare(2, &head).unwrap();
+        // Slot 2 holds a commit main does not have.
+        std::fs::write(two.join("b.txt"), "b\n").unwrap();
+        git::test_git(&two, &["add", "-A"]);
+        git::test_git(&two, &["commit", "-qm", "unlanded"]);
+        let unlanded = git::head(&two).unwrap().unwrap();
+        let said = slots.remove_all("main");
+        assert!(git::worktrees(&root).unwrap().iter().all(|w| !w.path.starts_with(folder(&root))));
+        assert!(!one.exists() && !two.exists());
+        assert!(git::branches(&root, BRANCH_PREFIX).unwrap().is_empty());
+        let kept = git::branches(&root, "ralph/kept/").unwrap();
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert_eq!(kept[0].1, unlanded);
+        assert!(said[0].contains("ralph/kept/slot-2-"), "{said:?}");
+    }
+}
