@@ -238,15 +238,8 @@ impl<'a> Coordinator<'a> {
             Ok(end) => (end.code(), end.reason()),
             Err(e) => (e.code, format!("error: {}", e.message)),
         };
-        c.save_end(code, &reason);
-        let outcomes: Vec<String> = c.counts.iter().map(|(o, n)| format!("{n} {}", o.as_str())).collect();
-        let summary = format!(
-            "ralph: {reason} — {} iteration(s){}{} in {} (exit {code})",
-            c.counts.values().sum::<u32>(),
-            if outcomes.is_empty() { "" } else { ": " },
-            outcomes.join(", "),
-            humantime::format_duration(Duration::from_secs(started.elapsed().as_secs())),
-        );
+        runner::save_end(&mut c.meta, &c.budget, &c.run_dir, code, &reason);
+        let summary = runner::summary(&reason, code, &c.counts, started.elapsed());
         match result {
             Ok(_) => {
                 eprintln!("{summary}");
@@ -254,18 +247,6 @@ impl<'a> Coordinator<'a> {
             }
             Err(e) => Err(e),
         }
-    }
-
-    fn save_end(&mut self, code: u8, reason: &str) {
-        let meta = &mut self.meta;
-        meta.ended_at = Some(logs::now_rfc3339());
-        meta.exit_code = Some(code);
-        meta.end_reason = Some(reason.to_string());
-        let spent = self.budget.spent_now();
-        meta.elapsed_ms = spent.elapsed_ms;
-        meta.spent = Some(spent);
-        let _ = meta.save(&self.run_dir);
-        state::flush();
     }
 
     /// The backlog as the target branch has it: read from the user's checkout (fast-forwarded

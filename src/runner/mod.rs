@@ -339,16 +339,9 @@ pub async fn run_validated(
         Ok(end) => (end.code(), end.reason()),
         Err(e) => (e.code, format!("error: {}", e.message)),
     };
-    run.save_end(code, &reason);
+    save_end(&mut run.meta, &run.budget, &run.run_dir, code, &reason);
     traced.finish(code, &reason).await;
-    let outcomes: Vec<String> = run.counts.iter().map(|(o, n)| format!("{n} {}", o.as_str())).collect();
-    let summary = format!(
-        "ralph: {reason} — {} iteration(s){}{} in {} (exit {code})",
-        run.counts.values().sum::<u32>(),
-        if outcomes.is_empty() { "" } else { ": " },
-        outcomes.join(", "),
-        humantime::format_duration(Duration::from_secs(started.elapsed().as_secs())),
-    );
+    let summary = summary(&reason, code, &run.counts, started.elapsed());
     match result {
         Ok(_) => {
             eprintln!("{summary}");
@@ -356,6 +349,39 @@ pub async fn run_validated(
         }
         Err(e) => Err(e),
     }
+}
+
+/// The run's last line: why it ended, what its iterations came to, how long it took, its exit
+/// code.
+pub(crate) fn summary(
+    reason: &str,
+    code: u8,
+    counts: &std::collections::BTreeMap<Outcome, u32>,
+    took: Duration,
+) -> String {
+    let outcomes: Vec<String> = counts.iter().map(|(o, n)| format!("{n} {}", o.as_str())).collect();
+    format!(
+        "ralph: {reason} — {} iteration(s){}{} in {} (exit {code})",
+        counts.values().sum::<u32>(),
+        if outcomes.is_empty() { "" } else { ": " },
+        outcomes.join(", "),
+        humantime::format_duration(Duration::from_secs(took.as_secs())),
+    )
+}
+
+/// Writes the run's end into `run.json` and flushes ralph's pending syncs.
+pub(crate) fn save_end(meta: &mut RunMeta, budget: &Budget, run_dir: &Path, code: u8, reason: &str) {
+    meta.ended_at = Some(logs::now_rfc3339());
+    meta.waiting_until = None;
+    meta.exit_code = Some(code);
+    meta.end_reason = Some(reason.to_string());
+    let spent = budget.spent_now();
+    meta.elapsed_ms = spent.elapsed_ms;
+    meta.spent = Some(spent);
+    // Best effort: the run's own error, if any, matters more than this write.
+    let _ = meta.save(run_dir);
+    // The last syncs while the kernel frees the watches' marks (see above), not after.
+    crate::state::flush();
 }
 
 /// Everything `ralph run` checks before it changes anything, then the lock: the repository,
@@ -571,22 +597,6 @@ enum Step {
 }
 
 impl Run<'_> {
-    /// Writes the run's end into `run.json` and flushes ralph's pending syncs.
-    fn save_end(&mut self, code: u8, reason: &str) {
-        let meta = &mut self.meta;
-        meta.ended_at = Some(logs::now_rfc3339());
-        meta.waiting_until = None;
-        meta.exit_code = Some(code);
-        meta.end_reason = Some(reason.to_string());
-        let spent = self.budget.spent_now();
-        meta.elapsed_ms = spent.elapsed_ms;
-        meta.spent = Some(spent);
-        // Best effort: the run's own error, if any, matters more than this write.
-        let _ = meta.save(&self.run_dir);
-        // The last syncs while the kernel frees the watches' marks (see above), not after.
-        crate::state::flush();
-    }
-
     async fn run_loop(&mut self, reporter: &mut dyn Reporter) -> Result<RunEnd, CliError> {
         let mut state = State::load(self.wt.root())?;
         let mut backoff = self.cfg.agent.retry_wait;

@@ -55,6 +55,30 @@ impl TestRepo {
         repo
     }
 
+    /// Every iteration folder of every run has exactly one record, and every record parses.
+    pub fn assert_each_iteration_recorded_once(&self) {
+        for run in std::fs::read_dir(self.path(".ralph/runs")).unwrap() {
+            let run = run.unwrap().path();
+            let text = std::fs::read_to_string(run.join("iterations.jsonl")).unwrap_or_default();
+            let mut seen = std::collections::BTreeSet::new();
+            for line in text.lines() {
+                let r: serde_json::Value =
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("bad record {line:?}: {e}"));
+                assert!(seen.insert(r["iteration"].as_u64().unwrap()), "iteration recorded twice: {text}");
+            }
+            for e in std::fs::read_dir(&run).unwrap() {
+                let name = e.unwrap().file_name().into_string().unwrap();
+                if let Some(n) = name.strip_prefix("iter-") {
+                    assert!(
+                        seen.contains(&n.parse::<u64>().unwrap()),
+                        "{name} of {} has no record:\n{text}",
+                        run.display()
+                    );
+                }
+            }
+        }
+    }
+
     /// A repository with `ralph.toml` (scripted agent playing `scenario`, the given checks and
     /// extra TOML appended), the given specs, all committed.
     pub fn with_loop(scenario: &str, checks: &[&str], extra_toml: &str, specs: &[(&str, &str)]) -> TestRepo {

@@ -184,26 +184,7 @@ fn assert_invariants(repo: &TestRepo, expected_done: &[&str]) {
     // State and records parse, every iteration folder has exactly one record.
     let state = std::fs::read_to_string(repo.path(".ralph/state.json")).unwrap();
     serde_json::from_str::<serde_json::Value>(&state).unwrap();
-    for run in std::fs::read_dir(repo.path(".ralph/runs")).unwrap() {
-        let run = run.unwrap().path();
-        let text = std::fs::read_to_string(run.join("iterations.jsonl")).unwrap_or_default();
-        let mut seen = std::collections::BTreeSet::new();
-        for line in text.lines() {
-            let r: serde_json::Value =
-                serde_json::from_str(line).unwrap_or_else(|e| panic!("bad record {line:?}: {e}"));
-            assert!(seen.insert(r["iteration"].as_u64().unwrap()), "iteration recorded twice: {text}");
-        }
-        for e in std::fs::read_dir(&run).unwrap() {
-            let name = e.unwrap().file_name().into_string().unwrap();
-            if let Some(n) = name.strip_prefix("iter-") {
-                assert!(
-                    seen.contains(&n.parse::<u64>().unwrap()),
-                    "{name} of {} has no record",
-                    run.display()
-                );
-            }
-        }
-    }
+    repo.assert_each_iteration_recorded_once();
     // No half-written file survives.
     for dir in [repo.root.clone(), repo.path("specs"), repo.path(".ralph")] {
         for e in std::fs::read_dir(dir).unwrap() {

@@ -351,25 +351,7 @@ fn a_coordinator_killed_with_9_leaves_nothing_the_next_run_does_not_clean() {
     assert_eq!(repo.dirt(), "");
     assert!(!run_processes_left(&repo));
     // Every iteration, the killed ones too, has exactly one record.
-    for run in std::fs::read_dir(repo.path(".ralph/runs")).unwrap() {
-        let run = run.unwrap().path();
-        let text = std::fs::read_to_string(run.join("iterations.jsonl")).unwrap_or_default();
-        let mut seen = std::collections::BTreeSet::new();
-        for line in text.lines() {
-            let r: serde_json::Value = serde_json::from_str(line).unwrap();
-            assert!(seen.insert(r["iteration"].as_u64().unwrap()), "iteration recorded twice: {text}");
-        }
-        for e in std::fs::read_dir(&run).unwrap() {
-            let name = e.unwrap().file_name().into_string().unwrap();
-            if let Some(n) = name.strip_prefix("iter-") {
-                assert!(
-                    seen.contains(&n.parse::<u64>().unwrap()),
-                    "{name} of {} has no record:\n{text}",
-                    run.display()
-                );
-            }
-        }
-    }
+    repo.assert_each_iteration_recorded_once();
 }
 
 #[test]
