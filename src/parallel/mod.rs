@@ -16,7 +16,7 @@
 pub mod landing;
 pub mod slots;
 
-use crate::backlog::{Backlog, Next, Spec, Status};
+use crate::backlog::{Backlog, Spec, Status};
 use crate::budget::Budget;
 use crate::error::CliError;
 use crate::git;
@@ -340,37 +340,24 @@ impl<'a> Coordinator<'a> {
                 if let Some(spent) = spent {
                     return Ok(RunEnd::Budget(spent.to_string()));
                 }
-                match backlog.next() {
-                    Next::AllDone if backlog.tasks.is_empty() => return Ok(RunEnd::BacklogEmpty),
-                    Next::AllDone => return Ok(RunEnd::BacklogDone),
-                    Next::OnlyBlocked => {
-                        let blocked = backlog
-                            .tasks
-                            .iter()
-                            .filter(|t| t.status == Status::Blocked)
-                            .map(|t| t.id.clone())
-                            .collect();
-                        return Ok(RunEnd::OnlyBlocked(blocked));
-                    }
-                    Next::Task(_) => {
-                        // Only a pause (a usage limit) holds runnable work back.
-                        let wait = self
-                            .paused_until
-                            .map_or(Duration::ZERO, |t| t.saturating_duration_since(Instant::now()));
-                        if let Some(left) = self.budget.time_left()
-                            && wait >= left
-                        {
-                            return Ok(RunEnd::LimitAfterBudget(wait));
-                        }
-                        tokio::select! {
-                            _ = tokio::time::sleep(wait) => {}
-                            _ = self.stop.cancel.cancelled() => return Ok(RunEnd::Interrupted),
-                            _ = self.stop.after_iteration.cancelled() => return Ok(RunEnd::Stopped),
-                        }
-                        self.paused_until = None;
-                        continue;
-                    }
+                if let Some(end) = RunEnd::of_backlog(&backlog) {
+                    return Ok(end);
                 }
+                // Only a pause (a usage limit) holds runnable work back.
+                let wait =
+                    self.paused_until.map_or(Duration::ZERO, |t| t.saturating_duration_since(Instant::now()));
+                if let Some(left) = self.budget.time_left()
+                    && wait >= left
+                {
+                    return Ok(RunEnd::LimitAfterBudget(wait));
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = self.stop.cancel.cancelled() => return Ok(RunEnd::Interrupted),
+                    _ = self.stop.after_iteration.cancelled() => return Ok(RunEnd::Stopped),
+                }
+                self.paused_until = None;
+                continue;
             }
             self.show();
             let ended = loop {

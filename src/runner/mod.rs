@@ -533,6 +533,19 @@ pub(crate) enum RunEnd {
 }
 
 impl RunEnd {
+    /// How a run with nothing to do ends by its backlog: empty, done, or only blocked tasks
+    /// left; `None` while a task can run.
+    pub(crate) fn of_backlog(backlog: &Backlog) -> Option<RunEnd> {
+        match backlog.next() {
+            Next::Task(_) => None,
+            Next::AllDone if backlog.tasks.is_empty() => Some(RunEnd::BacklogEmpty),
+            Next::AllDone => Some(RunEnd::BacklogDone),
+            Next::OnlyBlocked => Some(RunEnd::OnlyBlocked(
+                backlog.tasks.iter().filter(|t| t.status == Status::Blocked).map(|t| t.id.clone()).collect(),
+            )),
+        }
+    }
+
     pub(crate) fn code(&self) -> u8 {
         match self {
             RunEnd::BacklogEmpty | RunEnd::BacklogDone => exit_code::OK,
@@ -719,18 +732,8 @@ impl Run<'_> {
             }
         }
         let task = match next {
-            Next::AllDone if backlog.tasks.is_empty() => return Ok(Step::End(RunEnd::BacklogEmpty)),
-            Next::AllDone => return Ok(Step::End(RunEnd::BacklogDone)),
-            Next::OnlyBlocked => {
-                let blocked = backlog
-                    .tasks
-                    .iter()
-                    .filter(|t| t.status == Status::Blocked)
-                    .map(|t| t.id.clone())
-                    .collect();
-                return Ok(Step::End(RunEnd::OnlyBlocked(blocked)));
-            }
             Next::Task(t) => t.clone(),
+            _ => return Ok(Step::End(RunEnd::of_backlog(&backlog).unwrap_or(RunEnd::BacklogDone))),
         };
         // A task already over its own limits (a killed iteration's spending, counted by
         // recovery, or a limit lowered since) is blocked before it spends more.
