@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every benchmark of BENCHMARKS.md, then a table of the figures (target, measured, verdict).
 #
-#   bench/run-all.sh            # the real sizes: about 15 minutes on 2 cores
+#   bench/run-all.sh            # the real sizes: about 18 minutes on 2 cores
 #   bench/run-all.sh --quick    # tiny sizes, a smoke test of the scripts (figures meaningless)
 #
 # Needs hyperfine and GNU time; builds the release binary (CARGO_TARGET_DIR is honoured).
@@ -18,7 +18,7 @@ trap 'rm -f "$out"' EXIT
 machine
 # Figure 1 early: the scripts after it create and delete thousands of files, and on ext4 without
 # a journal (this VM's root) file creations stay slower for minutes after mass deletions.
-for s in startup iteration-overhead status-scale spec-pickup memory log-throughput; do
+for s in startup iteration-overhead status-scale spec-pickup memory log-throughput parallel-speedup; do
   echo
   echo "### $s"
   # Only the lines' case counts for figure 3; the others are in BENCHMARKS.md for the record.
