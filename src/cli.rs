@@ -41,6 +41,9 @@ pub enum Command {
     /// Let the agent write or update the backlog (split, order, set dependencies), left
     /// uncommitted for review.
     Plan(PlanArgs),
+    /// Score the prompt template and AGENTS.md on an eval suite (a folder of cases, or the
+    /// tasks earlier runs finished), each trial in a scratch worktree.
+    Eval(EvalArgs),
     /// Run the loop on a demo project with the scripted agent: no API key needed.
     Demo(DemoArgs),
     /// The scripted agent: plays a scenario file instead of calling a model.
@@ -61,6 +64,35 @@ pub struct InitArgs {
     #[arg(long)]
     pub force: bool,
     /// The agent preset to configure (default: claude).
+    #[arg(long, value_name = "PRESET")]
+    pub agent: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// A folder of cases (one sub-folder each: spec.md, an executable check, optionally start
+    /// and setup); without it, the tasks earlier runs finished.
+    #[arg(long, value_name = "DIR")]
+    pub suite: Option<PathBuf>,
+    /// Runs of each case.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub trials: u32,
+    /// Iterations each trial may take to finish its task.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub max_iterations: u32,
+    /// Trials run at once, each in its own scratch worktree.
+    #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 1)]
+    pub jobs: u32,
+    /// Print one JSON object: `id`, `score`, `cases`, `left_out`, `trials`.
+    #[arg(long)]
+    pub json: bool,
+    /// A prompt template to score instead of the configured one.
+    #[arg(long, value_name = "FILE")]
+    pub template: Option<PathBuf>,
+    /// An AGENTS.md to score instead of each case's own.
+    #[arg(long, value_name = "FILE")]
+    pub agents_md: Option<PathBuf>,
+    /// Use this agent preset, whatever ralph.toml says.
     #[arg(long, value_name = "PRESET")]
     pub agent: Option<String>,
 }
@@ -87,6 +119,9 @@ pub struct WorkSlotArgs {
     /// The agent preset the coordinator runs with (`ralph run --agent`).
     #[arg(long)]
     pub agent: Option<String>,
+    /// A prompt template instead of the configured one (`ralph eval`'s candidate).
+    #[arg(long)]
+    pub template: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

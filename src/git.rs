@@ -1038,6 +1038,24 @@ pub fn apply_3way(slot: &Path, patch: &Path) -> Result<Result<Vec<String>, Strin
     Ok(Ok(conflicted))
 }
 
+/// Commits everything in a scratch checkout (`.ralph/` aside) without hooks or signing: ralph's
+/// own setup commit of an evaluation case, on a branch it deletes afterwards, never the user's.
+pub fn commit_scratch(root: &Path, message: &str) -> Result<(), GitError> {
+    run(root, ["add", "-A", "--", ".", EXCLUDE_RALPH])?;
+    run(root, ["-c", "commit.gpgsign=false", "commit", "-q", "--no-verify", "--allow-empty", "-m", message])
+        .map(drop)
+}
+
+/// Puts `files` back as they are at `commit` (index and working tree).
+pub fn checkout_files(root: &Path, commit: &str, files: &[String]) -> Result<(), GitError> {
+    if files.is_empty() {
+        return Ok(());
+    }
+    let mut args: Vec<&str> = vec!["checkout", commit, "--"];
+    args.extend(files.iter().map(String::as_str));
+    run(root, args).map(drop)
+}
+
 /// The binary-safe patch from `from` to `to`.
 pub fn diff_between(root: &Path, from: &str, to: &str) -> Result<Vec<u8>, GitError> {
     Ok(run(root, ["diff", "--binary", from, to])?.stdout)

@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod doctor;
+pub mod eval;
 pub mod import;
 pub mod init;
 pub mod learnings;
@@ -59,6 +60,19 @@ pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Stats(a) => stats::run(&cwd, &a),
         Command::Report(a) => report::run(&cwd, &a),
         Command::Demo(a) => block_on(demo::run(a.dir)),
+        Command::Eval(a) => block_on(async move {
+            let opts = eval::EvalOptions {
+                suite: a.suite,
+                trials: a.trials,
+                max_iterations: a.max_iterations,
+                jobs: a.jobs,
+                json: a.json,
+                template: a.template,
+                agents_md: a.agents_md,
+                agent: a.agent,
+            };
+            eval::run(&cwd, opts).await
+        }),
         Command::WorkSlot(a) => block_on(async move {
             let stop = crate::signal::install()
                 .map_err(|e| CliError::failure(format!("cannot install signal handlers: {e}")))?;
@@ -71,6 +85,7 @@ pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
                 worker: a.worker,
                 time_left: a.time_left_ms.map(std::time::Duration::from_millis),
                 agent: a.agent,
+                template: a.template,
             };
             runner::worker::run(task, &mut Human::new(), stop).await
         }),

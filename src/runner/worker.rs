@@ -58,6 +58,8 @@ pub struct SlotTask {
     pub worker: u32,
     pub time_left: Option<Duration>,
     pub agent: Option<String>,
+    /// A prompt template to use instead of the configured one (`ralph eval`'s candidate).
+    pub template: Option<PathBuf>,
 }
 
 /// Runs the iteration; the exit code is 0 when a result was written, whatever the outcome.
@@ -67,7 +69,10 @@ pub async fn run(t: SlotTask, reporter: &mut dyn Reporter, stop: Stop) -> Result
         tracing::debug!("not a child subreaper: escaped processes are not ended");
     }
     let root = t.slot.clone();
-    let cfg = super::load_config(&root, &crate::config::Overrides { agent: t.agent.clone() })?;
+    let mut cfg = super::load_config(&root, &crate::config::Overrides { agent: t.agent.clone() })?;
+    if let Some(template) = &t.template {
+        cfg.template = Some(template.clone());
+    }
     let template = super::validate_inputs(&root, &cfg)?;
     let ralph_dir = state::ensure_ralph_dir(&root)?;
     let lock = RunLock::acquire(&ralph_dir)?;

@@ -1,0 +1,302 @@
+//! Running an evaluation: each case's trials, each in its own scratch worktree under
+//! `<git common dir>/ralph-eval/<eval id>/`, on a scratch branch `ralph/eval/...` started at the
+//! case's start commit. A trial sets the case up (today's ralph.toml, the case's spec, the
+//! candidate AGENTS.md, the case's `setup`) in one scratch commit, then runs the normal
+//! iteration (`ralph work-slot`: the same agent, checks and gates as a run) until the task is
+//! done or `max_iterations` are spent, then the hidden check.
+//!
+//! Invariants: the user's checkout, index and branches are never touched; every scratch
+//! worktree and branch is removed when its trial ends (and by the next eval after a crash).
+//! The hidden check lives outside the scratch tree (a suite's `check`) or is put back from the
+//! commit that finished the task (a history case's test files) after the agent is done: the
+//! agent never sees it, and cannot pass by weakening it. A trial during which a gate caught the
+//! agent changing a protected path or weakening a test scores 0 whatever its check says.
+
+use super::{Case, Check};
+use crate::error::CliError;
+use crate::git;
+use crate::record::{Cause, IterationRecord, Outcome};
+use crate::runner::worker::{RALPH_WORKER, WorkerResult};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The causes that mean the agent tried to game the checks: such a trial scores 0.
+const GAMED: [Cause; 8] = [
+    Cause::ProtectedPath,
+    Cause::TestDeleted,
+    Cause::SkipMarker,
+    Cause::FewerTests,
+    Cause::SpecRewritten,
+    Cause::StatusChanged,
+    Cause::OtherTaskWorkDeleted,
+    Cause::FrameBroken,
+];
+
+/// Usage-limit waits a trial sits out before it gives up.
+const MAX_LIMIT_WAITS: u32 = 3;
+
+/// What every trial of an evaluation shares.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// The user's checkout.
+    pub root: PathBuf,
+    pub eval_id: String,
+    /// Where the trials' logs go (`.ralph/eval/<id>/`).
+    pub dir: PathBuf,
+    pub max_iterations: u32,
+    /// The candidate's prompt template (absolute), if not the configured one.
+    pub template: Option<PathBuf>,
+    /// The candidate's AGENTS.md text, if not the start commit's.
+    pub agents_md: Option<String>,
+    /// `--agent`.
+    pub agent: Option<String>,
+    /// ralph's own program, to start workers.
+    pub exe: PathBuf,
+}
+
+/// How one trial went.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Trial {
+    pub case: String,
+    pub trial: u32,
+    pub passed: bool,
+    /// A gate caught the agent gaming the checks: scored 0.
+    pub gamed: bool,
+    pub iterations: u32,
+    pub tokens: u64,
+    pub cost_usd: f64,
+    pub duration_ms: u64,
+    /// Why the trial could not be scored as usual (an agent that cannot work, a worker that
+    /// died), if so.
+    pub note: Option<String>,
+    /// The hidden check passed before the agent ran: the case measures nothing.
+    #[serde(default)]
+    pub passes_at_start: bool,
+}
+
+/// Where the scratch worktrees of `root`'s repository go.
+pub fn scratch_folder(root: &Path) -> PathBuf {
+    git::common_dir(root).unwrap_or_else(|| root.join(".git")).join("ralph-eval")
+}
+
+/// Removes every scratch worktree and branch evaluations left (a killed one's).
+pub fn remove_scratch(root: &Path) {
+    let dir = scratch_folder(root);
+    for w in git::worktrees(root).unwrap_or_default() {
+        if w.path.starts_with(&dir) {
+            let _ = git::worktree_remove(root, &w.path);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = git::worktree_remove(root, &dir);
+    for (name, _) in git::branches(root, "ralph/eval/").unwrap_or_default() {
+        let _ = git::update_ref(root, &format!("refs/heads/{name}"), None);
+    }
+}
+
+/// Runs trial `trial` of `case`; with `check_start`, first runs the hidden check on the set-up
+/// tree and stops there if it already passes.
+pub async fn trial(s: Setup, case: Case, trial: u32, check_start: bool) -> Result<Trial, CliError> {
+    let started = Instant::now();
+    let name = format!("{}-{trial}", case.id);
+    let path = scratch_folder(&s.root).join(&s.eval_id).join(&name);
+    let branch = format!("ralph/eval/{}/{name}", s.eval_id);
+    let logs = s.dir.join(&case.id).join(trial.to_string());
+    crate::fsx::create_dir_all(&logs)
+        .map_err(|e| CliError::failure(format!("cannot create {}: {e}", logs.display())))?;
+    git::worktree_add(&s.root, &path, &branch, &case.start, &format!("ralph eval {}", s.eval_id))?;
+    let result = run_trial(&s, &case, trial, check_start, &path, &logs).await;
+    let _ = git::worktree_remove(&s.root, &path);
+    let _ = git::update_ref(&s.root, &format!("refs/heads/{branch}"), None);
+    let mut t = result?;
+    t.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    Ok(t)
+}
+
+async fn run_trial(
+    s: &Setup,
+    case: &Case,
+    trial: u32,
+    check_start: bool,
+    path: &Path,
+    logs: &Path,
+) -> Result<Trial, CliError> {
+    let mut t = Trial { case: case.id.clone(), trial, ..Trial::default() };
+    set_up(s, case, path, logs).await?;
+    if check_start {
+        if hidden_check(case, path, &logs.join("check-at-start.log")).await? {
+            t.passes_at_start = true;
+            return Ok(t);
+        }
+        // The check's restored files go again: the agent starts from the set-up commit.
+        git::restore(path, "HEAD")?;
+    }
+    let mut records: Vec<IterationRecord> = Vec::new();
+    let mut n = 0;
+    let mut waits = 0;
+    while n < s.max_iterations {
+        n += 1;
+        let Some(result) = work(s, case, path, logs, n).await? else {
+            t.note = Some(format!("the worker of iteration {n} ended without a result (see its worker.log)"));
+            break;
+        };
+        if let Some(fatal) = &result.fatal {
+            t.note = Some(fatal.clone());
+            records.push(result.record);
+            break;
+        }
+        if let Some((reset_at, message)) = &result.limit {
+            if waits >= MAX_LIMIT_WAITS {
+                t.note = Some(format!("a usage limit: {message}"));
+                records.push(result.record);
+                break;
+            }
+            waits += 1;
+            let limit = crate::agent::limits::Limit {
+                reset_at: reset_at.as_deref().and_then(|r| r.parse().ok()),
+                message: message.clone(),
+            };
+            let wait =
+                crate::agent::limits::wait_for(&limit, jiff::Timestamp::now(), Duration::from_secs(30));
+            tokio::time::sleep(wait).await;
+            // A limit uses no iteration of the case.
+            n -= 1;
+            records.push(result.record);
+            continue;
+        }
+        let done = result.record.outcome == Outcome::Done;
+        records.push(result.record);
+        if done {
+            break;
+        }
+    }
+    t.iterations = u32::try_from(records.iter().filter(|r| r.outcome != Outcome::RateLimited).count())
+        .unwrap_or(u32::MAX);
+    t.tokens = records.iter().map(|r| r.tokens.map_or(0, |x| x.total())).sum();
+    t.cost_usd = records.iter().map(|r| r.cost_usd.unwrap_or(0.0)).sum();
+    t.gamed = records.iter().any(|r| r.cause.is_some_and(|c| GAMED.contains(&c)));
+    let passed = hidden_check(case, path, &logs.join("check.log")).await?;
+    t.passed = passed && !t.gamed;
+    Ok(t)
+}
+
+/// The case's start, as the agent finds it: today's ralph.toml, the case's spec, the
+/// candidate's AGENTS.md, what `setup` made; all in one scratch commit.
+async fn set_up(s: &Setup, case: &Case, path: &Path, logs: &Path) -> Result<(), CliError> {
+    let write = |rel: &str, text: &[u8]| {
+        let p = path.join(rel);
+        if let Some(dir) = p.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| CliError::failure(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        std::fs::write(&p, text).map_err(|e| CliError::failure(format!("cannot write {}: {e}", p.display())))
+    };
+    let toml = crate::fsx::read_input(&s.root.join(crate::config::FILE_NAME))
+        .map_err(|e| CliError::failure(format!("cannot read {}: {e}", crate::config::FILE_NAME)))?;
+    write(crate::config::FILE_NAME, toml.as_bytes())?;
+    // The spec goes in unless the start already has the task (a history case's own spec).
+    let source = crate::config::backlog_source(path);
+    let known = crate::backlog::Backlog::load(path, &source).ok().is_some_and(|b| b.get(&case.id).is_some());
+    if !known {
+        write(&format!("{}/{}.md", crate::backlog::SPECS_DIR, case.id), case.spec.as_bytes())?;
+    }
+    if let Some(md) = &s.agents_md {
+        write(crate::learnings::AGENTS_MD, md.as_bytes())?;
+    }
+    if let Some(setup) = &case.setup {
+        let log = std::fs::File::create(logs.join("setup.log"))
+            .map_err(|e| CliError::failure(format!("cannot create the setup log: {e}")))?;
+        let err =
+            log.try_clone().map_err(|e| CliError::failure(format!("cannot share the setup log: {e}")))?;
+        let status = tokio::process::Command::new(setup)
+            .current_dir(path)
+            .stdin(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .status()
+            .await
+            .map_err(|e| CliError::failure(format!("cannot run {}: {e}", setup.display())))?;
+        if !status.success() {
+            return Err(CliError::failure(format!(
+                "case {}: its setup {} failed ({status}); see {}",
+                case.id,
+                setup.display(),
+                logs.join("setup.log").display()
+            )));
+        }
+    }
+    git::commit_scratch(path, &format!("ralph eval: case {}", case.id))?;
+    Ok(())
+}
+
+/// One iteration of the case's task by a worker in the scratch checkout.
+async fn work(
+    s: &Setup,
+    case: &Case,
+    path: &Path,
+    logs: &Path,
+    n: u32,
+) -> Result<Option<WorkerResult>, CliError> {
+    let dir = crate::logs::iter_dir(logs, n);
+    crate::fsx::create_dir_all(&dir)
+        .map_err(|e| CliError::failure(format!("cannot create {}: {e}", dir.display())))?;
+    let log = std::fs::File::create(dir.join("worker.log"))
+        .map_err(|e| CliError::failure(format!("cannot create the worker's log: {e}")))?;
+    let err =
+        log.try_clone().map_err(|e| CliError::failure(format!("cannot share the worker's log: {e}")))?;
+    let mut cmd = tokio::process::Command::new(&s.exe);
+    cmd.arg("-C").arg(path).arg("work-slot");
+    cmd.args(["--task", &case.id, "--run-id", &format!("eval-{}", s.eval_id), "--iteration", &n.to_string()]);
+    cmd.arg("--run-dir").arg(logs);
+    cmd.args(["--worker", "1"]);
+    if let Some(a) = &s.agent {
+        cmd.args(["--agent", a]);
+    }
+    if let Some(t) = &s.template {
+        cmd.arg("--template").arg(t);
+    }
+    cmd.env(RALPH_WORKER, "1").env("RALPH_EVAL", &s.eval_id);
+    cmd.stdin(std::process::Stdio::null()).stdout(log).stderr(err);
+    cmd.kill_on_drop(true);
+    cmd.status().await.map_err(|e| CliError::failure(format!("cannot start a worker: {e}")))?;
+    Ok(WorkerResult::load(&dir))
+}
+
+/// Runs the case's hidden check in the scratch checkout; whether it passed.
+async fn hidden_check(case: &Case, path: &Path, log: &Path) -> Result<bool, CliError> {
+    let out = std::fs::File::create(log)
+        .map_err(|e| CliError::failure(format!("cannot create {}: {e}", log.display())))?;
+    let err =
+        out.try_clone().map_err(|e| CliError::failure(format!("cannot share {}: {e}", log.display())))?;
+    let status = |mut cmd: tokio::process::Command, out: std::fs::File, err: std::fs::File| async move {
+        cmd.current_dir(path)
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true)
+            .status()
+            .await
+            .map(|s| s.success())
+            .map_err(|e| CliError::failure(format!("cannot run case {}'s check: {e}", case.id)))
+    };
+    match &case.check {
+        Check::Script(script) => status(tokio::process::Command::new(script), out, err).await,
+        Check::Restored { commands, commit, files } => {
+            git::checkout_files(path, commit, files)?;
+            for c in commands {
+                let mut cmd = tokio::process::Command::new("sh");
+                cmd.args(["-c", c]);
+                let (o, e) = (
+                    out.try_clone()
+                        .map_err(|e| CliError::failure(format!("cannot share {}: {e}", log.display())))?,
+                    err.try_clone()
+                        .map_err(|e| CliError::failure(format!("cannot share {}: {e}", log.display())))?,
+                );
+                if !status(cmd, o, e).await? {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        }
+    }
+}
