@@ -44,6 +44,9 @@ pub enum Command {
     /// Score the prompt template and AGENTS.md on an eval suite (a folder of cases, or the
     /// tasks earlier runs finished), each trial in a scratch worktree.
     Eval(EvalArgs),
+    /// Evolve the prompt template and AGENTS.md on an eval suite (GEPA-style), keeping only
+    /// what moves the score; `show` and `apply` review and adopt a result.
+    Tune(TuneArgs),
     /// Run the loop on a demo project with the scripted agent: no API key needed.
     Demo(DemoArgs),
     /// The scripted agent: plays a scenario file instead of calling a model.
@@ -95,6 +98,70 @@ pub struct EvalArgs {
     /// Use this agent preset, whatever ralph.toml says.
     #[arg(long, value_name = "PRESET")]
     pub agent: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct TuneArgs {
+    #[command(subcommand)]
+    pub action: Option<TuneAction>,
+    /// A folder of cases (as `ralph eval --suite`); without it, the tasks earlier runs finished.
+    #[arg(long, value_name = "DIR")]
+    pub suite: Option<PathBuf>,
+    /// Rounds of reflection at most.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub rounds: u32,
+    /// Stop once the trials and the reflector have reported this cost in US dollars.
+    #[arg(long, value_name = "USD")]
+    pub max_cost: Option<f64>,
+    /// Stop once the trials and the reflector have reported this many tokens.
+    #[arg(long, value_name = "N")]
+    pub max_tokens: Option<u64>,
+    /// Train/validation/held-out percentages.
+    #[arg(long, value_name = "T/V/H", default_value = "60/20/20", value_parser = crate::commands::tune::parse_split)]
+    pub split: [u32; 3],
+    /// The seed of the split and the minibatches (recorded; random when not given).
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Runs of each case per candidate.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub trials: u32,
+    /// Train cases per round.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub minibatch: u32,
+    /// Stop after this many rounds without a better validation score.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub patience: u32,
+    /// Trials run at once, each in its own scratch worktree.
+    #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 1)]
+    pub jobs: u32,
+    /// Iterations each trial may take.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub max_iterations: u32,
+    /// The agent preset the trials use, whatever ralph.toml says.
+    #[arg(long, value_name = "PRESET")]
+    pub agent: Option<String>,
+    /// The reflector's preset (default: the configured agent).
+    #[arg(long, value_name = "PRESET")]
+    pub reflector: Option<String>,
+    /// Resume the tune with this id (after a kill, or to run more rounds).
+    #[arg(long, value_name = "ID")]
+    pub resume: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TuneAction {
+    /// The front, the lineage, each candidate's diff against today's files and its diagnosis.
+    Show {
+        /// The tune (default: the latest).
+        id: Option<String>,
+    },
+    /// Write a candidate's template and AGENTS.md into the repository, uncommitted.
+    Apply {
+        id: String,
+        /// The candidate (default: the front's newest).
+        candidate: Option<u32>,
+    },
 }
 
 #[derive(Debug, Args)]

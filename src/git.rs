@@ -1056,6 +1056,19 @@ pub fn checkout_files(root: &Path, commit: &str, files: &[String]) -> Result<(),
     run(root, args).map(drop)
 }
 
+/// The unified diff of two files outside any repository (`git diff --no-index`), empty when
+/// they are the same or cannot be read.
+pub fn diff_files(root: &Path, a: &Path, b: &Path) -> String {
+    let args: Vec<std::ffi::OsString> = vec![
+        "diff".into(),
+        "--no-index".into(),
+        "--no-color".into(),
+        a.as_os_str().into(),
+        b.as_os_str().into(),
+    ];
+    output(root, &args).map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
+}
+
 /// The binary-safe patch from `from` to `to`.
 pub fn diff_between(root: &Path, from: &str, to: &str) -> Result<Vec<u8>, GitError> {
     Ok(run(root, ["diff", "--binary", from, to])?.stdout)

@@ -13,6 +13,7 @@ pub mod shell;
 pub mod stats;
 pub mod status;
 pub mod stop;
+pub mod tune;
 
 use crate::cli::{Cli, Command};
 use crate::error::CliError;
@@ -59,6 +60,31 @@ pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Logs(a) => logs::run(&cwd, &a),
         Command::Stats(a) => stats::run(&cwd, &a),
         Command::Report(a) => report::run(&cwd, &a),
+        Command::Tune(a) => match a.action {
+            Some(crate::cli::TuneAction::Show { id }) => tune::show(&cwd, id.as_deref()),
+            Some(crate::cli::TuneAction::Apply { id, candidate }) => tune::apply(&cwd, &id, candidate),
+            None => block_on(async move {
+                let stop = crate::signal::install()
+                    .map_err(|e| CliError::failure(format!("cannot install signal handlers: {e}")))?;
+                let opts = tune::TuneOptions {
+                    suite: a.suite,
+                    rounds: a.rounds,
+                    max_cost: a.max_cost,
+                    max_tokens: a.max_tokens,
+                    split: a.split,
+                    seed: a.seed,
+                    trials: a.trials,
+                    minibatch: a.minibatch,
+                    patience: a.patience,
+                    jobs: a.jobs,
+                    max_iterations: a.max_iterations,
+                    agent: a.agent,
+                    reflector: a.reflector,
+                    resume: a.resume,
+                };
+                tune::run(&cwd, opts, stop).await
+            }),
+        },
         Command::Demo(a) => block_on(demo::run(a.dir)),
         Command::Eval(a) => block_on(async move {
             let opts = eval::EvalOptions {

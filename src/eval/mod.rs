@@ -9,6 +9,7 @@
 pub mod history;
 pub mod run;
 pub mod suite;
+pub mod tune;
 
 use std::path::PathBuf;
 
