@@ -16,3 +16,4 @@ mod review;
 mod shell;
 mod stats_report;
 mod telemetry;
+mod tune;
