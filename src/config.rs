@@ -100,6 +100,14 @@ struct FileConfig {
     telemetry: TelemetryFile,
     #[serde(default)]
     parallel: ParallelFile,
+    #[serde(default)]
+    tune: TuneFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TuneFile {
+    reflector: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -344,6 +352,8 @@ pub struct Config {
     pub otlp_endpoint: Option<String>,
     /// `[parallel] workers`: tasks run at once, each in its own worktree (1: the single loop).
     pub workers: u32,
+    /// `[tune] reflector`: the preset `ralph tune`'s reflector runs with (default: the agent).
+    pub tune_reflector: Option<String>,
 }
 
 impl Config {
@@ -448,9 +458,16 @@ impl Config {
                 defaults::MAX_WORKERS
             )));
         }
+        let tune_reflector = file.tune.reflector.filter(|r| !r.trim().is_empty());
+        if let Some(r) = &tune_reflector
+            && crate::agent::preset::find(r).is_none()
+        {
+            return Err(invalid(format!("[tune] reflector: `{r}` is not a preset")));
+        }
         Ok(Config {
             path: path.to_path_buf(),
             workers,
+            tune_reflector,
             agent,
             review,
             checks: ChecksConfig {

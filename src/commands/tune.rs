@@ -76,7 +76,7 @@ pub async fn run(cwd: &Path, o: TuneOptions, stop: crate::signal::Stop) -> Resul
             max_tokens: o.max_tokens,
             suite: o.suite.clone(),
             agent: o.agent.clone(),
-            reflector: o.reflector.clone(),
+            reflector: o.reflector.clone().or_else(|| cfg.tune_reflector.clone()),
             train: Vec::new(),
             val: Vec::new(),
             held: Vec::new(),
