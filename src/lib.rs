@@ -18,6 +18,7 @@ pub mod commands;
 pub mod config;
 pub mod durable;
 pub mod error;
+pub mod eval;
 pub mod exit_code;
 pub mod fault;
 pub mod fsx;
