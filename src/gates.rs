@@ -61,6 +61,13 @@ const SKIP_MARKERS: &[&str] = &[
     "@Ignore",
 ];
 
+/// Whether `path` (relative to the repository root) is where tests live, by [`TEST_PATTERNS`]:
+/// the files whose deletion the gates reject, and the ones `ralph eval` puts back before its
+/// hidden check.
+pub fn is_test_file(path: &str) -> bool {
+    TEST_PATTERNS.iter().any(|p| glob_match(p, path))
+}
+
 /// Whether `path` matches a glob: `*` within one path segment, `**` across segments.
 pub fn glob_match(pattern: &str, path: &str) -> bool {
     fn rec(p: &[&str], s: &[&str]) -> bool {
@@ -147,7 +154,7 @@ pub fn inspect(
                 format!("it changed the protected path {} (`{p}`)", c.path),
             ));
         }
-        if c.kind == 'D' && TEST_PATTERNS.iter().any(|p| glob_match(p, &c.path)) {
+        if c.kind == 'D' && is_test_file(&c.path) {
             out.push(Rejection::new(Cause::TestDeleted, format!("it deleted the test file {}", c.path)));
         }
     }

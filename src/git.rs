@@ -678,6 +678,70 @@ pub fn added_by_task(root: &Path, rev: &str, paths: &[&str]) -> Result<Vec<(Stri
     Ok(found)
 }
 
+/// One commit's share of a task's work: what [`changes_by_task`] reports of each commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskCommit {
+    pub sha: String,
+    /// The task its `Ralph-Task` trailer names; empty for a commit that is not ralph's.
+    pub task: String,
+    /// The files it added or modified (not those it deleted), renames split.
+    pub files: Vec<String>,
+}
+
+/// Every commit from `from` (excluded) to `to`, newest first, with the task it worked on and
+/// the files it added or modified. Merge commits list no file (their sides' commits do).
+pub fn changes_by_task(root: &Path, from: &str, to: &str) -> Result<Vec<TaskCommit>, GitError> {
+    let out = run(
+        root,
+        [
+            "log",
+            "--no-renames",
+            "--diff-filter=AM",
+            "--name-only",
+            "-z",
+            "--format=%x01%H%x00%(trailers:key=Ralph-Task,valueonly=true,separator=%x2C)",
+            &format!("{from}..{to}"),
+        ],
+    )?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .split('\u{1}')
+        .filter(|c| !c.is_empty())
+        .filter_map(|commit| {
+            let mut fields = commit.split('\0');
+            let sha = fields.next()?.trim().to_string();
+            let task = fields.next().unwrap_or("").trim().to_string();
+            let files = fields
+                .map(|f| f.trim_start_matches('\n'))
+                .filter(|f| !f.is_empty())
+                .map(String::from)
+                .collect();
+            (!sha.is_empty()).then_some(TaskCommit { sha, task, files })
+        })
+        .collect())
+}
+
+/// The file `path` as it is in `rev`, `None` when `rev` has no such file (or `rev` is unknown).
+pub fn file_at(root: &Path, rev: &str, path: &str) -> Result<Option<Vec<u8>>, GitError> {
+    let object = format!("{rev}:{path}");
+    let args: Vec<std::ffi::OsString> = ["cat-file", "-e", &object].into_iter().map(Into::into).collect();
+    if !output(root, &args)?.status.success() {
+        return Ok(None);
+    }
+    Ok(Some(run(root, ["cat-file", "blob", &object])?.stdout))
+}
+
+/// Which of `paths` are files in `rev`.
+pub fn files_in(root: &Path, rev: &str, paths: &[String]) -> Result<Vec<String>, GitError> {
+    if paths.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut args: Vec<std::ffi::OsString> =
+        ["ls-tree", "-r", "--name-only", "-z", rev, "--"].into_iter().map(Into::into).collect();
+    args.extend(paths.iter().map(|p| format!(":(literal){p}").into()));
+    Ok(nul_separated(&run(root, &args)?.stdout))
+}
+
 /// The commits on the first-parent line from `from` (excluded) to `to`, oldest first, each
 /// with its committer time (seconds since the epoch).
 pub fn first_parent_commits(root: &Path, from: &str, to: &str) -> Result<Vec<(String, i64)>, GitError> {

@@ -83,7 +83,7 @@ pub async fn run(cwd: &Path, opts: EvalOptions) -> Result<u8, CliError> {
         None => None,
     };
     let (cases, mut left_out) = match &opts.suite {
-        Some(dir) => (suite::load(&root, dir)?, Vec::new()),
+        Some(dir) => (suite::load(&root, &cwd.join(dir))?, Vec::new()),
         None => {
             let (cases, said) = history::cases(&root)?;
             (cases, said.into_iter().map(|why| LeftOut { id: String::new(), why }).collect())

@@ -74,7 +74,8 @@ pub async fn run(cwd: &Path, o: TuneOptions, stop: crate::signal::Stop) -> Resul
             patience: o.patience,
             max_cost: o.max_cost,
             max_tokens: o.max_tokens,
-            suite: o.suite.clone(),
+            // Kept absolute: a resume may start elsewhere (`-C`).
+            suite: o.suite.as_ref().map(|d| cwd.join(d)),
             agent: o.agent.clone(),
             reflector: o.reflector.clone().or_else(|| cfg.tune_reflector.clone()),
             train: Vec::new(),
