@@ -118,7 +118,7 @@ pub struct TuneArgs {
     #[arg(long, value_name = "N")]
     pub max_tokens: Option<u64>,
     /// Train/validation/held-out percentages.
-    #[arg(long, value_name = "T/V/H", default_value = "60/20/20", value_parser = crate::commands::tune::parse_split)]
+    #[arg(long, value_name = "T/V/H", default_value = "60/20/20", value_parser = parse_split)]
     pub split: [u32; 3],
     /// The seed of the split and the minibatches (recorded; random when not given).
     #[arg(long, value_name = "N")]
@@ -372,4 +372,17 @@ pub struct ManArgs {
     /// instead of printing ralph.1.
     #[arg(long, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
+}
+
+/// Parses `--split 60/20/20`: train, validation and held-out percentages summing to 100.
+fn parse_split(s: &str) -> Result<[u32; 3], String> {
+    let parts: Vec<u32> = s
+        .split('/')
+        .map(|p| p.trim().parse::<u32>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("`{s}` is not three whole numbers like 60/20/20"))?;
+    match parts.as_slice() {
+        [a, b, c] if a + b + c == 100 && *a > 0 => Ok([*a, *b, *c]),
+        _ => Err(format!("`{s}`: train/validation/held-out percentages summing to 100, train above 0")),
+    }
 }

@@ -30,19 +30,6 @@ pub struct TuneOptions {
     pub resume: Option<String>,
 }
 
-/// Parses `--split 60/20/20`.
-pub fn parse_split(s: &str) -> Result<[u32; 3], String> {
-    let parts: Vec<u32> = s
-        .split('/')
-        .map(|p| p.trim().parse::<u32>())
-        .collect::<Result<_, _>>()
-        .map_err(|_| format!("`{s}` is not three whole numbers like 60/20/20"))?;
-    match parts.as_slice() {
-        [a, b, c] if a + b + c == 100 && *a > 0 => Ok([*a, *b, *c]),
-        _ => Err(format!("`{s}`: train/validation/held-out percentages summing to 100, train above 0")),
-    }
-}
-
 pub async fn run(cwd: &Path, o: TuneOptions, stop: crate::signal::Stop) -> Result<u8, CliError> {
     let root = crate::runner::repo_root(cwd)?;
     crate::state::check_ralph_dir(&root)?;
