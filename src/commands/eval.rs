@@ -97,6 +97,16 @@ pub async fn run(cwd: &Path, opts: EvalOptions) -> Result<u8, CliError> {
             }
         }));
     }
+    // One evaluation or tune at a time: each removes the scratch checkouts it finds first.
+    let lock_dir = root.join(crate::state::RALPH_DIR).join("eval");
+    crate::fsx::create_dir_all(&lock_dir)
+        .map_err(|e| CliError::failure(format!("cannot create {}: {e}", lock_dir.display())))?;
+    let _lock = crate::state::RunLock::acquire(&lock_dir).map_err(|e| match e {
+        crate::state::StateError::Locked { .. } => {
+            CliError::usage(format!("another `ralph eval` or `ralph tune` is running here ({e})"))
+        }
+        other => other.into(),
+    })?;
     // A killed evaluation's scratch checkouts go first.
     run::remove_scratch(&root);
     let eval_id = crate::logs::new_run_id(&root);
