@@ -100,7 +100,10 @@ pub async fn run(cwd: &Path, opts: EvalOptions) -> Result<u8, CliError> {
     // A killed evaluation's scratch checkouts go first.
     run::remove_scratch(&root);
     let eval_id = crate::logs::new_run_id(&root);
-    let dir = root.join(crate::state::RALPH_DIR).join("eval").join(&eval_id);
+    // ralph's folder as every command makes it: git-ignored, so that the evaluation's logs never
+    // show in the user's `git status`.
+    let ralph_dir = crate::state::ensure_ralph_dir(&root)?;
+    let dir = ralph_dir.join("eval").join(&eval_id);
     crate::fsx::create_dir_all(&dir)
         .map_err(|e| CliError::failure(format!("cannot create {}: {e}", dir.display())))?;
     let exe = std::env::current_exe()

@@ -80,6 +80,47 @@ fn trial_record(repo: &TestRepo, v: &Value, case: &str, trial: u32, n: u32) -> V
     serde_json::from_str::<Value>(&text).unwrap()["record"].clone()
 }
 
+/// A shell action.
+fn shell(cmd: &str) -> String {
+    format!("{{ run = {} }}", toml_str(cmd))
+}
+
+fn worktree_list(repo: &TestRepo) -> Vec<String> {
+    repo.git(&["worktree", "list"]).lines().map(str::to_string).collect()
+}
+
+/// Every ref of the repository with the commit it points at.
+fn refs(repo: &TestRepo) -> String {
+    repo.git(&["for-each-ref", "--format=%(refname) %(objectname)"])
+}
+
+/// Files (not folders) under the scratch worktrees' folder.
+fn scratch_files(repo: &TestRepo) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![repo.path(".git/ralph-eval")];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            if e.file_type().unwrap().is_dir() {
+                todo.push(e.path());
+            } else {
+                found.push(e.path());
+            }
+        }
+    }
+    found
+}
+
+/// Whether a worker or agent of an evaluation in this repository is still running.
+fn trial_processes_left(repo: &TestRepo) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        std::fs::read(e.path().join("environ")).is_ok_and(|env| {
+            let env = String::from_utf8_lossy(&env);
+            env.contains("RALPH_RUN_ID=eval-") && env.contains(&format!("HOME={}", repo.outside.display()))
+        })
+    })
+}
+
 #[test]
 fn the_score_is_passed_trials_over_all_with_figures_per_case() {
     // `pass` is done at once; `fail` never promises and never writes what its check wants.
@@ -236,4 +277,131 @@ fn an_agent_caught_gaming_the_checks_scores_zero_though_the_hidden_check_passes(
         "{}",
         run.stderr()
     );
+}
+
+#[test]
+fn the_users_checkout_index_and_branches_are_never_touched() {
+    let scenario = step("", 0, &format!("{}, {PROMISE}", write_file("done.txt", "done\n")));
+    let repo = repo(&scenario, &["true"]);
+    repo.git(&["branch", "feature"]);
+    repo.git(&["tag", "v1"]);
+    // Work in progress: a change in the tree, one staged, an untracked file.
+    repo.write("README.md", "# test project\n\nedited, not staged\n");
+    repo.write("staged.txt", "staged\n");
+    repo.git(&["add", "staged.txt"]);
+    repo.write("notes.txt", "mine\n");
+    let before = (
+        repo.dirt(),
+        repo.git(&["diff"]),
+        repo.git(&["diff", "--cached"]),
+        refs(&repo),
+        repo.git(&["symbolic-ref", "HEAD"]),
+        worktree_list(&repo),
+    );
+    let suite = suite(&repo, "suite", &[("one", "# One\n\nWrite done.txt.\n", "test -f done.txt")]);
+    let v = eval_json(&repo, &suite, &["--trials", "2", "-j", "2"]);
+    assert_eq!(v["score"], 1.0, "{v}");
+    let after = (
+        repo.dirt(),
+        repo.git(&["diff"]),
+        repo.git(&["diff", "--cached"]),
+        refs(&repo),
+        repo.git(&["symbolic-ref", "HEAD"]),
+        worktree_list(&repo),
+    );
+    assert_eq!(after, before);
+    assert_eq!(repo.read("notes.txt"), "mine\n");
+    // The agent's work and the case's spec stayed in the scratch checkouts.
+    assert!(!repo.exists("done.txt"));
+    assert!(!repo.exists("specs/one.md"));
+    assert_eq!(worktree_list(&repo).len(), 1, "{:?}", worktree_list(&repo));
+    assert!(!refs(&repo).contains("ralph/eval"), "{}", refs(&repo));
+    assert_eq!(scratch_files(&repo), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn a_candidate_agents_md_is_in_the_agents_checkout() {
+    let scenario = step("", 0, &format!("{}, {PROMISE}", shell("cat AGENTS.md > seen.txt")));
+    let repo = repo(&scenario, &["true"]);
+    repo.write("AGENTS.md", "# Notes\n\nThe project's own notes.\n");
+    repo.commit_all("notes");
+    let suite = suite(
+        &repo,
+        "suite",
+        &[("read", "# Read\n\nRead the notes.\n", "grep -q 'Use the PELICAN rule' seen.txt")],
+    );
+    std::fs::write(repo.outside.join("AGENTS.candidate.md"), "# Notes\n\nUse the PELICAN rule.\n").unwrap();
+
+    let own = eval_json(&repo, &suite, &["--max-iterations", "1"]);
+    assert_eq!(own["score"], 0.0, "without --agents-md the agent sees the project's own: {own}");
+    let candidate = repo.outside.join("AGENTS.candidate.md");
+    let v = eval_json(&repo, &suite, &["--max-iterations", "1", "--agents-md", &candidate.to_string_lossy()]);
+    assert_eq!(v["score"], 1.0, "{v}");
+    assert_eq!(repo.read("AGENTS.md"), "# Notes\n\nThe project's own notes.\n");
+    assert_eq!(repo.dirt(), "");
+}
+
+/// Runs `ralph ARGS`, expects exit 2 and `needle` in its message, and checks nothing was
+/// started or changed.
+fn refuses(repo: &TestRepo, args: &[&str], needle: &str) {
+    let run = repo.ralph_within(60, args).expect(2);
+    assert!(run.stderr().contains(needle), "{args:?}: expected {needle:?} in:\n{}", run.stderr());
+    assert_eq!(run.stdout(), "", "{args:?}");
+    assert_eq!(repo.dirt(), "", "{args:?}");
+    assert!(!repo.exists(".ralph/eval"), "{args:?}: an evaluation was started");
+    assert_eq!(worktree_list(repo).len(), 1);
+}
+
+#[test]
+fn bad_options_exit_2_naming_them_and_start_nothing() {
+    let repo = repo(&step("", 0, PROMISE), &["true"]);
+    let suite = suite(&repo, "suite", &[("one", "# One\n", "true")]);
+    let suite = suite.to_string_lossy();
+    refuses(&repo, &["eval", "--suite", &suite, "--trials", "0"], "--trials");
+    refuses(&repo, &["eval", "--suite", &suite, "--max-iterations", "0"], "--max-iterations");
+    refuses(&repo, &["eval", "--suite", &suite, "--template", "../nope.md"], "nope.md");
+    refuses(&repo, &["eval", "--suite", &suite, "--agents-md", "../nope.md"], "nope.md");
+    refuses(&repo, &["eval", "--suite", &suite, "--agent", "no-such-preset"], "no-such-preset");
+    let empty = repo.outside.join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    refuses(&repo, &["eval", "--suite", &empty.to_string_lossy()], "no case to evaluate");
+}
+
+#[test]
+#[ignore = "needs the real suite loader"]
+fn a_missing_suite_exits_2_naming_it() {
+    let repo = repo(&step("", 0, PROMISE), &["true"]);
+    let missing = repo.outside.join("no-such-suite");
+    refuses(&repo, &["eval", "--suite", &missing.to_string_lossy()], &missing.to_string_lossy());
+}
+
+#[test]
+fn a_killed_evaluation_leaves_nothing_the_next_one_does_not_clean() {
+    let repo = repo(&step("", 0, "{ hang = true }"), &["true"]);
+    let suite = suite(&repo, "suite", &[("one", "# One\n\nWrite done.txt.\n", "test -f done.txt")]);
+    let mut child = repo
+        .cmd(&["eval", "--suite", &suite.to_string_lossy()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let agent_log = || {
+        std::fs::read_dir(repo.path(".ralph/eval"))
+            .is_ok_and(|d| d.flatten().any(|e| e.path().join("one/1/iter-0001/agent.log").exists()))
+    };
+    assert!(wait_for(30, agent_log), "the agent never started");
+    // SAFETY: our own child, not reaped yet.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    // Its worker dies with it, and the agent with the worker.
+    assert!(wait_for(15, || !trial_processes_left(&repo)), "a worker or agent outlived the evaluation");
+    assert!(worktree_list(&repo).len() > 1, "the killed trial's checkout should still be there");
+
+    repo.set_scenario(&step("", 0, &format!("{}, {PROMISE}", write_file("done.txt", "done\n"))));
+    let v = eval_json(&repo, &suite, &[]);
+    assert_eq!(v["score"], 1.0, "{v}");
+    assert_eq!(worktree_list(&repo).len(), 1, "{:?}", worktree_list(&repo));
+    assert!(!refs(&repo).contains("ralph/eval"), "{}", refs(&repo));
+    assert_eq!(scratch_files(&repo), Vec::<PathBuf>::new());
+    assert_eq!(repo.dirt(), "");
 }
