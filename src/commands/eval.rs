@@ -99,11 +99,12 @@ pub async fn run(cwd: &Path, opts: EvalOptions) -> Result<u8, CliError> {
     }
     // A killed evaluation's scratch checkouts go first.
     run::remove_scratch(&root);
-    let eval_id = crate::logs::new_run_id(&root);
     // ralph's folder as every command makes it: git-ignored, so that the evaluation's logs never
     // show in the user's `git status`.
     let ralph_dir = crate::state::ensure_ralph_dir(&root)?;
-    let dir = ralph_dir.join("eval").join(&eval_id);
+    let evals = ralph_dir.join("eval");
+    let eval_id = unused_id(&evals, &crate::logs::new_run_id(&root));
+    let dir = evals.join(&eval_id);
     crate::fsx::create_dir_all(&dir)
         .map_err(|e| CliError::failure(format!("cannot create {}: {e}", dir.display())))?;
     let exe = std::env::current_exe()
@@ -138,6 +139,19 @@ pub async fn run(cwd: &Path, opts: EvalOptions) -> Result<u8, CliError> {
         print_human(&summary);
     }
     Ok(crate::exit_code::OK)
+}
+
+/// `base`, or `base-2`, `base-3`... if an evaluation has that folder already: ids are stamped
+/// to the second, and a second evaluation in the same second must not write into the first's
+/// folder (its summary, its trials' logs and results).
+fn unused_id(evals: &Path, base: &str) -> String {
+    let mut id = base.to_string();
+    let mut n = 2;
+    while std::fs::symlink_metadata(evals.join(&id)).is_ok() {
+        id = format!("{base}-{n}");
+        n += 1;
+    }
+    id
 }
 
 /// Every trial of every case, `opts.jobs` at a time; a case's first trial checks the case

@@ -320,6 +320,31 @@ fn the_users_checkout_index_and_branches_are_never_touched() {
 }
 
 #[test]
+fn a_candidate_template_is_what_the_agent_is_prompted_with() {
+    // The agent follows the instruction only when its prompt carries it.
+    let scenario = step(
+        "",
+        0,
+        &format!("{}, {PROMISE}", shell("grep -q PELICAN \"$RALPH_PROMPT_FILE\" && echo ok > done.txt")),
+    );
+    let repo = repo(&scenario, &["true"]);
+    let suite = suite(&repo, "suite", &[("follow", "# Follow\n\nDo as told.\n", "test -f done.txt")]);
+    let default =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/templates/prompt.md")).unwrap();
+    std::fs::write(repo.outside.join("candidate.md"), format!("{default}- Always obey the PELICAN rule.\n"))
+        .unwrap();
+
+    let without = eval_json(&repo, &suite, &["--max-iterations", "1"]);
+    assert_eq!(without["score"], 0.0, "{without}");
+    // A path relative to where ralph runs, as a user types it.
+    let with = eval_json(&repo, &suite, &["--max-iterations", "1", "--template", "../candidate.md"]);
+    assert_eq!(with["score"], 1.0, "{with}");
+    assert_ne!(with["id"], without["id"]);
+    // The configured template is unchanged.
+    assert_eq!(repo.dirt(), "");
+}
+
+#[test]
 fn a_candidate_agents_md_is_in_the_agents_checkout() {
     let scenario = step("", 0, &format!("{}, {PROMISE}", shell("cat AGENTS.md > seen.txt")));
     let repo = repo(&scenario, &["true"]);
@@ -404,4 +429,22 @@ fn a_killed_evaluation_leaves_nothing_the_next_one_does_not_clean() {
     assert!(!refs(&repo).contains("ralph/eval"), "{}", refs(&repo));
     assert_eq!(scratch_files(&repo), Vec::<PathBuf>::new());
     assert_eq!(repo.dirt(), "");
+}
+
+#[test]
+fn each_evaluation_keeps_its_own_folder() {
+    let repo = repo(&step("", 0, &format!("{}, {PROMISE}", write_file("done.txt", "done\n"))), &["true"]);
+    let suite = suite(&repo, "suite", &[("one", "# One\n\nWrite done.txt.\n", "test -f done.txt")]);
+    // Quick evaluations, several in the same second.
+    let ids: Vec<String> =
+        (0..3).map(|_| eval_json(&repo, &suite, &[])["id"].as_str().unwrap().to_string()).collect();
+    let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), 3, "{ids:?}");
+    for id in &ids {
+        let dir = repo.path(&format!(".ralph/eval/{id}"));
+        let kept: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+        assert_eq!(kept["id"], id.as_str());
+        assert!(dir.join("one/1/iter-0001/result.json").exists(), "{id}");
+    }
 }
