@@ -94,23 +94,6 @@ fn refs(repo: &TestRepo) -> String {
     repo.git(&["for-each-ref", "--format=%(refname) %(objectname)"])
 }
 
-/// Files (not folders) under the scratch worktrees' folder.
-fn scratch_files(repo: &TestRepo) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut todo = vec![repo.path(".git/ralph-eval")];
-    while let Some(d) = todo.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for e in entries.flatten() {
-            if e.file_type().unwrap().is_dir() {
-                todo.push(e.path());
-            } else {
-                found.push(e.path());
-            }
-        }
-    }
-    found
-}
-
 /// Whether a worker or agent of an evaluation in this repository is still running.
 fn trial_processes_left(repo: &TestRepo) -> bool {
     std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
@@ -316,7 +299,7 @@ fn the_users_checkout_index_and_branches_are_never_touched() {
     assert!(!repo.exists("specs/one.md"));
     assert_eq!(worktree_list(&repo).len(), 1, "{:?}", worktree_list(&repo));
     assert!(!refs(&repo).contains("ralph/eval"), "{}", refs(&repo));
-    assert_eq!(scratch_files(&repo), Vec::<PathBuf>::new());
+    assert!(!repo.path(".git/ralph-eval").exists(), "the scratch folder is left");
 }
 
 #[test]
@@ -427,7 +410,7 @@ fn a_killed_evaluation_leaves_nothing_the_next_one_does_not_clean() {
     assert_eq!(v["score"], 1.0, "{v}");
     assert_eq!(worktree_list(&repo).len(), 1, "{:?}", worktree_list(&repo));
     assert!(!refs(&repo).contains("ralph/eval"), "{}", refs(&repo));
-    assert_eq!(scratch_files(&repo), Vec::<PathBuf>::new());
+    assert!(!repo.path(".git/ralph-eval").exists(), "the scratch folder is left");
     assert_eq!(repo.dirt(), "");
 }
 
@@ -447,4 +430,33 @@ fn each_evaluation_keeps_its_own_folder() {
         assert_eq!(kept["id"], id.as_str());
         assert!(dir.join("one/1/iter-0001/result.json").exists(), "{id}");
     }
+}
+
+#[test]
+fn one_evaluation_at_a_time_and_a_second_one_leaves_the_first_alone() {
+    // The agent works once the test says go.
+    let wait = "i=0; while [ ! -f \"$HOME/go\" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done";
+    let scenario = step("", 0, &format!("{}, {}, {PROMISE}", shell(wait), write_file("done.txt", "done\n")));
+    let repo = repo(&scenario, &["true"]);
+    let suite = suite(&repo, "suite", &[("one", "# One\n\nWrite done.txt.\n", "test -f done.txt")]);
+    let first = repo
+        .cmd(&["eval", "--suite", &suite.to_string_lossy(), "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = || {
+        std::fs::read_dir(repo.path(".ralph/eval"))
+            .is_ok_and(|d| d.flatten().any(|e| e.path().join("one/1/iter-0001/agent.log").exists()))
+    };
+    assert!(wait_for(30, started), "the first evaluation's agent never started");
+    let second = repo.ralph_within(20, &["eval", "--suite", &suite.to_string_lossy()]).expect(2);
+    assert!(second.stderr().contains("another `ralph eval`"), "{}", second.stderr());
+    std::fs::write(repo.outside.join("go"), "").unwrap();
+    let out = first.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["score"], 1.0, "the first evaluation's trial was disturbed: {v}\n{err}");
+    assert_eq!(worktree_list(&repo).len(), 1, "{:?}", worktree_list(&repo));
 }
