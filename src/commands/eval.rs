@@ -192,19 +192,35 @@ async fn in_parallel(
     let mut set = tokio::task::JoinSet::new();
     let mut queue = work.into_iter();
     let mut out = Vec::new();
+    let mut failed: Option<CliError> = None;
     loop {
-        while set.len() < jobs as usize {
+        while failed.is_none() && set.len() < jobs as usize {
             let Some((case, n, check_start)) = queue.next() else { break };
             set.spawn(run::trial(setup.clone(), case, n, check_start));
         }
         let Some(joined) = set.join_next().await else { break };
-        let t = joined.map_err(|e| CliError::failure(format!("a trial failed: {e}")))??;
-        if !quiet {
-            eprintln!("{}", trial_line(&t));
+        match joined.map_err(|e| CliError::failure(format!("a trial failed: {e}"))).and_then(|t| t) {
+            Ok(t) => {
+                if !quiet {
+                    eprintln!("{}", trial_line(&t));
+                }
+                out.push(t);
+            }
+            // No new trial starts, and the running ones end as they would: dropped, their
+            // workers would be killed outright, with no chance to stop their agents (left
+            // running in a removed checkout) nor to remove their checkouts.
+            Err(e) => {
+                if !quiet && !set.is_empty() {
+                    eprintln!("error: {e}; waiting for the {} trial(s) still running to end", set.len());
+                }
+                failed.get_or_insert(e);
+            }
         }
-        out.push(t);
     }
-    Ok(out)
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
 }
 
 fn trial_line(t: &Trial) -> String {

@@ -460,3 +460,43 @@ fn one_evaluation_at_a_time_and_a_second_one_leaves_the_first_alone() {
     assert_eq!(v["score"], 1.0, "the first evaluation's trial was disturbed: {v}\n{err}");
     assert_eq!(worktree_list(&repo).len(), 1, "{:?}", worktree_list(&repo));
 }
+
+#[test]
+fn a_trial_that_cannot_be_scored_ends_the_evaluation_with_no_agent_left_running() {
+    // `b-bad`'s check cannot run the second time (it takes its own execute bit away, as a
+    // broken check would fail), while `a-slow`'s agent is still at work.
+    let scenario = step(
+        "a-slow",
+        0,
+        &format!(
+            "{}, {{ sleep = \"2s\" }}, {}, {PROMISE}",
+            shell("touch \"$HOME/slow-started\""),
+            write_file("done.txt", "done\n")
+        ),
+    ) + &step(
+        "b-bad",
+        0,
+        &format!(
+            "{}, {PROMISE}",
+            shell(
+                "i=0; while [ ! -f \"$HOME/slow-started\" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done"
+            )
+        ),
+    );
+    let repo = repo(&scenario, &["true"]);
+    let suite = suite(
+        &repo,
+        "suite",
+        &[
+            ("a-slow", "# Slow\n\nWrite done.txt.\n", "test -f done.txt"),
+            ("b-bad", "# Bad\n\nWrite done.txt.\n", "chmod -x \"$0\"; exit 1"),
+        ],
+    );
+    let run = repo.ralph_within(60, &["eval", "--suite", &suite.to_string_lossy(), "-j", "2"]).expect(1);
+    assert!(run.stderr().contains("cannot run case b-bad's check"), "{}", run.stderr());
+    assert!(!trial_processes_left(&repo), "an agent or worker outlived the evaluation");
+    assert_eq!(worktree_list(&repo).len(), 1, "{:?}", worktree_list(&repo));
+    assert!(!refs(&repo).contains("ralph/eval"), "{}", refs(&repo));
+    assert!(!repo.path(".git/ralph-eval").exists(), "the scratch folder is left");
+    assert_eq!(repo.dirt(), "");
+}
