@@ -500,3 +500,32 @@ fn a_trial_that_cannot_be_scored_ends_the_evaluation_with_no_agent_left_running(
     assert!(!repo.path(".git/ralph-eval").exists(), "the scratch folder is left");
     assert_eq!(repo.dirt(), "");
 }
+
+#[test]
+#[ignore = "needs the real suite loader"]
+fn a_case_starts_from_its_start_commit_after_its_setup() {
+    // The agent does the work only in the case's world: old.txt (gone from HEAD) and what
+    // `setup` made.
+    let scenario = step(
+        "",
+        0,
+        &format!("{}, {PROMISE}", shell("test -f old.txt && test -f prepared.txt && echo ok > done.txt")),
+    );
+    let repo = repo(&scenario, &["true"]);
+    repo.write("old.txt", "old\n");
+    repo.commit_all("old");
+    let start = repo.head();
+    repo.git(&["rm", "-q", "old.txt"]);
+    repo.commit_all("no more old");
+    let suite = suite(&repo, "suite", &[("then", "# Then\n\nWrite done.txt.\n", "test -f done.txt")]);
+    std::fs::write(suite.join("then/start"), format!("{start}\n")).unwrap();
+    let setup = suite.join("then/setup");
+    std::fs::write(&setup, "#!/bin/sh\necho prepared > prepared.txt\n").unwrap();
+    std::fs::set_permissions(&setup, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let v = eval_json(&repo, &suite, &["--max-iterations", "1"]);
+    assert_eq!(v["score"], 1.0, "{v}");
+    // The setup ran in the scratch checkout only.
+    assert!(!repo.exists("prepared.txt"));
+    assert!(!repo.exists("old.txt"));
+    assert_eq!(repo.dirt(), "");
+}
