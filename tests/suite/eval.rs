@@ -529,3 +529,21 @@ fn a_case_starts_from_its_start_commit_after_its_setup() {
     assert!(!repo.exists("old.txt"));
     assert_eq!(repo.dirt(), "");
 }
+
+#[test]
+fn a_case_whose_name_git_refuses_in_a_branch_is_evaluated() {
+    let repo = repo(&step("", 0, &format!("{}, {PROMISE}", write_file("done.txt", "done\n"))), &["true"]);
+    let suite = suite(
+        &repo,
+        "suite",
+        &[
+            ("has space", "# Space\n\nWrite done.txt.\n", "test -f done.txt"),
+            ("has_space", "# Underscore\n\nWrite done.txt.\n", "test -f done.txt"),
+        ],
+    );
+    let v = eval_json(&repo, &suite, &["-j", "2"]);
+    assert_eq!(v["score"], 1.0, "{v}");
+    assert_eq!(case(&v, "has space")["passed"], 1, "{v}");
+    assert_eq!(worktree_list(&repo).len(), 1, "{:?}", worktree_list(&repo));
+    assert!(!refs(&repo).contains("ralph/eval"), "{}", refs(&repo));
+}
