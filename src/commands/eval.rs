@@ -2,6 +2,10 @@
 //! suite: a folder of cases (`--suite DIR`) or the tasks earlier runs finished. Prints per case
 //! and overall the pass rate, iterations, tokens, cost and time, or one JSON object; keeps
 //! everything under `.ralph/eval/<id>/` (`summary.json`, each trial's iteration folders).
+//!
+//! Invariants: one evaluation at a time per repository (`.ralph/eval/lock`), since each starts
+//! by removing the scratch checkouts a killed one left; a trial that fails to run ends the
+//! evaluation only once the running trials have ended and removed their checkouts.
 
 use crate::error::CliError;
 use crate::eval::run::{self, Setup, Trial};
