@@ -5,7 +5,8 @@
 //! For each preset: the agent's edit lands and is committed; tokens (and cost, where the CLI
 //! reports it) reach `iterations.jsonl`; a 429 is waited out and the same task then completes
 //! with no attempt counted; an authentication failure stops the run with a clear message; the
-//! promise in a tool's output does not complete the task.
+//! promise in a tool's output does not complete the task. With Claude Code, `ralph eval` scores a
+//! two-case suite end to end.
 //!
 //! These tests are `#[ignore]`d, so a plain `cargo test` shows them as ignored: `scripts/test`
 //! installs the CLIs (`npm install --prefix tests/real-agents`) and runs them, and a CLI that is
@@ -287,6 +288,59 @@ suite! {
     pi => PI,
     gemini => GEMINI,
     opencode => OPENCODE,
+}
+
+/// `ralph eval` end to end with a real CLI: each trial's agent works in a scratch worktree and
+/// reports its tokens; the hidden checks decide the score; the user's checkout is untouched.
+fn eval_scores_a_suite(cli: Cli) {
+    installed(cli);
+    let server = ModelServer::start("echo hello > hello.txt", FINAL);
+    let repo = setup(cli, &server, &["true"], "");
+    let suite = repo.outside.join("suite");
+    for (id, spec, check) in [
+        ("hello", "# Hello\n\nCreate hello.txt containing hello.\n", "grep -q hello hello.txt"),
+        // The agent does not do this one: it only ever writes hello.txt.
+        ("other", "# Other\n\nCreate other.txt containing other.\n", "grep -q other other.txt"),
+    ] {
+        write(suite.join(id).join("spec.md"), spec);
+        let path = suite.join(id).join("check");
+        write(path.clone(), &format!("#!/bin/sh\n{check}\n"));
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let head = repo.head();
+    let out = run(
+        &repo,
+        &server,
+        &["eval", "--suite", &suite.to_string_lossy(), "--max-iterations", "1", "--json"],
+    );
+    assert_eq!(out.code(), 0, "{}\nserver: {:?}", out.stderr(), server.log());
+    let v: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
+    let dir = repo.path(&format!(".ralph/eval/{}", v["id"].as_str().unwrap()));
+    let agent_log = |case: &str| {
+        std::fs::read_to_string(dir.join(case).join("1/iter-0001/agent.log")).unwrap_or_default()
+    };
+    assert_eq!(v["score"], 0.5, "{v}\nhello's agent log:\n{}", agent_log("hello"));
+    let case = |id: &str| v["cases"].as_array().unwrap().iter().find(|c| c["id"] == id).unwrap().clone();
+    assert_eq!(case("hello")["passed"], 1, "{v}");
+    assert_eq!(case("other")["passed"], 0, "{v}");
+    for id in ["hello", "other"] {
+        let c = case(id);
+        assert!(c["tokens"].as_u64().unwrap() > 0, "{} reported no tokens for {id}: {v}", cli.preset);
+        assert_eq!(c["iterations"], 1.0, "{v}");
+        assert_eq!(c["gamed"], 0, "{v}");
+    }
+    // The agent's work stayed in the scratch checkouts.
+    assert!(!repo.exists("hello.txt"));
+    assert_eq!(repo.head(), head);
+    assert_eq!(repo.dirt(), "");
+    assert_eq!(repo.git(&["worktree", "list"]).lines().count(), 1);
+}
+
+#[test]
+#[ignore = "needs the agent CLIs: scripts/test installs them"]
+fn claude_eval_scores_a_suite() {
+    eval_scores_a_suite(CLAUDE);
 }
 
 /// For debugging a CLI by hand: `cargo test --test real_agents serve_by_hand -- --ignored

@@ -2,6 +2,10 @@
 //! suite: a folder of cases (`--suite DIR`) or the tasks earlier runs finished. Prints per case
 //! and overall the pass rate, iterations, tokens, cost and time, or one JSON object; keeps
 //! everything under `.ralph/eval/<id>/` (`summary.json`, each trial's iteration folders).
+//!
+//! Invariants: one evaluation at a time per repository (`.ralph/eval/lock`), since each starts
+//! by removing the scratch checkouts a killed one left; a trial that fails to run ends the
+//! evaluation only once the running trials have ended and removed their checkouts.
 
 use crate::error::CliError;
 use crate::eval::run::{self, Setup, Trial};
@@ -97,20 +101,23 @@ pub async fn run(cwd: &Path, opts: EvalOptions) -> Result<u8, CliError> {
             }
         }));
     }
-    // One evaluation or tune at a time: each removes the scratch checkouts it finds first.
-    let lock_dir = root.join(crate::state::RALPH_DIR).join("eval");
-    crate::fsx::create_dir_all(&lock_dir)
-        .map_err(|e| CliError::failure(format!("cannot create {}: {e}", lock_dir.display())))?;
-    let _lock = crate::state::RunLock::acquire(&lock_dir).map_err(|e| match e {
-        crate::state::StateError::Locked { .. } => {
-            CliError::usage(format!("another `ralph eval` or `ralph tune` is running here ({e})"))
+    // ralph's folder as every command makes it: git-ignored, so that the evaluation's logs never
+    // show in the user's `git status`.
+    let ralph_dir = crate::state::ensure_ralph_dir(&root)?;
+    let evals = ralph_dir.join("eval");
+    // One evaluation at a time in a repository: each starts by removing the scratch checkouts
+    // a killed one left, which would pull a running one's from under its agents.
+    let _lock = crate::state::RunLock::acquire(&evals).map_err(|e| match e {
+        crate::state::StateError::Locked { pid } => {
+            CliError::usage(format!("another `ralph eval` or `ralph tune` (pid {pid}) is already running in this repository"))
+                .hint("wait for it to finish")
         }
         other => other.into(),
     })?;
     // A killed evaluation's scratch checkouts go first.
     run::remove_scratch(&root);
-    let eval_id = crate::logs::new_run_id(&root);
-    let dir = root.join(crate::state::RALPH_DIR).join("eval").join(&eval_id);
+    let eval_id = unused_id(&evals, &crate::logs::new_run_id(&root));
+    let dir = evals.join(&eval_id);
     crate::fsx::create_dir_all(&dir)
         .map_err(|e| CliError::failure(format!("cannot create {}: {e}", dir.display())))?;
     let exe = std::env::current_exe()
@@ -134,7 +141,10 @@ pub async fn run(cwd: &Path, opts: EvalOptions) -> Result<u8, CliError> {
             cfg.agent.command.join(" ")
         );
     }
-    let trials = run_all(&setup, &cases, &opts).await?;
+    let trials = run_all(&setup, &cases, &opts).await;
+    // Each trial removes its own checkout; the evaluation's scratch folder goes with them.
+    run::remove_scratch(&root);
+    let trials = trials?;
     let summary = summarize(&eval_id, &cases, trials, &mut left_out);
     let bytes = serde_json::to_vec_pretty(&summary)
         .map_err(|e| CliError::failure(format!("cannot write the summary: {e}")))?;
@@ -145,6 +155,19 @@ pub async fn run(cwd: &Path, opts: EvalOptions) -> Result<u8, CliError> {
         print_human(&summary);
     }
     Ok(crate::exit_code::OK)
+}
+
+/// `base`, or `base-2`, `base-3`... if an evaluation has that folder already: ids are stamped
+/// to the second, and a second evaluation in the same second must not write into the first's
+/// folder (its summary, its trials' logs and results).
+fn unused_id(evals: &Path, base: &str) -> String {
+    let mut id = base.to_string();
+    let mut n = 2;
+    while std::fs::symlink_metadata(evals.join(&id)).is_ok() {
+        id = format!("{base}-{n}");
+        n += 1;
+    }
+    id
 }
 
 /// Every trial of every case, `opts.jobs` at a time; a case's first trial checks the case
@@ -173,19 +196,35 @@ async fn in_parallel(
     let mut set = tokio::task::JoinSet::new();
     let mut queue = work.into_iter();
     let mut out = Vec::new();
+    let mut failed: Option<CliError> = None;
     loop {
-        while set.len() < jobs as usize {
+        while failed.is_none() && set.len() < jobs as usize {
             let Some((case, n, check_start)) = queue.next() else { break };
             set.spawn(run::trial(setup.clone(), case, n, check_start));
         }
         let Some(joined) = set.join_next().await else { break };
-        let t = joined.map_err(|e| CliError::failure(format!("a trial failed: {e}")))??;
-        if !quiet {
-            eprintln!("{}", trial_line(&t));
+        match joined.map_err(|e| CliError::failure(format!("a trial failed: {e}"))).and_then(|t| t) {
+            Ok(t) => {
+                if !quiet {
+                    eprintln!("{}", trial_line(&t));
+                }
+                out.push(t);
+            }
+            // No new trial starts, and the running ones end as they would: dropped, their
+            // workers would be killed outright, with no chance to stop their agents (left
+            // running in a removed checkout) nor to remove their checkouts.
+            Err(e) => {
+                if !quiet && !set.is_empty() {
+                    eprintln!("error: {e}; waiting for the {} trial(s) still running to end", set.len());
+                }
+                failed.get_or_insert(e);
+            }
         }
-        out.push(t);
     }
-    Ok(out)
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
 }
 
 fn trial_line(t: &Trial) -> String {

@@ -100,7 +100,7 @@ pub async fn trial(s: Setup, case: Case, trial: u32, check_start: bool) -> Resul
     let started = Instant::now();
     let name = format!("{}-{trial}", case.id);
     let path = scratch_folder(&s.root).join(&s.eval_id).join(&name);
-    let branch = format!("ralph/eval/{}/{name}", s.eval_id);
+    let branch = format!("ralph/eval/{}/{}", s.eval_id, branch_part(&name));
     let logs = s.dir.join(&case.id).join(trial.to_string());
     crate::fsx::create_dir_all(&logs)
         .map_err(|e| CliError::failure(format!("cannot create {}: {e}", logs.display())))?;
@@ -111,6 +111,29 @@ pub async fn trial(s: Setup, case: Case, trial: u32, check_start: bool) -> Resul
     let mut t = result?;
     t.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     Ok(t)
+}
+
+/// `name` as one component of a branch name: itself when git takes it as is, otherwise with
+/// every other character made `_` and a hash of the name added, so that two names that differ
+/// only there still get two branches. A case is named by its folder or its task's spec file,
+/// and either may hold a space or a `~`, which git refuses in a branch.
+fn branch_part(name: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if !name.is_empty()
+        && name.chars().all(plain)
+        && !name.starts_with('.')
+        && !name.contains("..")
+        && !name.ends_with(".lock")
+        && !name.ends_with('.')
+    {
+        return name.to_string();
+    }
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut h);
+    let safe: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    format!("{safe}-{:08x}", h.finish() as u32)
 }
 
 async fn run_trial(
@@ -298,5 +321,28 @@ async fn hidden_check(case: &Case, path: &Path, log: &Path) -> Result<bool, CliE
             }
             Ok(true)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn branch_parts_are_names_git_takes_and_tell_cases_apart() {
+        assert_eq!(branch_part("010-parser.v2-1"), "010-parser.v2-1");
+        let odd =
+            ["has space-1", "has_space-1", "a~b-1", "a..b-1", ".hidden-1", "x.lock", "dé-1", "a:b^c?-1"];
+        let parts: Vec<String> = odd.iter().map(|n| branch_part(n)).collect();
+        for (n, p) in odd.iter().zip(&parts) {
+            let ok = std::process::Command::new("git")
+                .args(["check-ref-format", &format!("refs/heads/ralph/eval/1/{p}")])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "{n:?} -> {p:?}");
+        }
+        let distinct: std::collections::BTreeSet<&String> = parts.iter().collect();
+        assert_eq!(distinct.len(), parts.len(), "{parts:?}");
     }
 }
