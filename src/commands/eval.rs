@@ -61,7 +61,7 @@ pub struct LeftOut {
     pub why: String,
 }
 
-pub async fn run(cwd: &Path, opts: EvalOptions) -> Result<u8, CliError> {
+pub async fn run(cwd: &Path, opts: EvalOptions, stop: crate::signal::Stop) -> Result<u8, CliError> {
     let root = crate::runner::repo_root(cwd)?;
     crate::state::check_ralph_dir(&root)?;
     let cfg = crate::runner::load_config(&root, &crate::config::Overrides { agent: opts.agent.clone() })?;
@@ -108,10 +108,10 @@ pub async fn run(cwd: &Path, opts: EvalOptions) -> Result<u8, CliError> {
     // One evaluation at a time in a repository: each starts by removing the scratch checkouts
     // a killed one left, which would pull a running one's from under its agents.
     let _lock = crate::state::RunLock::acquire(&evals).map_err(|e| match e {
-        crate::state::StateError::Locked { pid } => {
-            CliError::usage(format!("another `ralph eval` or `ralph tune` (pid {pid}) is already running in this repository"))
-                .hint("wait for it to finish")
-        }
+        crate::state::StateError::Locked { pid } => CliError::usage(format!(
+            "another `ralph eval` or `ralph tune` (pid {pid}) is already running in this repository"
+        ))
+        .hint("wait for it to finish"),
         other => other.into(),
     })?;
     // A killed evaluation's scratch checkouts go first.
@@ -141,7 +141,7 @@ pub async fn run(cwd: &Path, opts: EvalOptions) -> Result<u8, CliError> {
             cfg.agent.command.join(" ")
         );
     }
-    let trials = run_all(&setup, &cases, &opts).await;
+    let trials = run_all(&setup, &cases, &opts, &stop).await;
     // Each trial removes its own checkout; the evaluation's scratch folder goes with them.
     run::remove_scratch(&root);
     let trials = trials?;
@@ -172,18 +172,23 @@ fn unused_id(evals: &Path, base: &str) -> String {
 
 /// Every trial of every case, `opts.jobs` at a time; a case's first trial checks the case
 /// fails at its start (and the case's other trials wait for that answer).
-async fn run_all(setup: &Setup, cases: &[Case], opts: &EvalOptions) -> Result<Vec<Trial>, CliError> {
+async fn run_all(
+    setup: &Setup,
+    cases: &[Case],
+    opts: &EvalOptions,
+    stop: &crate::signal::Stop,
+) -> Result<Vec<Trial>, CliError> {
     let mut out = Vec::new();
     // First trials first: a case whose check passes at its start is left out before more
     // trials are spent on it.
     let firsts: Vec<(Case, u32, bool)> = cases.iter().map(|c| (c.clone(), 1, true)).collect();
-    let firsts = in_parallel(setup, firsts, opts.jobs, opts.json).await?;
+    let firsts = in_parallel(setup, firsts, opts.jobs, opts.json, stop).await?;
     let measured: Vec<&Case> =
         cases.iter().filter(|c| !firsts.iter().any(|t| t.case == c.id && t.passes_at_start)).collect();
     out.extend(firsts);
     let rest: Vec<(Case, u32, bool)> =
         measured.iter().flat_map(|c| (2..=opts.trials).map(move |n| ((*c).clone(), n, false))).collect();
-    out.extend(in_parallel(setup, rest, opts.jobs, opts.json).await?);
+    out.extend(in_parallel(setup, rest, opts.jobs, opts.json, stop).await?);
     Ok(out)
 }
 
@@ -192,17 +197,32 @@ async fn in_parallel(
     work: Vec<(Case, u32, bool)>,
     jobs: u32,
     quiet: bool,
+    stop: &crate::signal::Stop,
 ) -> Result<Vec<Trial>, CliError> {
     let mut set = tokio::task::JoinSet::new();
     let mut queue = work.into_iter();
     let mut out = Vec::new();
     let mut failed: Option<CliError> = None;
     loop {
+        // Ctrl-C reaches the workers too (they stop their agents and put their checkouts
+        // back); no new trial starts, and the running ones end and clean up.
+        if stop.cancel.is_cancelled() && failed.is_none() {
+            failed = Some(CliError {
+                code: crate::exit_code::INTERRUPTED,
+                message: "interrupted; the trials under way were stopped and their scratch checkouts removed"
+                    .into(),
+                hints: Vec::new(),
+            });
+        }
         while failed.is_none() && set.len() < jobs as usize {
             let Some((case, n, check_start)) = queue.next() else { break };
             set.spawn(run::trial(setup.clone(), case, n, check_start));
         }
-        let Some(joined) = set.join_next().await else { break };
+        let joined = tokio::select! {
+            joined = set.join_next() => joined,
+            _ = stop.cancel.cancelled(), if failed.is_none() => continue,
+        };
+        let Some(joined) = joined else { break };
         match joined.map_err(|e| CliError::failure(format!("a trial failed: {e}"))).and_then(|t| t) {
             Ok(t) => {
                 if !quiet {

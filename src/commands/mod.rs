@@ -87,6 +87,8 @@ pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
         },
         Command::Demo(a) => block_on(demo::run(a.dir)),
         Command::Eval(a) => block_on(async move {
+            let stop = crate::signal::install()
+                .map_err(|e| CliError::failure(format!("cannot install signal handlers: {e}")))?;
             let opts = eval::EvalOptions {
                 suite: a.suite,
                 trials: a.trials,
@@ -97,7 +99,7 @@ pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
                 agents_md: a.agents_md,
                 agent: a.agent,
             };
-            eval::run(&cwd, opts).await
+            eval::run(&cwd, opts, stop).await
         }),
         Command::WorkSlot(a) => block_on(async move {
             let stop = crate::signal::install()

@@ -217,11 +217,21 @@ async fn set_up(s: &Setup, case: &Case, path: &Path, logs: &Path) -> Result<(), 
     let toml = crate::fsx::read_input(&s.root.join(crate::config::FILE_NAME))
         .map_err(|e| CliError::failure(format!("cannot read {}: {e}", crate::config::FILE_NAME)))?;
     write(crate::config::FILE_NAME, toml.as_bytes())?;
-    // The spec goes in unless the start already has the task (a history case's own spec).
+    // The case's spec is the task's: a task of that id at the start (a history case's own, or
+    // a suite case named like a spec of the project) gets the case's text in its own file, so
+    // that there is one task of that id; otherwise it is a new spec.
     let source = crate::config::backlog_source(path);
-    let known = crate::backlog::Backlog::load(path, &source).ok().is_some_and(|b| b.get(&case.id).is_some());
-    if !known {
-        write(&format!("{}/{}.md", crate::backlog::SPECS_DIR, case.id), case.spec.as_bytes())?;
+    let existing = crate::backlog::Backlog::load(path, &source).ok().and_then(|b| b.get(&case.id).cloned());
+    match existing {
+        Some(t) if t.origin == crate::backlog::Origin::File => {
+            let now = std::fs::read_to_string(path.join(&t.path)).unwrap_or_default();
+            if now != case.spec {
+                write(&t.path.to_string_lossy(), case.spec.as_bytes())?;
+            }
+        }
+        // A story or an item keeps its file: its text is the start's.
+        Some(_) => {}
+        None => write(&format!("{}/{}.md", crate::backlog::SPECS_DIR, case.id), case.spec.as_bytes())?,
     }
     if let Some(md) = &s.agents_md {
         write(crate::learnings::AGENTS_MD, md.as_bytes())?;
