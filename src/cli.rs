@@ -117,6 +117,9 @@ pub struct TuneArgs {
     /// Stop once the trials and the reflector have reported this many tokens.
     #[arg(long, value_name = "N")]
     pub max_tokens: Option<u64>,
+    /// Stop starting rounds after this much wall-clock time, e.g. "2h".
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub max_duration: Option<std::time::Duration>,
     /// Train/validation/held-out percentages.
     #[arg(long, value_name = "T/V/H", default_value = "60/20/20", value_parser = parse_split)]
     pub split: [u32; 3],

@@ -71,6 +71,7 @@ pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
                     rounds: a.rounds,
                     max_cost: a.max_cost,
                     max_tokens: a.max_tokens,
+                    max_duration: a.max_duration,
                     split: a.split,
                     seed: a.seed,
                     trials: a.trials,

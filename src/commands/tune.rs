@@ -18,6 +18,7 @@ pub struct TuneOptions {
     pub rounds: u32,
     pub max_cost: Option<f64>,
     pub max_tokens: Option<u64>,
+    pub max_duration: Option<std::time::Duration>,
     pub split: [u32; 3],
     pub seed: Option<u64>,
     pub trials: u32,
@@ -61,6 +62,7 @@ pub async fn run(cwd: &Path, o: TuneOptions, stop: crate::signal::Stop) -> Resul
             patience: o.patience,
             max_cost: o.max_cost,
             max_tokens: o.max_tokens,
+            max_duration_ms: o.max_duration.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             // Kept absolute: a resume may start elsewhere (`-C`).
             suite: o.suite.as_ref().map(|d| cwd.join(d)),
             agent: o.agent.clone(),
@@ -117,6 +119,7 @@ pub async fn run(cwd: &Path, o: TuneOptions, stop: crate::signal::Stop) -> Resul
         setup,
         jobs: o.jobs,
         cfg,
+        started: std::time::Instant::now(),
     };
     t.save_settings()?;
     eprintln!(

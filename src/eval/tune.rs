@@ -41,6 +41,9 @@ pub struct Settings {
     pub patience: u32,
     pub max_cost: Option<f64>,
     pub max_tokens: Option<u64>,
+    /// Wall-clock time allowed to this session of the search, in milliseconds.
+    #[serde(default)]
+    pub max_duration_ms: Option<u64>,
     pub suite: Option<PathBuf>,
     pub agent: Option<String>,
     /// The reflector's preset, when not the configured agent.
@@ -181,6 +184,8 @@ pub struct Tune {
     pub setup: Setup,
     pub jobs: u32,
     pub cfg: crate::config::Config,
+    /// When this session of the search began (`--max-duration` counts from it).
+    pub started: std::time::Instant,
 }
 
 impl Tune {
@@ -206,6 +211,14 @@ impl Tune {
             && tokens >= max
         {
             return Some(format!("--max-tokens {max} spent ({tokens})"));
+        }
+        if let Some(max) = self.s.max_duration_ms
+            && self.started.elapsed().as_millis() >= u128::from(max)
+        {
+            return Some(format!(
+                "--max-duration {} spent",
+                crate::runner::human(std::time::Duration::from_millis(max))
+            ));
         }
         None
     }
