@@ -136,7 +136,35 @@ pub struct Store {
     pub entries: Vec<Entry>,
     #[serde(default)]
     pub next_id: u32,
+    /// What people did with `ralph learnings remove` and `review`, oldest first: kept so that
+    /// `ralph stats` counts removals and tells their commits from a person's. Absent in stores
+    /// written before it was added (their removals are the entries retired "removed by hand").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub by_hand: Vec<ByHand>,
 }
+
+/// What `ralph learnings remove` or `review` did to one entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HandAction {
+    Remove,
+    Review,
+}
+
+/// One `ralph learnings remove` or `review`: which entry, when, and the commit of AGENTS.md it
+/// made (on `parent`), if it made one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ByHand {
+    pub action: HandAction,
+    pub id: String,
+    /// RFC 3339.
+    pub at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<crate::state::OwnCommit>,
+}
+
+/// The reason `ralph learnings remove` gives an entry it retires.
+pub const REMOVED_BY_HAND: &str = "removed by hand";
 
 fn store_path(root: &Path) -> PathBuf {
     root.join(RALPH_DIR).join("learnings.json")
@@ -326,6 +354,26 @@ impl Store {
         let bytes = serde_json::to_vec_pretty(self)
             .map_err(|e| StateError::Corrupt { path: path.clone(), message: e.to_string() })?;
         replace(&path, &bytes)
+    }
+
+    /// The learnings removed by hand, with when: the store's record of them, and for a store
+    /// written before it kept one, the entries retired "removed by hand" (at their last update).
+    pub fn removals(&self) -> Vec<(&str, &str)> {
+        let mut out: Vec<(&str, &str)> = self
+            .by_hand
+            .iter()
+            .filter(|h| h.action == HandAction::Remove)
+            .map(|h| (h.id.as_str(), h.at.as_str()))
+            .collect();
+        for e in &self.entries {
+            if e.status == EntryStatus::Retired
+                && e.retired_reason.as_deref() == Some(REMOVED_BY_HAND)
+                && !out.iter().any(|(id, _)| *id == e.id)
+            {
+                out.push((&e.id, &e.updated_at));
+            }
+        }
+        out
     }
 
     pub fn get(&self, id: &str) -> Option<&Entry> {
@@ -604,6 +652,41 @@ mod tests {
 
     fn findings(adds: &[&str]) -> Findings {
         Findings { learnings: adds.iter().map(|s| s.to_string()).collect(), ..Default::default() }
+    }
+
+    #[test]
+    fn removals_by_hand_are_kept_and_read_from_old_stores_too() {
+        // A store written before `by_hand`: L1 removed by hand, L2 retired by an agent.
+        let old = r#"{"entries":[
+            {"id":"L1","text":"a","status":"retired","reviewed":false,"count":1,"task":"t","run_id":"r","iteration":1,"agent":"x","model":null,"failure":null,"commit":null,"created_at":"2026-01-01T00:00:00.000Z","updated_at":"2026-01-02T00:00:00.000Z","retired_reason":"removed by hand"},
+            {"id":"L2","text":"b","status":"retired","reviewed":false,"count":1,"task":"t","run_id":"r","iteration":1,"agent":"x","model":null,"failure":null,"commit":null,"created_at":"2026-01-01T00:00:00.000Z","updated_at":"2026-01-03T00:00:00.000Z","retired_reason":"retired by the agent in t iteration 2: stale"},
+            {"id":"L3","text":"c","status":"active","reviewed":false,"count":1,"task":"t","run_id":"r","iteration":1,"agent":"x","model":null,"failure":null,"commit":null,"created_at":"2026-01-01T00:00:00.000Z","updated_at":"2026-01-01T00:00:00.000Z"}
+        ],"next_id":3}"#;
+        let mut store: Store = serde_json::from_str(old).unwrap();
+        assert_eq!(store.removals(), [("L1", "2026-01-02T00:00:00.000Z")]);
+        // Nothing by hand yet: the file stays as an older ralph wrote it.
+        assert!(!serde_json::to_string(&store).unwrap().contains("by_hand"));
+        // Removed now, with its trace: counted once, at the trace's time.
+        store.entries[2].status = EntryStatus::Retired;
+        store.entries[2].retired_reason = Some(REMOVED_BY_HAND.into());
+        store.by_hand.push(ByHand {
+            action: HandAction::Remove,
+            id: "L3".into(),
+            at: "2026-01-05T00:00:00.000Z".into(),
+            commit: Some(crate::state::OwnCommit { commit: "c2".into(), parent: "c1".into() }),
+        });
+        store.by_hand.push(ByHand {
+            action: HandAction::Review,
+            id: "L1".into(),
+            at: "2026-01-06T00:00:00.000Z".into(),
+            commit: None,
+        });
+        let again: Store = serde_json::from_str(&serde_json::to_string(&store).unwrap()).unwrap();
+        assert_eq!(
+            again.removals(),
+            [("L3", "2026-01-05T00:00:00.000Z"), ("L1", "2026-01-02T00:00:00.000Z")]
+        );
+        assert_eq!(again.by_hand, store.by_hand);
     }
 
     fn prov() -> Provenance {

@@ -249,6 +249,13 @@ pub struct IterationRecord {
     pub review: Option<Review>,
     pub head_before: Option<String>,
     pub commit: Option<String>,
+    /// HEAD when ralph was done with the iteration: `commit`, or a commit ralph made on its own
+    /// after it (a red iteration's learnings, a block), else `head_before`. A next iteration
+    /// that starts elsewhere started after a commit ralph did not make (`ralph stats` counts
+    /// it). Absent in records written before it was added, and for a parallel run's worker
+    /// or an iteration settled after a crash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_after: Option<String>,
     pub files_changed: Vec<String>,
     pub learnings_added: Vec<String>,
     /// Learnings the agent proposed that were not admitted, with the reason.
@@ -331,6 +338,7 @@ impl IterationRecord {
             review: None,
             head_before: None,
             commit: None,
+            head_after: None,
             files_changed: Vec::new(),
             learnings_added: Vec::new(),
             learnings_rejected: Vec::new(),

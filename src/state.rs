@@ -331,6 +331,21 @@ pub struct RunMeta {
     /// The limits of the current (or last) session.
     #[serde(default)]
     pub limits: Option<Limits>,
+    /// Sessions ended by a person: `ralph stop`, `ralph stop --now`, Ctrl-C or a termination
+    /// signal (`end_reason` keeps only the last end, and a resumed run clears it).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stops: u32,
+    /// Commits ralph made between iterations (a block, a reopen), which no record names:
+    /// `ralph stats` tells them from a person's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ralph_commits: Vec<OwnCommit>,
+}
+
+/// A commit ralph made on its own, and the commit it was made on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnCommit {
+    pub commit: String,
+    pub parent: String,
 }
 
 /// The run's limits, as `ralph status` shows them.

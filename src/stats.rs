@@ -1,12 +1,22 @@
 //! The figures of `ralph stats`: what the history of iteration records says about how well the
 //! loop works — first-attempt success, iterations to done, why iterations fail, tokens and cost
-//! per task, time per iteration, learnings, usage-limit waits.
+//! per task, time per iteration, learnings, usage-limit waits — and the three signals of the
+//! loop's health run by run (the trend): first-attempt success, iterations to resolution and
+//! interventions, what a person did between or during runs.
 //!
 //! Invariants:
-//! - Only `iterations.jsonl` is read, a line at a time into one reused buffer, and each line is
+//! - `iterations.jsonl` is read a line at a time into one reused buffer, and each line is
 //!   parsed into [`Line`], which borrows its strings from that buffer and skips every field the
-//!   figures do not need; agent logs are never opened. Ten thousand iterations must stay well
-//!   under the 50 ms the benchmark allows.
+//!   figures do not need; agent logs are never opened, git is never run. Besides the records,
+//!   only each run's small `run.json` and the learnings store are read, once. Ten thousand
+//!   iterations must stay well under the 50 ms the benchmark allows.
+//! - Interventions are found from what ralph keeps, in one pass ([`Tracker`]): a record whose
+//!   `head_before` is not where ralph left the branch (after the records of ralph's own
+//!   commits are walked back), a `spec_edited` record, a done task that runs again (its spec
+//!   was edited), a blocked task that runs again (unblocked), the sessions a person stopped
+//!   (`run.json`), and the store's learnings removed by hand. A record ralph cannot judge (an
+//!   old one that may be followed by a commit of ralph's it does not name, a parallel run's) is
+//!   never counted against the person.
 //! - A line that does not parse (torn by a crash, edited by hand) is counted and skipped, never
 //!   fatal.
 //! - Runs are fed oldest first and records in file order: "iterations to done" carries a task's
@@ -61,6 +71,16 @@ pub struct Line<'a> {
     pub tokens: Option<Tokens>,
     #[serde(default)]
     pub cost_usd: Option<f64>,
+    #[serde(default, borrow)]
+    pub head_before: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub commit: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub head_after: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub spec_edited: bool,
+    #[serde(default)]
+    pub worker: Option<u32>,
 }
 
 /// The part of a check record the failure cause needs.
@@ -174,6 +194,60 @@ pub struct TaskStats {
     pub time_ms: u64,
 }
 
+/// What a person did between or during runs, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Interventions {
+    /// The sum of the kinds below.
+    pub total: u64,
+    /// Iterations that started where ralph had not left the branch: a commit (or a reset) ralph
+    /// did not make since the iteration before (in the run, or the last run on that branch).
+    pub commits: u64,
+    /// Iterations whose task's spec was edited while they ran (`spec_edited`), and done tasks
+    /// that ran again (their spec was edited since, or their status set back by hand).
+    pub spec_edits: u64,
+    /// Blocked tasks that ran again.
+    pub unblocks: u64,
+    /// Sessions a person stopped: `ralph stop`, `ralph stop --now`, Ctrl-C, a termination signal.
+    pub stops: u64,
+    /// `ralph learnings remove`.
+    pub learnings_removed: u64,
+}
+
+impl Interventions {
+    /// These kinds with their total.
+    fn totalled(mut self) -> Interventions {
+        self.total = self.commits + self.spec_edits + self.unblocks + self.stops + self.learnings_removed;
+        self
+    }
+
+    fn add(&mut self, o: &Interventions) {
+        self.commits += o.commits;
+        self.spec_edits += o.spec_edits;
+        self.unblocks += o.unblocks;
+        self.stops += o.stops;
+        self.learnings_removed += o.learnings_removed;
+        *self = self.totalled();
+    }
+}
+
+/// One run's signals, a row of the trend.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunTrend {
+    pub run_id: String,
+    pub iterations: u64,
+    /// Times a task was done in this run.
+    pub tasks_done: u64,
+    /// Of those, the share done on the first iteration that worked on the task; `null` with
+    /// nothing done.
+    pub first_attempt_success: Option<f64>,
+    /// The median of the iterations each of those took (counted across runs, as
+    /// `iterations_to_done`); `null` with nothing done.
+    pub iterations_to_resolution: Option<u64>,
+    pub interventions: Interventions,
+    /// `interventions.total / tasks_done`; `null` with nothing done.
+    pub interventions_per_done_task: Option<f64>,
+}
+
 /// Everything `ralph stats` prints; `--json` prints it as is (a documented contract).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Stats {
@@ -194,6 +268,167 @@ pub struct Stats {
     pub learnings_added: u64,
     pub rate_limits: RateLimits,
     pub per_task: Vec<TaskStats>,
+    /// What a person did, over every run read.
+    pub interventions: Interventions,
+    /// `interventions.total / tasks.done`; `null` with nothing done.
+    pub interventions_per_done_task: Option<f64>,
+    /// The signals run by run, oldest first.
+    pub trend: Vec<RunTrend>,
+}
+
+/// What the figures need of a run besides its records.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunInfo {
+    pub run_id: String,
+    /// The branch it ran on: the branch's next run picks up where this one left it.
+    pub branch: Option<String>,
+    /// Sessions a person stopped.
+    pub stops: u32,
+    /// Learnings removed by hand after it started and before the next run did.
+    pub learnings_removed: u64,
+}
+
+/// Whether a run's `end_reason` says a person stopped it (`ralph stop`; `interrupted`: Ctrl-C,
+/// `ralph stop --now`, a signal): the words `runner::RunEnd` writes.
+pub fn ended_by_person(end_reason: &str) -> bool {
+    end_reason.starts_with("stopped by `ralph stop`") || end_reason == "interrupted"
+}
+
+impl RunInfo {
+    /// From a run's `run.json`: its `stops`, or for a `run.json` written before it was kept,
+    /// its last end.
+    pub fn of(meta: &crate::state::RunMeta) -> RunInfo {
+        let ended = meta.end_reason.as_deref().is_some_and(ended_by_person);
+        RunInfo {
+            run_id: meta.run_id.clone(),
+            branch: meta.branch.clone(),
+            stops: meta.stops.max(u32::from(ended)),
+            learnings_removed: 0,
+        }
+    }
+}
+
+/// Where ralph left a branch: the next iteration on it should start there.
+#[derive(Debug, Clone)]
+struct Left {
+    head: String,
+    /// `false` after an old record (no `head_after`) that may be followed by a commit of
+    /// ralph's it does not name (a block, a red iteration's learnings): a move is not judged.
+    sure: bool,
+}
+
+/// What one record shows a person did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Found {
+    pub commit: bool,
+    /// 0, 1 or 2: the iteration's own edit, and a done task reopened.
+    pub spec_edits: u8,
+    pub unblock: bool,
+    /// The record's task, numbered in the order the tracker first saw each.
+    pub task: usize,
+}
+
+/// The search for interventions: follows each branch and each task through the records, fed
+/// every record in order.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    /// ralph's commits no record names (between iterations, `ralph learnings`): commit → parent.
+    own: HashMap<String, String>,
+    /// Per branch, where the last run on it left it.
+    branches: HashMap<String, Left>,
+    branch: Option<String>,
+    left: Option<Left>,
+    /// Each task's number.
+    task_ids: HashMap<String, usize>,
+    /// Per task, by number, what its last record says: (it blocked the task, it finished the
+    /// task and no edit of the person's came with it).
+    tasks: Vec<(bool, bool)>,
+}
+
+impl Tracker {
+    /// Notes a commit ralph made that no record names.
+    pub fn own_commit(&mut self, commit: &str, parent: &str) {
+        self.own.insert(commit.to_string(), parent.to_string());
+    }
+
+    /// Starts a run on `branch`: it picks up where the last run on that branch left it; a run
+    /// on no branch (detached, or an old `run.json`) starts afresh.
+    pub fn start_run(&mut self, branch: Option<&str>) {
+        if let Some(b) = self.branch.take() {
+            match self.left.take() {
+                Some(l) => self.branches.insert(b, l),
+                None => self.branches.remove(&b),
+            };
+        }
+        self.left = branch.and_then(|b| self.branches.get(b).cloned());
+        self.branch = branch.map(str::to_string);
+    }
+
+    /// Whether `head` is `left`, or lies on it through ralph's own commits only.
+    fn ours(&self, head: &str, left: &str) -> bool {
+        let mut h = head;
+        // Bounded: a cycle in hand-edited files cannot loop.
+        for _ in 0..=self.own.len() {
+            if h == left {
+                return true;
+            }
+            match self.own.get(h) {
+                Some(parent) => h = parent,
+                None => return false,
+            }
+        }
+        false
+    }
+
+    /// What this record shows a person did; then it is where the run stands.
+    pub fn see(&mut self, l: &Line) -> Found {
+        let mut f = Found::default();
+        if l.worker.is_some() {
+            // A worker's branch is not the run's: what follows a parallel run is not judged.
+            self.left = None;
+        } else {
+            if let (Some(before), Some(left)) = (l.head_before.as_deref(), &self.left) {
+                f.commit = left.sure && !self.ours(before, &left.head);
+            }
+            let sure = l.head_after.is_some()
+                || !(l.blocked || (!l.outcome.is_green() && !l.learnings_added.is_empty()));
+            let head = l.head_after.as_deref().or(l.commit.as_deref()).or(l.head_before.as_deref());
+            self.left = match (head, self.left.take()) {
+                (Some(h), Some(mut left)) => {
+                    left.head.clear();
+                    left.head.push_str(h);
+                    left.sure = sure;
+                    Some(left)
+                }
+                (Some(h), None) => Some(Left { head: h.to_string(), sure }),
+                (None, _) => None,
+            };
+        }
+        f.spec_edits = u8::from(l.spec_edited);
+        let now = (l.blocked, l.outcome == Outcome::Done && !l.spec_edited);
+        match self.task_ids.get(l.task.as_ref()) {
+            Some(&n) => {
+                let before = std::mem::replace(&mut self.tasks[n], now);
+                f.unblock = before.0;
+                f.spec_edits += u8::from(before.1);
+                f.task = n;
+            }
+            None => {
+                f.task = self.tasks.len();
+                self.task_ids.insert(l.task.to_string(), f.task);
+                self.tasks.push(now);
+            }
+        }
+        f
+    }
+}
+
+#[derive(Debug, Default)]
+struct RowAcc {
+    run_id: String,
+    iterations: u64,
+    resolutions: Vec<u64>,
+    found: Interventions,
 }
 
 #[derive(Debug)]
@@ -218,7 +453,9 @@ pub struct Aggregator {
     skipped_lines: u64,
     outcomes: BTreeMap<Outcome, u64>,
     tasks: Vec<TaskAcc>,
-    index: HashMap<String, usize>,
+    /// Per task the [`Tracker`] numbered, its place in `tasks` (`None` for a task seen only in
+    /// the runs read for their history): one lookup of the task's id per record, the tracker's.
+    index: Vec<Option<usize>>,
     causes: HashMap<(Outcome, Option<Cause>, String), u64>,
     durations: Vec<u64>,
     tokens: Tokens,
@@ -230,6 +467,10 @@ pub struct Aggregator {
     waited_ms: u64,
     /// The end of the run's last iteration, when it was rate-limited: the wait runs from here.
     wait_from: Option<SystemTime>,
+    tracker: Tracker,
+    rows: Vec<RowAcc>,
+    /// Learnings removed before the first run read (counted in the total only).
+    removed_before: u64,
 }
 
 fn parse_time(s: &str) -> Option<SystemTime> {
@@ -241,15 +482,46 @@ impl Aggregator {
         Aggregator::default()
     }
 
-    /// Starts the next run: a wait never spans two runs.
+    /// Starts the next run, of which nothing more is known: a wait never spans two runs.
     pub fn start_run(&mut self) {
-        self.runs += 1;
-        self.wait_from = None;
+        self.begin_run(RunInfo::default());
     }
 
-    /// Reads one run's `iterations.jsonl`; a missing file is a run without records yet.
-    pub fn read_run(&mut self, records: &Path) -> Result<(), StatsError> {
-        self.start_run();
+    /// Starts the next run: a wait never spans two runs; its row of the trend begins with the
+    /// stops and removals its `run.json` and the store say.
+    pub fn begin_run(&mut self, info: RunInfo) {
+        self.runs += 1;
+        self.wait_from = None;
+        self.tracker.start_run(info.branch.as_deref());
+        let found = Interventions {
+            stops: u64::from(info.stops),
+            learnings_removed: info.learnings_removed,
+            ..Interventions::default()
+        }
+        .totalled();
+        self.rows.push(RowAcc { run_id: info.run_id, found, ..RowAcc::default() });
+    }
+
+    /// Learnings removed before the first run read.
+    pub fn removed_before_runs(&mut self, n: u64) {
+        self.removed_before += n;
+    }
+
+    /// The search for interventions, to note ralph's own commits.
+    pub fn tracker_mut(&mut self) -> &mut Tracker {
+        &mut self.tracker
+    }
+
+    /// Reads an earlier run's records only for what the next runs' interventions need (where
+    /// it left the branch, blocked and done tasks): no figure counts them.
+    pub fn read_history(&mut self, info: &RunInfo, records: &Path) -> Result<(), StatsError> {
+        self.tracker.start_run(info.branch.as_deref());
+        self.read_records(records, true)
+    }
+
+    /// Reads one run's `iterations.jsonl` (a missing file is a run without records yet): into
+    /// the figures, or with `history` only into the search for interventions.
+    fn read_records(&mut self, records: &Path, history: bool) -> Result<(), StatsError> {
         let err = |source| StatsError::Read { path: records.to_path_buf(), source };
         let file = match crate::fsx::open(records) {
             Ok(f) => f,
@@ -263,7 +535,13 @@ impl Aggregator {
             if reader.read_until(b'\n', &mut buf).map_err(err)? == 0 {
                 return Ok(());
             }
-            self.add_line(&buf);
+            if history {
+                if let Ok(l) = serde_json::from_slice::<Line>(&buf) {
+                    self.tracker.see(&l);
+                }
+            } else {
+                self.add_line(&buf);
+            }
         }
     }
 
@@ -280,6 +558,20 @@ impl Aggregator {
 
     /// Adds one record.
     pub fn add(&mut self, l: &Line) {
+        if self.rows.is_empty() {
+            self.start_run();
+        }
+        let found = self.tracker.see(l);
+        let row = self.rows.last_mut();
+        if let Some(row) = row {
+            row.iterations += 1;
+            row.found.add(&Interventions {
+                commits: u64::from(found.commit),
+                spec_edits: u64::from(found.spec_edits),
+                unblocks: u64::from(found.unblock),
+                ..Interventions::default()
+            });
+        }
         self.iterations += 1;
         *self.outcomes.entry(l.outcome).or_insert(0) += 1;
         self.durations.push(l.duration_ms);
@@ -311,8 +603,11 @@ impl Aggregator {
             *self.causes.entry((l.outcome, kind, c)).or_insert(0) += 1;
         }
 
-        let i = match self.index.get(l.task.as_ref()) {
-            Some(&i) => i,
+        if self.index.len() <= found.task {
+            self.index.resize(found.task + 1, None);
+        }
+        let i = match self.index[found.task] {
+            Some(i) => i,
             None => {
                 self.tasks.push(TaskAcc {
                     id: l.task.to_string(),
@@ -326,7 +621,7 @@ impl Aggregator {
                     cost: None,
                     time_ms: 0,
                 });
-                self.index.insert(l.task.to_string(), self.tasks.len() - 1);
+                self.index[found.task] = Some(self.tasks.len() - 1);
                 self.tasks.len() - 1
             }
         };
@@ -350,6 +645,9 @@ impl Aggregator {
         }
         if l.outcome == Outcome::Done {
             t.resolutions.push(t.open);
+            if let Some(row) = self.rows.last_mut() {
+                row.resolutions.push(u64::from(t.open));
+            }
             t.open = 0;
         }
     }
@@ -376,6 +674,27 @@ impl Aggregator {
                 .then(a.kind.cmp(&b.kind))
         });
         let total_tokens = self.tokens.total();
+        let mut interventions =
+            Interventions { learnings_removed: self.removed_before, ..Interventions::default() };
+        let trend: Vec<RunTrend> = self
+            .rows
+            .into_iter()
+            .map(|mut r| {
+                interventions.add(&r.found);
+                let n = r.resolutions.len() as u64;
+                let first = r.resolutions.iter().filter(|&&i| i <= 1).count() as u64;
+                RunTrend {
+                    run_id: r.run_id,
+                    iterations: r.iterations,
+                    tasks_done: n,
+                    first_attempt_success: ratio(first as f64, n),
+                    iterations_to_resolution: Spread::of(&mut r.resolutions).map(|s| s.median),
+                    interventions: r.found,
+                    interventions_per_done_task: ratio(r.found.total as f64, n),
+                }
+            })
+            .collect();
+        let interventions = interventions.totalled();
         Stats {
             run_id,
             runs: self.runs,
@@ -425,20 +744,67 @@ impl Aggregator {
                     time_ms: t.time_ms,
                 })
                 .collect(),
+            interventions_per_done_task: ratio(interventions.total as f64, done),
+            interventions,
+            trend,
         }
     }
 }
 
-/// Reads the records of these run folders, oldest first.
-pub fn collect<'p>(
-    run_dirs: impl IntoIterator<Item = &'p Path>,
-    run_id: Option<String>,
+/// Reads the records of these run folders (oldest first), or with `only`, of the one of them
+/// with that id: the runs before it are read only for where they left the branch and their
+/// blocked and done tasks (its interventions need them), and count in no figure. `store` is
+/// the learnings store: its removals, and the commits ralph made for them.
+pub fn collect(
+    run_dirs: &[PathBuf],
+    only: Option<&str>,
+    store: &crate::learnings::Store,
 ) -> Result<Stats, StatsError> {
     let mut agg = Aggregator::new();
-    for dir in run_dirs {
-        agg.read_run(&crate::logs::records_path(dir))?;
+    let metas: Vec<Option<crate::state::RunMeta>> =
+        run_dirs.iter().map(|d| crate::state::RunMeta::load(d).ok()).collect();
+    for m in metas.iter().flatten() {
+        for c in &m.ralph_commits {
+            agg.tracker.own_commit(&c.commit, &c.parent);
+        }
     }
-    Ok(agg.finish(run_id))
+    for h in &store.by_hand {
+        if let Some(c) = &h.commit {
+            agg.tracker.own_commit(&c.commit, &c.parent);
+        }
+    }
+    // A removal counts in the run that started last before it (a run refuses them while it
+    // runs): the run whose learnings it put right.
+    let starts: Vec<Option<SystemTime>> =
+        metas.iter().map(|m| m.as_ref().and_then(|m| parse_time(&m.started_at))).collect();
+    let mut removed = vec![0u64; run_dirs.len()];
+    for (_, at) in store.removals() {
+        let at = parse_time(at);
+        let run = at.and_then(|at| starts.iter().rposition(|s| s.is_some_and(|s| s <= at)));
+        match run {
+            Some(i) => removed[i] += 1,
+            None if only.is_none() => agg.removed_before_runs(1),
+            None => {}
+        }
+    }
+    for (i, dir) in run_dirs.iter().enumerate() {
+        let id = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut info = metas[i].as_ref().map(RunInfo::of).unwrap_or_default();
+        info.run_id.clone_from(&id);
+        info.learnings_removed = removed[i];
+        let records = crate::logs::records_path(dir);
+        if only.is_some_and(|o| o != id) {
+            agg.read_history(&info, &records)?;
+            continue;
+        }
+        agg.begin_run(info);
+        agg.read_records(&records, false)?;
+        if only.is_some() {
+            // Nothing after the one run matters to it.
+            break;
+        }
+    }
+    Ok(agg.finish(only.map(str::to_string)))
 }
 
 /// The first check that failed for real (not tolerated): its command and whether it timed out.
@@ -615,6 +981,62 @@ pub fn human_tokens(n: f64) -> String {
     format!("{text}{unit}")
 }
 
+/// The most runs the table's trend shows: the newest (`--json` has them all).
+pub const TREND_ROWS: usize = 20;
+
+/// The kinds of interventions that occurred, as ` (2 commits, 1 unblock)`; empty for none.
+fn kinds(i: &Interventions) -> String {
+    let kinds: Vec<String> = [
+        (i.commits, "commit", "commits"),
+        (i.spec_edits, "spec edit", "spec edits"),
+        (i.unblocks, "unblock", "unblocks"),
+        (i.stops, "stop", "stops"),
+        (i.learnings_removed, "learning removed", "learnings removed"),
+    ]
+    .iter()
+    .filter(|(n, ..)| *n > 0)
+    .map(|&(n, one, many)| format!("{n} {}", if n == 1 { one } else { many }))
+    .collect();
+    if kinds.is_empty() { String::new() } else { format!(" ({})", kinds.join(", ")) }
+}
+
+/// The three signals, a row per run, oldest first (the newest [`TREND_ROWS`]).
+fn render_trend(o: &mut String, trend: &[RunTrend]) {
+    use std::fmt::Write;
+    let shown = &trend[trend.len().saturating_sub(TREND_ROWS)..];
+    let w = shown.iter().map(|r| r.run_id.chars().count()).max().unwrap_or(3).max(3);
+    let _ = writeln!(
+        o,
+        "\nTrend (oldest run first{})\n  {:<w$}  {:>5}  {:>4}  {:>9}  {:>7}  {:>8}  INTERVENTIONS",
+        if shown.len() < trend.len() {
+            format!("; the last {} of {}, all in --json", shown.len(), trend.len())
+        } else {
+            String::new()
+        },
+        "RUN",
+        "ITERS",
+        "DONE",
+        "FIRST TRY",
+        "TO DONE",
+        "PER DONE",
+    );
+    for r in shown {
+        let _ = writeln!(
+            o,
+            "  {}{}  {:>5}  {:>4}  {:>9}  {:>7}  {:>8}  {}{}",
+            r.run_id,
+            " ".repeat(w - r.run_id.chars().count()),
+            r.iterations,
+            r.tasks_done,
+            r.first_attempt_success.map_or("-".into(), |v| format!("{:.0}%", v * 100.0)),
+            r.iterations_to_resolution.map_or("-".into(), |v| v.to_string()),
+            r.interventions_per_done_task.map_or("-".into(), |v| format!("{v:.2}")),
+            r.interventions.total,
+            kinds(&r.interventions),
+        );
+    }
+}
+
 /// The human-readable table.
 pub fn render(s: &Stats) -> String {
     use std::fmt::Write;
@@ -695,6 +1117,14 @@ pub fn render(s: &Stats) -> String {
         s.rate_limits.waits,
         human_ms(s.rate_limits.waited_ms)
     );
+    let per_done = s.interventions_per_done_task.map_or("-".into(), |r| format!("{r:.2}"));
+    let _ = writeln!(
+        o,
+        "  interventions:       {} · {per_done} per done task{}",
+        s.interventions.total,
+        kinds(&s.interventions)
+    );
+    render_trend(&mut o, &s.trend);
 
     if !s.failures.is_empty() {
         let w = s.failures.iter().map(|f| f.cause.chars().count()).max().unwrap_or(5).max(5);
@@ -1027,6 +1457,250 @@ mod tests {
         assert!(out.contains("1.5k total"), "{out}");
         assert!(out.contains("checks_failed  `npm test` failed      1"), "{out}");
         assert!(out.contains("020-b      2         1     1        2"), "{out}");
+    }
+
+    /// A record on `task` that started at `before`; `extra` as for [`rec`].
+    fn at(task: &str, outcome: &str, before: &str, extra: &str) -> String {
+        let mut v: serde_json::Value = serde_json::from_str(&rec(task, outcome, extra)).unwrap();
+        v["head_before"] = before.into();
+        v.to_string()
+    }
+
+    fn run(a: &mut Aggregator, id: &str, branch: Option<&str>, lines: &[String]) {
+        a.begin_run(RunInfo { run_id: id.into(), branch: branch.map(Into::into), ..RunInfo::default() });
+        for l in lines {
+            a.add_line(l.as_bytes());
+        }
+    }
+
+    fn commits(lines: &[String], own: &[(&str, &str)]) -> u64 {
+        let mut a = Aggregator::new();
+        for (c, p) in own {
+            a.tracker_mut().own_commit(c, p);
+        }
+        run(&mut a, "r", Some("main"), lines);
+        a.finish(None).interventions.commits
+    }
+
+    #[test]
+    fn a_start_where_ralph_did_not_leave_the_branch_is_a_commit_of_a_person() {
+        // Where each record left the branch: head_after, else commit, else head_before.
+        let chain = [
+            at("a", "progress", "h0", r#"{"commit":"h1","head_after":"h1"}"#),
+            at("a", "checks_failed", "h1", r#"{"head_after":"h1"}"#),
+            // Written before head_after: its commit, or where it started.
+            at("a", "progress", "h1", r#"{"commit":"h2"}"#),
+            at("a", "checks_failed", "h2", ""),
+            at("a", "done", "h2", ""),
+        ];
+        assert_eq!(commits(&chain, &[]), 0);
+        // Two gaps, each one intervention however many commits it holds.
+        let moved = [
+            at("a", "progress", "h0", r#"{"commit":"h1","head_after":"h1"}"#),
+            at("a", "checks_failed", "u1", r#"{"head_after":"u1"}"#),
+            at("a", "checks_failed", "u1", ""),
+            at("a", "done", "u2", ""),
+        ];
+        assert_eq!(commits(&moved, &[]), 2);
+        // The first record of the first run on a branch is not judged.
+        assert_eq!(commits(&[at("a", "done", "anything", "")], &[]), 0);
+    }
+
+    #[test]
+    fn ralph_s_own_commits_are_not_a_person_s() {
+        // A block, a red iteration's learnings: in head_after.
+        let named = [
+            at("a", "checks_failed", "h0", r#"{"blocked":true,"head_after":"block"}"#),
+            at("b", "checks_failed", "block", r#"{"learnings_added":["x"],"head_after":"learned"}"#),
+            // Committed, then blocked over the task's own limits: the block is the last.
+            at("b", "progress", "learned", r#"{"commit":"h1","blocked":true,"head_after":"block2"}"#),
+            at("c", "done", "block2", r#"{"commit":"h2","head_after":"h2"}"#),
+        ];
+        assert_eq!(commits(&named, &[]), 0);
+        // A head_after that says ralph left it where it began: the move is a person's.
+        let wrong = [
+            at("a", "checks_failed", "h0", r#"{"blocked":true,"head_after":"h0"}"#),
+            at("b", "done", "block", ""),
+        ];
+        assert_eq!(commits(&wrong, &[]), 1);
+        // Between iterations (reopen, a breaker's block) or by `ralph learnings`: walked back
+        // through their parents.
+        let between = [at("a", "progress", "h0", r#"{"head_after":"h0"}"#), at("a", "done", "r2", "")];
+        assert_eq!(commits(&between, &[("r1", "h0"), ("r2", "r1")]), 0);
+        // A person's commit under ralph's is still found.
+        assert_eq!(commits(&between, &[("r2", "u1")]), 1);
+        assert_eq!(commits(&between, &[]), 1);
+        // Old records (no head_after) that a commit of ralph's may follow are not judged.
+        for old in [r#"{"blocked":true}"#, r#"{"learnings_added":["x"]}"#] {
+            let lines = [at("a", "checks_failed", "h0", old), at("a", "done", "somewhere", "")];
+            assert_eq!(commits(&lines, &[]), 0, "{old}");
+        }
+        let red = [at("a", "checks_failed", "h0", ""), at("a", "done", "somewhere", "")];
+        assert_eq!(commits(&red, &[]), 1);
+    }
+
+    #[test]
+    fn runs_pick_up_where_the_last_run_on_their_branch_left_it() {
+        let mut a = Aggregator::new();
+        run(&mut a, "1", Some("main"), &[at("a", "progress", "h0", r#"{"commit":"m1","head_after":"m1"}"#)]);
+        // Another branch: its first record is not judged, and main's end is kept.
+        run(&mut a, "2", Some("feature"), &[at("b", "progress", "f0", r#"{"head_after":"f0"}"#)]);
+        run(&mut a, "3", Some("main"), &[at("a", "progress", "m1", r#"{"head_after":"m1"}"#)]);
+        run(&mut a, "4", Some("main"), &[]);
+        // Committed on main between runs 3 and 5 (4 had no records).
+        run(&mut a, "5", Some("main"), &[at("a", "progress", "u1", r#"{"head_after":"u1"}"#)]);
+        // No branch: not judged.
+        run(&mut a, "6", None, &[at("a", "progress", "elsewhere", "")]);
+        // A parallel run's records are not judged, and what follows them neither.
+        run(&mut a, "7", Some("main"), &[at("a", "progress", "x", r#"{"worker":1}"#)]);
+        run(&mut a, "8", Some("main"), &[at("a", "progress", "y", r#"{"head_after":"y"}"#)]);
+        let s = a.finish(None);
+        let by_run: Vec<(&str, u64)> =
+            s.trend.iter().map(|r| (r.run_id.as_str(), r.interventions.commits)).collect();
+        assert_eq!(by_run, [("1", 0), ("2", 0), ("3", 0), ("4", 0), ("5", 1), ("6", 0), ("7", 0), ("8", 0)]);
+        assert_eq!(s.interventions.commits, 1);
+    }
+
+    #[test]
+    fn spec_edits_reopens_and_unblocks_are_counted() {
+        let mut a = Aggregator::new();
+        run(
+            &mut a,
+            "1",
+            None,
+            &[
+                // Edited while it ran.
+                rec("a", "restarted", r#"{"spec_edited":true}"#),
+                rec("a", "done", ""),
+                // a ran again after it was done: its spec was edited (reopened).
+                rec("a", "done", ""),
+                // Edited while it ran, then reopened for that edit: one edit, not two.
+                rec("b", "done", r#"{"spec_edited":true}"#),
+                rec("b", "done", ""),
+                rec("c", "checks_failed", r#"{"blocked":true}"#),
+            ],
+        );
+        // Unblocked between runs: counted in the run that found it.
+        run(&mut a, "2", None, &[rec("d", "done", ""), rec("c", "done", "")]);
+        let s = a.finish(None);
+        let rows: Vec<(u64, u64)> =
+            s.trend.iter().map(|r| (r.interventions.spec_edits, r.interventions.unblocks)).collect();
+        assert_eq!(rows, [(3, 0), (0, 1)]);
+        assert_eq!(
+            s.interventions,
+            Interventions {
+                total: 4,
+                commits: 0,
+                spec_edits: 3,
+                unblocks: 1,
+                stops: 0,
+                learnings_removed: 0
+            }
+        );
+    }
+
+    #[test]
+    fn the_trend_has_the_three_signals_of_each_run() {
+        let mut a = Aggregator::new();
+        run(
+            &mut a,
+            "20260101-000000",
+            None,
+            &[
+                rec("a", "checks_failed", ""),
+                rec("a", "done", ""),
+                rec("b", "done", ""),
+                rec("c", "agent_failed", ""),
+            ],
+        );
+        a.begin_run(RunInfo {
+            run_id: "20260102-000000".into(),
+            branch: None,
+            stops: 2,
+            learnings_removed: 1,
+        });
+        // c's failure in run 1 counts toward its resolution in run 2.
+        a.add_line(rec("c", "done", "").as_bytes());
+        run(&mut a, "20260103-000000", None, &[rec("d", "progress", "")]);
+        a.removed_before_runs(1);
+        let s = a.finish(None);
+        let t = &s.trend;
+        assert_eq!(t.len(), 3);
+        assert_eq!((t[0].iterations, t[0].tasks_done), (4, 2));
+        assert_eq!(t[0].first_attempt_success, Some(0.5));
+        assert_eq!(t[0].iterations_to_resolution, Some(1));
+        assert_eq!(t[0].interventions.total, 0);
+        assert_eq!(t[0].interventions_per_done_task, Some(0.0));
+        assert_eq!(t[1].first_attempt_success, Some(0.0));
+        assert_eq!(t[1].iterations_to_resolution, Some(2));
+        assert_eq!((t[1].interventions.stops, t[1].interventions.learnings_removed), (2, 1));
+        assert_eq!(t[1].interventions.total, 3);
+        assert_eq!(t[1].interventions_per_done_task, Some(3.0));
+        assert_eq!((t[2].first_attempt_success, t[2].iterations_to_resolution), (None, None));
+        assert_eq!(t[2].interventions_per_done_task, None);
+        // The total holds a removal made before any run read.
+        assert_eq!(s.interventions.learnings_removed, 2);
+        assert_eq!(s.interventions.total, 4);
+        assert_eq!(s.interventions_per_done_task, Some(4.0 / 3.0));
+
+        // --json: the documented names.
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["trend"][1]["run_id"], "20260102-000000");
+        assert_eq!(json["trend"][1]["first_attempt_success"], 0.0);
+        assert_eq!(json["trend"][1]["iterations_to_resolution"], 2);
+        assert_eq!(
+            json["trend"][1]["interventions"],
+            serde_json::json!({"total": 3, "commits": 0, "spec_edits": 0, "unblocks": 0, "stops": 2, "learnings_removed": 1})
+        );
+        assert_eq!(json["trend"][2]["iterations_to_resolution"], serde_json::Value::Null);
+        assert_eq!(json["interventions"]["total"], 4);
+
+        let out = render(&s);
+        assert!(
+            out.contains("  interventions:       4 · 1.33 per done task (2 stops, 2 learnings removed)"),
+            "{out}"
+        );
+        assert!(out.contains("Trend (oldest run first)\n  RUN              ITERS  DONE  FIRST TRY  TO DONE  PER DONE  INTERVENTIONS\n  20260101-000000      4     2        50%        1      0.00  0\n  20260102-000000      1     1         0%        2      3.00  3 (2 stops, 1 learning removed)\n  20260103-000000      1     0          -        -         -  0\n"), "{out}");
+    }
+
+    #[test]
+    fn the_table_shows_the_newest_runs_of_a_long_trend() {
+        let mut a = Aggregator::new();
+        for i in 0..TREND_ROWS + 5 {
+            run(&mut a, &format!("run-{i:03}"), None, &[rec("a", "progress", "")]);
+        }
+        let s = a.finish(None);
+        assert_eq!(s.trend.len(), TREND_ROWS + 5);
+        let out = render(&s);
+        assert!(
+            out.contains(&format!(
+                "Trend (oldest run first; the last {TREND_ROWS} of {}, all in --json)",
+                TREND_ROWS + 5
+            )),
+            "{out}"
+        );
+        assert!(!out.contains("run-004") && out.contains("run-005") && out.contains("run-024"), "{out}");
+    }
+
+    #[test]
+    fn a_person_s_stop_is_read_from_run_json() {
+        let meta = |stops: u32, end: Option<&str>| {
+            let mut m: crate::state::RunMeta = serde_json::from_str(
+                r#"{"run_id":"r","pid":1,"started_at":"2026-01-01T00:00:00.000Z","iterations":1,"branch":"main"}"#,
+            )
+            .unwrap();
+            m.stops = stops;
+            m.end_reason = end.map(Into::into);
+            RunInfo::of(&m)
+        };
+        let stop = "stopped by `ralph stop` (resume with `ralph run`)";
+        assert_eq!(meta(0, Some(stop)).stops, 1, "a run.json written before stops was kept");
+        assert_eq!(meta(0, Some("interrupted")).stops, 1);
+        assert_eq!(meta(3, Some(stop)).stops, 3, "the last stop is in the count");
+        assert_eq!(meta(2, Some("backlog done")).stops, 2, "stopped, resumed and finished");
+        assert_eq!(meta(0, Some("stopped while waiting for specs")).stops, 0);
+        assert_eq!(meta(0, None).stops, 0);
+        assert_eq!(meta(0, None).branch.as_deref(), Some("main"));
     }
 
     #[test]

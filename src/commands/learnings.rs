@@ -1,12 +1,13 @@
 //! `ralph learnings`: people review what the loop learned. Lists the store with provenance and
 //! counts, shows one entry, removes one (retired, with the reason "removed by hand"), marks one
 //! reviewed (with `require_review`, that is what lets it into AGENTS.md). A change re-renders
-//! AGENTS.md and commits that file alone.
+//! AGENTS.md and commits that file alone. Each removal and review is kept in the store's
+//! `by_hand`, with its commit, for `ralph stats`.
 
 use crate::cli::{LearningsAction, LearningsArgs};
 use crate::error::CliError;
 use crate::git;
-use crate::learnings::{self, Entry, EntryStatus, Store};
+use crate::learnings::{self, ByHand, Entry, EntryStatus, HandAction, Store};
 use crate::state::{RALPH_DIR, RunLock};
 use std::path::Path;
 
@@ -42,9 +43,11 @@ pub fn run(cwd: &Path, a: &LearningsArgs) -> Result<u8, CliError> {
             let Some(e) = store.entries.iter_mut().find(|e| e.id == id) else {
                 return Err(CliError::failure(format!("learning {id} vanished")));
             };
+            // A removal of an entry already retired removes nothing: not counted again.
+            let acted = !removing || e.status != EntryStatus::Retired;
             let verb = if removing {
                 e.status = EntryStatus::Retired;
-                e.retired_reason = Some("removed by hand".into());
+                e.retired_reason = Some(learnings::REMOVED_BY_HAND.into());
                 "remove"
             } else {
                 e.reviewed = true;
@@ -53,7 +56,11 @@ pub fn run(cwd: &Path, a: &LearningsArgs) -> Result<u8, CliError> {
                 }
                 "review"
             };
-            e.updated_at = now;
+            e.updated_at.clone_from(&now);
+            if acted {
+                let action = if removing { HandAction::Remove } else { HandAction::Review };
+                store.by_hand.push(ByHand { action, id: id.clone(), at: now, commit: None });
+            }
             let cfg = crate::runner::load_config(&root, &Default::default())
                 .map(|c| c.learnings)
                 .unwrap_or_default();
@@ -62,8 +69,14 @@ pub fn run(cwd: &Path, a: &LearningsArgs) -> Result<u8, CliError> {
                 let path = Path::new(learnings::AGENTS_MD);
                 git::add_path(&root, path)?;
                 let msg = format!("ralph: learnings: {verb} {id}\n");
+                let parent = git::head(&root)?;
                 match git::commit_only(&root, &msg, path)? {
                     git::CommitResult::Committed(sha) => {
+                        // The commit is ralph's, not a person's: `ralph stats` is told so.
+                        if let (true, Some(parent), Some(last)) = (acted, parent, store.by_hand.last_mut()) {
+                            last.commit = Some(crate::state::OwnCommit { commit: sha.clone(), parent });
+                            store.save(&root)?;
+                        }
                         crate::outln!("{verb}d {id}; AGENTS.md updated in {}", &sha[..8.min(sha.len())])
                     }
                     git::CommitResult::Refused(t) => {

@@ -1,5 +1,6 @@
 //! `ralph stats`: figures across every run's records (or one run's, `--run`), as a table or,
-//! with `--json`, as the documented JSON object of [`crate::stats::Stats`].
+//! with `--json`, as the documented JSON object of [`crate::stats::Stats`]; the learnings store
+//! is read for the removals among the interventions.
 
 use crate::cli::StatsArgs;
 use crate::error::CliError;
@@ -19,11 +20,15 @@ pub fn existing_run(root: &Path, id: &str) -> Result<PathBuf, CliError> {
 /// Runs `ralph stats`.
 pub fn run(cwd: &Path, a: &StatsArgs) -> Result<u8, CliError> {
     let root = crate::runner::repo_root(cwd)?;
-    let dirs: Vec<PathBuf> = match &a.run {
-        Some(id) => vec![existing_run(&root, id)?],
-        None => logs::run_ids(&root).iter().map(|id| logs::run_dir(&root, id)).collect(),
-    };
-    let stats = crate::stats::collect(dirs.iter().map(PathBuf::as_path), a.run.clone())
+    if let Some(id) = &a.run {
+        existing_run(&root, id)?;
+    }
+    // Every run, even for one: the runs before it say where it found the branch.
+    let dirs: Vec<PathBuf> = logs::run_ids(&root).iter().map(|id| logs::run_dir(&root, id)).collect();
+    // Only removals and ralph's own commits are read from it: a store that cannot be read
+    // costs those, not the figures.
+    let store = crate::learnings::Store::load(&root).unwrap_or_default();
+    let stats = crate::stats::collect(&dirs, a.run.as_deref(), &store)
         .map_err(|e| CliError::failure(format!("cannot {}", crate::error::chain(&e))))?;
     let text = if a.json {
         let mut t = serde_json::to_string_pretty(&stats).map_err(|e| CliError::failure(e.to_string()))?;

@@ -238,6 +238,9 @@ impl<'a> Coordinator<'a> {
             Ok(end) => (end.code(), end.reason()),
             Err(e) => (e.code, format!("error: {}", e.message)),
         };
+        if result.as_ref().is_ok_and(RunEnd::stopped_by_person) {
+            c.meta.stops += 1;
+        }
         runner::save_end(&mut c.meta, &c.budget, &c.run_dir, code, &reason);
         let summary = runner::summary(&reason, code, &c.counts, started.elapsed());
         match result {

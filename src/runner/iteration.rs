@@ -29,7 +29,7 @@ use crate::record::{self, Cause, IterationRecord, Outcome};
 use crate::reporter::{Phase, Reporter};
 use crate::secrets::{Secrets, StreamMasker};
 use crate::signal::Stop;
-use crate::state::{self, RALPH_DIR, State};
+use crate::state::{self, OwnCommit, RALPH_DIR, State};
 use crate::watch::tree::Changes;
 use crate::worktree::Worktree;
 use std::io::Write;
@@ -189,8 +189,9 @@ pub(crate) async fn run(
     let max_attempts = it.task.max_attempts.unwrap_or(it.cfg.budget.max_attempts);
     let block_reason = task_rules::settle(state.task_mut(&it.task.id), &done, max_attempts, &it.cfg.budget);
     let blocked = block_reason.is_some() && it.worker.is_none();
+    let mut block_commit = None;
     if let (Some(reason), None) = (block_reason, it.worker) {
-        block(it.wt, it.task, &reason, it.run_id, it.number, state, reporter)?;
+        block_commit = block(it.wt, it.task, &reason, it.run_id, it.number, state, reporter)?;
     }
     state.save(it.wt.root())?;
     fault::point("before_record");
@@ -206,6 +207,7 @@ pub(crate) async fn run(
         learnings_added,
         admitted.rejected,
         blocked,
+        block_commit,
     );
     if it.worker.is_none() {
         let records = logs::records_path(it.run_dir);
@@ -582,6 +584,8 @@ async fn judge(
 struct Settlement {
     commit: Option<String>,
     files_changed: Vec<String>,
+    /// The commit ralph made of a red iteration's learnings, on `head_before`.
+    learnings_commit: Option<String>,
 }
 
 /// Green (or a stopped agent's green work): commit, which a refusing hook turns red. Red:
@@ -598,7 +602,7 @@ fn settle(
     state: &mut State,
     reporter: &mut dyn Reporter,
 ) -> Result<Settlement, CliError> {
-    let mut settled = Settlement { commit: None, files_changed: Vec::new() };
+    let mut settled = Settlement { commit: None, files_changed: Vec::new(), learnings_commit: None };
     if j.outcome.is_green() || j.kept_after_stop {
         settled = commit_work(it, prep, j, judged, store, learnings_added, reporter)?;
     }
@@ -623,6 +627,7 @@ fn settle(
             if let Some(sha) = commit_one(it.wt, Path::new(learnings::AGENTS_MD), &msg, reporter)? {
                 store.set_commit(learnings_added, &sha);
                 task_rules::carry_baseline(state, head_before, &sha);
+                settled.learnings_commit = Some(sha);
             }
         }
     }
@@ -656,7 +661,7 @@ fn commit_work(
     let files_changed = staging.files;
     if files_changed.is_empty() {
         it.wt.settle(head_before);
-        return Ok(Settlement { commit: None, files_changed });
+        return Ok(Settlement { commit: None, files_changed, learnings_commit: None });
     }
     let mut message = commit_message(task, j.outcome, it.run_id, it.number);
     if let Some(w) = it.worker {
@@ -682,7 +687,7 @@ fn commit_work(
             None
         }
     };
-    Ok(Settlement { commit, files_changed })
+    Ok(Settlement { commit, files_changed, learnings_commit: None })
 }
 
 /// The iteration's record.
@@ -697,8 +702,20 @@ fn make_record(
     learnings_added: Vec<String>,
     learnings_rejected: Vec<learnings::Rejected>,
     blocked: bool,
+    block_commit: Option<OwnCommit>,
 ) -> IterationRecord {
     let outcome = j.outcome;
+    // ralph's last commit of the iteration; a worker's branch is its coordinator's business.
+    let head_after = match it.worker {
+        Some(_) => None,
+        None => Some(
+            block_commit
+                .map(|c| c.commit)
+                .or_else(|| settled.learnings_commit.clone())
+                .or_else(|| settled.commit.clone())
+                .unwrap_or_else(|| prep.head_before.clone()),
+        ),
+    };
     let (exit_code, output_leaked) = agent.exit();
     let report = agent.report;
     IterationRecord {
@@ -718,6 +735,7 @@ fn make_record(
             .map(|v| crate::record::Review { approved: v.approved, reasons: v.reasons }),
         head_before: Some(prep.head_before),
         commit: settled.commit,
+        head_after,
         files_changed: settled.files_changed,
         learnings_added,
         learnings_rejected,
@@ -1164,7 +1182,8 @@ pub(crate) struct Started {
 }
 
 /// Blocks a task: `status: blocked` and the reason in its front matter, committed on its own,
-/// and remembered so that moving it back to `todo` gives it fresh attempts.
+/// and remembered so that moving it back to `todo` gives it fresh attempts. Returns the commit
+/// of the block, if one was made.
 pub(crate) fn block(
     wt: &Worktree,
     task: &Spec,
@@ -1173,15 +1192,16 @@ pub(crate) fn block(
     iteration: u32,
     state: &mut State,
     reporter: &mut dyn Reporter,
-) -> Result<(), CliError> {
+) -> Result<Option<OwnCommit>, CliError> {
     let short = reason.split(';').next().unwrap_or(reason);
+    let mut made = None;
     if task.origin == crate::backlog::Origin::File {
         let msg = format!(
             "ralph({}): blocked ({short})\n\n{reason}\n\n{}",
             task.id,
             trailers(task, run_id, iteration)
         );
-        commit_status(wt, task, Status::Blocked, Some(reason), &msg, state, reporter)?;
+        made = commit_status(wt, task, Status::Blocked, Some(reason), &msg, state, reporter)?;
     } else {
         // A story or an item has no place for a block in its file: ralph's state keeps it
         // until the task's text changes.
@@ -1189,7 +1209,7 @@ pub(crate) fn block(
     }
     state.task_mut(&task.id).blocked_by_ralph = true;
     reporter.line(&format!("blocked {}: {reason}", task.id));
-    Ok(())
+    Ok(made)
 }
 
 /// The findings with the promise withdrawn: work kept from a stopped agent is progress, never
@@ -1482,7 +1502,7 @@ pub(crate) fn baseline_note(cmd: &str, tests: &[String]) -> String {
 }
 
 /// Reopens a done task whose spec changed since: `status: todo`, committed on its own, fresh
-/// attempts.
+/// attempts. Returns the commit of the reopening, if one was made.
 pub(crate) fn reopen(
     wt: &Worktree,
     task: &Spec,
@@ -1490,13 +1510,13 @@ pub(crate) fn reopen(
     iteration: u32,
     state: &mut State,
     reporter: &mut dyn Reporter,
-) -> Result<(), CliError> {
+) -> Result<Option<OwnCommit>, CliError> {
     let msg = format!(
         "ralph({}): reopened: the spec changed since it was done\n\n{}",
         task.id,
         trailers(task, run_id, iteration)
     );
-    commit_status(wt, task, Status::Todo, None, &msg, state, reporter)?;
+    let made = commit_status(wt, task, Status::Todo, None, &msg, state, reporter)?;
     let ts = state.task_mut(&task.id);
     ts.done_hash = None;
     ts.attempts = 0;
@@ -1504,11 +1524,11 @@ pub(crate) fn reopen(
     ts.elapsed_ms = 0;
     ts.blocked_by_ralph = false;
     reporter.line(&format!("{} changed since {} was done: reopened", task.path.display(), task.id));
-    Ok(())
+    Ok(made)
 }
 
 /// Writes a task's status into its spec and commits that file on its own; the baseline carries
-/// over (no code changed).
+/// over (no code changed). Returns the commit, if one was made.
 fn commit_status(
     wt: &Worktree,
     task: &Spec,
@@ -1517,14 +1537,13 @@ fn commit_status(
     message: &str,
     state: &mut State,
     reporter: &mut dyn Reporter,
-) -> Result<(), CliError> {
+) -> Result<Option<OwnCommit>, CliError> {
     let root = wt.root();
     let path = root.join(&task.path);
     let before = crate::fsx::read_input(&path).map_err(|e| io_err("read", &path, e))?;
     crate::backlog::set_status(root, task, &before, status, reason)?;
     let head = git::head(root)?.unwrap_or_default();
-    if let Some(sha) = commit_one(wt, &task.path, message, reporter)? {
-        task_rules::carry_baseline(state, &head, &sha);
-    }
-    Ok(())
+    let Some(sha) = commit_one(wt, &task.path, message, reporter)? else { return Ok(None) };
+    task_rules::carry_baseline(state, &head, &sha);
+    Ok(Some(OwnCommit { commit: sha, parent: head }))
 }

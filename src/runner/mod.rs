@@ -339,6 +339,9 @@ pub async fn run_validated(
         Ok(end) => (end.code(), end.reason()),
         Err(e) => (e.code, format!("error: {}", e.message)),
     };
+    if result.as_ref().is_ok_and(RunEnd::stopped_by_person) {
+        run.meta.stops += 1;
+    }
     save_end(&mut run.meta, &run.budget, &run.run_dir, code, &reason);
     traced.finish(code, &reason).await;
     let summary = summary(&reason, code, &run.counts, started.elapsed());
@@ -498,6 +501,8 @@ pub(crate) fn open_run(
                 elapsed_ms: 0,
                 spent: None,
                 limits: None,
+                stops: 0,
+                ralph_commits: Vec::new(),
             };
             (run_id, meta, Vec::new())
         }
@@ -544,6 +549,13 @@ impl RunEnd {
                 backlog.tasks.iter().filter(|t| t.status == Status::Blocked).map(|t| t.id.clone()).collect(),
             )),
         }
+    }
+
+    /// A person ended the session while there was work: `ralph stop`, or `ralph stop --now`,
+    /// Ctrl-C or a termination signal (which ralph cannot tell apart). An idle `--watch`
+    /// stopped is the ordinary end of a watch, not counted.
+    pub(crate) fn stopped_by_person(&self) -> bool {
+        matches!(self, RunEnd::Stopped | RunEnd::Interrupted)
     }
 
     pub(crate) fn code(&self) -> u8 {
@@ -635,7 +647,16 @@ impl Run<'_> {
                         && spec.status == Status::Todo
                     {
                         let (run_id, n) = (&self.run_id, self.meta.iterations);
-                        iteration::block(self.wt, spec, &spent.to_string(), run_id, n, &mut state, reporter)?;
+                        let made = iteration::block(
+                            self.wt,
+                            spec,
+                            &spent.to_string(),
+                            run_id,
+                            n,
+                            &mut state,
+                            reporter,
+                        )?;
+                        self.meta.ralph_commits.extend(made);
                         state.save(self.wt.root())?;
                         self.budget.reset_breakers();
                         continue;
@@ -708,7 +729,8 @@ impl Run<'_> {
             backlog.tasks.iter().filter(|t| t.status == Status::Done && spec_changed(state, t)).collect();
         if self.cfg.reopen_changed && !changed.is_empty() {
             for t in changed {
-                iteration::reopen(self.wt, t, run_id, self.meta.iterations, state, reporter)?;
+                let made = iteration::reopen(self.wt, t, run_id, self.meta.iterations, state, reporter)?;
+                self.meta.ralph_commits.extend(made);
             }
             state.save(root)?;
             return Ok(Step::Again);
@@ -738,7 +760,9 @@ impl Run<'_> {
         // A task already over its own limits (a killed iteration's spending, counted by
         // recovery, or a limit lowered since) is blocked before it spends more.
         if let Some(reason) = task_rules::over_task_limit(&state.task(&task.id), &self.cfg.budget) {
-            iteration::block(self.wt, &task, &reason, run_id, self.meta.iterations, state, reporter)?;
+            let made =
+                iteration::block(self.wt, &task, &reason, run_id, self.meta.iterations, state, reporter)?;
+            self.meta.ralph_commits.extend(made);
             state.save(root)?;
             return Ok(Step::Again);
         }
@@ -877,6 +901,9 @@ mod tests {
         ];
         for (end, code, words) in cases {
             assert_eq!((end.code(), end.reason().as_str()), (code, words), "{end:?}");
+            // `ralph stats` reads a person's stop from these words in a run.json written
+            // before `stops` was kept.
+            assert_eq!(crate::stats::ended_by_person(words), end.stopped_by_person(), "{end:?}");
         }
         let before = RunEnd::BudgetSpentBefore { spent: "x".into(), raise: "y".into(), run_id: "r".into() };
         assert_eq!(before.code(), exit_code::BUDGET);

@@ -153,6 +153,14 @@ fn ralph_stop_ends_the_run_after_the_iteration_and_run_resumes_it() {
     // `ralph run` resumes the same run and finishes the backlog.
     repo.ralph(&["run"]).expect(0);
     assert_eq!(repo.records().len(), 4);
+    // The stop is kept past the end that replaced it, and counts as a person's intervention.
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo.latest_run_dir().join("run.json")).unwrap())
+            .unwrap();
+    assert_eq!((meta["end_reason"].as_str(), meta["stops"].as_u64()), (Some("backlog done"), Some(1)));
+    let stats: serde_json::Value =
+        serde_json::from_str(&repo.ralph(&["stats", "--json"]).expect(0).stdout()).unwrap();
+    assert_eq!(stats["interventions"]["stops"], 1, "{}", stats["interventions"]);
 
     // --now: cut at once, cleanly.
     let repo = four_tasks("", "30s");

@@ -118,6 +118,15 @@ fn stats_sum_up_every_run_or_one() {
     assert_eq!(s["learnings_added"], 1);
     assert_eq!(s["rate_limits"]["waits"], 1);
     assert!(s["rate_limits"]["waited_ms"].as_u64().unwrap() >= 900, "{}", s["rate_limits"]);
+    // The signals run by run: the commit of 030-c between the runs was a person's.
+    let trend = s["trend"].as_array().unwrap();
+    assert_eq!(trend.len(), 2);
+    assert_eq!(trend[0]["first_attempt_success"], 0.5);
+    assert_eq!(trend[0]["iterations_to_resolution"], 1);
+    assert_eq!(trend[0]["interventions"]["total"], 0, "{}", trend[0]);
+    assert_eq!(trend[1]["first_attempt_success"], 1.0);
+    assert_eq!(trend[1]["interventions"]["commits"], 1, "{}", trend[1]);
+    assert_eq!(s["interventions"]["total"], 1);
     let longest = [&first, &second]
         .iter()
         .flat_map(|d| {
@@ -234,6 +243,205 @@ fn stats_without_runs_say_so() {
         repo.ralph(&["report"]).expect(2).stderr().trim(),
         "error: no runs yet\nhint: start one with `ralph run`"
     );
+}
+
+/// One record line as ralph writes it, with `extra`'s fields on top.
+fn record(run: &str, n: u32, task: &str, outcome: &str, extra: serde_json::Value) -> String {
+    let mut r = serde_json::json!({
+        "run_id": run, "iteration": n, "task": task,
+        "started_at": "2026-01-01T00:00:00.000Z", "ended_at": "2026-01-01T00:00:01.000Z",
+        "duration_ms": 1000, "exit_code": 0, "outcome": outcome, "checks": [],
+        "head_before": null, "commit": null, "files_changed": [], "learnings_added": [],
+        "learnings_rejected": [], "promise": outcome == "done", "failure": null,
+        "progress": null, "blocked": false, "output_leaked": false,
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        r[k] = v.clone();
+    }
+    r.to_string()
+}
+
+/// Writes a run folder by hand: its run.json and its records.
+fn write_run(repo: &TestRepo, id: &str, meta: serde_json::Value, records: &[String]) {
+    let mut m = serde_json::json!({"run_id": id, "pid": 1, "iterations": records.len(), "sessions": 1});
+    for (k, v) in meta.as_object().unwrap() {
+        m[k] = v.clone();
+    }
+    repo.write(&format!(".ralph/runs/{id}/run.json"), &m.to_string());
+    repo.write(&format!(".ralph/runs/{id}/iterations.jsonl"), &(records.join("\n") + "\n"));
+}
+
+#[test]
+fn interventions_and_the_trend_come_from_the_run_folders_and_the_store() {
+    let repo = TestRepo::new();
+    let (r1, r2) = ("20260101-000000", "20260102-000000");
+    use serde_json::json as j;
+    // Run 1, on main: a done on its second iteration; b blocked (ralph's block commit `blk`);
+    // c's spec edited while it ran; then a person's commit `u1` before c's next iteration.
+    // Stopped by `ralph stop` (a run.json written before `stops` was kept).
+    write_run(
+        &repo,
+        r1,
+        j!({"started_at": "2026-01-01T00:00:00.000Z", "branch": "main",
+            "end_reason": "stopped by `ralph stop` (resume with `ralph run`)"}),
+        &[
+            record(r1, 1, "a", "checks_failed", j!({"head_before": "h0", "head_after": "h0"})),
+            record(r1, 2, "a", "done", j!({"head_before": "h0", "commit": "h1", "head_after": "h1"})),
+            record(
+                r1,
+                3,
+                "b",
+                "checks_failed",
+                j!({"head_before": "h1", "blocked": true, "head_after": "blk"}),
+            ),
+            record(
+                r1,
+                4,
+                "c",
+                "restarted",
+                j!({"head_before": "blk", "spec_edited": true, "head_after": "blk"}),
+            ),
+            record(r1, 5, "c", "done", j!({"head_before": "u1", "commit": "h2", "head_after": "h2"})),
+        ],
+    );
+    // Between the runs, `ralph learnings remove L1` committed AGENTS.md (`lc`, on h2). Run 2,
+    // on main: ralph reopened a (its spec was edited; commit `ro`, on lc) and ran it; a person
+    // unblocked b and committed that (`u2`); two sessions stopped by a person.
+    write_run(
+        &repo,
+        r2,
+        j!({"started_at": "2026-01-02T00:00:00.000Z", "branch": "main", "stops": 2,
+            "end_reason": "backlog done", "ralph_commits": [{"commit": "ro", "parent": "lc"}]}),
+        &[
+            record(r2, 1, "a", "done", j!({"head_before": "ro", "commit": "h3", "head_after": "h3"})),
+            record(r2, 2, "b", "done", j!({"head_before": "u2", "commit": "h4", "head_after": "h4"})),
+        ],
+    );
+    // L1's removal is in the store's trace; L2's was made by an older ralph, which kept none:
+    // its entry, retired "removed by hand" on 2026-01-03, says when.
+    let entry = |id: &str, reason: &str, at: &str| {
+        j!({"id": id, "text": format!("{id} text"), "status": "retired", "reviewed": false,
+            "count": 1, "task": "a", "run_id": r1, "iteration": 1, "agent": "x", "model": null,
+            "failure": null, "commit": null, "created_at": "2026-01-01T00:00:00.000Z",
+            "updated_at": at, "retired_reason": reason})
+    };
+    repo.write(
+        ".ralph/learnings.json",
+        &j!({"entries": [entry("L1", "removed by hand", "2026-01-01T12:00:00.000Z"),
+                         entry("L2", "removed by hand", "2026-01-03T00:00:00.000Z")],
+             "next_id": 2,
+             "by_hand": [{"action": "remove", "id": "L1", "at": "2026-01-01T12:00:00.000Z",
+                          "commit": {"commit": "lc", "parent": "h2"}}]})
+        .to_string(),
+    );
+
+    let s = json(repo.ralph(&["stats", "--json"]));
+    // An `interventions` object: total, commits, spec edits, unblocks, stops, removals.
+    let row = |i: &serde_json::Value| {
+        let n = |k: &str| i[k].as_u64().unwrap();
+        (n("total"), n("commits"), n("spec_edits"), n("unblocks"), n("stops"), n("learnings_removed"))
+    };
+    let trend = s["trend"].as_array().unwrap();
+    assert_eq!(trend.len(), 2);
+    assert_eq!(trend[0]["run_id"], r1);
+    // Run 1: the commit u1, c's edit, the stop, L1's removal (the run before it).
+    assert_eq!(row(&trend[0]["interventions"]), (4, 1, 1, 0, 1, 1));
+    assert_eq!(trend[0]["first_attempt_success"], 0.5);
+    assert_eq!(trend[0]["iterations_to_resolution"], 1);
+    assert_eq!(trend[0]["interventions_per_done_task"], 2.0);
+    // Run 2: ro and lc are ralph's; u2, a's reopening, b's unblocking, two stops, L2.
+    assert_eq!(trend[1]["run_id"], r2);
+    assert_eq!(row(&trend[1]["interventions"]), (6, 1, 1, 1, 2, 1));
+    assert_eq!(trend[1]["first_attempt_success"], 0.5);
+    assert_eq!(trend[1]["iterations_to_resolution"], 1);
+    assert_eq!(row(&s["interventions"]), (10, 2, 2, 1, 3, 2));
+    assert_eq!(s["interventions_per_done_task"], 2.5);
+
+    // One run: the runs before it still say where it found the branch and what was blocked
+    // or done, and count in no figure.
+    let one = json(repo.ralph(&["stats", "--json", "--run", r2]));
+    assert_eq!((one["runs"].as_u64(), one["iterations"].as_u64()), (Some(1), Some(2)));
+    assert_eq!(row(&one["interventions"]), (6, 1, 1, 1, 2, 1));
+    assert_eq!(one["trend"].as_array().unwrap().len(), 1);
+    let first = json(repo.ralph(&["stats", "--json", "--run", r1]));
+    assert_eq!(row(&first["interventions"]), (4, 1, 1, 0, 1, 1));
+
+    let human = repo.ralph(&["stats"]).expect(0).stdout();
+    assert!(
+        human.contains(
+            "  interventions:       10 · 2.50 per done task (2 commits, 2 spec edits, 1 unblock, 3 stops, 2 learnings removed)"
+        ),
+        "{human}"
+    );
+    assert!(
+        human.contains(&format!(
+            "  {r1}      5     2        50%        1      2.00  4 (1 commit, 1 spec edit, 1 stop, 1 learning removed)\n  {r2}      2     2        50%        1      3.00  6 (1 commit, 1 spec edit, 1 unblock, 2 stops, 1 learning removed)\n"
+        )),
+        "{human}"
+    );
+}
+
+#[test]
+fn ralph_s_own_commits_and_a_person_s_in_real_runs() {
+    // a: a red iteration that teaches (its learnings committed on their own), then done.
+    // b: one attempt, failed: blocked (the block committed on its own).
+    let scenario = r#"
+[[step]]
+task = "010-a"
+iteration = 1
+actions = [{ write = { path = "bad.txt", content = "x\n" } }, { learning = "Never leave bad.txt behind." }, { promise = true }]
+[[step]]
+task = "010-a"
+iteration = 2
+actions = [{ write = { path = "a.txt", content = "a\n" } }, { promise = true }]
+[[step]]
+task = "020-b"
+iteration = 1
+actions = [{ write = { path = "bad.txt", content = "x\n" } }, { promise = true }]
+[[step]]
+task = "020-b"
+iteration = 2
+actions = [{ write = { path = "b.txt", content = "b\n" } }, { promise = true }]
+"#;
+    let repo = TestRepo::with_loop(
+        scenario,
+        &["test ! -e bad.txt"],
+        "",
+        &[("010-a.md", "# A\n"), ("020-b.md", "---\nmax_attempts: 1\n---\n# B\n")],
+    );
+    repo.ralph(&["run"]).expect(4);
+    let r = repo.records();
+    assert_eq!(r.len(), 3);
+    // Each record says where ralph left the branch: the next one starts there.
+    assert_eq!(r[0]["learnings_added"].as_array().unwrap().len(), 1);
+    assert_ne!(r[0]["head_after"], r[0]["head_before"], "the learnings were committed");
+    assert_eq!(r[0]["head_after"], r[1]["head_before"]);
+    assert_eq!(r[1]["head_after"], r[1]["commit"]);
+    assert_eq!(r[1]["head_after"], r[2]["head_before"]);
+    assert_eq!(r[2]["blocked"], true);
+    assert_ne!(r[2]["head_after"], r[2]["head_before"], "the block was committed");
+    assert_eq!(r[2]["head_after"].as_str().unwrap(), repo.head());
+    let s = json(repo.ralph(&["stats", "--json"]));
+    assert_eq!(s["interventions"]["total"], 0, "{}", s["interventions"]);
+
+    // A person removes the learning (ralph commits AGENTS.md), unblocks b and commits that;
+    // `ralph run` resumes the run.
+    repo.ralph(&["learnings", "remove", "L1"]).expect(0);
+    let store: serde_json::Value = serde_json::from_str(&repo.read(".ralph/learnings.json")).unwrap();
+    assert_eq!(store["by_hand"][0]["action"], "remove");
+    assert_eq!(store["by_hand"][0]["commit"]["commit"].as_str().unwrap(), repo.head());
+    assert_eq!(store["by_hand"][0]["commit"]["parent"], r[2]["head_after"]);
+    repo.write("specs/020-b.md", &repo.read("specs/020-b.md").replace("status: blocked", "status: todo"));
+    repo.commit_all("unblock b");
+    repo.ralph(&["run"]).expect(0);
+    let r = repo.records();
+    assert_eq!((r.len(), r[3]["task"].as_str(), r[3]["outcome"].as_str()), (4, Some("020-b"), Some("done")));
+    let s = json(repo.ralph(&["stats", "--json"]));
+    assert_eq!(
+        s["interventions"],
+        serde_json::json!({"total": 3, "commits": 1, "spec_edits": 0, "unblocks": 1, "stops": 0, "learnings_removed": 1})
+    );
+    assert_eq!(s["trend"][0]["interventions"], s["interventions"]);
 }
 
 /// Chromium: the test that needs it is ignored unless asked for (`scripts/test` installs it).
