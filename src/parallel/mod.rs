@@ -785,12 +785,7 @@ impl<'a> Coordinator<'a> {
             self.trailers(task)
         );
         self.commit_status(task, Status::Todo, None, &message)?;
-        let ts = self.state.task_mut(&task.id);
-        ts.done_hash = None;
-        ts.attempts = 0;
-        ts.tokens = 0;
-        ts.elapsed_ms = 0;
-        ts.blocked_by_ralph = false;
+        runner::task_rules::reopen(self.state.task_mut(&task.id));
         self.reporter.line(&format!("{} changed since {} was done: reopened", task.path.display(), task.id));
         Ok(())
     }
@@ -854,18 +849,7 @@ impl<'a> Coordinator<'a> {
     /// backlog changed.
     fn refresh(&mut self, backlog: &Backlog) -> Result<bool, CliError> {
         let busy: BTreeSet<String> = self.running.values().map(|r| r.task.clone()).collect();
-        let mut changed = false;
-        for t in &backlog.tasks {
-            let ts = self.state.task_mut(&t.id);
-            if t.status == Status::Todo && ts.blocked_by_ralph {
-                ts.blocked_by_ralph = false;
-                ts.block = None;
-                ts.attempts = 0;
-                ts.tokens = 0;
-                ts.elapsed_ms = 0;
-                changed = true;
-            }
-        }
+        let mut changed = runner::task_rules::unblock_by_hand(&mut self.state, backlog);
         if self.cfg.reopen_changed {
             let edited: Vec<Spec> = backlog
                 .tasks

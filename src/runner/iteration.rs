@@ -1517,12 +1517,7 @@ pub(crate) fn reopen(
         trailers(task, run_id, iteration)
     );
     let made = commit_status(wt, task, Status::Todo, None, &msg, state, reporter)?;
-    let ts = state.task_mut(&task.id);
-    ts.done_hash = None;
-    ts.attempts = 0;
-    ts.tokens = 0;
-    ts.elapsed_ms = 0;
-    ts.blocked_by_ralph = false;
+    task_rules::reopen(state.task_mut(&task.id));
     reporter.line(&format!("{} changed since {} was done: reopened", task.path.display(), task.id));
     Ok(made)
 }

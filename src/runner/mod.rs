@@ -712,18 +712,7 @@ impl Run<'_> {
             reporter.line(&format!("{line}; applies from iteration {}", self.meta.iterations + 1));
         }
         // A task the user moved back to todo starts over with fresh attempts and allowances.
-        let mut unblocked = false;
-        for t in &backlog.tasks {
-            let ts = state.task_mut(&t.id);
-            if t.status == Status::Todo && ts.blocked_by_ralph {
-                ts.blocked_by_ralph = false;
-                ts.block = None;
-                ts.attempts = 0;
-                ts.tokens = 0;
-                ts.elapsed_ms = 0;
-                unblocked = true;
-            }
-        }
+        let unblocked = task_rules::unblock_by_hand(state, &backlog);
         // A done task whose spec was edited since is reopened (`[backlog] reopen_changed`).
         let changed: Vec<&crate::backlog::Spec> =
             backlog.tasks.iter().filter(|t| t.status == Status::Done && spec_changed(state, t)).collect();

@@ -112,6 +112,33 @@ pub(crate) fn after_commit(
     }
 }
 
+/// Tasks the user moved back to todo after ralph blocked them start over: fresh attempts and
+/// allowances. True when one did.
+pub(crate) fn unblock_by_hand(state: &mut State, backlog: &crate::backlog::Backlog) -> bool {
+    let mut unblocked = false;
+    for t in &backlog.tasks {
+        let ts = state.task_mut(&t.id);
+        if t.status == crate::backlog::Status::Todo && ts.blocked_by_ralph {
+            ts.blocked_by_ralph = false;
+            ts.block = None;
+            ts.attempts = 0;
+            ts.tokens = 0;
+            ts.elapsed_ms = 0;
+            unblocked = true;
+        }
+    }
+    unblocked
+}
+
+/// A done task reopened (its spec changed since): it is no longer done, and starts over.
+pub(crate) fn reopen(ts: &mut TaskState) {
+    ts.done_hash = None;
+    ts.attempts = 0;
+    ts.tokens = 0;
+    ts.elapsed_ms = 0;
+    ts.blocked_by_ralph = false;
+}
+
 /// A commit of ralph's own files (learnings, a block) changes no code: the baseline of the
 /// commit before holds for it, and the checks need not run again on the clean tree.
 pub(crate) fn carry_baseline(state: &mut State, from: &str, to: &str) {
@@ -268,5 +295,29 @@ mod tests {
         assert_eq!(state.baseline.as_ref().unwrap().head, "def");
         carry_baseline(&mut state, "zzz", "ggg");
         assert_eq!(state.baseline.as_ref().unwrap().head, "def");
+    }
+
+    #[test]
+    fn a_task_moved_back_to_todo_by_hand_starts_over_and_a_reopened_one_is_no_longer_done() {
+        let spec = |id: &str, status| crate::backlog::Spec { id: id.into(), status, ..Default::default() };
+        let backlog = crate::backlog::Backlog {
+            tasks: vec![spec("a", crate::backlog::Status::Todo), spec("b", crate::backlog::Status::Blocked)],
+        };
+        let mut state = State::default();
+        for id in ["a", "b"] {
+            let ts = state.task_mut(id);
+            ts.blocked_by_ralph = true;
+            ts.attempts = 3;
+            ts.tokens = 10;
+        }
+        assert!(unblock_by_hand(&mut state, &backlog));
+        assert_eq!((state.task("a").attempts, state.task("a").blocked_by_ralph), (0, false));
+        assert_eq!((state.task("b").attempts, state.task("b").blocked_by_ralph), (3, true), "still blocked");
+        assert!(!unblock_by_hand(&mut state, &backlog), "once");
+        let ts = state.task_mut("a");
+        ts.done_hash = Some("h".into());
+        ts.attempts = 2;
+        reopen(ts);
+        assert_eq!((ts.done_hash.as_deref(), ts.attempts), (None, 0));
     }
 }
