@@ -377,6 +377,20 @@ pub fn show(cwd: &Path, id: Option<&str>) -> Result<u8, CliError> {
         .and_then(|c| c.template.clone())
         .map(|p| root.join(p))
         .unwrap_or_else(|| PathBuf::from("templates/prompt.md (built in)"));
+    // Today's files, to diff each candidate against: the template ralph.toml names (or the
+    // built-in one) and AGENTS.md as they are now.
+    let today =
+        tempfile::tempdir().map_err(|e| CliError::failure(format!("cannot make a scratch folder: {e}")))?;
+    let template_now = cfg
+        .as_ref()
+        .and_then(|c| c.template.as_ref())
+        .and_then(|p| crate::fsx::read_input(&root.join(p)).ok())
+        .unwrap_or_else(|| crate::prompt::DEFAULT_TEMPLATE.to_string());
+    let agents_now =
+        crate::fsx::read_input_following(&root.join(crate::learnings::AGENTS_MD)).unwrap_or_default();
+    std::fs::write(today.path().join("prompt.md"), template_now)
+        .and_then(|()| std::fs::write(today.path().join("AGENTS.md"), agents_now))
+        .map_err(|e| CliError::failure(format!("cannot write a scratch file: {e}")))?;
     for m in metas.values() {
         outln!();
         outln!(
@@ -394,9 +408,8 @@ pub fn show(cwd: &Path, id: Option<&str>) -> Result<u8, CliError> {
             outln!("  why: {}", d.trim().replace('\n', "\n       "));
         }
         if m.n > 0 {
-            let base = dir.join("candidates").join("0");
             for f in ["prompt.md", "AGENTS.md"] {
-                let diff = crate::git::diff_files(&root, &base.join(f), &cand.join(f));
+                let diff = crate::git::diff_files(&root, &today.path().join(f), &cand.join(f));
                 if !diff.trim().is_empty() {
                     outln!(
                         "  {f} against today's ({}):",
