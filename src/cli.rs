@@ -51,6 +51,9 @@ pub enum Command {
     Demo(DemoArgs),
     /// The scripted agent: plays a scenario file instead of calling a model.
     ScriptedAgent(ScriptedAgentArgs),
+    /// One worker of many, on any machine: claims tasks through the git remote, works on them
+    /// in this clone, lands them with an atomic push.
+    Worker(WorkerArgs),
     /// One iteration of a parallel run's worker, in its slot's worktree (started by `ralph
     /// run -j N`, not by hand).
     #[command(hide = true)]
@@ -165,6 +168,16 @@ pub enum TuneAction {
         /// The candidate (default: the front's newest).
         candidate: Option<u32>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// End once no task is left to do (none runnable, none claimed by another worker).
+    #[arg(long)]
+    pub until_empty: bool,
+    /// End after this many tasks, landed or blocked.
+    #[arg(long, value_name = "N")]
+    pub max_tasks: Option<u32>,
 }
 
 #[derive(Debug, Args)]

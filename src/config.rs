@@ -102,6 +102,25 @@ struct FileConfig {
     parallel: ParallelFile,
     #[serde(default)]
     tune: TuneFile,
+    #[serde(default)]
+    remote: RemoteFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoteFile {
+    name: Option<String>,
+    lease_ttl: Option<HumanDuration>,
+}
+
+/// `[remote]`: workers on many machines, coordinated through a git remote (`ralph worker`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteConfig {
+    /// The remote (default `origin`).
+    pub name: String,
+    /// How long a claim may stay unchanged, as its observer's own clock times it, before
+    /// another worker may take it over (default 5 minutes).
+    pub lease_ttl: Duration,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -354,6 +373,7 @@ pub struct Config {
     pub workers: u32,
     /// `[tune] reflector`: the preset `ralph tune`'s reflector runs with (default: the agent).
     pub tune_reflector: Option<String>,
+    pub remote: RemoteConfig,
 }
 
 impl Config {
@@ -464,9 +484,14 @@ impl Config {
         {
             return Err(invalid(format!("[tune] reflector: `{r}` is not a preset")));
         }
+        let remote = RemoteConfig {
+            name: file.remote.name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| "origin".into()),
+            lease_ttl: nonzero(file.remote.lease_ttl, Duration::from_secs(300), "[remote] lease_ttl")?,
+        };
         Ok(Config {
             path: path.to_path_buf(),
             workers,
+            remote,
             tune_reflector,
             agent,
             review,

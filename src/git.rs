@@ -1133,6 +1133,54 @@ pub fn diff_files(root: &Path, a: &Path, b: &Path) -> String {
     output(root, &args).map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
 }
 
+/// Fetches `refspecs` from `remote`, pruning what it no longer has under their destinations.
+pub fn fetch(root: &Path, remote: &str, refspecs: &[String]) -> Result<(), GitError> {
+    let mut args: Vec<&str> = vec!["fetch", "-q", "--prune", "--no-tags", remote];
+    args.extend(refspecs.iter().map(String::as_str));
+    run(root, args).map(drop)
+}
+
+/// A commit of `rev`'s tree with `message` and optionally `parent`, made without touching the
+/// index, the tree or any ref (a claim's commit).
+pub fn commit_tree(root: &Path, rev: &str, parent: Option<&str>, message: &str) -> Result<String, GitError> {
+    let tree = format!("{rev}^{{tree}}");
+    let mut args: Vec<std::ffi::OsString> = vec!["commit-tree".into(), tree.into()];
+    if let Some(p) = parent {
+        args.push("-p".into());
+        args.push(p.into());
+    }
+    let out = output_with_input(root, &args, Some(message.as_bytes()))?;
+    if !out.status.success() {
+        return Err(failed(&args, &out));
+    }
+    Ok(stdout(out))
+}
+
+/// `git push` to `remote` with `args` (refspecs and `--force-with-lease=` leases); `Err` text
+/// when the remote refused (a lease that did not hold, a rejected update).
+pub fn push(root: &Path, remote: &str, args: &[String]) -> Result<Result<(), String>, GitError> {
+    let mut all: Vec<std::ffi::OsString> =
+        vec!["push".into(), "-q".into(), "--porcelain".into(), remote.into()];
+    all.extend(args.iter().map(Into::into));
+    let out = output(root, &all)?;
+    if out.status.success() {
+        return Ok(Ok(()));
+    }
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    Ok(Err(text))
+}
+
+/// The refs under `folder` (e.g. `refs/ralph/remote-claims/`), by the rest of their name.
+pub fn refs_under(root: &Path, folder: &str) -> Result<Vec<(String, String)>, GitError> {
+    let out = run(root, ["for-each-ref", "--format=%(refname) %(objectname)", folder.trim_end_matches('/')])?;
+    Ok(stdout(out)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter_map(|(r, s)| Some((r.strip_prefix(folder)?.to_string(), s.to_string())))
+        .collect())
+}
+
 /// The binary-safe patch from `from` to `to`.
 pub fn diff_between(root: &Path, from: &str, to: &str) -> Result<Vec<u8>, GitError> {
     Ok(run(root, ["diff", "--binary", from, to])?.stdout)

@@ -32,6 +32,7 @@ pub mod parallel;
 pub mod process;
 pub mod prompt;
 pub mod record;
+pub mod remote;
 pub mod reporter;
 pub mod runner;
 pub mod runreport;

@@ -285,6 +285,20 @@ impl Backlog {
         }
     }
 
+    /// Every task that could start now, in the order [`Backlog::next`] takes them: todo, its
+    /// `depends_on` tasks done (parallel workers and remote workers start several).
+    pub fn runnable(&self) -> Vec<&Spec> {
+        let status: BTreeMap<&str, Status> = self.tasks.iter().map(|t| (t.id.as_str(), t.status)).collect();
+        let mut ready: Vec<&Spec> = self
+            .tasks
+            .iter()
+            .filter(|t| t.status == Status::Todo)
+            .filter(|t| t.depends_on.iter().all(|d| status.get(d.as_str()) == Some(&Status::Done)))
+            .collect();
+        ready.sort_by_key(|t| (t.priority.is_none(), t.priority, t.path.clone(), t.order));
+        ready
+    }
+
     /// Every task in the order ralph would take them if each succeeded: done ones first, then
     /// the runnable ones one after another, then those held back by a blocked task.
     pub fn in_order(&self) -> Vec<&Spec> {

@@ -86,6 +86,12 @@ pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
                 tune::run(&cwd, opts, stop).await
             }),
         },
+        Command::Worker(a) => block_on(async move {
+            let stop = crate::signal::install()
+                .map_err(|e| CliError::failure(format!("cannot install signal handlers: {e}")))?;
+            let opts = crate::remote::WorkerOptions { until_empty: a.until_empty, max_tasks: a.max_tasks };
+            crate::remote::run(&cwd, opts, stop).await
+        }),
         Command::Demo(a) => block_on(demo::run(a.dir)),
         Command::Eval(a) => block_on(async move {
             let stop = crate::signal::install()

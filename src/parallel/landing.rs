@@ -132,7 +132,7 @@ impl Lander<'_> {
     }
 
     /// The checks on the combined result; the failure's tail when they fail.
-    async fn check(
+    pub(crate) async fn check(
         &self,
         slot: &Path,
         task: &Spec,

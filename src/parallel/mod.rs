@@ -391,7 +391,7 @@ impl<'a> Coordinator<'a> {
         // overshot by the workers still running when it is reached.
         let left = self.cfg.budget.max_iterations.saturating_sub(self.budget.spent.iterations) as usize;
         let room = (self.cfg.workers as usize).min(left);
-        for t in runnable(backlog) {
+        for t in backlog.runnable() {
             if self.running.len() + chosen.len() >= room {
                 break;
             }
@@ -917,20 +917,6 @@ fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-/// Every task that could start now, in the order the single loop would take them: todo, its
-/// `depends_on` done.
-fn runnable(backlog: &Backlog) -> Vec<&Spec> {
-    let status: BTreeMap<&str, Status> = backlog.tasks.iter().map(|t| (t.id.as_str(), t.status)).collect();
-    let mut ready: Vec<&Spec> = backlog
-        .tasks
-        .iter()
-        .filter(|t| t.status == Status::Todo)
-        .filter(|t| t.depends_on.iter().all(|d| status.get(d.as_str()) == Some(&Status::Done)))
-        .collect();
-    ready.sort_by_key(|t| (t.priority.is_none(), t.priority, t.path.clone(), t.order));
-    ready
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -959,7 +945,7 @@ mod tests {
                 spec("g", Status::Todo, &[], None),
             ],
         };
-        let ids: Vec<&str> = runnable(&backlog).iter().map(|t| t.id.as_str()).collect();
+        let ids: Vec<&str> = backlog.runnable().iter().map(|t| t.id.as_str()).collect();
         // `c` waits for `b` to land, `f` for a blocked task; a priority goes first.
         assert_eq!(ids, ["d", "b", "g"]);
     }

@@ -14,6 +14,7 @@ mod overnight;
 mod parallel;
 mod parallel_status;
 mod plan;
+mod remote;
 mod review;
 mod shell;
 mod stats_report;

@@ -1,0 +1,497 @@
+//! `ralph worker`: one worker of many, on any machine, coordinated through the git remote
+//! alone. In its own clone it fetches the target branch and the claims, claims a runnable task
+//! ([`claims`]), keeps the claim alive with heartbeats while its iterations run (`ralph
+//! work-slot`, the single loop's iteration), and lands green work with one atomic push that
+//! moves the target from the tip it rebased onto and deletes (or keeps) its claim from its own
+//! claim commit. The backlog's statuses travel in the landed commits: there is no other state.
+//!
+//! Invariants: nothing lands without the worker's claim holding at that instant (the push's
+//! lease on it); a worker that loses its claim (a heartbeat that does not hold) stops its agent
+//! at once and lands nothing; a landing that the remote refuses is fetched, rebased, checked
+//! and retried a few times, then the work is pushed to `ralph/<task>` and the task blocked
+//! with the reason. The clone is the worker's: it refuses to start with uncommitted changes.
+
+pub mod claims;
+
+use crate::backlog::{Backlog, Spec, Status};
+use crate::error::CliError;
+use crate::git;
+use crate::record::{self, Cause, IterationRecord, Outcome};
+use crate::runner::worker::{RALPH_WORKER, WorkerResult};
+use crate::signal::Stop;
+use claims::{Leased, Remote, Watcher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Landings retried after the remote refused them (the target moved).
+const MAX_LAND_TRIES: u32 = 3;
+
+/// Why work does not land when its worker no longer holds the task's claim.
+const LOST: &str = "another worker took the claim over (this one's lease ran out)";
+
+/// `ralph worker`'s options.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// End once no task is left to do (none runnable, none claimed), instead of waiting for
+    /// more.
+    pub until_empty: bool,
+    /// End after this many tasks (landed or blocked).
+    pub max_tasks: Option<u32>,
+}
+
+/// The branch a worker keeps its work on in its clone.
+const LOCAL: &str = "ralph/worker";
+
+pub async fn run(cwd: &Path, o: WorkerOptions, stop: Stop) -> Result<u8, CliError> {
+    let root = crate::runner::repo_root(cwd)?;
+    crate::state::check_ralph_dir(&root)?;
+    let cfg = crate::runner::load_config(&root, &crate::config::Overrides::default())?;
+    if crate::agent::resolve_program(&cfg.agent, &root).is_none() {
+        return Err(crate::runner::missing_agent(&cfg.agent, false));
+    }
+    if !git::dirty_entries(&root)?.is_empty() {
+        return Err(CliError::usage(
+            "the clone has uncommitted changes: a worker resets it to each task's start",
+        )
+        .hint("run `ralph worker` in a clone of its own"));
+    }
+    let target = match (&cfg.branch, git::current_branch(&root)?) {
+        (Some(b), _) => b.clone(),
+        (None, Some(c)) if c != LOCAL => c,
+        _ => {
+            return Err(CliError::usage(
+                "name the branch work lands on: [git] branch = \"NAME\" in ralph.toml",
+            ));
+        }
+    };
+    let ralph_dir = crate::state::ensure_ralph_dir(&root)?;
+    // Its own lock: `.ralph/lock` is each iteration's (`ralph work-slot` takes it).
+    let _lock = crate::state::RunLock::acquire(&ralph_dir.join("worker")).map_err(|e| match e {
+        crate::state::StateError::Locked { .. } => CliError::usage(format!("{e}: one worker per clone")),
+        other => other.into(),
+    })?;
+    let worker = std::env::var("RALPH_WORKER_ID")
+        .unwrap_or_else(|_| format!("{}-{}", claims::host(), std::process::id()));
+    let remote =
+        Remote { root: root.clone(), name: cfg.remote.name.clone(), target, worker, host: claims::host() };
+    let run_id = crate::logs::new_run_id(&root);
+    let run_dir = crate::logs::run_dir(&root, &run_id);
+    crate::fsx::create_dir_all(&run_dir)
+        .map_err(|e| CliError::failure(format!("cannot create {}: {e}", run_dir.display())))?;
+    eprintln!(
+        "ralph worker {} ({}): landing on {} of {}, claims last {} unchanged",
+        remote.worker,
+        run_id,
+        remote.target,
+        remote.name,
+        crate::runner::human(cfg.remote.lease_ttl)
+    );
+    let mut w =
+        Worker { remote, cfg, run_id, run_dir, stop, watcher: Watcher::default(), iteration: 0, done: 0 };
+    w.run(&o).await
+}
+
+struct Worker {
+    remote: Remote,
+    cfg: crate::config::Config,
+    run_id: String,
+    run_dir: PathBuf,
+    stop: Stop,
+    watcher: Watcher,
+    iteration: u32,
+    /// Tasks this worker landed or blocked.
+    done: u32,
+}
+
+impl Worker {
+    fn root(&self) -> &Path {
+        &self.remote.root
+    }
+
+    async fn run(&mut self, o: &WorkerOptions) -> Result<u8, CliError> {
+        let ttl = self.cfg.remote.lease_ttl;
+        loop {
+            if self.stop.cancel.is_cancelled() || self.stop.after_iteration.is_cancelled() {
+                return Ok(crate::exit_code::INTERRUPTED);
+            }
+            if o.max_tasks.is_some_and(|m| self.done >= m) {
+                return Ok(crate::exit_code::OK);
+            }
+            self.remote.fetch()?;
+            let tip = self.remote.tip()?;
+            git::reset_checkout(self.root(), LOCAL, &tip)?;
+            let backlog = Backlog::load(self.root(), &self.cfg.source(self.root()))?;
+            let claims = self.remote.claims()?;
+            let now = Instant::now();
+            self.watcher.observe(&claims, now);
+            let runnable = backlog.runnable();
+            if runnable.is_empty() && claims.is_empty() {
+                eprintln!("nothing left to do on {}", self.remote.target);
+                if o.until_empty {
+                    return Ok(crate::exit_code::OK);
+                }
+            }
+            let mut got = None;
+            for t in &runnable {
+                let attempt = 1;
+                let leased = match claims.get(&t.id) {
+                    None => self.remote.create(&t.id, &tip, attempt)?,
+                    Some(_) => match self.watcher.stale(&t.id, ttl, now) {
+                        Some(observed) => {
+                            eprintln!(
+                                "task {}: its claim did not change for {}: taking it over",
+                                t.id,
+                                crate::runner::human(ttl)
+                            );
+                            let observed = observed.to_string();
+                            self.remote.steal(&t.id, &observed, &tip, attempt)?
+                        }
+                        None => continue,
+                    },
+                };
+                if let Leased::Won(claim) = leased {
+                    got = Some(((*t).clone(), claim));
+                    break;
+                }
+            }
+            let Some((task, claim)) = got else {
+                // Others hold what is left: wait for them to land, or for a claim to go stale.
+                tokio::select! {
+                    _ = tokio::time::sleep((ttl / 4).clamp(Duration::from_millis(200), Duration::from_secs(30))) => {}
+                    _ = self.stop.cancel.cancelled() => {}
+                }
+                continue;
+            };
+            eprintln!("worker {} claimed {} ({})", self.remote.worker, task.id, task.title);
+            self.work(&task, claim, &tip).await?;
+            self.done += 1;
+        }
+    }
+
+    /// Works on `task` while its claim holds: iterations until it is done or blocked.
+    async fn work(&mut self, task: &Spec, claim: String, base: &str) -> Result<(), CliError> {
+        let ttl = self.cfg.remote.lease_ttl;
+        let lost = Arc::new(AtomicBool::new(false));
+        let pid = Arc::new(AtomicU32::new(0));
+        let mine = Arc::new(std::sync::Mutex::new(claim));
+        // The heartbeat: a new claim commit every third of the lease; one that does not hold
+        // means the claim is gone, and the agent is stopped at once.
+        let heartbeat = {
+            let (remote, lost, pid, mine, id) =
+                (self.remote.clone(), lost.clone(), pid.clone(), mine.clone(), task.id.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep((ttl / 3).max(Duration::from_millis(100))).await;
+                    let last = mine.lock().map(|m| m.clone()).unwrap_or_default();
+                    match remote.renew(&id, &last) {
+                        Ok(Leased::Won(next)) => {
+                            if let Ok(mut m) = mine.lock() {
+                                *m = next;
+                            }
+                        }
+                        Ok(Leased::Lost(_)) => {
+                            lost.store(true, Ordering::SeqCst);
+                            if let Ok(p) = i32::try_from(pid.load(Ordering::SeqCst))
+                                && p > 0
+                            {
+                                // SAFETY: kill with a pid of this worker's own child and a signal number.
+                                unsafe {
+                                    libc::kill(p, libc::SIGTERM);
+                                }
+                            }
+                            return;
+                        }
+                        // The remote out of reach: the lease decides; try again.
+                        Err(e) => tracing::debug!("heartbeat failed: {e}"),
+                    }
+                }
+            })
+        };
+        let max_attempts = task.max_attempts.unwrap_or(self.cfg.budget.max_attempts);
+        let mut attempts = 0;
+        let mut base = base.to_string();
+        let result = loop {
+            if self.stop.cancel.is_cancelled() {
+                break Ok(());
+            }
+            self.iteration += 1;
+            let n = self.iteration;
+            let Some(result) = self.iterate(task, n, &pid).await? else {
+                if self.stop.cancel.is_cancelled() || lost.load(Ordering::SeqCst) {
+                    break Ok(());
+                }
+                let log = crate::logs::iter_dir(&self.run_dir, n).join("worker.log");
+                break Err(CliError::failure(format!(
+                    "iteration {n} on {} ended without a result: {}",
+                    task.id,
+                    crate::fsx::read_to_string(&log)
+                        .unwrap_or_default()
+                        .lines()
+                        .last()
+                        .unwrap_or("see its worker.log")
+                )));
+            };
+            let mut rec = result.record.clone();
+            rec.worker = None;
+            if lost.load(Ordering::SeqCst) {
+                rec.outcome = Outcome::Interrupted;
+                rec.cause = Some(Cause::Interrupted);
+                rec.commit = None;
+                rec.failure = Some(
+                    "another worker took the claim over (this one's lease ran out): nothing of it landed"
+                        .into(),
+                );
+                self.append(&rec)?;
+                eprintln!("task {}: the claim was lost; nothing landed", task.id);
+                break Ok(());
+            }
+            if result.fatal.is_some() || result.limit.is_some() {
+                self.append(&rec)?;
+                let mine_now = mine.lock().map(|m| m.clone()).unwrap_or_default();
+                let _ = self.remote.release(&task.id, &mine_now);
+                if let Some(f) = result.fatal {
+                    break Err(CliError { code: crate::exit_code::AGENT, message: f, hints: Vec::new() });
+                }
+                break Ok(());
+            }
+            if rec.commit.is_some() {
+                let done = rec.outcome == Outcome::Done;
+                let mine_now = mine.lock().map(|m| m.clone()).unwrap_or_default();
+                match self.land(task, &base, &mine_now, done).await? {
+                    Ok(sha) => {
+                        rec.commit = Some(sha.clone());
+                        self.append(&rec)?;
+                        eprintln!(
+                            "task {}: landed {}{}",
+                            task.id,
+                            &sha[..sha.len().min(12)],
+                            if done { " (done)" } else { "" }
+                        );
+                        if done {
+                            break Ok(());
+                        }
+                        base = sha;
+                        continue;
+                    }
+                    Err(why) if why == LOST => {
+                        rec.outcome = Outcome::Interrupted;
+                        rec.cause = Some(Cause::Interrupted);
+                        rec.commit = None;
+                        rec.failure = Some(format!(
+                            "{LOST}: nothing of it landed; the work stays on {LOCAL} in this clone"
+                        ));
+                        self.append(&rec)?;
+                        eprintln!("task {}: the claim was lost before landing; nothing landed", task.id);
+                        lost.store(true, Ordering::SeqCst);
+                        break Ok(());
+                    }
+                    Err(why) => {
+                        rec.outcome = Outcome::ChecksFailed;
+                        rec.cause = Some(Cause::LandConflict);
+                        rec.failure = Some(why.clone());
+                        rec.commit = None;
+                        rec.blocked = true;
+                        self.append(&rec)?;
+                        let _ = git::push(
+                            self.root(),
+                            &self.remote.name,
+                            &[format!("+HEAD:refs/heads/ralph/{}", task.id)],
+                        );
+                        self.block(
+                            task,
+                            &format!("{why}; its work is on the branch ralph/{}", task.id),
+                            &mine_now,
+                        )?;
+                        break Ok(());
+                    }
+                }
+            }
+            self.append(&rec)?;
+            if rec.outcome.counts_as_attempt() {
+                attempts += 1;
+            }
+            if attempts >= max_attempts {
+                let mine_now = mine.lock().map(|m| m.clone()).unwrap_or_default();
+                let why = format!(
+                    "{attempts} failed attempts; the last: {}",
+                    rec.failure.as_deref().and_then(|f| f.lines().next()).unwrap_or("")
+                );
+                self.block(task, &why, &mine_now)?;
+                break Ok(());
+            }
+            // The next attempt starts from the target as it is now.
+            self.remote.fetch()?;
+            base = self.remote.tip()?;
+            git::reset_checkout(self.root(), LOCAL, &base)?;
+        };
+        heartbeat.abort();
+        if result.is_ok() && !lost.load(Ordering::SeqCst) {
+            // Whatever did not land or block (stopped, a usage limit): the claim goes.
+            let mine_now = mine.lock().map(|m| m.clone()).unwrap_or_default();
+            self.remote.fetch()?;
+            if self.remote.claims()?.get(&task.id) == Some(&mine_now) {
+                let _ = self.remote.release(&task.id, &mine_now);
+            }
+        }
+        result
+    }
+
+    /// One iteration by `ralph work-slot` in the clone; its result, `None` when it ended
+    /// without one (stopped).
+    async fn iterate(&self, task: &Spec, n: u32, pid: &AtomicU32) -> Result<Option<WorkerResult>, CliError> {
+        let dir = crate::logs::iter_dir(&self.run_dir, n);
+        crate::fsx::create_dir_all(&dir)
+            .map_err(|e| CliError::failure(format!("cannot create {}: {e}", dir.display())))?;
+        let log = std::fs::File::create(dir.join("worker.log"))
+            .map_err(|e| CliError::failure(format!("cannot create the worker's log: {e}")))?;
+        let err =
+            log.try_clone().map_err(|e| CliError::failure(format!("cannot share the worker's log: {e}")))?;
+        let exe = std::env::current_exe()
+            .map_err(|e| CliError::failure(format!("cannot find ralph's own program: {e}")))?;
+        let mut cmd = tokio::process::Command::new(exe);
+        cmd.arg("-C").arg(self.root()).arg("work-slot");
+        cmd.args(["--task", &task.id, "--run-id", &self.run_id, "--iteration", &n.to_string()]);
+        cmd.arg("--run-dir").arg(&self.run_dir);
+        cmd.args(["--worker", "1"]);
+        cmd.env(RALPH_WORKER, &self.remote.worker);
+        cmd.stdin(std::process::Stdio::null()).stdout(log).stderr(err).kill_on_drop(true);
+        let mut child =
+            cmd.spawn().map_err(|e| CliError::failure(format!("cannot start the iteration: {e}")))?;
+        pid.store(child.id().unwrap_or(0), Ordering::SeqCst);
+        tokio::select! {
+            _ = child.wait() => {}
+            _ = self.stop.cancel.cancelled() => {
+                if let Some(p) = child.id().and_then(|p| i32::try_from(p).ok()) {
+                    // SAFETY: kill with a pid of this worker's own child and a signal number.
+                    unsafe { libc::kill(p, libc::SIGTERM); }
+                }
+                let _ = child.wait().await;
+            }
+        }
+        pid.store(0, Ordering::SeqCst);
+        Ok(WorkerResult::load(&dir))
+    }
+
+    /// Lands the clone's commit (made on `base`) with one atomic push: the target moves from
+    /// the tip the work was rebased onto, the claim is deleted (`done`) or kept, both leased.
+    /// `Err` words when it could not, after the retries.
+    async fn land(
+        &self,
+        task: &Spec,
+        base: &str,
+        claim: &str,
+        done: bool,
+    ) -> Result<Result<String, String>, CliError> {
+        let root = self.root().to_path_buf();
+        let mut last = String::new();
+        for _ in 0..MAX_LAND_TRIES {
+            self.remote.fetch()?;
+            if self.remote.claims()?.get(&task.id).map(String::as_str) != Some(claim) {
+                return Ok(Err(LOST.into()));
+            }
+            let tip = self.remote.tip()?;
+            let moved = tip != base && git::head(&root)?.as_deref() != Some(tip.as_str());
+            if moved && let Err(text) = git::rebase(&root, &tip)? {
+                return Ok(Err(format!(
+                    "the work no longer applies on {}: {}",
+                    self.remote.target,
+                    text.lines().next().unwrap_or("")
+                )));
+            }
+            if done {
+                let spec = root.join(&task.path);
+                let before = crate::fsx::read_input(&spec)
+                    .map_err(|e| CliError::failure(format!("cannot read {}: {e}", spec.display())))?;
+                if crate::backlog::set_status(&root, task, &before, Status::Done, None)? {
+                    git::add_paths(&root, &[task.path.as_path()])?;
+                    if let git::CommitResult::Refused(t) = git::amend_including(&root, &[])? {
+                        return Ok(Err(format!("`git commit` was refused: {}", t.trim())));
+                    }
+                }
+            }
+            if moved {
+                let lander = crate::parallel::landing::Lander {
+                    root: &root,
+                    target: &self.remote.target,
+                    cfg: &self.cfg,
+                    secrets: &crate::secrets::Secrets::default(),
+                    stop: &self.stop,
+                    run_id: &self.run_id,
+                };
+                let log = crate::logs::iter_dir(&self.run_dir, self.iteration).join("landing.log");
+                if let Some(failure) = lander.check(&root, task, None, &log).await? {
+                    return Ok(Err(format!(
+                        "the checks failed on the work combined with {}: {failure}",
+                        self.remote.target
+                    )));
+                }
+            }
+            let new = git::head(&root)?.unwrap_or_default();
+            let target = format!("refs/heads/{}", self.remote.target);
+            let claim_ref = claims::claim_ref(&task.id);
+            let mut args = vec![
+                "--atomic".to_string(),
+                format!("--force-with-lease={target}:{tip}"),
+                format!("{new}:{target}"),
+                format!("--force-with-lease={claim_ref}:{claim}"),
+            ];
+            args.push(if done { format!(":{claim_ref}") } else { format!("{claim}:{claim_ref}") });
+            match git::push(&root, &self.remote.name, &args)? {
+                Ok(()) => return Ok(Ok(new)),
+                Err(text) => last = text,
+            }
+        }
+        Ok(Err(format!(
+            "the remote refused the landing {MAX_LAND_TRIES} times: {}",
+            last.lines().last().unwrap_or("")
+        )))
+    }
+
+    /// Blocks `task` on the target (its status and the reason, in one landed commit) and
+    /// deletes the claim, leased; when that cannot land, the claim is let go all the same.
+    fn block(&self, task: &Spec, why: &str, claim: &str) -> Result<(), CliError> {
+        eprintln!("task {}: blocked: {why}", task.id);
+        let root = self.root();
+        for _ in 0..MAX_LAND_TRIES {
+            self.remote.fetch()?;
+            let tip = self.remote.tip()?;
+            git::reset_checkout(root, LOCAL, &tip)?;
+            let spec = root.join(&task.path);
+            let Ok(before) = crate::fsx::read_input(&spec) else { break };
+            if !crate::backlog::set_status(root, task, &before, Status::Blocked, Some(why))? {
+                break;
+            }
+            let msg = format!(
+                "ralph({}): blocked\n\n{why}\n\nRalph-Task: {}\nRalph-Worker: {}\n",
+                task.id, task.id, self.remote.worker
+            );
+            let git::CommitResult::Committed(new) =
+                git::commit_including(root, &msg, &[task.path.as_path()])?
+            else {
+                break;
+            };
+            let target = format!("refs/heads/{}", self.remote.target);
+            let r = claims::claim_ref(&task.id);
+            let args = vec![
+                "--atomic".to_string(),
+                format!("--force-with-lease={target}:{tip}"),
+                format!("{new}:{target}"),
+                format!("--force-with-lease={r}:{claim}"),
+                format!(":{r}"),
+            ];
+            if git::push(root, &self.remote.name, &args)?.is_ok() {
+                return Ok(());
+            }
+        }
+        let _ = self.remote.release(&task.id, claim);
+        Ok(())
+    }
+
+    fn append(&self, rec: &IterationRecord) -> Result<(), CliError> {
+        let path = crate::logs::records_path(&self.run_dir);
+        record::append(&path, rec)
+            .map_err(|e| CliError::failure(format!("cannot write {}: {e}", path.display())))
+    }
+}
