@@ -255,6 +255,9 @@ pub struct StatusArgs {
     /// Print JSON for scripts.
     #[arg(long)]
     pub json: bool,
+    /// The claims of `ralph worker`s on the git remote, and who holds them (fetched now).
+    #[arg(long)]
+    pub remote: bool,
 }
 
 #[derive(Debug, Args)]

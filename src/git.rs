@@ -1181,6 +1181,21 @@ pub fn refs_under(root: &Path, folder: &str) -> Result<Vec<(String, String)>, Gi
         .collect())
 }
 
+/// A commit's message.
+pub fn commit_message(root: &Path, commit: &str) -> Result<String, GitError> {
+    Ok(stdout(run(root, ["log", "-1", "--format=%B", commit])?))
+}
+
+/// The messages of `commit` and its ancestors, newest first.
+pub fn messages(root: &Path, commit: &str) -> Result<Vec<String>, GitError> {
+    let out = run(root, ["log", "--format=%B%x00", commit])?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .split('\0')
+        .map(|m| m.trim().to_string())
+        .filter(|m| !m.is_empty())
+        .collect())
+}
+
 /// The binary-safe patch from `from` to `to`.
 pub fn diff_between(root: &Path, from: &str, to: &str) -> Result<Vec<u8>, GitError> {
     Ok(run(root, ["diff", "--binary", from, to])?.stdout)

@@ -47,6 +47,7 @@ pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
             };
             crate::parallel::run(opts, &mut Human::new(), stop).await
         }),
+        Command::Status(a) if a.remote => crate::remote::status(&cwd, a.json),
         Command::Status(a) => status::run(&cwd, a.json),
         Command::Doctor(a) => doctor::run(&cwd, a.agent),
         Command::Stop(a) => stop::run(&cwd, a.now),

@@ -31,6 +31,87 @@ const MAX_LAND_TRIES: u32 = 3;
 /// Why work does not land when its worker no longer holds the task's claim.
 const LOST: &str = "another worker took the claim over (this one's lease ran out)";
 
+/// A claim as `ralph status --remote` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClaimView {
+    pub task: String,
+    pub worker: String,
+    pub host: String,
+    pub base: String,
+    pub attempt: String,
+    /// The claim's commit (a heartbeat makes a new one).
+    pub commit: String,
+    /// Heartbeats so far: the claim commit's ancestors.
+    pub heartbeats: u32,
+}
+
+/// `ralph status --remote`: fetches the claims and says who holds what.
+pub fn status(cwd: &Path, json: bool) -> Result<u8, CliError> {
+    let root = crate::runner::repo_root(cwd)?;
+    let cfg = crate::runner::load_config(&root, &crate::config::Overrides::default())?;
+    let target = cfg.branch.clone().or(git::current_branch(&root)?).unwrap_or_else(|| "main".into());
+    let remote = Remote {
+        root: root.clone(),
+        name: cfg.remote.name.clone(),
+        target,
+        worker: String::new(),
+        host: String::new(),
+    };
+    remote.fetch()?;
+    let mut views = Vec::new();
+    for (task, commit) in remote.claims()? {
+        let body = git::commit_message(&root, &commit).unwrap_or_default();
+        let trailer = |k: &str| {
+            body.lines()
+                .rev()
+                .find_map(|l| l.strip_prefix(&format!("{k}: ")).map(str::to_string))
+                .unwrap_or_default()
+        };
+        // A claim's own fields are in the newest commit that carries them (a claim or a
+        // take-over); the heartbeats on top name only the worker.
+        let history = git::messages(&root, &commit).unwrap_or_default();
+        let heartbeats =
+            u32::try_from(history.iter().take_while(|m| !m.contains("Ralph-Base: ")).count()).unwrap_or(0);
+        let own = history.iter().find(|m| m.contains("Ralph-Base: ")).cloned().unwrap_or_default();
+        let field = |k: &str| {
+            own.lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}: ")).map(str::to_string))
+                .unwrap_or_default()
+        };
+        views.push(ClaimView {
+            task,
+            worker: trailer("Ralph-Worker"),
+            host: field("Ralph-Host"),
+            base: field("Ralph-Base"),
+            attempt: field("Ralph-Attempt"),
+            commit,
+            heartbeats,
+        });
+    }
+    if json {
+        let text =
+            serde_json::to_string_pretty(&serde_json::json!({ "remote": remote.name, "claims": views }))
+                .map_err(|e| CliError::failure(e.to_string()))?;
+        crate::outln!("{text}");
+        return Ok(crate::exit_code::OK);
+    }
+    if views.is_empty() {
+        crate::outln!("no claim on {}: no worker holds a task", remote.name);
+    }
+    for v in &views {
+        crate::outln!(
+            "{} · claimed by {} on {} · from {} · attempt {} · {} heartbeat(s)",
+            v.task,
+            v.worker,
+            v.host,
+            &v.base[..v.base.len().min(12)],
+            v.attempt,
+            v.heartbeats
+        );
+    }
+    Ok(crate::exit_code::OK)
+}
+
 /// `ralph worker`'s options.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {

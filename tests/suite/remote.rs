@@ -263,3 +263,34 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[test]
+fn status_remote_shows_who_holds_which_task_from_any_clone() {
+    let (seed, bare) = origin(1, "2", "30s");
+    let a = clone(&seed, &bare, "a");
+    let ca = worker(&seed, &a, "a", &["--until-empty"], None);
+    until(30, "a's claim", || claims(&bare).contains("refs/ralph/claims/t1"));
+    let other = clone(&seed, &bare, "other");
+    let mut cmd = Command::new(RALPH);
+    cmd.args(["status", "--remote", "--json"]).current_dir(&other);
+    hermetic(&mut cmd, &seed.outside);
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let c = &v["claims"][0];
+    assert_eq!((c["task"].as_str(), c["worker"].as_str()), (Some("t1"), Some("a")), "{v}");
+    assert_eq!(c["base"].as_str().map(str::len), Some(40), "{v}");
+    let (code, err) = finish(ca, 120);
+    assert_eq!(code, 0, "{err}");
+    let out = {
+        let mut cmd = Command::new(RALPH);
+        cmd.args(["status", "--remote"]).current_dir(&other);
+        hermetic(&mut cmd, &seed.outside);
+        cmd.output().unwrap()
+    };
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("no claim on origin"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
