@@ -111,6 +111,19 @@ struct FileConfig {
 struct RemoteFile {
     name: Option<String>,
     lease_ttl: Option<HumanDuration>,
+    land: Option<Land>,
+}
+
+/// `[remote] land`: how a remote worker's finished task reaches the target branch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Land {
+    /// One atomic push moves the target (the default).
+    #[default]
+    Push,
+    /// A branch `ralph/<task>` is pushed for the forge's own merge queue to land (protected
+    /// branches); the task's claim stays, marked pending, until the target has it done.
+    PullRequest,
 }
 
 /// `[remote]`: workers on many machines, coordinated through a git remote (`ralph worker`).
@@ -121,6 +134,7 @@ pub struct RemoteConfig {
     /// How long a claim may stay unchanged, as its observer's own clock times it, before
     /// another worker may take it over (default 5 minutes).
     pub lease_ttl: Duration,
+    pub land: Land,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -487,6 +501,7 @@ impl Config {
         let remote = RemoteConfig {
             name: file.remote.name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| "origin".into()),
             lease_ttl: nonzero(file.remote.lease_ttl, Duration::from_secs(300), "[remote] lease_ttl")?,
+            land: file.remote.land.unwrap_or_default(),
         };
         Ok(Config {
             path: path.to_path_buf(),

@@ -113,6 +113,22 @@ impl Remote {
         self.swap(task, mine, &sha)
     }
 
+    /// Marks the claim `mine` as pending: its work is on `branch`, for the forge to land. A
+    /// pending claim is never stale; it goes once the target has the task done.
+    pub fn pend(&self, task: &str, mine: &str, branch: &str) -> Result<Leased, CliError> {
+        let msg = format!(
+            "ralph pull-request {task}\n\nRalph-Task: {task}\nRalph-Worker: {}\nRalph-Pending: {branch}\n",
+            self.worker
+        );
+        let sha = git::commit_tree(&self.root, mine, Some(mine), &msg)?;
+        self.swap(task, mine, &sha)
+    }
+
+    /// Whether the claim commit `sha` is pending (see [`Remote::pend`]).
+    pub fn pending(&self, sha: &str) -> bool {
+        git::commit_message(&self.root, sha).is_ok_and(|m| m.contains("\nRalph-Pending: "))
+    }
+
     /// Lets go of the claim `mine` (deleted, if it is still the worker's).
     pub fn release(&self, task: &str, mine: &str) -> Result<Leased, CliError> {
         let r = claim_ref(task);

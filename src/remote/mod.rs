@@ -204,11 +204,26 @@ impl Worker {
             let tip = self.remote.tip()?;
             git::reset_checkout(self.root(), LOCAL, &tip)?;
             let backlog = Backlog::load(self.root(), &self.cfg.source(self.root()))?;
-            let claims = self.remote.claims()?;
+            let mut claims = self.remote.claims()?;
+            // Claims of work waiting in a pull request: gone once the target has the task
+            // done, never stale before.
+            let pending: Vec<String> =
+                claims.iter().filter(|(_, c)| self.remote.pending(c)).map(|(t, _)| t.clone()).collect();
+            for task in &pending {
+                let done = backlog.get(task).is_some_and(|t| t.status == Status::Done);
+                if done && let Some(c) = claims.get(task) {
+                    let _ = self.remote.release(task, c);
+                }
+                if done {
+                    claims.remove(task);
+                }
+            }
             let now = Instant::now();
             self.watcher.observe(&claims, now);
             let runnable = backlog.runnable();
-            if runnable.is_empty() && claims.is_empty() {
+            // Tasks waiting in pull requests are the forge's now: nothing for a worker to do.
+            let active = claims.keys().filter(|t| !pending.contains(t)).count();
+            if runnable.iter().all(|t| pending.contains(&t.id)) && active == 0 {
                 eprintln!("nothing left to do on {}", self.remote.target);
                 if o.until_empty {
                     return Ok(crate::exit_code::OK);
@@ -219,6 +234,7 @@ impl Worker {
                 let attempt = 1;
                 let leased = match claims.get(&t.id) {
                     None => self.remote.create(&t.id, &tip, attempt)?,
+                    Some(_) if pending.contains(&t.id) => continue,
                     Some(_) => match self.watcher.stale(&t.id, ttl, now) {
                         Some(observed) => {
                             eprintln!(
@@ -293,6 +309,7 @@ impl Worker {
         let max_attempts = task.max_attempts.unwrap_or(self.cfg.budget.max_attempts);
         let mut attempts = 0;
         let mut base = base.to_string();
+        let mut keep_claim = false;
         let result = loop {
             if self.stop.cancel.is_cancelled() {
                 break Ok(());
@@ -335,6 +352,43 @@ impl Worker {
                 if let Some(f) = result.fatal {
                     break Err(CliError { code: crate::exit_code::AGENT, message: f, hints: Vec::new() });
                 }
+                break Ok(());
+            }
+            if rec.commit.is_some() && self.cfg.remote.land == crate::config::Land::PullRequest {
+                if rec.outcome != Outcome::Done {
+                    // Progress stays in the clone; the next iteration goes on from it.
+                    self.append(&rec)?;
+                    continue;
+                }
+                let mine_now = mine.lock().map(|m| m.clone()).unwrap_or_default();
+                let branch = format!("ralph/{}", task.id);
+                if let Some(refused) = self.mark_done(task)? {
+                    rec.outcome = Outcome::ChecksFailed;
+                    rec.cause = Some(Cause::HookRejected);
+                    rec.failure = Some(format!("`git commit` was refused: {refused}"));
+                    rec.commit = None;
+                    self.append(&rec)?;
+                    attempts += 1;
+                    if attempts >= max_attempts {
+                        let mine_now = mine.lock().map(|m| m.clone()).unwrap_or_default();
+                        self.block(task, "`git commit` was refused", &mine_now)?;
+                        break Ok(());
+                    }
+                    continue;
+                }
+                match git::push(self.root(), &self.remote.name, &[format!("+HEAD:refs/heads/{branch}")])? {
+                    Ok(()) => {
+                        let _ = self.remote.pend(&task.id, &mine_now, &branch);
+                        self.append(&rec)?;
+                        eprintln!("task {}: pushed {branch} for the forge to land", task.id);
+                    }
+                    Err(text) => {
+                        rec.failure = Some(format!("cannot push {branch}: {}", text.trim()));
+                        self.append(&rec)?;
+                    }
+                }
+                // The claim stays (pending) until the target has the task done.
+                keep_claim = true;
                 break Ok(());
             }
             if rec.commit.is_some() {
@@ -408,7 +462,7 @@ impl Worker {
             git::reset_checkout(self.root(), LOCAL, &base)?;
         };
         heartbeat.abort();
-        if result.is_ok() && !lost.load(Ordering::SeqCst) {
+        if result.is_ok() && !lost.load(Ordering::SeqCst) && !keep_claim {
             // Whatever did not land or block (stopped, a usage limit): the claim goes.
             let mine_now = mine.lock().map(|m| m.clone()).unwrap_or_default();
             self.remote.fetch()?;
@@ -481,16 +535,8 @@ impl Worker {
                     text.lines().next().unwrap_or("")
                 )));
             }
-            if done {
-                let spec = root.join(&task.path);
-                let before = crate::fsx::read_input(&spec)
-                    .map_err(|e| CliError::failure(format!("cannot read {}: {e}", spec.display())))?;
-                if crate::backlog::set_status(&root, task, &before, Status::Done, None)? {
-                    git::add_paths(&root, &[task.path.as_path()])?;
-                    if let git::CommitResult::Refused(t) = git::amend_including(&root, &[])? {
-                        return Ok(Err(format!("`git commit` was refused: {}", t.trim())));
-                    }
-                }
+            if done && let Some(refused) = self.mark_done(task)? {
+                return Ok(Err(format!("`git commit` was refused: {refused}")));
             }
             if moved {
                 let lander = crate::parallel::landing::Lander {
@@ -568,6 +614,22 @@ impl Worker {
         }
         let _ = self.remote.release(&task.id, claim);
         Ok(())
+    }
+
+    /// Writes `status: done` into the task's spec and amends it into the clone's commit; the
+    /// words of a hook that refused the amend.
+    fn mark_done(&self, task: &Spec) -> Result<Option<String>, CliError> {
+        let root = self.root();
+        let spec = root.join(&task.path);
+        let before = crate::fsx::read_input(&spec)
+            .map_err(|e| CliError::failure(format!("cannot read {}: {e}", spec.display())))?;
+        if crate::backlog::set_status(root, task, &before, Status::Done, None)? {
+            git::add_paths(root, &[task.path.as_path()])?;
+            if let git::CommitResult::Refused(t) = git::amend_including(root, &[])? {
+                return Ok(Some(t.trim().to_string()));
+            }
+        }
+        Ok(None)
     }
 
     fn append(&self, rec: &IterationRecord) -> Result<(), CliError> {

@@ -294,3 +294,34 @@ fn status_remote_shows_who_holds_which_task_from_any_clone() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn with_pull_requests_a_task_is_pushed_as_a_branch_and_its_claim_waits_for_the_merge() {
+    let (seed, bare) = origin(2, "0.2", "1s");
+    // land = "pull-request": the target is protected, the forge lands.
+    let a = clone(&seed, &bare, "a");
+    let toml = std::fs::read_to_string(a.join("ralph.toml")).unwrap() + "land = \"pull-request\"\n";
+    std::fs::write(a.join("ralph.toml"), &toml).unwrap();
+    git(&a, &["commit", "-qam", "land through pull requests"]);
+    git(&a, &["push", "-q", "origin", "HEAD:main"]);
+    let before = landed(&bare);
+    let (code, err) = finish(worker(&seed, &a, "a", &["--until-empty"], None), 120);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(landed(&bare), before, "nothing landed on the protected target");
+    let refs = claims(&bare);
+    assert!(refs.contains("refs/ralph/claims/t1") && refs.contains("refs/ralph/claims/t2"), "{refs}");
+    let branches = git(&bare, &["branch", "--list", "ralph/*"]);
+    assert!(branches.contains("ralph/t1") && branches.contains("ralph/t2"), "{branches}");
+    // A pending claim is never stale: a second worker, after the lease, takes nothing over.
+    std::thread::sleep(Duration::from_millis(1200));
+    let b = clone(&seed, &bare, "b");
+    let (code, err) = finish(worker(&seed, &b, "b", &["--until-empty"], None), 120);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("taking it over") && !err.contains("claimed"), "{err}");
+    // The forge merges t1's branch: the next worker lets its claim go.
+    git(&bare, &["update-ref", "refs/heads/main", "refs/heads/ralph/t1"]);
+    let (code, err) = finish(worker(&seed, &b, "b", &["--until-empty"], None), 120);
+    assert_eq!(code, 0, "{err}");
+    let refs = claims(&bare);
+    assert!(!refs.contains("refs/ralph/claims/t1") && refs.contains("refs/ralph/claims/t2"), "{refs}");
+}
