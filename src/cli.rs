@@ -348,6 +348,10 @@ pub struct StatsArgs {
     /// Only this run (default: every run under .ralph/runs/).
     #[arg(long, value_name = "RUN_ID")]
     pub run: Option<String>,
+    /// What `ralph worker`s landed and spent, rebuilt from the target branch's history on the
+    /// git remote (its commits' trailers) alone.
+    #[arg(long)]
+    pub remote: bool,
 }
 
 #[derive(Debug, Args)]

@@ -112,6 +112,7 @@ struct RemoteFile {
     name: Option<String>,
     lease_ttl: Option<HumanDuration>,
     land: Option<Land>,
+    max_cost: Option<f64>,
 }
 
 /// `[remote] land`: how a remote worker's finished task reaches the target branch.
@@ -135,6 +136,9 @@ pub struct RemoteConfig {
     /// another worker may take it over (default 5 minutes).
     pub lease_ttl: Duration,
     pub land: Land,
+    /// The cost all workers together may spend, summed from the landed commits' `Ralph-Cost`
+    /// trailers: no worker claims a task once it is reached.
+    pub max_cost: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -502,6 +506,7 @@ impl Config {
             name: file.remote.name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| "origin".into()),
             lease_ttl: nonzero(file.remote.lease_ttl, Duration::from_secs(300), "[remote] lease_ttl")?,
             land: file.remote.land.unwrap_or_default(),
+            max_cost: file.remote.max_cost,
         };
         Ok(Config {
             path: path.to_path_buf(),

@@ -1186,6 +1186,29 @@ pub fn commit_message(root: &Path, commit: &str) -> Result<String, GitError> {
     Ok(stdout(run(root, ["log", "-1", "--format=%B", commit])?))
 }
 
+/// Amends HEAD's message (hooks run, as for any commit).
+pub fn amend_message(root: &Path, message: &str) -> Result<CommitResult, GitError> {
+    commit_args(root, message, &["--amend"], &[])
+}
+
+/// Every commit of `rev`'s history with its subject and its `Ralph-*` trailers (key, value).
+pub fn ralph_trailers(root: &Path, rev: &str) -> Result<Vec<(String, Vec<(String, String)>)>, GitError> {
+    let out = run(root, ["log", "--format=%s%x1f%(trailers:only,unfold)%x00", rev])?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .split('\0')
+        .filter_map(|c| {
+            let (subject, trailers) = c.trim_start_matches('\n').split_once('\x1f')?;
+            let pairs = trailers
+                .lines()
+                .filter_map(|l| l.split_once(": "))
+                .filter(|(k, _)| k.starts_with("Ralph-"))
+                .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+                .collect();
+            Some((subject.to_string(), pairs))
+        })
+        .collect())
+}
+
 /// The messages of `commit` and its ancestors, newest first.
 pub fn messages(root: &Path, commit: &str) -> Result<Vec<String>, GitError> {
     let out = run(root, ["log", "--format=%B%x00", commit])?;

@@ -59,6 +59,7 @@ pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
             plan::run(&cwd, a.agent, &a.request.join(" "), stop).await
         }),
         Command::Logs(a) => logs::run(&cwd, &a),
+        Command::Stats(a) if a.remote => crate::remote::stats(&cwd, a.json),
         Command::Stats(a) => stats::run(&cwd, &a),
         Command::Report(a) => report::run(&cwd, &a),
         Command::Tune(a) => match a.action {

@@ -31,6 +31,94 @@ const MAX_LAND_TRIES: u32 = 3;
 /// Why work does not land when its worker no longer holds the task's claim.
 const LOST: &str = "another worker took the claim over (this one's lease ran out)";
 
+/// What landed work cost, from its commits' trailers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Spent {
+    pub iterations: u32,
+    pub tokens: u64,
+    pub cost_usd: f64,
+}
+
+impl Spent {
+    fn add(&mut self, r: &IterationRecord) {
+        self.iterations += 1;
+        self.tokens += r.tokens.map_or(0, |t| t.total());
+        self.cost_usd += r.cost_usd.unwrap_or(0.0);
+    }
+}
+
+/// The spending of every landed task in `rev`'s history, from the `Ralph-*` trailers.
+pub fn remote_spent(root: &Path, rev: &str) -> Result<Spent, CliError> {
+    let mut s = Spent::default();
+    for (_, trailers) in git::ralph_trailers(root, rev)? {
+        for (k, v) in trailers {
+            match k.as_str() {
+                "Ralph-Iterations" => s.iterations += v.parse::<u32>().unwrap_or(0),
+                "Ralph-Tokens" => s.tokens += v.parse::<u64>().unwrap_or(0),
+                "Ralph-Cost" => s.cost_usd += v.parse::<f64>().unwrap_or(0.0),
+                _ => {}
+            }
+        }
+    }
+    Ok(s)
+}
+
+/// `ralph stats --remote`: what the workers landed and spent, from the target's history alone.
+pub fn stats(cwd: &Path, json: bool) -> Result<u8, CliError> {
+    let root = crate::runner::repo_root(cwd)?;
+    let cfg = crate::runner::load_config(&root, &crate::config::Overrides::default())?;
+    let target = cfg.branch.clone().or(git::current_branch(&root)?).unwrap_or_else(|| "main".into());
+    let remote = Remote {
+        root: root.clone(),
+        name: cfg.remote.name.clone(),
+        target,
+        worker: String::new(),
+        host: String::new(),
+    };
+    remote.fetch()?;
+    let mut by_worker: std::collections::BTreeMap<String, (u32, Spent)> = Default::default();
+    for (subject, trailers) in git::ralph_trailers(&root, &remote.tracking())? {
+        let get = |k: &str| trailers.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+        let Some(worker) = get("Ralph-Worker") else { continue };
+        if get("Ralph-Cost").is_none() {
+            continue;
+        }
+        let e = by_worker.entry(worker).or_default();
+        if subject.starts_with("ralph(") && !subject.contains("): blocked") {
+            e.0 += 1;
+        }
+        e.1.iterations += get("Ralph-Iterations").and_then(|v| v.parse().ok()).unwrap_or(0);
+        e.1.tokens += get("Ralph-Tokens").and_then(|v| v.parse().ok()).unwrap_or(0);
+        e.1.cost_usd += get("Ralph-Cost").and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    }
+    let total = remote_spent(&root, &remote.tracking())?;
+    if json {
+        let workers: Vec<serde_json::Value> = by_worker
+            .iter()
+            .map(|(w, (landed, s))| serde_json::json!({"worker": w, "landed": landed, "iterations": s.iterations, "tokens": s.tokens, "cost_usd": s.cost_usd}))
+            .collect();
+        let v = serde_json::json!({"target": remote.target, "workers": workers, "total": total});
+        crate::outln!("{}", serde_json::to_string_pretty(&v).map_err(|e| CliError::failure(e.to_string()))?);
+        return Ok(crate::exit_code::OK);
+    }
+    for (w, (landed, s)) in &by_worker {
+        crate::outln!(
+            "{w}: {landed} landing(s) · {} iteration(s) · {} tokens · ${:.2}",
+            s.iterations,
+            crate::budget::si(s.tokens),
+            s.cost_usd
+        );
+    }
+    crate::outln!(
+        "total on {}: {} iteration(s) · {} tokens · ${:.2}",
+        remote.target,
+        total.iterations,
+        crate::budget::si(total.tokens),
+        total.cost_usd
+    );
+    Ok(crate::exit_code::OK)
+}
+
 /// A claim as `ralph status --remote` shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ClaimView {
@@ -229,6 +317,15 @@ impl Worker {
                     return Ok(crate::exit_code::OK);
                 }
             }
+            if let Some(max) = self.cfg.remote.max_cost {
+                let total = remote_spent(self.root(), &self.remote.tracking())?.cost_usd;
+                if total >= max {
+                    eprintln!(
+                        "the workers have spent ${total:.2} of [remote] max_cost ${max:.2}: no more tasks"
+                    );
+                    return Ok(crate::exit_code::BUDGET);
+                }
+            }
             let mut got = None;
             for t in &runnable {
                 let attempt = 1;
@@ -310,6 +407,8 @@ impl Worker {
         let mut attempts = 0;
         let mut base = base.to_string();
         let mut keep_claim = false;
+        // What the task cost since its last landing, for the landed commit's trailers.
+        let mut spent = Spent::default();
         let result = loop {
             if self.stop.cancel.is_cancelled() {
                 break Ok(());
@@ -333,6 +432,7 @@ impl Worker {
             };
             let mut rec = result.record.clone();
             rec.worker = None;
+            spent.add(&rec);
             if lost.load(Ordering::SeqCst) {
                 rec.outcome = Outcome::Interrupted;
                 rec.cause = Some(Cause::Interrupted);
@@ -394,8 +494,9 @@ impl Worker {
             if rec.commit.is_some() {
                 let done = rec.outcome == Outcome::Done;
                 let mine_now = mine.lock().map(|m| m.clone()).unwrap_or_default();
-                match self.land(task, &base, &mine_now, done).await? {
+                match self.land(task, &base, &mine_now, done, &spent).await? {
                     Ok(sha) => {
+                        spent = Spent::default();
                         rec.commit = Some(sha.clone());
                         self.append(&rec)?;
                         eprintln!(
@@ -518,6 +619,7 @@ impl Worker {
         base: &str,
         claim: &str,
         done: bool,
+        spent: &Spent,
     ) -> Result<Result<String, String>, CliError> {
         let root = self.root().to_path_buf();
         let mut last = String::new();
@@ -553,6 +655,22 @@ impl Worker {
                         "the checks failed on the work combined with {}: {failure}",
                         self.remote.target
                     )));
+                }
+            }
+            // What the work cost, in the commit itself: the shared ceiling and `ralph stats
+            // --remote` read the target's history, the only state all workers share.
+            let message = git::commit_message(&root, "HEAD")?;
+            if !message.contains("\nRalph-Cost: ") {
+                let with = format!(
+                    "{}\nRalph-Worker: {}\nRalph-Iterations: {}\nRalph-Tokens: {}\nRalph-Cost: {:.6}\n",
+                    message.trim_end(),
+                    self.remote.worker,
+                    spent.iterations,
+                    spent.tokens,
+                    spent.cost_usd
+                );
+                if let git::CommitResult::Refused(t) = git::amend_message(&root, &with)? {
+                    return Ok(Err(format!("`git commit` was refused: {}", t.trim())));
                 }
             }
             let new = git::head(&root)?.unwrap_or_default();

@@ -145,6 +145,37 @@ fn three_workers_land_nine_tasks_each_exactly_once_in_a_linear_history() {
         );
         assert!(check.join(format!("out-t{i}.txt")).exists());
     }
+    // The figures come back from the history alone, in any clone.
+    let mut cmd = Command::new(RALPH);
+    cmd.args(["stats", "--remote", "--json"]).current_dir(&check);
+    hermetic(&mut cmd, &seed.outside);
+    let out = cmd.output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(v["total"]["iterations"], 9, "{v}");
+    let landings: u64 = v["workers"].as_array().unwrap().iter().map(|w| w["landed"].as_u64().unwrap()).sum();
+    assert_eq!(landings, 9, "{v}");
+}
+
+#[test]
+fn no_task_is_claimed_once_the_landed_commits_spent_the_shared_ceiling() {
+    let (seed, bare) = origin(2, "0", "30s");
+    let a = clone(&seed, &bare, "a");
+    let toml = std::fs::read_to_string(a.join("ralph.toml")).unwrap() + "max_cost = 4.0\n";
+    std::fs::write(a.join("ralph.toml"), &toml).unwrap();
+    git(
+        &a,
+        &[
+            "commit",
+            "-qam",
+            "a ceiling\n\nRalph-Worker: earlier\nRalph-Iterations: 3\nRalph-Tokens: 10\nRalph-Cost: 5.000000",
+        ],
+    );
+    git(&a, &["push", "-q", "origin", "HEAD:main"]);
+    let (code, err) = finish(worker(&seed, &a, "a", &["--until-empty"], None), 60);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("max_cost"), "{err}");
+    assert_eq!(claims(&bare), "", "nothing was claimed");
 }
 
 #[test]
