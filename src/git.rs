@@ -1191,8 +1191,11 @@ pub fn amend_message(root: &Path, message: &str) -> Result<CommitResult, GitErro
     commit_args(root, message, &["--amend"], &[])
 }
 
-/// Every commit of `rev`'s history with its subject and its `Ralph-*` trailers (key, value).
-pub fn ralph_trailers(root: &Path, rev: &str) -> Result<Vec<(String, Vec<(String, String)>)>, GitError> {
+/// A commit's subject and its `Ralph-*` trailers (key, value).
+pub type Trailed = (String, Vec<(String, String)>);
+
+/// Every commit of `rev`'s history with its subject and its `Ralph-*` trailers.
+pub fn ralph_trailers(root: &Path, rev: &str) -> Result<Vec<Trailed>, GitError> {
     let out = run(root, ["log", "--format=%s%x1f%(trailers:only,unfold)%x00", rev])?;
     Ok(String::from_utf8_lossy(&out.stdout)
         .split('\0')
