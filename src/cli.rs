@@ -58,6 +58,9 @@ pub enum Command {
     /// run -j N`, not by hand).
     #[command(hide = true)]
     WorkSlot(WorkSlotArgs),
+    /// Print a launcher for workers on other machines: a Kubernetes Indexed Job or a GitHub
+    /// Actions workflow, each worker `ralph worker --until-empty` in a fresh clone.
+    Deploy(DeployArgs),
     /// Print the shell completion script for bash, zsh or fish (also elvish, powershell).
     Completions(CompletionsArgs),
     /// Print the man page, or write one page per command into a directory.
@@ -380,6 +383,72 @@ pub struct ScriptedAgentArgs {
     /// Read the prompt from this file.
     #[arg(long, value_name = "FILE")]
     pub prompt_file: Option<PathBuf>,
+}
+
+/// The most workers `ralph deploy` starts: a GitHub Actions matrix runs at most 256 jobs (the
+/// same bound serves Kubernetes, where it is a sanity check).
+pub const DEPLOY_MAX_WORKERS: u32 = 256;
+
+/// The image the Kubernetes workers run when `--image` is not given: a name to build and push,
+/// not a published image.
+pub const DEPLOY_IMAGE: &str = "ralph-worker:latest";
+
+/// The Kubernetes Secret the workers read their credentials from by default.
+pub const DEPLOY_SECRET: &str = "ralph-agent";
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    #[command(subcommand)]
+    pub target: DeployTarget,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeployTarget {
+    /// A Kubernetes Indexed Job: one pod per worker, the clone in an init container, the
+    /// agent's credentials from a Secret.
+    Kubernetes(KubernetesArgs),
+    /// A GitHub Actions workflow: a matrix of workers, started by hand (workflow_dispatch), one
+    /// dispatch at a time.
+    GithubActions(ActionsArgs),
+}
+
+/// What both launchers take.
+#[derive(Debug, Args)]
+pub struct DeployCommon {
+    /// Workers to start (for GitHub Actions, the default of the dispatch's input).
+    #[arg(long, value_name = "N", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(DEPLOY_MAX_WORKERS)))]
+    pub workers: u32,
+    /// The branch the workers work on (default: [git] branch in ralph.toml, else the branch
+    /// checked out).
+    #[arg(long, value_name = "BRANCH")]
+    pub branch: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct KubernetesArgs {
+    #[command(flatten)]
+    pub common: DeployCommon,
+    /// The image the workers run: git, ralph and the agent CLI (the default is a placeholder
+    /// name to build).
+    #[arg(long, value_name = "IMAGE", default_value = DEPLOY_IMAGE)]
+    pub image: String,
+    /// The URL the workers clone (default: `git remote get-url origin`).
+    #[arg(long, value_name = "URL")]
+    pub repo: Option<String>,
+    /// The Secret holding the agent's credentials and GIT_TOKEN.
+    #[arg(long, value_name = "NAME", default_value = DEPLOY_SECRET)]
+    pub secret: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ActionsArgs {
+    #[command(flatten)]
+    pub common: DeployCommon,
+    /// Run the workers in this container image (git, ralph and the agent CLI) instead of
+    /// installing ralph and the agent on the runner.
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
 }
 
 #[derive(Debug, Args)]

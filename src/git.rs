@@ -489,6 +489,13 @@ pub fn checkout_branch(root: &Path, branch: &str) -> Result<(), GitError> {
     }
 }
 
+/// The URL of remote `name` (`git remote get-url`, `insteadOf` rewrites applied), `None` when
+/// there is no such remote.
+pub fn remote_url(root: &Path, name: &str) -> Result<Option<String>, GitError> {
+    let out = output(root, &["remote".into(), "get-url".into(), name.into()])?;
+    Ok(out.status.success().then(|| stdout(out)).filter(|u| !u.is_empty()))
+}
+
 /// Whether a branch name is valid.
 pub fn valid_branch_name(root: &Path, branch: &str) -> bool {
     git(root)

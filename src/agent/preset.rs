@@ -31,6 +31,10 @@ pub struct Preset {
     pub needs_flags: &'static [&'static str],
     /// How to install it.
     pub install: &'static str,
+    /// The environment variables that carry its credentials when it runs unattended (with the
+    /// endpoint settings that go with them), the usual one first: what `ralph deploy` hands the
+    /// workers from a secret. Presets that can talk to several providers list the common ones.
+    pub credentials_env: &'static [&'static str],
     /// The one provider the CLI talks to, for telemetry's GenAI attributes; `None` where it can
     /// be pointed at several (opencode, pi, aider, qwen) or hides which (amp, cursor).
     pub provider: Option<Provider>,
@@ -89,6 +93,7 @@ pub const PRESETS: &[Preset] = &[
         help: &["--help"],
         needs_flags: &["--print", "--output-format", "--verbose", "--dangerously-skip-permissions"],
         install: "npm install -g @anthropic-ai/claude-code",
+        credentials_env: &["ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN"],
         provider: Some(Provider { name: "anthropic", system: "anthropic" }),
         reports_cost: true,
         reads: Instructions::ClaudeMd,
@@ -115,6 +120,7 @@ pub const PRESETS: &[Preset] = &[
         help: &["exec", "--help"],
         needs_flags: &["--json", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox"],
         install: "npm install -g @openai/codex",
+        credentials_env: &["CODEX_API_KEY", "OPENAI_API_KEY"],
         provider: Some(Provider { name: "openai", system: "openai" }),
         reports_cost: false,
         reads: Instructions::AgentsMd,
@@ -134,6 +140,7 @@ pub const PRESETS: &[Preset] = &[
         help: &["--help"],
         needs_flags: &["--output-format", "--yolo"],
         install: "npm install -g @google/gemini-cli",
+        credentials_env: &["GEMINI_API_KEY"],
         provider: Some(Provider { name: "gcp.gemini", system: "gemini" }),
         reports_cost: false,
         reads: Instructions::GeminiMd,
@@ -152,6 +159,7 @@ pub const PRESETS: &[Preset] = &[
         help: &["run", "--help"],
         needs_flags: &["--format"],
         install: "npm install -g opencode-ai",
+        credentials_env: &["ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OPENROUTER_API_KEY"],
         provider: None,
         reports_cost: true,
         reads: Instructions::AgentsMd,
@@ -169,6 +177,7 @@ pub const PRESETS: &[Preset] = &[
         help: &["--help"],
         needs_flags: &["--mode", "--no-session"],
         install: "npm install -g @mariozechner/pi-coding-agent",
+        credentials_env: &["ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY"],
         provider: None,
         reports_cost: true,
         reads: Instructions::AgentsMd,
@@ -186,6 +195,7 @@ pub const PRESETS: &[Preset] = &[
         help: &["--help"],
         needs_flags: &["--output-format", "--yolo"],
         install: "npm install -g @qwen-code/qwen-code",
+        credentials_env: &["OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL"],
         provider: None,
         // Its result may carry total_cost_usd (qwen-code types.ts): not verified, so not promised.
         reports_cost: false,
@@ -211,6 +221,7 @@ pub const PRESETS: &[Preset] = &[
         help: &["--help"],
         needs_flags: &["--message-file", "--yes-always", "--no-auto-commits"],
         install: "python -m pip install aider-install && aider-install",
+        credentials_env: &["ANTHROPIC_API_KEY", "OPENAI_API_KEY"],
         provider: None,
         reports_cost: true,
         reads: Instructions::Nothing,
@@ -228,6 +239,7 @@ pub const PRESETS: &[Preset] = &[
         help: &["--help"],
         needs_flags: &["--stream-json", "--dangerously-allow-all"],
         install: "npm install -g @sourcegraph/amp",
+        credentials_env: &["AMP_API_KEY"],
         provider: None,
         reports_cost: false,
         reads: Instructions::AgentsMd,
@@ -245,6 +257,7 @@ pub const PRESETS: &[Preset] = &[
         help: &["--help"],
         needs_flags: &["--output-format", "--force"],
         install: "curl https://cursor.com/install -fsS | bash",
+        credentials_env: &["CURSOR_API_KEY"],
         provider: None,
         reports_cost: false,
         reads: Instructions::AgentsMd,
@@ -348,6 +361,11 @@ mod tests {
             }
             assert_eq!(by_program(p.bin), Some(p));
             assert_eq!(by_program(&format!("/usr/local/bin/{}", p.bin)), Some(p));
+            // `ralph deploy` names these in launchers: environment variable names, at least one.
+            assert!(!p.credentials_env.is_empty(), "{} names no credential", p.name);
+            for v in p.credentials_env {
+                assert!(v.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'), "{v}");
+            }
         }
         // The README's record field: Claude, opencode, pi and aider report a cost.
         let costing: Vec<_> = PRESETS.iter().filter(|p| p.reports_cost).map(|p| p.name).collect();

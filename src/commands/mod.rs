@@ -1,6 +1,7 @@
 //! The subcommands other than the loop itself, and the dispatch from the parsed command line.
 
 pub mod demo;
+pub mod deploy;
 pub mod doctor;
 pub mod eval;
 pub mod import;
@@ -135,6 +136,7 @@ pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
             // The scripted agent's exit code is part of its scenario; pass it through whole.
             std::process::exit(code)
         }
+        Command::Deploy(a) => deploy::run(&cwd, &a),
         Command::Completions(a) => shell::completions(a.shell),
         Command::Man(a) => shell::man(a.out_dir.map(|d| cwd.join(d)).as_deref()),
     }

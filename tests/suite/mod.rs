@@ -3,6 +3,7 @@ mod agents;
 mod backlog;
 mod bad_input;
 mod commands;
+mod deploy;
 mod eval;
 mod eval_history;
 mod gates;
