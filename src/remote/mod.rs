@@ -452,6 +452,25 @@ impl Worker {
                 if let Some(f) = result.fatal {
                     break Err(CliError { code: crate::exit_code::AGENT, message: f, hints: Vec::new() });
                 }
+                // A usage limit: waited out with the claim let go (another worker, with other
+                // credentials, may take the task meanwhile), then back to the pool.
+                if let Some((reset_at, message)) = &result.limit {
+                    let limit = crate::agent::limits::Limit {
+                        reset_at: reset_at.as_deref().and_then(|r| r.parse().ok()),
+                        message: message.clone(),
+                    };
+                    let wait = crate::agent::limits::wait_for(
+                        &limit,
+                        jiff::Timestamp::now(),
+                        self.cfg.agent.retry_wait,
+                    );
+                    eprintln!("usage limit: waiting {} before the next task", crate::runner::human(wait));
+                    heartbeat.abort();
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.stop.cancel.cancelled() => {}
+                    }
+                }
                 break Ok(());
             }
             if rec.commit.is_some() && self.cfg.remote.land == crate::config::Land::PullRequest {
