@@ -257,8 +257,18 @@ pub async fn run(cwd: &Path, o: WorkerOptions, stop: Stop) -> Result<u8, CliErro
         remote.name,
         crate::runner::human(cfg.remote.lease_ttl)
     );
-    let mut w =
-        Worker { remote, cfg, run_id, run_dir, stop, watcher: Watcher::default(), iteration: 0, done: 0 };
+    let mut w = Worker {
+        remote,
+        cfg,
+        run_id,
+        run_dir,
+        stop,
+        watcher: Watcher::default(),
+        iteration: 0,
+        done: 0,
+        spent: Spent::default(),
+        started: Instant::now(),
+    };
     w.run(&o).await
 }
 
@@ -272,6 +282,9 @@ struct Worker {
     iteration: u32,
     /// Tasks this worker landed or blocked.
     done: u32,
+    /// What this worker spent, against ralph.toml's `[budget]` (which holds per worker).
+    spent: Spent,
+    started: Instant,
 }
 
 impl Worker {
@@ -316,6 +329,10 @@ impl Worker {
                 if o.until_empty {
                     return Ok(crate::exit_code::OK);
                 }
+            }
+            if let Some(why) = self.over_budget() {
+                eprintln!("{why}: this worker claims no more tasks");
+                return Ok(crate::exit_code::BUDGET);
             }
             if let Some(max) = self.cfg.remote.max_cost {
                 let total = remote_spent(self.root(), &self.remote.tracking())?.cost_usd;
@@ -433,6 +450,7 @@ impl Worker {
             let mut rec = result.record.clone();
             rec.worker = None;
             spent.add(&rec);
+            self.spent.add(&rec);
             if lost.load(Ordering::SeqCst) {
                 rec.outcome = Outcome::Interrupted;
                 rec.cause = Some(Cause::Interrupted);
@@ -751,6 +769,30 @@ impl Worker {
         }
         let _ = self.remote.release(&task.id, claim);
         Ok(())
+    }
+
+    /// The `[budget]` this worker has spent, in words (ralph.toml's budgets hold per worker).
+    fn over_budget(&self) -> Option<String> {
+        let b = &self.cfg.budget;
+        if self.spent.iterations >= b.max_iterations {
+            return Some(format!("max_iterations {} reached", b.max_iterations));
+        }
+        if let Some(d) = b.max_duration
+            && self.started.elapsed() >= d
+        {
+            return Some(format!("max_duration {} reached", crate::runner::human(d)));
+        }
+        if let Some(t) = b.max_tokens
+            && self.spent.tokens >= t
+        {
+            return Some(format!("max_tokens {t} reached"));
+        }
+        if let Some(c) = b.max_cost
+            && self.spent.cost_usd >= c
+        {
+            return Some(format!("max_cost ${c:.2} reached"));
+        }
+        None
     }
 
     /// Writes `status: done` into the task's spec and amends it into the clone's commit; the

@@ -356,3 +356,19 @@ fn with_pull_requests_a_task_is_pushed_as_a_branch_and_its_claim_waits_for_the_m
     let refs = claims(&bare);
     assert!(!refs.contains("refs/ralph/claims/t1") && refs.contains("refs/ralph/claims/t2"), "{refs}");
 }
+
+#[test]
+fn ralph_toml_budgets_hold_per_worker() {
+    let (seed, bare) = origin(4, "0", "30s");
+    let a = clone(&seed, &bare, "a");
+    let toml = std::fs::read_to_string(a.join("ralph.toml")).unwrap() + "\n[budget]\nmax_iterations = 2\n";
+    std::fs::write(a.join("ralph.toml"), &toml).unwrap();
+    git(&a, &["commit", "-qam", "two iterations a worker"]);
+    git(&a, &["push", "-q", "origin", "HEAD:main"]);
+    let (code, err) = finish(worker(&seed, &a, "a", &["--until-empty"], None), 60);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("max_iterations 2 reached"), "{err}");
+    let n = landed(&bare).iter().filter(|s| s.starts_with("ralph(t")).count();
+    assert_eq!(n, 2, "{:?}", landed(&bare));
+    assert_eq!(claims(&bare), "", "no claim is left behind");
+}
