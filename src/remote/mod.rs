@@ -63,8 +63,9 @@ pub fn remote_spent(root: &Path, rev: &str) -> Result<Spent, CliError> {
     Ok(s)
 }
 
-/// `ralph stats --remote`: what the workers landed and spent, from the target's history alone.
-pub fn stats(cwd: &Path, json: bool) -> Result<u8, CliError> {
+/// The remote as a command that only looks at it sees it (`status --remote`, `stats
+/// --remote`): fetched now.
+fn looking(cwd: &Path) -> Result<(PathBuf, Remote), CliError> {
     let root = crate::runner::repo_root(cwd)?;
     let cfg = crate::runner::load_config(&root, &crate::config::Overrides::default())?;
     let target = cfg.branch.clone().or(git::current_branch(&root)?).unwrap_or_else(|| "main".into());
@@ -76,6 +77,12 @@ pub fn stats(cwd: &Path, json: bool) -> Result<u8, CliError> {
         host: String::new(),
     };
     remote.fetch()?;
+    Ok((root, remote))
+}
+
+/// `ralph stats --remote`: what the workers landed and spent, from the target's history alone.
+pub fn stats(cwd: &Path, json: bool) -> Result<u8, CliError> {
+    let (root, remote) = looking(cwd)?;
     let mut by_worker: std::collections::BTreeMap<String, (u32, Spent)> = Default::default();
     for (subject, trailers) in git::ralph_trailers(&root, &remote.tracking())? {
         let get = |k: &str| trailers.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
@@ -135,17 +142,7 @@ pub struct ClaimView {
 
 /// `ralph status --remote`: fetches the claims and says who holds what.
 pub fn status(cwd: &Path, json: bool) -> Result<u8, CliError> {
-    let root = crate::runner::repo_root(cwd)?;
-    let cfg = crate::runner::load_config(&root, &crate::config::Overrides::default())?;
-    let target = cfg.branch.clone().or(git::current_branch(&root)?).unwrap_or_else(|| "main".into());
-    let remote = Remote {
-        root: root.clone(),
-        name: cfg.remote.name.clone(),
-        target,
-        worker: String::new(),
-        host: String::new(),
-    };
-    remote.fetch()?;
+    let (root, remote) = looking(cwd)?;
     let mut views = Vec::new();
     for (task, commit) in remote.claims()? {
         let body = git::commit_message(&root, &commit).unwrap_or_default();
