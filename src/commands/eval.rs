@@ -183,8 +183,10 @@ async fn run_all(
     // trials are spent on it.
     let firsts: Vec<(Case, u32, bool)> = cases.iter().map(|c| (c.clone(), 1, true)).collect();
     let firsts = in_parallel(setup, firsts, opts.jobs, opts.json, stop).await?;
-    let measured: Vec<&Case> =
-        cases.iter().filter(|c| !firsts.iter().any(|t| t.case == c.id && t.passes_at_start)).collect();
+    let measured: Vec<&Case> = cases
+        .iter()
+        .filter(|c| !firsts.iter().any(|t| t.case == c.id && (t.passes_at_start || t.broken.is_some())))
+        .collect();
     out.extend(firsts);
     let rest: Vec<(Case, u32, bool)> =
         measured.iter().flat_map(|c| (2..=opts.trials).map(move |n| ((*c).clone(), n, false))).collect();
@@ -248,6 +250,9 @@ async fn in_parallel(
 }
 
 fn trial_line(t: &Trial) -> String {
+    if let Some(why) = &t.broken {
+        return format!("case {}: cannot be scored ({why}); left out", t.case);
+    }
     if t.passes_at_start {
         return format!("case {}: its check passes before the agent runs; left out", t.case);
     }
@@ -279,6 +284,10 @@ fn summarize(eval_id: &str, cases: &[Case], trials: Vec<Trial>, left_out: &mut V
         let ts = by_case.get(c.id.as_str()).cloned().unwrap_or_default();
         if ts.iter().any(|t| t.passes_at_start) {
             left_out.push(LeftOut { id: c.id.clone(), why: "its check passes before the agent runs".into() });
+            continue;
+        }
+        if let Some(why) = ts.iter().find_map(|t| t.broken.clone()) {
+            left_out.push(LeftOut { id: c.id.clone(), why: format!("it cannot be scored: {why}") });
             continue;
         }
         let n = u32::try_from(ts.len()).unwrap_or(u32::MAX);

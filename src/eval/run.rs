@@ -72,6 +72,10 @@ pub struct Trial {
     /// The hidden check passed before the agent ran: the case measures nothing.
     #[serde(default)]
     pub passes_at_start: bool,
+    /// Why the case cannot be scored (its `setup` failed, its check cannot run): it is left
+    /// out, and the evaluation goes on with the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broken: Option<String>,
 }
 
 /// Where the scratch worktrees of `root`'s repository go.
@@ -145,11 +149,21 @@ async fn run_trial(
     logs: &Path,
 ) -> Result<Trial, CliError> {
     let mut t = Trial { case: case.id.clone(), trial, ..Trial::default() };
-    set_up(s, case, path, logs).await?;
+    if let Err(e) = set_up(s, case, path, logs).await {
+        t.broken = Some(e.message);
+        return Ok(t);
+    }
     if check_start {
-        if hidden_check(case, path, &logs.join("check-at-start.log")).await? {
-            t.passes_at_start = true;
-            return Ok(t);
+        match hidden_check(case, path, &logs.join("check-at-start.log")).await {
+            Ok(true) => {
+                t.passes_at_start = true;
+                return Ok(t);
+            }
+            Ok(false) => {}
+            Err(e) => {
+                t.broken = Some(e.message);
+                return Ok(t);
+            }
         }
         // The check's restored files go again: the agent starts from the set-up commit.
         git::restore(path, "HEAD")?;
@@ -198,7 +212,13 @@ async fn run_trial(
     t.tokens = records.iter().map(|r| r.tokens.map_or(0, |x| x.total())).sum();
     t.cost_usd = records.iter().map(|r| r.cost_usd.unwrap_or(0.0)).sum();
     t.gamed = records.iter().any(|r| r.cause.is_some_and(|c| GAMED.contains(&c)));
-    let passed = hidden_check(case, path, &logs.join("check.log")).await?;
+    let passed = match hidden_check(case, path, &logs.join("check.log")).await {
+        Ok(p) => p,
+        Err(e) => {
+            t.broken = Some(e.message);
+            return Ok(t);
+        }
+    };
     t.passed = passed && !t.gamed;
     Ok(t)
 }

@@ -281,7 +281,10 @@ impl Tune {
 
     /// Appends a trial's line to `results.tsv` (synced: a kill loses no finished trial).
     fn record(&mut self, n: u32, t: &Trial) -> Result<(), CliError> {
-        if t.passes_at_start {
+        if let Some(why) = &t.broken {
+            eprintln!("case {}: cannot be scored ({why}); left out", t.case);
+        }
+        if t.passes_at_start || t.broken.is_some() {
             if !self.s.left_out.contains(&t.case) {
                 self.s.left_out.push(t.case.clone());
                 self.save_settings()?;

@@ -461,7 +461,7 @@ fn one_evaluation_at_a_time_and_a_second_one_leaves_the_first_alone() {
 }
 
 #[test]
-fn a_trial_that_cannot_be_scored_ends_the_evaluation_with_no_agent_left_running() {
+fn a_case_that_cannot_be_scored_is_left_out_and_the_others_are_scored_with_no_agent_left_running() {
     // `b-bad`'s check cannot run the second time (it takes its own execute bit away, as a
     // broken check would fail), while `a-slow`'s agent is still at work.
     let scenario = step(
@@ -491,8 +491,11 @@ fn a_trial_that_cannot_be_scored_ends_the_evaluation_with_no_agent_left_running(
             ("b-bad", "# Bad\n\nWrite done.txt.\n", "chmod -x \"$0\"; exit 1"),
         ],
     );
-    let run = repo.ralph_within(60, &["eval", "--suite", &suite.to_string_lossy(), "-j", "2"]).expect(1);
-    assert!(run.stderr().contains("cannot run case b-bad's check"), "{}", run.stderr());
+    let run = repo.ralph_within(60, &["eval", "--suite", &suite.to_string_lossy(), "-j", "2"]).expect(0);
+    let out = run.stdout();
+    assert!(out.contains("left out: b-bad (it cannot be scored: cannot run case b-bad's check"), "{out}");
+    assert!(out.contains("a-slow: 1/1 passed"), "{out}");
+    assert!(out.contains("score: 1.00 (1/1 trials passed)"), "{out}");
     assert!(!trial_processes_left(&repo), "an agent or worker outlived the evaluation");
     assert_eq!(worktree_list(&repo).len(), 1, "{:?}", worktree_list(&repo));
     assert!(!refs(&repo).contains("ralph/eval"), "{}", refs(&repo));
@@ -545,4 +548,25 @@ fn a_case_whose_name_git_refuses_in_a_branch_is_evaluated() {
     assert_eq!(case(&v, "a..b")["passed"], 1, "{v}");
     assert_eq!(worktree_list(&repo).len(), 1, "{:?}", worktree_list(&repo));
     assert!(!refs(&repo).contains("ralph/eval"), "{}", refs(&repo));
+}
+
+#[test]
+fn a_case_whose_setup_fails_is_left_out_with_the_reason() {
+    let repo = repo(&step("", 0, &format!("{}, {PROMISE}", write_file("done.txt", "done\n"))), &["true"]);
+    let suite = suite(
+        &repo,
+        "suite",
+        &[
+            ("good", "# Good\n\nWrite done.txt.\n", "test -f done.txt"),
+            ("bad", "# Bad\n\nWrite done.txt.\n", "test -f done.txt"),
+        ],
+    );
+    let setup = suite.join("bad/setup");
+    std::fs::write(&setup, "#!/bin/sh\necho 'no network' >&2\nexit 1\n").unwrap();
+    std::fs::set_permissions(&setup, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let v = eval_json(&repo, &suite, &[]);
+    assert_eq!(v["score"], 1.0, "{v}");
+    let left = v["left_out"].as_array().unwrap();
+    assert!(left.iter().any(|l| l["id"] == "bad" && l["why"].as_str().unwrap().contains("setup")), "{v}");
+    assert_eq!(worktree_list(&repo).len(), 1, "{:?}", worktree_list(&repo));
 }
