@@ -384,39 +384,7 @@ impl Worker {
         let lost = Arc::new(AtomicBool::new(false));
         let pid = Arc::new(AtomicU32::new(0));
         let mine = Arc::new(std::sync::Mutex::new(claim));
-        // The heartbeat: a new claim commit every third of the lease; one that does not hold
-        // means the claim is gone, and the agent is stopped at once.
-        let heartbeat = {
-            let (remote, lost, pid, mine, id) =
-                (self.remote.clone(), lost.clone(), pid.clone(), mine.clone(), task.id.clone());
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep((ttl / 3).max(Duration::from_millis(100))).await;
-                    let last = mine.lock().map(|m| m.clone()).unwrap_or_default();
-                    match remote.renew(&id, &last) {
-                        Ok(Leased::Won(next)) => {
-                            if let Ok(mut m) = mine.lock() {
-                                *m = next;
-                            }
-                        }
-                        Ok(Leased::Lost(_)) => {
-                            lost.store(true, Ordering::SeqCst);
-                            if let Ok(p) = i32::try_from(pid.load(Ordering::SeqCst))
-                                && p > 0
-                            {
-                                // SAFETY: kill with a pid of this worker's own child and a signal number.
-                                unsafe {
-                                    libc::kill(p, libc::SIGTERM);
-                                }
-                            }
-                            return;
-                        }
-                        // The remote out of reach: the lease decides; try again.
-                        Err(e) => tracing::debug!("heartbeat failed: {e}"),
-                    }
-                }
-            })
-        };
+        let heartbeat = heartbeat(self.remote.clone(), &task.id, ttl, &lost, &pid, &mine);
         let max_attempts = task.max_attempts.unwrap_or(self.cfg.budget.max_attempts);
         let mut attempts = 0;
         let mut base = base.to_string();
@@ -510,17 +478,7 @@ impl Worker {
                     }
                     continue;
                 }
-                match git::push(self.root(), &self.remote.name, &[format!("+HEAD:refs/heads/{branch}")])? {
-                    Ok(()) => {
-                        let _ = self.remote.pend(&task.id, &mine_now, &branch);
-                        self.append(&rec)?;
-                        eprintln!("task {}: pushed {branch} for the forge to land", task.id);
-                    }
-                    Err(text) => {
-                        rec.failure = Some(format!("cannot push {branch}: {}", text.trim()));
-                        self.append(&rec)?;
-                    }
-                }
+                self.propose(task, &mine_now, &branch, rec)?;
                 // The claim stays (pending) until the target has the task done.
                 keep_claim = true;
                 break Ok(());
@@ -545,35 +503,11 @@ impl Worker {
                         base = sha;
                         continue;
                     }
-                    Err(why) if why == LOST => {
-                        rec.outcome = Outcome::Interrupted;
-                        rec.cause = Some(Cause::Interrupted);
-                        rec.commit = None;
-                        rec.failure = Some(format!(
-                            "{LOST}: nothing of it landed; the work stays on {LOCAL} in this clone"
-                        ));
-                        self.append(&rec)?;
-                        eprintln!("task {}: the claim was lost before landing; nothing landed", task.id);
-                        lost.store(true, Ordering::SeqCst);
-                        break Ok(());
-                    }
                     Err(why) => {
-                        rec.outcome = Outcome::ChecksFailed;
-                        rec.cause = Some(Cause::LandConflict);
-                        rec.failure = Some(why.clone());
-                        rec.commit = None;
-                        rec.blocked = true;
-                        self.append(&rec)?;
-                        let _ = git::push(
-                            self.root(),
-                            &self.remote.name,
-                            &[format!("+HEAD:refs/heads/ralph/{}", task.id)],
-                        );
-                        self.block(
-                            task,
-                            &format!("{why}; its work is on the branch ralph/{}", task.id),
-                            &mine_now,
-                        )?;
+                        if why == LOST {
+                            lost.store(true, Ordering::SeqCst);
+                        }
+                        self.not_landed(task, rec, &why, &mine_now)?;
                         break Ok(());
                     }
                 }
@@ -768,6 +702,53 @@ impl Worker {
         Ok(())
     }
 
+    /// Work that did not land: its claim lost (nothing more to do: the work stays in the
+    /// clone), or refused after the retries (the work pushed to `ralph/<task>`, the task
+    /// blocked with the reason).
+    fn not_landed(
+        &self,
+        task: &Spec,
+        mut rec: IterationRecord,
+        why: &str,
+        mine: &str,
+    ) -> Result<(), CliError> {
+        rec.commit = None;
+        if why == LOST {
+            rec.outcome = Outcome::Interrupted;
+            rec.cause = Some(Cause::Interrupted);
+            rec.failure =
+                Some(format!("{LOST}: nothing of it landed; the work stays on {LOCAL} in this clone"));
+            eprintln!("task {}: the claim was lost before landing; nothing landed", task.id);
+            return self.append(&rec);
+        }
+        rec.outcome = Outcome::ChecksFailed;
+        rec.cause = Some(Cause::LandConflict);
+        rec.failure = Some(why.to_string());
+        rec.blocked = true;
+        self.append(&rec)?;
+        let _ = git::push(self.root(), &self.remote.name, &[format!("+HEAD:refs/heads/ralph/{}", task.id)]);
+        self.block(task, &format!("{why}; its work is on the branch ralph/{}", task.id), mine)
+    }
+
+    /// Pushes the finished task's commit as `branch` for the forge to land, and marks the claim
+    /// `mine` pending.
+    fn propose(
+        &self,
+        task: &Spec,
+        mine: &str,
+        branch: &str,
+        mut rec: IterationRecord,
+    ) -> Result<(), CliError> {
+        match git::push(self.root(), &self.remote.name, &[format!("+HEAD:refs/heads/{branch}")])? {
+            Ok(()) => {
+                let _ = self.remote.pend(&task.id, mine, branch);
+                eprintln!("task {}: pushed {branch} for the forge to land", task.id);
+            }
+            Err(text) => rec.failure = Some(format!("cannot push {branch}: {}", text.trim())),
+        }
+        self.append(&rec)
+    }
+
     /// The `[budget]` this worker has spent, in words (ralph.toml's budgets hold per worker).
     fn over_budget(&self) -> Option<String> {
         let b = &self.cfg.budget;
@@ -813,4 +794,45 @@ impl Worker {
         record::append(&path, rec)
             .map_err(|e| CliError::failure(format!("cannot write {}: {e}", path.display())))
     }
+}
+
+/// The heartbeat of a claim: a new claim commit every third of the lease, leased on the last;
+/// one that does not hold means the claim is gone: `lost` is set and the iteration's process
+/// (`pid`) is stopped at once.
+fn heartbeat(
+    remote: Remote,
+    task: &str,
+    ttl: Duration,
+    lost: &Arc<AtomicBool>,
+    pid: &Arc<AtomicU32>,
+    mine: &Arc<std::sync::Mutex<String>>,
+) -> tokio::task::JoinHandle<()> {
+    let (lost, pid, mine, id) = (lost.clone(), pid.clone(), mine.clone(), task.to_string());
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep((ttl / 3).max(Duration::from_millis(100))).await;
+            let last = mine.lock().map(|m| m.clone()).unwrap_or_default();
+            match remote.renew(&id, &last) {
+                Ok(Leased::Won(next)) => {
+                    if let Ok(mut m) = mine.lock() {
+                        *m = next;
+                    }
+                }
+                Ok(Leased::Lost(_)) => {
+                    lost.store(true, Ordering::SeqCst);
+                    if let Ok(p) = i32::try_from(pid.load(Ordering::SeqCst))
+                        && p > 0
+                    {
+                        // SAFETY: kill with a pid of this worker's own child and a signal number.
+                        unsafe {
+                            libc::kill(p, libc::SIGTERM);
+                        }
+                    }
+                    return;
+                }
+                // The remote out of reach: the lease decides; try again.
+                Err(e) => tracing::debug!("heartbeat failed: {e}"),
+            }
+        }
+    })
 }
