@@ -985,6 +985,20 @@ pub fn worktree_add(root: &Path, path: &Path, branch: &str, rev: &str, reason: &
     run(root, args).map(drop)
 }
 
+/// Removes every checkout of the repository under `dir` (ralph's slots or scratch checkouts);
+/// the ones it could not remove, with why.
+pub fn remove_worktrees_under(root: &Path, dir: &Path) -> Vec<(PathBuf, GitError)> {
+    let mut failed = Vec::new();
+    for w in worktrees(root).unwrap_or_default() {
+        if w.path.starts_with(dir)
+            && let Err(e) = worktree_remove(root, &w.path)
+        {
+            failed.push((w.path, e));
+        }
+    }
+    failed
+}
+
 /// Removes the checkout at `path` (locked or not, changes and all), and what git keeps of it.
 pub fn worktree_remove(root: &Path, path: &Path) -> Result<(), GitError> {
     let _ = run(root, [OsStr::new("worktree"), OsStr::new("unlock"), path.as_os_str()]);
@@ -1038,11 +1052,10 @@ pub fn rebase(slot: &Path, onto: &str) -> Result<Result<(), String>, GitError> {
     Ok(Err(text))
 }
 
-/// Amends HEAD's commit with what is staged and `include`, its message kept; hooks run.
-pub fn amend_including(root: &Path, include: &[&Path]) -> Result<CommitResult, GitError> {
+/// Amends HEAD's commit with what is staged, its message kept; hooks run.
+pub fn amend(root: &Path) -> Result<CommitResult, GitError> {
     let message = stdout(run(root, ["log", "-1", "--format=%B"])?);
-    let flags: &[&str] = if include.is_empty() { &["--amend"] } else { &["--amend", "--include"] };
-    commit_args(root, &format!("{message}\n"), flags, include)
+    commit_args(root, &format!("{message}\n"), &["--amend"], &[])
 }
 
 /// Moves `name` from `old` to `new` only if it still points at `old` (a compare-and-swap);
@@ -1321,18 +1334,6 @@ fn parse_staged(bytes: &[u8]) -> (Staged, Vec<String>) {
         }
     }
     (staged, binary)
-}
-
-/// The working tree (tracked and untracked, ignored files and `.ralph/` aside) as a tree
-/// object, through a temporary index; the real index is left alone.
-pub fn worktree_tree(root: &Path, tmp_index: &Path) -> Result<String, GitError> {
-    let tree = snapshot(root, tmp_index)?;
-    Ok(tree)
-}
-
-/// Puts the working tree back to `tree` (taken on top of `head`), index reset to `head`.
-pub fn restore_worktree_tree(root: &Path, head: &str, tree: &str) -> Result<(), GitError> {
-    restore_snapshot(root, head, tree)
 }
 
 /// The staged-and-unstaged change against `base` as a reviewer should see it: whitespace-only

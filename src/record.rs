@@ -180,6 +180,22 @@ impl Cause {
         }
     }
 
+    /// Whether the cause is a gate's (or the frame's) catch of work that games the checks:
+    /// evaluations score such a trial 0 whatever its own check says.
+    pub fn is_gaming(self) -> bool {
+        matches!(
+            self,
+            Cause::ProtectedPath
+                | Cause::TestDeleted
+                | Cause::SkipMarker
+                | Cause::FewerTests
+                | Cause::SpecRewritten
+                | Cause::StatusChanged
+                | Cause::OtherTaskWorkDeleted
+                | Cause::FrameBroken
+        )
+    }
+
     /// The cause an outcome stands for when nothing more precise was found.
     pub fn of(outcome: Outcome) -> Option<Cause> {
         match outcome {

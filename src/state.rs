@@ -166,7 +166,7 @@ impl RunLock {
 }
 
 /// Whether process `pid` runs (a zombie does not).
-fn running(pid: u32) -> bool {
+pub fn running(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])))
         .unwrap_or(false)

@@ -271,14 +271,7 @@ impl Backlog {
     /// The next runnable task: status `todo`, every dependency `done`; lowest priority first,
     /// tasks without a priority after those with one, then by file name.
     pub fn next(&self) -> Next<'_> {
-        let status: BTreeMap<&str, Status> = self.tasks.iter().map(|t| (t.id.as_str(), t.status)).collect();
-        let runnable = self
-            .tasks
-            .iter()
-            .filter(|t| t.status == Status::Todo)
-            .filter(|t| t.depends_on.iter().all(|d| status.get(d.as_str()) == Some(&Status::Done)))
-            .min_by_key(|t| (t.priority.is_none(), t.priority, t.path.clone(), t.order));
-        match runnable {
+        match self.runnable().into_iter().next() {
             Some(t) => Next::Task(t),
             None if self.tasks.iter().all(|t| t.status == Status::Done) => Next::AllDone,
             None => Next::OnlyBlocked,
@@ -295,7 +288,15 @@ impl Backlog {
             .filter(|t| t.status == Status::Todo)
             .filter(|t| t.depends_on.iter().all(|d| status.get(d.as_str()) == Some(&Status::Done)))
             .collect();
-        ready.sort_by_key(|t| (t.priority.is_none(), t.priority, t.path.clone(), t.order));
+        // Stable, keyed by reference: the first of equals is the first in the backlog.
+        ready.sort_by(|a, b| {
+            (a.priority.is_none(), a.priority, &a.path, a.order).cmp(&(
+                b.priority.is_none(),
+                b.priority,
+                &b.path,
+                b.order,
+            ))
+        });
         ready
     }
 

@@ -101,21 +101,7 @@ pub async fn run(cwd: &Path, opts: EvalOptions, stop: crate::signal::Stop) -> Re
             }
         }));
     }
-    // ralph's folder as every command makes it: git-ignored, so that the evaluation's logs never
-    // show in the user's `git status`.
-    let ralph_dir = crate::state::ensure_ralph_dir(&root)?;
-    let evals = ralph_dir.join("eval");
-    // One evaluation at a time in a repository: each starts by removing the scratch checkouts
-    // a killed one left, which would pull a running one's from under its agents.
-    let _lock = crate::state::RunLock::acquire(&evals).map_err(|e| match e {
-        crate::state::StateError::Locked { pid } => CliError::usage(format!(
-            "another `ralph eval` or `ralph tune` (pid {pid}) is already running in this repository"
-        ))
-        .hint("wait for it to finish"),
-        other => other.into(),
-    })?;
-    // A killed evaluation's scratch checkouts go first.
-    run::remove_scratch(&root);
+    let (_lock, evals) = run::exclusive(&root)?;
     let eval_id = unused_id(&evals, &crate::logs::new_run_id(&root));
     let dir = evals.join(&eval_id);
     crate::fsx::create_dir_all(&dir)

@@ -22,6 +22,11 @@ use crate::reporter::Human;
 use crate::runner::{self, RunOptions};
 use std::path::PathBuf;
 
+/// Ctrl-C, SIGTERM and `ralph stop`, for the commands that run agents.
+fn stop() -> Result<crate::signal::Stop, CliError> {
+    crate::signal::install().map_err(|e| CliError::failure(format!("cannot install signal handlers: {e}")))
+}
+
 /// Runs the parsed command; returns the exit code.
 pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
     let cwd = match cli.directory {
@@ -32,8 +37,7 @@ pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
     match cli.command {
         Command::Init(a) => init::run(&cwd, a.force, a.agent.as_deref()),
         Command::Run(a) => block_on(async move {
-            let stop = crate::signal::install()
-                .map_err(|e| CliError::failure(format!("cannot install signal handlers: {e}")))?;
+            let stop = stop()?;
             let opts = RunOptions {
                 cwd,
                 max_iterations: a.max_iterations,
@@ -55,8 +59,7 @@ pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Learnings(a) => learnings::run(&cwd, &a),
         Command::Import(a) => import::run(&cwd, &a.file),
         Command::Plan(a) => block_on(async move {
-            let stop = crate::signal::install()
-                .map_err(|e| CliError::failure(format!("cannot install signal handlers: {e}")))?;
+            let stop = stop()?;
             plan::run(&cwd, a.agent, &a.request.join(" "), stop).await
         }),
         Command::Logs(a) => logs::run(&cwd, &a),
@@ -67,8 +70,7 @@ pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
             Some(crate::cli::TuneAction::Show { id }) => tune::show(&cwd, id.as_deref()),
             Some(crate::cli::TuneAction::Apply { id, candidate }) => tune::apply(&cwd, &id, candidate),
             None => block_on(async move {
-                let stop = crate::signal::install()
-                    .map_err(|e| CliError::failure(format!("cannot install signal handlers: {e}")))?;
+                let stop = stop()?;
                 let opts = tune::TuneOptions {
                     suite: a.suite,
                     rounds: a.rounds,
@@ -90,15 +92,13 @@ pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
             }),
         },
         Command::Worker(a) => block_on(async move {
-            let stop = crate::signal::install()
-                .map_err(|e| CliError::failure(format!("cannot install signal handlers: {e}")))?;
+            let stop = stop()?;
             let opts = crate::remote::WorkerOptions { until_empty: a.until_empty, max_tasks: a.max_tasks };
             crate::remote::run(&cwd, opts, stop).await
         }),
         Command::Demo(a) => block_on(demo::run(a.dir)),
         Command::Eval(a) => block_on(async move {
-            let stop = crate::signal::install()
-                .map_err(|e| CliError::failure(format!("cannot install signal handlers: {e}")))?;
+            let stop = stop()?;
             let opts = eval::EvalOptions {
                 suite: a.suite,
                 trials: a.trials,
@@ -112,8 +112,7 @@ pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
             eval::run(&cwd, opts, stop).await
         }),
         Command::WorkSlot(a) => block_on(async move {
-            let stop = crate::signal::install()
-                .map_err(|e| CliError::failure(format!("cannot install signal handlers: {e}")))?;
+            let stop = stop()?;
             let task = runner::worker::SlotTask {
                 slot: cwd,
                 task: a.task,

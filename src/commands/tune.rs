@@ -83,17 +83,7 @@ pub async fn run(cwd: &Path, o: TuneOptions, stop: crate::signal::Stop) -> Resul
             cases.len()
         )));
     }
-    // One evaluation or tune at a time: each removes the scratch checkouts it finds first.
-    let lock_dir = root.join(crate::state::RALPH_DIR).join("eval");
-    crate::fsx::create_dir_all(&lock_dir)
-        .map_err(|e| CliError::failure(format!("cannot create {}: {e}", lock_dir.display())))?;
-    let _lock = crate::state::RunLock::acquire(&lock_dir).map_err(|e| match e {
-        crate::state::StateError::Locked { .. } => {
-            CliError::usage(format!("another `ralph eval` or `ralph tune` is running here ({e})"))
-        }
-        other => other.into(),
-    })?;
-    run::remove_scratch(&root);
+    let (_lock, _) = run::exclusive(&root)?;
     let dir = tune::dir(&root, &settings.id);
     crate::fsx::create_dir_all(&dir)
         .map_err(|e| CliError::failure(format!("cannot create {}: {e}", dir.display())))?;

@@ -16,21 +16,9 @@ use super::{Case, Check};
 use crate::error::CliError;
 use crate::git;
 use crate::record::{Cause, IterationRecord, Outcome};
-use crate::runner::worker::{RALPH_WORKER, WorkerResult};
+use crate::runner::worker::{SlotTask, WorkerResult};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// The causes that mean the agent tried to game the checks: such a trial scores 0.
-const GAMED: [Cause; 8] = [
-    Cause::ProtectedPath,
-    Cause::TestDeleted,
-    Cause::SkipMarker,
-    Cause::FewerTests,
-    Cause::SpecRewritten,
-    Cause::StatusChanged,
-    Cause::OtherTaskWorkDeleted,
-    Cause::FrameBroken,
-];
 
 /// Usage-limit waits a trial sits out before it gives up.
 const MAX_LIMIT_WAITS: u32 = 3;
@@ -83,14 +71,28 @@ pub fn scratch_folder(root: &Path) -> PathBuf {
     git::common_dir(root).unwrap_or_else(|| root.join(".git")).join("ralph-eval")
 }
 
+/// Takes the evaluations' lock (`.ralph/eval/lock`; one `ralph eval` or `ralph tune` at a
+/// time in a repository) and removes what a killed one left: each starts by removing the
+/// scratch checkouts it finds, which would pull a running one's from under its agents.
+/// ralph's folder is made as every command makes it (git-ignored). Returns the lock, and the
+/// evaluations' folder.
+pub fn exclusive(root: &Path) -> Result<(crate::state::RunLock, PathBuf), CliError> {
+    let evals = crate::state::ensure_ralph_dir(root)?.join("eval");
+    let lock = crate::state::RunLock::acquire(&evals).map_err(|e| match e {
+        crate::state::StateError::Locked { pid } => CliError::usage(format!(
+            "another `ralph eval` or `ralph tune` (pid {pid}) is already running in this repository"
+        ))
+        .hint("wait for it to finish"),
+        other => other.into(),
+    })?;
+    remove_scratch(root);
+    Ok((lock, evals))
+}
+
 /// Removes every scratch worktree and branch evaluations left (a killed one's).
 pub fn remove_scratch(root: &Path) {
     let dir = scratch_folder(root);
-    for w in git::worktrees(root).unwrap_or_default() {
-        if w.path.starts_with(&dir) {
-            let _ = git::worktree_remove(root, &w.path);
-        }
-    }
+    let _ = git::remove_worktrees_under(root, &dir);
     let _ = std::fs::remove_dir_all(&dir);
     let _ = git::worktree_remove(root, &dir);
     for (name, _) in git::branches(root, "ralph/eval/").unwrap_or_default() {
@@ -211,7 +213,7 @@ async fn run_trial(
         .unwrap_or(u32::MAX);
     t.tokens = records.iter().map(|r| r.tokens.map_or(0, |x| x.total())).sum();
     t.cost_usd = records.iter().map(|r| r.cost_usd.unwrap_or(0.0)).sum();
-    t.gamed = records.iter().any(|r| r.cause.is_some_and(|c| GAMED.contains(&c)));
+    t.gamed = records.iter().any(|r| r.cause.is_some_and(Cause::is_gaming));
     let passed = match hidden_check(case, path, &logs.join("check.log")).await {
         Ok(p) => p,
         Err(e) => {
@@ -290,27 +292,20 @@ async fn work(
     logs: &Path,
     n: u32,
 ) -> Result<Option<WorkerResult>, CliError> {
+    let mut cmd = SlotTask {
+        slot: path.to_path_buf(),
+        task: case.id.clone(),
+        run_id: format!("eval-{}", s.eval_id),
+        iteration: n,
+        run_dir: logs.to_path_buf(),
+        worker: 1,
+        time_left: None,
+        agent: s.agent.clone(),
+        template: s.template.clone(),
+    }
+    .command(&s.exe)?;
+    cmd.env("RALPH_EVAL", &s.eval_id).kill_on_drop(true);
     let dir = crate::logs::iter_dir(logs, n);
-    crate::fsx::create_dir_all(&dir)
-        .map_err(|e| CliError::failure(format!("cannot create {}: {e}", dir.display())))?;
-    let log = std::fs::File::create(dir.join("worker.log"))
-        .map_err(|e| CliError::failure(format!("cannot create the worker's log: {e}")))?;
-    let err =
-        log.try_clone().map_err(|e| CliError::failure(format!("cannot share the worker's log: {e}")))?;
-    let mut cmd = tokio::process::Command::new(&s.exe);
-    cmd.arg("-C").arg(path).arg("work-slot");
-    cmd.args(["--task", &case.id, "--run-id", &format!("eval-{}", s.eval_id), "--iteration", &n.to_string()]);
-    cmd.arg("--run-dir").arg(logs);
-    cmd.args(["--worker", "1"]);
-    if let Some(a) = &s.agent {
-        cmd.args(["--agent", a]);
-    }
-    if let Some(t) = &s.template {
-        cmd.arg("--template").arg(t);
-    }
-    cmd.env(RALPH_WORKER, "1").env("RALPH_EVAL", &s.eval_id);
-    cmd.stdin(std::process::Stdio::null()).stdout(log).stderr(err);
-    cmd.kill_on_drop(true);
     cmd.status().await.map_err(|e| CliError::failure(format!("cannot start a worker: {e}")))?;
     Ok(WorkerResult::load(&dir))
 }

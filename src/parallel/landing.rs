@@ -37,6 +37,34 @@ pub enum Landing {
     Refused(String),
 }
 
+/// Moves the branch `target` from `tip` to `new` if it is still at `tip`: by `git merge
+/// --ff-only` in the user's checkout when it has the branch checked out (its HEAD still `tip`),
+/// else by a compare-and-swap of the ref. `Ok(false)` when the branch moved meanwhile; `Err`
+/// git's words when the fast-forward could not update the user's files (local changes in the
+/// way).
+pub fn move_target(
+    root: &Path,
+    target: &str,
+    new: &str,
+    tip: &str,
+) -> Result<Result<bool, String>, CliError> {
+    if git::current_branch(root)?.as_deref() != Some(target) {
+        return Ok(Ok(git::update_ref_from(root, &format!("refs/heads/{target}"), new, tip)?));
+    }
+    if git::head(root)?.as_deref() != Some(tip) {
+        // The user committed meanwhile.
+        return Ok(Ok(false));
+    }
+    match git::fast_forward(root, new)? {
+        Ok(()) => Ok(Ok(true)),
+        Err(text) if git::head(root)?.as_deref() != Some(tip) => {
+            tracing::debug!("the branch moved during the fast-forward: {text}");
+            Ok(Ok(false))
+        }
+        Err(text) => Ok(Err(text)),
+    }
+}
+
 /// The work to land: the commit checked out in `slot` (made on `base`) for `task`, whose
 /// status becomes `status`.
 pub struct Work<'a> {
@@ -125,7 +153,7 @@ impl Lander<'_> {
             return Ok(None);
         }
         git::add_paths(slot, &include.iter().map(PathBuf::as_path).collect::<Vec<_>>())?;
-        match git::amend_including(slot, &[])? {
+        match git::amend(slot)? {
             CommitResult::Committed(_) => Ok(None),
             CommitResult::Refused(text) => Ok(Some(self.secrets.mask(&text))),
         }
@@ -161,20 +189,8 @@ impl Lander<'_> {
 
     /// Moves the branch from `tip` to `new` if it is still at `tip`.
     fn swap(&self, new: &str, tip: &str) -> Result<bool, CliError> {
-        let checked_out = git::current_branch(self.root)?.as_deref() == Some(self.target);
-        if !checked_out {
-            return Ok(git::update_ref_from(self.root, &self.target_ref(), new, tip)?);
-        }
-        if git::head(self.root)?.as_deref() != Some(tip) {
-            // The user committed meanwhile: rebase again onto their commit.
-            return Ok(false);
-        }
-        match git::fast_forward(self.root, new)? {
-            Ok(()) => Ok(true),
-            Err(text) if git::head(self.root)?.as_deref() != Some(tip) => {
-                tracing::debug!("the branch moved during the fast-forward: {text}");
-                Ok(false)
-            }
+        match move_target(self.root, self.target, new, tip)? {
+            Ok(moved) => Ok(moved),
             Err(text) => Err(CliError::failure(format!(
                 "cannot fast-forward your checkout of {} to land a task's work: {}",
                 self.target,

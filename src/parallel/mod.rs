@@ -465,29 +465,20 @@ impl<'a> Coordinator<'a> {
         let iteration = self.meta.iterations;
         self.meta.spent = Some(self.budget.spent_now());
         self.meta.save(&self.run_dir)?;
-        let dir = logs::iter_dir(&self.run_dir, iteration);
-        crate::fsx::create_dir_all(&dir)
-            .map_err(|e| CliError::failure(format!("cannot create {}: {e}", dir.display())))?;
-        let log = crate::fsx::create(&dir.join("worker.log"))
-            .map_err(|e| CliError::failure(format!("cannot create the worker's log: {e}")))?;
         let exe = std::env::current_exe()
             .map_err(|e| CliError::failure(format!("cannot find ralph's own program: {e}")))?;
-        let mut cmd = tokio::process::Command::new(exe);
-        cmd.arg("-C").arg(&slot).arg("work-slot");
-        cmd.args(["--task", &task.id, "--run-id", &self.run_id, "--iteration", &iteration.to_string()]);
-        cmd.arg("--run-dir").arg(&self.run_dir);
-        cmd.args(["--worker", &w.to_string()]);
-        if let Some(left) = self.budget.time_left() {
-            cmd.args(["--time-left-ms", &left.as_millis().to_string()]);
+        let mut cmd = crate::runner::worker::SlotTask {
+            slot: slot.clone(),
+            task: task.id.clone(),
+            run_id: self.run_id.clone(),
+            iteration,
+            run_dir: self.run_dir.clone(),
+            worker: w,
+            time_left: self.budget.time_left(),
+            agent: self.opts.agent.clone(),
+            template: None,
         }
-        if let Some(a) = &self.opts.agent {
-            cmd.args(["--agent", a]);
-        }
-        cmd.env(RALPH_WORKER, w.to_string());
-        cmd.stdin(std::process::Stdio::null());
-        let err_log =
-            log.try_clone().map_err(|e| CliError::failure(format!("cannot share the worker's log: {e}")))?;
-        cmd.stdout(std::process::Stdio::from(log)).stderr(std::process::Stdio::from(err_log));
+        .command(&exe)?;
         let mut child =
             cmd.spawn().map_err(|e| CliError::failure(format!("cannot start worker {w}: {e}")))?;
         let pid = child.id();
@@ -827,14 +818,8 @@ impl<'a> Coordinator<'a> {
                     return Ok(());
                 }
             };
-            let checked_out = git::current_branch(&self.root)?.as_deref() == Some(self.target.as_str());
-            let moved = if checked_out {
-                git::head(&self.root)?.as_deref() == Some(tip.as_str())
-                    && git::fast_forward(&self.root, &new)?.is_ok()
-            } else {
-                git::update_ref_from(&self.root, &format!("refs/heads/{}", self.target), &new, &tip)?
-            };
-            if moved {
+            // Local changes in the way of the fast-forward: the status waits for the next try.
+            if landing::move_target(&self.root, &self.target, &new, &tip)?.unwrap_or(false) {
                 self.known_tip.clone_from(&new);
                 // A status changes no code: what the checks made of the tip holds.
                 runner::task_rules::carry_baseline(&mut self.state, &tip, &new);
@@ -881,7 +866,7 @@ impl<'a> Coordinator<'a> {
             }
         }
         let deadline = Instant::now() + self.cfg.agent.kill_grace + Duration::from_secs(10);
-        while self.running.values().any(|r| r.pid.is_some_and(alive)) && Instant::now() < deadline {
+        while self.running.values().any(|r| r.pid.is_some_and(state::running)) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         for (w, r) in std::mem::take(&mut self.running) {
@@ -908,13 +893,6 @@ fn markers_left(slot: &Path, base: &str, commit: &str, files: &[String]) -> Resu
         }
     }
     Ok(left)
-}
-
-/// Whether process `pid` is still running (a zombie is not).
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])))
-        .unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -105,14 +105,10 @@ impl Slots {
 /// branch whose commit the target branch does not contain. Returns what it kept, in words.
 pub fn remove_stale(root: &Path, target: &str) -> Vec<String> {
     let dir = folder(root);
-    let mut said = Vec::new();
-    for w in git::worktrees(root).unwrap_or_default() {
-        if w.path.starts_with(&dir)
-            && let Err(e) = git::worktree_remove(root, &w.path)
-        {
-            said.push(format!("could not remove the worker checkout {}: {e}", w.path.display()));
-        }
-    }
+    let mut said: Vec<String> = git::remove_worktrees_under(root, &dir)
+        .into_iter()
+        .map(|(path, e)| format!("could not remove the worker checkout {}: {e}", path.display()))
+        .collect();
     let _ = std::fs::remove_dir(&dir);
     let target_ref = format!("refs/heads/{target}");
     for (name, sha) in git::branches(root, BRANCH_PREFIX).unwrap_or_default() {

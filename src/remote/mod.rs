@@ -17,7 +17,7 @@ use crate::backlog::{Backlog, Spec, Status};
 use crate::error::CliError;
 use crate::git;
 use crate::record::{self, Cause, IterationRecord, Outcome};
-use crate::runner::worker::{RALPH_WORKER, WorkerResult};
+use crate::runner::worker::{RALPH_WORKER, SlotTask, WorkerResult};
 use crate::signal::Stop;
 use claims::{Leased, Remote, Watcher};
 use std::path::{Path, PathBuf};
@@ -545,22 +545,23 @@ impl Worker {
     /// One iteration by `ralph work-slot` in the clone; its result, `None` when it ended
     /// without one (stopped).
     async fn iterate(&self, task: &Spec, n: u32, pid: &AtomicU32) -> Result<Option<WorkerResult>, CliError> {
-        let dir = crate::logs::iter_dir(&self.run_dir, n);
-        crate::fsx::create_dir_all(&dir)
-            .map_err(|e| CliError::failure(format!("cannot create {}: {e}", dir.display())))?;
-        let log = std::fs::File::create(dir.join("worker.log"))
-            .map_err(|e| CliError::failure(format!("cannot create the worker's log: {e}")))?;
-        let err =
-            log.try_clone().map_err(|e| CliError::failure(format!("cannot share the worker's log: {e}")))?;
         let exe = std::env::current_exe()
             .map_err(|e| CliError::failure(format!("cannot find ralph's own program: {e}")))?;
-        let mut cmd = tokio::process::Command::new(exe);
-        cmd.arg("-C").arg(self.root()).arg("work-slot");
-        cmd.args(["--task", &task.id, "--run-id", &self.run_id, "--iteration", &n.to_string()]);
-        cmd.arg("--run-dir").arg(&self.run_dir);
-        cmd.args(["--worker", "1"]);
-        cmd.env(RALPH_WORKER, &self.remote.worker);
-        cmd.stdin(std::process::Stdio::null()).stdout(log).stderr(err).kill_on_drop(true);
+        let mut cmd = SlotTask {
+            slot: self.root().to_path_buf(),
+            task: task.id.clone(),
+            run_id: self.run_id.clone(),
+            iteration: n,
+            run_dir: self.run_dir.clone(),
+            worker: 1,
+            time_left: None,
+            agent: None,
+            template: None,
+        }
+        .command(&exe)?;
+        // Named after the worker of many, not the one slot it runs in.
+        cmd.env(RALPH_WORKER, &self.remote.worker).kill_on_drop(true);
+        let dir = crate::logs::iter_dir(&self.run_dir, n);
         let mut child =
             cmd.spawn().map_err(|e| CliError::failure(format!("cannot start the iteration: {e}")))?;
         pid.store(child.id().unwrap_or(0), Ordering::SeqCst);
@@ -782,7 +783,7 @@ impl Worker {
             .map_err(|e| CliError::failure(format!("cannot read {}: {e}", spec.display())))?;
         if crate::backlog::set_status(root, task, &before, Status::Done, None)? {
             git::add_paths(root, &[task.path.as_path()])?;
-            if let git::CommitResult::Refused(t) = git::amend_including(root, &[])? {
+            if let git::CommitResult::Refused(t) = git::amend(root)? {
                 return Ok(Some(t.trim().to_string()));
             }
         }

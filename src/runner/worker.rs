@@ -62,6 +62,46 @@ pub struct SlotTask {
     pub template: Option<PathBuf>,
 }
 
+impl SlotTask {
+    /// The `ralph work-slot` command (`exe`, ralph's own program) that runs this iteration:
+    /// its output goes to the iteration folder's `worker.log` (made here), its stdin is
+    /// `/dev/null`, and `RALPH_WORKER` names the worker. Parallel runs, evaluations and remote
+    /// workers all start their iterations so.
+    pub fn command(&self, exe: &Path) -> Result<tokio::process::Command, CliError> {
+        let dir = crate::logs::iter_dir(&self.run_dir, self.iteration);
+        crate::fsx::create_dir_all(&dir)
+            .map_err(|e| CliError::failure(format!("cannot create {}: {e}", dir.display())))?;
+        let log = crate::fsx::create(&dir.join("worker.log"))
+            .map_err(|e| CliError::failure(format!("cannot create the worker's log: {e}")))?;
+        let err =
+            log.try_clone().map_err(|e| CliError::failure(format!("cannot share the worker's log: {e}")))?;
+        let mut cmd = tokio::process::Command::new(exe);
+        cmd.arg("-C").arg(&self.slot).arg("work-slot");
+        cmd.args([
+            "--task",
+            &self.task,
+            "--run-id",
+            &self.run_id,
+            "--iteration",
+            &self.iteration.to_string(),
+        ]);
+        cmd.arg("--run-dir").arg(&self.run_dir);
+        cmd.args(["--worker", &self.worker.to_string()]);
+        if let Some(left) = self.time_left {
+            cmd.args(["--time-left-ms", &left.as_millis().to_string()]);
+        }
+        if let Some(a) = &self.agent {
+            cmd.args(["--agent", a]);
+        }
+        if let Some(t) = &self.template {
+            cmd.arg("--template").arg(t);
+        }
+        cmd.env(RALPH_WORKER, self.worker.to_string());
+        cmd.stdin(std::process::Stdio::null()).stdout(log).stderr(err);
+        Ok(cmd)
+    }
+}
+
 /// Runs the iteration; the exit code is 0 when a result was written, whatever the outcome.
 pub async fn run(t: SlotTask, reporter: &mut dyn Reporter, stop: Stop) -> Result<u8, CliError> {
     die_with_parent();
