@@ -259,7 +259,7 @@ async fn set_up(s: &Setup, case: &Case, path: &Path, logs: &Path) -> Result<(), 
         write(crate::learnings::AGENTS_MD, md.as_bytes())?;
     }
     if let Some(setup) = &case.setup {
-        let log = std::fs::File::create(logs.join("setup.log"))
+        let log = crate::fsx::create(&logs.join("setup.log"))
             .map_err(|e| CliError::failure(format!("cannot create the setup log: {e}")))?;
         let err =
             log.try_clone().map_err(|e| CliError::failure(format!("cannot share the setup log: {e}")))?;
@@ -312,7 +312,7 @@ async fn work(
 
 /// Runs the case's hidden check in the scratch checkout; whether it passed.
 async fn hidden_check(case: &Case, path: &Path, log: &Path) -> Result<bool, CliError> {
-    let out = std::fs::File::create(log)
+    let out = crate::fsx::create(log)
         .map_err(|e| CliError::failure(format!("cannot create {}: {e}", log.display())))?;
     let err =
         out.try_clone().map_err(|e| CliError::failure(format!("cannot share {}: {e}", log.display())))?;

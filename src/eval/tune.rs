@@ -383,12 +383,12 @@ impl Tune {
         let cand = work.join("candidate");
         let traces = work.join("traces");
         let _ = std::fs::remove_dir_all(&work);
-        std::fs::create_dir_all(&cand)
+        crate::fsx::create_dir_all(&cand)
             .map_err(|e| CliError::failure(format!("cannot create {}: {e}", cand.display())))?;
         let from = self.candidate_dir(parent);
         for f in ["prompt.md", "AGENTS.md"] {
             let text = crate::fsx::read_to_string(&from.join(f)).unwrap_or_default();
-            std::fs::write(cand.join(f), text)
+            crate::fsx::write(&cand.join(f), text.as_bytes())
                 .map_err(|e| CliError::failure(format!("cannot write the candidate: {e}")))?;
         }
         let mut failed = 0;
@@ -412,7 +412,7 @@ impl Tune {
         }
         let prompt = REFLECT_TEMPLATE.to_string();
         let prompt_path = work.join("reflect-prompt.md");
-        std::fs::write(&prompt_path, &prompt)
+        crate::fsx::write(&prompt_path, prompt.as_bytes())
             .map_err(|e| CliError::failure(format!("cannot write the reflector's prompt: {e}")))?;
         let env = crate::agent::IterationEnv {
             run_id: format!("tune-{}", self.s.id),
@@ -443,7 +443,7 @@ impl Tune {
         let meta_spend = (tokens, cost);
         // The new candidate is what the reflector left under candidate/.
         let to = self.candidate_dir(n);
-        std::fs::create_dir_all(&to)
+        crate::fsx::create_dir_all(&to)
             .map_err(|e| CliError::failure(format!("cannot create {}: {e}", to.display())))?;
         for f in ["prompt.md", "AGENTS.md", "DIAGNOSIS.md"] {
             if let Ok(text) = crate::fsx::read_to_string(&cand.join(f)) {
@@ -486,23 +486,25 @@ impl Tune {
 /// agent's log, the checks' log and the rejected diff; the hidden check's output.
 fn copy_trace(src: &Path, dst: &Path, spec: &str) -> Result<(), CliError> {
     let err = |e: std::io::Error| CliError::failure(format!("cannot copy a trace to {}: {e}", dst.display()));
-    std::fs::create_dir_all(dst).map_err(err)?;
-    std::fs::write(dst.join("spec.md"), spec).map_err(err)?;
-    if let Ok(text) = std::fs::read(src.join("check.log")) {
-        std::fs::write(dst.join("hidden-check.log"), text).map_err(err)?;
+    crate::fsx::create_dir_all(dst).map_err(err)?;
+    crate::fsx::write(&dst.join("spec.md"), spec.as_bytes()).map_err(err)?;
+    if let Ok(text) = crate::fsx::read(&src.join("check.log")) {
+        crate::fsx::write(&dst.join("hidden-check.log"), &text).map_err(err)?;
     }
     let Ok(entries) = std::fs::read_dir(src) else { return Ok(()) };
-    let mut iters: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    // Folders only, never through a link (the agent may have planted one).
+    let mut iters: Vec<PathBuf> =
+        entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()).collect();
     iters.sort();
     for it in iters {
         let name = it.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let to = dst.join(&name);
-        std::fs::create_dir_all(&to).map_err(err)?;
+        crate::fsx::create_dir_all(&to).map_err(err)?;
         for f in ["prompt.md", "agent.log", "checks.log", "rejected.patch"] {
-            if let Ok(bytes) = std::fs::read(it.join(f)) {
+            if let Ok(bytes) = crate::fsx::read(&it.join(f)) {
                 // The reflector reads a bounded trace: the tail of a long log tells the most.
                 let keep = &bytes[bytes.len().saturating_sub(64 * 1024)..];
-                std::fs::write(to.join(f), keep).map_err(err)?;
+                crate::fsx::write(&to.join(f), keep).map_err(err)?;
             }
         }
     }
