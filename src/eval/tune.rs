@@ -352,10 +352,7 @@ impl Tune {
     /// Passed trials per case of the validation split, for every candidate kept so far.
     pub fn val_scores(&self) -> BTreeMap<u32, BTreeMap<String, u32>> {
         let mut out = BTreeMap::new();
-        for (n, m) in &self.metas {
-            if m.status != "baseline" && m.status != "kept" {
-                continue;
-            }
+        for n in &kept(&self.metas) {
             let mut per: BTreeMap<String, u32> = BTreeMap::new();
             for c in &self.s.val {
                 per.insert(c.clone(), 0);
@@ -511,7 +508,7 @@ fn copy_trace(src: &Path, dst: &Path, spec: &str) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Every candidate's ids that pass the case set `ids` best, by total passed trials.
+/// The passed trials of a candidate's scores, all cases together.
 pub fn total(scores: &BTreeMap<String, u32>) -> u32 {
     scores.values().sum()
 }
@@ -524,7 +521,7 @@ pub fn minibatch(train: &[String], seed: u64, round: u32, k: u32) -> Vec<String>
     keyed.into_iter().take(k as usize).map(|(_, c)| c.clone()).collect()
 }
 
-/// Which candidates are kept, for `show`.
+/// The candidates the search keeps (the baseline, and those no worse than their parents).
 pub fn kept(metas: &BTreeMap<u32, Meta>) -> BTreeSet<u32> {
     metas.values().filter(|m| m.status == "baseline" || m.status == "kept").map(|m| m.n).collect()
 }
