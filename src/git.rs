@@ -1176,6 +1176,32 @@ pub fn commit_tree(root: &Path, rev: &str, parent: Option<&str>, message: &str) 
     Ok(stdout(out))
 }
 
+/// A commit whose tree holds one file, `name` with `bytes`, on `parent` if any: made without
+/// touching the index, the worktree or any ref (the remote workers' learnings store).
+pub fn commit_file(
+    root: &Path,
+    name: &str,
+    bytes: &[u8],
+    parent: Option<&str>,
+    message: &str,
+) -> Result<String, GitError> {
+    let plumb = |args: Vec<std::ffi::OsString>, input: &[u8]| -> Result<String, GitError> {
+        let out = output_with_input(root, &args, Some(input))?;
+        if !out.status.success() {
+            return Err(failed(&args, &out));
+        }
+        Ok(stdout(out))
+    };
+    let blob = plumb(vec!["hash-object".into(), "-w".into(), "--stdin".into()], bytes)?;
+    let tree = plumb(vec!["mktree".into()], format!("100644 blob {blob}\t{name}\n").as_bytes())?;
+    let mut args: Vec<std::ffi::OsString> = vec!["commit-tree".into(), tree.into()];
+    if let Some(p) = parent {
+        args.push("-p".into());
+        args.push(p.into());
+    }
+    plumb(args, message.as_bytes())
+}
+
 /// `git push` to `remote` with `args` (refspecs and `--force-with-lease=` leases); `Err` text
 /// when the remote refused (a lease that did not hold, a rejected update).
 pub fn push(root: &Path, remote: &str, args: &[String]) -> Result<Result<(), String>, GitError> {

@@ -101,6 +101,21 @@ pub struct Provenance {
     pub failure: Option<String>,
 }
 
+impl Provenance {
+    /// An iteration's proposals, as its record tells: the agent configured (or its command),
+    /// the model it said it ran (or the one asked for), the first line of its failure.
+    pub fn of(agent: &crate::agent::AgentConfig, rec: &crate::record::IterationRecord, run_id: &str) -> Self {
+        Provenance {
+            task: rec.task.clone(),
+            run_id: run_id.to_string(),
+            iteration: rec.iteration,
+            agent: agent.preset.map_or_else(|| agent.command[0].clone(), |p| p.name.to_string()),
+            model: rec.model.clone().or_else(|| agent.model.clone()),
+            failure: rec.failure.as_deref().and_then(|f| f.lines().next()).map(str::to_string),
+        }
+    }
+}
+
 /// A proposal that was not admitted, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rejected {
@@ -348,10 +363,25 @@ impl Store {
         store
     }
 
+    /// A store kept somewhere other than `.ralph/` (the remote workers' store ref): its JSON,
+    /// or, when there is none yet, the entries AGENTS.md already shows (as [`Store::load`]).
+    pub fn from_bytes(bytes: Option<&[u8]>, agents_md: &str) -> Result<Store, serde_json::Error> {
+        match bytes {
+            Some(b) => serde_json::from_slice(b),
+            None => Ok(Store::import(agents_md)),
+        }
+    }
+
+    /// The store as [`Store::save`] writes it.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec_pretty(self)
+    }
+
     /// Writes the store atomically.
     pub fn save(&self, root: &Path) -> Result<(), StateError> {
         let path = store_path(root);
-        let bytes = serde_json::to_vec_pretty(self)
+        let bytes = self
+            .to_bytes()
             .map_err(|e| StateError::Corrupt { path: path.clone(), message: e.to_string() })?;
         replace(&path, &bytes)
     }

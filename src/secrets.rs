@@ -44,6 +44,12 @@ impl Secrets {
         Self { values }
     }
 
+    /// The secrets an agent could see: ralph's own environment plus the agent's configured env.
+    pub fn for_agent(agent: &crate::agent::AgentConfig) -> Self {
+        let extra: Vec<(String, String)> = agent.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        Self::from_env(&extra)
+    }
+
     /// Collects secrets from ralph's own environment plus `extra` (the agent's configured env).
     pub fn from_env(extra: &[(String, String)]) -> Self {
         let env: Vec<(String, String)> = std::env::vars_os()

@@ -419,9 +419,7 @@ impl Tune {
             iter_dir: work.clone(),
         };
         let req = crate::agent::request(&agent, &work, &prompt, &prompt_path, &env);
-        let secrets = crate::secrets::Secrets::from_env(
-            &agent.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>(),
-        );
+        let secrets = crate::secrets::Secrets::for_agent(&agent);
         let log = work.join("agent.log");
         let ended = crate::agent::session::Session::new(
             &agent,

@@ -149,8 +149,7 @@ impl<'a> Coordinator<'a> {
         if !crate::process::reaper::become_subreaper() {
             tracing::debug!("not a child subreaper: escaped processes are not ended");
         }
-        let env: Vec<(String, String)> = cfg.agent.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let secrets = Secrets::from_env(&env);
+        let secrets = Secrets::for_agent(&cfg.agent);
         let resumed = runner::recover_latest(&root, &opts, &secrets, reporter)?;
         let current = git::current_branch(&root)?;
         let target = match (&cfg.branch, &current) {
@@ -695,18 +694,7 @@ impl<'a> Coordinator<'a> {
         rec: &IterationRecord,
         task: Option<&Spec>,
     ) -> Vec<String> {
-        let provenance = learnings::Provenance {
-            task: rec.task.clone(),
-            run_id: self.run_id.clone(),
-            iteration: rec.iteration,
-            agent: self
-                .cfg
-                .agent
-                .preset
-                .map_or_else(|| self.cfg.agent.command[0].clone(), |p| p.name.to_string()),
-            model: rec.model.clone().or_else(|| self.cfg.agent.model.clone()),
-            failure: rec.failure.as_deref().and_then(|f| f.lines().next()).map(str::to_string),
-        };
+        let provenance = learnings::Provenance::of(&self.cfg.agent, rec, &self.run_id);
         let body = task.map(|t| t.body.as_str()).unwrap_or("");
         let admitted = self.store.admit(findings, &provenance, body, &self.secrets, &self.cfg.learnings);
         for r in &admitted.rejected {

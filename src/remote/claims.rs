@@ -23,6 +23,23 @@ pub fn claim_ref(task: &str) -> String {
 /// Where the fetched claims are kept locally.
 pub const SEEN: &str = "refs/ralph/remote-claims/";
 
+/// Where a task's failed attempts are counted on the remote, across every worker that tried
+/// it: a chain of commits, one per attempt, the last one's `Ralph-Tries` the count. Only the
+/// claim's holder adds to it; the landing or the block that ends the task deletes it.
+pub fn tries_ref(task: &str) -> String {
+    format!("refs/ralph/tries/{task}")
+}
+
+/// Where the fetched tries are kept locally.
+const SEEN_TRIES: &str = "refs/ralph/remote-tries/";
+
+/// The workers' learnings store on the remote: a commit whose tree holds `learnings.json`,
+/// moved in the same atomic push as the landing whose AGENTS.md it renders.
+pub const STORE_REF: &str = "refs/ralph/store/learnings";
+
+/// Where the fetched store is kept locally.
+const SEEN_STORE: &str = "refs/ralph/remote-store/learnings";
+
 /// A worker's view of the remote.
 #[derive(Debug, Clone)]
 pub struct Remote {
@@ -55,6 +72,9 @@ impl Remote {
         let specs = vec![
             format!("+refs/heads/{}:{}", self.target, self.tracking()),
             format!("+refs/ralph/claims/*:{SEEN}*"),
+            format!("+refs/ralph/tries/*:{SEEN_TRIES}*"),
+            // A pattern, so that a remote without a store yet is no error.
+            "+refs/ralph/store/*:refs/ralph/remote-store/*".to_string(),
         ];
         // A claim deleted between the remote's listing and the transfer fails the fetch
         // ("not our ref"): the next listing no longer has it.
@@ -81,6 +101,72 @@ impl Remote {
     /// The claims as last fetched: task → claim commit.
     pub fn claims(&self) -> Result<BTreeMap<String, String>, CliError> {
         Ok(git::refs_under(&self.root, SEEN)?.into_iter().collect())
+    }
+
+    /// `task`'s failed attempts as last fetched: the count and the commit that holds it.
+    pub fn tries(&self, task: &str) -> Result<(u32, Option<String>), CliError> {
+        let Some(sha) = git::rev_parse(&self.root, &format!("{SEEN_TRIES}{task}"))? else {
+            return Ok((0, None));
+        };
+        let count = trailer(&git::commit_message(&self.root, &sha)?, "Ralph-Tries")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        Ok((count, Some(sha)))
+    }
+
+    /// Counts one more failed attempt at `task` (`why`, its first line kept), leased on the
+    /// count last seen and fetched again when someone moved it; the new count. `base` gives
+    /// the commit its tree (no new objects to send).
+    pub fn add_try(&self, task: &str, base: &str, why: &str) -> Result<u32, CliError> {
+        let first = why.lines().next().unwrap_or("").chars().take(200).collect::<String>();
+        let mut last = String::new();
+        for _ in 0..3 {
+            let (count, seen) = self.tries(task)?;
+            let msg = format!(
+                "ralph try {task}\n\n{first}\n\nRalph-Task: {task}\nRalph-Worker: {}\nRalph-Tries: {}\n",
+                self.worker,
+                count + 1
+            );
+            let sha = git::commit_tree(&self.root, base, seen.as_deref(), &msg)?;
+            let r = tries_ref(task);
+            let lease = format!("--force-with-lease={r}:{}", seen.as_deref().unwrap_or(""));
+            match git::push(&self.root, &self.name, &[lease, format!("{sha}:{r}")])? {
+                Ok(()) => {
+                    git::update_ref(&self.root, &format!("{SEEN_TRIES}{task}"), Some(&sha))?;
+                    return Ok(count + 1);
+                }
+                Err(text) => last = text,
+            }
+            self.fetch()?;
+        }
+        Err(CliError::failure(format!(
+            "cannot count the failed attempt at {task} on the remote: {}",
+            last.lines().last().unwrap_or("")
+        )))
+    }
+
+    /// The push arguments that delete `task`'s count of tries (leased on what was fetched), for
+    /// the atomic push that ends the task; none when it has none.
+    pub fn drop_tries(&self, task: &str) -> Result<Vec<String>, CliError> {
+        let r = tries_ref(task);
+        Ok(match self.tries(task)?.1 {
+            Some(seen) => vec![format!("--force-with-lease={r}:{seen}"), format!(":{r}")],
+            None => Vec::new(),
+        })
+    }
+
+    /// The workers' learnings store as last fetched: its commit, and `learnings.json`'s bytes.
+    pub fn store(&self) -> Result<Option<(String, Vec<u8>)>, CliError> {
+        let Some(sha) = git::rev_parse(&self.root, SEEN_STORE)? else { return Ok(None) };
+        Ok(git::file_at(&self.root, &sha, STORE_FILE)?.map(|bytes| (sha, bytes)))
+    }
+
+    /// The worker named in the claim commit `sha` (a claim or a heartbeat).
+    pub fn holder(&self, sha: &str) -> String {
+        git::commit_message(&self.root, sha)
+            .ok()
+            .and_then(|m| trailer(&m, "Ralph-Worker").map(str::to_string))
+            .unwrap_or_else(|| "another worker".into())
     }
 
     fn message(&self, task: &str, base: &str, attempt: u32) -> String {
@@ -151,6 +237,14 @@ impl Remote {
             Err(text) => Ok(Leased::Lost(text)),
         }
     }
+}
+
+/// The file in the store commit's tree.
+pub const STORE_FILE: &str = "learnings.json";
+
+/// The value of trailer `key` in `message` (the last one, as git reads trailers).
+fn trailer<'a>(message: &'a str, key: &str) -> Option<&'a str> {
+    message.lines().rev().find_map(|l| l.strip_prefix(key)?.strip_prefix(": ")).map(str::trim)
 }
 
 /// When each claim was first seen as it is now, by this process's monotonic clock.

@@ -31,6 +31,20 @@ const MAX_LAND_TRIES: u32 = 3;
 /// Why work does not land when its worker no longer holds the task's claim.
 const LOST: &str = "another worker took the claim over (this one's lease ran out)";
 
+/// One iteration's learning proposals, kept until the push that lands or blocks its task.
+struct Learned {
+    findings: crate::agent::scan::Findings,
+    provenance: crate::learnings::Provenance,
+}
+
+/// The workers' learnings store with what a landing adds to it: AGENTS.md is rendered from it
+/// in the clone, and the push moves the store's ref from `seen`, leased, with the landing.
+struct Admission {
+    store: crate::learnings::Store,
+    seen: Option<String>,
+    added: Vec<String>,
+}
+
 /// What landed work cost, from its commits' trailers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct Spent {
@@ -254,8 +268,10 @@ pub async fn run(cwd: &Path, o: WorkerOptions, stop: Stop) -> Result<u8, CliErro
         remote.name,
         crate::runner::human(cfg.remote.lease_ttl)
     );
+    let secrets = crate::secrets::Secrets::for_agent(&cfg.agent);
     let mut w = Worker {
         remote,
+        secrets,
         cfg,
         run_id,
         run_dir,
@@ -271,6 +287,8 @@ pub async fn run(cwd: &Path, o: WorkerOptions, stop: Stop) -> Result<u8, CliErro
 
 struct Worker {
     remote: Remote,
+    /// The environment's secrets, masked in what the worker writes (AGENTS.md, its logs).
+    secrets: crate::secrets::Secrets,
     cfg: crate::config::Config,
     run_id: String,
     run_dir: PathBuf,
@@ -311,6 +329,10 @@ impl Worker {
                 let done = backlog.get(task).is_some_and(|t| t.status == Status::Done);
                 if done && let Some(c) = claims.get(task) {
                     let _ = self.remote.release(task, c);
+                    let drop = self.remote.drop_tries(task)?;
+                    if !drop.is_empty() {
+                        let _ = git::push(self.root(), &self.remote.name, &drop);
+                    }
                 }
                 if done {
                     claims.remove(task);
@@ -341,8 +363,10 @@ impl Worker {
                 }
             }
             let mut got = None;
+            let mut claimed_attempt = 1;
             for t in &runnable {
-                let attempt = 1;
+                let mut attempt = self.remote.tries(&t.id)?.0 + 1;
+                let mut stolen_from = None;
                 let leased = match claims.get(&t.id) {
                     None => self.remote.create(&t.id, &tip, attempt)?,
                     Some(_) if pending.contains(&t.id) => continue,
@@ -354,12 +378,24 @@ impl Worker {
                                 crate::runner::human(ttl)
                             );
                             let observed = observed.to_string();
+                            stolen_from = Some(self.remote.holder(&observed));
+                            // The vanished holder's attempt is counted once the steal holds.
+                            attempt += 1;
                             self.remote.steal(&t.id, &observed, &tip, attempt)?
                         }
                         None => continue,
                     },
                 };
                 if let Leased::Won(claim) = leased {
+                    claimed_attempt = attempt;
+                    // A worker that vanished mid-task counts as a failed attempt: a task that
+                    // kills its workers must not take the whole fleet down one by one.
+                    if let Some(gone) = stolen_from {
+                        let why = format!("{gone} stopped renewing its claim mid-task");
+                        if let Err(e) = self.remote.add_try(&t.id, &tip, &why) {
+                            eprintln!("task {}: {}", t.id, e.message);
+                        }
+                    }
                     got = Some(((*t).clone(), claim));
                     break;
                 }
@@ -372,7 +408,9 @@ impl Worker {
                 }
                 continue;
             };
-            eprintln!("worker {} claimed {} ({})", self.remote.worker, task.id, task.title);
+            let nth =
+                if claimed_attempt > 1 { format!(", attempt {claimed_attempt}") } else { String::new() };
+            eprintln!("worker {} claimed {} ({}{nth})", self.remote.worker, task.id, task.title);
             self.work(&task, claim, &tip).await?;
             self.done += 1;
         }
@@ -386,13 +424,23 @@ impl Worker {
         let mine = Arc::new(std::sync::Mutex::new(claim));
         let heartbeat = heartbeat(self.remote.clone(), &task.id, ttl, &lost, &pid, &mine);
         let max_attempts = task.max_attempts.unwrap_or(self.cfg.budget.max_attempts);
-        let mut attempts = 0;
+        // Attempts count across every worker that held the task (the remote keeps them).
+        let mut attempts = self.remote.tries(&task.id)?.0;
         let mut base = base.to_string();
+        // What the agents proposed to learn since the last landing: admitted into the
+        // workers' store by the push that lands (or blocks) the task.
+        let mut learned: Vec<Learned> = Vec::new();
         let mut keep_claim = false;
         // What the task cost since its last landing, for the landed commit's trailers.
         let mut spent = Spent::default();
         let result = loop {
             if self.stop.cancel.is_cancelled() {
+                break Ok(());
+            }
+            if attempts >= max_attempts {
+                let mine_now = mine.lock().map(|m| m.clone()).unwrap_or_default();
+                let why = format!("{attempts} failed attempts across the workers");
+                self.block(task, &why, &mine_now, &learned)?;
                 break Ok(());
             }
             self.iteration += 1;
@@ -414,6 +462,14 @@ impl Worker {
             };
             let mut rec = result.record.clone();
             rec.worker = None;
+            let f = &result.findings;
+            if !(f.learnings.is_empty() && f.learning_updates.is_empty() && f.learning_retirements.is_empty())
+            {
+                learned.push(Learned {
+                    findings: result.findings.clone(),
+                    provenance: crate::learnings::Provenance::of(&self.cfg.agent, &rec, &self.run_id),
+                });
+            }
             spent.add(&rec);
             self.spent.add(&rec);
             if lost.load(Ordering::SeqCst) {
@@ -470,15 +526,10 @@ impl Worker {
                     rec.failure = Some(format!("`git commit` was refused: {refused}"));
                     rec.commit = None;
                     self.append(&rec)?;
-                    attempts += 1;
-                    if attempts >= max_attempts {
-                        let mine_now = mine.lock().map(|m| m.clone()).unwrap_or_default();
-                        self.block(task, "`git commit` was refused", &mine_now)?;
-                        break Ok(());
-                    }
+                    attempts = self.count_try(task, &base, "`git commit` was refused", attempts);
                     continue;
                 }
-                self.propose(task, &mine_now, &branch, rec)?;
+                self.propose(task, &mine_now, &branch, rec, &learned)?;
                 // The claim stays (pending) until the target has the task done.
                 keep_claim = true;
                 break Ok(());
@@ -486,9 +537,11 @@ impl Worker {
             if rec.commit.is_some() {
                 let done = rec.outcome == Outcome::Done;
                 let mine_now = mine.lock().map(|m| m.clone()).unwrap_or_default();
-                match self.land(task, &base, &mine_now, done, &spent).await? {
-                    Ok(sha) => {
+                match self.land(task, &base, &mine_now, done, &spent, &learned).await? {
+                    Ok((sha, added)) => {
                         spent = Spent::default();
+                        learned.clear();
+                        rec.learnings_added = added;
                         rec.commit = Some(sha.clone());
                         self.append(&rec)?;
                         eprintln!(
@@ -507,14 +560,15 @@ impl Worker {
                         if why == LOST {
                             lost.store(true, Ordering::SeqCst);
                         }
-                        self.not_landed(task, rec, &why, &mine_now)?;
+                        self.not_landed(task, rec, &why, &mine_now, &learned)?;
                         break Ok(());
                     }
                 }
             }
             self.append(&rec)?;
             if rec.outcome.counts_as_attempt() {
-                attempts += 1;
+                let failure = rec.failure.as_deref().unwrap_or("failed");
+                attempts = self.count_try(task, &base, failure, attempts);
             }
             if attempts >= max_attempts {
                 let mine_now = mine.lock().map(|m| m.clone()).unwrap_or_default();
@@ -522,7 +576,7 @@ impl Worker {
                     "{attempts} failed attempts; the last: {}",
                     rec.failure.as_deref().and_then(|f| f.lines().next()).unwrap_or("")
                 );
-                self.block(task, &why, &mine_now)?;
+                self.block(task, &why, &mine_now, &learned)?;
                 break Ok(());
             }
             // The next attempt starts from the target as it is now.
@@ -589,7 +643,8 @@ impl Worker {
         claim: &str,
         done: bool,
         spent: &Spent,
-    ) -> Result<Result<String, String>, CliError> {
+        learned: &[Learned],
+    ) -> Result<Result<(String, Vec<String>), String>, CliError> {
         let root = self.root().to_path_buf();
         let mut last = String::new();
         for _ in 0..MAX_LAND_TRIES {
@@ -609,12 +664,22 @@ impl Worker {
             if done && let Some(refused) = self.mark_done(task)? {
                 return Ok(Err(format!("`git commit` was refused: {refused}")));
             }
+            // AGENTS.md rendered again on the tip it lands on, from the store as fetched now.
+            let admission = self.admit(task, learned)?;
+            if let Some(a) = &admission
+                && self.render_agents_md(a)?
+            {
+                git::add_paths(&root, &[Path::new(crate::learnings::AGENTS_MD)])?;
+                if let git::CommitResult::Refused(t) = git::amend(&root)? {
+                    return Ok(Err(format!("`git commit` was refused: {}", t.trim())));
+                }
+            }
             if moved {
                 let lander = crate::parallel::landing::Lander {
                     root: &root,
                     target: &self.remote.target,
                     cfg: &self.cfg,
-                    secrets: &crate::secrets::Secrets::default(),
+                    secrets: &self.secrets,
                     stop: &self.stop,
                     run_id: &self.run_id,
                 };
@@ -652,8 +717,15 @@ impl Worker {
                 format!("--force-with-lease={claim_ref}:{claim}"),
             ];
             args.push(if done { format!(":{claim_ref}") } else { format!("{claim}:{claim_ref}") });
+            if done {
+                args.extend(self.remote.drop_tries(&task.id)?);
+            }
+            args.extend(self.store_update(admission.as_ref())?);
             match git::push(&root, &self.remote.name, &args)? {
-                Ok(()) => return Ok(Ok(new)),
+                Ok(()) => {
+                    self.keep_store_copy(admission.as_ref());
+                    return Ok(Ok((new, admission.map(|a| a.added).unwrap_or_default())));
+                }
                 Err(text) => last = text,
             }
         }
@@ -665,7 +737,7 @@ impl Worker {
 
     /// Blocks `task` on the target (its status and the reason, in one landed commit) and
     /// deletes the claim, leased; when that cannot land, the claim is let go all the same.
-    fn block(&self, task: &Spec, why: &str, claim: &str) -> Result<(), CliError> {
+    fn block(&self, task: &Spec, why: &str, claim: &str, learned: &[Learned]) -> Result<(), CliError> {
         eprintln!("task {}: blocked: {why}", task.id);
         let root = self.root();
         for _ in 0..MAX_LAND_TRIES {
@@ -677,13 +749,19 @@ impl Worker {
             if !crate::backlog::set_status(root, task, &before, Status::Blocked, Some(why))? {
                 break;
             }
+            // What the failures taught lands with the block: they teach the most.
+            let admission = self.admit(task, learned)?;
+            let mut include = vec![task.path.as_path()];
+            if let Some(a) = &admission
+                && self.render_agents_md(a)?
+            {
+                include.push(Path::new(crate::learnings::AGENTS_MD));
+            }
             let msg = format!(
                 "ralph({}): blocked\n\n{why}\n\nRalph-Task: {}\nRalph-Worker: {}\n",
                 task.id, task.id, self.remote.worker
             );
-            let git::CommitResult::Committed(new) =
-                git::commit_including(root, &msg, &[task.path.as_path()])?
-            else {
+            let git::CommitResult::Committed(new) = git::commit_including(root, &msg, &include)? else {
                 break;
             };
             let target = format!("refs/heads/{}", self.remote.target);
@@ -694,8 +772,13 @@ impl Worker {
                 format!("{new}:{target}"),
                 format!("--force-with-lease={r}:{claim}"),
                 format!(":{r}"),
-            ];
+            ]
+            .into_iter()
+            .chain(self.remote.drop_tries(&task.id)?)
+            .chain(self.store_update(admission.as_ref())?)
+            .collect::<Vec<_>>();
             if git::push(root, &self.remote.name, &args)?.is_ok() {
+                self.keep_store_copy(admission.as_ref());
                 return Ok(());
             }
         }
@@ -712,6 +795,7 @@ impl Worker {
         mut rec: IterationRecord,
         why: &str,
         mine: &str,
+        learned: &[Learned],
     ) -> Result<(), CliError> {
         rec.commit = None;
         if why == LOST {
@@ -728,25 +812,119 @@ impl Worker {
         rec.blocked = true;
         self.append(&rec)?;
         let _ = git::push(self.root(), &self.remote.name, &[format!("+HEAD:refs/heads/ralph/{}", task.id)]);
-        self.block(task, &format!("{why}; its work is on the branch ralph/{}", task.id), mine)
+        self.block(task, &format!("{why}; its work is on the branch ralph/{}", task.id), mine, learned)
+    }
+
+    /// Counts a failed attempt at `task` on the remote, across workers; the count now. When the
+    /// remote cannot be reached the worker's own count goes on (`attempts` + 1).
+    fn count_try(&self, task: &Spec, base: &str, why: &str, attempts: u32) -> u32 {
+        match self.remote.add_try(&task.id, base, why) {
+            Ok(n) => n.max(attempts + 1),
+            Err(e) => {
+                eprintln!("task {}: {}", task.id, e.message);
+                attempts + 1
+            }
+        }
+    }
+
+    /// `learned` admitted into the workers' store as fetched (or, before there is one, the
+    /// entries the target's AGENTS.md shows); none when there is nothing to admit.
+    fn admit(&self, task: &Spec, learned: &[Learned]) -> Result<Option<Admission>, CliError> {
+        if learned.is_empty() {
+            return Ok(None);
+        }
+        let (seen, bytes) = match self.remote.store()? {
+            Some((sha, bytes)) => (Some(sha), Some(bytes)),
+            None => (None, None),
+        };
+        let agents_md = crate::fsx::read_input_following(&self.root().join(crate::learnings::AGENTS_MD))
+            .unwrap_or_default();
+        let mut store = crate::learnings::Store::from_bytes(bytes.as_deref(), &agents_md).map_err(|e| {
+            CliError::failure(format!(
+                "the workers' learnings store ({}) is not valid: {e}",
+                claims::STORE_REF
+            ))
+        })?;
+        let mut added = Vec::new();
+        for l in learned {
+            let a = store.admit(&l.findings, &l.provenance, &task.body, &self.secrets, &self.cfg.learnings);
+            for r in &a.rejected {
+                eprintln!("task {}: learning not kept ({}): {}", task.id, r.reason, r.text);
+            }
+            added.extend(a.added);
+        }
+        Ok(Some(Admission { store, seen, added }))
+    }
+
+    /// Renders AGENTS.md in the clone from the admission's store; whether it changed.
+    fn render_agents_md(&self, a: &Admission) -> Result<bool, CliError> {
+        Ok(crate::learnings::write_agents_md(self.root(), &a.store, &self.cfg.learnings, &self.secrets)?)
+    }
+
+    /// The push arguments that move the store's ref to the admission's store, leased on the
+    /// store the admission started from.
+    fn store_update(&self, a: Option<&Admission>) -> Result<Vec<String>, CliError> {
+        let Some(a) = a else { return Ok(Vec::new()) };
+        let bytes = a
+            .store
+            .to_bytes()
+            .map_err(|e| CliError::failure(format!("cannot write the learnings store: {e}")))?;
+        let msg = format!("ralph learnings\n\nRalph-Worker: {}\n", self.remote.worker);
+        let sha = git::commit_file(self.root(), claims::STORE_FILE, &bytes, a.seen.as_deref(), &msg)?;
+        let r = claims::STORE_REF;
+        Ok(vec![format!("--force-with-lease={r}:{}", a.seen.as_deref().unwrap_or("")), format!("{sha}:{r}")])
+    }
+
+    /// After a push that moved the store: the clone's own `.ralph/learnings.json` follows it,
+    /// so `ralph learnings` in the clone shows what the workers learned.
+    fn keep_store_copy(&self, a: Option<&Admission>) {
+        if let Some(a) = a
+            && let Err(e) = a.store.save(self.root())
+        {
+            tracing::debug!("cannot keep a copy of the learnings store: {e}");
+        }
     }
 
     /// Pushes the finished task's commit as `branch` for the forge to land, and marks the claim
     /// `mine` pending.
+    /// The learnings go with the branch (AGENTS.md in its commit, the store's ref in the same
+    /// atomic push).
     fn propose(
         &self,
         task: &Spec,
         mine: &str,
         branch: &str,
         mut rec: IterationRecord,
+        learned: &[Learned],
     ) -> Result<(), CliError> {
-        match git::push(self.root(), &self.remote.name, &[format!("+HEAD:refs/heads/{branch}")])? {
-            Ok(()) => {
-                let _ = self.remote.pend(&task.id, mine, branch);
-                eprintln!("task {}: pushed {branch} for the forge to land", task.id);
+        let mut last = String::new();
+        for _ in 0..MAX_LAND_TRIES {
+            let admission = self.admit(task, learned)?;
+            if let Some(a) = &admission
+                && self.render_agents_md(a)?
+            {
+                git::add_paths(self.root(), &[Path::new(crate::learnings::AGENTS_MD)])?;
+                if let git::CommitResult::Refused(t) = git::amend(self.root())? {
+                    last = format!("`git commit` was refused: {}", t.trim());
+                    break;
+                }
             }
-            Err(text) => rec.failure = Some(format!("cannot push {branch}: {}", text.trim())),
+            let mut args = vec!["--atomic".to_string(), format!("+HEAD:refs/heads/{branch}")];
+            args.extend(self.store_update(admission.as_ref())?);
+            match git::push(self.root(), &self.remote.name, &args)? {
+                Ok(()) => {
+                    self.keep_store_copy(admission.as_ref());
+                    rec.learnings_added = admission.map(|a| a.added).unwrap_or_default();
+                    let _ = self.remote.pend(&task.id, mine, branch);
+                    eprintln!("task {}: pushed {branch} for the forge to land", task.id);
+                    return self.append(&rec);
+                }
+                Err(text) => last = text,
+            }
+            // The store moved under the push: fetched again, admitted again.
+            self.remote.fetch()?;
         }
+        rec.failure = Some(format!("cannot push {branch}: {}", last.trim()));
         self.append(&rec)
     }
 

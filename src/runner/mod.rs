@@ -244,8 +244,7 @@ pub async fn run_validated(
     }
     // Secrets come from the environment, known before anything is written: recovery's
     // rejected.patch is masked like the iteration's own.
-    let env: Vec<(String, String)> = cfg.agent.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let secrets = Secrets::from_env(&env);
+    let secrets = Secrets::for_agent(&cfg.agent);
     let resumed = recover_latest(&root, &opts, &secrets, reporter)?;
 
     // The working tree's watch starts before the scan that finds the tree clean, so that it

@@ -116,8 +116,7 @@ pub async fn run(t: SlotTask, reporter: &mut dyn Reporter, stop: Stop) -> Result
     let template = super::validate_inputs(&root, &cfg)?;
     let ralph_dir = state::ensure_ralph_dir(&root)?;
     let lock = RunLock::acquire(&ralph_dir)?;
-    let env: Vec<(String, String)> = cfg.agent.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let secrets = crate::secrets::Secrets::from_env(&env);
+    let secrets = crate::secrets::Secrets::for_agent(&cfg.agent);
     let backlog = crate::backlog::Backlog::load(&root, &cfg.source(&root))?;
     let task = backlog
         .get(&t.task)

@@ -2,7 +2,8 @@
 //! repository (over `file://`): every task lands exactly once; of two claimants one wins; a
 //! worker killed with -9 is taken over once its lease runs out; a worker paused past its lease
 //! lands nothing; a target moved by a person is rebased onto and checked again; a worker whose
-//! clock is hours off neither steals early nor holds forever.
+//! clock is hours off neither steals early nor holds forever; the agents' learnings from
+//! every worker reach AGENTS.md; attempts count across workers; the same over `git daemon`.
 
 use crate::common::*;
 use std::path::{Path, PathBuf};
@@ -12,18 +13,24 @@ use std::time::{Duration, Instant};
 /// A bare repository with `n` tasks; the agent sleeps `sleep` seconds, writes its task's
 /// file and prints the promise. Returns the scratch folder and the bare repository's path.
 fn origin(n: usize, sleep: &str, ttl: &str) -> (TestRepo, PathBuf) {
+    origin_with(n, &format!("sleep {sleep}\n"), ttl, "true", "")
+}
+
+/// [`origin`] with `before` run by the agent before it writes its file, the checks `check`
+/// and `extra` appended to ralph.toml.
+fn origin_with(n: usize, before: &str, ttl: &str, check: &str, extra: &str) -> (TestRepo, PathBuf) {
     let seed = TestRepo::new();
     let agent = seed.outside.join("agent.sh");
     std::fs::write(
         &agent,
-        format!("#!/bin/sh\nsleep {sleep}\necho \"work of $RALPH_TASK\" > \"out-$RALPH_TASK.txt\"\necho '<promise>COMPLETE</promise>'\n"),
+        format!("#!/bin/sh\n{before}echo \"work of $RALPH_TASK\" > \"out-$RALPH_TASK.txt\"\necho '<promise>COMPLETE</promise>'\n"),
     )
     .unwrap();
     std::fs::set_permissions(&agent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     seed.write(
         "ralph.toml",
         &format!(
-            "[agent]\ncommand = [\"{}\"]\nprompt = \"file\"\n\n[checks]\ncommands = [\"true\"]\n\n[git]\nbranch = \"main\"\n\n[remote]\nlease_ttl = \"{ttl}\"\n",
+            "[agent]\ncommand = [\"{}\"]\nprompt = \"file\"\n\n[checks]\ncommands = [{check:?}]\n\n[git]\nbranch = \"main\"\n{extra}\n[remote]\nlease_ttl = \"{ttl}\"\n",
             agent.display()
         ),
     );
@@ -105,7 +112,12 @@ fn landed(bare: &Path) -> Vec<String> {
 }
 
 fn claims(bare: &Path) -> String {
-    git(bare, &["for-each-ref", "refs/ralph"])
+    git(bare, &["for-each-ref", "refs/ralph/claims"])
+}
+
+/// Every ref of ralph's on the remote: claims, counts of tries, the learnings store.
+fn ralph_refs(bare: &Path) -> String {
+    git(bare, &["for-each-ref", "--format=%(refname)", "refs/ralph"])
 }
 
 /// Waits until `f` holds (at most `secs`).
@@ -208,7 +220,9 @@ fn a_worker_killed_with_9_is_taken_over_once_its_lease_runs_out() {
     assert!(started.elapsed() >= Duration::from_secs(2), "stolen before the lease ran out");
     let subjects = landed(&bare);
     assert_eq!(subjects.iter().filter(|s| s.starts_with("ralph(t1):")).count(), 1, "{subjects:?}");
-    assert_eq!(claims(&bare), "");
+    // The vanished worker's try was counted, and the count went with the landing.
+    assert!(err.contains("claimed t1 (Task 1, attempt 2)"), "{err}");
+    assert_eq!(ralph_refs(&bare), "", "no claim or count of tries is left");
 }
 
 #[test]
@@ -371,4 +385,140 @@ fn ralph_toml_budgets_hold_per_worker() {
     let n = landed(&bare).iter().filter(|s| s.starts_with("ralph(t")).count();
     assert_eq!(n, 2, "{:?}", landed(&bare));
     assert_eq!(claims(&bare), "", "no claim is left behind");
+}
+
+/// Three workers, each task's agent proposing a learning of its own: AGENTS.md on the target
+/// shows every one of them, once, with ids unique across the workers, and the store on the
+/// remote holds them with their provenance.
+#[test]
+fn the_learnings_of_every_worker_reach_agents_md_on_the_target() {
+    let lessons = [
+        "alpha parsers want tabs",
+        "bravo builds need jq installed",
+        "charlie fixtures live under data",
+        "delta migrations run twice",
+        "echo logs rotate hourly",
+        "foxtrot docs use sentence case",
+    ];
+    let mut case = String::from("case \"$RALPH_TASK\" in\n");
+    for (i, l) in lessons.iter().enumerate() {
+        case.push_str(&format!("t{}) echo '<learning>{l}</learning>' ;;\n", i + 1));
+    }
+    case.push_str("esac\nsleep 0.2\n");
+    let (seed, bare) = origin_with(6, &case, "5s", "true", "");
+    let children: Vec<Child> = (1..=3)
+        .map(|i| {
+            let name = format!("w{i}");
+            let dir = clone(&seed, &bare, &name);
+            worker(&seed, &dir, &name, &["--until-empty"], None)
+        })
+        .collect();
+    for c in children {
+        let (code, err) = finish(c, 120);
+        assert_eq!(code, 0, "{err}");
+    }
+    let check = clone(&seed, &bare, "check");
+    let agents = std::fs::read_to_string(check.join("AGENTS.md")).unwrap();
+    for l in lessons {
+        assert_eq!(agents.matches(l).count(), 1, "{l} in AGENTS.md:\n{agents}");
+    }
+    let mut ids: Vec<&str> =
+        agents.lines().filter_map(|l| l.strip_prefix("- [")?.split_once(']').map(|(id, _)| id)).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), lessons.len(), "ids unique across workers:\n{agents}");
+    let store: serde_json::Value =
+        serde_json::from_str(&git(&bare, &["show", "refs/ralph/store/learnings:learnings.json"])).unwrap();
+    let entries = store["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), lessons.len(), "{store}");
+    assert!(entries.iter().all(|e| e["task"].as_str().is_some_and(|t| t.starts_with('t'))), "{store}");
+    assert_eq!(claims(&bare), "", "no claim is left");
+}
+
+/// A task that fails its checks every time, `max_attempts = 2`: one worker tries once and is
+/// stopped; the next worker tries once more (its claim says attempt 2) and blocks the task.
+#[test]
+fn attempts_count_across_workers_and_the_last_one_blocks_the_task() {
+    let (seed, bare) =
+        origin_with(1, "sleep 2\n", "30s", "test ! -e out-t1.txt", "\n[budget]\nmax_attempts = 2\n");
+    let a = clone(&seed, &bare, "a");
+    let ca = worker(&seed, &a, "a", &["--until-empty"], None);
+    until(60, "a's first failed attempt", || ralph_refs(&bare).contains("refs/ralph/tries/t1"));
+    // SAFETY: our own child: it stops gracefully and lets the claim go.
+    unsafe { libc::kill(ca.id() as i32, libc::SIGTERM) };
+    let (_, err_a) = finish(ca, 60);
+    until(30, "a's claim to go", || claims(&bare).is_empty());
+    let b = clone(&seed, &bare, "b");
+    let (code, err) = finish(worker(&seed, &b, "b", &["--until-empty"], None), 120);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("blocked: 2 failed attempts"), "{err_a}\n---\n{err}");
+    assert!(err.contains("claimed t1 (Task 1, attempt 2)"), "b's claim names the second attempt: {err}");
+    let records = walk(&b.join(".ralph/runs"))
+        .into_iter()
+        .filter(|p| p.ends_with("iterations.jsonl"))
+        .map(|p| std::fs::read_to_string(p).unwrap().lines().count())
+        .sum::<usize>();
+    assert_eq!(records, 1, "b tried once, not max_attempts times");
+    let main = clone(&seed, &bare, "check");
+    let spec = std::fs::read_to_string(main.join("specs/t1.md")).unwrap();
+    assert!(spec.contains("status: blocked"), "{spec}");
+    assert_eq!(ralph_refs(&bare), "", "the claim and the count went with the block");
+}
+
+/// The remote served by `git daemon` on 127.0.0.1 (the git protocol, not a path): three
+/// workers land six tasks once each.
+#[test]
+fn workers_coordinate_through_git_daemon_on_127_0_0_1() {
+    let (seed, bare) = origin(6, "0.2", "5s");
+    git(&bare, &["config", "receive.advertiseAtomic", "true"]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let base = bare.parent().unwrap();
+    let mut daemon = Command::new("git");
+    daemon
+        .args([
+            "daemon",
+            "--listen=127.0.0.1",
+            &format!("--port={port}"),
+            "--export-all",
+            "--enable=receive-pack",
+            "--reuseaddr",
+            "--informative-errors",
+            &format!("--base-path={}", base.display()),
+            &base.display().to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    hermetic(&mut daemon, &seed.outside);
+    let mut daemon = KillOnDrop(daemon.spawn().unwrap());
+    until(30, "git daemon to listen", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let url = format!("git://127.0.0.1:{port}/origin.git");
+    let children: Vec<Child> = (1..=3)
+        .map(|i| {
+            let name = format!("g{i}");
+            let dir = seed.outside.join(&name);
+            git(&seed.outside, &["clone", "-q", &url, dir.to_str().unwrap()]);
+            worker(&seed, &dir, &name, &["--until-empty"], None)
+        })
+        .collect();
+    for c in children {
+        let (code, err) = finish(c, 120);
+        assert_eq!(code, 0, "{err}");
+    }
+    let subjects = landed(&bare);
+    for i in 1..=6 {
+        let n = subjects.iter().filter(|s| s.starts_with(&format!("ralph(t{i}):"))).count();
+        assert_eq!(n, 1, "t{i} landed {n} times: {subjects:?}");
+    }
+    assert_eq!(ralph_refs(&bare), "", "no claim is left");
+    let _ = daemon.0.kill();
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
