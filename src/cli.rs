@@ -449,6 +449,10 @@ pub struct ActionsArgs {
     /// installing ralph and the agent on the runner.
     #[arg(long, value_name = "IMAGE")]
     pub image: Option<String>,
+    /// The shell command that installs ralph on the runner, e.g. `cargo install --locked --git
+    /// <ralph's repository>` or a download of a release binary (without it, a placeholder).
+    #[arg(long, value_name = "COMMAND", conflicts_with = "image")]
+    pub install_ralph: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -84,6 +84,8 @@ pub struct Actions {
     pub branch: String,
     /// A container image to run the workers in, instead of installing ralph and the agent.
     pub image: Option<String>,
+    /// How the runner installs ralph; none prints a placeholder.
+    pub install_ralph: Option<String>,
     pub agent: Agent,
 }
 
@@ -202,7 +204,11 @@ fn kubernetes_plan(
 }
 
 fn actions_plan(g: &ActionsArgs, workers: u32, branch: String, agent: Agent) -> Result<Actions, CliError> {
-    for (what, value) in [("the branch", Some(&branch)), ("--image", g.image.as_ref())] {
+    for (what, value) in [
+        ("the branch", Some(&branch)),
+        ("--image", g.image.as_ref()),
+        ("--install-ralph", g.install_ralph.as_ref()),
+    ] {
         if let Some(v) = value {
             plain_value(what, v)?;
             if v.contains("${{") {
@@ -217,7 +223,12 @@ fn actions_plan(g: &ActionsArgs, workers: u32, branch: String, agent: Agent) -> 
     {
         return Err(CliError::usage(format!("--image {image:?} holds white space: not an image name")));
     }
-    Ok(Actions { workers, branch, image: g.image.clone(), agent })
+    if g.image.is_none() && g.install_ralph.is_none() {
+        eprintln!(
+            "note: the workflow's \"Install ralph\" step is a placeholder: pass how your runners install ralph with --install-ralph, or an image with --image (README: Launchers)"
+        );
+    }
+    Ok(Actions { workers, branch, image: g.image.clone(), install_ralph: g.install_ralph.clone(), agent })
 }
 
 /// Refuses an empty value or one with a control character (a line break would end its YAML
@@ -514,13 +525,21 @@ echo "workers=[$(seq -s, 1 "$WORKERS")]" >> "$GITHUB_OUTPUT"
             }
             None => y.push_str("      # The agent is a custom command: install what it needs here.\n"),
         }
-        y.push_str(
-            "      # A placeholder: ralph is not on crates.io under this name yet. Replace it with how\n",
-        );
-        y.push_str(
-            "      # you install ralph (cargo install --git <ralph's repository>, or a release binary).\n",
-        );
-        y.push_str("      - name: Install ralph\n        run: cargo install --locked ralph\n");
+        match &g.install_ralph {
+            Some(install) => {
+                let _ = writeln!(y, "      - name: Install ralph\n        run: {}", q(install));
+            }
+            None => {
+                y.push_str(
+                    "      # A placeholder: ralph is not on crates.io under this name yet. Replace it with how\n",
+                );
+                y.push_str(
+                    "      # you install ralph (cargo install --git <ralph's repository>, or a release binary),\n",
+                );
+                y.push_str("      # or print this file again with --install-ralph.\n");
+                y.push_str("      - name: Install ralph\n        run: cargo install --locked ralph\n");
+            }
+        }
     }
     y.push_str("      - name: Work until the backlog is empty\n        env:\n");
     y.push_str("          RALPH_WORKER_ID: ${{ matrix.worker }}\n");
@@ -568,7 +587,13 @@ mod tests {
     }
 
     fn workflow(agent: Agent, image: Option<&str>) -> Actions {
-        Actions { workers: 8, branch: "main".into(), image: image.map(String::from), agent }
+        Actions {
+            workers: 8,
+            branch: "main".into(),
+            image: image.map(String::from),
+            install_ralph: None,
+            agent,
+        }
     }
 
     /// The lines of `text` from the one that is exactly `start` until the next line indented

@@ -273,10 +273,15 @@ fn every_agents_workflow_passes_actionlint_with_its_values_intact() {
     let mut files = Vec::new();
     for agent in AGENTS {
         let repo = repo_with(agent);
-        for (name, image) in [("runner", None), ("container", Some("ghcr.io/team/ralph-worker:1"))] {
+        for (name, image) in
+            [("runner", None), ("container", Some("ghcr.io/team/ralph-worker:1")), ("installed", None)]
+        {
             let mut args = vec!["deploy", "github-actions", "--workers", "8", "--branch", HOSTILE_BRANCH];
             if let Some(i) = image {
                 args.extend(["--image", i]);
+            }
+            if name == "installed" {
+                args.extend(["--install-ralph", INSTALL_RALPH]);
             }
             let flow = repo.ralph(&args).expect(0).stdout();
             let file = workflows.join(format!("{agent}-{name}.yml"));
@@ -324,4 +329,32 @@ fn every_agents_workflow_passes_actionlint_with_its_values_intact() {
     // PyYAML reads the `on` key as true, YAML 1.1's boolean.
     let on = v.get("on").or_else(|| v.get("true")).unwrap();
     assert_eq!(on["workflow_dispatch"]["inputs"]["workers"]["default"], 8);
+}
+
+/// How the test's workflows install ralph: quotes and a pipe, kept intact through YAML.
+const INSTALL_RALPH: &str =
+    "curl -fsSL 'https://example.invalid/ralph.tar.gz' | tar -xz -C /usr/local/bin ralph";
+
+#[test]
+#[ignore = "needs PyYAML (with kubernetes-validate): scripts/test installs it"]
+fn the_workflow_installs_ralph_as_told_and_says_when_it_holds_a_placeholder() {
+    require("kubernetes-validate", "pip install kubernetes-validate");
+    let repo = repo_with("claude");
+    let run = repo.ralph(&["deploy", "github-actions", "--install-ralph", INSTALL_RALPH]).expect(0);
+    assert!(!run.stderr().contains("placeholder"), "{}", run.stderr());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flow.yml");
+    std::fs::write(&file, run.stdout()).unwrap();
+    let v = yaml_as_json(&file);
+    let steps = v["jobs"]["worker"]["steps"].as_array().unwrap();
+    let install = steps.iter().find(|s| s["name"] == "Install ralph").unwrap();
+    assert_eq!(install["run"], INSTALL_RALPH);
+    assert!(!run.stdout().contains("placeholder"), "{}", run.stdout());
+    // Without it, the placeholder is named on stderr and in the file.
+    let run = repo.ralph(&["deploy", "github-actions"]).expect(0);
+    assert!(run.stderr().contains("--install-ralph"), "{}", run.stderr());
+    assert!(run.stdout().contains("# A placeholder"), "{}", run.stdout());
+    // An expression GitHub would evaluate is refused, and --image with it makes no sense.
+    repo.ralph(&["deploy", "github-actions", "--install-ralph", "echo ${{ secrets.X }}"]).expect(2);
+    repo.ralph(&["deploy", "github-actions", "--install-ralph", "x", "--image", "i"]).expect(2);
 }
