@@ -3,7 +3,8 @@
 //! worker killed with -9 is taken over once its lease runs out; a worker paused past its lease
 //! lands nothing; a target moved by a person is rebased onto and checked again; a worker whose
 //! clock is hours off neither steals early nor holds forever; the agents' learnings from
-//! every worker reach AGENTS.md; attempts count across workers; the same over `git daemon`.
+//! every worker reach AGENTS.md; attempts count across workers; the same over `git daemon` on
+//! 127.0.0.1, and with each worker in a network namespace of its own.
 
 use crate::common::*;
 use std::path::{Path, PathBuf};
@@ -490,7 +491,7 @@ fn workers_coordinate_through_git_daemon_on_127_0_0_1() {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     hermetic(&mut daemon, &seed.outside);
-    let mut daemon = KillOnDrop(daemon.spawn().unwrap());
+    let _daemon = KillOnDrop(daemon.spawn().unwrap());
     until(30, "git daemon to listen", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
     let url = format!("git://127.0.0.1:{port}/origin.git");
     let children: Vec<Child> = (1..=3)
@@ -511,7 +512,117 @@ fn workers_coordinate_through_git_daemon_on_127_0_0_1() {
         assert_eq!(n, 1, "t{i} landed {n} times: {subjects:?}");
     }
     assert_eq!(ralph_refs(&bare), "", "no claim is left");
-    let _ = daemon.0.kill();
+}
+
+/// A network namespace of its own for one worker, joined to the host's by a veth pair: the
+/// worker at `10.X.i.2` sees the host at `10.X.i.1` and nothing else (not the host's loopback).
+/// The pair goes with the namespace when its holder dies.
+struct Netns {
+    holder: KillOnDrop,
+    host: String,
+}
+
+impl Netns {
+    fn new(subnet: u8, i: u8) -> Netns {
+        let holder = KillOnDrop(Command::new("unshare").args(["--net", "sleep", "600"]).spawn().unwrap());
+        let pid = holder.0.id().to_string();
+        let mine = std::fs::read_link("/proc/self/ns/net").unwrap();
+        until(10, "the namespace", || {
+            std::fs::read_link(format!("/proc/{pid}/ns/net")).is_ok_and(|ns| ns != mine)
+        });
+        let tag = std::process::id() % 10_000;
+        let (host_if, ns_if) = (format!("rh{tag}x{i}"), format!("rw{tag}x{i}"));
+        let host = format!("10.{subnet}.{i}.1");
+        let sh = |args: &str| {
+            let out = Command::new("sh").args(["-c", args]).output().unwrap();
+            assert!(out.status.success(), "{args}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        sh(&format!("ip link add {host_if} type veth peer name {ns_if} netns {pid}"));
+        sh(&format!("ip addr add {host}/30 dev {host_if} && ip link set {host_if} up"));
+        sh(&format!(
+            "nsenter -t {pid} -n sh -c 'ip addr add 10.{subnet}.{i}.2/30 dev {ns_if} && ip link set {ns_if} up && ip link set lo up'"
+        ));
+        Netns { holder, host }
+    }
+
+    /// `cmd` to run inside the namespace.
+    fn enter(&self, program: &str) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["-t", &self.holder.0.id().to_string(), "-n", "--", program]);
+        cmd
+    }
+}
+
+/// Each worker in a network namespace of its own, reaching `git daemon` over a veth pair (and
+/// not through the host's loopback, which its namespace does not share).
+#[test]
+#[ignore = "needs root for network namespaces and veth pairs: CI runs as root"]
+fn workers_in_network_namespaces_of_their_own_land_through_git_daemon() {
+    // SAFETY: geteuid has no preconditions.
+    assert!(unsafe { libc::geteuid() } == 0, "network namespaces need root");
+    let (seed, bare) = origin(6, "0.2", "5s");
+    let subnet = 200 + (std::process::id() % 50) as u8;
+    let spaces: Vec<Netns> = (1..=3).map(|i| Netns::new(subnet, i)).collect();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let base = bare.parent().unwrap();
+    let mut daemon = Command::new("git");
+    daemon.args([
+        "daemon",
+        &format!("--port={port}"),
+        "--export-all",
+        "--enable=receive-pack",
+        "--reuseaddr",
+    ]);
+    daemon.arg("--listen=127.0.0.1");
+    for n in &spaces {
+        daemon.arg(format!("--listen={}", n.host));
+    }
+    daemon
+        .arg(format!("--base-path={}", base.display()))
+        .arg(base)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    hermetic(&mut daemon, &seed.outside);
+    let _daemon = KillOnDrop(daemon.spawn().unwrap());
+    until(30, "git daemon to listen", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let children: Vec<Child> = spaces
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let name = format!("n{}", i + 1);
+            let dir = seed.outside.join(&name);
+            git(
+                &seed.outside,
+                &["clone", "-q", &format!("git://127.0.0.1:{port}/origin.git"), dir.to_str().unwrap()],
+            );
+            git(&dir, &["remote", "set-url", "origin", &format!("git://{}:{port}/origin.git", n.host)]);
+            // The host's loopback is not the namespace's: only the veth reaches the remote.
+            let mut probe = n.enter("git");
+            probe.args(["ls-remote", &format!("git://127.0.0.1:{port}/origin.git")]).current_dir(&dir);
+            hermetic(&mut probe, &seed.outside);
+            assert!(!probe.output().unwrap().status.success(), "the namespace reached the host's loopback");
+            let mut cmd = n.enter(RALPH);
+            cmd.args(["worker", "--until-empty"])
+                .current_dir(&dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            hermetic(&mut cmd, &seed.outside);
+            cmd.env("RALPH_WORKER_ID", &name);
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    for c in children {
+        let (code, err) = finish(c, 120);
+        assert_eq!(code, 0, "{err}");
+    }
+    let subjects = landed(&bare);
+    for i in 1..=6 {
+        let n = subjects.iter().filter(|s| s.starts_with(&format!("ralph(t{i}):"))).count();
+        assert_eq!(n, 1, "t{i} landed {n} times: {subjects:?}");
+    }
+    assert_eq!(ralph_refs(&bare), "", "no claim is left");
 }
 
 struct KillOnDrop(Child);
