@@ -1058,6 +1058,15 @@ pub fn amend(root: &Path) -> Result<CommitResult, GitError> {
     commit_args(root, &format!("{message}\n"), &["--amend"], &[])
 }
 
+/// Puts `path` in HEAD back to its content in `rev`, amending: the AGENTS.md a landing
+/// rendered, taken out (back to the work's own) before the work is rebased onto a tip whose
+/// AGENTS.md moved too (it is rendered again there; rebased, it would conflict).
+pub fn put_back_in_head(root: &Path, rev: &str, path: &str) -> Result<CommitResult, GitError> {
+    put_back_path(root, rev, path)?;
+    add_paths(root, &[Path::new(path)])?;
+    amend(root)
+}
+
 /// Moves `name` from `old` to `new` only if it still points at `old` (a compare-and-swap);
 /// false when it moved meanwhile.
 pub fn update_ref_from(root: &Path, name: &str, new: &str, old: &str) -> Result<bool, GitError> {

@@ -102,16 +102,29 @@ impl Lander<'_> {
     ) -> Result<Landing, CliError> {
         let Work { slot, task, status, base } = *work;
         let mut base = base.to_string();
+        // The commit before an earlier try rendered AGENTS.md into HEAD: its AGENTS.md is put
+        // back before the rebase onto a tip that moved (rendered again there; rebased, the
+        // rendering could conflict with the tip's).
+        let mut rendered: Option<String> = None;
         for _ in 0..MAX_TRIES {
             let tip = git::rev_parse(self.root, &self.target_ref())?
                 .ok_or_else(|| CliError::failure(format!("the branch {} is gone", self.target)))?;
             let moved = tip != base;
+            if moved
+                && let Some(before) = rendered.take()
+                && let CommitResult::Refused(text) =
+                    git::put_back_in_head(slot, &before, learnings::AGENTS_MD)?
+            {
+                return Ok(Landing::Refused(self.secrets.mask(&text)));
+            }
             if moved && let Err(text) = git::rebase(slot, &tip)? {
                 return Ok(Landing::Conflict(self.secrets.mask(&text)));
             }
             base.clone_from(&tip);
-            if let Some(refused) = self.write_own_files(slot, task, status, store)? {
-                return Ok(Landing::Refused(refused));
+            let before = git::head(slot)?;
+            match self.write_own_files(slot, task, status, store)? {
+                Ok(agents_md) => rendered = before.filter(|_| agents_md),
+                Err(refused) => return Ok(Landing::Refused(refused)),
             }
             // Failures the tip's clean tree already had (named tests) are tolerated, as in the
             // single loop.
@@ -131,14 +144,15 @@ impl Lander<'_> {
         )))
     }
 
-    /// The task's status and AGENTS.md, written by the coordinator into the one commit.
+    /// The task's status and AGENTS.md, written by the coordinator into the one commit: whether
+    /// AGENTS.md changed, or the words of a hook that refused the commit.
     fn write_own_files(
         &self,
         slot: &Path,
         task: &Spec,
         status: Status,
         store: &learnings::Store,
-    ) -> Result<Option<String>, CliError> {
+    ) -> Result<Result<bool, String>, CliError> {
         let spec = slot.join(&task.path);
         let before = crate::fsx::read_input(&spec)
             .map_err(|e| CliError::failure(format!("cannot read {}: {e}", spec.display())))?;
@@ -146,16 +160,17 @@ impl Lander<'_> {
         if crate::backlog::set_status(slot, task, &before, status, None)? {
             include.push(task.path.clone());
         }
-        if learnings::write_agents_md(slot, store, &self.cfg.learnings, self.secrets)? {
+        let agents_md = learnings::write_agents_md(slot, store, &self.cfg.learnings, self.secrets)?;
+        if agents_md {
             include.push(PathBuf::from(learnings::AGENTS_MD));
         }
         if include.is_empty() {
-            return Ok(None);
+            return Ok(Ok(false));
         }
         git::add_paths(slot, &include.iter().map(PathBuf::as_path).collect::<Vec<_>>())?;
         match git::amend(slot)? {
-            CommitResult::Committed(_) => Ok(None),
-            CommitResult::Refused(text) => Ok(Some(self.secrets.mask(&text))),
+            CommitResult::Committed(_) => Ok(Ok(agents_md)),
+            CommitResult::Refused(text) => Ok(Err(self.secrets.mask(&text))),
         }
     }
 

@@ -647,6 +647,9 @@ impl Worker {
     ) -> Result<Result<(String, Vec<String>), String>, CliError> {
         let root = self.root().to_path_buf();
         let mut last = String::new();
+        // The commit before this landing rendered AGENTS.md into HEAD: its AGENTS.md is put back
+        // before a rebase (rendered again on the new tip; rebased, it could conflict).
+        let mut rendered: Option<String> = None;
         for _ in 0..MAX_LAND_TRIES {
             self.remote.fetch()?;
             if self.remote.claims()?.get(&task.id).map(String::as_str) != Some(claim) {
@@ -654,6 +657,13 @@ impl Worker {
             }
             let tip = self.remote.tip()?;
             let moved = tip != base && git::head(&root)?.as_deref() != Some(tip.as_str());
+            if moved
+                && let Some(before) = rendered.take()
+                && let git::CommitResult::Refused(t) =
+                    git::put_back_in_head(&root, &before, crate::learnings::AGENTS_MD)?
+            {
+                return Ok(Err(format!("`git commit` was refused: {}", t.trim())));
+            }
             if moved && let Err(text) = git::rebase(&root, &tip)? {
                 return Ok(Err(format!(
                     "the work no longer applies on {}: {}",
@@ -666,6 +676,7 @@ impl Worker {
             }
             // AGENTS.md rendered again on the tip it lands on, from the store as fetched now.
             let admission = self.admit(task, learned)?;
+            let before = git::head(&root)?;
             if let Some(a) = &admission
                 && self.render_agents_md(a)?
             {
@@ -673,6 +684,7 @@ impl Worker {
                 if let git::CommitResult::Refused(t) = git::amend(&root)? {
                     return Ok(Err(format!("`git commit` was refused: {}", t.trim())));
                 }
+                rendered = before;
             }
             if moved {
                 let lander = crate::parallel::landing::Lander {

@@ -633,3 +633,40 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// The landing push is refused because a person's commit moved the target meanwhile, and that
+/// commit changed AGENTS.md too: the worker takes its own rendering back out, rebases, renders
+/// the learnings again on the new tip and lands (rebased, the two AGENTS.md would conflict).
+#[test]
+fn a_refused_landing_renders_agents_md_again_on_the_new_tip() {
+    let (seed, bare) =
+        origin_with(1, "echo '<learning>golf tests need a warm cache</learning>'\n", "30s", "true", "");
+    let a = clone(&seed, &bare, "a");
+    let person = clone(&seed, &bare, "person");
+    // a's pre-push hook: the first time a push would move main, the person pushes first.
+    let hook = a.join(".git/hooks/pre-push");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\nwhile read -r _ _ remote _; do\n  if [ \"$remote\" = refs/heads/main ] && [ ! -e {marker} ]; then\n    touch {marker}\n    cd {person} && printf '# Notes\\n\\n## Learnings\\n\\n- a person keeps this line\\n' > AGENTS.md && git add AGENTS.md && git commit -qm 'a person writes AGENTS.md' && git push -q origin HEAD:main\n  fi\ndone\nexit 0\n",
+            marker = seed.outside.join("pushed-once").display(),
+            person = person.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (code, err) = finish(worker(&seed, &a, "a", &["--until-empty"], None), 120);
+    assert_eq!(code, 0, "{err}");
+    assert!(seed.outside.join("pushed-once").exists(), "the person's push happened");
+    let subjects = landed(&bare);
+    assert!(subjects.iter().any(|s| s == "a person writes AGENTS.md"), "{subjects:?}");
+    assert!(subjects.iter().any(|s| s.starts_with("ralph(t1):")), "t1 landed: {err}\n{subjects:?}");
+    let check = clone(&seed, &bare, "check");
+    let agents = std::fs::read_to_string(check.join("AGENTS.md")).unwrap();
+    assert!(
+        agents.contains("a person keeps this line") && agents.contains("golf tests need a warm cache"),
+        "{agents}"
+    );
+    assert!(!agents.contains("<<<<<<<"), "{agents}");
+    assert!(std::fs::read_to_string(check.join("specs/t1.md")).unwrap().contains("status: done"));
+}
