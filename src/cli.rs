@@ -205,6 +205,10 @@ pub struct WorkSlotArgs {
     /// The agent preset the coordinator runs with (`ralph run --agent`).
     #[arg(long)]
     pub agent: Option<String>,
+    /// The agent to run the iteration with, by name, when not the main one (a fallback, the
+    /// task's own `agent:`).
+    #[arg(long)]
+    pub agent_name: Option<String>,
     /// A prompt template instead of the configured one (`ralph eval`'s candidate).
     #[arg(long)]
     pub template: Option<PathBuf>,

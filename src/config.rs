@@ -81,6 +81,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 struct FileConfig {
     #[serde(default)]
     agent: AgentFile,
+    /// `[agents.NAME]`: agents by name, each with the keys of `[agent]`.
+    #[serde(default)]
+    agents: BTreeMap<String, toml::Spanned<AgentFile>>,
     review: Option<AgentFile>,
     #[serde(default)]
     checks: ChecksFile,
@@ -192,7 +195,7 @@ struct LearningsFile {
     require_review: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AgentFile {
     preset: Option<String>,
@@ -212,6 +215,10 @@ struct AgentFile {
     completion_promise: Option<String>,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    /// `[agent]` only.
+    fallback: Option<Vec<toml::Spanned<String>>>,
+    /// `[agent]` only.
+    fallback_after: Option<HumanDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -365,6 +372,14 @@ pub struct Config {
     /// Where it was read from.
     pub path: PathBuf,
     pub agent: AgentConfig,
+    /// `[agent] fallback`: the agents that run, in this order, while the ones before them are
+    /// limited or cannot authenticate (see [`crate::agent::fallback`]).
+    pub fallback: Vec<AgentConfig>,
+    /// `[agent] fallback_after`: a usage limit that resets later than this falls back to the
+    /// next agent; a shorter one is waited out (default 5 minutes).
+    pub fallback_after: Duration,
+    /// `[agents.NAME]`: agents by name, for `fallback` and a task's `agent:`.
+    pub agents: BTreeMap<String, AgentConfig>,
     /// `[review]`: a second agent that approves or rejects green work before it is committed.
     pub review: Option<AgentConfig>,
     pub checks: ChecksConfig,
@@ -399,6 +414,49 @@ impl Config {
     pub fn source(&self, root: &Path) -> crate::backlog::Source {
         crate::backlog::Source::resolve(root, self.backlog_file.as_deref())
     }
+
+    /// The agent called `name`: the main agent, a fallback, an `[agents.NAME]` table, or a
+    /// preset with its defaults (in that order).
+    pub fn agent_named(&self, name: &str) -> Option<AgentConfig> {
+        if name == self.agent.name {
+            return Some(self.agent.clone());
+        }
+        if let Some(a) = self.fallback.iter().find(|a| a.name == name).or_else(|| self.agents.get(name)) {
+            return Some(a.clone());
+        }
+        preset_agent(name)
+    }
+
+    /// The agents an iteration may run, by name, in order of preference: the task's own
+    /// (`agent:` in its front matter) first, then the main agent and its fallbacks.
+    pub fn chain(&self, task_agent: Option<&str>) -> Vec<String> {
+        let mut names: Vec<String> = task_agent.map(str::to_string).into_iter().collect();
+        for a in std::iter::once(&self.agent).chain(&self.fallback) {
+            if !names.contains(&a.name) {
+                names.push(a.name.clone());
+            }
+        }
+        names
+    }
+
+    /// The environment every configured agent adds (the main one, its fallbacks, the
+    /// `[agents]` tables): its values are masked as secrets wherever ralph writes.
+    pub fn agents_env(&self) -> Vec<(String, String)> {
+        std::iter::once(&self.agent)
+            .chain(&self.fallback)
+            .chain(self.agents.values())
+            .flat_map(|a| a.env.iter().map(|(k, v)| (k.clone(), v.clone())))
+            .collect()
+    }
+}
+
+/// A preset with its defaults, named as the preset: what `[agent] fallback` and a task's
+/// `agent:` mean by a preset's name.
+fn preset_agent(name: &str) -> Option<AgentConfig> {
+    preset::find(name)?;
+    let file = AgentFile { preset: Some(name.to_string()), ..AgentFile::default() };
+    let invalid = |message: String| ConfigError::Invalid { path: PathBuf::new(), message };
+    resolve_agent(&file, name, None, &invalid).ok()
 }
 
 /// The backlog's source from `ralph.toml` alone, for read-only commands that must work even
@@ -432,6 +490,9 @@ pub mod defaults {
     pub const MAX_LOG_SIZE: u64 = 100 * 1024 * 1024;
     pub const RETRY_WAIT: Duration = Duration::from_secs(60);
     pub const RETRY_WAIT_MAX: Duration = Duration::from_secs(3600);
+    /// A limit that resets sooner is waited out on the same agent: switching costs a fresh
+    /// start on another model, worth it only for a long wait.
+    pub const FALLBACK_AFTER: Duration = Duration::from_secs(5 * 60);
 }
 
 impl Config {
@@ -464,9 +525,14 @@ impl Config {
 
         let agent = resolve_agent(&file.agent, "agent", overrides.agent.clone(), &invalid)?;
         let review = match &file.review {
+            Some(r) if r.fallback.is_some() || r.fallback_after.is_some() => {
+                return Err(invalid("[review] has no fallback chain: `fallback` belongs in [agent]".into()));
+            }
             Some(r) => Some(resolve_agent(r, "review", None, &invalid)?),
             None => None,
         };
+        let (agents, fallback) = resolve_fallback(path, text, &file, &agent)?;
+        let fallback_after = file.agent.fallback_after.map_or(defaults::FALLBACK_AFTER, |h| h.0);
         let commands = file.checks.commands.unwrap_or_default();
         if let Some(i) = commands.iter().position(|c| c.trim().is_empty()) {
             return Err(invalid(format!("[checks] commands[{i}] is empty")));
@@ -514,6 +580,9 @@ impl Config {
             remote,
             tune_reflector,
             agent,
+            fallback,
+            fallback_after,
+            agents,
             review,
             checks: ChecksConfig {
                 commands,
@@ -566,8 +635,84 @@ impl Config {
     }
 }
 
-/// Resolves an agent section (`[agent]` or `[review]`): preset or command, prompt mode, output
-/// format, environment, limits.
+/// The `[agents.NAME]` tables, resolved, and the `[agent] fallback` chain they and the presets
+/// make; each error names the line of the table or of the entry.
+fn resolve_fallback(
+    path: &Path,
+    text: &str,
+    file: &FileConfig,
+    main: &AgentConfig,
+) -> Result<(BTreeMap<String, AgentConfig>, Vec<AgentConfig>), ConfigError> {
+    let at = |span: std::ops::Range<usize>, message: String| {
+        let (line, column) = line_col(text, span.start);
+        ConfigError::Parse { path: path.to_path_buf(), line, column, message }
+    };
+    let mut agents = BTreeMap::new();
+    for (name, table) in &file.agents {
+        let span = table.span();
+        let a = table.get_ref();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(at(
+                span,
+                format!("[agents.{name}]: a name may hold only letters, digits, `-`, `_` and `.`"),
+            ));
+        }
+        if a.fallback.is_some() || a.fallback_after.is_some() {
+            return Err(at(
+                span,
+                format!("[agents.{name}] has no fallback chain of its own: `fallback` belongs in [agent]"),
+            ));
+        }
+        if *name == main.name {
+            return Err(at(
+                span,
+                format!(
+                    "[agents.{name}]: `{name}` is already the [agent] section's agent; give this one another name"
+                ),
+            ));
+        }
+        // `[agents.codex]` with neither preset nor command is the codex preset, adjusted.
+        let named_preset;
+        let a = if a.preset.is_none() && a.command.is_none() && preset::find(name).is_some() {
+            named_preset = AgentFile { preset: Some(name.clone()), ..a.clone() };
+            &named_preset
+        } else {
+            a
+        };
+        let invalid = |message: String| ConfigError::Invalid { path: path.to_path_buf(), message };
+        let mut cfg = resolve_agent(a, &format!("agents.{name}"), None, &invalid).map_err(|e| match e {
+            ConfigError::Invalid { message, .. } => at(span.clone(), message),
+            other => other,
+        })?;
+        cfg.name.clone_from(name);
+        agents.insert(name.clone(), cfg);
+    }
+    let mut fallback: Vec<AgentConfig> = Vec::new();
+    for entry in file.agent.fallback.iter().flatten() {
+        let name = entry.get_ref().trim();
+        let found = agents.get(name).cloned().or_else(|| preset_agent(name));
+        let Some(a) = found else {
+            return Err(at(
+                entry.span(),
+                format!(
+                    "[agent] fallback: `{name}` is neither an [agents.{name}] table nor a preset (presets: {})",
+                    preset::names()
+                ),
+            ));
+        };
+        if a.name == main.name || fallback.iter().any(|f| f.name == a.name) {
+            return Err(at(
+                entry.span(),
+                format!("[agent] fallback names `{name}` twice (the main agent counts)"),
+            ));
+        }
+        fallback.push(a);
+    }
+    Ok((agents, fallback))
+}
+
+/// Resolves an agent section (`[agent]`, `[review]`, `[agents.NAME]`): preset or command,
+/// prompt mode, output format, environment, limits.
 fn resolve_agent(
     a: &AgentFile,
     section: &str,
@@ -644,7 +789,14 @@ fn resolve_agent(
         let d = d.map(|h| h.0).unwrap_or(default);
         if d.is_zero() { Err(invalid(format!("[{section}] {key} must be longer than zero"))) } else { Ok(d) }
     };
+    let name = match preset {
+        Some(p) => p.name.to_string(),
+        None => Path::new(&command[0])
+            .file_name()
+            .map_or_else(|| command[0].clone(), |n| n.to_string_lossy().into_owned()),
+    };
     Ok(AgentConfig {
+        name,
         preset,
         command,
         prompt,
@@ -782,6 +934,78 @@ max_consecutive_failures = 5
         let o = Overrides { agent: Some("codex".into()) };
         let c = Config::parse_with(Path::new("ralph.toml"), "[agent]\ncommand = [\"x\"]\n", &o).unwrap();
         assert_eq!(c.agent.command[..2], ["codex".to_string(), "exec".to_string()]);
+    }
+
+    #[test]
+    fn fallback_agents_are_presets_or_named_tables_with_the_agent_keys() {
+        let c = parse(
+            r#"
+[agent]
+preset = "claude"
+fallback = ["codex", "cheap", "pi"]
+fallback_after = "10m"
+
+[agents.cheap]
+command = ["./cheap-agent", "--fast"]
+output_format = "codex-json"
+timeout = "5m"
+[agents.cheap.env]
+CHEAP_KEY = "k"
+
+[agents.codex]
+model = "o3"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.agent.name, "claude");
+        let names: Vec<&str> = c.fallback.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["codex", "cheap", "pi"]);
+        assert_eq!(c.fallback_after, Duration::from_secs(600));
+        // A table named as a preset, with neither preset nor command, adjusts that preset.
+        assert_eq!(c.fallback[0].preset.map(|p| p.name), Some("codex"));
+        assert!(c.fallback[0].command.windows(2).any(|w| w == ["-m", "o3"]), "{:?}", c.fallback[0].command);
+        assert_eq!(c.fallback[1].command, ["./cheap-agent", "--fast"]);
+        assert_eq!(c.fallback[1].format, Format::CodexJson);
+        assert_eq!(c.fallback[1].timeout, Duration::from_secs(300));
+        assert_eq!(c.fallback[2].preset.map(|p| p.name), Some("pi"));
+        assert_eq!(c.chain(None), ["claude", "codex", "cheap", "pi"]);
+        assert_eq!(c.chain(Some("pi")), ["pi", "claude", "codex", "cheap"]);
+        assert!(c.agents_env().contains(&("CHEAP_KEY".into(), "k".into())));
+        assert_eq!(
+            c.agent_named("cheap").map(|a| a.command),
+            Some(vec!["./cheap-agent".into(), "--fast".into()])
+        );
+        // A preset nobody configured, with its defaults; an unknown name is nobody.
+        assert_eq!(c.agent_named("gemini").map(|a| a.name), Some("gemini".into()));
+        assert!(c.agent_named("gpt").is_none());
+        // Without a chain: the default wait, only the main agent; a custom command is named
+        // by its program.
+        let plain = parse("[agent]\ncommand = [\"/opt/bin/my-agent\"]\n").unwrap();
+        assert_eq!(plain.fallback_after, Duration::from_secs(300));
+        assert_eq!(plain.chain(None), ["my-agent"]);
+    }
+
+    #[test]
+    fn fallback_errors_name_the_file_and_line() {
+        let err = |t: &str| parse(t).unwrap_err().to_string();
+        let e = err("[agent]\npreset = \"claude\"\nfallback = [\n  \"codex\",\n  \"gpt\",\n]\n");
+        assert!(e.starts_with("ralph.toml:5:"), "{e}");
+        assert!(e.contains("`gpt` is neither an [agents.gpt] table nor a preset"), "{e}");
+        let e = err("[agent]\npreset = \"claude\"\nfallback = [\"claude\"]\n");
+        assert!(e.starts_with("ralph.toml:3:") && e.contains("names `claude` twice"), "{e}");
+        let e = err("[agent]\npreset = \"claude\"\n\n[agents.x]\nmodel = \"m\"\n");
+        assert!(e.starts_with("ralph.toml:4:"), "{e}");
+        assert!(e.contains("[agents.x] needs a `preset`"), "{e}");
+        let e = err("[agent]\npreset = \"claude\"\n\n[agents.x]\npreset = \"codex\"\ncolour = 1\n");
+        assert!(e.starts_with("ralph.toml:6:") && e.contains("unknown field `colour`"), "{e}");
+        let e = err("[agent]\npreset = \"claude\"\n\n[agents.x]\npreset = \"codex\"\nfallback = [\"pi\"]\n");
+        assert!(e.contains("[agents.x] has no fallback chain of its own"), "{e}");
+        let e = err("[agent]\npreset = \"claude\"\n\n[agents.claude]\nmodel = \"m\"\n");
+        assert!(e.contains("is already the [agent] section's agent"), "{e}");
+        let e = err("[agent]\npreset = \"claude\"\n[review]\npreset = \"codex\"\nfallback = [\"pi\"]\n");
+        assert!(e.contains("[review] has no fallback chain"), "{e}");
+        let e = err("[agent]\npreset = \"claude\"\nfallback_after = \"later\"\n");
+        assert!(e.starts_with("ralph.toml:3:") && e.contains("invalid duration"), "{e}");
     }
 
     #[test]

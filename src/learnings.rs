@@ -102,15 +102,18 @@ pub struct Provenance {
 }
 
 impl Provenance {
-    /// An iteration's proposals, as its record tells: the agent configured (or its command),
-    /// the model it said it ran (or the one asked for), the first line of its failure.
+    /// An iteration's proposals, as its record tells: the agent that ran it (a fallback's name,
+    /// else `agent`'s), the model it said it ran, the first line of its failure.
     pub fn of(agent: &crate::agent::AgentConfig, rec: &crate::record::IterationRecord, run_id: &str) -> Self {
         Provenance {
             task: rec.task.clone(),
             run_id: run_id.to_string(),
             iteration: rec.iteration,
-            agent: agent.preset.map_or_else(|| agent.command[0].clone(), |p| p.name.to_string()),
-            model: rec.model.clone().or_else(|| agent.model.clone()),
+            agent: rec.agent.clone().unwrap_or_else(|| agent.name.clone()),
+            // The model asked for, when the agent did not say: only if it is that agent's.
+            model: rec.model.clone().or_else(|| {
+                agent.model.clone().filter(|_| rec.agent.as_deref().is_none_or(|a| a == agent.name))
+            }),
             failure: rec.failure.as_deref().and_then(|f| f.lines().next()).map(str::to_string),
         }
     }

@@ -314,6 +314,11 @@ pub struct IterationRecord {
     /// The model the agent used (reported, else configured).
     #[serde(default)]
     pub model: Option<String>,
+    /// The agent that ran the iteration, by name (`[agents.NAME]`, else its preset's, else its
+    /// program's file name): the main agent, a fallback, or the task's own `agent:`. Absent in
+    /// records written before it was added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
     /// The agent's own session or thread id.
     #[serde(default)]
     pub agent_session_id: Option<String>,
@@ -371,6 +376,7 @@ impl IterationRecord {
             cost_usd: None,
             num_turns: None,
             model: None,
+            agent: None,
             agent_session_id: None,
             final_message: None,
             is_error: false,

@@ -339,6 +339,10 @@ pub struct RunMeta {
     /// `ralph stats` tells them from a person's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ralph_commits: Vec<OwnCommit>,
+    /// Agents left out of the fallback chain until their usage limit resets: per agent name,
+    /// the reset (RFC 3339). A resumed run does not try them again before then.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub agents_limited: BTreeMap<String, String>,
 }
 
 /// A commit ralph made on its own, and the commit it was made on.

@@ -81,6 +81,9 @@ pub struct Line<'a> {
     pub spec_edited: bool,
     #[serde(default)]
     pub worker: Option<u32>,
+    /// The agent that ran it (absent in records written before it was added).
+    #[serde(default, borrow)]
+    pub agent: Option<Cow<'a, str>>,
 }
 
 /// The part of a check record the failure cause needs.
@@ -194,6 +197,28 @@ pub struct TaskStats {
     pub time_ms: u64,
 }
 
+/// One agent's iterations (the records' `agent`: the main agent, a fallback, a task's own).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentStats {
+    /// Its name; `null` for records written before the records named the agent.
+    pub agent: Option<String>,
+    pub iterations: u64,
+    /// Iterations whose work was kept (`done` or `progress`).
+    pub green: u64,
+    /// Iterations that finished their task.
+    pub done: u64,
+    /// Iterations that ended on a usage or rate limit.
+    pub rate_limited: u64,
+    /// `green` over the iterations the agent saw through (not rate-limited, interrupted or
+    /// restarted); `null` with none.
+    pub success_rate: Option<f64>,
+    /// Tokens it reported, `null` when it reported none.
+    pub tokens: Option<u64>,
+    /// US dollars it reported, `null` when it reported none.
+    pub cost_usd: Option<f64>,
+    pub time_ms: u64,
+}
+
 /// What a person did between or during runs, by kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Interventions {
@@ -268,6 +293,9 @@ pub struct Stats {
     pub learnings_added: u64,
     pub rate_limits: RateLimits,
     pub per_task: Vec<TaskStats>,
+    /// Tokens, cost and success by agent (a run with `[agent] fallback`, tasks with their own
+    /// `agent:`), most iterations first.
+    pub per_agent: Vec<AgentStats>,
     /// What a person did, over every run read.
     pub interventions: Interventions,
     /// `interventions.total / tasks.done`; `null` with nothing done.
@@ -471,6 +499,21 @@ pub struct Aggregator {
     rows: Vec<RowAcc>,
     /// Learnings removed before the first run read (counted in the total only).
     removed_before: u64,
+    /// Per agent name (`None`: records that name none); a handful, searched in order.
+    agents: Vec<(Option<String>, AgentAcc)>,
+}
+
+/// One agent's figures while they are summed.
+#[derive(Debug, Default)]
+struct AgentAcc {
+    iterations: u64,
+    green: u64,
+    done: u64,
+    rate_limited: u64,
+    seen_through: u64,
+    tokens: Option<u64>,
+    cost: Option<f64>,
+    time_ms: u64,
 }
 
 fn parse_time(s: &str) -> Option<SystemTime> {
@@ -587,6 +630,7 @@ impl Aggregator {
             self.cost_reporting += 1;
             self.cost += c;
         }
+        self.add_agent(l);
         if let Some(from) = self.wait_from.take()
             && let Some(to) = parse_time(&l.started_at)
             && let Ok(d) = to.duration_since(from)
@@ -630,7 +674,8 @@ impl Aggregator {
         t.time_ms += l.duration_ms;
         t.last_outcome = l.outcome;
         t.blocked = l.blocked;
-        if l.outcome.counts_as_attempt() {
+        // An agent that could not run at all used no attempt of the task's.
+        if l.outcome.counts_as_attempt() && !matches!(l.cause, Some(Cause::Auth | Cause::ModelMissing)) {
             t.attempts += 1;
         }
         if let Some(tok) = &l.tokens {
@@ -649,6 +694,40 @@ impl Aggregator {
                 row.resolutions.push(u64::from(t.open));
             }
             t.open = 0;
+        }
+    }
+
+    /// Adds a record to its agent's figures: one lookup of the name, an allocation only for
+    /// an agent not seen before.
+    fn add_agent(&mut self, l: &Line) {
+        let key = l.agent.as_deref();
+        let i = match self.agents.iter().position(|(n, _)| n.as_deref() == key) {
+            Some(i) => i,
+            None => {
+                self.agents.push((key.map(str::to_string), AgentAcc::default()));
+                self.agents.len() - 1
+            }
+        };
+        let a = &mut self.agents[i].1;
+        a.iterations += 1;
+        a.time_ms += l.duration_ms;
+        if l.outcome.is_green() {
+            a.green += 1;
+        }
+        if l.outcome == Outcome::Done {
+            a.done += 1;
+        }
+        if l.outcome == Outcome::RateLimited {
+            a.rate_limited += 1;
+        }
+        if !matches!(l.outcome, Outcome::RateLimited | Outcome::Interrupted | Outcome::Restarted) {
+            a.seen_through += 1;
+        }
+        if let Some(t) = &l.tokens {
+            *a.tokens.get_or_insert(0) += t.total();
+        }
+        if let Some(c) = l.cost_usd {
+            *a.cost.get_or_insert(0.0) += c;
         }
     }
 
@@ -744,6 +823,25 @@ impl Aggregator {
                     time_ms: t.time_ms,
                 })
                 .collect(),
+            per_agent: {
+                let mut rows: Vec<AgentStats> = self
+                    .agents
+                    .into_iter()
+                    .map(|(agent, a)| AgentStats {
+                        agent,
+                        iterations: a.iterations,
+                        green: a.green,
+                        done: a.done,
+                        rate_limited: a.rate_limited,
+                        success_rate: ratio(a.green as f64, a.seen_through),
+                        tokens: a.tokens,
+                        cost_usd: a.cost,
+                        time_ms: a.time_ms,
+                    })
+                    .collect();
+                rows.sort_by(|a, b| b.iterations.cmp(&a.iterations).then_with(|| a.agent.cmp(&b.agent)));
+                rows
+            },
             interventions_per_done_task: ratio(interventions.total as f64, done),
             interventions,
             trend,
@@ -1001,6 +1099,37 @@ fn kinds(i: &Interventions) -> String {
 }
 
 /// The three signals, a row per run, oldest first (the newest [`TREND_ROWS`]).
+/// The split by agent, when more than one agent ran (a fallback, a task's own `agent:`).
+fn render_agents(o: &mut String, agents: &[AgentStats]) {
+    use std::fmt::Write;
+    if agents.len() < 2 {
+        return;
+    }
+    let name = |a: &AgentStats| a.agent.clone().unwrap_or_else(|| "-".into());
+    let w = agents.iter().map(|a| name(a).chars().count()).max().unwrap_or(5).max(5);
+    let _ = writeln!(
+        o,
+        "\nAgents\n  {:<w$}  {:>5}  {:>5}  {:>4}  {:>7}  {:>7}  {:>8}  {:>8}  {:>8}",
+        "AGENT", "ITERS", "GREEN", "DONE", "LIMITED", "SUCCESS", "TOKENS", "COST", "TIME"
+    );
+    for a in agents {
+        let n = name(a);
+        let _ = writeln!(
+            o,
+            "  {n}{}  {:>5}  {:>5}  {:>4}  {:>7}  {:>7}  {:>8}  {:>8}  {:>8}",
+            " ".repeat(w - n.chars().count()),
+            a.iterations,
+            a.green,
+            a.done,
+            a.rate_limited,
+            a.success_rate.map_or("-".into(), |r| format!("{:.0}%", r * 100.0)),
+            a.tokens.map_or("-".into(), |n| human_tokens(n as f64)),
+            a.cost_usd.map_or("-".into(), |c| format!("${c:.2}")),
+            human_ms(a.time_ms),
+        );
+    }
+}
+
 fn render_trend(o: &mut String, trend: &[RunTrend]) {
     use std::fmt::Write;
     let shown = &trend[trend.len().saturating_sub(TREND_ROWS)..];
@@ -1135,6 +1264,8 @@ pub fn render(s: &Stats) -> String {
                 writeln!(o, "  {:<13}  {}{}  {:>5}", f.outcome.as_str(), f.cause, " ".repeat(pad), f.count);
         }
     }
+
+    render_agents(&mut o, &s.per_agent);
 
     let w = s.per_task.iter().map(|t| t.task.chars().count()).max().unwrap_or(4).max(4);
     let _ = writeln!(
@@ -1399,6 +1530,47 @@ mod tests {
         assert_eq!(s.learnings_added, 2);
         let t = s.iteration_ms.unwrap();
         assert_eq!((t.mean, t.median, t.p90, t.max), (2000.0, 2000, 3000, 3000));
+    }
+
+    #[test]
+    fn tokens_cost_and_success_are_split_by_agent() {
+        let s = stats(&[
+            rec("a", "rate_limited", r#"{"agent":"claude","duration_ms":1000}"#),
+            rec(
+                "a",
+                "done",
+                r#"{"agent":"codex","tokens":{"input":100,"output":20,"cache_read":0,"cache_write":0},"cost_usd":0.25}"#,
+            ),
+            rec(
+                "b",
+                "checks_failed",
+                r#"{"agent":"codex","tokens":{"input":10,"output":0,"cache_read":0,"cache_write":0}}"#,
+            ),
+            rec("b", "done", r#"{"agent":"claude","cost_usd":1.5,"duration_ms":4000}"#),
+            rec("c", "progress", ""),
+        ]);
+        let row =
+            |name: Option<&str>| s.per_agent.iter().find(|a| a.agent.as_deref() == name).unwrap().clone();
+        let codex = row(Some("codex"));
+        assert_eq!((codex.iterations, codex.green, codex.done, codex.rate_limited), (2, 1, 1, 0));
+        assert_eq!(codex.success_rate, Some(0.5));
+        assert_eq!((codex.tokens, codex.cost_usd), (Some(130), Some(0.25)));
+        let claude = row(Some("claude"));
+        assert_eq!((claude.iterations, claude.done, claude.rate_limited), (2, 1, 1));
+        // The limit says nothing of the agent's work: one iteration seen through, green.
+        assert_eq!(claude.success_rate, Some(1.0));
+        assert_eq!((claude.tokens, claude.cost_usd, claude.time_ms), (None, Some(1.5), 5000));
+        // A record from before `agent` was written counts under no name.
+        assert_eq!(row(None).iterations, 1);
+        assert_eq!(s.per_agent.iter().map(|a| a.iterations).sum::<u64>(), s.iterations);
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["per_agent"][0]["success_rate"], 1.0, "{v}");
+        let out = render(&s);
+        assert!(out.contains("AGENT   ITERS  GREEN  DONE  LIMITED  SUCCESS    TOKENS"), "{out}");
+        assert!(out.contains("claude      2      1     1        1     100%         -     $1.50"), "{out}");
+        assert!(out.contains("codex       2      1     1        0      50%       130     $0.25"), "{out}");
+        // One agent only: no split to show.
+        assert!(!render(&stats(&[rec("a", "done", r#"{"agent":"claude"}"#)])).contains("AGENT"));
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! reports it) reach `iterations.jsonl`; a 429 is waited out and the same task then completes
 //! with no attempt counted; an authentication failure stops the run with a clear message; the
 //! promise in a tool's output does not complete the task. With Claude Code, `ralph eval` scores a
-//! two-case suite end to end.
+//! two-case suite end to end. With Claude Code and Codex, a usage limit of Claude's moves the
+//! run to Codex (`[agent] fallback`), and ralph goes back to Claude once the limit lifts.
 //!
 //! These tests are `#[ignore]`d, so a plain `cargo test` shows them as ignored: `scripts/test`
 //! installs the CLIs (`npm install --prefix tests/real-agents`) and runs them, and a CLI that is
@@ -17,7 +18,7 @@
 
 mod common;
 
-use common::model_server::{Mode, ModelServer};
+use common::model_server::{Dialect, Mode, ModelServer, unix_now};
 use common::*;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -341,6 +342,108 @@ fn eval_scores_a_suite(cli: Cli) {
 #[ignore = "needs the agent CLIs: scripts/test installs them"]
 fn claude_eval_scores_a_suite() {
     eval_scores_a_suite(CLAUDE);
+}
+
+/// Claude Code as the main agent with Codex as its fallback, both against `server`: the one
+/// task's check wants hello.txt.
+fn setup_fallback(server: &ModelServer, fallback_after: &str, specs: &[&str]) -> TestRepo {
+    let (claude, codex) = (installed(CLAUDE), installed(CODEX));
+    // Codex's configuration, as `setup` writes it.
+    let repo = setup(CODEX, server, &["grep -q hello hello.txt"], "");
+    let bin = |p: PathBuf| toml_str(&p.to_string_lossy());
+    repo.write(
+        "ralph.toml",
+        &format!(
+            "[agent]\npreset = \"claude\"\nbin = {}\ntimeout = \"3m\"\nidle_timeout = \"2m\"\nretry_wait = \"1s\"\nfallback = [\"codex\"]\nfallback_after = \"{fallback_after}\"\n\n[agents.codex]\nbin = {}\ntimeout = \"3m\"\nidle_timeout = \"2m\"\n\n[checks]\ncommands = [\"grep -q hello hello.txt\"]\n",
+            bin(claude),
+            bin(codex)
+        ),
+    );
+    for (i, title) in specs.iter().enumerate() {
+        repo.write(
+            &format!("specs/0{}0-{}.md", i + 2, title.to_lowercase()),
+            &format!("# {title}\n\nCreate hello.txt containing hello.\n"),
+        );
+    }
+    repo.commit_all("claude, falling back to codex");
+    repo
+}
+
+/// The agent and outcome of each record.
+fn agents_and_outcomes(repo: &TestRepo) -> Vec<(String, String)> {
+    repo.records()
+        .iter()
+        .map(|r| (r["agent"].as_str().unwrap_or("").to_string(), r["outcome"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+mod fallback {
+    use super::*;
+
+    /// Claude answers 429 with a reset an hour away: the next iteration runs on Codex, which
+    /// does the task; the records name both; no attempt is used.
+    #[test]
+    #[ignore = "needs the agent CLIs: scripts/test installs them"]
+    fn claude_limited_for_an_hour_falls_back_to_codex() {
+        let server = ModelServer::start("echo hello > hello.txt", FINAL);
+        let repo = setup_fallback(&server, "5m", &[]);
+        server.set_mode(Mode::LimitedUntil { dialect: Dialect::Anthropic, reset: unix_now() + 3600 });
+        let out = run(&repo, &server, &["run"]);
+        let err = out.stderr();
+        assert_eq!(out.code(), 0, "{err}\nserver: {:?}", server.log());
+        assert!(err.contains("claude hit a usage limit that lifts at"), "{err}");
+        assert!(err.contains("iteration 2 runs on codex (fallback: claude is limited until"), "{err}");
+        let r = repo.records();
+        assert_eq!(
+            agents_and_outcomes(&repo),
+            [("claude".to_string(), "rate_limited".to_string()), ("codex".into(), "done".into())]
+        );
+        // The reset Claude reported, an hour away, is the one ralph keeps.
+        let reset: jiff::Timestamp = r[0]["limit_resets_at"].as_str().unwrap().parse().unwrap();
+        let ended: jiff::Timestamp = r[0]["ended_at"].as_str().unwrap().parse().unwrap();
+        let away = ended.duration_until(reset).as_secs();
+        assert!((3500..=3700).contains(&away), "the reset is {away}s away: {}", r[0]);
+        assert_eq!(r[1]["outcome"], "done", "{}", r[1]);
+        assert!(r[1]["tokens"]["input"].as_u64().unwrap() > 0, "{}", r[1]);
+        assert_eq!(repo.read("hello.txt"), "hello\n");
+        assert_eq!(repo.spec_status("010-hello"), "done");
+        assert_eq!(status_attempts(&repo), 0);
+        // Claude was asked once: not again while its limit holds.
+        let claude_calls = server.log().iter().filter(|l| l.contains("/v1/messages")).count();
+        assert_eq!(claude_calls, 1, "{:?}", server.log());
+    }
+
+    /// Claude's limit lifts a few seconds after it is hit, later than `fallback_after`: Codex
+    /// takes the first task (its tool call outlasts the limit), and the second runs on Claude
+    /// again.
+    #[test]
+    #[ignore = "needs the agent CLIs: scripts/test installs them"]
+    fn claude_runs_again_once_its_short_limit_lifts() {
+        let server = ModelServer::start("sleep 6 && echo hello > hello.txt", FINAL);
+        let repo = setup_fallback(&server, "1s", &["Again"]);
+        server.set_mode(Mode::LimitedUntil { dialect: Dialect::Anthropic, reset: unix_now() + 5 });
+        let out = run(&repo, &server, &["run"]);
+        let err = out.stderr();
+        assert_eq!(out.code(), 0, "{err}\nserver: {:?}", server.log());
+        assert!(err.contains("back to claude: its usage limit has lifted"), "{err}");
+        assert_eq!(
+            agents_and_outcomes(&repo),
+            [
+                ("claude".to_string(), "rate_limited".to_string()),
+                ("codex".into(), "done".into()),
+                ("claude".into(), "done".into())
+            ]
+        );
+        assert_eq!(
+            (repo.spec_status("010-hello"), repo.spec_status("020-again")),
+            ("done".into(), "done".into())
+        );
+        let stats: serde_json::Value =
+            serde_json::from_str(&repo.ralph(&["stats", "--json"]).expect(0).stdout()).unwrap();
+        let agents: Vec<&str> =
+            stats["per_agent"].as_array().unwrap().iter().map(|a| a["agent"].as_str().unwrap()).collect();
+        assert_eq!(agents, ["claude", "codex"], "{stats}");
+    }
 }
 
 /// For debugging a CLI by hand: `cargo test --test real_agents serve_by_hand -- --ignored

@@ -3,6 +3,7 @@
 //! the prompt reaches it; [`scan`] reads what it prints; [`scripted`] is the agent that ships
 //! with ralph for dry runs and tests.
 
+pub mod fallback;
 pub mod hazards;
 pub mod limits;
 pub mod output;
@@ -35,6 +36,10 @@ pub enum PromptMode {
 /// `[agent]` (and `[review]`), with defaults applied: built by [`crate::config`].
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
+    /// What the agent is called: its `[agents.NAME]` table's name, else its preset's, else its
+    /// program's file name. The iteration record's `agent`, a task's `agent:` and `[agent]
+    /// fallback` use it.
+    pub name: String,
     /// The preset; `None` for a custom command.
     pub preset: Option<&'static Preset>,
     /// Program and arguments, the preset's resolved; never empty.

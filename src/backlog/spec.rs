@@ -48,6 +48,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "max_attempts",
     "touches",
     "blocked_reason",
+    "agent",
 ];
 
 /// A parse error with its 1-based line.
@@ -94,6 +95,12 @@ pub struct Spec {
     /// Glob patterns of the files the task is likely to change, relative to the repository
     /// root (see [`super::touches`]); empty when unset, and always for stories and items.
     pub touches: Vec<String>,
+    /// The agent to run this task with first (`agent: codex`): a name `ralph.toml` knows (the
+    /// main agent's, a fallback's, an `[agents.NAME]` table's, a preset's), checked against it
+    /// before a run starts; its fallbacks follow it.
+    pub agent: Option<String>,
+    /// The line of `agent`, for error messages.
+    pub agent_line: usize,
     /// The file without its front matter.
     pub body: String,
 }
@@ -110,6 +117,8 @@ pub fn parse(id: &str, path: &Path, text: &str) -> Result<Spec, SpecParseError> 
     let mut checks = Vec::new();
     let mut max_attempts = None;
     let mut touches = Vec::new();
+    let mut agent = None;
+    let mut agent_line = 0;
     let mut id_override: Option<String> = None;
     if let Some(fm) = fm {
         for entry in parse_entries(&fm)? {
@@ -173,6 +182,16 @@ pub fn parse(id: &str, path: &Path, text: &str) -> Result<Spec, SpecParseError> 
                     }
                 }
                 "blocked_reason" => blocked_reason = Some(entry.scalar().map_err(err)?),
+                "agent" => {
+                    let v = entry.scalar().map_err(err)?;
+                    if v.is_empty() {
+                        return Err(err(
+                            "`agent` is empty (leave the key out for the configured agent)".into()
+                        ));
+                    }
+                    agent = Some(v);
+                    agent_line = entry.line;
+                }
                 other => {
                     return Err(SpecParseError {
                         line: entry.line,
@@ -203,6 +222,8 @@ pub fn parse(id: &str, path: &Path, text: &str) -> Result<Spec, SpecParseError> 
         checks,
         max_attempts,
         touches,
+        agent,
+        agent_line,
         body: body.to_string(),
     })
 }
@@ -409,6 +430,17 @@ mod tests {
 
     fn p(text: &str) -> Result<Spec, SpecParseError> {
         parse("010-x", Path::new("specs/010-x.md"), text)
+    }
+
+    #[test]
+    fn the_agent_key_names_the_task_s_agent_and_its_line() {
+        let s = p("---\nstatus: todo\nagent: codex\n---\n# X\n").unwrap();
+        assert_eq!((s.agent.as_deref(), s.agent_line), (Some("codex"), 3));
+        assert_eq!(p("# X\n").unwrap().agent, None);
+        let e = p("---\nagent: \"\"\n---\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("`agent` is empty"), "{e:?}");
+        assert!(p("---\nagent: [a, b]\n---\n").unwrap_err().message.contains("takes one value"));
     }
 
     #[test]

@@ -269,6 +269,31 @@ pub fn run(cwd: &Path, agent: Option<String>) -> Result<u8, CliError> {
             hazards::Level::Note => out.note(&h.message),
         }
     }
+    if !cfg.fallback.is_empty() {
+        let names: Vec<&str> = cfg.fallback.iter().map(|f| f.name.as_str()).collect();
+        crate::outln!(
+            "fallback: {} (after a usage limit longer than {})",
+            names.join(", "),
+            crate::runner::human(cfg.fallback_after)
+        );
+    }
+    for f in &cfg.fallback {
+        match agent::resolve_program(f, &root) {
+            None => {
+                let e = crate::runner::missing_other_agent(f, &cfg);
+                out.problem(&e.message, Some(&e.hints.join("; ")));
+            }
+            Some(path) => out.ok(&format!("{}: found {}", f.name, path.display())),
+        }
+        for h in hazards::check(f, hazards::euid(), &envf) {
+            match h.level {
+                hazards::Level::Problem => {
+                    out.problem(&format!("{}: {}", f.name, h.message), h.hint.as_deref())
+                }
+                hazards::Level::Note => out.note(&format!("{}: {}", f.name, h.message)),
+            }
+        }
+    }
     crate::outln!("checks:");
     if cfg.checks.commands.is_empty() {
         out.note("none: green means only that the agent exited 0 (set [checks] commands)");

@@ -67,6 +67,8 @@ timeout = "30m"                # wall clock per iteration
 idle_timeout = "10m"           # no output for this long: the agent is hung
 # retry_wait = "60s"           # first wait after a usage limit with no reset time; doubles
 # retry_wait_max = "1h"
+# fallback = ["codex"]         # agents that run while the ones before hit a usage limit
+# fallback_after = "5m"        # a limit that lifts sooner is waited out instead
 # Dry run without a model: preset = "custom" and
 # command = ["ralph", "scripted-agent", "scenario.toml"]
 

@@ -122,6 +122,7 @@ pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
                 worker: a.worker,
                 time_left: a.time_left_ms.map(std::time::Duration::from_millis),
                 agent: a.agent,
+                agent_name: a.agent_name,
                 template: a.template,
             };
             runner::worker::run(task, &mut Human::new(), stop).await

@@ -301,6 +301,7 @@ async fn work(
         worker: 1,
         time_left: None,
         agent: s.agent.clone(),
+        agent_name: None,
         template: s.template.clone(),
     }
     .command(&s.exe)?;

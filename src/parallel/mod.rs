@@ -124,6 +124,8 @@ struct Coordinator<'a> {
     counts: BTreeMap<Outcome, u32>,
     /// No worker starts before then (a usage limit).
     paused_until: Option<Instant>,
+    /// Which agents are limited or cannot run (`[agent] fallback`).
+    chain: crate::agent::fallback::Chain,
     /// Tasks whose green work did not land, with its patch: their next iteration starts from
     /// the new tip with that work put back on it (conflict markers and all), once.
     rework: BTreeMap<String, PathBuf>,
@@ -149,7 +151,7 @@ impl<'a> Coordinator<'a> {
         if !crate::process::reaper::become_subreaper() {
             tracing::debug!("not a child subreaper: escaped processes are not ended");
         }
-        let secrets = Secrets::for_agent(&cfg.agent);
+        let secrets = Secrets::from_env(&cfg.agents_env());
         let resumed = runner::recover_latest(&root, &opts, &secrets, reporter)?;
         let current = git::current_branch(&root)?;
         let target = match (&cfg.branch, &current) {
@@ -188,9 +190,10 @@ impl<'a> Coordinator<'a> {
         meta.spent = Some(budget.spent_now());
         meta.save(&run_dir)?;
         reporter.line(&format!(
-            "ralph run {run_id}: {} workers, landing on {target}; agent `{}`, checks: {}",
+            "ralph run {run_id}: {} workers, landing on {target}; agent `{}`{}, checks: {}",
             cfg.workers,
             cfg.agent.command.join(" "),
+            runner::fallback_words(&cfg),
             if cfg.checks.commands.is_empty() { "none".to_string() } else { cfg.checks.commands.join(", ") }
         ));
         let state = State::load(&root)?;
@@ -200,6 +203,7 @@ impl<'a> Coordinator<'a> {
         // Held for the run: a second `ralph run` in this checkout is refused.
         let _lock = lock;
         let started = Instant::now();
+        let chain = crate::agent::fallback::Chain::resume(&meta.agents_limited);
         let mut c = Coordinator {
             root,
             cfg,
@@ -218,6 +222,7 @@ impl<'a> Coordinator<'a> {
             rows: BTreeMap::new(),
             counts: BTreeMap::new(),
             paused_until: None,
+            chain,
             rework: BTreeMap::new(),
             reworked: BTreeSet::new(),
             known_tip,
@@ -416,15 +421,47 @@ impl<'a> Coordinator<'a> {
         }
         for task in chosen {
             let Some(w) = (1..=self.cfg.workers).find(|w| !self.running.contains_key(w)) else { break };
-            self.spawn(w, &task, joins)?;
+            let Some(agent) = self.pick_agent(&task)? else { break };
+            self.spawn(w, &task, agent, joins)?;
         }
         Ok(())
+    }
+
+    /// The agent for the next worker on `task` (see [`crate::agent::fallback`]); `None` when
+    /// every agent of its chain is limited: no worker starts until the first limit lifts.
+    fn pick_agent(&mut self, task: &Spec) -> Result<Option<String>, CliError> {
+        use crate::agent::fallback::Choice;
+        let mut order = self.cfg.chain(task.agent.as_deref());
+        order.retain(|n| self.cfg.agent_named(n).is_some());
+        let now = jiff::Timestamp::now();
+        let choice = self.chain.choose(&order, now);
+        self.meta.agents_limited = self.chain.limits(now);
+        match choice {
+            Choice::Run(name) => {
+                if name != self.cfg.agent.name && task.agent.as_deref() != Some(name.as_str()) {
+                    self.reporter.line(&format!("{}: runs on {name} (fallback)", task.id));
+                }
+                Ok(Some(name))
+            }
+            Choice::Wait { agent, until } => {
+                let wait = Duration::try_from(now.duration_until(until)).unwrap_or_default();
+                self.paused_until = Some(Instant::now() + wait);
+                self.reporter.line(&format!(
+                    "every agent is limited: no worker starts for {} (until {agent}'s limit lifts)",
+                    runner::human(wait)
+                ));
+                Ok(None)
+            }
+            // The agents that cannot run ended the run when the last of them failed.
+            Choice::NoneLeft => Ok(None),
+        }
     }
 
     fn spawn(
         &mut self,
         w: u32,
         task: &Spec,
+        agent: String,
         joins: &mut tokio::task::JoinSet<(u32, std::io::Result<std::process::ExitStatus>)>,
     ) -> Result<(), CliError> {
         let tip = self.guard_tip()?;
@@ -475,6 +512,7 @@ impl<'a> Coordinator<'a> {
             worker: w,
             time_left: self.budget.time_left(),
             agent: self.opts.agent.clone(),
+            agent_name: Some(agent).filter(|a| *a != self.cfg.agent.name),
             template: None,
         }
         .command(&exe)?;
@@ -670,21 +708,43 @@ impl<'a> Coordinator<'a> {
         self.store.save(&self.root)?;
         self.rows.remove(&w);
         self.save_rows();
+        let name = rec.agent.clone().unwrap_or_else(|| self.cfg.agent.name.clone());
+        let mut order = self.cfg.chain(task.as_ref().and_then(|t| t.agent.as_deref()));
+        order.retain(|n| self.cfg.agent_named(n).is_some());
         if let Some((reset_at, message)) = &result.limit {
             let limit = crate::agent::limits::Limit {
                 reset_at: reset_at.as_deref().and_then(|r| r.parse().ok()),
                 message: message.clone(),
             };
-            let wait =
-                crate::agent::limits::wait_for(&limit, jiff::Timestamp::now(), self.cfg.agent.retry_wait);
-            self.paused_until = Some(Instant::now() + wait);
-            self.reporter.line(&format!(
-                "worker {w} hit a usage limit: no worker starts for {}; the same task runs again, no attempt used",
-                runner::human(wait)
-            ));
+            let retry_wait = self.cfg.agent_named(&name).map_or(self.cfg.agent.retry_wait, |a| a.retry_wait);
+            let now = jiff::Timestamp::now();
+            let wait = crate::agent::limits::wait_for(&limit, now, retry_wait);
+            match self.chain.on_limit(&name, wait, self.cfg.fallback_after, &order, now) {
+                crate::agent::fallback::OnLimit::WaitOut => {
+                    self.paused_until = Some(Instant::now() + wait);
+                    self.reporter.line(&format!(
+                        "worker {w} hit a usage limit: no worker starts for {}; the same task runs again, no attempt used",
+                        runner::human(wait)
+                    ));
+                }
+                crate::agent::fallback::OnLimit::FallBack { .. } => {
+                    self.meta.agents_limited = self.chain.limits(now);
+                    self.reporter.line(&format!(
+                        "worker {w}: {name} hit a usage limit that lifts in {}: the next workers run on the agents after it, no attempt used",
+                        runner::human(wait)
+                    ));
+                }
+            }
         }
         self.settle(rec, task.as_ref())?;
-        Ok(result.fatal)
+        let Some(fatal) = result.fatal else { return Ok(None) };
+        // The next agent of the chain takes over; with none left the run ends.
+        self.chain.set_unusable(&name, &fatal);
+        if self.chain.choose(&order, jiff::Timestamp::now()) == crate::agent::fallback::Choice::NoneLeft {
+            return Ok(Some(fatal));
+        }
+        self.reporter.line(&format!("worker {w}: {name}: {fatal}; the run goes on without it"));
+        Ok(None)
     }
 
     /// Admits a worker's learnings into the one store; the ids added.
@@ -715,6 +775,7 @@ impl<'a> Coordinator<'a> {
             run_id: &self.run_id,
             iteration: rec.iteration,
             spec_fingerprint: task.map(|t| crate::backlog::spec::fingerprint(&t.body)).unwrap_or_default(),
+            agent_unusable: matches!(rec.cause, Some(Cause::Auth | Cause::ModelMissing)),
         };
         let max_attempts = task.and_then(|t| t.max_attempts).unwrap_or(self.cfg.budget.max_attempts);
         let reason = runner::task_rules::settle(

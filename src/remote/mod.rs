@@ -228,9 +228,7 @@ pub async fn run(cwd: &Path, o: WorkerOptions, stop: Stop) -> Result<u8, CliErro
     let root = crate::runner::repo_root(cwd)?;
     crate::state::check_ralph_dir(&root)?;
     let cfg = crate::runner::load_config(&root, &crate::config::Overrides::default())?;
-    if crate::agent::resolve_program(&cfg.agent, &root).is_none() {
-        return Err(crate::runner::missing_agent(&cfg.agent, false));
-    }
+    crate::runner::check_agents(&root, &cfg, false)?;
     if !git::dirty_entries(&root)?.is_empty() {
         return Err(CliError::usage(
             "the clone has uncommitted changes: a worker resets it to each task's start",
@@ -268,7 +266,7 @@ pub async fn run(cwd: &Path, o: WorkerOptions, stop: Stop) -> Result<u8, CliErro
         remote.name,
         crate::runner::human(cfg.remote.lease_ttl)
     );
-    let secrets = crate::secrets::Secrets::for_agent(&cfg.agent);
+    let secrets = crate::secrets::Secrets::from_env(&cfg.agents_env());
     let mut w = Worker {
         remote,
         secrets,
@@ -281,6 +279,7 @@ pub async fn run(cwd: &Path, o: WorkerOptions, stop: Stop) -> Result<u8, CliErro
         done: 0,
         spent: Spent::default(),
         started: Instant::now(),
+        chain: crate::agent::fallback::Chain::default(),
     };
     w.run(&o).await
 }
@@ -300,6 +299,8 @@ struct Worker {
     /// What this worker spent, against ralph.toml's `[budget]` (which holds per worker).
     spent: Spent,
     started: Instant,
+    /// Which agents are limited or cannot run (`[agent] fallback`).
+    chain: crate::agent::fallback::Chain,
 }
 
 impl Worker {
@@ -443,9 +444,36 @@ impl Worker {
                 self.block(task, &why, &mine_now, &learned)?;
                 break Ok(());
             }
+            let mut order = self.cfg.chain(task.agent.as_deref());
+            order.retain(|n| self.cfg.agent_named(n).is_some());
+            let agent = match self.chain.choose(&order, jiff::Timestamp::now()) {
+                crate::agent::fallback::Choice::Run(name) => name,
+                crate::agent::fallback::Choice::Wait { agent, until } => {
+                    // Every agent is limited: the claim goes back to the pool meanwhile.
+                    let wait =
+                        Duration::try_from(jiff::Timestamp::now().duration_until(until)).unwrap_or_default();
+                    eprintln!(
+                        "every agent is limited: waiting {} for {agent}'s limit to lift before the next task",
+                        crate::runner::human(wait)
+                    );
+                    heartbeat.abort();
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.stop.cancel.cancelled() => {}
+                    }
+                    break Ok(());
+                }
+                crate::agent::fallback::Choice::NoneLeft => {
+                    break Err(CliError {
+                        code: crate::exit_code::AGENT,
+                        message: "no agent of the fallback chain can run".into(),
+                        hints: Vec::new(),
+                    });
+                }
+            };
             self.iteration += 1;
             let n = self.iteration;
-            let Some(result) = self.iterate(task, n, &pid).await? else {
+            let Some(result) = self.iterate(task, n, &pid, &agent).await? else {
                 if self.stop.cancel.is_cancelled() || lost.load(Ordering::SeqCst) {
                     break Ok(());
                 }
@@ -484,6 +512,38 @@ impl Worker {
                 eprintln!("task {}: the claim was lost; nothing landed", task.id);
                 break Ok(());
             }
+            if let Some(f) = &result.fatal {
+                // Another agent of the chain takes the task over, if one is left.
+                self.chain.set_unusable(&agent, f);
+                if self.chain.choose(&order, jiff::Timestamp::now())
+                    != crate::agent::fallback::Choice::NoneLeft
+                {
+                    eprintln!("task {}: {agent}: {f}; going on without it", task.id);
+                    self.append(&rec)?;
+                    continue;
+                }
+            }
+            if let (None, Some((reset_at, message))) = (&result.fatal, &result.limit) {
+                let limit = crate::agent::limits::Limit {
+                    reset_at: reset_at.as_deref().and_then(|r| r.parse().ok()),
+                    message: message.clone(),
+                };
+                let retry_wait =
+                    self.cfg.agent_named(&agent).map_or(self.cfg.agent.retry_wait, |a| a.retry_wait);
+                let now = jiff::Timestamp::now();
+                let wait = crate::agent::limits::wait_for(&limit, now, retry_wait);
+                if let crate::agent::fallback::OnLimit::FallBack { .. } =
+                    self.chain.on_limit(&agent, wait, self.cfg.fallback_after, &order, now)
+                {
+                    eprintln!(
+                        "task {}: {agent} hit a usage limit that lifts in {}: going on with the next agent",
+                        task.id,
+                        crate::runner::human(wait)
+                    );
+                    self.append(&rec)?;
+                    continue;
+                }
+            }
             if result.fatal.is_some() || result.limit.is_some() {
                 self.append(&rec)?;
                 let mine_now = mine.lock().map(|m| m.clone()).unwrap_or_default();
@@ -498,11 +558,9 @@ impl Worker {
                         reset_at: reset_at.as_deref().and_then(|r| r.parse().ok()),
                         message: message.clone(),
                     };
-                    let wait = crate::agent::limits::wait_for(
-                        &limit,
-                        jiff::Timestamp::now(),
-                        self.cfg.agent.retry_wait,
-                    );
+                    let retry_wait =
+                        self.cfg.agent_named(&agent).map_or(self.cfg.agent.retry_wait, |a| a.retry_wait);
+                    let wait = crate::agent::limits::wait_for(&limit, jiff::Timestamp::now(), retry_wait);
                     eprintln!("usage limit: waiting {} before the next task", crate::runner::human(wait));
                     heartbeat.abort();
                     tokio::select! {
@@ -598,7 +656,13 @@ impl Worker {
 
     /// One iteration by `ralph work-slot` in the clone; its result, `None` when it ended
     /// without one (stopped).
-    async fn iterate(&self, task: &Spec, n: u32, pid: &AtomicU32) -> Result<Option<WorkerResult>, CliError> {
+    async fn iterate(
+        &self,
+        task: &Spec,
+        n: u32,
+        pid: &AtomicU32,
+        agent: &str,
+    ) -> Result<Option<WorkerResult>, CliError> {
         let exe = std::env::current_exe()
             .map_err(|e| CliError::failure(format!("cannot find ralph's own program: {e}")))?;
         let mut cmd = SlotTask {
@@ -610,6 +674,7 @@ impl Worker {
             worker: 1,
             time_left: None,
             agent: None,
+            agent_name: Some(agent.to_string()).filter(|a| *a != self.cfg.agent.name),
             template: None,
         }
         .command(&exe)?;

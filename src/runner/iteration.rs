@@ -139,7 +139,7 @@ pub(crate) async fn run(
         task: it.task.id.clone(),
         run_id: it.run_id.to_string(),
         iteration: it.number,
-        agent: it.cfg.agent.preset.map_or_else(|| it.cfg.agent.command[0].clone(), |p| p.name.to_string()),
+        agent: it.cfg.agent.name.clone(),
         model: agent.report.model.clone().or_else(|| it.cfg.agent.model.clone()),
         failure: j.failure.as_deref().and_then(|f| f.lines().next()).map(str::to_string),
     };
@@ -185,6 +185,7 @@ pub(crate) async fn run(
         run_id: it.run_id,
         iteration: it.number,
         spec_fingerprint: spec::fingerprint(&it.task.body),
+        agent_unusable: j.fatal.is_some(),
     };
     let max_attempts = it.task.max_attempts.unwrap_or(it.cfg.budget.max_attempts);
     let block_reason = task_rules::settle(state.task_mut(&it.task.id), &done, max_attempts, &it.cfg.budget);
@@ -281,6 +282,7 @@ fn prepare(it: &Iteration<'_>, state: &State, reporter: &mut dyn Reporter) -> Re
         snapshot: snapshot.clone(),
         format: it.cfg.agent.format,
         worker: it.worker,
+        agent: Some(it.cfg.agent.name.clone()),
     };
     let started_json = serde_json::to_vec(&started).unwrap_or_default();
     // The folder is new: no temporary file and rename needed for a whole file.
@@ -752,6 +754,7 @@ fn make_record(
         cost_usd: report.cost_usd,
         num_turns: report.num_turns,
         model: report.model.clone().or_else(|| it.cfg.agent.model.clone()),
+        agent: Some(it.cfg.agent.name.clone()),
         agent_session_id: report.session_id.clone(),
         final_message: report.final_message.as_deref().map(|m| it.secrets.mask(m)),
         is_error: report.is_error,
@@ -1179,6 +1182,10 @@ pub(crate) struct Started {
     /// user's checkout alone for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<u32>,
+    /// The agent that ran it, by name (a fallback's, say): the record of a killed iteration
+    /// names it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 /// Blocks a task: `status: blocked` and the reason in its front matter, committed on its own,

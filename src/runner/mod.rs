@@ -1,7 +1,8 @@
 //! `ralph run`: the loop. It validates everything before touching anything (configuration,
-//! specs, template, agent binary, git state), takes the single-instance lock, then runs one
-//! iteration at a time on the task the backlog picks, until the backlog is done, nothing is
-//! runnable, a budget runs out, or it is stopped.
+//! specs, template, agent binaries, git state), takes the single-instance lock, then runs one
+//! iteration at a time on the task the backlog picks, with the agent the fallback chain picks
+//! ([`crate::agent::fallback`]), until the backlog is done, nothing is runnable, a budget runs
+//! out, no agent can run, or it is stopped.
 //!
 //! Exit codes are in [`crate::exit_code`]; the run's end is also written to `run.json`.
 
@@ -77,7 +78,8 @@ pub fn load_config(root: &Path, overrides: &config::Overrides) -> Result<Config,
 /// doctor` checks the same, so it never calls ready what `run` would refuse.
 pub fn validate_inputs(root: &Path, cfg: &Config) -> Result<Template, CliError> {
     let template = Template::load(root, cfg.template.as_deref())?;
-    Backlog::load(root, &cfg.source(root))?;
+    let backlog = Backlog::load(root, &cfg.source(root))?;
+    task_agents(&backlog, cfg)?;
     if let Some(branch) = &cfg.branch
         && !git::valid_branch_name(root, branch)
     {
@@ -87,6 +89,39 @@ pub fn validate_inputs(root: &Path, cfg: &Config) -> Result<Template, CliError> 
         )));
     }
     Ok(template)
+}
+
+/// The agents the tasks name in their front matter (`agent: NAME`), which must be agents
+/// ralph.toml knows: an unknown name is an error naming the spec's file and line.
+pub fn task_agents(backlog: &Backlog, cfg: &Config) -> Result<Vec<config::AgentConfig>, CliError> {
+    let mut found: Vec<config::AgentConfig> = Vec::new();
+    for t in &backlog.tasks {
+        let Some(name) = &t.agent else { continue };
+        match cfg.agent_named(name) {
+            Some(a) => {
+                if !found.iter().any(|f| f.name == a.name) {
+                    found.push(a);
+                }
+            }
+            None => {
+                let known: Vec<String> =
+                    cfg.chain(None).into_iter().chain(cfg.agents.keys().cloned()).collect();
+                return Err(CliError::usage(format!(
+                    "{}:{}: agent `{name}` is not an agent {} knows",
+                    t.path.display(),
+                    t.agent_line,
+                    config::FILE_NAME
+                ))
+                .hint(format!(
+                    "name one of {} or a preset ({}), or add an [agents.{name}] table to {}",
+                    known.join(", "),
+                    crate::agent::preset::names(),
+                    config::FILE_NAME
+                )));
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// Refuses a working tree in the middle of a git operation (ralph's commits would land inside
@@ -244,7 +279,7 @@ pub async fn run_validated(
     }
     // Secrets come from the environment, known before anything is written: recovery's
     // rejected.patch is masked like the iteration's own.
-    let secrets = Secrets::for_agent(&cfg.agent);
+    let secrets = Secrets::from_env(&cfg.agents_env());
     let resumed = recover_latest(&root, &opts, &secrets, reporter)?;
 
     // The working tree's watch starts before the scan that finds the tree clean, so that it
@@ -297,8 +332,9 @@ pub async fn run_validated(
         ));
     }
     reporter.line(&format!(
-        "ralph run {run_id}: agent `{}`, checks: {}",
+        "ralph run {run_id}: agent `{}`{}, checks: {}",
         cfg.agent.command.join(" "),
+        fallback_words(&cfg),
         if cfg.checks.commands.is_empty() { "none".to_string() } else { cfg.checks.commands.join(", ") }
     ));
     if cfg.checks.commands.is_empty() {
@@ -325,6 +361,8 @@ pub async fn run_validated(
         watch: opts.watch,
         budget,
         counts: Default::default(),
+        chain: agent::fallback::Chain::resume(&meta.agents_limited),
+        last_agent: None,
         meta,
     };
     let result = run.run_loop(reporter).await;
@@ -351,6 +389,15 @@ pub async fn run_validated(
         }
         Err(e) => Err(e),
     }
+}
+
+/// ", falling back to codex, pi" when `[agent] fallback` names agents.
+pub(crate) fn fallback_words(cfg: &Config) -> String {
+    if cfg.fallback.is_empty() {
+        return String::new();
+    }
+    let names: Vec<&str> = cfg.fallback.iter().map(|a| a.name.as_str()).collect();
+    format!(" (falling back to {})", names.join(", "))
 }
 
 /// The run's last line: why it ended, what its iterations came to, how long it took, its exit
@@ -386,6 +433,64 @@ pub(crate) fn save_end(meta: &mut RunMeta, budget: &Budget, run_dir: &Path, code
     crate::state::flush();
 }
 
+/// Every agent the run may start (the main one, its fallbacks, those the tasks name) is found
+/// and free of the hazards that would stop it (`ralph run`, `ralph worker`).
+pub fn check_agents(root: &Path, cfg: &Config, from_flag: bool) -> Result<(), CliError> {
+    if agent::resolve_program(&cfg.agent, root).is_none() {
+        return Err(missing_agent(&cfg.agent, from_flag));
+    }
+    let backlog = Backlog::load(root, &cfg.source(root))?;
+    let mut others: Vec<config::AgentConfig> = cfg.fallback.clone();
+    for a in task_agents(&backlog, cfg)? {
+        if a.name != cfg.agent.name && !others.iter().any(|o| o.name == a.name) {
+            others.push(a);
+        }
+    }
+    for a in &others {
+        if agent::resolve_program(a, root).is_none() {
+            return Err(missing_other_agent(a, cfg));
+        }
+    }
+    let env = |k: &str| std::env::var(k).ok();
+    for a in std::iter::once(&cfg.agent).chain(&others) {
+        for h in agent::hazards::check(a, agent::hazards::euid(), &env) {
+            if h.level == agent::hazards::Level::Problem {
+                let which =
+                    if a.name == cfg.agent.name { String::new() } else { format!(" (agent {})", a.name) };
+                let e = CliError::usage(format!("{}{which}: {}", config::FILE_NAME, h.message));
+                return Err(match h.hint {
+                    Some(hint) => e.hint(hint),
+                    None => e,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A fallback's program (or that of an agent a task names) was not found: where it was named,
+/// and the key that changes it.
+pub fn missing_other_agent(a: &config::AgentConfig, cfg: &Config) -> CliError {
+    let program = &a.command[0];
+    let not_found = if program.contains('/') { "was not found" } else { "was not found on PATH" };
+    let table = cfg.agents.contains_key(&a.name);
+    let named = if table {
+        format!("{}: [agents.{}]", config::FILE_NAME, a.name)
+    } else {
+        format!("the {} preset (in [agent] fallback, or a task's `agent:`)", a.name)
+    };
+    let e = CliError::usage(format!("{named}: `{program}` {not_found}"));
+    match a.preset {
+        Some(p) => e.hint(format!("install it: {}", p.install)).hint(format!(
+            "or, if it is installed elsewhere, name its path in {}: [agents.{}] bin = \"/path/to/{}\"",
+            config::FILE_NAME,
+            a.name,
+            p.bin
+        )),
+        None => e.hint(format!("install the agent, or set [agents.{}] command to its full path", a.name)),
+    }
+}
+
 /// Everything `ralph run` checks before it changes anything, then the lock: the repository,
 /// the configuration with the flags on top, the template, the agent's program and hazards,
 /// the git state.
@@ -396,19 +501,7 @@ pub fn validate(opts: &RunOptions) -> Result<Validated, CliError> {
     state::check_ralph_dir(&root)?;
     let cfg = effective_config(&root, opts)?;
     let template = validate_inputs(&root, &cfg)?;
-    if agent::resolve_program(&cfg.agent, &root).is_none() {
-        return Err(missing_agent(&cfg.agent, opts.agent.is_some()));
-    }
-    let env = |k: &str| std::env::var(k).ok();
-    for h in agent::hazards::check(&cfg.agent, agent::hazards::euid(), &env) {
-        if h.level == agent::hazards::Level::Problem {
-            let e = CliError::usage(format!("{}: {}", config::FILE_NAME, h.message));
-            return Err(match h.hint {
-                Some(hint) => e.hint(hint),
-                None => e,
-            });
-        }
-    }
+    check_agents(&root, &cfg, opts.agent.is_some())?;
     if git::head(&root)?.is_none() {
         return Err(CliError::usage("the repository has no commits yet")
             .hint("commit your project (ralph.toml and specs/ included) before `ralph run`"));
@@ -502,6 +595,7 @@ pub(crate) fn open_run(
                 limits: None,
                 stops: 0,
                 ralph_commits: Vec::new(),
+                agents_limited: Default::default(),
             };
             (run_id, meta, Vec::new())
         }
@@ -611,11 +705,16 @@ struct Run<'a> {
     meta: RunMeta,
     /// The task of the run's last iteration (a breaker that trips blocks it).
     last_task: Option<String>,
+    /// Which agents are limited or cannot run (`[agent] fallback`).
+    chain: agent::fallback::Chain,
+    /// The agent of the run's last iteration: a change is announced.
+    last_agent: Option<String>,
 }
 
 /// What the loop does next.
 enum Step {
-    Run(crate::backlog::Spec, Backlog),
+    /// The task (boxed: a spec is large beside the other steps) and the backlog it is from.
+    Run(Box<crate::backlog::Spec>, Backlog),
     Again,
     End(RunEnd),
 }
@@ -623,7 +722,8 @@ enum Step {
 impl Run<'_> {
     async fn run_loop(&mut self, reporter: &mut dyn Reporter) -> Result<RunEnd, CliError> {
         let mut state = State::load(self.wt.root())?;
-        let mut backoff = self.cfg.agent.retry_wait;
+        // Per agent: the next wait for a limit that names no reset; doubles each time.
+        let mut backoff: std::collections::BTreeMap<String, Duration> = Default::default();
         let spec_watch = crate::watch::SpecWatch::new();
         let mut seen = crate::watch::Seen::default();
         let mut ran_this_session = false;
@@ -672,22 +772,164 @@ impl Run<'_> {
                 return Ok(RunEnd::Budget(spent.to_string()));
             }
             ran_this_session = true;
-            let end = self.iterate(&task, &backlog, &spec_watch, &mut state, reporter).await?;
+            let order = self.order(&task, reporter);
+            let agent = match self.pick_agent(&task, &order, reporter).await? {
+                Ok(agent) => agent,
+                Err(end) => return Ok(end),
+            };
+            let name = agent.name.clone();
+            let (retry_wait, retry_wait_max) = (agent.retry_wait, agent.retry_wait_max);
+            let end = self.iterate(&task, &backlog, agent, &spec_watch, &mut state, reporter).await?;
             seen.note_agents_md(self.wt.root());
             if end.record.outcome == Outcome::Interrupted {
                 return Ok(RunEnd::Interrupted);
             }
             if let Some(fatal) = end.fatal {
-                return Ok(RunEnd::AgentFatal(fatal.message()));
+                // The next agent of the chain takes over; with none left the run ends.
+                self.chain.set_unusable(&name, &fatal.message());
+                let next = match self.chain.choose(&order, jiff::Timestamp::now()) {
+                    agent::fallback::Choice::Run(n) | agent::fallback::Choice::Wait { agent: n, .. } => n,
+                    agent::fallback::Choice::NoneLeft => return Ok(RunEnd::AgentFatal(fatal.message())),
+                };
+                reporter.line(&format!(
+                    "{name}: {}; the run goes on without it: the next iteration runs on {next}",
+                    fatal.message()
+                ));
+                continue;
             }
             let Some(limit) = end.limit else {
-                backoff = self.cfg.agent.retry_wait;
+                backoff.remove(&name);
                 continue;
             };
-            if let Some(end) = self.wait_out(&limit, &mut backoff, reporter).await? {
-                return Ok(end);
+            let now = jiff::Timestamp::now();
+            let next_wait = backoff.entry(name.clone()).or_insert(retry_wait);
+            let wait = limits::wait_for(&limit, now, *next_wait);
+            if limit.reset_at.is_none() {
+                *next_wait = (*next_wait * 2).min(retry_wait_max);
+            }
+            match self.chain.on_limit(&name, wait, self.cfg.fallback_after, &order, now) {
+                agent::fallback::OnLimit::WaitOut => {
+                    let line = format!(
+                        "waiting for the usage limit to lift: until {} (in {}); the same task runs next, no attempt used",
+                        utc(until(wait)),
+                        human(wait)
+                    );
+                    if let Some(end) = self.wait_out(wait, &line, reporter).await? {
+                        return Ok(end);
+                    }
+                }
+                agent::fallback::OnLimit::FallBack { until } => {
+                    self.meta.agents_limited = self.chain.limits(now);
+                    let next = match self.chain.choose(&order, now) {
+                        agent::fallback::Choice::Run(n) => format!("the next iteration runs on {n}"),
+                        _ => "every agent of the chain is limited".to_string(),
+                    };
+                    reporter.line(&format!(
+                        "{name} hit a usage limit that lifts at {} (in {}, later than fallback_after): {next}, no attempt used; back to {name} once it lifts",
+                        utc(until),
+                        human(wait)
+                    ));
+                }
             }
         }
+    }
+
+    /// The agents that may run `task`, by name, in order of preference: its own `agent:`, then
+    /// the main agent and its fallbacks. A name ralph.toml no longer knows (an edit during the
+    /// run) is left out, and said.
+    fn order(&self, task: &crate::backlog::Spec, reporter: &mut dyn Reporter) -> Vec<String> {
+        let mut order = self.cfg.chain(task.agent.as_deref());
+        if let Some(own) = &task.agent
+            && self.cfg.agent_named(own).is_none()
+        {
+            reporter.line(&format!(
+                "{}:{}: agent `{own}` is not an agent {} knows; the task runs on the configured agents",
+                task.path.display(),
+                task.agent_line,
+                config::FILE_NAME
+            ));
+            order.retain(|n| n != own);
+        }
+        order
+    }
+
+    /// The agent for the next iteration on `task`: the first of `order` that is not limited,
+    /// else (every one limited) the one whose limit lifts first, once it has; says so when it
+    /// is not the agent of the last iteration.
+    async fn pick_agent(
+        &mut self,
+        task: &crate::backlog::Spec,
+        order: &[String],
+        reporter: &mut dyn Reporter,
+    ) -> Result<Result<config::AgentConfig, RunEnd>, CliError> {
+        use agent::fallback::Choice;
+        loop {
+            let now = jiff::Timestamp::now();
+            let name = match self.chain.choose(order, now) {
+                Choice::Run(name) => name,
+                Choice::Wait { agent, until: at } => {
+                    let wait = Duration::try_from(now.duration_until(at)).unwrap_or_default();
+                    let line = format!(
+                        "every agent is limited: waiting for {agent}'s usage limit to lift: until {} (in {}); {} runs next on {agent}, no attempt used",
+                        utc(at),
+                        human(wait),
+                        task.id
+                    );
+                    if let Some(end) = self.wait_out(wait, &line, reporter).await? {
+                        return Ok(Err(end));
+                    }
+                    continue;
+                }
+                Choice::NoneLeft => {
+                    let why: Vec<String> = order
+                        .iter()
+                        .filter_map(|n| Some(format!("{n}: {}", self.chain.unusable(n)?)))
+                        .collect();
+                    return Ok(Err(RunEnd::AgentFatal(format!("no agent can run ({})", why.join("; ")))));
+                }
+            };
+            let Some(agent) = self.cfg.agent_named(&name) else {
+                // Only names the configuration knows are in `order`.
+                return Err(CliError::failure(format!("the agent `{name}` is not configured")));
+            };
+            self.announce(task, order, &name, now, reporter);
+            self.meta.agents_limited = self.chain.limits(now);
+            return Ok(Ok(agent));
+        }
+    }
+
+    /// Says why the next iteration runs on `name` when that is news: another agent than the
+    /// last iteration's, or (the first iteration) than the main agent.
+    fn announce(
+        &mut self,
+        task: &crate::backlog::Spec,
+        order: &[String],
+        name: &str,
+        now: jiff::Timestamp,
+        reporter: &mut dyn Reporter,
+    ) {
+        let last = self.last_agent.replace(name.to_string());
+        let before = last.unwrap_or_else(|| self.cfg.agent.name.clone());
+        if before == name {
+            return;
+        }
+        let n = self.meta.iterations + 1;
+        let why = if task.agent.as_deref() == Some(name) {
+            format!("{}'s own agent (`agent:` in its front matter)", task.id)
+        } else if let Some(skipped) = order.iter().take_while(|o| *o != name).find_map(|o| {
+            if let Some(at) = self.chain.limited_until(o, now) {
+                Some(format!("{o} is limited until {}", utc(at)))
+            } else {
+                self.chain.unusable(o).map(|why| format!("{o} cannot run: {why}"))
+            }
+        }) {
+            format!("fallback: {skipped}")
+        } else if self.chain.lifted(name, now) {
+            format!("back to {name}: its usage limit has lifted")
+        } else {
+            format!("after {before}")
+        };
+        reporter.line(&format!("iteration {n} runs on {name} ({why})"));
     }
 
     /// Reloads what changed and picks the next task: blocks, reopens and unblocks on the way.
@@ -754,7 +996,7 @@ impl Run<'_> {
             state.save(root)?;
             return Ok(Step::Again);
         }
-        Ok(Step::Run(task, backlog))
+        Ok(Step::Run(Box::new(task), backlog))
     }
 
     /// Runs one iteration on `task` and counts what it spent.
@@ -762,6 +1004,7 @@ impl Run<'_> {
         &mut self,
         task: &crate::backlog::Spec,
         backlog: &Backlog,
+        agent: config::AgentConfig,
         spec_watch: &crate::watch::SpecWatch,
         state: &mut State,
         reporter: &mut dyn Reporter,
@@ -771,12 +1014,21 @@ impl Run<'_> {
         self.meta.spent = Some(self.budget.spent_now());
         self.meta.save(&self.run_dir)?;
         reporter.totals(&self.budget.summary());
+        // The configuration with the chosen agent in `[agent]`'s place (a fallback, the task's
+        // own): a copy only when it is not the main agent.
+        let with_agent;
+        let cfg = if agent.name == self.cfg.agent.name {
+            &self.cfg
+        } else {
+            with_agent = Config { agent, ..self.cfg.clone() };
+            &with_agent
+        };
         let end = iteration::run(
             iteration::Iteration {
                 wt: self.wt,
                 spec_watch,
                 frame: self.frame,
-                cfg: &self.cfg,
+                cfg,
                 template: &self.template,
                 backlog,
                 task,
@@ -804,33 +1056,21 @@ impl Run<'_> {
         Ok(end)
     }
 
-    /// Waits out a usage limit (the same task runs next, no attempt used); an end if the run
-    /// is stopped meanwhile or the limit outlasts the time budget.
+    /// Waits out a usage limit for `wait` (`line` says so); an end if the run is stopped
+    /// meanwhile or the limit outlasts the time budget.
     async fn wait_out(
         &mut self,
-        limit: &limits::Limit,
-        backoff: &mut Duration,
+        wait: Duration,
+        line: &str,
         reporter: &mut dyn Reporter,
     ) -> Result<Option<RunEnd>, CliError> {
-        let wait = limits::wait_for(limit, jiff::Timestamp::now(), *backoff);
-        if limit.reset_at.is_none() {
-            *backoff = (*backoff * 2).min(self.cfg.agent.retry_wait_max);
-        }
         if let Some(left) = self.budget.time_left()
             && wait >= left
         {
             return Ok(Some(RunEnd::LimitAfterBudget(wait)));
         }
-        let until = jiff::Timestamp::now() + jiff::SignedDuration::try_from(wait).unwrap_or_default();
-        reporter.waiting(
-            &format!(
-                "waiting for the usage limit to lift: until {} (in {}); the same task runs next, no attempt used",
-                until.strftime("%Y-%m-%d %H:%M:%S UTC"),
-                human(wait)
-            ),
-            std::time::SystemTime::now() + wait,
-        );
-        self.meta.waiting_until = Some(until.to_string());
+        reporter.waiting(line, std::time::SystemTime::now() + wait);
+        self.meta.waiting_until = Some(until(wait).to_string());
         self.meta.save(&self.run_dir)?;
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -841,6 +1081,17 @@ impl Run<'_> {
         self.meta.save(&self.run_dir)?;
         Ok(None)
     }
+}
+
+/// The time `wait` from now.
+fn until(wait: Duration) -> jiff::Timestamp {
+    let now = jiff::Timestamp::now();
+    jiff::SignedDuration::try_from(wait).ok().and_then(|d| now.checked_add(d).ok()).unwrap_or(now)
+}
+
+/// A time as the lines of a run show it.
+fn utc(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
 /// A duration to the second, as "1h 5m 3s".

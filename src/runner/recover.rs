@@ -292,6 +292,7 @@ fn record(
         files_changed,
         failure: Some(failure),
         cause: Some(Cause::Crashed),
+        agent: st.agent.clone(),
         ..IterationRecord::new(run_id, n, &st.task, Outcome::Interrupted)
     }
 }

@@ -25,6 +25,10 @@ pub(crate) struct Settled<'a> {
     pub iteration: u32,
     /// A fingerprint of the task's spec, kept when it is done.
     pub spec_fingerprint: String,
+    /// The agent could not run at all (it could not authenticate, its model does not exist):
+    /// that says nothing about the task, which uses no attempt and keeps its handoff, as for
+    /// a usage limit (another agent of the fallback chain may take it next).
+    pub agent_unusable: bool,
 }
 
 /// Folds a settled iteration into its task's state; returns why the task is now blocked, if
@@ -39,7 +43,7 @@ pub(crate) fn settle(
     ts.iterations += 1;
     ts.restarts = if s.outcome == Outcome::Restarted { ts.restarts + 1 } else { 0 };
     // Kept work (a stopped agent's green changes) uses no attempt.
-    let attempt_used = s.outcome.counts_as_attempt() && !s.committed;
+    let attempt_used = s.outcome.counts_as_attempt() && !s.committed && !s.agent_unusable;
     if attempt_used {
         ts.attempts += 1;
     }
@@ -49,7 +53,7 @@ pub(crate) fn settle(
         ts.done_hash = Some(s.spec_fingerprint.clone());
     }
     // A limit says nothing about the task: the next try starts from the same handoff.
-    if s.outcome != Outcome::RateLimited {
+    if s.outcome != Outcome::RateLimited && !s.agent_unusable {
         ts.last = Some(LastIteration {
             run_id: s.run_id.to_string(),
             iteration: s.iteration,
@@ -181,6 +185,7 @@ mod tests {
             run_id: "r1",
             iteration: 7,
             spec_fingerprint: "fp".into(),
+            agent_unusable: false,
         }
     }
 
@@ -250,6 +255,17 @@ mod tests {
         assert_eq!((ts.attempts, ts.restarts, ts.iterations), (2, 2, 4));
         settle(&mut ts, &it(Outcome::Progress, true), 3, &limits());
         assert_eq!(ts.restarts, 0);
+    }
+
+    #[test]
+    fn an_agent_that_cannot_run_uses_no_attempt_and_keeps_the_handoff() {
+        let mut ts = TaskState { attempts: 2, ..Default::default() };
+        let failed = Settled { agent_unusable: true, ..it(Outcome::AgentFailed, false) };
+        assert_eq!(settle(&mut ts, &failed, 3, &limits()), None, "the third attempt is not used");
+        assert_eq!((ts.attempts, ts.iterations), (2, 1));
+        assert!(ts.last.is_none());
+        // An ordinary agent failure uses one, and here blocks the task.
+        assert!(settle(&mut ts, &it(Outcome::AgentFailed, false), 3, &limits()).is_some());
     }
 
     #[test]

@@ -58,6 +58,9 @@ pub struct SlotTask {
     pub worker: u32,
     pub time_left: Option<Duration>,
     pub agent: Option<String>,
+    /// The agent that runs the iteration, by name, when not the main one (a fallback, the
+    /// task's own `agent:`).
+    pub agent_name: Option<String>,
     /// A prompt template to use instead of the configured one (`ralph eval`'s candidate).
     pub template: Option<PathBuf>,
 }
@@ -93,6 +96,9 @@ impl SlotTask {
         if let Some(a) = &self.agent {
             cmd.args(["--agent", a]);
         }
+        if let Some(a) = &self.agent_name {
+            cmd.args(["--agent-name", a]);
+        }
         if let Some(t) = &self.template {
             cmd.arg("--template").arg(t);
         }
@@ -114,9 +120,17 @@ pub async fn run(t: SlotTask, reporter: &mut dyn Reporter, stop: Stop) -> Result
         cfg.template = Some(template.clone());
     }
     let template = super::validate_inputs(&root, &cfg)?;
+    let secrets = crate::secrets::Secrets::from_env(&cfg.agents_env());
+    if let Some(name) = &t.agent_name {
+        cfg.agent = cfg.agent_named(name).ok_or_else(|| {
+            CliError::failure(format!(
+                "the agent `{name}` is not in the worker's {}",
+                crate::config::FILE_NAME
+            ))
+        })?;
+    }
     let ralph_dir = state::ensure_ralph_dir(&root)?;
     let lock = RunLock::acquire(&ralph_dir)?;
-    let secrets = crate::secrets::Secrets::for_agent(&cfg.agent);
     let backlog = crate::backlog::Backlog::load(&root, &cfg.source(&root))?;
     let task = backlog
         .get(&t.task)

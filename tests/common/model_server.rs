@@ -25,6 +25,40 @@ pub enum Mode {
     RateLimited(u32),
     /// 401, always.
     Unauthorized,
+    /// 429 for the requests of one wire protocol until the Unix time `reset` (then Ok), with
+    /// the reset in the headers each CLI reads (`retry-after`, Anthropic's
+    /// `anthropic-ratelimit-unified-*`) and in the message ("try again in N seconds"); the
+    /// other protocols are served as usual: one agent limited, another not.
+    LimitedUntil {
+        dialect: Dialect,
+        reset: u64,
+    },
+}
+
+/// A wire protocol the server speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// Anthropic Messages: Claude Code.
+    Anthropic,
+    /// OpenAI Responses and Chat Completions: Codex, pi, opencode.
+    OpenAi,
+    /// Gemini generateContent: Gemini CLI.
+    Gemini,
+}
+
+impl Dialect {
+    fn name(self) -> &'static str {
+        match self {
+            Dialect::Anthropic => "anthropic",
+            Dialect::OpenAi => "openai",
+            Dialect::Gemini => "gemini",
+        }
+    }
+}
+
+/// The Unix time now, in seconds.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
 
 #[derive(Debug)]
@@ -258,42 +292,59 @@ fn tools_of(body: &Value) -> Vec<(String, Value)> {
     out
 }
 
-/// Whether this model request must fail, and how.
-fn failing(state: &Mutex<State>) -> Option<u16> {
+/// Whether this model request (in `dialect`) must fail, and how: the status and, for a 429,
+/// the seconds until the limit resets.
+fn failing(state: &Mutex<State>, dialect: Dialect) -> Option<(u16, u64)> {
     let mut s = state.lock().unwrap();
     match s.mode {
         Mode::Ok => None,
-        Mode::Unauthorized => Some(401),
+        Mode::Unauthorized => Some((401, 0)),
         Mode::RateLimited(n) => {
             s.mode = if n <= 1 { Mode::Ok } else { Mode::RateLimited(n - 1) };
-            Some(429)
+            Some((429, 1))
+        }
+        Mode::LimitedUntil { dialect: d, reset } => {
+            let now = unix_now();
+            (d == dialect && now < reset).then(|| (429, reset - now))
         }
     }
 }
 
-fn fail(out: &mut Writer, status: u16, dialect: &str) -> String {
-    let body = match (dialect, status) {
+fn fail(out: &mut Writer, (status, reset_in): (u16, u64), dialect: Dialect) -> String {
+    let wait = if reset_in == 1 { "1s".to_string() } else { format!("{reset_in} seconds") };
+    let body = match (dialect.name(), status) {
         ("anthropic", 429) => {
-            json!({"type": "error", "error": {"type": "rate_limit_error", "message": "Rate limited (mock). Please try again in 1s."}})
+            json!({"type": "error", "error": {"type": "rate_limit_error", "message": format!("Rate limited (mock). Please try again in {wait}.")}})
         }
         ("anthropic", _) => {
             json!({"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}})
         }
         ("gemini", 429) => {
-            json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "Resource has been exhausted (mock). Please try again in 1s."}})
+            json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": format!("Resource has been exhausted (mock). Please try again in {wait}.")}})
         }
         ("gemini", _) => {
             json!({"error": {"code": 401, "status": "UNAUTHENTICATED", "message": "API key not valid (mock)."}})
         }
         (_, 429) => {
-            json!({"error": {"message": "Rate limit reached (mock). Please try again in 1s.", "type": "rate_limit_exceeded", "code": "rate_limit_exceeded", "param": null}})
+            json!({"error": {"message": format!("Rate limit reached (mock). Please try again in {wait}."), "type": "rate_limit_exceeded", "code": "rate_limit_exceeded", "param": null}})
         }
         _ => {
             json!({"error": {"message": "Incorrect API key provided (mock).", "type": "invalid_request_error", "code": "invalid_api_key", "param": null}})
         }
     };
-    let headers: &[(&str, &str)] = if status == 429 { &[("retry-after", "1")] } else { &[] };
-    out.json(status, &body, headers);
+    let (secs, reset) = (reset_in.to_string(), (unix_now() + reset_in).to_string());
+    let headers: Vec<(&str, &str)> = if status != 429 {
+        Vec::new()
+    } else if reset_in == 1 {
+        vec![("retry-after", "1")]
+    } else {
+        vec![
+            ("retry-after", secs.as_str()),
+            ("anthropic-ratelimit-unified-status", "rejected"),
+            ("anthropic-ratelimit-unified-reset", reset.as_str()),
+        ]
+    };
+    out.json(status, &body, &headers);
     format!("{status}")
 }
 
@@ -350,8 +401,8 @@ fn answer(req: &Request, state: &Mutex<State>, out: &mut Writer) -> String {
 }
 
 fn anthropic(req: &Request, state: &Mutex<State>, out: &mut Writer) -> String {
-    if let Some(status) = failing(state) {
-        return fail(out, status, "anthropic");
+    if let Some(failure) = failing(state, Dialect::Anthropic) {
+        return fail(out, failure, Dialect::Anthropic);
     }
     let b = &req.body;
     let has_result = b["messages"]
@@ -420,8 +471,8 @@ fn anthropic(req: &Request, state: &Mutex<State>, out: &mut Writer) -> String {
 }
 
 fn responses(req: &Request, state: &Mutex<State>, out: &mut Writer) -> String {
-    if let Some(status) = failing(state) {
-        return fail(out, status, "openai");
+    if let Some(failure) = failing(state, Dialect::OpenAi) {
+        return fail(out, failure, Dialect::OpenAi);
     }
     let b = &req.body;
     let has_result = b["input"].as_array().into_iter().flatten().any(|i| {
@@ -481,8 +532,8 @@ fn responses(req: &Request, state: &Mutex<State>, out: &mut Writer) -> String {
 }
 
 fn chat(req: &Request, state: &Mutex<State>, out: &mut Writer) -> String {
-    if let Some(status) = failing(state) {
-        return fail(out, status, "openai");
+    if let Some(failure) = failing(state, Dialect::OpenAi) {
+        return fail(out, failure, Dialect::OpenAi);
     }
     let b = &req.body;
     let has_result = b["messages"].as_array().into_iter().flatten().any(|m| m["role"] == "tool");
@@ -549,8 +600,8 @@ fn fill(schema: &Value) -> Value {
 }
 
 fn gemini(req: &Request, state: &Mutex<State>, out: &mut Writer, stream: bool) -> String {
-    if let Some(status) = failing(state) {
-        return fail(out, status, "gemini");
+    if let Some(failure) = failing(state, Dialect::Gemini) {
+        return fail(out, failure, Dialect::Gemini);
     }
     let b = &req.body;
     let has_result =

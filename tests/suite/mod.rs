@@ -6,6 +6,7 @@ mod commands;
 mod deploy;
 mod eval;
 mod eval_history;
+mod fallback;
 mod gates;
 mod git_rules;
 mod hostile;

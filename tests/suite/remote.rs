@@ -14,12 +14,29 @@ use std::time::{Duration, Instant};
 /// A bare repository with `n` tasks; the agent sleeps `sleep` seconds, writes its task's
 /// file and prints the promise. Returns the scratch folder and the bare repository's path.
 fn origin(n: usize, sleep: &str, ttl: &str) -> (TestRepo, PathBuf) {
-    origin_with(n, &format!("sleep {sleep}\n"), ttl, "true", "")
+    origin_full(n, &format!("sleep {sleep}\n"), ttl, "true", "", None)
 }
 
 /// [`origin`] with `before` run by the agent before it writes its file, the checks `check`
 /// and `extra` appended to ralph.toml.
 fn origin_with(n: usize, before: &str, ttl: &str, check: &str, extra: &str) -> (TestRepo, PathBuf) {
+    origin_full(n, before, ttl, check, extra, None)
+}
+
+/// [`origin`], with `limited`: the main agent (`limited.sh`) always hits a usage limit saying
+/// these words, and the agent that does the work is its fallback, `[agents.backup]`.
+fn origin_limited(n: usize, sleep: &str, ttl: &str, limited: &str) -> (TestRepo, PathBuf) {
+    origin_full(n, &format!("sleep {sleep}\n"), ttl, "true", "", Some(limited))
+}
+
+fn origin_full(
+    n: usize,
+    before: &str,
+    ttl: &str,
+    check: &str,
+    extra: &str,
+    limited: Option<&str>,
+) -> (TestRepo, PathBuf) {
     let seed = TestRepo::new();
     let agent = seed.outside.join("agent.sh");
     std::fs::write(
@@ -28,11 +45,23 @@ fn origin_with(n: usize, before: &str, ttl: &str, check: &str, extra: &str) -> (
     )
     .unwrap();
     std::fs::set_permissions(&agent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let agents = match limited {
+        None => format!("[agent]\ncommand = [\"{}\"]\nprompt = \"file\"\n", agent.display()),
+        Some(words) => {
+            let main = seed.outside.join("limited.sh");
+            std::fs::write(&main, format!("#!/bin/sh\necho {} >&2\nexit 1\n", shell_quote(words))).unwrap();
+            std::fs::set_permissions(&main, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+            format!(
+                "[agent]\ncommand = [\"{}\"]\nprompt = \"file\"\nfallback = [\"backup\"]\n\n[agents.backup]\ncommand = [\"{}\"]\nprompt = \"file\"\n",
+                main.display(),
+                agent.display()
+            )
+        }
+    };
     seed.write(
         "ralph.toml",
         &format!(
-            "[agent]\ncommand = [\"{}\"]\nprompt = \"file\"\n\n[checks]\ncommands = [{check:?}]\n\n[git]\nbranch = \"main\"\n{extra}\n[remote]\nlease_ttl = \"{ttl}\"\n",
-            agent.display()
+            "{agents}\n[checks]\ncommands = [{check:?}]\n\n[git]\nbranch = \"main\"\n{extra}\n[remote]\nlease_ttl = \"{ttl}\"\n"
         ),
     );
     seed.write(".gitignore", ".ralph/\n");
@@ -168,6 +197,35 @@ fn three_workers_land_nine_tasks_each_exactly_once_in_a_linear_history() {
     assert_eq!(v["total"]["iterations"], 9, "{v}");
     let landings: u64 = v["workers"].as_array().unwrap().iter().map(|w| w["landed"].as_u64().unwrap()).sum();
     assert_eq!(landings, 9, "{v}");
+}
+
+#[test]
+fn a_worker_whose_agent_is_limited_goes_on_with_its_fallback() {
+    let (seed, bare) = origin_limited(2, "0", "5s", "You've hit your usage limit. Try again in 1 hours.");
+    let dir = clone(&seed, &bare, "w1");
+    let (code, err) = finish(worker(&seed, &dir, "w1", &["--until-empty"], None), 120);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("task t1: limited.sh hit a usage limit that lifts in"), "{err}");
+    let subjects = landed(&bare);
+    for t in ["t1", "t2"] {
+        assert_eq!(
+            subjects.iter().filter(|s| s.starts_with(&format!("ralph({t}):"))).count(),
+            1,
+            "{subjects:?}"
+        );
+    }
+    // The limited agent is not tried again for the second task.
+    let runs = dir.join(".ralph/runs");
+    let run = std::fs::read_dir(&runs).unwrap().next().unwrap().unwrap().path();
+    let agents: Vec<String> = std::fs::read_to_string(run.join("iterations.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let r: serde_json::Value = serde_json::from_str(l).unwrap();
+            format!("{} {}", r["agent"].as_str().unwrap(), r["outcome"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(agents, ["limited.sh rate_limited", "backup done", "backup done"]);
 }
 
 #[test]
