@@ -214,9 +214,7 @@ pub async fn run(cwd: &Path, o: WorkerOptions, stop: Stop) -> Result<u8, CliErro
     let root = crate::runner::repo_root(cwd)?;
     crate::state::check_ralph_dir(&root)?;
     let cfg = crate::runner::load_config(&root, &crate::config::Overrides::default())?;
-    if crate::agent::resolve_program(&cfg.agent, &root).is_none() {
-        return Err(crate::runner::missing_agent(&cfg.agent, false));
-    }
+    crate::runner::check_agent(&cfg, &root, false)?;
     if !git::dirty_entries(&root)?.is_empty() {
         return Err(CliError::usage(
             "the clone has uncommitted changes: a worker resets it to each task's start",

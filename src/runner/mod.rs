@@ -112,6 +112,18 @@ pub fn check_git_state(root: &Path, cfg: &Config) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The agent can start: its sandbox's program (bwrap, the container engine) is installed, and
+/// so is its own (on this machine; a container's image holds it instead).
+pub fn check_agent(cfg: &Config, root: &Path, from_flag: bool) -> Result<(), CliError> {
+    crate::sandbox::runner(&cfg.sandbox)?;
+    if cfg.sandbox.kind != crate::sandbox::Kind::Container
+        && agent::resolve_program(&cfg.agent, root).is_none()
+    {
+        return Err(missing_agent(&cfg.agent, from_flag));
+    }
+    Ok(())
+}
+
 /// The agent's program was not found: where it was named (ralph.toml's `[agent] command`, a
 /// preset there, or `--agent`), and the key that changes it. A preset's program is overridden
 /// by `[agent] bin`, never by `command` (which conflicts with a preset).
@@ -397,9 +409,7 @@ pub fn validate(opts: &RunOptions) -> Result<Validated, CliError> {
     state::check_ralph_dir(&root)?;
     let cfg = effective_config(&root, opts)?;
     let template = validate_inputs(&root, &cfg)?;
-    if agent::resolve_program(&cfg.agent, &root).is_none() {
-        return Err(missing_agent(&cfg.agent, opts.agent.is_some()));
-    }
+    check_agent(&cfg, &root, opts.agent.is_some())?;
     let env = |k: &str| std::env::var(k).ok();
     for h in agent::hazards::check(&cfg.agent, agent::hazards::euid(), &env) {
         if h.level == agent::hazards::Level::Problem {
