@@ -2,6 +2,9 @@
 //! tests pass is never taken. Each command runs as `sh -c` at the repository root in its own
 //! process group, under `[checks] timeout`, its output appended to `checks.log`. The first
 //! failing command ends the round: later ones would only test broken work.
+//!
+//! They run as the user's own commands (they are the judge, not the defendant), outside the
+//! agent's sandbox, unless `[sandbox] checks = true` puts them in it too ([`Ctx::sandbox`]).
 
 use crate::config::ChecksConfig;
 use crate::process::{self, Ending, Limits, SpawnRequest};
@@ -71,6 +74,21 @@ pub struct Ctx<'a> {
     pub root: &'a Path,
     pub grace: Duration,
     pub stop: &'a Stop,
+    /// The sandbox they run in (`[sandbox] checks = true`); `None`: as the user.
+    pub sandbox: Option<&'a crate::sandbox::SandboxConfig>,
+}
+
+impl<'a> Ctx<'a> {
+    /// The checks' context; in `sandbox` when it says `checks = true`.
+    pub fn new(
+        env: &'a [(String, String)],
+        root: &'a Path,
+        grace: Duration,
+        stop: &'a Stop,
+        sandbox: &'a crate::sandbox::SandboxConfig,
+    ) -> Self {
+        Self { env, root, grace, stop, sandbox: sandbox.checks.then_some(sandbox) }
+    }
 }
 
 /// Most failing test names kept per command.
@@ -98,10 +116,20 @@ pub async fn run(
             // RALPH_RUN_ID marks the checks as this run's, for crash recovery to find.
             env: env.to_vec(),
             env_remove: vec![],
+            env_clear: false,
+            new_session: false,
+            spare_leader: false,
+            cleanup: None,
             stdin: None,
             pty: false,
         };
-        let child = match process::spawn(&req) {
+        let started = match ctx.sandbox {
+            Some(s) => crate::sandbox::apply(s, false, req, &crate::sandbox::Needs::default())
+                .map_err(|e| crate::text::chain(&e)),
+            None => Ok(req),
+        }
+        .and_then(|req| process::spawn(&req).map_err(|e| crate::text::chain(&e)));
+        let child = match started {
             Ok(c) => {
                 crate::fault::point("checks_running");
                 c
@@ -245,7 +273,8 @@ mod tests {
         };
         let stop = Stop::default();
         let mut m = StreamMasker::new(Secrets::default());
-        let ctx = Ctx { env: &[], root: dir.path(), grace: Duration::from_millis(100), stop: &stop };
+        let ctx =
+            Ctx { env: &[], root: dir.path(), grace: Duration::from_millis(100), stop: &stop, sandbox: None };
         let r = run(&cfg, &ctx, &mut log, &mut m, judge).await.unwrap();
         (r, std::fs::read_to_string(log_path).unwrap())
     }

@@ -7,6 +7,7 @@ use crate::agent::output::Format;
 use crate::agent::preset;
 pub use crate::agent::scan::DEFAULT_PROMISE;
 pub use crate::agent::{AgentConfig, PromptMode};
+pub use crate::sandbox::SandboxConfig;
 pub use crate::text::{line_col, parse_duration};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -107,6 +108,40 @@ struct FileConfig {
     tune: TuneFile,
     #[serde(default)]
     remote: RemoteFile,
+    #[serde(default)]
+    sandbox: SandboxFile,
+}
+
+/// `[sandbox]`: where the agent runs (see [`crate::sandbox`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SandboxFile {
+    kind: Option<crate::sandbox::Kind>,
+    network: Option<bool>,
+    read_only: Option<Vec<String>>,
+    read_write: Option<Vec<String>>,
+    env: Option<Vec<String>>,
+    checks: Option<bool>,
+    image: Option<String>,
+    engine: Option<crate::sandbox::Engine>,
+}
+
+impl SandboxFile {
+    fn resolve(self) -> Result<SandboxConfig, String> {
+        let d = SandboxConfig::default();
+        let cfg = SandboxConfig {
+            kind: self.kind.unwrap_or(d.kind),
+            network: self.network.unwrap_or(d.network),
+            read_only: self.read_only.unwrap_or_default(),
+            read_write: self.read_write.unwrap_or_default(),
+            env: self.env.unwrap_or_default(),
+            checks: self.checks.unwrap_or(d.checks),
+            image: self.image.filter(|i| !i.trim().is_empty()),
+            engine: self.engine,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -219,6 +254,7 @@ struct AgentFile {
     fallback: Option<Vec<toml::Spanned<String>>>,
     /// `[agent]` only.
     fallback_after: Option<HumanDuration>,
+    env_allowlist: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -407,6 +443,8 @@ pub struct Config {
     /// `[tune] reflector`: the preset `ralph tune`'s reflector runs with (default: the agent).
     pub tune_reflector: Option<String>,
     pub remote: RemoteConfig,
+    /// `[sandbox]`: where every agent runs, and what of the environment reaches it.
+    pub sandbox: SandboxConfig,
 }
 
 impl Config {
@@ -574,8 +612,10 @@ impl Config {
             land: file.remote.land.unwrap_or_default(),
             max_cost: file.remote.max_cost,
         };
+        let sandbox = file.sandbox.resolve().map_err(invalid)?;
         Ok(Config {
             path: path.to_path_buf(),
+            sandbox,
             workers,
             remote,
             tune_reflector,
@@ -811,6 +851,7 @@ fn resolve_agent(
         completion_promise: promise,
         env,
         max_log_size,
+        env_allowlist: a.env_allowlist.unwrap_or(false),
     })
 }
 
@@ -1006,6 +1047,30 @@ model = "o3"
         assert!(e.contains("[review] has no fallback chain"), "{e}");
         let e = err("[agent]\npreset = \"claude\"\nfallback_after = \"later\"\n");
         assert!(e.starts_with("ralph.toml:3:") && e.contains("invalid duration"), "{e}");
+    }
+
+    #[test]
+    fn the_sandbox_is_off_by_default_and_its_keys_parse() {
+        let c = parse("[agent]\ncommand = [\"a\"]\n").unwrap();
+        assert_eq!(c.sandbox, SandboxConfig::default());
+        assert!(c.sandbox.network && !c.agent.env_allowlist);
+        let c = parse(
+            "[agent]\npreset = \"claude\"\nenv_allowlist = true\n[sandbox]\nkind = \"container\"\nimage = \"img\"\nengine = \"podman\"\nnetwork = false\nread_only = [\"~/.cargo\"]\nread_write = [\"/srv/cache\"]\nenv = [\"AWS_*\"]\nchecks = true\n",
+        )
+        .unwrap();
+        assert!(c.agent.env_allowlist);
+        let s = &c.sandbox;
+        assert_eq!(
+            (s.kind, s.engine, s.image.as_deref()),
+            (crate::sandbox::Kind::Container, Some(crate::sandbox::Engine::Podman), Some("img"))
+        );
+        assert!(!s.network && s.checks);
+        assert_eq!((s.read_only.len(), s.read_write.len(), s.env.len()), (1, 1, 1));
+        let e = parse("[agent]\ncommand = [\"a\"]\n[sandbox]\nkind = \"jail\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("ralph.toml:4:") && e.contains("unknown variant `jail`"), "{e}");
+        let e =
+            parse("[agent]\ncommand = [\"a\"]\n[sandbox]\nkind = \"container\"\n").unwrap_err().to_string();
+        assert!(e.contains("[sandbox] kind = \"container\" needs an `image`"), "{e}");
     }
 
     #[test]

@@ -85,6 +85,13 @@ impl From<crate::state::StateError> for CliError {
     }
 }
 
+impl From<crate::sandbox::SandboxError> for CliError {
+    fn from(e: crate::sandbox::SandboxError) -> Self {
+        let hint = e.hint();
+        CliError::usage(chain(&e)).hint(hint)
+    }
+}
+
 impl From<crate::process::SpawnError> for CliError {
     fn from(e: crate::process::SpawnError) -> Self {
         CliError::failure(chain(&e))

@@ -3,7 +3,8 @@
 //!
 //! Subsystems: [`backlog`] (specs and task selection), [`prompt`] (the template), [`agent`]
 //! (command line, output scanning, the scripted agent), [`process`] (spawning, timeouts,
-//! process groups), [`checks`], [`git`], [`learnings`], [`budget`], [`state`] (persisted state,
+//! process groups), [`sandbox`] (where the agent runs, what of the environment reaches it),
+//! [`checks`], [`git`], [`learnings`], [`budget`], [`state`] (persisted state,
 //! lock), [`durable`] (atomic writes), [`fsx`] (files opened without following links), [`logs`]
 //! (on-disk layout), [`record`] (the iteration record), [`runner`] (the loop), [`worktree`] (a
 //! checkout's root and its tree watch: staging, commit, revert), [`reporter`] (what the
@@ -36,6 +37,7 @@ pub mod remote;
 pub mod reporter;
 pub mod runner;
 pub mod runreport;
+pub mod sandbox;
 pub mod secrets;
 pub mod signal;
 pub mod state;

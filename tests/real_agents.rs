@@ -446,6 +446,71 @@ mod fallback {
     }
 }
 
+/// With `[sandbox] kind = "bwrap"`: the CLI starts inside the sandbox, finds its configuration
+/// where ralph bound it into the otherwise empty home (Claude's `~/.claude`, pi's
+/// `PI_CODING_AGENT_DIR`), reaches the model server on 127.0.0.1 and edits the worktree; the
+/// edit is committed. What its tool writes to the home stays in the sandbox's.
+fn edit_lands_from_inside_bwrap(cli: Cli) {
+    installed(cli);
+    let bwrap = std::process::Command::new("bwrap").args(["--ro-bind", "/", "/", "true"]).output();
+    assert!(
+        bwrap.is_ok_and(|o| o.status.success()),
+        "bwrap is missing or cannot run here: scripts/test installs it (apt-get install bubblewrap)"
+    );
+    let server = ModelServer::start("echo hello > hello.txt; echo probe > \"$HOME/probe.txt\"", FINAL);
+    let repo = setup(
+        cli,
+        &server,
+        &["grep -q hello hello.txt"],
+        "\n[sandbox]\nkind = \"bwrap\"\nenv = [\"MOCK_API_KEY\"]\n",
+    );
+    // Claude's own folder and file exist before the run: the sandbox binds them read-write.
+    let claude_dir = repo.outside.join(".claude");
+    std::fs::create_dir_all(&claude_dir).unwrap();
+    let claude_json = repo.outside.join(".claude.json");
+    std::fs::write(&claude_json, "{}").unwrap();
+    let out = run(&repo, &server, &["run"]);
+    let log = repo.iter_file(1, "agent.log");
+    assert_eq!(out.code(), 0, "{}\nagent log:\n{log}\nserver: {:?}", out.stderr(), server.log());
+    assert_eq!(repo.read("hello.txt"), "hello\n");
+    assert_eq!(repo.git(&["log", "-1", "--format=%s"]).trim(), "ralph(010-hello): Hello");
+    assert!(repo.git(&["show", "--name-only", "--format=", "HEAD"]).contains("hello.txt"));
+    assert_eq!(repo.records()[0]["outcome"], "done");
+    // What it learned came out in its words, as outside.
+    assert!(repo.read("AGENTS.md").contains("the probe taught this"));
+    // The tool ran, in the sandbox's home.
+    assert!(!server.log().is_empty());
+    assert!(!repo.outside.join("probe.txt").exists(), "the agent's tool wrote the real home");
+    if cli.preset == "claude" {
+        let kept = std::fs::read_dir(&claude_dir).unwrap().count();
+        assert!(kept > 0, "Claude wrote nothing into its bound ~/.claude");
+        let json = std::fs::read_to_string(&claude_json).unwrap();
+        assert_ne!(json, "{}", "Claude did not write its bound ~/.claude.json");
+    }
+}
+
+mod sandbox {
+    use super::*;
+
+    #[test]
+    #[ignore = "needs the agent CLIs and bwrap: scripts/test installs them"]
+    fn claude_edits_from_inside_bwrap() {
+        super::edit_lands_from_inside_bwrap(CLAUDE);
+    }
+
+    #[test]
+    #[ignore = "needs the agent CLIs and bwrap: scripts/test installs them"]
+    fn pi_edits_from_inside_bwrap() {
+        super::edit_lands_from_inside_bwrap(PI);
+    }
+
+    #[test]
+    #[ignore = "needs the agent CLIs and bwrap: scripts/test installs them"]
+    fn codex_edits_from_inside_bwrap() {
+        super::edit_lands_from_inside_bwrap(CODEX);
+    }
+}
+
 /// For debugging a CLI by hand: `cargo test --test real_agents serve_by_hand -- --ignored
 /// --nocapture` prints the server's URL and keeps it up for ten minutes (`scripts/test` skips
 /// it).

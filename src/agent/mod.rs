@@ -13,6 +13,7 @@ pub mod scripted;
 pub mod session;
 
 use crate::process::SpawnRequest;
+use crate::sandbox::{Needs, SandboxConfig, SandboxError};
 use output::Format;
 use preset::Preset;
 use serde::Deserialize;
@@ -67,6 +68,8 @@ pub struct AgentConfig {
     pub env: BTreeMap<String, String>,
     /// agent.log is cut at this size, with a marker; the output is still read to the end.
     pub max_log_size: u64,
+    /// Only allowlisted variables reach the agent, sandbox or not (`[agent] env_allowlist`).
+    pub env_allowlist: bool,
 }
 
 /// Placeholder replaced by the prompt text in `prompt = "arg"` mode.
@@ -89,14 +92,16 @@ pub struct IterationEnv {
     pub iter_dir: PathBuf,
 }
 
-/// Builds the agent's spawn request.
+/// Builds the agent's spawn request, put in `sandbox` (which cuts its environment to the
+/// allowlist too, or does only that when `[agent] env_allowlist` asks for it without one).
 pub fn request(
     cfg: &AgentConfig,
+    sandbox: &SandboxConfig,
     root: &Path,
     prompt: &str,
     prompt_file: &Path,
     it: &IterationEnv,
-) -> SpawnRequest {
+) -> Result<SpawnRequest, SandboxError> {
     let mut args: Vec<String> = cfg.command[1..].to_vec();
     let mut stdin = None;
     match cfg.prompt {
@@ -117,14 +122,33 @@ pub fn request(
         ("RALPH_ITER_DIR".to_string(), it.iter_dir.to_string_lossy().into_owned()),
         ("RALPH_PROMPT_FILE".to_string(), prompt_file.to_string_lossy().into_owned()),
     ]);
-    SpawnRequest {
+    let req = SpawnRequest {
         program: cfg.command[0].clone(),
         args,
         cwd: root.to_path_buf(),
         env,
         env_remove: ENV_REMOVE.iter().map(|s| s.to_string()).collect(),
+        env_clear: false,
+        new_session: false,
+        spare_leader: false,
+        cleanup: None,
         stdin,
         pty: cfg.pty,
+    };
+    crate::sandbox::apply(sandbox, cfg.env_allowlist, req, &needs(cfg, root, Some(prompt_file)))
+}
+
+/// What the agent needs from outside its worktree in a sandbox: its preset's configuration
+/// and variables (a custom command running a preset's program gets that preset's), its
+/// program as ralph finds it, the prompt.
+pub fn needs(cfg: &AgentConfig, root: &Path, prompt_file: Option<&Path>) -> Needs {
+    let p = cfg.preset.or_else(|| preset::by_program(&cfg.command[0]));
+    Needs {
+        home: p.map_or(&[][..], |p| p.home),
+        home_env: p.map_or(&[][..], |p| p.home_env),
+        env: p.map(|p| p.credentials_env.iter().chain(p.settings_env).copied().collect()).unwrap_or_default(),
+        program: resolve_program(cfg, root),
+        prompt_file: prompt_file.map(Path::to_path_buf),
     }
 }
 
@@ -176,6 +200,10 @@ mod tests {
             task_iteration: 1,
             iter_dir: "/x".into(),
         }
+    }
+
+    fn request(c: &AgentConfig, root: &Path, prompt: &str, pf: &Path, it: &IterationEnv) -> SpawnRequest {
+        super::request(c, &SandboxConfig::default(), root, prompt, pf, it).unwrap()
     }
 
     #[test]

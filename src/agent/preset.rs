@@ -45,6 +45,15 @@ pub struct Preset {
     pub reads: Instructions,
     /// What goes wrong when it runs unattended, checked by [`super::hazards`].
     pub quirks: &'static [Quirk],
+    /// Its configuration and credentials under the home directory (files or folders, relative
+    /// to it): what a sandbox binds read-write into the agent's otherwise empty home.
+    pub home: &'static [&'static str],
+    /// Variables that move that configuration elsewhere (a folder, bound read-write as well
+    /// when set).
+    pub home_env: &'static [&'static str],
+    /// The variables it reads for its settings, beyond `credentials_env`: what the
+    /// environment allowlist lets through for it (`NAME`, or `PREFIX_*`).
+    pub settings_env: &'static [&'static str],
 }
 
 /// A provider in the OpenTelemetry GenAI conventions.
@@ -98,6 +107,20 @@ pub const PRESETS: &[Preset] = &[
         reports_cost: true,
         reads: Instructions::ClaudeMd,
         quirks: &[Quirk::RootNeedsIsSandbox, Quirk::StreamJsonNeedsVerbose],
+        home: &[".claude", ".claude.json"],
+        home_env: &["CLAUDE_CONFIG_DIR"],
+        settings_env: &[
+            "ANTHROPIC_*",
+            "CLAUDE_*",
+            "IS_SANDBOX",
+            "DISABLE_TELEMETRY",
+            "DISABLE_AUTOUPDATER",
+            "DISABLE_ERROR_REPORTING",
+            "DISABLE_COST_WARNINGS",
+            "MAX_THINKING_TOKENS",
+            "BASH_DEFAULT_TIMEOUT_MS",
+            "BASH_MAX_TIMEOUT_MS",
+        ],
     },
     Preset {
         name: "codex",
@@ -125,6 +148,9 @@ pub const PRESETS: &[Preset] = &[
         reports_cost: false,
         reads: Instructions::AgentsMd,
         quirks: &[],
+        home: &[".codex"],
+        home_env: &["CODEX_HOME"],
+        settings_env: &["OPENAI_*", "CODEX_*"],
     },
     Preset {
         name: "gemini",
@@ -145,6 +171,9 @@ pub const PRESETS: &[Preset] = &[
         reports_cost: false,
         reads: Instructions::GeminiMd,
         quirks: &[],
+        home: &[".gemini"],
+        home_env: &[],
+        settings_env: &["GEMINI_*", "GOOGLE_*"],
     },
     Preset {
         name: "opencode",
@@ -164,6 +193,9 @@ pub const PRESETS: &[Preset] = &[
         reports_cost: true,
         reads: Instructions::AgentsMd,
         quirks: &[],
+        home: &[".config/opencode", ".local/share/opencode", ".local/state/opencode", ".cache/opencode"],
+        home_env: &[],
+        settings_env: &["OPENCODE_*", "ANTHROPIC_*", "OPENAI_*", "OPENROUTER_*", "GEMINI_*"],
     },
     Preset {
         name: "pi",
@@ -182,6 +214,9 @@ pub const PRESETS: &[Preset] = &[
         reports_cost: true,
         reads: Instructions::AgentsMd,
         quirks: &[],
+        home: &[".pi"],
+        home_env: &["PI_CODING_AGENT_DIR"],
+        settings_env: &["PI_*", "ANTHROPIC_*", "OPENAI_*", "GEMINI_*", "OPENROUTER_*"],
     },
     Preset {
         name: "qwen",
@@ -201,6 +236,9 @@ pub const PRESETS: &[Preset] = &[
         reports_cost: false,
         reads: Instructions::AgentsMd,
         quirks: &[],
+        home: &[".qwen"],
+        home_env: &[],
+        settings_env: &["QWEN_*", "OPENAI_*", "DASHSCOPE_*"],
     },
     Preset {
         name: "aider",
@@ -226,6 +264,9 @@ pub const PRESETS: &[Preset] = &[
         reports_cost: true,
         reads: Instructions::Nothing,
         quirks: &[],
+        home: &[".aider", ".aider.conf.yml", ".aider.model.settings.yml", ".aider.model.metadata.json"],
+        home_env: &[],
+        settings_env: &["AIDER_*", "OPENAI_*", "ANTHROPIC_*", "GEMINI_*", "OPENROUTER_*"],
     },
     Preset {
         name: "amp",
@@ -244,6 +285,9 @@ pub const PRESETS: &[Preset] = &[
         reports_cost: false,
         reads: Instructions::AgentsMd,
         quirks: &[],
+        home: &[".config/amp", ".local/share/amp", ".cache/amp"],
+        home_env: &[],
+        settings_env: &["AMP_*"],
     },
     Preset {
         name: "cursor",
@@ -262,6 +306,9 @@ pub const PRESETS: &[Preset] = &[
         reports_cost: false,
         reads: Instructions::AgentsMd,
         quirks: &[],
+        home: &[".cursor", ".config/cursor"],
+        home_env: &[],
+        settings_env: &["CURSOR_*"],
     },
 ];
 

@@ -3,14 +3,17 @@
 //! running it unattended are named. It validates what `ralph run` validates before it starts
 //! (ralph.toml, the prompt template, the backlog), runs the checks once on the working tree and
 //! says of each whether it passes, fails (and what a failure there means for the run) or cannot
-//! run, and looks at the git state. Exits 0 when a run could start, 2 when something would stop
-//! or break it.
+//! run, and looks at the git state. With a `[sandbox]`, it runs a command and the agent's
+//! `--version` inside it, as a run would start them. Exits 0 when a run could start, 2 when
+//! something would stop or break it.
 
 use crate::agent::{self, hazards};
 use crate::checks;
 use crate::config::{self, PromptMode};
 use crate::error::CliError;
 use crate::git;
+use crate::process::{self, SpawnRequest};
+use crate::sandbox::{self, Host, Kind, Needs};
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -117,7 +120,7 @@ fn run_checks(root: &Path, cfg: &config::Config, out: &mut Out) -> Result<(), Cl
                     cancel.cancel();
                 }
             });
-            let ctx = checks::Ctx { env: &check_env, root, grace: cfg.agent.kill_grace, stop: &stop };
+            let ctx = checks::Ctx::new(&check_env, root, cfg.agent.kill_grace, &stop, &cfg.sandbox);
             checks::run(&cfg.checks, &ctx, &mut log, &mut masker, &judge).await
         })
         .map_err(|e| CliError::failure(format!("cannot write {}: {e}", log_path.display())))?;
@@ -195,6 +198,164 @@ fn run_checks(root: &Path, cfg: &config::Config, out: &mut Out) -> Result<(), Cl
         let _ = std::fs::remove_file(&log_path);
     }
     Ok(())
+}
+
+/// Runs `req` (already put in its sandbox) to its end, at most `timeout`: its exit code and its
+/// output, or why it could not start.
+fn run_request(req: &SpawnRequest, timeout: Duration) -> Result<(Option<i32>, String), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    rt.block_on(async {
+        let child = process::spawn(req).map_err(|e| crate::text::chain(&e))?;
+        let t = tokio_util::sync::CancellationToken::new();
+        let limits = process::Limits { timeout, idle_timeout: None, grace: Duration::from_secs(1) };
+        let mut bytes = Vec::new();
+        let f = process::supervise(child, limits, &t, &t, |c| {
+            bytes.extend_from_slice(&c.data);
+            std::ops::ControlFlow::Continue(())
+        })
+        .await;
+        if f.ending == process::Ending::Timeout {
+            return Err(format!("no answer within {}s", timeout.as_secs()));
+        }
+        Ok((f.exit_code, crate::agent::scan::strip_ansi(&String::from_utf8_lossy(&bytes))))
+    })
+}
+
+/// The first few lines of `text`, on one line.
+fn gist(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).take(3).collect();
+    if lines.is_empty() { "no output".into() } else { lines.join(" / ") }
+}
+
+/// The `[sandbox]` section: the kind's program is there, a command runs inside, the agent
+/// starts inside, and what the agent sees of the home.
+fn sandbox(root: &Path, cfg: &config::Config, out: &mut Out) {
+    let s = &cfg.sandbox;
+    let a = &cfg.agent;
+    crate::outln!("sandbox: {}", s.kind.name());
+    if s.kind == Kind::None {
+        out.note("none: the agent runs as you, with your home, keys and environment in reach");
+        if Host::current().find("bwrap").is_some() {
+            out.note(
+                "bubblewrap is installed: [sandbox] kind = \"bwrap\" confines the agent to its worktree",
+            );
+        }
+        if a.env_allowlist {
+            out.ok("only allowlisted variables reach the agent ([agent] env_allowlist = true)");
+        }
+        return;
+    }
+    let runner = match sandbox::runner(s) {
+        Ok(r) => r,
+        Err(e) => {
+            out.problem(&crate::text::chain(&e), Some(&e.hint()));
+            return;
+        }
+    };
+    if let Some(r) = runner {
+        out.ok(&format!("found {}", r.display()));
+    }
+    let cannot = match s.kind {
+        Kind::Container => {
+            "is the engine's daemon running (`docker info`, `podman info`), and can it pull the image? Or set [sandbox] kind = \"bwrap\" or \"none\""
+        }
+        _ => {
+            "bwrap needs unprivileged user namespaces: see `sysctl kernel.unprivileged_userns_clone` (Debian) and `kernel.apparmor_restrict_unprivileged_userns` (Ubuntu 24.04); inside a container, give it --privileged or set [sandbox] kind = \"none\""
+        }
+    };
+    let plain = |program: &str, args: &[&str], env: Vec<(String, String)>| SpawnRequest {
+        program: program.into(),
+        args: args.iter().map(|a| a.to_string()).collect(),
+        cwd: root.to_path_buf(),
+        env,
+        env_remove: vec!["CLAUDECODE".into()],
+        env_clear: false,
+        new_session: false,
+        spare_leader: false,
+        cleanup: None,
+        stdin: None,
+        pty: false,
+    };
+    let wait = Duration::from_secs(if s.kind == Kind::Container { 300 } else { 60 });
+    let trivial = sandbox::apply(
+        s,
+        a.env_allowlist,
+        plain("sh", &["-c", "echo ralph-sandbox-ok"], vec![]),
+        &Needs::default(),
+    )
+    .map_err(|e| crate::text::chain(&e))
+    .and_then(|req| run_request(&req, wait));
+    match trivial {
+        Ok((Some(0), text)) if text.contains("ralph-sandbox-ok") => {
+            out.ok(&format!("{} runs a command inside", s.kind.name()))
+        }
+        Ok((code, text)) => {
+            let how = code.map_or("was killed".to_string(), |c| format!("exit {c}"));
+            out.problem(
+                &format!("{} cannot run a command here ({how}): {}", s.kind.name(), gist(&text)),
+                Some(cannot),
+            );
+            return;
+        }
+        Err(e) => {
+            out.problem(&format!("{} cannot run a command here: {e}", s.kind.name()), Some(cannot));
+            return;
+        }
+    }
+    let env: Vec<(String, String)> = a.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let needs = agent::needs(a, root, None);
+    let version = sandbox::apply(s, a.env_allowlist, plain(&a.command[0], &["--version"], env), &needs)
+        .map_err(|e| crate::text::chain(&e))
+        .and_then(|req| run_request(&req, wait));
+    match version {
+        Ok((Some(0), text)) => out.ok(&format!(
+            "the agent starts inside: `{} --version` answers {}",
+            a.command[0],
+            text.lines().find(|l| !l.trim().is_empty()).unwrap_or("?").trim()
+        )),
+        Ok((code, text)) => out.problem(
+            &format!(
+                "the agent does not start inside the sandbox: `{} --version` {}: {}",
+                a.command[0],
+                code.map_or("was killed".to_string(), |c| format!("exits {c}")),
+                gist(&text)
+            ),
+            Some("it may need more than its worktree and its own configuration: add what it reads to [sandbox] read_only (a toolchain under your home, say), or the variables it needs to [sandbox] env"),
+        ),
+        Err(e) => out.problem(&format!("the agent does not start inside the sandbox: {e}"), None),
+    }
+    let probe = plain(&a.command[0], &[], vec![]);
+    if let Ok(layout) = sandbox::Layout::resolve(&Host::current(), s, &probe, &needs) {
+        let home = layout.home.as_deref();
+        let shown: Vec<String> = layout
+            .binds
+            .iter()
+            .filter_map(|b| {
+                let rel = b.dest.strip_prefix(home?).ok()?;
+                Some(format!("~/{} ({})", rel.display(), if b.write { "read-write" } else { "read-only" }))
+            })
+            .collect();
+        match (home, shown.is_empty()) {
+            (None, _) => {}
+            (Some(_), true) => out.note("your home is empty inside the sandbox"),
+            (Some(_), false) => {
+                out.note(&format!("your home is empty inside the sandbox but for {}", shown.join(", ")))
+            }
+        }
+    }
+    out.note(if s.network {
+        "the network is shared (the agent reaches its model); [sandbox] network = false cuts it"
+    } else {
+        "no network inside ([sandbox] network = false)"
+    });
+    out.note(if s.checks {
+        "the checks run inside the sandbox too ([sandbox] checks = true)"
+    } else {
+        "the checks run outside the sandbox, as you"
+    });
 }
 
 /// Runs `ralph doctor`.
@@ -294,6 +455,7 @@ pub fn run(cwd: &Path, agent: Option<String>) -> Result<u8, CliError> {
             }
         }
     }
+    sandbox(&root, &cfg, &mut out);
     crate::outln!("checks:");
     if cfg.checks.commands.is_empty() {
         out.note("none: green means only that the agent exited 0 (set [checks] commands)");

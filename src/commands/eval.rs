@@ -65,9 +65,7 @@ pub async fn run(cwd: &Path, opts: EvalOptions, stop: crate::signal::Stop) -> Re
     let root = crate::runner::repo_root(cwd)?;
     crate::state::check_ralph_dir(&root)?;
     let cfg = crate::runner::load_config(&root, &crate::config::Overrides { agent: opts.agent.clone() })?;
-    if crate::agent::resolve_program(&cfg.agent, &root).is_none() {
-        return Err(crate::runner::missing_agent(&cfg.agent, opts.agent.is_some()));
-    }
+    crate::runner::check_agent(&cfg, &root, opts.agent.is_some())?;
     if opts.trials == 0 || opts.max_iterations == 0 || opts.jobs == 0 {
         return Err(CliError::usage("--trials, --max-iterations and -j must be at least 1"));
     }

@@ -45,7 +45,26 @@ fn detect_checks(root: &Path) -> Vec<&'static str> {
     }
 }
 
-fn config_text(preset: &str, checks: &[&str], backlog: Option<&str>) -> String {
+/// The `[sandbox]` section: bubblewrap when it is installed, else the same commented out.
+fn sandbox_text(bwrap: bool) -> &'static str {
+    if bwrap {
+        r#"[sandbox]
+# The agent runs in bubblewrap: it changes its worktree and nothing else, sees an empty home
+# but for its own configuration, and only allowlisted variables (README: The sandbox).
+kind = "bwrap"
+# network = false              # no network inside (an agent on a local model)
+# read_only = ["~/.cargo"]     # more it may read (a toolchain under your home); read_write = [...]
+# env = ["AWS_*"]              # more variables it gets
+"#
+    } else {
+        r#"# [sandbox]
+# kind = "bwrap"               # confine the agent to its worktree (install bubblewrap first)
+"#
+    }
+}
+
+fn config_text(preset: &str, checks: &[&str], backlog: Option<&str>, bwrap: bool) -> String {
+    let sandbox = sandbox_text(bwrap);
     let checks = checks.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
     let backlog = match backlog {
         Some(f) => format!("[backlog]\nfile = \"{f}\"            # read in place and kept up to date\n"),
@@ -92,6 +111,7 @@ max_consecutive_failures = 5   # then the run stops
 # [prompt]
 # template = "PROMPT.md"       # default: the built-in template
 
+{sandbox}
 {backlog}"#
     )
 }
@@ -127,8 +147,14 @@ pub fn run(cwd: &Path, force: bool, agent: Option<&str>) -> Result<u8, CliError>
         crate::outln!("kept      {} (exists; --force overwrites it)", config::FILE_NAME);
     } else {
         let checks = detect_checks(&root);
-        state::atomic_write(&cfg_path, config_text(preset, &checks, existing).as_bytes())?;
+        let bwrap = crate::sandbox::Host::current().find("bwrap").is_some();
+        state::atomic_write(&cfg_path, config_text(preset, &checks, existing, bwrap).as_bytes())?;
         created.push(config::FILE_NAME.to_string());
+        if bwrap {
+            crate::outln!(
+                "note: bubblewrap is installed: the agent runs sandboxed ([sandbox] kind = \"bwrap\"); `ralph doctor` checks it works"
+            );
+        }
         if checks.is_empty() {
             crate::outln!("note: no test command detected; set [checks] commands in ralph.toml");
         }
@@ -182,15 +208,22 @@ mod tests {
 
     #[test]
     fn the_generated_config_parses() {
-        let c = config::Config::parse(Path::new("ralph.toml"), &config_text("codex", &["cargo test"], None))
-            .unwrap();
+        let c = config::Config::parse(
+            Path::new("ralph.toml"),
+            &config_text("codex", &["cargo test"], None, true),
+        )
+        .unwrap();
         assert_eq!(c.agent.preset.map(|p| p.name), Some("codex"));
+        assert_eq!(c.sandbox.kind, crate::sandbox::Kind::Bwrap);
         assert_eq!(c.checks.commands, vec!["cargo test"]);
         assert_eq!(c.budget.max_iterations, 50);
-        let c =
-            config::Config::parse(Path::new("ralph.toml"), &config_text("claude", &[], Some("fix_plan.md")))
-                .unwrap();
+        let c = config::Config::parse(
+            Path::new("ralph.toml"),
+            &config_text("claude", &[], Some("fix_plan.md"), false),
+        )
+        .unwrap();
         assert_eq!(c.backlog_file.as_deref(), Some(Path::new("fix_plan.md")));
+        assert_eq!(c.sandbox.kind, crate::sandbox::Kind::None);
     }
 
     #[test]

@@ -97,7 +97,10 @@ pub async fn run(
     let cfg = runner::load_config(&root, &Overrides { agent: agent_preset })?;
     let source = cfg.source(&root);
     let backlog = Backlog::load(&root, &source)?;
-    if agent::resolve_program(&cfg.agent, &root).is_none() {
+    crate::sandbox::runner(&cfg.sandbox)?;
+    if cfg.sandbox.kind != crate::sandbox::Kind::Container
+        && agent::resolve_program(&cfg.agent, &root).is_none()
+    {
         return Err(CliError::usage(format!(
             "{}: [agent] command: `{}` was not found",
             config::FILE_NAME,
@@ -171,7 +174,7 @@ pub async fn run(
         task_iteration: 1,
         iter_dir: dir.clone(),
     };
-    let req = agent::request(&cfg.agent, &root, &prompt, &prompt_path, &env);
+    let req = agent::request(&cfg.agent, &cfg.sandbox, &root, &prompt, &prompt_path, &env)?;
     let log_path = dir.join("agent.log");
     let ended = Session::new(&cfg.agent, "agent", &req, &prompt, &secrets, &stop.cancel, &stop.force)
         .run(&log_path, &mut ())

@@ -35,9 +35,7 @@ pub async fn run(cwd: &Path, o: TuneOptions, stop: crate::signal::Stop) -> Resul
     let root = crate::runner::repo_root(cwd)?;
     crate::state::check_ralph_dir(&root)?;
     let cfg = crate::runner::load_config(&root, &crate::config::Overrides { agent: o.agent.clone() })?;
-    if crate::agent::resolve_program(&cfg.agent, &root).is_none() {
-        return Err(crate::runner::missing_agent(&cfg.agent, o.agent.is_some()));
-    }
+    crate::runner::check_agent(&cfg, &root, o.agent.is_some())?;
     if o.trials == 0 || o.minibatch == 0 || o.jobs == 0 || o.max_iterations == 0 {
         return Err(CliError::usage("--trials, --minibatch, -j and --max-iterations must be at least 1"));
     }

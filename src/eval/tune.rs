@@ -418,7 +418,7 @@ impl Tune {
             task_iteration: 1,
             iter_dir: work.clone(),
         };
-        let req = crate::agent::request(&agent, &work, &prompt, &prompt_path, &env);
+        let req = crate::agent::request(&agent, &self.cfg.sandbox, &work, &prompt, &prompt_path, &env)?;
         let secrets = crate::secrets::Secrets::for_agent(&agent);
         let log = work.join("agent.log");
         let ended = crate::agent::session::Session::new(

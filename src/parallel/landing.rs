@@ -191,7 +191,7 @@ impl Lander<'_> {
             ("RALPH_RUN_ID".to_string(), self.run_id.to_string()),
             ("RALPH_ROOT".to_string(), slot.to_string_lossy().into_owned()),
         ];
-        let ctx = checks::Ctx { env: &env, root: slot, grace: self.cfg.agent.kill_grace, stop: self.stop };
+        let ctx = checks::Ctx::new(&env, slot, self.cfg.agent.kill_grace, self.stop, &self.cfg.sandbox);
         let judge = checks::Judge { keep_going: false, baseline, strict: &task.checks };
         let r = checks::run(&cfg, &ctx, &mut file, &mut masker, &judge)
             .await

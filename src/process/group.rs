@@ -19,6 +19,31 @@ pub fn terminate(pgid: u32) {
     signal_group(pgid, libc::SIGTERM);
 }
 
+/// SIGTERM to every process of the group but its leader, as `/proc` lists them (a process
+/// forked meanwhile misses it, and gets the group's SIGKILL after the grace period).
+pub fn terminate_members(pgid: u32) {
+    let Ok(leader) = libc::pid_t::try_from(pgid) else { return };
+    if leader <= 1 {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else { return };
+    for pid in entries.flatten().filter_map(|e| e.file_name().to_str()?.parse::<libc::pid_t>().ok()) {
+        if pid != leader && group_of(pid) == Some(leader) {
+            // SAFETY: kill has no memory-safety preconditions; a gone pid yields ESRCH.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+    }
+}
+
+/// The process group of `pid`, from `/proc/<pid>/stat` (after the command name: state, ppid,
+/// pgrp).
+fn group_of(pid: libc::pid_t) -> Option<libc::pid_t> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(2)?.parse().ok()
+}
+
 /// SIGKILL to the group.
 pub fn kill(pgid: u32) {
     signal_group(pgid, libc::SIGKILL);

@@ -24,6 +24,9 @@ use tokio_util::sync::CancellationToken;
 /// grandchild are abandoned after this (codex uses 2 s for the same purpose).
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a [`SpawnRequest::cleanup`] command may take.
+pub const CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Size of one read from a child's output.
 const CHUNK_BYTES: usize = 64 * 1024;
 
@@ -100,6 +103,22 @@ pub struct SpawnRequest {
     pub env: Vec<(String, String)>,
     /// Removed from the inherited environment.
     pub env_remove: Vec<String>,
+    /// Start from an empty environment: the child gets `env` and nothing it would inherit
+    /// (the sandbox's and `env_allowlist`'s environment, built by [`crate::sandbox`]).
+    pub env_clear: bool,
+    /// Start the child in a session of its own (still leading its process group), away from
+    /// ralph's controlling terminal: a sandboxed agent must not reach the user's terminal
+    /// (`TIOCSTI` could type into it).
+    pub new_session: bool,
+    /// The graceful stop's SIGTERM goes to the group's members but not its leader: bubblewrap
+    /// leads a sandboxed agent's group, dies of SIGTERM, and with `--die-with-parent` takes the
+    /// agent with it at once, where the agent is owed its grace period. bwrap exits when the
+    /// agent does; SIGKILL after the grace still goes to the whole group.
+    pub spare_leader: bool,
+    /// A command run once the child's process group is gone, for what the group's kill cannot
+    /// reach: the container an engine runs for a sandboxed agent (`docker rm -f NAME`). Its
+    /// output is dropped; it is given [`CLEANUP_TIMEOUT`].
+    pub cleanup: Option<Vec<String>>,
     /// Written to stdin, which is then closed; `None` means stdin is `/dev/null`.
     pub stdin: Option<Vec<u8>>,
     /// Run under a pseudo-terminal.
@@ -113,13 +132,19 @@ pub struct Spawned {
     output: mpsc::Receiver<Chunk>,
     exit: oneshot::Receiver<Option<i32>>,
     guard: group::GroupGuard,
+    /// [`SpawnRequest::cleanup`], run by [`supervise`] at the end.
+    cleanup: Option<Vec<String>>,
+    /// [`SpawnRequest::spare_leader`].
+    spare_leader: bool,
     /// Resources the backend keeps alive until the child is done (the PTY master).
     _keep: Option<Box<dyn Send>>,
 }
 
 /// Starts a child in its own process group.
 pub fn spawn(req: &SpawnRequest) -> Result<Spawned, SpawnError> {
-    let child = if req.pty { pty::spawn(req) } else { pipe::spawn(req) }?;
+    let mut child = if req.pty { pty::spawn(req) } else { pipe::spawn(req) }?;
+    child.cleanup = req.cleanup.clone();
+    child.spare_leader = req.spare_leader;
     // Arguments may carry the prompt (and so whatever it quotes): only their count is logged.
     tracing::debug!(program = %req.program, args = req.args.len(), pgid = child.pgid, pty = req.pty, "spawned");
     Ok(child)
@@ -207,7 +232,32 @@ pub async fn supervise(
     group::kill(child.pgid);
     let output_leaked = drain(&mut child, &mut on_output, output_open).await;
     child.guard.disarm();
+    if let Some(cmd) = child.cleanup.take() {
+        cleanup(&cmd).await;
+    }
     Finished { ending, exit_code, output_leaked }
+}
+
+/// Runs a [`SpawnRequest::cleanup`] command to its end (or [`CLEANUP_TIMEOUT`]); a failure is
+/// only logged: the container it removes may be gone already.
+async fn cleanup(cmd: &[String]) {
+    let Some((program, args)) = cmd.split_first() else { return };
+    let child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn();
+    match child {
+        Ok(mut c) => {
+            if tokio::time::timeout(CLEANUP_TIMEOUT, c.wait()).await.is_err() {
+                tracing::debug!(%program, "cleanup timed out");
+                let _ = c.kill().await;
+            }
+        }
+        Err(e) => tracing::debug!(%program, error = %e, "cleanup could not start"),
+    }
 }
 
 /// SIGTERM, the grace period (output still read), SIGKILL; returns the exit code if any.
@@ -218,7 +268,11 @@ async fn stop(
     on_output: &mut impl FnMut(&Chunk) -> ControlFlow<()>,
     output_open: &mut bool,
 ) -> Option<i32> {
-    group::terminate(child.pgid);
+    if child.spare_leader {
+        group::terminate_members(child.pgid);
+    } else {
+        group::terminate(child.pgid);
+    }
     let grace_end = Instant::now() + grace;
     loop {
         tokio::select! {
@@ -286,6 +340,10 @@ pub(crate) mod tests {
             cwd: std::env::temp_dir(),
             env: vec![],
             env_remove: vec![],
+            env_clear: false,
+            new_session: false,
+            spare_leader: false,
+            cleanup: None,
             stdin: None,
             pty: false,
         }

@@ -7,14 +7,24 @@ use tokio::sync::{mpsc, oneshot};
 
 pub(super) fn spawn(req: &SpawnRequest) -> Result<Spawned, SpawnError> {
     let mut cmd = tokio::process::Command::new(&req.program);
-    cmd.args(&req.args)
-        .current_dir(&req.cwd)
-        .process_group(0)
-        .kill_on_drop(true)
+    cmd.args(&req.args).current_dir(&req.cwd);
+    if req.new_session {
+        // SAFETY: setsid is async-signal-safe and touches no memory of the parent. A session
+        // leader leads its process group too (pgid = pid), so the group is signalled as usual.
+        unsafe {
+            cmd.pre_exec(|| if libc::setsid() == -1 { Err(std::io::Error::last_os_error()) } else { Ok(()) });
+        }
+    } else {
+        cmd.process_group(0);
+    }
+    cmd.kill_on_drop(true)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Agents read a non-terminal stdin to EOF or wait on it; /dev/null ends that at once.
         .stdin(if req.stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    if req.env_clear {
+        cmd.env_clear();
+    }
     for key in &req.env_remove {
         cmd.env_remove(key);
     }
@@ -47,7 +57,7 @@ pub(super) fn spawn(req: &SpawnRequest) -> Result<Spawned, SpawnError> {
         let code = child.wait().await.ok().and_then(|s| s.code());
         let _ = exit_tx.send(code);
     });
-    Ok(Spawned { pgid, output: rx, exit: exit_rx, guard, _keep: None })
+    Ok(Spawned { pgid, output: rx, exit: exit_rx, guard, cleanup: None, spare_leader: false, _keep: None })
 }
 
 async fn read_into(mut reader: impl AsyncRead + Unpin, stream: Stream, tx: mpsc::Sender<Chunk>) {

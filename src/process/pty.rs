@@ -16,6 +16,9 @@ pub(super) fn spawn(req: &SpawnRequest) -> Result<Spawned, SpawnError> {
     let mut cmd = CommandBuilder::new(&req.program);
     cmd.args(&req.args);
     cmd.cwd(&req.cwd);
+    if req.env_clear {
+        cmd.env_clear();
+    }
     for key in &req.env_remove {
         cmd.env_remove(key);
     }
@@ -69,7 +72,15 @@ pub(super) fn spawn(req: &SpawnRequest) -> Result<Spawned, SpawnError> {
             .and_then(|s| i32::try_from(s.exit_code()).ok());
         let _ = exit_tx.send(code);
     });
-    Ok(Spawned { pgid, output: rx, exit: exit_rx, guard, _keep: Some(Box::new(pair.master)) })
+    Ok(Spawned {
+        pgid,
+        output: rx,
+        exit: exit_rx,
+        guard,
+        cleanup: None,
+        spare_leader: false,
+        _keep: Some(Box::new(pair.master)),
+    })
 }
 
 /// Resolves a program the way `execvp` would, honouring an overridden PATH.

@@ -386,7 +386,8 @@ async fn run_agent(
         task_iteration: prep.ts.iterations + 1,
         iter_dir: dir.clone(),
     };
-    let req = agent::request(&it.cfg.agent, root, &prep.prompt_text, &prep.prompt_path, &env);
+    let req =
+        agent::request(&it.cfg.agent, &it.cfg.sandbox, root, &prep.prompt_text, &prep.prompt_path, &env)?;
     let log_path = dir.join("agent.log");
     let budget_cuts = it.time_left.is_some_and(|t| t < it.cfg.agent.timeout);
     let timeout = it.time_left.map_or(it.cfg.agent.timeout, |t| t.min(it.cfg.agent.timeout));
@@ -1011,7 +1012,7 @@ async fn run_checks(
     let mut clog = crate::fsx::create(&checks_path).map_err(|e| io_err("create", &checks_path, e))?;
     let mut cmasker = StreamMasker::new(it.secrets.clone());
     let env = check_env(it);
-    let ctx = checks::Ctx { env: &env, root: it.wt.root(), grace: it.cfg.agent.kill_grace, stop: it.stop };
+    let ctx = checks::Ctx::new(&env, it.wt.root(), it.cfg.agent.kill_grace, it.stop, &it.cfg.sandbox);
     let judge =
         checks::Judge { keep_going: false, baseline: judged.baseline.as_ref(), strict: &it.task.checks };
     let r = checks::run(&task_checks(it), &ctx, &mut clog, &mut cmasker, &judge)
@@ -1465,7 +1466,7 @@ async fn baseline(
     let mut log = crate::fsx::create(&path).map_err(|e| io_err("create", &path, e))?;
     let mut masker = StreamMasker::new(it.secrets.clone());
     let env = check_env(it);
-    let ctx = checks::Ctx { env: &env, root: it.wt.root(), grace: it.cfg.agent.kill_grace, stop: it.stop };
+    let ctx = checks::Ctx::new(&env, it.wt.root(), it.cfg.agent.kill_grace, it.stop, &it.cfg.sandbox);
     let judge = checks::Judge { keep_going: true, baseline: None, strict: &[] };
     let r = checks::run(&it.cfg.checks, &ctx, &mut log, &mut masker, &judge)
         .await

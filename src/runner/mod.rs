@@ -147,6 +147,18 @@ pub fn check_git_state(root: &Path, cfg: &Config) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The agent can start: its sandbox's program (bwrap, the container engine) is installed, and
+/// so is its own (on this machine; a container's image holds it instead).
+pub fn check_agent(cfg: &Config, root: &Path, from_flag: bool) -> Result<(), CliError> {
+    crate::sandbox::runner(&cfg.sandbox)?;
+    if cfg.sandbox.kind != crate::sandbox::Kind::Container
+        && agent::resolve_program(&cfg.agent, root).is_none()
+    {
+        return Err(missing_agent(&cfg.agent, from_flag));
+    }
+    Ok(())
+}
+
 /// The agent's program was not found: where it was named (ralph.toml's `[agent] command`, a
 /// preset there, or `--agent`), and the key that changes it. A preset's program is overridden
 /// by `[agent] bin`, never by `command` (which conflicts with a preset).
@@ -436,9 +448,9 @@ pub(crate) fn save_end(meta: &mut RunMeta, budget: &Budget, run_dir: &Path, code
 /// Every agent the run may start (the main one, its fallbacks, those the tasks name) is found
 /// and free of the hazards that would stop it (`ralph run`, `ralph worker`).
 pub fn check_agents(root: &Path, cfg: &Config, from_flag: bool) -> Result<(), CliError> {
-    if agent::resolve_program(&cfg.agent, root).is_none() {
-        return Err(missing_agent(&cfg.agent, from_flag));
-    }
+    check_agent(cfg, root, from_flag)?;
+    // In a container, the programs are the image's: not looked for here.
+    let on_host = cfg.sandbox.kind != crate::sandbox::Kind::Container;
     let backlog = Backlog::load(root, &cfg.source(root))?;
     let mut others: Vec<config::AgentConfig> = cfg.fallback.clone();
     for a in task_agents(&backlog, cfg)? {
@@ -446,7 +458,7 @@ pub fn check_agents(root: &Path, cfg: &Config, from_flag: bool) -> Result<(), Cl
             others.push(a);
         }
     }
-    for a in &others {
+    for a in others.iter().filter(|_| on_host) {
         if agent::resolve_program(a, root).is_none() {
             return Err(missing_other_agent(a, cfg));
         }

@@ -101,8 +101,10 @@ pub async fn review(
         task_iteration,
         iter_dir: dir.to_path_buf(),
     };
-    let mut req = agent::request(cfg, root, &prompt, &prompt_path, &ienv);
-    req.env.push(("RALPH_REVIEW".into(), "1".into()));
+    // RALPH_REVIEW goes in with the agent's own variables: a sandbox hands on only those.
+    let mut reviewer = cfg.clone();
+    reviewer.env.insert("RALPH_REVIEW".into(), "1".into());
+    let req = agent::request(&reviewer, &it.cfg.sandbox, root, &prompt, &prompt_path, &ienv)?;
     let log_path = dir.join("review.log");
     let mut session = Session::new(cfg, "review", &req, &prompt, it.secrets, &it.stop.cancel, &it.stop.force);
     // Text reviewers: their stdout is the answer (kept up to 64 KiB).

@@ -18,6 +18,7 @@ mod parallel_status;
 mod plan;
 mod remote;
 mod review;
+mod sandbox;
 mod shell;
 mod stats_report;
 mod telemetry;
