@@ -15,6 +15,7 @@ pub mod claims;
 
 use crate::backlog::{Backlog, Spec, Status};
 use crate::error::CliError;
+use crate::events::{About, Events, Hook};
 use crate::git;
 use crate::record::{self, Cause, IterationRecord, Outcome};
 use crate::runner::worker::{RALPH_WORKER, SlotTask, WorkerResult};
@@ -242,6 +243,11 @@ pub async fn run(cwd: &Path, o: WorkerOptions, stop: Stop) -> Result<u8, CliErro
         .unwrap_or_else(|_| format!("{}-{}", claims::host(), std::process::id()));
     let remote =
         Remote { root: root.clone(), name: cfg.remote.name.clone(), target, worker, host: claims::host() };
+    if let Some(missing) = cfg.notify_env_missing() {
+        return Err(
+            CliError::usage(missing).hint("export it before `ralph worker`, or remove the [[notify]] entry")
+        );
+    }
     let run_id = crate::logs::new_run_id(&root);
     let run_dir = crate::logs::run_dir(&root, &run_id);
     crate::fsx::create_dir_all(&run_dir)
@@ -254,6 +260,9 @@ pub async fn run(cwd: &Path, o: WorkerOptions, stop: Stop) -> Result<u8, CliErro
         remote.name,
         crate::runner::human(cfg.remote.lease_ttl)
     );
+    let env: Vec<(String, String)> = cfg.agent.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let secrets = crate::secrets::Secrets::from_env(&env).with_values(cfg.notify_secrets());
+    let events = Events::new(&cfg, &root, &run_id, &run_dir, &secrets);
     let mut w = Worker {
         remote,
         cfg,
@@ -265,8 +274,21 @@ pub async fn run(cwd: &Path, o: WorkerOptions, stop: Stop) -> Result<u8, CliErro
         done: 0,
         spent: Spent::default(),
         started: Instant::now(),
+        events,
+        skipped: Default::default(),
+        ended: String::new(),
     };
-    w.run(&o).await
+    let result = w.run(&o).await;
+    // The worker's end, as a run's: `budget_spent` and `run_end` (notifications only: a
+    // remote worker has no run.json).
+    let (code, reason) = match &result {
+        Ok(code) => (*code, w.ended.clone()),
+        Err(e) => (e.code, format!("error: {}", e.message)),
+    };
+    let summary = crate::events::summary(&reason, code, w.events.counts(), w.started.elapsed());
+    let mut said = crate::reporter::Human::new();
+    w.events.run_ended(&reason, code, code == crate::exit_code::BUDGET, &summary, &mut said).await;
+    result
 }
 
 struct Worker {
@@ -282,6 +304,13 @@ struct Worker {
     /// What this worker spent, against ralph.toml's `[budget]` (which holds per worker).
     spent: Spent,
     started: Instant,
+    /// Notifications (`run_end`, `task_done`, `task_blocked`, `rate_limited`,
+    /// `checks_red_streak`) and hooks.
+    events: Events,
+    /// Tasks `before_iteration` skipped, and when each may be claimed again.
+    skipped: std::collections::BTreeMap<String, Instant>,
+    /// Why the worker ended, in words (`run_end`'s reason).
+    ended: String,
 }
 
 impl Worker {
@@ -293,9 +322,11 @@ impl Worker {
         let ttl = self.cfg.remote.lease_ttl;
         loop {
             if self.stop.cancel.is_cancelled() || self.stop.after_iteration.is_cancelled() {
+                self.ended = "interrupted".into();
                 return Ok(crate::exit_code::INTERRUPTED);
             }
             if o.max_tasks.is_some_and(|m| self.done >= m) {
+                self.ended = format!("{} task(s) landed or blocked (--max-tasks)", self.done);
                 return Ok(crate::exit_code::OK);
             }
             self.remote.fetch()?;
@@ -324,11 +355,13 @@ impl Worker {
             if runnable.iter().all(|t| pending.contains(&t.id)) && active == 0 {
                 eprintln!("nothing left to do on {}", self.remote.target);
                 if o.until_empty {
+                    self.ended = format!("nothing left to do on {}", self.remote.target);
                     return Ok(crate::exit_code::OK);
                 }
             }
             if let Some(why) = self.over_budget() {
                 eprintln!("{why}: this worker claims no more tasks");
+                self.ended = format!("stopped: {why}");
                 return Ok(crate::exit_code::BUDGET);
             }
             if let Some(max) = self.cfg.remote.max_cost {
@@ -337,11 +370,17 @@ impl Worker {
                     eprintln!(
                         "the workers have spent ${total:.2} of [remote] max_cost ${max:.2}: no more tasks"
                     );
+                    self.ended =
+                        format!("stopped: the workers have spent ${total:.2} of [remote] max_cost ${max:.2}");
                     return Ok(crate::exit_code::BUDGET);
                 }
             }
             let mut got = None;
+            self.skipped.retain(|_, until| *until > now);
             for t in &runnable {
+                if self.skipped.contains_key(&t.id) {
+                    continue;
+                }
                 let attempt = 1;
                 let leased = match claims.get(&t.id) {
                     None => self.remote.create(&t.id, &tip, attempt)?,
@@ -395,6 +434,9 @@ impl Worker {
             if self.stop.cancel.is_cancelled() {
                 break Ok(());
             }
+            if !self.before_iteration(task).await? {
+                break Ok(());
+            }
             self.iteration += 1;
             let n = self.iteration;
             let Some(result) = self.iterate(task, n, &pid).await? else {
@@ -424,12 +466,12 @@ impl Worker {
                     "another worker took the claim over (this one's lease ran out): nothing of it landed"
                         .into(),
                 );
-                self.append(&rec)?;
+                self.recorded(&rec, task, false).await?;
                 eprintln!("task {}: the claim was lost; nothing landed", task.id);
                 break Ok(());
             }
             if result.fatal.is_some() || result.limit.is_some() {
-                self.append(&rec)?;
+                self.recorded(&rec, task, false).await?;
                 let mine_now = mine.lock().map(|m| m.clone()).unwrap_or_default();
                 let _ = self.remote.release(&task.id, &mine_now);
                 if let Some(f) = result.fatal {
@@ -459,7 +501,7 @@ impl Worker {
             if rec.commit.is_some() && self.cfg.remote.land == crate::config::Land::PullRequest {
                 if rec.outcome != Outcome::Done {
                     // Progress stays in the clone; the next iteration goes on from it.
-                    self.append(&rec)?;
+                    self.recorded(&rec, task, false).await?;
                     continue;
                 }
                 let mine_now = mine.lock().map(|m| m.clone()).unwrap_or_default();
@@ -469,16 +511,16 @@ impl Worker {
                     rec.cause = Some(Cause::HookRejected);
                     rec.failure = Some(format!("`git commit` was refused: {refused}"));
                     rec.commit = None;
-                    self.append(&rec)?;
+                    self.recorded(&rec, task, false).await?;
                     attempts += 1;
                     if attempts >= max_attempts {
                         let mine_now = mine.lock().map(|m| m.clone()).unwrap_or_default();
-                        self.block(task, "`git commit` was refused", &mine_now)?;
+                        self.block(task, "`git commit` was refused", &mine_now).await?;
                         break Ok(());
                     }
                     continue;
                 }
-                self.propose(task, &mine_now, &branch, rec)?;
+                self.propose(task, &mine_now, &branch, rec).await?;
                 // The claim stays (pending) until the target has the task done.
                 keep_claim = true;
                 break Ok(());
@@ -490,7 +532,7 @@ impl Worker {
                     Ok(sha) => {
                         spent = Spent::default();
                         rec.commit = Some(sha.clone());
-                        self.append(&rec)?;
+                        self.recorded(&rec, task, true).await?;
                         eprintln!(
                             "task {}: landed {}{}",
                             task.id,
@@ -507,12 +549,12 @@ impl Worker {
                         if why == LOST {
                             lost.store(true, Ordering::SeqCst);
                         }
-                        self.not_landed(task, rec, &why, &mine_now)?;
+                        self.not_landed(task, rec, &why, &mine_now).await?;
                         break Ok(());
                     }
                 }
             }
-            self.append(&rec)?;
+            self.recorded(&rec, task, false).await?;
             if rec.outcome.counts_as_attempt() {
                 attempts += 1;
             }
@@ -522,7 +564,7 @@ impl Worker {
                     "{attempts} failed attempts; the last: {}",
                     rec.failure.as_deref().and_then(|f| f.lines().next()).unwrap_or("")
                 );
-                self.block(task, &why, &mine_now)?;
+                self.block(task, &why, &mine_now).await?;
                 break Ok(());
             }
             // The next attempt starts from the target as it is now.
@@ -547,6 +589,9 @@ impl Worker {
     async fn iterate(&self, task: &Spec, n: u32, pid: &AtomicU32) -> Result<Option<WorkerResult>, CliError> {
         let exe = std::env::current_exe()
             .map_err(|e| CliError::failure(format!("cannot find ralph's own program: {e}")))?;
+        // Notes left in this clone (`ralph note`) go to its next iteration.
+        let notes = crate::notes::take(self.root());
+        crate::notes::hand(&crate::logs::iter_dir(&self.run_dir, n), &notes)?;
         let mut cmd = SlotTask {
             slot: self.root().to_path_buf(),
             task: task.id.clone(),
@@ -665,8 +710,22 @@ impl Worker {
 
     /// Blocks `task` on the target (its status and the reason, in one landed commit) and
     /// deletes the claim, leased; when that cannot land, the claim is let go all the same.
-    fn block(&self, task: &Spec, why: &str, claim: &str) -> Result<(), CliError> {
+    async fn block(&mut self, task: &Spec, why: &str, claim: &str) -> Result<(), CliError> {
         eprintln!("task {}: blocked: {why}", task.id);
+        let about = About {
+            title: Some(task.title.clone()),
+            reason: Some(why.to_string()),
+            worker: Some(self.remote.worker.clone()),
+            iteration: Some(self.iteration),
+            ..About::task(&task.id)
+        };
+        self.events.task_blocked(about.clone());
+        if !self.stop.cancel.is_cancelled() {
+            let ev = self.events.event(Hook::OnBlocked.name(), about);
+            let dir = crate::logs::iter_dir(&self.run_dir, self.iteration);
+            let mut said = crate::reporter::Human::new();
+            self.events.hook(Hook::OnBlocked, &ev, &dir, &self.stop, &mut said).await;
+        }
         let root = self.root();
         for _ in 0..MAX_LAND_TRIES {
             self.remote.fetch()?;
@@ -706,8 +765,8 @@ impl Worker {
     /// Work that did not land: its claim lost (nothing more to do: the work stays in the
     /// clone), or refused after the retries (the work pushed to `ralph/<task>`, the task
     /// blocked with the reason).
-    fn not_landed(
-        &self,
+    async fn not_landed(
+        &mut self,
         task: &Spec,
         mut rec: IterationRecord,
         why: &str,
@@ -720,21 +779,21 @@ impl Worker {
             rec.failure =
                 Some(format!("{LOST}: nothing of it landed; the work stays on {LOCAL} in this clone"));
             eprintln!("task {}: the claim was lost before landing; nothing landed", task.id);
-            return self.append(&rec);
+            return self.recorded(&rec, task, false).await;
         }
         rec.outcome = Outcome::ChecksFailed;
         rec.cause = Some(Cause::LandConflict);
         rec.failure = Some(why.to_string());
         rec.blocked = true;
-        self.append(&rec)?;
+        self.recorded(&rec, task, false).await?;
         let _ = git::push(self.root(), &self.remote.name, &[format!("+HEAD:refs/heads/ralph/{}", task.id)]);
-        self.block(task, &format!("{why}; its work is on the branch ralph/{}", task.id), mine)
+        self.block(task, &format!("{why}; its work is on the branch ralph/{}", task.id), mine).await
     }
 
     /// Pushes the finished task's commit as `branch` for the forge to land, and marks the claim
     /// `mine` pending.
-    fn propose(
-        &self,
+    async fn propose(
+        &mut self,
         task: &Spec,
         mine: &str,
         branch: &str,
@@ -747,7 +806,8 @@ impl Worker {
             }
             Err(text) => rec.failure = Some(format!("cannot push {branch}: {}", text.trim())),
         }
-        self.append(&rec)
+        // Done only once the forge lands it: no `task_done` from here.
+        self.recorded(&rec, task, false).await
     }
 
     /// The `[budget]` this worker has spent, in words (ralph.toml's budgets hold per worker).
@@ -794,6 +854,69 @@ impl Worker {
         let path = crate::logs::records_path(&self.run_dir);
         record::append(&path, rec)
             .map_err(|e| CliError::failure(format!("cannot write {}: {e}", path.display())))
+    }
+
+    /// Appends the record, sends what it calls for (`task_done` when `landed` a done task's
+    /// work on the target), and runs `after_iteration` and, for landed work, `on_land`.
+    async fn recorded(&mut self, rec: &IterationRecord, task: &Spec, landed: bool) -> Result<(), CliError> {
+        self.append(rec)?;
+        let about = || About {
+            title: Some(task.title.clone()),
+            worker: Some(self.remote.worker.clone()),
+            ..About::record(rec)
+        };
+        self.events.iteration_ended(rec, Some(&task.title), landed);
+        if !self.stop.cancel.is_cancelled() {
+            let dir = crate::logs::iter_dir(&self.run_dir, rec.iteration);
+            let mut said = crate::reporter::Human::new();
+            let ev = self.events.event(Hook::AfterIteration.name(), about());
+            self.events.hook(Hook::AfterIteration, &ev, &dir, &self.stop, &mut said).await;
+            if landed {
+                let ev = self.events.event(Hook::OnLand.name(), about());
+                self.events.hook(Hook::OnLand, &ev, &dir, &self.stop, &mut said).await;
+            }
+            self.events.report(&mut said);
+        }
+        Ok(())
+    }
+
+    /// `before_iteration` for `task`; whether its iteration may start. A skip is recorded
+    /// (`skipped`), the claim let go, and the task not claimed again for `[hooks] skip_wait`.
+    async fn before_iteration(&mut self, task: &Spec) -> Result<bool, CliError> {
+        if self.events.hooks().before_iteration.is_empty() {
+            return Ok(true);
+        }
+        let number = self.iteration + 1;
+        let dir = crate::logs::iter_dir(&self.run_dir, number);
+        let started_at = crate::logs::now_rfc3339();
+        let about = About {
+            title: Some(task.title.clone()),
+            iteration: Some(number),
+            worker: Some(self.remote.worker.clone()),
+            ..About::task(&task.id)
+        };
+        let ev = self.events.event(Hook::BeforeIteration.name(), about);
+        let mut said = crate::reporter::Human::new();
+        let run = self.events.hook(Hook::BeforeIteration, &ev, &dir, &self.stop, &mut said).await;
+        let Some(failure) = run.failure else { return Ok(true) };
+        if run.interrupted || self.stop.cancel.is_cancelled() {
+            return Ok(false);
+        }
+        self.iteration = number;
+        let wait = self.cfg.hooks.skip_wait;
+        let rec = IterationRecord {
+            started_at,
+            ended_at: crate::logs::now_rfc3339(),
+            failure: Some(format!(
+                "the before_iteration hook skipped the task: {failure}; it is claimed again in {} at the soonest",
+                crate::runner::human(wait)
+            )),
+            ..IterationRecord::new(&self.run_id, number, &task.id, Outcome::Skipped)
+        };
+        self.append(&rec)?;
+        self.events.iteration_ended(&rec, Some(&task.title), false);
+        self.skipped.insert(task.id.clone(), Instant::now() + wait);
+        Ok(false)
     }
 }
 

@@ -117,7 +117,7 @@ pub async fn run(t: SlotTask, reporter: &mut dyn Reporter, stop: Stop) -> Result
     let ralph_dir = state::ensure_ralph_dir(&root)?;
     let lock = RunLock::acquire(&ralph_dir)?;
     let env: Vec<(String, String)> = cfg.agent.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let secrets = crate::secrets::Secrets::from_env(&env);
+    let secrets = crate::secrets::Secrets::from_env(&env).with_values(cfg.notify_secrets());
     let backlog = crate::backlog::Backlog::load(&root, &cfg.source(&root))?;
     let task = backlog
         .get(&t.task)
@@ -135,6 +135,7 @@ pub async fn run(t: SlotTask, reporter: &mut dyn Reporter, stop: Stop) -> Result
     let mut state = State::load(&root)?;
     let frame = super::frame::Memory::new(&root).for_worker().holding(lock);
     let spec_watch = crate::watch::SpecWatch::new();
+    let notes = crate::notes::handed(&crate::logs::iter_dir(&t.run_dir, t.iteration));
     let end = iteration::run(
         iteration::Iteration {
             wt: &worktree,
@@ -151,6 +152,7 @@ pub async fn run(t: SlotTask, reporter: &mut dyn Reporter, stop: Stop) -> Result
             stop: &stop,
             time_left: t.time_left,
             worker: Some(t.worker),
+            notes: &notes,
         },
         &mut state,
         reporter,
