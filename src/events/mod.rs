@@ -190,6 +190,8 @@ pub struct Events {
     red: u32,
     /// The run's kill grace, for hooks that must be stopped.
     grace: Duration,
+    /// A remote worker's name: every event's `worker`.
+    worker: Option<String>,
 }
 
 impl Events {
@@ -208,7 +210,14 @@ impl Events {
             started: Instant::now(),
             red: 0,
             grace: cfg.agent.kill_grace,
+            worker: None,
         }
+    }
+
+    /// Names the remote worker whose events these are.
+    pub fn for_worker(mut self, name: &str) -> Events {
+        self.worker = Some(name.to_string());
+        self
     }
 
     /// Takes a reloaded ralph.toml's `[[notify]]` and `[hooks]` (deliveries under way go on).
@@ -248,7 +257,7 @@ impl Events {
             cause: about.cause,
             reason: about.reason,
             commit: about.commit,
-            worker: about.worker,
+            worker: about.worker.or_else(|| self.worker.clone()),
             counts: self.counts.iter().map(|(o, n)| (o.as_str().to_string(), *n)).collect(),
             summary: so_far,
             report: self.run_dir.display().to_string(),

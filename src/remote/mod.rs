@@ -262,7 +262,7 @@ pub async fn run(cwd: &Path, o: WorkerOptions, stop: Stop) -> Result<u8, CliErro
     );
     let env: Vec<(String, String)> = cfg.agent.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let secrets = crate::secrets::Secrets::from_env(&env).with_values(cfg.notify_secrets());
-    let events = Events::new(&cfg, &root, &run_id, &run_dir, &secrets);
+    let events = Events::new(&cfg, &root, &run_id, &run_dir, &secrets).for_worker(&remote.worker);
     let mut w = Worker {
         remote,
         cfg,

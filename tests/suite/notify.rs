@@ -371,6 +371,9 @@ fn a_notifier_whose_environment_variable_is_missing_stops_the_run_before_it_star
     assert!(err.contains("ralph.toml:"), "{err}");
     assert!(err.contains("the environment variable RALPH_TEST_SLACK_URL_UNSET is not set"), "{err}");
     assert!(!repo.exists(".ralph/runs"), "nothing ran");
+    // `ralph doctor` says so too.
+    let doctor = repo.ralph(&["doctor"]).expect(2).stdout();
+    assert!(doctor.contains("the environment variable RALPH_TEST_SLACK_URL_UNSET is not set"), "{doctor}");
 
     // A malformed entry names the file and the line.
     repo.write_config(
@@ -432,4 +435,50 @@ fn a_parallel_run_notifies_from_its_coordinator() {
         repo.git(&["merge-base", "--is-ancestor", sha, "main"]);
     }
     assert_eq!(events.iter().filter(|e| e["event"] == "run_end").count(), 1);
+}
+
+#[test]
+fn a_remote_worker_notifies_what_it_lands_and_its_end() {
+    let server = Server::start(Answer::Ok);
+    let seed = TestRepo::new();
+    let agent = seed.outside.join("agent.sh");
+    std::fs::write(&agent, "#!/bin/sh\necho \"work of $RALPH_TASK\" > \"out-$RALPH_TASK.txt\"\necho '<promise>COMPLETE</promise>'\n")
+        .unwrap();
+    std::fs::set_permissions(&agent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    seed.write(
+        "ralph.toml",
+        &format!(
+            "[agent]\ncommand = [{}]\nprompt = \"file\"\n\n[checks]\ncommands = [\"true\"]\n\n[git]\nbranch = \"main\"\n\n[[notify]]\non = [\"task_done\", \"run_end\"]\nwebhook = {}\n",
+            toml_str(&agent.to_string_lossy()),
+            toml_str(&server.url)
+        ),
+    );
+    seed.write(".gitignore", ".ralph/\n");
+    seed.write("specs/t1.md", "# Task 1\n");
+    seed.commit_all("backlog");
+    let bare = seed.outside.join("origin.git");
+    let clone = seed.outside.join("w1");
+    for args in [
+        vec!["clone", "-q", "--bare", seed.root.to_str().unwrap(), bare.to_str().unwrap()],
+        vec!["clone", "-q", bare.to_str().unwrap(), clone.to_str().unwrap()],
+    ] {
+        let mut cmd = std::process::Command::new("git");
+        cmd.args(&args).current_dir(&seed.outside);
+        hermetic(&mut cmd, &seed.outside);
+        assert!(cmd.status().unwrap().success());
+    }
+    let mut cmd = std::process::Command::new(RALPH);
+    cmd.args(["worker", "--until-empty"]).current_dir(&clone).stdin(std::process::Stdio::null());
+    hermetic(&mut cmd, &seed.outside);
+    cmd.env("RALPH_WORKER_ID", "w1");
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let done = server.event("task_done");
+    assert_eq!((done["task"].as_str(), done["worker"].as_str()), (Some("t1"), Some("w1")));
+    assert_eq!(done["outcome"], "done");
+    let end = server.event("run_end");
+    assert_eq!(end["exit_code"], 0);
+    assert!(end["reason"].as_str().unwrap().starts_with("nothing left to do on main"), "{end}");
+    assert!(end["summary"].as_str().unwrap().contains("1 iteration(s): 1 done"), "{end}");
 }
