@@ -162,7 +162,8 @@ impl Budget {
         let s = &mut self.spent;
         s.tokens += r.tokens.map_or(0, |t| t.total());
         s.cost_usd += r.cost_usd.unwrap_or(0.0);
-        if matches!(r.outcome, Outcome::RateLimited | Outcome::Interrupted) {
+        // A skip ran no agent: nothing of the iteration budget, nor of a breaker's count.
+        if matches!(r.outcome, Outcome::RateLimited | Outcome::Interrupted | Outcome::Skipped) {
             return;
         }
         s.iterations += 1;

@@ -109,20 +109,8 @@ pub async fn run(
         writeln!(log, "$ {command}")?;
         let start = Instant::now();
         let started_at = crate::logs::now_rfc3339();
-        let req = SpawnRequest {
-            program: "sh".into(),
-            args: vec!["-c".into(), command.clone()],
-            cwd: root.to_path_buf(),
-            // RALPH_RUN_ID marks the checks as this run's, for crash recovery to find.
-            env: env.to_vec(),
-            env_remove: vec![],
-            env_clear: false,
-            new_session: false,
-            spare_leader: false,
-            cleanup: None,
-            stdin: None,
-            pty: false,
-        };
+        // RALPH_RUN_ID marks the checks as this run's, for crash recovery to find.
+        let req = SpawnRequest::shell(command, root, env.to_vec());
         let started = match ctx.sandbox {
             Some(s) => crate::sandbox::apply(s, false, req, &crate::sandbox::Needs::default())
                 .map_err(|e| crate::text::chain(&e)),

@@ -34,6 +34,9 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Ask the running loop to stop after the current iteration (`--now`: at once, cleanly).
     Stop(StopArgs),
+    /// Leave a note for the next iteration's agent, without stopping the run; `--list` shows
+    /// the notes not taken yet.
+    Note(NoteArgs),
     /// Review what the loop learned: list, show, remove, mark reviewed.
     Learnings(LearningsArgs),
     /// Turn a prd.json or a markdown checklist plan into specs, one file per task.
@@ -306,6 +309,19 @@ pub enum LearningsAction {
 }
 
 #[derive(Debug, Args)]
+pub struct NoteArgs {
+    /// The note: its words are joined with spaces ("prefer the existing http client").
+    #[arg(required_unless_present_any = ["list", "clear"], conflicts_with_all = ["list", "clear"])]
+    pub text: Vec<String>,
+    /// Show the notes the next iteration will carry.
+    #[arg(long)]
+    pub list: bool,
+    /// Withdraw the notes not taken yet.
+    #[arg(long, conflicts_with = "list")]
+    pub clear: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct StopArgs {
     /// Stop at once: the agent is ended, the tree restored, the iteration recorded as interrupted.
     #[arg(long)]
@@ -338,6 +354,9 @@ pub struct LogsArgs {
     /// Print the rejected diff of a reverted iteration.
     #[arg(long)]
     pub patch: bool,
+    /// Print the output of the iteration's `[hooks]` (hooks.log).
+    #[arg(long, conflicts_with_all = ["checks", "prompt", "patch"])]
+    pub hooks: bool,
     /// Print the agent's output as it wrote it, instead of readable lines.
     #[arg(long)]
     pub raw: bool,

@@ -110,6 +110,10 @@ struct FileConfig {
     remote: RemoteFile,
     #[serde(default)]
     sandbox: SandboxFile,
+    #[serde(default)]
+    notify: Vec<toml::Spanned<NotifyFile>>,
+    #[serde(default)]
+    hooks: HooksFile,
 }
 
 /// `[sandbox]`: where the agent runs (see [`crate::sandbox`]).
@@ -445,6 +449,10 @@ pub struct Config {
     pub remote: RemoteConfig,
     /// `[sandbox]`: where every agent runs, and what of the environment reaches it.
     pub sandbox: SandboxConfig,
+    /// `[[notify]]`: where the run's events are sent, in the file's order.
+    pub notify: Vec<NotifyConfig>,
+    /// `[hooks]`: the user's commands at the loop's lifecycle points.
+    pub hooks: HooksConfig,
 }
 
 impl Config {
@@ -613,8 +621,20 @@ impl Config {
             max_cost: file.remote.max_cost,
         };
         let sandbox = file.sandbox.resolve().map_err(invalid)?;
+        let mut notify = Vec::new();
+        for (i, entry) in file.notify.iter().enumerate() {
+            let (line, column) = line_col(text, entry.span().start);
+            let at = |message: String| ConfigError::Parse { path: path.to_path_buf(), line, column, message };
+            notify.push(
+                resolve_notify(entry.get_ref(), format!("{}:{line}", path.display()))
+                    .map_err(|m| at(format!("[[notify]] #{}: {m}", i + 1)))?,
+            );
+        }
+        let hooks = resolve_hooks(&file.hooks, &invalid)?;
         Ok(Config {
             path: path.to_path_buf(),
+            notify,
+            hooks,
             sandbox,
             workers,
             remote,
@@ -749,6 +769,428 @@ fn resolve_fallback(
         fallback.push(a);
     }
     Ok((agents, fallback))
+}
+
+/// The events a `[[notify]]` entry can be sent (its `on` list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyOn {
+    /// The run ended, however it ended (the run's summary line, its exit code).
+    RunEnd,
+    /// A task is done (its work committed, or landed for `-j` and remote workers).
+    TaskDone,
+    /// A task was blocked (its attempts used up, its own limits, a breaker, a landing refused).
+    TaskBlocked,
+    /// The run stopped because a budget (iterations, time, tokens, cost, a breaker) is spent.
+    BudgetSpent,
+    /// The agent hit a usage or rate limit and the run waits it out.
+    RateLimited,
+    /// The run moved to a fallback agent (`[agent] fallback`).
+    AgentFallback,
+    /// `red_streak` iterations in a row ended with the checks red (`checks_failed`).
+    ChecksRedStreak,
+}
+
+impl NotifyOn {
+    pub const ALL: [NotifyOn; 7] = [
+        NotifyOn::RunEnd,
+        NotifyOn::TaskDone,
+        NotifyOn::TaskBlocked,
+        NotifyOn::BudgetSpent,
+        NotifyOn::RateLimited,
+        NotifyOn::AgentFallback,
+        NotifyOn::ChecksRedStreak,
+    ];
+
+    /// The name in `on` and in the event's `event` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyOn::RunEnd => "run_end",
+            NotifyOn::TaskDone => "task_done",
+            NotifyOn::TaskBlocked => "task_blocked",
+            NotifyOn::BudgetSpent => "budget_spent",
+            NotifyOn::RateLimited => "rate_limited",
+            NotifyOn::AgentFallback => "agent_fallback",
+            NotifyOn::ChecksRedStreak => "checks_red_streak",
+        }
+    }
+}
+
+/// Where a URL (or a token) comes from: written in ralph.toml, or read from an environment
+/// variable when the run starts (then its value is a secret: masked wherever ralph writes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Literal(String),
+    Env(String),
+}
+
+/// Where a `[[notify]]` entry sends its events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotifySink {
+    /// A POST of the event's JSON; `token_env`'s value, if named, as a bearer token.
+    Webhook { url: Source, token_env: Option<String> },
+    /// A program run with the event's JSON on stdin and in `RALPH_EVENT_*` variables.
+    Command(Vec<String>),
+    /// A POST of the event's text to an ntfy topic URL.
+    Ntfy { url: Source, token_env: Option<String> },
+    /// A Slack incoming webhook.
+    Slack { url: Source },
+    /// A Discord webhook.
+    Discord { url: Source },
+    /// A Telegram bot's `sendMessage`.
+    Telegram { token_env: String, chat_id: String },
+}
+
+impl NotifySink {
+    /// The kind's name, as ralph.toml spells its key.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            NotifySink::Webhook { .. } => "webhook",
+            NotifySink::Command(_) => "command",
+            NotifySink::Ntfy { .. } => "ntfy",
+            NotifySink::Slack { .. } => "slack",
+            NotifySink::Discord { .. } => "discord",
+            NotifySink::Telegram { .. } => "telegram",
+        }
+    }
+
+    /// The environment variables the sink reads when the run starts.
+    pub fn env_names(&self) -> Vec<&str> {
+        fn url(u: &Source) -> Option<&str> {
+            match u {
+                Source::Env(n) => Some(n.as_str()),
+                Source::Literal(_) => None,
+            }
+        }
+        match self {
+            NotifySink::Webhook { url: u, token_env } | NotifySink::Ntfy { url: u, token_env } => {
+                url(u).into_iter().chain(token_env.as_deref()).collect()
+            }
+            NotifySink::Slack { url: u } | NotifySink::Discord { url: u } => url(u).into_iter().collect(),
+            NotifySink::Telegram { token_env, .. } => vec![token_env.as_str()],
+            NotifySink::Command(_) => Vec::new(),
+        }
+    }
+}
+
+/// One `[[notify]]` entry, with defaults applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotifyConfig {
+    /// The events sent (default: run_end, task_blocked, budget_spent).
+    pub on: Vec<NotifyOn>,
+    pub sink: NotifySink,
+    /// Per try: a delivery that takes longer is given up (default 10 s).
+    pub timeout: Duration,
+    /// Tries after the first failed one, with a backoff (default 2).
+    pub retries: u32,
+    /// `checks_red_streak` is sent when this many iterations in a row ended red (default 3).
+    pub red_streak: u32,
+    /// Where the entry is, as "ralph.toml:LINE", for messages.
+    pub at: String,
+}
+
+/// Defaults of `[[notify]]` and `[hooks]`, documented in the README.
+pub mod notify_defaults {
+    use super::NotifyOn;
+    use std::time::Duration;
+    pub const ON: [NotifyOn; 3] = [NotifyOn::RunEnd, NotifyOn::TaskBlocked, NotifyOn::BudgetSpent];
+    pub const TIMEOUT: Duration = Duration::from_secs(10);
+    pub const RETRIES: u32 = 2;
+    /// More would hold a dead endpoint's deliveries for minutes.
+    pub const MAX_RETRIES: u32 = 5;
+    pub const RED_STREAK: u32 = 3;
+    pub const HOOK_TIMEOUT: Duration = Duration::from_secs(60);
+    /// A maintenance window is minutes, not seconds: the skipped task is not asked again sooner.
+    pub const SKIP_WAIT: Duration = Duration::from_secs(5 * 60);
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotifyFile {
+    on: Option<Vec<NotifyOn>>,
+    webhook: Option<TargetFile>,
+    command: Option<Vec<String>>,
+    ntfy: Option<TargetFile>,
+    slack: Option<TargetFile>,
+    discord: Option<TargetFile>,
+    telegram: Option<TelegramFile>,
+    timeout: Option<HumanDuration>,
+    retries: Option<u32>,
+    red_streak: Option<u32>,
+}
+
+/// A URL written as a string, or a table naming where it comes from:
+/// `{ url = "https://..." }`, `{ url_env = "VAR" }`, each with an optional `token_env`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetTable {
+    url: Option<String>,
+    url_env: Option<String>,
+    token_env: Option<String>,
+}
+
+#[derive(Debug)]
+struct TargetFile(TargetTable);
+
+impl<'de> Deserialize<'de> for TargetFile {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = TargetFile;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a URL, or a table like { url_env = \"VAR\" }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TargetFile, E> {
+                Ok(TargetFile(TargetTable { url: Some(v.to_string()), ..TargetTable::default() }))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<TargetFile, A::Error> {
+                TargetTable::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(TargetFile)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TelegramFile {
+    token_env: String,
+    chat_id: toml::Value,
+}
+
+/// Whether `name` can be an environment variable's name.
+fn env_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A URL ralph can post to: `http://` or `https://` and a host.
+fn url_ok(url: &str) -> Result<(), String> {
+    let lower = url.trim().to_ascii_lowercase();
+    let rest = lower.strip_prefix("https://").or_else(|| lower.strip_prefix("http://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.starts_with('/') => Ok(()),
+        Some(_) => Err(format!("`{url}` names no host")),
+        None => Err(format!("`{url}` is not an http:// or https:// URL")),
+    }
+}
+
+/// A `[[notify]]` entry checked: exactly one sink, a URL or an environment variable's name
+/// where one is needed, limits in range. Errors are the message after the entry's position.
+fn resolve_notify(f: &NotifyFile, at: String) -> Result<NotifyConfig, String> {
+    let target = |key: &str, t: &TargetFile, token: bool| -> Result<(Source, Option<String>), String> {
+        let t = &t.0;
+        if !token && t.token_env.is_some() {
+            return Err(format!("{key}: token_env is not used here (the URL carries the credential)"));
+        }
+        let url = match (&t.url, &t.url_env) {
+            (Some(u), None) => {
+                url_ok(u).map_err(|e| format!("{key}: {e}"))?;
+                Source::Literal(u.trim().to_string())
+            }
+            (None, Some(n)) if env_name_ok(n) => Source::Env(n.clone()),
+            (None, Some(n)) => {
+                return Err(format!("{key}: url_env `{n}` is not an environment variable's name"));
+            }
+            (Some(_), Some(_)) => return Err(format!("{key}: set url or url_env, not both")),
+            (None, None) => return Err(format!("{key}: needs a URL (`{key} = \"https://...\"`) or url_env")),
+        };
+        if let Some(n) = t.token_env.as_deref().filter(|n| !env_name_ok(n)) {
+            return Err(format!("{key}: token_env `{n}` is not an environment variable's name"));
+        }
+        Ok((url, t.token_env.clone()))
+    };
+    let mut sinks = Vec::new();
+    if let Some(t) = &f.webhook {
+        let (url, token_env) = target("webhook", t, true)?;
+        sinks.push(NotifySink::Webhook { url, token_env });
+    }
+    if let Some(c) = &f.command {
+        if c.is_empty() || c[0].trim().is_empty() {
+            return Err("command must name a program: command = [\"notify-send\", \"ralph\"]".into());
+        }
+        sinks.push(NotifySink::Command(c.clone()));
+    }
+    if let Some(t) = &f.ntfy {
+        let (url, token_env) = target("ntfy", t, true)?;
+        sinks.push(NotifySink::Ntfy { url, token_env });
+    }
+    if let Some(t) = &f.slack {
+        sinks.push(NotifySink::Slack { url: target("slack", t, false)?.0 });
+    }
+    if let Some(t) = &f.discord {
+        sinks.push(NotifySink::Discord { url: target("discord", t, false)?.0 });
+    }
+    if let Some(t) = &f.telegram {
+        if !env_name_ok(&t.token_env) {
+            return Err(format!(
+                "telegram: token_env `{}` is not an environment variable's name",
+                t.token_env
+            ));
+        }
+        let chat_id = match &t.chat_id {
+            toml::Value::String(s) if !s.trim().is_empty() => s.trim().to_string(),
+            toml::Value::Integer(i) => i.to_string(),
+            _ => return Err("telegram: chat_id must be the chat's id (a number, or \"@channel\")".into()),
+        };
+        sinks.push(NotifySink::Telegram { token_env: t.token_env.clone(), chat_id });
+    }
+    let sink = match sinks.len() {
+        1 => sinks.remove(0),
+        0 => {
+            return Err(
+                "needs one of webhook, command, ntfy, slack, discord or telegram (where to send the events)"
+                    .into(),
+            );
+        }
+        _ => {
+            let kinds: Vec<&str> = sinks.iter().map(NotifySink::kind).collect();
+            return Err(format!("sets {}: one destination per [[notify]] entry", kinds.join(" and ")));
+        }
+    };
+    let mut on = f.on.clone().unwrap_or_else(|| notify_defaults::ON.to_vec());
+    if on.is_empty() {
+        return Err(format!(
+            "on is empty: name the events to send ({})",
+            NotifyOn::ALL.map(NotifyOn::as_str).join(", ")
+        ));
+    }
+    on.sort_unstable();
+    on.dedup();
+    let timeout = f.timeout.map_or(notify_defaults::TIMEOUT, |h| h.0);
+    if timeout.is_zero() {
+        return Err("timeout must be longer than zero".into());
+    }
+    let retries = f.retries.unwrap_or(notify_defaults::RETRIES);
+    if retries > notify_defaults::MAX_RETRIES {
+        return Err(format!("retries must be at most {}, not {retries}", notify_defaults::MAX_RETRIES));
+    }
+    let red_streak = f.red_streak.unwrap_or(notify_defaults::RED_STREAK);
+    if red_streak == 0 {
+        return Err("red_streak must be at least 1".into());
+    }
+    Ok(NotifyConfig { on, sink, timeout, retries, red_streak, at })
+}
+
+/// `[hooks]`: shell commands (one, or a list run in order, as `[checks] commands`) at the
+/// loop's lifecycle points.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HooksConfig {
+    /// Before each iteration: a non-zero exit skips the task (see `skip_wait`).
+    pub before_iteration: Vec<String>,
+    /// After each iteration's record.
+    pub after_iteration: Vec<String>,
+    /// When a task's work lands on the branch (committed; landed for `-j`, pushed for remote
+    /// workers).
+    pub on_land: Vec<String>,
+    /// When a task is blocked.
+    pub on_blocked: Vec<String>,
+    /// Per command (default 1 minute).
+    pub timeout: Duration,
+    /// How long a task `before_iteration` skipped is not tried again (default 5 minutes).
+    pub skip_wait: Duration,
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        HooksConfig {
+            before_iteration: Vec::new(),
+            after_iteration: Vec::new(),
+            on_land: Vec::new(),
+            on_blocked: Vec::new(),
+            timeout: notify_defaults::HOOK_TIMEOUT,
+            skip_wait: notify_defaults::SKIP_WAIT,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HooksFile {
+    before_iteration: Option<Commands>,
+    after_iteration: Option<Commands>,
+    on_land: Option<Commands>,
+    on_blocked: Option<Commands>,
+    timeout: Option<HumanDuration>,
+    skip_wait: Option<HumanDuration>,
+}
+
+/// One shell command, or a list of them.
+#[derive(Debug, Clone)]
+struct Commands(Vec<String>);
+
+impl<'de> Deserialize<'de> for Commands {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Commands;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a shell command, or a list of them")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Commands, E> {
+                Ok(Commands(vec![v.to_string()]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Commands, A::Error> {
+                Vec::<String>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq)).map(Commands)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn resolve_hooks(f: &HooksFile, invalid: &dyn Fn(String) -> ConfigError) -> Result<HooksConfig, ConfigError> {
+    let list = |c: &Option<Commands>, key: &str| -> Result<Vec<String>, ConfigError> {
+        let v = c.as_ref().map(|c| c.0.clone()).unwrap_or_default();
+        if let Some(i) = v.iter().position(|c| c.trim().is_empty()) {
+            return Err(invalid(format!("[hooks] {key}[{i}] is empty")));
+        }
+        Ok(v)
+    };
+    let d = HooksConfig::default();
+    let timeout = f.timeout.map_or(d.timeout, |h| h.0);
+    if timeout.is_zero() {
+        return Err(invalid("[hooks] timeout must be longer than zero".into()));
+    }
+    Ok(HooksConfig {
+        before_iteration: list(&f.before_iteration, "before_iteration")?,
+        after_iteration: list(&f.after_iteration, "after_iteration")?,
+        on_land: list(&f.on_land, "on_land")?,
+        on_blocked: list(&f.on_blocked, "on_blocked")?,
+        timeout,
+        skip_wait: f.skip_wait.map_or(d.skip_wait, |h| h.0),
+    })
+}
+
+impl Config {
+    /// The values of the environment variables `[[notify]]` reads (URLs, tokens): secrets,
+    /// masked wherever ralph writes, whatever their names.
+    pub fn notify_secrets(&self) -> Vec<String> {
+        self.notify
+            .iter()
+            .flat_map(|n| n.sink.env_names())
+            .filter_map(|name| std::env::var(name).ok())
+            .filter(|v| !v.trim().is_empty())
+            .collect()
+    }
+
+    /// The first `[[notify]]` entry whose environment variable is not set, in words (`ralph
+    /// run` refuses to start without it: a notifier that cannot send is found at 1 a.m.).
+    pub fn notify_env_missing(&self) -> Option<String> {
+        self.notify.iter().find_map(|n| {
+            n.sink
+                .env_names()
+                .into_iter()
+                .find(|name| std::env::var(name).map_or(true, |v| v.trim().is_empty()))
+                .map(|name| {
+                    format!(
+                        "{}: [[notify]] {}: the environment variable {name} is not set",
+                        n.at,
+                        n.sink.kind()
+                    )
+                })
+        })
+    }
 }
 
 /// Resolves an agent section (`[agent]`, `[review]`, `[agents.NAME]`): preset or command,
@@ -1071,6 +1513,89 @@ model = "o3"
         let e =
             parse("[agent]\ncommand = [\"a\"]\n[sandbox]\nkind = \"container\"\n").unwrap_err().to_string();
         assert!(e.contains("[sandbox] kind = \"container\" needs an `image`"), "{e}");
+    }
+
+    #[test]
+    fn notify_entries_take_one_destination_each_with_defaults() {
+        let c = parse(
+            r#"
+[agent]
+command = ["a"]
+
+[[notify]]
+webhook = "https://example.com/h"
+
+[[notify]]
+on = ["task_done", "checks_red_streak", "task_done"]
+telegram = { token_env = "TG_TOKEN", chat_id = -1001 }
+timeout = "3s"
+retries = 0
+red_streak = 5
+
+[[notify]]
+slack = { url_env = "SLACK_URL" }
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.notify.len(), 3);
+        let w = &c.notify[0];
+        assert_eq!(w.on, notify_defaults::ON.to_vec());
+        assert_eq!(
+            w.sink,
+            NotifySink::Webhook { url: Source::Literal("https://example.com/h".into()), token_env: None }
+        );
+        assert_eq!((w.timeout, w.retries, w.red_streak), (Duration::from_secs(10), 2, 3));
+        assert_eq!(w.at, "ralph.toml:5");
+        let t = &c.notify[1];
+        assert_eq!(t.on, [NotifyOn::TaskDone, NotifyOn::ChecksRedStreak]);
+        assert_eq!(t.sink, NotifySink::Telegram { token_env: "TG_TOKEN".into(), chat_id: "-1001".into() });
+        assert_eq!((t.timeout, t.retries, t.red_streak), (Duration::from_secs(3), 0, 5));
+        assert_eq!(c.notify[2].sink.env_names(), ["SLACK_URL"]);
+    }
+
+    #[test]
+    fn a_bad_notify_entry_names_the_file_and_its_line() {
+        let bad = [
+            ("webhook = \"https://a\"\ncommand = [\"x\"]", "sets webhook and command"),
+            ("on = [\"run_end\"]", "needs one of webhook, command"),
+            ("webhook = \"ftp://a\"", "is not an http:// or https:// URL"),
+            ("slack = { url = \"https://a\", token_env = \"T\" }", "token_env is not used here"),
+            ("discord = { url_env = \"not a name\" }", "is not an environment variable's name"),
+            ("command = []", "command must name a program"),
+            ("webhook = \"https://a\"\non = []", "on is empty"),
+            ("webhook = \"https://a\"\nretries = 9", "retries must be at most 5"),
+            ("webhook = \"https://a\"\nred_streak = 0", "red_streak must be at least 1"),
+            ("webhook = \"https://a\"\non = [\"lunch\"]", "unknown variant `lunch`"),
+        ];
+        for (entry, want) in bad {
+            let text = format!("[agent]\ncommand = [\"a\"]\n\n[[notify]]\n{entry}\n");
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.starts_with("ralph.toml:"), "{entry}: {e}");
+            assert!(e.contains(want), "{entry}: {e}");
+        }
+        // The entry's own line, the second one here.
+        let e = parse(
+            "[agent]\ncommand = [\"a\"]\n[[notify]]\nwebhook = \"https://a\"\n\n[[notify]]\nntfy = \"x\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("ralph.toml:6:") && e.contains("[[notify]] #2: ntfy:"), "{e}");
+    }
+
+    #[test]
+    fn hooks_are_a_command_or_a_list() {
+        let c = parse(
+            "[agent]\ncommand = [\"a\"]\n[hooks]\nbefore_iteration = \"check-window\"\non_land = [\"a\", \"b\"]\nskip_wait = \"1m\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.hooks.before_iteration, ["check-window"]);
+        assert_eq!(c.hooks.on_land, ["a", "b"]);
+        assert!(c.hooks.after_iteration.is_empty() && c.hooks.on_blocked.is_empty());
+        assert_eq!((c.hooks.timeout, c.hooks.skip_wait), (Duration::from_secs(60), Duration::from_secs(60)));
+        let e = parse("[agent]\ncommand = [\"a\"]\n[hooks]\non_blocked = [\"\"]\n").unwrap_err().to_string();
+        assert!(e.contains("[hooks] on_blocked[0] is empty"), "{e}");
+        let e = parse("[agent]\ncommand = [\"a\"]\n[hooks]\non_block = \"x\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("ralph.toml:4:") && e.contains("unknown field `on_block`"), "{e}");
     }
 
     #[test]

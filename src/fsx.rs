@@ -243,6 +243,18 @@ impl Dir {
         None
     }
 
+    /// The names in this folder (`.` and `..` left out), read through the open descriptor,
+    /// so a link put in place of the folder since it was opened is not listed.
+    pub fn names(&self) -> io::Result<Vec<std::ffi::OsString>> {
+        let through = PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()));
+        let entries = match std::fs::read_dir(&through) {
+            Ok(e) => e,
+            // No /proc: the path, checked when the folder was opened.
+            Err(_) => std::fs::read_dir(&self.path)?,
+        };
+        entries.map(|e| e.map(|e| e.file_name())).collect()
+    }
+
     /// The sub-folder `name`, made when missing and `create`.
     pub fn sub(&self, name: &OsStr, create: bool) -> io::Result<Dir> {
         let path = self.path.join(name);

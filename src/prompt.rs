@@ -37,6 +37,8 @@ pub struct Context {
     pub checks: Vec<String>,
     pub run_id: String,
     pub iteration: u32,
+    /// Notes from the person running the loop (`ralph note`), carried by this prompt only.
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -61,6 +63,9 @@ pub struct Previous {
     pub failure: Option<String>,
     pub progress: Option<String>,
 }
+
+/// The heading of the notes' section, in the default template and where ralph adds it.
+pub const NOTES_HEADING: &str = "## Notes from the person running this loop";
 
 /// A loaded template.
 #[derive(Debug)]
@@ -92,10 +97,21 @@ impl Template {
         Ok(t)
     }
 
-    /// Renders the prompt.
+    /// Renders the prompt. Notes a template does not show (an override written before
+    /// `notes` existed) are added at its end: a note a person sent always reaches the agent.
     pub fn render(&self, ctx: &Context) -> Result<String, PromptError> {
         let tmpl = self.env.get_template("prompt").map_err(|e| to_error(&self.name, &e))?;
-        tmpl.render(minijinja::value::Serde(ctx)).map_err(|e| to_error(&self.name, &e))
+        let mut text = tmpl.render(minijinja::value::Serde(ctx)).map_err(|e| to_error(&self.name, &e))?;
+        let missing: Vec<&String> = ctx.notes.iter().filter(|n| !text.contains(n.trim())).collect();
+        if !missing.is_empty() {
+            text.push_str(if text.ends_with('\n') { "\n" } else { "\n\n" });
+            text.push_str(NOTES_HEADING);
+            text.push_str("\n\n");
+            for n in missing {
+                text.push_str(&format!("- {}\n", n.trim()));
+            }
+        }
+        Ok(text)
     }
 }
 
@@ -131,6 +147,7 @@ fn sample() -> Context {
         checks: vec!["true".into()],
         run_id: "r".into(),
         iteration: 2,
+        notes: vec!["prefer the existing http client".into()],
     }
 }
 
@@ -148,6 +165,25 @@ mod tests {
         assert!(out.contains("half"));
         assert!(out.contains(crate::config::DEFAULT_PROMISE));
         assert!(!out.lines().any(|l| l.trim() == crate::config::DEFAULT_PROMISE));
+    }
+
+    #[test]
+    fn notes_are_shown_once_by_the_default_and_added_to_an_override_that_does_not_show_them() {
+        let t = Template::load(Path::new("/"), None).unwrap();
+        let out = t.render(&sample()).unwrap();
+        assert_eq!(out.matches("prefer the existing http client").count(), 1, "{out}");
+        assert_eq!(out.matches(NOTES_HEADING).count(), 1, "{out}");
+        let none = Context { notes: Vec::new(), ..sample() };
+        assert!(!t.render(&none).unwrap().contains(NOTES_HEADING));
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p.md"), "Do {{ task.id }}.").unwrap();
+        let custom = Template::load(dir.path(), Some(Path::new("p.md"))).unwrap();
+        let out = custom.render(&sample()).unwrap();
+        assert_eq!(out, format!("Do 000-sample.\n\n{NOTES_HEADING}\n\n- prefer the existing http client\n"));
+        std::fs::write(dir.path().join("q.md"), "{% for n in notes %}note: {{ n }}\n{% endfor %}").unwrap();
+        let shows = Template::load(dir.path(), Some(Path::new("q.md"))).unwrap();
+        assert_eq!(shows.render(&sample()).unwrap(), "note: prefer the existing http client\n");
     }
 
     #[test]

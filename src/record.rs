@@ -29,6 +29,10 @@ pub enum Outcome {
     /// The task's spec was edited while its agent worked (`[backlog] on_spec_edit =
     /// "restart"`): reverted, the task runs again with the new spec; no attempt used.
     Restarted,
+    /// The `[hooks] before_iteration` hook exited non-zero: no agent ran, the task waits
+    /// `[hooks] skip_wait` before it is tried again; no attempt used, no iteration of the
+    /// budget spent.
+    Skipped,
 }
 
 impl Outcome {
@@ -43,6 +47,7 @@ impl Outcome {
             Outcome::Interrupted => "interrupted",
             Outcome::RateLimited => "rate_limited",
             Outcome::Restarted => "restarted",
+            Outcome::Skipped => "skipped",
         }
     }
 
@@ -53,7 +58,11 @@ impl Outcome {
 
     /// Outcomes that use up one of the task's attempts.
     pub fn counts_as_attempt(self) -> bool {
-        !self.is_green() && !matches!(self, Outcome::Interrupted | Outcome::RateLimited | Outcome::Restarted)
+        !self.is_green()
+            && !matches!(
+                self,
+                Outcome::Interrupted | Outcome::RateLimited | Outcome::Restarted | Outcome::Skipped
+            )
     }
 }
 
@@ -117,11 +126,13 @@ pub enum Cause {
     /// A parallel run's green work, rebased onto the target branch's new tip, fails the checks
     /// there (it breaks the build together with what landed first).
     LandChecksFailed,
+    /// The `[hooks] before_iteration` hook exited non-zero (or timed out): the task was skipped.
+    HookSkipped,
 }
 
 impl Cause {
     /// Every cause, in declaration order.
-    pub const ALL: [Cause; 25] = [
+    pub const ALL: [Cause; 26] = [
         Cause::ChecksFailed,
         Cause::NewTestFailures,
         Cause::AgentExit,
@@ -147,6 +158,7 @@ impl Cause {
         Cause::Crashed,
         Cause::LandConflict,
         Cause::LandChecksFailed,
+        Cause::HookSkipped,
     ];
 
     /// The name written in the record.
@@ -177,6 +189,7 @@ impl Cause {
             Cause::Crashed => "crashed",
             Cause::LandConflict => "land_conflict",
             Cause::LandChecksFailed => "land_checks_failed",
+            Cause::HookSkipped => "hook_skipped",
         }
     }
 
@@ -207,6 +220,7 @@ impl Cause {
             Outcome::Interrupted => Some(Cause::Interrupted),
             Outcome::RateLimited => Some(Cause::RateLimited),
             Outcome::Restarted => Some(Cause::Restarted),
+            Outcome::Skipped => Some(Cause::HookSkipped),
         }
     }
 }
@@ -335,6 +349,10 @@ pub struct IterationRecord {
     /// worktree; absent for the single loop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<u32>,
+    /// The notes (`ralph note`) this iteration's prompt carried, once: each is an intervention
+    /// (`ralph stats`). Absent when there were none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -382,6 +400,7 @@ impl IterationRecord {
             is_error: false,
             limit_resets_at: None,
             worker: None,
+            notes: Vec::new(),
         }
     }
 }

@@ -244,11 +244,13 @@ impl Reporter for Human {
                 Some(c) => format!("committed {} ({} files)", &c[..c.len().min(8)], r.files_changed.len()),
                 None => "no changes".to_string(),
             },
+            // No agent ran: nothing to revert.
+            Outcome::Skipped => format!("not run; {}", summary(r.failure.as_deref().unwrap_or(""))),
             _ => format!("reverted; {}", summary(r.failure.as_deref().unwrap_or(""))),
         };
         let outcome = match r.outcome {
             Outcome::Done | Outcome::Progress => self.paint("32", r.outcome.as_str()),
-            Outcome::RateLimited | Outcome::Interrupted | Outcome::Restarted => {
+            Outcome::RateLimited | Outcome::Interrupted | Outcome::Restarted | Outcome::Skipped => {
                 self.paint("33", r.outcome.as_str())
             }
             _ => self.paint("31", r.outcome.as_str()),

@@ -18,11 +18,12 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 /// The files of an iteration folder the page links to, with their labels.
-pub const ITERATION_FILES: [(&str, &str); 4] = [
+pub const ITERATION_FILES: [(&str, &str); 5] = [
     ("prompt", "prompt.md"),
     ("agent log", "agent.log"),
     ("checks", "checks.log"),
     ("rejected patch", "rejected.patch"),
+    ("hooks", "hooks.log"),
 ];
 
 /// What the page shows.
@@ -36,6 +37,56 @@ pub struct Input<'a> {
     pub links: &'a BTreeMap<u32, Vec<(&'static str, String)>>,
     /// When the page was made (RFC 3339).
     pub generated_at: &'a str,
+}
+
+/// Per iteration folder of `run_dir` (`numbers`), the files of [`ITERATION_FILES`] it holds,
+/// linked through `prefix` (the path segments from the page's folder to `run_dir`).
+pub fn links(
+    run_dir: &std::path::Path,
+    prefix: &[String],
+    numbers: impl IntoIterator<Item = u32>,
+) -> BTreeMap<u32, Vec<(&'static str, String)>> {
+    let mut links = BTreeMap::new();
+    for n in numbers {
+        let dir = crate::logs::iter_dir(run_dir, n);
+        let folder = dir.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        let files: Vec<(&'static str, String)> = ITERATION_FILES
+            .iter()
+            .filter(|(_, name)| dir.join(name).is_file())
+            .map(|&(label, name)| {
+                let segments = prefix.iter().map(String::as_str).chain([folder.as_str(), name]);
+                (label, href(segments))
+            })
+            .collect();
+        links.insert(n, files);
+    }
+    links
+}
+
+/// Writes the page of run `run_id` as `report.html` in its folder (what `ralph report` writes
+/// by default); returns its path.
+pub fn write_beside(
+    run_dir: &std::path::Path,
+    run_id: &str,
+) -> Result<std::path::PathBuf, crate::state::StateError> {
+    let meta = RunMeta::load(run_dir).ok();
+    let records = crate::record::read_all(&crate::logs::records_path(run_dir));
+    let recorded: std::collections::BTreeSet<u32> = records.iter().map(|r| r.iteration).collect();
+    let unrecorded: Vec<u32> =
+        crate::logs::iterations(run_dir).into_iter().filter(|n| !recorded.contains(n)).collect();
+    let links = links(run_dir, &[], recorded.iter().chain(&unrecorded).copied());
+    let generated_at = crate::logs::now_rfc3339();
+    let html = render(&Input {
+        run_id,
+        meta: meta.as_ref(),
+        records: &records,
+        unrecorded: &unrecorded,
+        links: &links,
+        generated_at: &generated_at,
+    });
+    let out = run_dir.join("report.html");
+    crate::state::atomic_write(&out, html.as_bytes())?;
+    Ok(out)
 }
 
 /// Escapes text for HTML element content and quoted attribute values.

@@ -59,6 +59,21 @@ impl Secrets {
         Self::from_vars(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
     }
 
+    /// These secrets and `values` besides, whatever the names of the variables that held them
+    /// (`[[notify]]` URLs and tokens: a Slack webhook's URL is a credential in a variable
+    /// named `SLACK_WEBHOOK_URL`).
+    pub fn with_values<S: AsRef<str>>(mut self, values: impl IntoIterator<Item = S>) -> Self {
+        self.values.extend(
+            values
+                .into_iter()
+                .filter(|v| v.as_ref().trim().len() >= MIN_SECRET_LEN)
+                .flat_map(|v| written_forms(v.as_ref())),
+        );
+        self.values.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
+        self.values.dedup();
+        self
+    }
+
     /// Whether `word` is a piece of a secret long enough to count as a leak of it (an agent
     /// that writes a token's first 20 characters has leaked them).
     pub fn holds_part(&self, word: &str) -> bool {

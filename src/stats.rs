@@ -14,7 +14,8 @@
 //!   `head_before` is not where ralph left the branch (after the records of ralph's own
 //!   commits are walked back), a `spec_edited` record, a done task that runs again (its spec
 //!   was edited), a blocked task that runs again (unblocked), the sessions a person stopped
-//!   (`run.json`), and the store's learnings removed by hand. A record ralph cannot judge (an
+//!   (`run.json`), the store's learnings removed by hand, and the notes (`ralph note`) a
+//!   record says its prompt carried. A record ralph cannot judge (an
 //!   old one that may be followed by a commit of ralph's it does not name, a parallel run's) is
 //!   never counted against the person.
 //! - A line that does not parse (torn by a crash, edited by hand) is counted and skipped, never
@@ -84,6 +85,9 @@ pub struct Line<'a> {
     /// The agent that ran it (absent in records written before it was added).
     #[serde(default, borrow)]
     pub agent: Option<Cow<'a, str>>,
+    /// Only counted, like `learnings_added`.
+    #[serde(default)]
+    pub notes: Vec<IgnoredAny>,
 }
 
 /// The part of a check record the failure cause needs.
@@ -236,12 +240,15 @@ pub struct Interventions {
     pub stops: u64,
     /// `ralph learnings remove`.
     pub learnings_removed: u64,
+    /// Notes (`ralph note`) an iteration's prompt carried.
+    pub notes: u64,
 }
 
 impl Interventions {
     /// These kinds with their total.
     fn totalled(mut self) -> Interventions {
-        self.total = self.commits + self.spec_edits + self.unblocks + self.stops + self.learnings_removed;
+        self.total =
+            self.commits + self.spec_edits + self.unblocks + self.stops + self.learnings_removed + self.notes;
         self
     }
 
@@ -251,6 +258,7 @@ impl Interventions {
         self.unblocks += o.unblocks;
         self.stops += o.stops;
         self.learnings_removed += o.learnings_removed;
+        self.notes += o.notes;
         *self = self.totalled();
     }
 }
@@ -612,6 +620,7 @@ impl Aggregator {
                 commits: u64::from(found.commit),
                 spec_edits: u64::from(found.spec_edits),
                 unblocks: u64::from(found.unblock),
+                notes: l.notes.len() as u64,
                 ..Interventions::default()
             });
         }
@@ -685,7 +694,10 @@ impl Aggregator {
             *t.cost.get_or_insert(0.0) += c;
         }
         // A limit or a stop says nothing about how hard the task is.
-        if !matches!(l.outcome, Outcome::RateLimited | Outcome::Interrupted | Outcome::Restarted) {
+        if !matches!(
+            l.outcome,
+            Outcome::RateLimited | Outcome::Interrupted | Outcome::Restarted | Outcome::Skipped
+        ) {
             t.open += 1;
         }
         if l.outcome == Outcome::Done {
@@ -968,6 +980,7 @@ pub fn label(cause: Cause, failed_check: Option<(&str, bool)>, exit_code: Option
         Cause::Crashed => "ralph killed mid-iteration".into(),
         Cause::LandConflict => "landing: conflict with work landed first".into(),
         Cause::LandChecksFailed => "landing: checks failed on the combined result".into(),
+        Cause::HookSkipped => "skipped by the before_iteration hook".into(),
     }
 }
 
@@ -1052,6 +1065,7 @@ fn old_cause(
         Outcome::Interrupted => (Some(Cause::Interrupted), "interrupted".into()),
         Outcome::RateLimited => (Some(Cause::RateLimited), "usage or rate limit".into()),
         Outcome::Restarted => (Some(Cause::Restarted), "spec edited during the iteration".into()),
+        Outcome::Skipped => (Some(Cause::HookSkipped), "skipped by the before_iteration hook".into()),
     }
 }
 
@@ -1090,6 +1104,7 @@ fn kinds(i: &Interventions) -> String {
         (i.unblocks, "unblock", "unblocks"),
         (i.stops, "stop", "stops"),
         (i.learnings_removed, "learning removed", "learnings removed"),
+        (i.notes, "note", "notes"),
     ]
     .iter()
     .filter(|(n, ..)| *n > 0)
@@ -1766,7 +1781,8 @@ mod tests {
                 spec_edits: 3,
                 unblocks: 1,
                 stops: 0,
-                learnings_removed: 0
+                learnings_removed: 0,
+                notes: 0
             }
         );
     }
@@ -1822,7 +1838,7 @@ mod tests {
         assert_eq!(json["trend"][1]["iterations_to_resolution"], 2);
         assert_eq!(
             json["trend"][1]["interventions"],
-            serde_json::json!({"total": 3, "commits": 0, "spec_edits": 0, "unblocks": 0, "stops": 2, "learnings_removed": 1})
+            serde_json::json!({"total": 3, "commits": 0, "spec_edits": 0, "unblocks": 0, "stops": 2, "learnings_removed": 1, "notes": 0})
         );
         assert_eq!(json["trend"][2]["iterations_to_resolution"], serde_json::Value::Null);
         assert_eq!(json["interventions"]["total"], 4);
@@ -1833,6 +1849,16 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("Trend (oldest run first)\n  RUN              ITERS  DONE  FIRST TRY  TO DONE  PER DONE  INTERVENTIONS\n  20260101-000000      4     2        50%        1      0.00  0\n  20260102-000000      1     1         0%        2      3.00  3 (2 stops, 1 learning removed)\n  20260103-000000      1     0          -        -         -  0\n"), "{out}");
+    }
+
+    #[test]
+    fn each_note_an_iteration_carried_is_an_intervention() {
+        let mut a = Aggregator::new();
+        a.add_line(br#"{"task":"a","started_at":"2026-01-01T00:00:00Z","ended_at":"2026-01-01T00:01:00Z","duration_ms":60000,"outcome":"progress","checks":[],"blocked":false,"notes":["use the http client","skip the docs"]}"#);
+        a.add_line(br#"{"task":"a","started_at":"2026-01-01T00:02:00Z","ended_at":"2026-01-01T00:03:00Z","duration_ms":60000,"outcome":"done","checks":[],"blocked":false}"#);
+        let s = a.finish(None);
+        assert_eq!((s.interventions.notes, s.interventions.total), (2, 2));
+        assert!(render(&s).contains("(2 notes)"), "{}", render(&s));
     }
 
     #[test]

@@ -375,6 +375,14 @@ pub fn run(cwd: &Path, agent: Option<String>) -> Result<u8, CliError> {
             );
         }
     }
+    if let Some(missing) = cfg.notify_env_missing() {
+        out.problem(
+            &format!("`ralph run` would refuse to start: {missing}"),
+            Some("export it before `ralph run`, or remove the [[notify]] entry"),
+        );
+    } else if !cfg.notify.is_empty() {
+        out.ok(&format!("{} notifier(s) configured ([[notify]]), their variables set", cfg.notify.len()));
+    }
     let a = &cfg.agent;
     let name = a.preset.map_or("custom command", |p| p.name);
     crate::outln!("agent: {name}");

@@ -60,6 +60,8 @@ fn file_name(a: &LogsArgs) -> &'static str {
         "prompt.md"
     } else if a.patch {
         "rejected.patch"
+    } else if a.hooks {
+        crate::events::hooks::HOOKS_LOG
     } else {
         "agent.log"
     }
@@ -126,10 +128,14 @@ pub fn run(cwd: &Path, a: &LogsArgs) -> Result<u8, CliError> {
             out.render = renderer(&layout::iter_dir(&run_dir, iteration));
         }
         let mut f = crate::fsx::open(&path).map_err(|e| {
+            let dir = layout::iter_dir(&run_dir, iteration);
+            let hooks_only = !dir.join("agent.log").exists() && dir.join(crate::events::hooks::HOOKS_LOG).exists();
             CliError::usage(format!("cannot open {}: {e}", path.display())).hint(if a.patch {
-                "only reverted iterations with changes have a rejected.patch"
+                "only reverted iterations with changes have a rejected.patch".to_string()
+            } else if hooks_only {
+                format!("no agent ran in it (the before_iteration hook skipped it?): `ralph logs {iteration} --hooks`")
             } else {
-                "the iteration may not have reached this step"
+                "the iteration may not have reached this step".to_string()
             })
         })?;
         copy(&mut f, &mut out)?;

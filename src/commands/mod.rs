@@ -8,6 +8,7 @@ pub mod import;
 pub mod init;
 pub mod learnings;
 pub mod logs;
+pub mod note;
 pub mod plan;
 pub mod report;
 pub mod shell;
@@ -56,6 +57,7 @@ pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Status(a) => status::run(&cwd, a.json),
         Command::Doctor(a) => doctor::run(&cwd, a.agent),
         Command::Stop(a) => stop::run(&cwd, a.now),
+        Command::Note(a) => note::run(&cwd, &a),
         Command::Learnings(a) => learnings::run(&cwd, &a),
         Command::Import(a) => import::run(&cwd, &a.file),
         Command::Plan(a) => block_on(async move {

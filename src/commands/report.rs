@@ -7,9 +7,9 @@ use crate::cli::ReportArgs;
 use crate::error::CliError;
 use crate::logs;
 use crate::record;
-use crate::runreport::{self, ITERATION_FILES};
+use crate::runreport;
 use crate::state::RunMeta;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 
 /// The path segments that lead from folder `from` to `to` (both absolute and canonical).
@@ -57,20 +57,7 @@ pub fn run(cwd: &Path, a: &ReportArgs) -> Result<u8, CliError> {
     let to = run_dir.canonicalize().map_err(|e| io("read", &run_dir, e))?;
     let prefix = relative(&from, &to);
 
-    let mut links: BTreeMap<u32, Vec<(&'static str, String)>> = BTreeMap::new();
-    for &n in recorded.iter().chain(&unrecorded) {
-        let dir = logs::iter_dir(&run_dir, n);
-        let folder = dir.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-        let files: Vec<(&'static str, String)> = ITERATION_FILES
-            .iter()
-            .filter(|(_, name)| dir.join(name).is_file())
-            .map(|&(label, name)| {
-                let segments = prefix.iter().map(String::as_str).chain([folder.as_str(), name]);
-                (label, runreport::href(segments))
-            })
-            .collect();
-        links.insert(n, files);
-    }
+    let links = runreport::links(&run_dir, &prefix, recorded.iter().chain(&unrecorded).copied());
     let generated_at = logs::now_rfc3339();
     let html = runreport::render(&runreport::Input {
         run_id: &run_id,

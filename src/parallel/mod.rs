@@ -19,6 +19,7 @@ pub mod slots;
 use crate::backlog::{Backlog, Spec, Status};
 use crate::budget::Budget;
 use crate::error::CliError;
+use crate::events::{About, Event, Events, Hook};
 use crate::git;
 use crate::learnings;
 use crate::logs;
@@ -137,6 +138,13 @@ struct Coordinator<'a> {
     /// The files a running rework started with conflict markers in: its commit must not add
     /// them (an agent that left them unresolved would land them).
     conflicted: BTreeMap<String, Vec<String>>,
+    /// Notifications and hooks: fired here alone, never by the workers.
+    events: Events,
+    /// Hooks due (`after_iteration`, `on_land`, `on_blocked`), run at the loop's next turn:
+    /// the places that find them are not async.
+    hooks_due: Vec<(Hook, Event, PathBuf)>,
+    /// Tasks `before_iteration` skipped, and when each may be tried again.
+    skipped: BTreeMap<String, Instant>,
     reporter: &'a mut dyn Reporter,
 }
 
@@ -151,7 +159,7 @@ impl<'a> Coordinator<'a> {
         if !crate::process::reaper::become_subreaper() {
             tracing::debug!("not a child subreaper: escaped processes are not ended");
         }
-        let secrets = Secrets::from_env(&cfg.agents_env());
+        let secrets = Secrets::from_env(&cfg.agents_env()).with_values(cfg.notify_secrets());
         let resumed = runner::recover_latest(&root, &opts, &secrets, reporter)?;
         let current = git::current_branch(&root)?;
         let target = match (&cfg.branch, &current) {
@@ -200,6 +208,7 @@ impl<'a> Coordinator<'a> {
         let store = learnings::Store::load(&root)?;
         let known_tip = git::rev_parse(&root, &format!("refs/heads/{target}"))?.unwrap_or_default();
         let slots = Slots::new(&root, &run_id);
+        let events = Events::new(&cfg, &root, &run_id, &run_dir, &secrets);
         // Held for the run: a second `ralph run` in this checkout is refused.
         let _lock = lock;
         let started = Instant::now();
@@ -227,6 +236,9 @@ impl<'a> Coordinator<'a> {
             reworked: BTreeSet::new(),
             known_tip,
             conflicted: BTreeMap::new(),
+            events,
+            hooks_due: Vec::new(),
+            skipped: BTreeMap::new(),
             reporter,
         };
         let result = c.run_loop().await;
@@ -247,6 +259,8 @@ impl<'a> Coordinator<'a> {
         }
         runner::save_end(&mut c.meta, &c.budget, &c.run_dir, code, &reason);
         let summary = runner::summary(&reason, code, &c.counts, started.elapsed());
+        let spent = result.as_ref().is_ok_and(RunEnd::budget_spent);
+        c.events.run_ended(&reason, code, spent, &summary, &mut *c.reporter).await;
         match result {
             Ok(_) => {
                 eprintln!("{summary}");
@@ -338,8 +352,9 @@ impl<'a> Coordinator<'a> {
             let spent = self.budget.check().err();
             let paused = self.paused_until.is_some_and(|t| Instant::now() < t);
             if !stopping && spent.is_none() && !paused {
-                self.start_ready(&backlog, &mut joins)?;
+                self.start_ready(&backlog, &mut joins).await?;
             }
+            self.run_hooks().await;
             if self.running.is_empty() {
                 if self.stop.after_iteration.is_cancelled() {
                     return Ok(RunEnd::Stopped);
@@ -350,13 +365,31 @@ impl<'a> Coordinator<'a> {
                 if let Some(end) = RunEnd::of_backlog(&backlog) {
                     return Ok(end);
                 }
-                // Only a pause (a usage limit) holds runnable work back.
-                let wait =
-                    self.paused_until.map_or(Duration::ZERO, |t| t.saturating_duration_since(Instant::now()));
+                // Only a pause (a usage limit) or skips (`before_iteration`) hold runnable work
+                // back.
+                let now = Instant::now();
+                let mut wait = match self.paused_until {
+                    Some(t) => t.saturating_duration_since(now),
+                    None => self
+                        .skipped
+                        .values()
+                        .min()
+                        .map_or(Duration::ZERO, |t| t.saturating_duration_since(now)),
+                };
                 if let Some(left) = self.budget.time_left()
                     && wait >= left
                 {
-                    return Ok(RunEnd::LimitAfterBudget(wait));
+                    if self.paused_until.is_some() {
+                        return Ok(RunEnd::LimitAfterBudget(wait));
+                    }
+                    // Skipped tasks are waited for until the time budget ends, which ends the run.
+                    wait = left;
+                }
+                if self.paused_until.is_none() && !wait.is_zero() {
+                    self.reporter.line(&format!(
+                        "the before_iteration hook skipped every runnable task: trying again in {} (no attempt used)",
+                        runner::human(wait)
+                    ));
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
@@ -379,11 +412,80 @@ impl<'a> Coordinator<'a> {
             if let Some(f) = self.finish(w, status, &backlog).await? {
                 fatal = Some(f);
             }
+            self.run_hooks().await;
         }
     }
 
+    /// Runs the hooks found due, in order, their output in their folders.
+    async fn run_hooks(&mut self) {
+        for (hook, ev, dir) in std::mem::take(&mut self.hooks_due) {
+            if self.stop.cancel.is_cancelled() {
+                break;
+            }
+            self.events.hook(hook, &ev, &dir, &self.stop, &mut *self.reporter).await;
+        }
+        self.events.report(&mut *self.reporter);
+    }
+
+    /// Notes `hook` as due, with its event, if it has commands.
+    fn hook_due(&mut self, hook: Hook, about: About, dir: PathBuf) {
+        let configured = match hook {
+            Hook::BeforeIteration => false,
+            Hook::AfterIteration => !self.events.hooks().after_iteration.is_empty(),
+            Hook::OnLand => !self.events.hooks().on_land.is_empty(),
+            Hook::OnBlocked => !self.events.hooks().on_blocked.is_empty(),
+        };
+        if configured {
+            let ev = self.events.event(hook.name(), about);
+            self.hooks_due.push((hook, ev, dir));
+        }
+    }
+
+    /// Runs `before_iteration` for `task` as iteration `number`; whether it may start. A skip
+    /// is recorded (`skipped`: no attempt, no iteration of the budget) and the task is not
+    /// started again for `[hooks] skip_wait`.
+    async fn before_iteration(&mut self, task: &Spec) -> Result<bool, CliError> {
+        if self.events.hooks().before_iteration.is_empty() {
+            return Ok(true);
+        }
+        let number = self.meta.iterations + 1;
+        let dir = logs::iter_dir(&self.run_dir, number);
+        let started_at = logs::now_rfc3339();
+        let t0 = Instant::now();
+        let about =
+            About { title: Some(task.title.clone()), iteration: Some(number), ..About::task(&task.id) };
+        let ev = self.events.event(Hook::BeforeIteration.name(), about);
+        let run = self.events.hook(Hook::BeforeIteration, &ev, &dir, &self.stop, &mut *self.reporter).await;
+        let Some(failure) = run.failure else { return Ok(true) };
+        if run.interrupted || self.stop.cancel.is_cancelled() {
+            return Ok(false);
+        }
+        self.meta.iterations = number;
+        let wait = self.events.hooks().skip_wait;
+        let rec = IterationRecord {
+            started_at,
+            ended_at: logs::now_rfc3339(),
+            duration_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
+            failure: Some(format!(
+                "the before_iteration hook skipped the task: {failure}; it is tried again in {} (other tasks go on meanwhile)",
+                runner::human(wait)
+            )),
+            ..IterationRecord::new(&self.run_id, number, &task.id, Outcome::Skipped)
+        };
+        self.budget.record(&rec);
+        *self.counts.entry(rec.outcome).or_default() += 1;
+        self.meta.save(&self.run_dir)?;
+        let path = logs::records_path(&self.run_dir);
+        record::append(&path, &rec)
+            .map_err(|e| CliError::failure(format!("cannot write {}: {e}", path.display())))?;
+        self.events.iteration_ended(&rec, Some(&task.title), true);
+        self.reporter.iteration_ended(&rec);
+        self.skipped.insert(task.id.clone(), Instant::now() + wait);
+        Ok(false)
+    }
+
     /// Starts workers on runnable tasks while slots are free.
-    fn start_ready(
+    async fn start_ready(
         &mut self,
         backlog: &Backlog,
         joins: &mut tokio::task::JoinSet<(u32, std::io::Result<std::process::ExitStatus>)>,
@@ -395,7 +497,12 @@ impl<'a> Coordinator<'a> {
         // overshot by the workers still running when it is reached.
         let left = self.cfg.budget.max_iterations.saturating_sub(self.budget.spent.iterations) as usize;
         let room = (self.cfg.workers as usize).min(left);
+        let now = Instant::now();
+        self.skipped.retain(|_, until| *until > now);
         for t in backlog.runnable() {
+            if self.skipped.contains_key(&t.id) {
+                continue;
+            }
             if self.running.len() + chosen.len() >= room {
                 break;
             }
@@ -414,7 +521,7 @@ impl<'a> Coordinator<'a> {
             if let Some(reason) =
                 runner::task_rules::over_task_limit(&self.state.task(&t.id), &self.cfg.budget)
             {
-                self.block(t, &reason)?;
+                self.block(t, &reason, None)?;
                 continue;
             }
             chosen.push(t.clone());
@@ -422,6 +529,9 @@ impl<'a> Coordinator<'a> {
         for task in chosen {
             let Some(w) = (1..=self.cfg.workers).find(|w| !self.running.contains_key(w)) else { break };
             let Some(agent) = self.pick_agent(&task)? else { break };
+            if !self.before_iteration(&task).await? {
+                continue;
+            }
             self.spawn(w, &task, agent, joins)?;
         }
         Ok(())
@@ -501,6 +611,13 @@ impl<'a> Coordinator<'a> {
         let iteration = self.meta.iterations;
         self.meta.spent = Some(self.budget.spent_now());
         self.meta.save(&self.run_dir)?;
+        // The coordinator takes the notes for the iteration it starts, and hands them over.
+        let notes = crate::notes::take(&self.root);
+        crate::notes::hand(&logs::iter_dir(&self.run_dir, iteration), &notes)?;
+        for n in &notes {
+            self.reporter
+                .line(&format!("note for iteration {iteration} (`ralph note`): {}", self.secrets.mask(n)));
+        }
         let exe = std::env::current_exe()
             .map_err(|e| CliError::failure(format!("cannot find ralph's own program: {e}")))?;
         let mut cmd = crate::runner::worker::SlotTask {
@@ -733,17 +850,24 @@ impl<'a> Coordinator<'a> {
                         "worker {w}: {name} hit a usage limit that lifts in {}: the next workers run on the agents after it, no attempt used",
                         runner::human(wait)
                     ));
+                    if let crate::agent::fallback::Choice::Run(next) = self.chain.choose(&order, now) {
+                        let why = format!("a usage limit that lifts in {}", runner::human(wait));
+                        self.events.agent_fallback(&name, &next, &why, About::record(&rec));
+                    }
                 }
             }
         }
+        let about = About::record(&rec);
         self.settle(rec, task.as_ref())?;
         let Some(fatal) = result.fatal else { return Ok(None) };
         // The next agent of the chain takes over; with none left the run ends.
         self.chain.set_unusable(&name, &fatal);
-        if self.chain.choose(&order, jiff::Timestamp::now()) == crate::agent::fallback::Choice::NoneLeft {
+        let crate::agent::fallback::Choice::Run(next) = self.chain.choose(&order, jiff::Timestamp::now())
+        else {
             return Ok(Some(fatal));
-        }
+        };
         self.reporter.line(&format!("worker {w}: {name}: {fatal}; the run goes on without it"));
+        self.events.agent_fallback(&name, &next, &fatal, about);
         Ok(None)
     }
 
@@ -785,7 +909,7 @@ impl<'a> Coordinator<'a> {
             &self.cfg.budget,
         );
         if let (Some(reason), Some(task)) = (reason, task) {
-            self.block(task, &reason)?;
+            self.block(task, &reason, Some(rec.iteration))?;
             rec.blocked = true;
         }
         self.state.save(&self.root)?;
@@ -799,16 +923,36 @@ impl<'a> Coordinator<'a> {
             .map_err(|e| CliError::failure(format!("cannot write {}: {e}", path.display())))?;
         self.reporter.iteration_ended(&rec);
         self.reporter.totals(&self.budget.summary());
+        // The record is the landed one: `commit` is on the target branch.
+        self.events.iteration_ended(&rec, task.map(|t| t.title.as_str()), true);
+        if rec.outcome != Outcome::Interrupted {
+            let dir = logs::iter_dir(&self.run_dir, rec.iteration);
+            let about = || About { title: task.map(|t| t.title.clone()), ..About::record(&rec) };
+            self.hook_due(Hook::AfterIteration, about(), dir.clone());
+            if rec.commit.is_some() {
+                self.hook_due(Hook::OnLand, about(), dir);
+            }
+        }
         Ok(())
     }
 
     /// Blocks a task: `status: blocked` and the reason, committed on the target branch through
     /// a free slot (a story or item keeps its block in ralph's state).
-    fn block(&mut self, task: &Spec, reason: &str) -> Result<(), CliError> {
+    /// `iteration`: the one that blocked it, if one did (the hook's output goes to its folder).
+    fn block(&mut self, task: &Spec, reason: &str, iteration: Option<u32>) -> Result<(), CliError> {
         let ts = self.state.task_mut(&task.id);
         ts.blocked_by_ralph = true;
         ts.block = Some((reason.to_string(), logs::now_rfc3339()));
         self.reporter.line(&format!("blocked {}: {reason}", task.id));
+        let about = About {
+            title: Some(task.title.clone()),
+            iteration,
+            reason: Some(reason.to_string()),
+            ..About::task(&task.id)
+        };
+        self.events.task_blocked(about.clone());
+        let dir = iteration.map_or_else(|| self.run_dir.clone(), |n| logs::iter_dir(&self.run_dir, n));
+        self.hook_due(Hook::OnBlocked, about, dir);
         if task.origin != crate::backlog::Origin::File {
             return Ok(());
         }

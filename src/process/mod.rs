@@ -14,7 +14,7 @@ mod pty;
 pub mod reaper;
 
 use std::ops::ControlFlow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -123,6 +123,26 @@ pub struct SpawnRequest {
     pub stdin: Option<Vec<u8>>,
     /// Run under a pseudo-terminal.
     pub pty: bool,
+}
+
+impl SpawnRequest {
+    /// A user's shell command (`sh -c`), as the checks and the hooks run it: in `cwd`, with
+    /// `env` added to the inherited environment, stdin `/dev/null`, no sandbox.
+    pub fn shell(command: &str, cwd: &Path, env: Vec<(String, String)>) -> SpawnRequest {
+        SpawnRequest {
+            program: "sh".into(),
+            args: vec!["-c".into(), command.into()],
+            cwd: cwd.to_path_buf(),
+            env,
+            env_remove: vec![],
+            env_clear: false,
+            new_session: false,
+            spare_leader: false,
+            cleanup: None,
+            stdin: None,
+            pty: false,
+        }
+    }
 }
 
 /// A started child: its group id, its output, and its exit.
@@ -334,19 +354,7 @@ pub(crate) mod tests {
 
     /// `sh -c script` in the temporary folder: the tests' child (the session's tests too).
     pub(crate) fn sh(script: &str) -> SpawnRequest {
-        SpawnRequest {
-            program: "sh".into(),
-            args: vec!["-c".into(), script.into()],
-            cwd: std::env::temp_dir(),
-            env: vec![],
-            env_remove: vec![],
-            env_clear: false,
-            new_session: false,
-            spare_leader: false,
-            cleanup: None,
-            stdin: None,
-            pty: false,
-        }
+        SpawnRequest::shell(script, &std::env::temp_dir(), vec![])
     }
 
     fn limits(timeout_ms: u64, idle_ms: Option<u64>) -> Limits {

@@ -6,7 +6,9 @@
 //! Invariant: a sweep runs only when ralph has no child of its own running (the agent and the
 //! checks were waited for, git commands are waited for as they run): every descendant it
 //! finds is an escapee. It reaps only the pids it found, never `waitpid(-1)`, so no status of
-//! a child tokio waits for is taken.
+//! a child tokio waits for is taken. The one exception is a child started through [`spare`]
+//! (a `[[notify]]` command, run on a thread of its own while the loop goes on): it and its
+//! descendants are neither ended nor reaped by a sweep, and its own thread waits for it.
 
 use std::time::{Duration, Instant};
 
@@ -21,6 +23,31 @@ pub fn become_subreaper() -> bool {
     {
         false
     }
+}
+
+/// The children started through [`spare`] that still run: a sweep leaves them and their
+/// descendants alone. Held while such a child is started and while a sweep lists what to end,
+/// so that a sweep never finds one not yet named here.
+static SPARED: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+fn spared() -> std::sync::MutexGuard<'static, Vec<i32>> {
+    SPARED.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Starts a child that a sweep must leave alone (it runs beside the loop, on a thread that
+/// waits for it): `start` spawns it and returns it with its pid. Call [`unspare`] with the pid
+/// once it was waited for.
+pub fn spare<T>(start: impl FnOnce() -> std::io::Result<(T, u32)>) -> std::io::Result<T> {
+    let mut list = spared();
+    let (child, pid) = start()?;
+    list.push(i32::try_from(pid).unwrap_or(i32::MAX));
+    Ok(child)
+}
+
+/// The child `pid`, started through [`spare`], was waited for.
+pub fn unspare(pid: u32) {
+    let pid = i32::try_from(pid).unwrap_or(i32::MAX);
+    spared().retain(|p| *p != pid);
 }
 
 /// One process as `/proc/<pid>/stat` shows it.
@@ -39,8 +66,16 @@ fn read_proc(pid: i32) -> Option<Proc> {
     Some(Proc { pid, ppid, zombie: state == "Z" || state == "X" })
 }
 
-/// Every descendant of `me`, children first.
+/// Every descendant of `me`, children first, but the spared children's ([`spare`]) trees.
 fn descendants(me: i32) -> Vec<Proc> {
+    let spared = spared();
+    let mut found = all_descendants(me, &spared);
+    found.retain(|p| !spared.contains(&p.pid));
+    found
+}
+
+/// Every descendant of `me`, children first, not looking below the pids in `skip`.
+fn all_descendants(me: i32, skip: &[i32]) -> Vec<Proc> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     let all: Vec<Proc> = entries
         .flatten()
@@ -56,7 +91,7 @@ fn descendants(me: i32) -> Vec<Proc> {
                 found.push(Proc { pid: p.pid, ppid: p.ppid, zombie: p.zombie });
             }
         }
-        parents = next;
+        parents = next.into_iter().filter(|p| !skip.contains(p)).collect();
     }
     found
 }
@@ -91,6 +126,10 @@ fn has_children() -> bool {
             let pid = unsafe { info.si_pid() };
             if pid == 0 {
                 // Children, none exited: they run.
+                return true;
+            }
+            if spared().contains(&pid) {
+                // Its own thread reaps it; what else runs is for the listing to tell.
                 return true;
             }
             reap(pid);

@@ -15,6 +15,7 @@ pub mod claims;
 
 use crate::backlog::{Backlog, Spec, Status};
 use crate::error::CliError;
+use crate::events::{About, Events, Hook};
 use crate::git;
 use crate::record::{self, Cause, IterationRecord, Outcome};
 use crate::runner::worker::{RALPH_WORKER, SlotTask, WorkerResult};
@@ -254,6 +255,11 @@ pub async fn run(cwd: &Path, o: WorkerOptions, stop: Stop) -> Result<u8, CliErro
         .unwrap_or_else(|_| format!("{}-{}", claims::host(), std::process::id()));
     let remote =
         Remote { root: root.clone(), name: cfg.remote.name.clone(), target, worker, host: claims::host() };
+    if let Some(missing) = cfg.notify_env_missing() {
+        return Err(
+            CliError::usage(missing).hint("export it before `ralph worker`, or remove the [[notify]] entry")
+        );
+    }
     let run_id = crate::logs::new_run_id(&root);
     let run_dir = crate::logs::run_dir(&root, &run_id);
     crate::fsx::create_dir_all(&run_dir)
@@ -266,7 +272,8 @@ pub async fn run(cwd: &Path, o: WorkerOptions, stop: Stop) -> Result<u8, CliErro
         remote.name,
         crate::runner::human(cfg.remote.lease_ttl)
     );
-    let secrets = crate::secrets::Secrets::from_env(&cfg.agents_env());
+    let secrets = crate::secrets::Secrets::from_env(&cfg.agents_env()).with_values(cfg.notify_secrets());
+    let events = Events::new(&cfg, &root, &run_id, &run_dir, &secrets).for_worker(&remote.worker);
     let mut w = Worker {
         remote,
         secrets,
@@ -280,8 +287,21 @@ pub async fn run(cwd: &Path, o: WorkerOptions, stop: Stop) -> Result<u8, CliErro
         spent: Spent::default(),
         started: Instant::now(),
         chain: crate::agent::fallback::Chain::default(),
+        events,
+        skipped: Default::default(),
+        ended: String::new(),
     };
-    w.run(&o).await
+    let result = w.run(&o).await;
+    // The worker's end, as a run's: `budget_spent` and `run_end` (notifications only: a
+    // remote worker has no run.json).
+    let (code, reason) = match &result {
+        Ok(code) => (*code, w.ended.clone()),
+        Err(e) => (e.code, format!("error: {}", e.message)),
+    };
+    let summary = crate::events::summary(&reason, code, w.events.counts(), w.started.elapsed());
+    let mut said = crate::reporter::Human::new();
+    w.events.run_ended(&reason, code, code == crate::exit_code::BUDGET, &summary, &mut said).await;
+    result
 }
 
 struct Worker {
@@ -301,6 +321,13 @@ struct Worker {
     started: Instant,
     /// Which agents are limited or cannot run (`[agent] fallback`).
     chain: crate::agent::fallback::Chain,
+    /// Notifications (`run_end`, `task_done`, `task_blocked`, `rate_limited`,
+    /// `checks_red_streak`) and hooks.
+    events: Events,
+    /// Tasks `before_iteration` skipped, and when each may be claimed again.
+    skipped: std::collections::BTreeMap<String, Instant>,
+    /// Why the worker ended, in words (`run_end`'s reason).
+    ended: String,
 }
 
 impl Worker {
@@ -312,9 +339,11 @@ impl Worker {
         let ttl = self.cfg.remote.lease_ttl;
         loop {
             if self.stop.cancel.is_cancelled() || self.stop.after_iteration.is_cancelled() {
+                self.ended = "interrupted".into();
                 return Ok(crate::exit_code::INTERRUPTED);
             }
             if o.max_tasks.is_some_and(|m| self.done >= m) {
+                self.ended = format!("{} task(s) landed or blocked (--max-tasks)", self.done);
                 return Ok(crate::exit_code::OK);
             }
             self.remote.fetch()?;
@@ -347,11 +376,13 @@ impl Worker {
             if runnable.iter().all(|t| pending.contains(&t.id)) && active == 0 {
                 eprintln!("nothing left to do on {}", self.remote.target);
                 if o.until_empty {
+                    self.ended = format!("nothing left to do on {}", self.remote.target);
                     return Ok(crate::exit_code::OK);
                 }
             }
             if let Some(why) = self.over_budget() {
                 eprintln!("{why}: this worker claims no more tasks");
+                self.ended = format!("stopped: {why}");
                 return Ok(crate::exit_code::BUDGET);
             }
             if let Some(max) = self.cfg.remote.max_cost {
@@ -360,12 +391,18 @@ impl Worker {
                     eprintln!(
                         "the workers have spent ${total:.2} of [remote] max_cost ${max:.2}: no more tasks"
                     );
+                    self.ended =
+                        format!("stopped: the workers have spent ${total:.2} of [remote] max_cost ${max:.2}");
                     return Ok(crate::exit_code::BUDGET);
                 }
             }
             let mut got = None;
+            self.skipped.retain(|_, until| *until > now);
             let mut claimed_attempt = 1;
             for t in &runnable {
+                if self.skipped.contains_key(&t.id) {
+                    continue;
+                }
                 let mut attempt = self.remote.tries(&t.id)?.0 + 1;
                 let mut stolen_from = None;
                 let leased = match claims.get(&t.id) {
@@ -441,7 +478,10 @@ impl Worker {
             if attempts >= max_attempts {
                 let mine_now = mine.lock().map(|m| m.clone()).unwrap_or_default();
                 let why = format!("{attempts} failed attempts across the workers");
-                self.block(task, &why, &mine_now, &learned)?;
+                self.block(task, &why, &mine_now, &learned).await?;
+                break Ok(());
+            }
+            if !self.before_iteration(task).await? {
                 break Ok(());
             }
             let mut order = self.cfg.chain(task.agent.as_deref());
@@ -508,18 +548,20 @@ impl Worker {
                     "another worker took the claim over (this one's lease ran out): nothing of it landed"
                         .into(),
                 );
-                self.append(&rec)?;
+                self.recorded(&rec, task, false).await?;
                 eprintln!("task {}: the claim was lost; nothing landed", task.id);
                 break Ok(());
             }
             if let Some(f) = &result.fatal {
                 // Another agent of the chain takes the task over, if one is left.
                 self.chain.set_unusable(&agent, f);
-                if self.chain.choose(&order, jiff::Timestamp::now())
-                    != crate::agent::fallback::Choice::NoneLeft
+                if let crate::agent::fallback::Choice::Run(next)
+                | crate::agent::fallback::Choice::Wait { agent: next, .. } =
+                    self.chain.choose(&order, jiff::Timestamp::now())
                 {
                     eprintln!("task {}: {agent}: {f}; going on without it", task.id);
-                    self.append(&rec)?;
+                    self.events.agent_fallback(&agent, &next, f, crate::events::About::record(&rec));
+                    self.recorded(&rec, task, false).await?;
                     continue;
                 }
             }
@@ -540,12 +582,16 @@ impl Worker {
                         task.id,
                         crate::runner::human(wait)
                     );
-                    self.append(&rec)?;
+                    if let crate::agent::fallback::Choice::Run(next) = self.chain.choose(&order, now) {
+                        let why = format!("a usage limit that lifts in {}", crate::runner::human(wait));
+                        self.events.agent_fallback(&agent, &next, &why, crate::events::About::record(&rec));
+                    }
+                    self.recorded(&rec, task, false).await?;
                     continue;
                 }
             }
             if result.fatal.is_some() || result.limit.is_some() {
-                self.append(&rec)?;
+                self.recorded(&rec, task, false).await?;
                 let mine_now = mine.lock().map(|m| m.clone()).unwrap_or_default();
                 let _ = self.remote.release(&task.id, &mine_now);
                 if let Some(f) = result.fatal {
@@ -573,7 +619,7 @@ impl Worker {
             if rec.commit.is_some() && self.cfg.remote.land == crate::config::Land::PullRequest {
                 if rec.outcome != Outcome::Done {
                     // Progress stays in the clone; the next iteration goes on from it.
-                    self.append(&rec)?;
+                    self.recorded(&rec, task, false).await?;
                     continue;
                 }
                 let mine_now = mine.lock().map(|m| m.clone()).unwrap_or_default();
@@ -583,11 +629,11 @@ impl Worker {
                     rec.cause = Some(Cause::HookRejected);
                     rec.failure = Some(format!("`git commit` was refused: {refused}"));
                     rec.commit = None;
-                    self.append(&rec)?;
+                    self.recorded(&rec, task, false).await?;
                     attempts = self.count_try(task, &base, "`git commit` was refused", attempts);
                     continue;
                 }
-                self.propose(task, &mine_now, &branch, rec, &learned)?;
+                self.propose(task, &mine_now, &branch, rec, &learned).await?;
                 // The claim stays (pending) until the target has the task done.
                 keep_claim = true;
                 break Ok(());
@@ -601,7 +647,7 @@ impl Worker {
                         learned.clear();
                         rec.learnings_added = added;
                         rec.commit = Some(sha.clone());
-                        self.append(&rec)?;
+                        self.recorded(&rec, task, true).await?;
                         eprintln!(
                             "task {}: landed {}{}",
                             task.id,
@@ -618,12 +664,12 @@ impl Worker {
                         if why == LOST {
                             lost.store(true, Ordering::SeqCst);
                         }
-                        self.not_landed(task, rec, &why, &mine_now, &learned)?;
+                        self.not_landed(task, rec, &why, &mine_now, &learned).await?;
                         break Ok(());
                     }
                 }
             }
-            self.append(&rec)?;
+            self.recorded(&rec, task, false).await?;
             if rec.outcome.counts_as_attempt() {
                 let failure = rec.failure.as_deref().unwrap_or("failed");
                 attempts = self.count_try(task, &base, failure, attempts);
@@ -634,7 +680,7 @@ impl Worker {
                     "{attempts} failed attempts; the last: {}",
                     rec.failure.as_deref().and_then(|f| f.lines().next()).unwrap_or("")
                 );
-                self.block(task, &why, &mine_now, &learned)?;
+                self.block(task, &why, &mine_now, &learned).await?;
                 break Ok(());
             }
             // The next attempt starts from the target as it is now.
@@ -665,6 +711,9 @@ impl Worker {
     ) -> Result<Option<WorkerResult>, CliError> {
         let exe = std::env::current_exe()
             .map_err(|e| CliError::failure(format!("cannot find ralph's own program: {e}")))?;
+        // Notes left in this clone (`ralph note`) go to its next iteration.
+        let notes = crate::notes::take(self.root());
+        crate::notes::hand(&crate::logs::iter_dir(&self.run_dir, n), &notes)?;
         let mut cmd = SlotTask {
             slot: self.root().to_path_buf(),
             task: task.id.clone(),
@@ -814,8 +863,28 @@ impl Worker {
 
     /// Blocks `task` on the target (its status and the reason, in one landed commit) and
     /// deletes the claim, leased; when that cannot land, the claim is let go all the same.
-    fn block(&self, task: &Spec, why: &str, claim: &str, learned: &[Learned]) -> Result<(), CliError> {
+    async fn block(
+        &mut self,
+        task: &Spec,
+        why: &str,
+        claim: &str,
+        learned: &[Learned],
+    ) -> Result<(), CliError> {
         eprintln!("task {}: blocked: {why}", task.id);
+        let about = About {
+            title: Some(task.title.clone()),
+            reason: Some(why.to_string()),
+            worker: Some(self.remote.worker.clone()),
+            iteration: Some(self.iteration),
+            ..About::task(&task.id)
+        };
+        self.events.task_blocked(about.clone());
+        if !self.stop.cancel.is_cancelled() {
+            let ev = self.events.event(Hook::OnBlocked.name(), about);
+            let dir = crate::logs::iter_dir(&self.run_dir, self.iteration);
+            let mut said = crate::reporter::Human::new();
+            self.events.hook(Hook::OnBlocked, &ev, &dir, &self.stop, &mut said).await;
+        }
         let root = self.root();
         for _ in 0..MAX_LAND_TRIES {
             self.remote.fetch()?;
@@ -866,8 +935,8 @@ impl Worker {
     /// Work that did not land: its claim lost (nothing more to do: the work stays in the
     /// clone), or refused after the retries (the work pushed to `ralph/<task>`, the task
     /// blocked with the reason).
-    fn not_landed(
-        &self,
+    async fn not_landed(
+        &mut self,
         task: &Spec,
         mut rec: IterationRecord,
         why: &str,
@@ -881,15 +950,15 @@ impl Worker {
             rec.failure =
                 Some(format!("{LOST}: nothing of it landed; the work stays on {LOCAL} in this clone"));
             eprintln!("task {}: the claim was lost before landing; nothing landed", task.id);
-            return self.append(&rec);
+            return self.recorded(&rec, task, false).await;
         }
         rec.outcome = Outcome::ChecksFailed;
         rec.cause = Some(Cause::LandConflict);
         rec.failure = Some(why.to_string());
         rec.blocked = true;
-        self.append(&rec)?;
+        self.recorded(&rec, task, false).await?;
         let _ = git::push(self.root(), &self.remote.name, &[format!("+HEAD:refs/heads/ralph/{}", task.id)]);
-        self.block(task, &format!("{why}; its work is on the branch ralph/{}", task.id), mine, learned)
+        self.block(task, &format!("{why}; its work is on the branch ralph/{}", task.id), mine, learned).await
     }
 
     /// Counts a failed attempt at `task` on the remote, across workers; the count now. When the
@@ -966,8 +1035,8 @@ impl Worker {
     /// `mine` pending.
     /// The learnings go with the branch (AGENTS.md in its commit, the store's ref in the same
     /// atomic push).
-    fn propose(
-        &self,
+    async fn propose(
+        &mut self,
         task: &Spec,
         mine: &str,
         branch: &str,
@@ -994,7 +1063,7 @@ impl Worker {
                     rec.learnings_added = admission.map(|a| a.added).unwrap_or_default();
                     let _ = self.remote.pend(&task.id, mine, branch);
                     eprintln!("task {}: pushed {branch} for the forge to land", task.id);
-                    return self.append(&rec);
+                    return self.recorded(&rec, task, false).await;
                 }
                 Err(text) => last = text,
             }
@@ -1002,7 +1071,8 @@ impl Worker {
             self.remote.fetch()?;
         }
         rec.failure = Some(format!("cannot push {branch}: {}", last.trim()));
-        self.append(&rec)
+        // Done only once the forge lands it: no `task_done` from here.
+        self.recorded(&rec, task, false).await
     }
 
     /// The `[budget]` this worker has spent, in words (ralph.toml's budgets hold per worker).
@@ -1049,6 +1119,69 @@ impl Worker {
         let path = crate::logs::records_path(&self.run_dir);
         record::append(&path, rec)
             .map_err(|e| CliError::failure(format!("cannot write {}: {e}", path.display())))
+    }
+
+    /// Appends the record, sends what it calls for (`task_done` when `landed` a done task's
+    /// work on the target), and runs `after_iteration` and, for landed work, `on_land`.
+    async fn recorded(&mut self, rec: &IterationRecord, task: &Spec, landed: bool) -> Result<(), CliError> {
+        self.append(rec)?;
+        let about = || About {
+            title: Some(task.title.clone()),
+            worker: Some(self.remote.worker.clone()),
+            ..About::record(rec)
+        };
+        self.events.iteration_ended(rec, Some(&task.title), landed);
+        if !self.stop.cancel.is_cancelled() {
+            let dir = crate::logs::iter_dir(&self.run_dir, rec.iteration);
+            let mut said = crate::reporter::Human::new();
+            let ev = self.events.event(Hook::AfterIteration.name(), about());
+            self.events.hook(Hook::AfterIteration, &ev, &dir, &self.stop, &mut said).await;
+            if landed {
+                let ev = self.events.event(Hook::OnLand.name(), about());
+                self.events.hook(Hook::OnLand, &ev, &dir, &self.stop, &mut said).await;
+            }
+            self.events.report(&mut said);
+        }
+        Ok(())
+    }
+
+    /// `before_iteration` for `task`; whether its iteration may start. A skip is recorded
+    /// (`skipped`), the claim let go, and the task not claimed again for `[hooks] skip_wait`.
+    async fn before_iteration(&mut self, task: &Spec) -> Result<bool, CliError> {
+        if self.events.hooks().before_iteration.is_empty() {
+            return Ok(true);
+        }
+        let number = self.iteration + 1;
+        let dir = crate::logs::iter_dir(&self.run_dir, number);
+        let started_at = crate::logs::now_rfc3339();
+        let about = About {
+            title: Some(task.title.clone()),
+            iteration: Some(number),
+            worker: Some(self.remote.worker.clone()),
+            ..About::task(&task.id)
+        };
+        let ev = self.events.event(Hook::BeforeIteration.name(), about);
+        let mut said = crate::reporter::Human::new();
+        let run = self.events.hook(Hook::BeforeIteration, &ev, &dir, &self.stop, &mut said).await;
+        let Some(failure) = run.failure else { return Ok(true) };
+        if run.interrupted || self.stop.cancel.is_cancelled() {
+            return Ok(false);
+        }
+        self.iteration = number;
+        let wait = self.cfg.hooks.skip_wait;
+        let rec = IterationRecord {
+            started_at,
+            ended_at: crate::logs::now_rfc3339(),
+            failure: Some(format!(
+                "the before_iteration hook skipped the task: {failure}; it is claimed again in {} at the soonest",
+                crate::runner::human(wait)
+            )),
+            ..IterationRecord::new(&self.run_id, number, &task.id, Outcome::Skipped)
+        };
+        self.append(&rec)?;
+        self.events.iteration_ended(&rec, Some(&task.title), false);
+        self.skipped.insert(task.id.clone(), Instant::now() + wait);
+        Ok(false)
     }
 }
 

@@ -65,6 +65,9 @@ pub(crate) struct Iteration<'a> {
     /// its result back; the coordinator alone writes the task's status, AGENTS.md, the
     /// learnings, blocks and the run's records (see `crate::parallel`).
     pub worker: Option<u32>,
+    /// Notes from the person running the loop (`ralph note`), taken for this iteration: its
+    /// prompt carries them and its record lists them.
+    pub notes: &'a [String],
 }
 
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> CliError {
@@ -190,6 +193,7 @@ pub(crate) async fn run(
     let max_attempts = it.task.max_attempts.unwrap_or(it.cfg.budget.max_attempts);
     let block_reason = task_rules::settle(state.task_mut(&it.task.id), &done, max_attempts, &it.cfg.budget);
     let blocked = block_reason.is_some() && it.worker.is_none();
+    let blocked_reason = block_reason.clone().filter(|_| blocked);
     let mut block_commit = None;
     if let (Some(reason), None) = (block_reason, it.worker) {
         block_commit = block(it.wt, it.task, &reason, it.run_id, it.number, state, reporter)?;
@@ -216,7 +220,13 @@ pub(crate) async fn run(
         fault::point("after_record");
         reporter.iteration_ended(&record);
     }
-    Ok(IterationEnd { record, limit: j.limit, fatal: j.fatal, findings: findings_of_worker })
+    Ok(IterationEnd {
+        record,
+        limit: j.limit,
+        fatal: j.fatal,
+        findings: findings_of_worker,
+        blocked: blocked_reason,
+    })
 }
 
 /// What the iteration's start established: where it began and what the agent is given.
@@ -386,8 +396,12 @@ async fn run_agent(
         task_iteration: prep.ts.iterations + 1,
         iter_dir: dir.clone(),
     };
-    let req =
+    let mut req =
         agent::request(&it.cfg.agent, &it.cfg.sandbox, root, &prep.prompt_text, &prep.prompt_path, &env)?;
+    // The notifiers' URLs and tokens are ralph's, not the agent's (nor an allowlist's).
+    let notifiers: Vec<&str> = it.cfg.notify.iter().flat_map(|n| n.sink.env_names()).collect();
+    req.env.retain(|(k, _)| !notifiers.contains(&k.as_str()));
+    req.env_remove.extend(notifiers.iter().map(|s| s.to_string()));
     let log_path = dir.join("agent.log");
     let budget_cuts = it.time_left.is_some_and(|t| t < it.cfg.agent.timeout);
     let timeout = it.time_left.map_or(it.cfg.agent.timeout, |t| t.min(it.cfg.agent.timeout));
@@ -760,6 +774,7 @@ fn make_record(
         final_message: report.final_message.as_deref().map(|m| it.secrets.mask(m)),
         is_error: report.is_error,
         limit_resets_at: j.limit.as_ref().and_then(|l| l.reset_at).map(|t| t.to_string()),
+        notes: it.notes.iter().map(|n| it.secrets.mask(n)).collect(),
     }
 }
 
@@ -772,6 +787,8 @@ pub(crate) struct IterationEnd {
     pub fatal: Option<Fatal>,
     /// A worker's agent's findings (its learnings), for the coordinator to admit.
     pub findings: Option<Findings>,
+    /// Why the iteration blocked its task, if it did.
+    pub blocked: Option<String>,
 }
 
 fn prompt_context(it: &Iteration<'_>, ts: &state::TaskState, attempt: u32) -> prompt::Context {
@@ -803,6 +820,7 @@ fn prompt_context(it: &Iteration<'_>, ts: &state::TaskState, attempt: u32) -> pr
         checks: task_checks(it).commands,
         run_id: it.run_id.to_string(),
         iteration: it.number,
+        notes: it.notes.to_vec(),
     }
 }
 

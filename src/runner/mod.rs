@@ -22,6 +22,7 @@ use crate::backlog::{Backlog, Next, Status};
 use crate::budget::Budget;
 use crate::config::{self, Config};
 use crate::error::CliError;
+use crate::events::{About, Events, Hook};
 use crate::exit_code;
 use crate::git;
 use crate::logs;
@@ -291,7 +292,7 @@ pub async fn run_validated(
     }
     // Secrets come from the environment, known before anything is written: recovery's
     // rejected.patch is masked like the iteration's own.
-    let secrets = Secrets::from_env(&cfg.agents_env());
+    let secrets = Secrets::from_env(&cfg.agents_env()).with_values(cfg.notify_secrets());
     let resumed = recover_latest(&root, &opts, &secrets, reporter)?;
 
     // The working tree's watch starts before the scan that finds the tree clean, so that it
@@ -354,6 +355,7 @@ pub async fn run_validated(
     }
     let mut traced = crate::telemetry::Traced::start(reporter, &cfg, &run_id, meta.sessions, &secrets);
     let reporter = &mut traced;
+    let events = Events::new(&cfg, &root, &run_id, &run_dir, &secrets);
 
     let started = Instant::now();
     // The frame holds the lock for the rest of the run, and makes it again if an agent takes
@@ -376,6 +378,8 @@ pub async fn run_validated(
         chain: agent::fallback::Chain::resume(&meta.agents_limited),
         last_agent: None,
         meta,
+        events,
+        skipped: Default::default(),
     };
     let result = run.run_loop(reporter).await;
 
@@ -392,8 +396,10 @@ pub async fn run_validated(
         run.meta.stops += 1;
     }
     save_end(&mut run.meta, &run.budget, &run.run_dir, code, &reason);
-    traced.finish(code, &reason).await;
     let summary = summary(&reason, code, &run.counts, started.elapsed());
+    let spent = result.as_ref().is_ok_and(RunEnd::budget_spent);
+    run.events.run_ended(&reason, code, spent, &summary, &mut traced).await;
+    traced.finish(code, &reason).await;
     match result {
         Ok(_) => {
             eprintln!("{summary}");
@@ -412,23 +418,8 @@ pub(crate) fn fallback_words(cfg: &Config) -> String {
     format!(" (falling back to {})", names.join(", "))
 }
 
-/// The run's last line: why it ended, what its iterations came to, how long it took, its exit
-/// code.
-pub(crate) fn summary(
-    reason: &str,
-    code: u8,
-    counts: &std::collections::BTreeMap<Outcome, u32>,
-    took: Duration,
-) -> String {
-    let outcomes: Vec<String> = counts.iter().map(|(o, n)| format!("{n} {}", o.as_str())).collect();
-    format!(
-        "ralph: {reason} — {} iteration(s){}{} in {} (exit {code})",
-        counts.values().sum::<u32>(),
-        if outcomes.is_empty() { "" } else { ": " },
-        outcomes.join(", "),
-        humantime::format_duration(Duration::from_secs(took.as_secs())),
-    )
-}
+/// The run's last line (see [`crate::events::summary`]).
+pub(crate) use crate::events::summary;
 
 /// Writes the run's end into `run.json` and flushes ralph's pending syncs.
 pub(crate) fn save_end(meta: &mut RunMeta, budget: &Budget, run_dir: &Path, code: u8, reason: &str) {
@@ -519,6 +510,10 @@ pub fn validate(opts: &RunOptions) -> Result<Validated, CliError> {
             .hint("commit your project (ralph.toml and specs/ included) before `ralph run`"));
     }
     check_git_state(&root, &cfg)?;
+    if let Some(missing) = cfg.notify_env_missing() {
+        return Err(CliError::usage(missing)
+            .hint("export it before `ralph run` (its value is masked wherever ralph writes), or remove the [[notify]] entry"));
+    }
     let ralph_dir = state::ensure_ralph_dir(&root)?;
     state::check_own_files(&root)?;
     let lock = RunLock::acquire(&ralph_dir).map_err(|e| match e {
@@ -656,6 +651,11 @@ impl RunEnd {
         }
     }
 
+    /// The run stopped because a budget (or a breaker) is spent: `budget_spent` is sent.
+    pub(crate) fn budget_spent(&self) -> bool {
+        matches!(self, RunEnd::Budget(_) | RunEnd::BudgetSpentBefore { .. } | RunEnd::LimitAfterBudget(_))
+    }
+
     /// A person ended the session while there was work: `ralph stop`, or `ralph stop --now`,
     /// Ctrl-C or a termination signal (which ralph cannot tell apart). An idle `--watch`
     /// stopped is the ordinary end of a watch, not counted.
@@ -721,6 +721,10 @@ struct Run<'a> {
     chain: agent::fallback::Chain,
     /// The agent of the run's last iteration: a change is announced.
     last_agent: Option<String>,
+    /// Notifications and hooks.
+    events: Events,
+    /// Tasks `before_iteration` skipped, and when each may be tried again.
+    skipped: std::collections::BTreeMap<String, Instant>,
 }
 
 /// What the loop does next.
@@ -770,6 +774,12 @@ impl Run<'_> {
                         self.meta.ralph_commits.extend(made);
                         state.save(self.wt.root())?;
                         self.budget.reset_breakers();
+                        let about = About {
+                            title: Some(spec.title.clone()),
+                            reason: Some(spent.to_string()),
+                            ..About::task(&spec.id)
+                        };
+                        self.blocked(about, &self.run_dir, reporter).await;
                         continue;
                     }
                 }
@@ -783,6 +793,9 @@ impl Run<'_> {
                 }
                 return Ok(RunEnd::Budget(spent.to_string()));
             }
+            if !self.before_iteration(&task, reporter).await? {
+                continue;
+            }
             ran_this_session = true;
             let order = self.order(&task, reporter);
             let agent = match self.pick_agent(&task, &order, reporter).await? {
@@ -792,6 +805,7 @@ impl Run<'_> {
             let name = agent.name.clone();
             let (retry_wait, retry_wait_max) = (agent.retry_wait, agent.retry_wait_max);
             let end = self.iterate(&task, &backlog, agent, &spec_watch, &mut state, reporter).await?;
+            self.after_iteration(&task, &end, reporter).await;
             seen.note_agents_md(self.wt.root());
             if end.record.outcome == Outcome::Interrupted {
                 return Ok(RunEnd::Interrupted);
@@ -807,6 +821,7 @@ impl Run<'_> {
                     "{name}: {}; the run goes on without it: the next iteration runs on {next}",
                     fatal.message()
                 ));
+                self.events.agent_fallback(&name, &next, &fatal.message(), About::record(&end.record));
                 continue;
             }
             let Some(limit) = end.limit else {
@@ -833,7 +848,12 @@ impl Run<'_> {
                 agent::fallback::OnLimit::FallBack { until } => {
                     self.meta.agents_limited = self.chain.limits(now);
                     let next = match self.chain.choose(&order, now) {
-                        agent::fallback::Choice::Run(n) => format!("the next iteration runs on {n}"),
+                        agent::fallback::Choice::Run(n) => {
+                            let why =
+                                format!("a usage limit that lifts at {} (in {})", utc(until), human(wait));
+                            self.events.agent_fallback(&name, &n, &why, About::record(&end.record));
+                            format!("the next iteration runs on {n}")
+                        }
                         _ => "every agent of the chain is limited".to_string(),
                     };
                     reporter.line(&format!(
@@ -956,6 +976,7 @@ impl Run<'_> {
         // between iterations apply, and say so.
         self.reload.check(root, &mut self.cfg, &mut self.template, self.meta.iterations + 1, reporter);
         self.budget.limits = self.cfg.budget.clone();
+        self.events.reconfigure(&self.cfg);
         let source = self.cfg.source(root);
         let listing =
             if self.watch { crate::watch::specs_listing(root, &source) } else { Default::default() };
@@ -995,8 +1016,16 @@ impl Run<'_> {
                 crate::watch::Woken::StopRequested => {}
             }
         }
+        // A task `before_iteration` skipped waits its turn; the others go on meanwhile.
+        let now = Instant::now();
+        self.skipped.retain(|_, until| *until > now);
         let task = match next {
-            Next::Task(t) => t.clone(),
+            Next::Task(t) if !self.skipped.contains_key(&t.id) => t.clone(),
+            Next::Task(_) => match backlog.runnable().into_iter().find(|t| !self.skipped.contains_key(&t.id))
+            {
+                Some(t) => t.clone(),
+                None => return self.wait_for_skipped(reporter).await,
+            },
             _ => return Ok(Step::End(RunEnd::of_backlog(&backlog).unwrap_or(RunEnd::BacklogDone))),
         };
         // A task already over its own limits (a killed iteration's spending, counted by
@@ -1006,6 +1035,9 @@ impl Run<'_> {
                 iteration::block(self.wt, &task, &reason, run_id, self.meta.iterations, state, reporter)?;
             self.meta.ralph_commits.extend(made);
             state.save(root)?;
+            let about =
+                About { title: Some(task.title.clone()), reason: Some(reason), ..About::task(&task.id) };
+            self.blocked(about, &self.run_dir, reporter).await;
             return Ok(Step::Again);
         }
         Ok(Step::Run(Box::new(task), backlog))
@@ -1035,6 +1067,11 @@ impl Run<'_> {
             with_agent = Config { agent, ..self.cfg.clone() };
             &with_agent
         };
+        // Taken now, when the iteration surely starts: its prompt carries them, once.
+        let notes = crate::notes::take(self.wt.root());
+        for n in &notes {
+            reporter.line(&format!("note for iteration {number} (`ralph note`): {}", self.secrets.mask(n)));
+        }
         let end = iteration::run(
             iteration::Iteration {
                 wt: self.wt,
@@ -1051,6 +1088,7 @@ impl Run<'_> {
                 stop: self.stop,
                 time_left: self.budget.time_left(),
                 worker: None,
+                notes: &notes,
             },
             state,
             reporter,
@@ -1066,6 +1104,132 @@ impl Run<'_> {
         // one sync less per iteration. A run killed in between resumes its spending from the
         // records all the same.
         Ok(end)
+    }
+
+    /// Runs the `before_iteration` hook for `task`; whether the iteration goes ahead. A
+    /// non-zero exit (or a timeout) skips the task: a `skipped` record with the hook's words,
+    /// no attempt and no iteration of the budget used, and the task is not tried again for
+    /// `[hooks] skip_wait` (other runnable tasks go on meanwhile).
+    async fn before_iteration(
+        &mut self,
+        task: &crate::backlog::Spec,
+        reporter: &mut dyn Reporter,
+    ) -> Result<bool, CliError> {
+        if self.events.hooks().before_iteration.is_empty() {
+            return Ok(true);
+        }
+        let number = self.meta.iterations + 1;
+        let dir = logs::iter_dir(&self.run_dir, number);
+        let started_at = logs::now_rfc3339();
+        let t0 = Instant::now();
+        let about =
+            About { title: Some(task.title.clone()), iteration: Some(number), ..About::task(&task.id) };
+        let ev = self.events.event(Hook::BeforeIteration.name(), about);
+        let run = self.events.hook(Hook::BeforeIteration, &ev, &dir, self.stop, reporter).await;
+        let Some(failure) = run.failure else { return Ok(true) };
+        if run.interrupted || self.stop.cancel.is_cancelled() {
+            // The loop's next look at the stop ends the run; nothing ran, nothing to record.
+            return Ok(false);
+        }
+        self.meta.iterations = number;
+        let wait = self.events.hooks().skip_wait;
+        let head = git::head(self.wt.root())?;
+        let record = record::IterationRecord {
+            started_at,
+            ended_at: logs::now_rfc3339(),
+            duration_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
+            failure: Some(format!(
+                "the before_iteration hook skipped the task: {failure}; it is tried again in {} (other tasks go on meanwhile)",
+                human(wait)
+            )),
+            head_before: head.clone(),
+            head_after: head,
+            ..record::IterationRecord::new(&self.run_id, number, &task.id, Outcome::Skipped)
+        };
+        let records = logs::records_path(&self.run_dir);
+        record::append(&records, &record)
+            .map_err(|e| CliError::failure(format!("cannot write {}: {e}", records.display())))?;
+        *self.counts.entry(Outcome::Skipped).or_default() += 1;
+        self.budget.record(&record);
+        self.meta.save(&self.run_dir)?;
+        self.events.iteration_ended(&record, Some(&task.title), true);
+        reporter.iteration_ended(&record);
+        self.skipped.insert(task.id.clone(), Instant::now() + wait);
+        Ok(false)
+    }
+
+    /// What follows an iteration outside it: the notifications its record calls for, and the
+    /// `after_iteration`, `on_land` and `on_blocked` hooks (not when ralph is being stopped).
+    async fn after_iteration(
+        &mut self,
+        task: &crate::backlog::Spec,
+        end: &iteration::IterationEnd,
+        reporter: &mut dyn Reporter,
+    ) {
+        let r = &end.record;
+        self.events.iteration_ended(r, Some(&task.title), true);
+        let dir = logs::iter_dir(&self.run_dir, r.iteration);
+        let about = || About { title: Some(task.title.clone()), ..About::record(r) };
+        if let Some(reason) = &end.blocked {
+            self.events.task_blocked(About { reason: Some(reason.clone()), ..about() });
+        }
+        if !self.stop.cancel.is_cancelled() {
+            let ev = self.events.event(Hook::AfterIteration.name(), about());
+            self.events.hook(Hook::AfterIteration, &ev, &dir, self.stop, reporter).await;
+            if r.commit.is_some() {
+                let ev = self.events.event(Hook::OnLand.name(), about());
+                self.events.hook(Hook::OnLand, &ev, &dir, self.stop, reporter).await;
+            }
+            if let Some(reason) = &end.blocked {
+                let ev = self
+                    .events
+                    .event(Hook::OnBlocked.name(), About { reason: Some(reason.clone()), ..about() });
+                self.events.hook(Hook::OnBlocked, &ev, &dir, self.stop, reporter).await;
+            }
+        }
+        self.events.report(reporter);
+    }
+
+    /// A task blocked between iterations (a breaker, its own limits): `task_blocked`, and the
+    /// `on_blocked` hook with its output in `dir` (the run's folder).
+    async fn blocked(&self, about: About, dir: &Path, reporter: &mut dyn Reporter) {
+        self.events.task_blocked(about.clone());
+        if !self.stop.cancel.is_cancelled() {
+            let ev = self.events.event(Hook::OnBlocked.name(), about);
+            self.events.hook(Hook::OnBlocked, &ev, dir, self.stop, reporter).await;
+        }
+        self.events.report(reporter);
+    }
+
+    /// Every runnable task was skipped by `before_iteration`: waits for the first to be due
+    /// (at most what is left of the time budget), then looks again.
+    async fn wait_for_skipped(&mut self, reporter: &mut dyn Reporter) -> Result<Step, CliError> {
+        // A budget spent meanwhile (the time budget, which the wait is cut to) ends the run.
+        if let Err(spent) = self.budget.check()
+            && !spent.is_breaker()
+        {
+            return Ok(Step::End(RunEnd::Budget(spent.to_string())));
+        }
+        let now = Instant::now();
+        let mut wait =
+            self.skipped.values().min().map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
+        if let Some(left) = self.budget.time_left() {
+            wait = wait.min(left);
+        }
+        self.meta.save(&self.run_dir)?;
+        reporter.waiting(
+            &format!(
+                "the before_iteration hook skipped every runnable task: trying again in {} (no attempt used)",
+                human(wait)
+            ),
+            std::time::SystemTime::now() + wait,
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = self.stop.cancel.cancelled() => return Ok(Step::End(RunEnd::Interrupted)),
+            _ = self.stop.after_iteration.cancelled() => return Ok(Step::End(RunEnd::Stopped)),
+        }
+        Ok(Step::Again)
     }
 
     /// Waits out a usage limit for `wait` (`line` says so); an end if the run is stopped

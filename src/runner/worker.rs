@@ -148,6 +148,7 @@ pub async fn run(t: SlotTask, reporter: &mut dyn Reporter, stop: Stop) -> Result
     let mut state = State::load(&root)?;
     let frame = super::frame::Memory::new(&root).for_worker().holding(lock);
     let spec_watch = crate::watch::SpecWatch::new();
+    let notes = crate::notes::handed(&crate::logs::iter_dir(&t.run_dir, t.iteration));
     let end = iteration::run(
         iteration::Iteration {
             wt: &worktree,
@@ -164,6 +165,7 @@ pub async fn run(t: SlotTask, reporter: &mut dyn Reporter, stop: Stop) -> Result
             stop: &stop,
             time_left: t.time_left,
             worker: Some(t.worker),
+            notes: &notes,
         },
         &mut state,
         reporter,

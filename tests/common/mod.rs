@@ -22,7 +22,9 @@ pub fn hermetic(cmd: &mut Command, home: &Path) {
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy().into_owned();
         // OTEL_*: a collector configured on the machine must not receive the tests' spans.
-        if k.starts_with("GIT_") || k.starts_with("OTEL_") || k == "CLAUDECODE" {
+        // A proxy configured on the machine must not carry the notifiers' posts to 127.0.0.1.
+        let proxy = k.to_ascii_lowercase().ends_with("_proxy");
+        if k.starts_with("GIT_") || k.starts_with("OTEL_") || k == "CLAUDECODE" || proxy {
             cmd.env_remove(&k);
         }
     }

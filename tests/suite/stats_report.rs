@@ -439,7 +439,7 @@ actions = [{ write = { path = "b.txt", content = "b\n" } }, { promise = true }]
     let s = json(repo.ralph(&["stats", "--json"]));
     assert_eq!(
         s["interventions"],
-        serde_json::json!({"total": 3, "commits": 1, "spec_edits": 0, "unblocks": 1, "stops": 0, "learnings_removed": 1})
+        serde_json::json!({"total": 3, "commits": 1, "spec_edits": 0, "unblocks": 1, "stops": 0, "learnings_removed": 1, "notes": 0})
     );
     assert_eq!(s["trend"][0]["interventions"], s["interventions"]);
 }
