@@ -336,3 +336,43 @@ fn parallel_workers_fall_back_too() {
     // Workers that started before the limit was known may hit it too; none after.
     assert!(records.iter().filter(|(a, _)| a == "primary").all(|(_, o)| o == "rate_limited"), "{records:?}");
 }
+
+/// `[[notify]] on = ["agent_fallback"]`: the move to the fallback is sent once, naming both
+/// agents and why.
+#[test]
+fn the_move_to_a_fallback_is_notified_with_both_agents_and_the_reason() {
+    let out = tempfile::tempdir().unwrap();
+    let sent = out.path().join("sent.jsonl");
+    let script = format!(
+        "cat >> {}; echo >> {}",
+        shell_quote(&sent.to_string_lossy()),
+        shell_quote(&sent.to_string_lossy())
+    );
+    let extra = format!(
+        "[[notify]]\non = [\"agent_fallback\", \"run_end\"]\ncommand = [\"sh\", \"-c\", {}]\n",
+        toml_str(&script)
+    );
+    let repo = two_agents(
+        &limited("You've hit your usage limit. Try again in 1 hours."),
+        DOES_ALL,
+        "fallback = [\"backup\"]\n",
+        &extra,
+        TWO,
+    );
+    repo.ralph_within(60, &["run"]).expect(0);
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(&sent)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let moves: Vec<&serde_json::Value> = events.iter().filter(|e| e["event"] == "agent_fallback").collect();
+    assert_eq!(moves.len(), 1, "{events:?}");
+    assert_eq!(
+        (moves[0]["previous_agent"].as_str(), moves[0]["agent"].as_str()),
+        (Some("primary"), Some("backup"))
+    );
+    assert!(moves[0]["reason"].as_str().unwrap().contains("usage limit"), "{}", moves[0]);
+    assert_eq!(moves[0]["task"], "010-a");
+    assert!(events.iter().any(|e| e["event"] == "run_end"), "{events:?}");
+}
