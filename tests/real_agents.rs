@@ -469,7 +469,9 @@ fn edit_lands_from_inside_bwrap(cli: Cli) {
     std::fs::create_dir_all(&claude_dir).unwrap();
     let claude_json = repo.outside.join(".claude.json");
     std::fs::write(&claude_json, "{}").unwrap();
-    let out = run(&repo, &server, &["run"]);
+    // As root, Claude wants IS_SANDBOX=1: ralph sets it for an agent it sandboxes, so the
+    // test's environment does not.
+    let out = Run(ralph(&repo, &server, &["run"]).env_remove("IS_SANDBOX").output().unwrap());
     let log = repo.iter_file(1, "agent.log");
     assert_eq!(out.code(), 0, "{}\nagent log:\n{log}\nserver: {:?}", out.stderr(), server.log());
     assert_eq!(repo.read("hello.txt"), "hello\n");

@@ -35,6 +35,19 @@ fn with_quirk(cfg: &AgentConfig, q: Quirk) -> Option<&'static str> {
     presets(cfg).find(|p| p.quirks.contains(&q)).map(|p| p.name)
 }
 
+/// Whether ralph tells this agent it runs in a sandbox (`IS_SANDBOX=1`): it does, under
+/// `[sandbox] kind = "bwrap"` or `"container"`, to a CLI that refuses to run as root without
+/// it, unless ralph.toml sets the variable itself. The sandbox is what the variable claims.
+pub fn tell_sandboxed(cfg: &AgentConfig, sandboxed: bool) -> bool {
+    sandboxed && with_quirk(cfg, Quirk::RootNeedsIsSandbox).is_some() && !cfg.env.contains_key("IS_SANDBOX")
+}
+
+/// The variables ralph's environment gives an agent, for [`check`]: ralph's own, and
+/// `IS_SANDBOX=1` when the agent runs sandboxed (see [`tell_sandboxed`]).
+pub fn agent_env(sandboxed: bool) -> impl Fn(&str) -> Option<String> {
+    move |k: &str| if sandboxed && k == "IS_SANDBOX" { Some("1".into()) } else { std::env::var(k).ok() }
+}
+
 /// The hazards of this agent configuration on this machine, given the environment ralph runs
 /// in (`env` reads a variable; tests pass their own).
 pub fn check(cfg: &AgentConfig, euid: u32, env: &dyn Fn(&str) -> Option<String>) -> Vec<Hazard> {
@@ -49,7 +62,7 @@ pub fn check(cfg: &AgentConfig, euid: u32, env: &dyn Fn(&str) -> Option<String>)
                     "ralph runs as root, and {cli} refuses --dangerously-skip-permissions as root unless IS_SANDBOX=1"
                 ),
                 hint: Some(
-                    "on a disposable sandbox or container, add IS_SANDBOX = \"1\" under [agent.env]; otherwise run ralph as a normal user".into(),
+                    "run it sandboxed ([sandbox] kind = \"bwrap\": ralph then sets IS_SANDBOX=1), or on a disposable machine add IS_SANDBOX = \"1\" under [agent.env]; otherwise run ralph as a normal user".into(),
                 ),
             });
         }
@@ -120,6 +133,18 @@ mod tests {
         assert!(problems(&c, 0, &sandbox).is_empty());
         let c = cfg("[agent]\npreset = \"claude\"\n[agent.env]\nIS_SANDBOX = \"1\"\n");
         assert!(problems(&c, 0, &none).is_empty());
+    }
+
+    #[test]
+    fn a_sandboxed_claude_is_told_so_unless_ralph_toml_says_otherwise() {
+        let c = cfg("[agent]\npreset = \"claude\"\n");
+        assert!(tell_sandboxed(&c, true) && !tell_sandboxed(&c, false));
+        assert_eq!(agent_env(true)("IS_SANDBOX").as_deref(), Some("1"));
+        assert!(problems(&c, 0, &agent_env(true)).is_empty());
+        // The user's own value stands; other CLIs are not told.
+        let own = cfg("[agent]\npreset = \"claude\"\n[agent.env]\nIS_SANDBOX = \"0\"\n");
+        assert!(!tell_sandboxed(&own, true));
+        assert!(!tell_sandboxed(&cfg("[agent]\npreset = \"codex\"\n"), true));
     }
 
     #[test]

@@ -122,6 +122,9 @@ pub fn request(
         ("RALPH_ITER_DIR".to_string(), it.iter_dir.to_string_lossy().into_owned()),
         ("RALPH_PROMPT_FILE".to_string(), prompt_file.to_string_lossy().into_owned()),
     ]);
+    if hazards::tell_sandboxed(cfg, sandbox.kind != crate::sandbox::Kind::None) {
+        env.push(("IS_SANDBOX".into(), "1".into()));
+    }
     let req = SpawnRequest {
         program: cfg.command[0].clone(),
         args,

@@ -305,27 +305,14 @@ fn sandbox(root: &Path, cfg: &config::Config, out: &mut Out) {
             return;
         }
     }
-    let env: Vec<(String, String)> = a.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let needs = agent::needs(a, root, None);
-    let version = sandbox::apply(s, a.env_allowlist, plain(&a.command[0], &["--version"], env), &needs)
-        .map_err(|e| crate::text::chain(&e))
-        .and_then(|req| run_request(&req, wait));
-    match version {
-        Ok((Some(0), text)) => out.ok(&format!(
-            "the agent starts inside: `{} --version` answers {}",
-            a.command[0],
-            text.lines().find(|l| !l.trim().is_empty()).unwrap_or("?").trim()
-        )),
-        Ok((code, text)) => out.problem(
-            &format!(
-                "the agent does not start inside the sandbox: `{} --version` {}: {}",
-                a.command[0],
-                code.map_or("was killed".to_string(), |c| format!("exits {c}")),
-                gist(&text)
-            ),
-            Some("it may need more than its worktree and its own configuration: add what it reads to [sandbox] read_only (a toolchain under your home, say), or the variables it needs to [sandbox] env"),
-        ),
-        Err(e) => out.problem(&format!("the agent does not start inside the sandbox: {e}"), None),
+    // Not found on this machine: said above, under the agent; trying it inside says nothing
+    // more (a container's image holds its own program, so it is tried there).
+    if needs.program.is_none() && s.kind == sandbox::Kind::Bwrap {
+        out.note("the agent is not tried inside: its program is not found (above)");
+    } else {
+        let env: Vec<(String, String)> = a.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        agent_inside(a, s, &needs, plain(&a.command[0], &["--version"], env), wait, out);
     }
     let probe = plain(&a.command[0], &[], vec![]);
     if let Ok(layout) = sandbox::Layout::resolve(&Host::current(), s, &probe, &needs) {
@@ -431,7 +418,7 @@ pub fn run(cwd: &Path, agent: Option<String>) -> Result<u8, CliError> {
             }
         }
     }
-    let envf = |k: &str| std::env::var(k).ok();
+    let envf = hazards::agent_env(cfg.sandbox.kind != crate::sandbox::Kind::None);
     for h in hazards::check(a, hazards::euid(), &envf) {
         match h.level {
             hazards::Level::Problem => out.problem(&h.message, h.hint.as_deref()),
@@ -497,5 +484,37 @@ pub fn run(cwd: &Path, agent: Option<String>) -> Result<u8, CliError> {
     } else {
         crate::outln!("\n{} problem(s) to fix before `ralph run`.", out.problems);
         Ok(crate::exit_code::USAGE)
+    }
+}
+
+/// `version` (the agent's `PROGRAM --version`) inside the sandbox: the agent starts there, or
+/// why not.
+fn agent_inside(
+    a: &agent::AgentConfig,
+    s: &sandbox::SandboxConfig,
+    needs: &sandbox::Needs,
+    version: SpawnRequest,
+    wait: Duration,
+    out: &mut Out,
+) {
+    let version = sandbox::apply(s, a.env_allowlist, version, needs)
+        .map_err(|e| crate::text::chain(&e))
+        .and_then(|req| run_request(&req, wait));
+    match version {
+        Ok((Some(0), text)) => out.ok(&format!(
+            "the agent starts inside: `{} --version` answers {}",
+            a.command[0],
+            text.lines().find(|l| !l.trim().is_empty()).unwrap_or("?").trim()
+        )),
+        Ok((code, text)) => out.problem(
+            &format!(
+                "the agent does not start inside the sandbox: `{} --version` {}: {}",
+                a.command[0],
+                code.map_or("was killed".to_string(), |c| format!("exits {c}")),
+                gist(&text)
+            ),
+            Some("it may need more than its worktree and its own configuration: add what it reads to [sandbox] read_only (a toolchain under your home, say), or the variables it needs to [sandbox] env"),
+        ),
+        Err(e) => out.problem(&format!("the agent does not start inside the sandbox: {e}"), None),
     }
 }

@@ -454,7 +454,7 @@ pub fn check_agents(root: &Path, cfg: &Config, from_flag: bool) -> Result<(), Cl
             return Err(missing_other_agent(a, cfg));
         }
     }
-    let env = |k: &str| std::env::var(k).ok();
+    let env = agent::hazards::agent_env(cfg.sandbox.kind != crate::sandbox::Kind::None);
     for a in std::iter::once(&cfg.agent).chain(&others) {
         for h in agent::hazards::check(a, agent::hazards::euid(), &env) {
             if h.level == agent::hazards::Level::Problem {
