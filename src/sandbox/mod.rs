@@ -371,13 +371,18 @@ fn expand(p: &str, home: Option<&Path>) -> Option<PathBuf> {
 }
 
 /// The nearest folder of `file` (itself excluded) that holds a `package.json`, below `stop`:
-/// an npm package, bound whole so its `require`s resolve.
+/// an npm package, bound whole so its `require`s resolve; when it sits in a `node_modules`
+/// folder, that folder, since npm hoists a package's dependencies (Codex's native binary is
+/// the sibling package `@openai/codex-linux-x64`) beside it.
 fn package_root(file: &Path, stop: &Path) -> Option<PathBuf> {
-    file.ancestors()
+    let below = |a: &Path| a.starts_with(stop) && a != stop;
+    let pkg = file.ancestors().skip(1).take_while(|a| below(a)).find(|a| a.join("package.json").is_file())?;
+    let modules = pkg
+        .ancestors()
         .skip(1)
-        .take_while(|a| a.starts_with(stop) && *a != stop)
-        .find(|a| a.join("package.json").is_file())
-        .map(Path::to_path_buf)
+        .take_while(|a| below(a))
+        .find(|a| a.file_name() == Some("node_modules".as_ref()));
+    Some(modules.unwrap_or(pkg).to_path_buf())
 }
 
 impl Layout {
@@ -566,13 +571,20 @@ mod tests {
     }
 
     #[test]
-    fn a_package_is_found_above_its_program() {
+    fn a_package_is_found_above_its_program_with_the_node_modules_it_sits_in() {
         let dir = tempfile::tempdir().unwrap();
-        let pkg = dir.path().join("lib/node_modules/@scope/cli");
+        let modules = dir.path().join("lib/node_modules");
+        let pkg = modules.join("@scope/cli");
         std::fs::create_dir_all(pkg.join("bin")).unwrap();
         std::fs::write(pkg.join("package.json"), "{}").unwrap();
         std::fs::write(dir.path().join("package.json"), "{}").unwrap();
-        assert_eq!(package_root(&pkg.join("bin/cli.js"), dir.path()), Some(pkg.clone()));
+        // Its dependencies are hoisted beside it: the whole node_modules is bound.
+        assert_eq!(package_root(&pkg.join("bin/cli.js"), dir.path()), Some(modules));
+        // A package not in a node_modules folder: itself.
+        let alone = dir.path().join("tools/cli");
+        std::fs::create_dir_all(alone.join("bin")).unwrap();
+        std::fs::write(alone.join("package.json"), "{}").unwrap();
+        assert_eq!(package_root(&alone.join("bin/cli.js"), dir.path()), Some(alone.clone()));
         assert_eq!(package_root(&dir.path().join("lib/x"), dir.path()), None);
     }
 }
