@@ -18,7 +18,10 @@ trap 'rm -f "$out"' EXIT
 machine
 # Figure 1 early: the scripts after it create and delete thousands of files, and on ext4 without
 # a journal (this VM's root) file creations stay slower for minutes after mass deletions.
-for s in startup iteration-overhead status-scale spec-pickup memory log-throughput parallel-speedup; do
+scripts=(startup iteration-overhead status-scale spec-pickup memory log-throughput parallel-speedup)
+# The sandbox's cost, where bubblewrap is installed.
+command -v bwrap >/dev/null && scripts+=(sandbox-overhead)
+for s in "${scripts[@]}"; do
   echo
   echo "### $s"
   # Only the lines' case counts for figure 3; the others are in BENCHMARKS.md for the record.
