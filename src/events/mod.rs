@@ -174,6 +174,16 @@ impl About {
     }
 }
 
+/// What `before_iteration` decided (see [`Events::before_iteration`]).
+pub enum Gate {
+    /// No hook, or it passed: the iteration starts.
+    Go,
+    /// ralph is being stopped: nothing starts, nothing is recorded.
+    Stopped,
+    /// The hook failed: the task is skipped, with this record.
+    Skip(Box<IterationRecord>),
+}
+
 /// The run's notifications and hooks: what every event carries about the run, the deliveries
 /// under way, the streak of red iterations.
 pub struct Events {
@@ -416,6 +426,49 @@ impl Events {
     /// Runs `hook`'s commands with `ev` on their stdin, their output into `dir`'s `hooks.log`
     /// (the iteration's folder, or the run's for a hook outside an iteration); says a failure
     /// in the run's output.
+    /// Runs `before_iteration` for `task` as iteration `number` (its output in `dir`): whether
+    /// the iteration may start. A skip comes with its `skipped` record (no agent ran; the
+    /// failure names the hook's words, then `again`: when the task is tried next); the caller
+    /// keeps the books (the record appended, the counts, when to try the task again).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn before_iteration(
+        &self,
+        run_id: &str,
+        number: u32,
+        task: &crate::backlog::Spec,
+        worker: Option<String>,
+        dir: &Path,
+        again: &str,
+        stop: &crate::signal::Stop,
+        reporter: &mut dyn Reporter,
+    ) -> Gate {
+        if self.hooks.before_iteration.is_empty() {
+            return Gate::Go;
+        }
+        let started_at = crate::logs::now_rfc3339();
+        let t0 = Instant::now();
+        let about = About {
+            title: Some(task.title.clone()),
+            iteration: Some(number),
+            worker,
+            ..About::task(&task.id)
+        };
+        let ev = self.event(Hook::BeforeIteration.name(), about);
+        let run = self.hook(Hook::BeforeIteration, &ev, dir, stop, reporter).await;
+        let Some(failure) = run.failure else { return Gate::Go };
+        if run.interrupted || stop.cancel.is_cancelled() {
+            // The caller's next look at the stop ends its run; nothing ran, nothing to record.
+            return Gate::Stopped;
+        }
+        Gate::Skip(Box::new(IterationRecord {
+            started_at,
+            ended_at: crate::logs::now_rfc3339(),
+            duration_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
+            failure: Some(format!("the before_iteration hook skipped the task: {failure}; {again}")),
+            ..IterationRecord::new(run_id, number, &task.id, Outcome::Skipped)
+        }))
+    }
+
     pub async fn hook(
         &self,
         hook: Hook,

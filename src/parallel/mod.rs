@@ -19,7 +19,7 @@ pub mod slots;
 use crate::backlog::{Backlog, Spec, Status};
 use crate::budget::Budget;
 use crate::error::CliError;
-use crate::events::{About, Event, Events, Hook};
+use crate::events::{About, Event, Events, Gate, Hook};
 use crate::git;
 use crate::learnings;
 use crate::logs;
@@ -445,33 +445,20 @@ impl<'a> Coordinator<'a> {
     /// is recorded (`skipped`: no attempt, no iteration of the budget) and the task is not
     /// started again for `[hooks] skip_wait`.
     async fn before_iteration(&mut self, task: &Spec) -> Result<bool, CliError> {
-        if self.events.hooks().before_iteration.is_empty() {
-            return Ok(true);
-        }
         let number = self.meta.iterations + 1;
         let dir = logs::iter_dir(&self.run_dir, number);
-        let started_at = logs::now_rfc3339();
-        let t0 = Instant::now();
-        let about =
-            About { title: Some(task.title.clone()), iteration: Some(number), ..About::task(&task.id) };
-        let ev = self.events.event(Hook::BeforeIteration.name(), about);
-        let run = self.events.hook(Hook::BeforeIteration, &ev, &dir, &self.stop, &mut *self.reporter).await;
-        let Some(failure) = run.failure else { return Ok(true) };
-        if run.interrupted || self.stop.cancel.is_cancelled() {
-            return Ok(false);
-        }
-        self.meta.iterations = number;
         let wait = self.events.hooks().skip_wait;
-        let rec = IterationRecord {
-            started_at,
-            ended_at: logs::now_rfc3339(),
-            duration_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
-            failure: Some(format!(
-                "the before_iteration hook skipped the task: {failure}; it is tried again in {} (other tasks go on meanwhile)",
-                runner::human(wait)
-            )),
-            ..IterationRecord::new(&self.run_id, number, &task.id, Outcome::Skipped)
+        let again = format!("it is tried again in {} (other tasks go on meanwhile)", runner::human(wait));
+        let gate = self
+            .events
+            .before_iteration(&self.run_id, number, task, None, &dir, &again, &self.stop, &mut *self.reporter)
+            .await;
+        let rec = match gate {
+            Gate::Go => return Ok(true),
+            Gate::Stopped => return Ok(false),
+            Gate::Skip(rec) => *rec,
         };
+        self.meta.iterations = number;
         self.budget.record(&rec);
         *self.counts.entry(rec.outcome).or_default() += 1;
         self.meta.save(&self.run_dir)?;

@@ -1148,36 +1148,22 @@ impl Worker {
     /// `before_iteration` for `task`; whether its iteration may start. A skip is recorded
     /// (`skipped`), the claim let go, and the task not claimed again for `[hooks] skip_wait`.
     async fn before_iteration(&mut self, task: &Spec) -> Result<bool, CliError> {
-        if self.events.hooks().before_iteration.is_empty() {
-            return Ok(true);
-        }
         let number = self.iteration + 1;
         let dir = crate::logs::iter_dir(&self.run_dir, number);
-        let started_at = crate::logs::now_rfc3339();
-        let about = About {
-            title: Some(task.title.clone()),
-            iteration: Some(number),
-            worker: Some(self.remote.worker.clone()),
-            ..About::task(&task.id)
-        };
-        let ev = self.events.event(Hook::BeforeIteration.name(), about);
-        let mut said = crate::reporter::Human::new();
-        let run = self.events.hook(Hook::BeforeIteration, &ev, &dir, &self.stop, &mut said).await;
-        let Some(failure) = run.failure else { return Ok(true) };
-        if run.interrupted || self.stop.cancel.is_cancelled() {
-            return Ok(false);
-        }
-        self.iteration = number;
         let wait = self.cfg.hooks.skip_wait;
-        let rec = IterationRecord {
-            started_at,
-            ended_at: crate::logs::now_rfc3339(),
-            failure: Some(format!(
-                "the before_iteration hook skipped the task: {failure}; it is claimed again in {} at the soonest",
-                crate::runner::human(wait)
-            )),
-            ..IterationRecord::new(&self.run_id, number, &task.id, Outcome::Skipped)
+        let again = format!("it is claimed again in {} at the soonest", crate::runner::human(wait));
+        let worker = Some(self.remote.worker.clone());
+        let mut said = crate::reporter::Human::new();
+        let gate = self
+            .events
+            .before_iteration(&self.run_id, number, task, worker, &dir, &again, &self.stop, &mut said)
+            .await;
+        let rec = match gate {
+            crate::events::Gate::Go => return Ok(true),
+            crate::events::Gate::Stopped => return Ok(false),
+            crate::events::Gate::Skip(rec) => *rec,
         };
+        self.iteration = number;
         self.append(&rec)?;
         self.events.iteration_ended(&rec, Some(&task.title), false);
         self.skipped.insert(task.id.clone(), Instant::now() + wait);

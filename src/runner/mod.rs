@@ -22,7 +22,7 @@ use crate::backlog::{Backlog, Next, Status};
 use crate::budget::Budget;
 use crate::config::{self, Config};
 use crate::error::CliError;
-use crate::events::{About, Events, Hook};
+use crate::events::{About, Events, Gate, Hook};
 use crate::exit_code;
 use crate::git;
 use crate::logs;
@@ -1115,37 +1115,23 @@ impl Run<'_> {
         task: &crate::backlog::Spec,
         reporter: &mut dyn Reporter,
     ) -> Result<bool, CliError> {
-        if self.events.hooks().before_iteration.is_empty() {
-            return Ok(true);
-        }
         let number = self.meta.iterations + 1;
         let dir = logs::iter_dir(&self.run_dir, number);
-        let started_at = logs::now_rfc3339();
-        let t0 = Instant::now();
-        let about =
-            About { title: Some(task.title.clone()), iteration: Some(number), ..About::task(&task.id) };
-        let ev = self.events.event(Hook::BeforeIteration.name(), about);
-        let run = self.events.hook(Hook::BeforeIteration, &ev, &dir, self.stop, reporter).await;
-        let Some(failure) = run.failure else { return Ok(true) };
-        if run.interrupted || self.stop.cancel.is_cancelled() {
-            // The loop's next look at the stop ends the run; nothing ran, nothing to record.
-            return Ok(false);
-        }
-        self.meta.iterations = number;
         let wait = self.events.hooks().skip_wait;
-        let head = git::head(self.wt.root())?;
-        let record = record::IterationRecord {
-            started_at,
-            ended_at: logs::now_rfc3339(),
-            duration_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
-            failure: Some(format!(
-                "the before_iteration hook skipped the task: {failure}; it is tried again in {} (other tasks go on meanwhile)",
-                human(wait)
-            )),
-            head_before: head.clone(),
-            head_after: head,
-            ..record::IterationRecord::new(&self.run_id, number, &task.id, Outcome::Skipped)
+        let again = format!("it is tried again in {} (other tasks go on meanwhile)", human(wait));
+        let gate = self
+            .events
+            .before_iteration(&self.run_id, number, task, None, &dir, &again, self.stop, reporter)
+            .await;
+        let mut record = match gate {
+            Gate::Go => return Ok(true),
+            Gate::Stopped => return Ok(false),
+            Gate::Skip(rec) => *rec,
         };
+        self.meta.iterations = number;
+        let head = git::head(self.wt.root())?;
+        record.head_before.clone_from(&head);
+        record.head_after = head;
         let records = logs::records_path(&self.run_dir);
         record::append(&records, &record)
             .map_err(|e| CliError::failure(format!("cannot write {}: {e}", records.display())))?;
