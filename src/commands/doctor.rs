@@ -267,17 +267,8 @@ fn sandbox(root: &Path, cfg: &config::Config, out: &mut Out) {
         }
     };
     let plain = |program: &str, args: &[&str], env: Vec<(String, String)>| SpawnRequest {
-        program: program.into(),
-        args: args.iter().map(|a| a.to_string()).collect(),
-        cwd: root.to_path_buf(),
-        env,
         env_remove: vec!["CLAUDECODE".into()],
-        env_clear: false,
-        new_session: false,
-        spare_leader: false,
-        cleanup: None,
-        stdin: None,
-        pty: false,
+        ..SpawnRequest::program(program, args, root, env)
     };
     let wait = Duration::from_secs(if s.kind == Kind::Container { 300 } else { 60 });
     let trivial = sandbox::apply(

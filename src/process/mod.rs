@@ -129,9 +129,14 @@ impl SpawnRequest {
     /// A user's shell command (`sh -c`), as the checks and the hooks run it: in `cwd`, with
     /// `env` added to the inherited environment, stdin `/dev/null`, no sandbox.
     pub fn shell(command: &str, cwd: &Path, env: Vec<(String, String)>) -> SpawnRequest {
+        SpawnRequest::program("sh", &["-c", command], cwd, env)
+    }
+
+    /// `program` with `args`, as [`SpawnRequest::shell`] runs `sh`.
+    pub fn program(program: &str, args: &[&str], cwd: &Path, env: Vec<(String, String)>) -> SpawnRequest {
         SpawnRequest {
-            program: "sh".into(),
-            args: vec!["-c".into(), command.into()],
+            program: program.into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
             cwd: cwd.to_path_buf(),
             env,
             env_remove: vec![],

@@ -150,6 +150,23 @@ fn ralph_refs(bare: &Path) -> String {
     git(bare, &["for-each-ref", "--format=%(refname)", "refs/ralph"])
 }
 
+/// Each worker ends with exit 0 (within two minutes).
+fn all_succeed(children: Vec<Child>) {
+    for c in children {
+        let (code, err) = finish(c, 120);
+        assert_eq!(code, 0, "{err}");
+    }
+}
+
+/// Tasks t1..=n each landed exactly once on the remote's main.
+fn each_landed_once(bare: &Path, n: usize) {
+    let subjects = landed(bare);
+    for i in 1..=n {
+        let count = subjects.iter().filter(|s| s.starts_with(&format!("ralph(t{i}):"))).count();
+        assert_eq!(count, 1, "t{i} landed {count} times: {subjects:?}");
+    }
+}
+
 /// Waits until `f` holds (at most `secs`).
 fn until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -169,15 +186,8 @@ fn three_workers_land_nine_tasks_each_exactly_once_in_a_linear_history() {
             worker(&seed, &dir, &name, &["--until-empty"], None)
         })
         .collect();
-    for c in children {
-        let (code, err) = finish(c, 120);
-        assert_eq!(code, 0, "{err}");
-    }
-    let subjects = landed(&bare);
-    for i in 1..=9 {
-        let n = subjects.iter().filter(|s| s.starts_with(&format!("ralph(t{i}):"))).count();
-        assert_eq!(n, 1, "t{i} landed {n} times: {subjects:?}");
-    }
+    all_succeed(children);
+    each_landed_once(&bare, 9);
     assert_eq!(git(&bare, &["rev-list", "--merges", "--count", "main"]).trim(), "0", "merge-free");
     assert_eq!(claims(&bare), "", "no claim is left");
     let check = clone(&seed, &bare, "check");
@@ -472,10 +482,7 @@ fn the_learnings_of_every_worker_reach_agents_md_on_the_target() {
             worker(&seed, &dir, &name, &["--until-empty"], None)
         })
         .collect();
-    for c in children {
-        let (code, err) = finish(c, 120);
-        assert_eq!(code, 0, "{err}");
-    }
+    all_succeed(children);
     let check = clone(&seed, &bare, "check");
     let agents = std::fs::read_to_string(check.join("AGENTS.md")).unwrap();
     for l in lessons {
@@ -560,15 +567,8 @@ fn workers_coordinate_through_git_daemon_on_127_0_0_1() {
             worker(&seed, &dir, &name, &["--until-empty"], None)
         })
         .collect();
-    for c in children {
-        let (code, err) = finish(c, 120);
-        assert_eq!(code, 0, "{err}");
-    }
-    let subjects = landed(&bare);
-    for i in 1..=6 {
-        let n = subjects.iter().filter(|s| s.starts_with(&format!("ralph(t{i}):"))).count();
-        assert_eq!(n, 1, "t{i} landed {n} times: {subjects:?}");
-    }
+    all_succeed(children);
+    each_landed_once(&bare, 6);
     assert_eq!(ralph_refs(&bare), "", "no claim is left");
 }
 
@@ -671,15 +671,8 @@ fn workers_in_network_namespaces_of_their_own_land_through_git_daemon() {
             cmd.spawn().unwrap()
         })
         .collect();
-    for c in children {
-        let (code, err) = finish(c, 120);
-        assert_eq!(code, 0, "{err}");
-    }
-    let subjects = landed(&bare);
-    for i in 1..=6 {
-        let n = subjects.iter().filter(|s| s.starts_with(&format!("ralph(t{i}):"))).count();
-        assert_eq!(n, 1, "t{i} landed {n} times: {subjects:?}");
-    }
+    all_succeed(children);
+    each_landed_once(&bare, 6);
     assert_eq!(ralph_refs(&bare), "", "no claim is left");
 }
 
