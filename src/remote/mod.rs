@@ -403,10 +403,13 @@ impl Worker {
                 if self.skipped.contains_key(&t.id) {
                     continue;
                 }
-                let mut attempt = self.remote.tries(&t.id)?.0 + 1;
+                let attempt;
                 let mut stolen_from = None;
                 let leased = match claims.get(&t.id) {
-                    None => self.remote.create(&t.id, &tip, attempt)?,
+                    None => {
+                        attempt = self.remote.tries(&t.id)?.0 + 1;
+                        self.remote.create(&t.id, &tip, attempt)?
+                    }
                     Some(_) if pending.contains(&t.id) => continue,
                     Some(_) => match self.watcher.stale(&t.id, ttl, now) {
                         Some(observed) => {
@@ -418,7 +421,7 @@ impl Worker {
                             let observed = observed.to_string();
                             stolen_from = Some(self.remote.holder(&observed));
                             // The vanished holder's attempt is counted once the steal holds.
-                            attempt += 1;
+                            attempt = self.remote.tries(&t.id)?.0 + 2;
                             self.remote.steal(&t.id, &observed, &tip, attempt)?
                         }
                         None => continue,
