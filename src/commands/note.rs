@@ -28,18 +28,38 @@ pub fn run(cwd: &Path, a: &NoteArgs) -> Result<u8, CliError> {
         return Ok(crate::exit_code::OK);
     }
     let text = a.text.join(" ");
-    notes::add(&root, &text).map_err(|e| match e {
-        NoteError::State(s) => CliError::from(s),
-        other => CliError::usage(other.to_string()),
-    })?;
-    let running = RunLock::holder(&root.join(RALPH_DIR)).is_some();
-    crate::outln!(
-        "noted: the next iteration's prompt carries it, once{}",
-        if running {
-            " (the run going on takes it when its next iteration starts)"
-        } else {
-            " (no run is going on: the next `ralph run` takes it)"
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(CliError::usage(NoteError::Empty.to_string()));
+    }
+    if text.len() > notes::MAX_NOTE_BYTES {
+        return Err(CliError::usage(NoteError::TooLong(text.len()).to_string()));
+    }
+    // A run going on takes the note itself, from a process it can tell is not its agent's.
+    let offered = notes::offer(&root, text)
+        .map_err(|e| CliError::failure(format!("cannot hand the note to the run going on: {e}")))?;
+    match offered {
+        notes::Offered::Taken => {
+            crate::outln!("noted: the run going on carries it in its next iteration's prompt, once");
+            Ok(crate::exit_code::OK)
         }
-    );
-    Ok(crate::exit_code::OK)
+        notes::Offered::Refused(why) => {
+            Err(CliError::usage(format!("the run going on refused the note: {why}")))
+        }
+        notes::Offered::NoRun => {
+            if RunLock::holder(&root.join(RALPH_DIR)).is_some() {
+                // A run that listens on no socket carries only the notes it found at its start.
+                return Err(CliError::usage("the run going on cannot take notes (its socket is not open)")
+                    .hint("leave the note after it ends: the next `ralph run` takes it"));
+            }
+            notes::add(&root, text).map_err(|e| match e {
+                NoteError::State(s) => CliError::from(s),
+                other => CliError::usage(other.to_string()),
+            })?;
+            crate::outln!(
+                "noted: no run is going on: the next `ralph run` carries it in its first iteration's prompt, once"
+            );
+            Ok(crate::exit_code::OK)
+        }
+    }
 }

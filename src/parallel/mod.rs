@@ -145,6 +145,8 @@ struct Coordinator<'a> {
     hooks_due: Vec<(Hook, Event, PathBuf)>,
     /// Tasks `before_iteration` skipped, and when each may be tried again.
     skipped: BTreeMap<String, Instant>,
+    /// The notes `ralph note` leaves for the next iteration started.
+    inbox: crate::notes::Inbox,
     reporter: &'a mut dyn Reporter,
 }
 
@@ -213,6 +215,7 @@ impl<'a> Coordinator<'a> {
         let _lock = lock;
         let started = Instant::now();
         let chain = crate::agent::fallback::Chain::resume(&meta.agents_limited);
+        let inbox = crate::notes::Inbox::open(&root);
         let mut c = Coordinator {
             root,
             cfg,
@@ -239,6 +242,7 @@ impl<'a> Coordinator<'a> {
             events,
             hooks_due: Vec::new(),
             skipped: BTreeMap::new(),
+            inbox,
             reporter,
         };
         let result = c.run_loop().await;
@@ -599,12 +603,9 @@ impl<'a> Coordinator<'a> {
         self.meta.spent = Some(self.budget.spent_now());
         self.meta.save(&self.run_dir)?;
         // The coordinator takes the notes for the iteration it starts, and hands them over.
-        let notes = crate::notes::take(&self.root);
+        let reporter = &mut *self.reporter;
+        let notes = crate::notes::take_for(&self.inbox, iteration, &self.secrets, &mut |l| reporter.line(l));
         crate::notes::hand(&logs::iter_dir(&self.run_dir, iteration), &notes)?;
-        for n in &notes {
-            self.reporter
-                .line(&format!("note for iteration {iteration} (`ralph note`): {}", self.secrets.mask(n)));
-        }
         let exe = std::env::current_exe()
             .map_err(|e| CliError::failure(format!("cannot find ralph's own program: {e}")))?;
         let mut cmd = crate::runner::worker::SlotTask {

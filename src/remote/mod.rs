@@ -289,6 +289,7 @@ pub async fn run(cwd: &Path, o: WorkerOptions, stop: Stop) -> Result<u8, CliErro
         chain: crate::agent::fallback::Chain::default(),
         events,
         skipped: Default::default(),
+        inbox: crate::notes::Inbox::open(&root),
         ended: String::new(),
     };
     let result = w.run(&o).await;
@@ -326,6 +327,8 @@ struct Worker {
     events: Events,
     /// Tasks `before_iteration` skipped, and when each may be claimed again.
     skipped: std::collections::BTreeMap<String, Instant>,
+    /// The notes `ralph note` leaves in this clone for its next iteration.
+    inbox: crate::notes::Inbox,
     /// Why the worker ended, in words (`run_end`'s reason).
     ended: String,
 }
@@ -715,7 +718,7 @@ impl Worker {
         let exe = std::env::current_exe()
             .map_err(|e| CliError::failure(format!("cannot find ralph's own program: {e}")))?;
         // Notes left in this clone (`ralph note`) go to its next iteration.
-        let notes = crate::notes::take(self.root());
+        let notes = crate::notes::take_for(&self.inbox, n, &self.secrets, &mut |l| eprintln!("{l}"));
         crate::notes::hand(&crate::logs::iter_dir(&self.run_dir, n), &notes)?;
         let mut cmd = SlotTask {
             slot: self.root().to_path_buf(),

@@ -380,6 +380,7 @@ pub async fn run_validated(
         meta,
         events,
         skipped: Default::default(),
+        inbox: crate::notes::Inbox::open(&root),
     };
     let result = run.run_loop(reporter).await;
 
@@ -725,6 +726,8 @@ struct Run<'a> {
     events: Events,
     /// Tasks `before_iteration` skipped, and when each may be tried again.
     skipped: std::collections::BTreeMap<String, Instant>,
+    /// The notes `ralph note` leaves for the next iteration.
+    inbox: crate::notes::Inbox,
 }
 
 /// What the loop does next.
@@ -1068,10 +1071,7 @@ impl Run<'_> {
             &with_agent
         };
         // Taken now, when the iteration surely starts: its prompt carries them, once.
-        let notes = crate::notes::take(self.wt.root());
-        for n in &notes {
-            reporter.line(&format!("note for iteration {number} (`ralph note`): {}", self.secrets.mask(n)));
-        }
+        let notes = crate::notes::take_for(&self.inbox, number, self.secrets, &mut |l| reporter.line(l));
         let end = iteration::run(
             iteration::Iteration {
                 wt: self.wt,

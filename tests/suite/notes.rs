@@ -1,6 +1,7 @@
 //! `ralph note`: a person steers a run without stopping it. The note, left while the run goes
 //! on, reaches the next iteration's prompt once, is recorded there, and counts as an
-//! intervention; a parallel run's coordinator hands it to the next worker it starts.
+//! intervention; a parallel run's coordinator hands it to the next worker it starts. The agent
+//! cannot leave one: neither through `ralph note` nor by writing the file.
 
 use crate::common::*;
 use std::process::Stdio;
@@ -42,7 +43,7 @@ actions = [{{ write = {{ path = "a3.txt", content = "3\n" }} }}, {{ promise = tr
     assert!(wait_for(60, || started.exists()), "iteration 1 never started");
     // While iteration 1 runs, holding the run's lock: no conflict.
     let said = repo.ralph(&["note", "prefer", "the", "existing", "http", "client"]).expect(0).stdout();
-    assert!(said.contains("the run going on takes it when its next iteration starts"), "{said}");
+    assert!(said.contains("the run going on carries it in its next iteration's prompt"), "{said}");
     let listed = repo.ralph(&["note", "--list"]).expect(0).stdout();
     assert!(listed.contains(NOTE), "{listed}");
     std::fs::write(&go, "").unwrap();
@@ -76,7 +77,7 @@ fn notes_can_be_listed_and_withdrawn_and_an_empty_one_is_refused() {
     let err = repo.ralph(&["note", "  "]).expect(2).stderr();
     assert!(err.contains("the note is empty"), "{err}");
     let said = repo.ralph(&["note", "first"]).expect(0).stdout();
-    assert!(said.contains("no run is going on: the next `ralph run` takes it"), "{said}");
+    assert!(said.contains("no run is going on: the next `ralph run` carries it"), "{said}");
     repo.ralph(&["note", "second"]).expect(0);
     let listed = repo.ralph(&["note", "--list"]).expect(0).stdout();
     let order: Vec<&str> = listed.lines().map(|l| l.rsplit("  ").next().unwrap()).collect();
@@ -107,4 +108,48 @@ fn a_parallel_run_hands_a_note_to_the_first_iteration_it_starts() {
         .map(|r| r["iteration"].as_u64().unwrap())
         .collect();
     assert_eq!(with, [1], "{records:#?}");
+}
+
+/// An unsandboxed agent tries to speak as the person: it runs `ralph note`, and it writes a
+/// note file into `.ralph/notes/` itself. The first is refused to its face; the second is
+/// removed and said when the next iteration starts; neither reaches a prompt or the stats.
+#[test]
+fn the_agent_cannot_leave_a_note_through_ralph_note_or_by_writing_the_file() {
+    let repo = TestRepo::new();
+    let forge = format!(
+        "{} note FORGED-BY-COMMAND > note.out 2>&1; echo \"exit=$?\" >> note.out; mkdir -p .ralph/notes; printf '{{\"text\":\"FORGED-BY-FILE\",\"added_at\":\"2026-12-06T00:00:00Z\"}}' > .ralph/notes/000000000000000000000001-1-aaaaaaaa.json",
+        shell_quote(RALPH)
+    );
+    repo.set_scenario(&format!(
+        r#"
+[[step]]
+task = "010-a"
+iteration = 1
+actions = [{{ run = {} }}, {{ write = {{ path = "a1.txt", content = "1\n" }} }}, {{ progress = "one" }}]
+[[step]]
+task = "010-a"
+iteration = 2
+actions = [{{ write = {{ path = "a2.txt", content = "2\n" }} }}, {{ promise = true }}]
+"#,
+        toml_str(&forge)
+    ));
+    repo.write_config(&["true"], "");
+    repo.write("specs/010-a.md", "# A\n");
+    repo.write(".gitignore", ".ralph/\nnote.out\n");
+    repo.commit_all("set up");
+    let run = repo.ralph(&["run"]).expect(0);
+    let said = repo.read("note.out");
+    assert!(said.contains("refused the note: the run's own processes"), "{said}");
+    assert!(said.contains("exit=2"), "{said}");
+    let err = run.stderr();
+    assert!(err.contains("not through `ralph note`") && err.contains("refused and removed"), "{err}");
+    for i in 1..=2 {
+        let prompt = repo.iter_file(i, "prompt.md");
+        assert!(!prompt.contains("FORGED"), "iteration {i}: {prompt}");
+    }
+    assert!(repo.records().iter().all(|r| r.get("notes").is_none()));
+    let stats: serde_json::Value =
+        serde_json::from_str(&repo.ralph(&["stats", "--json"]).expect(0).stdout()).unwrap();
+    assert_eq!(stats["interventions"]["notes"], 0, "{}", stats["interventions"]);
+    assert!(repo.ralph(&["note", "--list"]).expect(0).stdout().contains("no notes waiting"));
 }
