@@ -17,7 +17,9 @@
 //! the loop checks (the same user, and not a process descended from ralph itself: the agent,
 //! its daemons, the checks), and the loop writes the file itself. A run carries only the
 //! notes that were there when it started and those it wrote; any other file that appears in
-//! the folder while it runs is refused, removed, and said.
+//! the folder while it runs is refused, removed, and said. After a run killed mid-way (its
+//! agent may have written into the folder before it was ended), the notes found are set aside
+//! and said, not carried.
 
 use crate::fsx;
 use crate::state::{self, RALPH_DIR};
@@ -362,9 +364,16 @@ pub fn handed(iter_dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// After a run was killed while its agent may have been running: the pending notes, which
+/// that agent may have written, are removed and their texts returned, for the person to
+/// leave again.
+pub fn set_aside(root: &Path) -> Vec<String> {
+    pending(root).into_iter().filter(|(path, _)| fsx::remove_any(path).is_ok()).map(|(_, n)| n.text).collect()
+}
+
 /// Removes every pending note; how many there were.
 pub fn clear(root: &Path) -> usize {
-    pending(root).into_iter().filter(|(path, _)| fsx::remove_any(path).is_ok()).count()
+    set_aside(root).len()
 }
 
 #[cfg(test)]

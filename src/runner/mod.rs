@@ -546,6 +546,13 @@ pub(crate) fn recover_latest(
     {
         let dir = logs::run_dir(root, &m.run_id);
         let ran = recover::crashed_run(root, &dir, &m.run_id, secrets, reporter)?;
+        // Its agent may have written notes in the person's name before it was ended.
+        for text in crate::notes::set_aside(root) {
+            let text: String = crate::term::sanitize(&secrets.mask(&text), false).chars().take(120).collect();
+            reporter.line(&format!(
+                "a note left when the last run was killed is not carried (its agent may have written it): {text} (`ralph note` it again if it is yours)"
+            ));
+        }
         // The cut iterations' time counts toward the time budget, as if the run had ended them
         // (a run that ended on an error counted it already).
         if !ran.is_zero() && m.ended_at.is_none() {

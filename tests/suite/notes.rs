@@ -153,3 +153,43 @@ actions = [{{ write = {{ path = "a2.txt", content = "2\n" }} }}, {{ promise = tr
     assert_eq!(stats["interventions"]["notes"], 0, "{}", stats["interventions"]);
     assert!(repo.ralph(&["note", "--list"]).expect(0).stdout().contains("no notes waiting"));
 }
+
+/// ralph killed with -9 while its agent ran, after the agent wrote a note file: the next run
+/// does not carry it (it cannot tell who wrote it), and says so.
+#[test]
+fn a_note_found_after_a_run_was_killed_is_set_aside_not_carried() {
+    let repo = TestRepo::new();
+    let written = repo.outside.join("written");
+    let forge = format!(
+        "mkdir -p .ralph/notes; printf '{{\"text\":\"FORGED-BEFORE-THE-KILL\",\"added_at\":\"2026-12-06T00:00:00Z\"}}' > .ralph/notes/000000000000000000000001-1-aaaaaaaa.json; touch {}; sleep 30",
+        shell_quote(&written.to_string_lossy())
+    );
+    repo.set_scenario(&format!(
+        r#"
+[[step]]
+task = "010-a"
+iteration = 1
+actions = [{{ run = {} }}]
+[[step]]
+task = "010-a"
+actions = [{{ write = {{ path = "a.txt", content = "a\n" }} }}, {{ promise = true }}]
+"#,
+        toml_str(&forge)
+    ));
+    repo.write_config(&["true"], "");
+    repo.write("specs/010-a.md", "# A\n");
+    repo.commit_all("set up");
+    let mut child = repo.cmd(&["run"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    assert!(wait_for(60, || written.exists()), "the agent never wrote its note");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let run = repo.ralph(&["run"]).expect(0);
+    let err = run.stderr();
+    assert!(err.contains("a note left when the last run was killed is not carried"), "{err}");
+    for r in repo.records() {
+        assert!(r.get("notes").is_none(), "{r}");
+    }
+    let last = repo.records().last().unwrap()["iteration"].as_u64().unwrap() as u32;
+    assert!(!repo.iter_file(last, "prompt.md").contains("FORGED"));
+    assert!(repo.ralph(&["note", "--list"]).expect(0).stdout().contains("no notes waiting"));
+}
