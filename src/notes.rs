@@ -259,7 +259,11 @@ fn refuse(peer: Option<(u32, Option<i32>)>) -> Option<&'static str> {
 async fn serve(listener: tokio::net::UnixListener, root: PathBuf, trusted: Arc<Mutex<BTreeSet<String>>>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let Ok((mut stream, _)) = listener.accept().await else {
+            // Out of descriptors, say: not a reason to spin.
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            continue;
+        };
         let peer = stream.peer_cred().ok().map(|c| (c.uid(), c.pid()));
         let mut text = Vec::new();
         let read = {
