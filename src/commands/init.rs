@@ -147,12 +147,17 @@ pub fn run(cwd: &Path, force: bool, agent: Option<&str>) -> Result<u8, CliError>
         crate::outln!("kept      {} (exists; --force overwrites it)", config::FILE_NAME);
     } else {
         let checks = detect_checks(&root);
-        let bwrap = crate::sandbox::Host::current().find("bwrap").is_some();
+        let installed = crate::sandbox::Host::current().find("bwrap");
+        let bwrap = installed.as_deref().is_some_and(crate::sandbox::bwrap::runs_here);
         state::atomic_write(&cfg_path, config_text(preset, &checks, existing, bwrap).as_bytes())?;
         created.push(config::FILE_NAME.to_string());
         if bwrap {
             crate::outln!(
                 "note: bubblewrap is installed: the agent runs sandboxed ([sandbox] kind = \"bwrap\"); `ralph doctor` checks it works"
+            );
+        } else if installed.is_some() {
+            crate::outln!(
+                "note: bubblewrap is installed but cannot make a sandbox here (user namespaces are off?): the sandbox is left off; `ralph doctor` says why once you set [sandbox] kind = \"bwrap\""
             );
         }
         if checks.is_empty() {

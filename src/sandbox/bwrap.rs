@@ -87,6 +87,39 @@ pub fn args(layout: &Layout) -> Vec<String> {
 }
 
 /// `req` run by bwrap in `layout`.
+/// Whether bubblewrap at `program` can make a sandbox on this machine: installed is not
+/// enough where unprivileged user namespaces are off (Ubuntu 24.04's AppArmor, a container).
+pub fn runs_here(program: &Path) -> bool {
+    let mut cmd = std::process::Command::new(program);
+    cmd.args([
+        "--ro-bind",
+        "/",
+        "/",
+        "--dev",
+        "/dev",
+        "--proc",
+        "/proc",
+        "--unshare-pid",
+        "--die-with-parent",
+        "true",
+    ])
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
+    let Ok(mut child) = cmd.spawn() else { return false };
+    // It answers at once or not at all: a few seconds is plenty.
+    for _ in 0..100 {
+        match child.try_wait() {
+            Ok(Some(status)) => return status.success(),
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    false
+}
+
 pub fn wrap(host: &Host, mut req: SpawnRequest, layout: &Layout) -> Result<SpawnRequest, SandboxError> {
     let bwrap = host.find("bwrap").ok_or(SandboxError::Missing { program: "bwrap".into() })?;
     let mut args = args(layout);

@@ -407,7 +407,7 @@ fn path_without_bwrap(dir: &Path) -> PathBuf {
 }
 
 #[test]
-fn init_proposes_bwrap_only_where_it_is_installed() {
+fn init_proposes_bwrap_only_where_it_is_installed_and_runs() {
     let repo = TestRepo::new();
     let plain = path_without_bwrap(&repo.outside);
     let with = repo.outside.join("with-bwrap");
@@ -422,6 +422,15 @@ fn init_proposes_bwrap_only_where_it_is_installed() {
     let toml = repo.read("ralph.toml");
     assert!(toml.contains("# kind = \"bwrap\"") && !toml.contains("\nkind = \"bwrap\""), "{toml}");
     assert!(!toml.contains("\n[sandbox]"), "{toml}");
+
+    // Installed but unable to make a sandbox (user namespaces off): not proposed, and said.
+    let broken = repo.outside.join("broken-bwrap");
+    fake_bin(&broken, "bwrap", "echo 'bwrap: setting up uid map: Permission denied' >&2; exit 1");
+    let path = format!("{}:{}", broken.display(), plain.display());
+    let out = Run(repo.cmd(&["init", "--force"]).env("PATH", &path).output().unwrap()).expect(0);
+    let toml = repo.read("ralph.toml");
+    assert!(!toml.contains("\nkind = \"bwrap\""), "{toml}");
+    assert!(out.stdout().contains("cannot make a sandbox here"), "{}", out.stdout());
 }
 
 #[test]
