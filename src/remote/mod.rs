@@ -32,6 +32,11 @@ const MAX_LAND_TRIES: u32 = 3;
 /// Why work does not land when its worker no longer holds the task's claim.
 const LOST: &str = "another worker took the claim over (this one's lease ran out)";
 
+/// Where a worker keeps its agents' usage limits, for a restarted worker of the clone.
+fn limits_path(root: &Path) -> PathBuf {
+    root.join(crate::state::RALPH_DIR).join("worker").join("agents-limited.json")
+}
+
 /// One iteration's learning proposals, kept until the push that lands or blocks its task.
 struct Learned {
     findings: crate::agent::scan::Findings,
@@ -286,7 +291,10 @@ pub async fn run(cwd: &Path, o: WorkerOptions, stop: Stop) -> Result<u8, CliErro
         done: 0,
         spent: Spent::default(),
         started: Instant::now(),
-        chain: crate::agent::fallback::Chain::default(),
+        // The limits a worker of this clone hit before it was restarted still hold.
+        chain: crate::agent::fallback::Chain::resume(
+            &crate::durable::load_json(&limits_path(&root)).ok().flatten().unwrap_or_default(),
+        ),
         events,
         skipped: Default::default(),
         inbox: crate::notes::Inbox::open(&root),
@@ -583,6 +591,7 @@ impl Worker {
                 if let crate::agent::fallback::OnLimit::FallBack { .. } =
                     self.chain.on_limit(&agent, wait, self.cfg.fallback_after, &order, now)
                 {
+                    self.save_limits(now);
                     eprintln!(
                         "task {}: {agent} hit a usage limit that lifts in {}: going on with the next agent",
                         task.id,
@@ -965,6 +974,17 @@ impl Worker {
         self.recorded(&rec, task, false).await?;
         let _ = git::push(self.root(), &self.remote.name, &[format!("+HEAD:refs/heads/ralph/{}", task.id)]);
         self.block(task, &format!("{why}; its work is on the branch ralph/{}", task.id), mine, learned).await
+    }
+
+    /// Keeps the agents' limits in force at `now` (best effort: a lost write only means one more
+    /// try of a limited agent after a restart).
+    fn save_limits(&self, now: jiff::Timestamp) {
+        let limits = self.chain.limits(now);
+        if let Ok(bytes) = serde_json::to_vec(&limits)
+            && let Err(e) = crate::durable::atomic_write(&limits_path(self.root()), &bytes)
+        {
+            tracing::debug!("cannot keep the agents' limits: {e}");
+        }
     }
 
     /// Counts a failed attempt at `task` on the remote, across workers; the count now. When the

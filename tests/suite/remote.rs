@@ -236,6 +236,17 @@ fn a_worker_whose_agent_is_limited_goes_on_with_its_fallback() {
         })
         .collect();
     assert_eq!(agents, ["limited.sh rate_limited", "backup done", "backup done"]);
+
+    // A worker started again in the clone keeps the limit: the next task goes to the backup.
+    let person = clone(&seed, &bare, "person");
+    std::fs::write(person.join("specs/t3.md"), "# Task 3\n\nWrite out-t3.txt.\n").unwrap();
+    git(&person, &["add", "specs/t3.md"]);
+    git(&person, &["commit", "-qm", "a third task"]);
+    git(&person, &["push", "-q", "origin", "HEAD:main"]);
+    let (code, err) = finish(worker(&seed, &dir, "w1", &["--until-empty"], None), 120);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("limited.sh hit a usage limit"), "the limited agent was tried again: {err}");
+    each_landed_once(&bare, 3);
 }
 
 #[test]
