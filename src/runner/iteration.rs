@@ -1077,9 +1077,15 @@ async fn run_checks(
     // Green: the reviewer, if there is one, has the last word.
     if outcome.is_green() && it.cfg.review.is_some() {
         reporter.phase(Phase::Review);
-        let verdict =
-            super::review::review(it, dir, &judged.head_before, &judged.records, judged.task_iteration)
-                .await?;
+        let verdict = super::review::review(
+            it,
+            dir,
+            &judged.head_before,
+            &judged.records,
+            judged.task_iteration,
+            reporter,
+        )
+        .await?;
         let approved = verdict.approved;
         if !approved {
             *failure = Some(format!("the review rejected it: {}", verdict.reasons));
@@ -1095,7 +1101,7 @@ async fn run_checks(
 
 /// What a failed (or, for text agents, any) agent run signals: the structured output first,
 /// then the known error messages in what it printed last.
-fn signal(report: &Report, tail: &str, failed: bool) -> Option<Signal> {
+pub(super) fn signal(report: &Report, tail: &str, failed: bool) -> Option<Signal> {
     if let Some(f) = &report.fatal {
         return Some(Signal::Fatal(f.clone()));
     }

@@ -5,9 +5,11 @@
 //! Whitespace-only changes and ralph's own files (`.ralph/`, AGENTS.md) are kept out of the
 //! diff it sees. The reviewer must not change files: anything it changes is put back. A
 //! reviewer that gives no verdict (it failed, or never said either word) counts as a rejection:
-//! work is committed only when approved.
+//! work is committed only when approved. A reviewer at its usage limit is waited for and asked
+//! again (a few times, within the run's time budget) before that.
 
 use super::iteration::Iteration;
+use crate::agent::limits::Signal;
 use crate::agent::session::Session;
 use crate::agent::{self, IterationEnv};
 use crate::error::CliError;
@@ -19,6 +21,8 @@ use std::path::Path;
 const TEMPLATE: &str = include_str!("../../templates/review.md");
 /// The most of the diff the reviewer is shown.
 const MAX_DIFF: usize = 200 * 1024;
+/// How often a reviewer at its usage limit is asked, waits between included.
+const MAX_ASKS: u32 = 5;
 
 /// The reviewer's answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +62,7 @@ pub async fn review(
     head_before: &str,
     checks: &[CheckRecord],
     task_iteration: u32,
+    reporter: &mut dyn crate::reporter::Reporter,
 ) -> Result<Verdict, CliError> {
     let Some(cfg) = &it.cfg.review else {
         return Ok(Verdict { approved: true, reasons: String::new() });
@@ -106,29 +111,66 @@ pub async fn review(
     reviewer.env.insert("RALPH_REVIEW".into(), "1".into());
     let req = agent::request(&reviewer, &it.cfg.sandbox, root, &prompt, &prompt_path, &ienv)?;
     let log_path = dir.join("review.log");
-    let mut session = Session::new(cfg, "review", &req, &prompt, it.secrets, &it.stop.cancel, &it.stop.force);
-    // Text reviewers: their stdout is the answer (kept up to 64 KiB).
-    session.keep_stdout = 64 * 1024;
-    let ended = session.run(&log_path, &mut ()).await.map_err(|e| fail("create review.log", e))?;
-    // Whatever the reviewer touched goes back: it only judges.
-    let touched = it.wt.snapshot(&review_index)? != tree_before;
-    if touched {
-        it.wt.restore_snapshot(head_before, &tree_before)?;
-    }
-    // Like the agent's log: a review.log that cannot be written (a full disk) stops the run.
-    if let Some(e) = ended.write_error {
-        return Err(fail("write review.log", e));
-    }
-    let report = ended.report;
-    let answer = match cfg.format {
-        crate::agent::output::Format::Text | crate::agent::output::Format::AiderText => {
-            String::from_utf8_lossy(&ended.stdout).into_owned()
+    // A reviewer at its usage limit has not judged the work: the iteration waits for the limit
+    // to lift and asks again (never past the run's time budget), rather than count a rejection
+    // and throw green work away all night.
+    let started = std::time::Instant::now();
+    let mut backoff = cfg.retry_wait;
+    let mut asked = 0;
+    // The reviewer's last usage limit, in its words, while it gave no verdict.
+    let mut limited: Option<String>;
+    let (ended, touched) = loop {
+        limited = None;
+        asked += 1;
+        let mut session =
+            Session::new(cfg, "review", &req, &prompt, it.secrets, &it.stop.cancel, &it.stop.force);
+        // Text reviewers: their stdout is the answer (kept up to 64 KiB).
+        session.keep_stdout = 64 * 1024;
+        let ended = session.run(&log_path, &mut ()).await.map_err(|e| fail("create review.log", e))?;
+        // Whatever the reviewer touched goes back: it only judges.
+        let touched = it.wt.snapshot(&review_index)? != tree_before;
+        if touched {
+            it.wt.restore_snapshot(head_before, &tree_before)?;
         }
-        _ => report.final_message.clone().unwrap_or_default(),
+        // Like the agent's log: a review.log that cannot be written (a full disk) stops the run.
+        if let Some(e) = ended.write_error {
+            return Err(fail("write review.log", e));
+        }
+        // A verdict is a verdict, whatever else it printed.
+        if parse_verdict(&answer_of(cfg, &ended)).is_some() {
+            break (ended, touched);
+        }
+        let failed = ended.exit_code() != Some(0);
+        let Some(Signal::Limit(limit)) =
+            super::iteration::signal(&ended.report, &ended.findings.tail, failed)
+        else {
+            break (ended, touched);
+        };
+        limited = Some(limit.message.clone());
+        let wait = crate::agent::limits::wait_for(&limit, jiff::Timestamp::now(), backoff);
+        if limit.reset_at.is_none() {
+            backoff = (backoff * 2).min(cfg.retry_wait_max);
+        }
+        let left = it.time_left.map(|t| t.saturating_sub(started.elapsed()));
+        if asked >= MAX_ASKS || left.is_some_and(|l| wait > l) || it.stop.cancel.is_cancelled() {
+            break (ended, touched);
+        }
+        reporter.line(&format!(
+            "the reviewer hit a usage limit: it reviews the same work again in {} (no attempt used)",
+            super::human(wait)
+        ));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = it.stop.cancel.cancelled() => break (ended, touched),
+        }
     };
-    let mut verdict = parse_verdict(&crate::agent::scan::strip_ansi(&answer)).unwrap_or_else(|| Verdict {
+    let mut verdict = parse_verdict(&answer_of(cfg, &ended)).unwrap_or_else(|| Verdict {
         approved: false,
         reasons: match &ended.finished {
+            _ if limited.is_some() => format!(
+                "the reviewer stayed at its usage limit (asked {asked} times): {}",
+                limited.as_deref().unwrap_or("")
+            ),
             Ok(f) if f.exit_code == Some(0) => "the reviewer answered neither APPROVED nor REJECTED".into(),
             Ok(f) => format!(
                 "the reviewer gave no verdict ({})",
@@ -142,6 +184,17 @@ pub async fn review(
     }
     verdict.reasons = it.secrets.mask(&verdict.reasons);
     Ok(verdict)
+}
+
+/// The reviewer's answer: a text reviewer's stdout, else its final message; colours dropped.
+fn answer_of(cfg: &crate::agent::AgentConfig, ended: &crate::agent::session::Ended) -> String {
+    let answer = match cfg.format {
+        crate::agent::output::Format::Text | crate::agent::output::Format::AiderText => {
+            String::from_utf8_lossy(&ended.stdout).into_owned()
+        }
+        _ => ended.report.final_message.clone().unwrap_or_default(),
+    };
+    crate::agent::scan::strip_ansi(&answer)
 }
 
 #[cfg(test)]

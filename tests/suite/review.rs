@@ -115,3 +115,44 @@ fn add_reviewer(repo: &TestRepo) {
     repo.write("ralph.toml", &text);
     repo.commit_all("reviewer");
 }
+
+/// The reviewer is at its usage limit the first time it is asked: the iteration waits for the
+/// limit (a second here) and asks again; its approval commits the work. No rejection, no
+/// attempt, the same green work.
+#[test]
+fn a_reviewer_at_its_usage_limit_is_waited_for_and_asked_again() {
+    let scenario = r#"
+[[step]]
+actions = [{ write = { path = "x.txt", content = "x\n" } }, { promise = true }]
+"#;
+    let repo = TestRepo::with_loop(scenario, &["true"], "", &[("010-a.md", "# A\n")]);
+    let marker = repo.outside.join("asked-once");
+    let reviewer = repo.outside.join("reviewer.sh");
+    std::fs::write(
+        &reviewer,
+        format!(
+            "#!/bin/sh\ncat > /dev/null\nif [ -f {m} ]; then echo 'APPROVED: fine.'; exit 0; fi\ntouch {m}\necho \"You've hit your usage limit. Try again in 1 seconds.\" >&2\nexit 1\n",
+            m = shell_quote(&marker.to_string_lossy())
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&reviewer, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let text = repo.read("ralph.toml")
+        + &format!(
+            "\n[review]\ncommand = [{}]\noutput_format = \"text\"\nretry_wait = \"1s\"\n",
+            toml_str(&reviewer.to_string_lossy())
+        );
+    repo.write("ralph.toml", &text);
+    repo.commit_all("reviewer");
+    let run = repo.ralph_within(60, &["run"]).expect(0);
+    assert!(
+        run.stderr().contains("the reviewer hit a usage limit: it reviews the same work again in"),
+        "{}",
+        run.stderr()
+    );
+    let r = repo.records();
+    assert_eq!(r.len(), 1, "one iteration: {r:?}");
+    assert_eq!(r[0]["outcome"], "done");
+    assert_eq!(r[0]["review"]["approved"], true);
+    assert_eq!(repo.read("x.txt"), "x\n");
+}
