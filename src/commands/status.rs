@@ -47,6 +47,9 @@ struct RunView {
     last_iteration: Option<LastView>,
     /// While a running run waits out a usage limit: until when.
     waiting_until: Option<String>,
+    /// The agents of the fallback chain at a usage limit, and until when (RFC 3339): those
+    /// whose reset is still ahead.
+    agents_limited: BTreeMap<String, String>,
     /// What the run has spent (carried over when it resumes).
     spent: Option<crate::budget::Spent>,
     /// Its limits, and what is left of each.
@@ -136,6 +139,14 @@ fn run_view(root: &Path) -> Option<RunView> {
             outcome: r.outcome,
         }),
         waiting_until: if state == "running" { meta.waiting_until.clone() } else { None },
+        agents_limited: {
+            let now = jiff::Timestamp::now();
+            meta.agents_limited
+                .iter()
+                .filter(|(_, t)| t.parse::<jiff::Timestamp>().is_ok_and(|t| t > now))
+                .map(|(a, t)| (a.clone(), t.clone()))
+                .collect()
+        },
         left: match (&meta.spent, &meta.limits) {
             (Some(s), Some(l)) => Some(Left {
                 iterations: l.max_iterations.saturating_sub(s.iterations),
@@ -314,6 +325,14 @@ fn render(v: &StatusView) -> String {
                     out.push_str(&format!("  left:  {}\n", parts.join(" · ")));
                 }
             }
+            if !r.agents_limited.is_empty() {
+                let limited: Vec<String> =
+                    r.agents_limited.iter().map(|(a, t)| format!("{a} until {t}")).collect();
+                out.push_str(&format!(
+                    "  usage limits: {} (the chain's other agents run meanwhile)\n",
+                    limited.join(", ")
+                ));
+            }
             if let Some(l) = &r.last_iteration {
                 out.push_str(&format!(
                     "  last: iteration {} on {} → {}\n",
@@ -365,6 +384,7 @@ mod tests {
             elapsed_ms: 600_000,
             last_iteration: None,
             waiting_until: None,
+            agents_limited: BTreeMap::new(),
             spent: None,
             limits: None,
             left: None,

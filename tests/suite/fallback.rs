@@ -112,6 +112,10 @@ fn a_limit_an_hour_away_moves_the_run_to_the_fallback_which_finishes_the_tasks()
     let status: serde_json::Value =
         serde_json::from_str(&repo.ralph(&["status", "--json"]).expect(0).stdout()).unwrap();
     assert_eq!(status["tasks"][0]["attempts"], 0, "the limit used no attempt");
+    // `ralph status` says which agent is limited, until when.
+    assert!(status["run"]["agents_limited"]["primary"].as_str().is_some(), "{}", status["run"]);
+    let text = repo.ralph(&["status"]).expect(0).stdout();
+    assert!(text.contains("usage limits: primary until"), "{text}");
 
     // `ralph stats` splits the iterations by agent.
     let stats: serde_json::Value =
