@@ -24,7 +24,7 @@
 use crate::fsx;
 use crate::state::{self, RALPH_DIR};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -110,8 +110,10 @@ pub fn pending(root: &Path) -> Vec<(PathBuf, Note)> {
 /// runs (see the module's doc). Dropping it closes the socket.
 pub struct Inbox {
     root: PathBuf,
-    /// The names of the note files the run trusts: there when it started, or written by it.
-    trusted: Arc<Mutex<BTreeSet<String>>>,
+    /// The note files the run trusts, by name, with their texts as the run read or wrote them:
+    /// there when it started, or written by it. The text carried is this one, not the file's
+    /// (which the agent could rewrite); a file withdrawn (`ralph note --clear`) is not carried.
+    trusted: Arc<Mutex<BTreeMap<String, String>>>,
     listener: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -137,8 +139,8 @@ impl Inbox {
     /// (when it cannot be, only those notes are carried, and `ralph note` says its note waits
     /// for the next run). Needs a tokio runtime.
     pub fn open(root: &Path) -> Inbox {
-        let trusted: BTreeSet<String> =
-            pending(root).into_iter().filter_map(|(p, _)| file_name(&p)).collect();
+        let trusted: BTreeMap<String, String> =
+            pending(root).into_iter().filter_map(|(p, n)| Some((file_name(&p)?, n.text))).collect();
         let trusted = Arc::new(Mutex::new(trusted));
         let listener = match bind(root) {
             Ok(l) => Some(tokio::spawn(serve(l, root.to_path_buf(), trusted.clone()))),
@@ -155,15 +157,14 @@ impl Inbox {
     pub fn take(&self) -> Taken {
         let mut taken = Taken::default();
         let Ok(mut trusted) = self.trusted.lock() else { return taken };
-        for (path, note) in pending(&self.root) {
+        for (path, _) in pending(&self.root) {
             let Some(name) = file_name(&path) else { continue };
             if fsx::remove_any(&path).is_err() {
                 continue;
             }
-            if trusted.remove(&name) {
-                taken.notes.push(note.text);
-            } else {
-                taken.refused.push(name);
+            match trusted.remove(&name) {
+                Some(text) => taken.notes.push(text),
+                None => taken.refused.push(name),
             }
         }
         taken
@@ -256,7 +257,11 @@ fn refuse(peer: Option<(u32, Option<i32>)>) -> Option<&'static str> {
     }
 }
 
-async fn serve(listener: tokio::net::UnixListener, root: PathBuf, trusted: Arc<Mutex<BTreeSet<String>>>) {
+async fn serve(
+    listener: tokio::net::UnixListener,
+    root: PathBuf,
+    trusted: Arc<Mutex<BTreeMap<String, String>>>,
+) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
@@ -276,7 +281,7 @@ async fn serve(listener: tokio::net::UnixListener, root: PathBuf, trusted: Arc<M
                 None => match add(&root, &String::from_utf8_lossy(&text)) {
                     Ok(path) => {
                         if let (Some(name), Ok(mut t)) = (file_name(&path), trusted.lock()) {
-                            t.insert(name);
+                            t.insert(name, String::from_utf8_lossy(&text).trim().to_string());
                         }
                         "ok\n".to_string()
                     }
@@ -404,6 +409,11 @@ mod tests {
         assert!(pending(root).is_empty(), "the forgery is removed too");
         assert!(inbox.take().notes.is_empty(), "a note is carried once");
         assert!(super::dir(root).join(".ralph-tmp-x").exists());
+        // A trusted note's file rewritten while the run goes on: its own text is carried.
+        let path = add(root, "mine").unwrap();
+        let inbox = Inbox::open(root);
+        std::fs::write(&path, r#"{"text":"rewritten","added_at":"x"}"#).unwrap();
+        assert_eq!(inbox.take().notes, ["mine"]);
     }
 
     #[tokio::test]
