@@ -10,7 +10,8 @@
 //! `--worker N` picks a parallel run's worker's current iteration from the run's
 //! `workers.json` (only while that run is running and the file is its coordinator's); with
 //! `-f` it moves on when `workers.json` puts the worker on its next iteration, never to
-//! another worker's.
+//! another worker's. `-f` alone, in a parallel run under way, follows the first worker at work
+//! that way (the iterations of all would interleave).
 
 use crate::agent::output::activity::Render;
 use crate::cli::LogsArgs;
@@ -100,6 +101,19 @@ pub fn run(cwd: &Path, a: &LogsArgs) -> Result<u8, CliError> {
     let iterations = layout::iterations(&run_dir);
     let worker = match a.worker {
         Some(w) => Some(worker_row(&root, &run_dir, &run_id, w)?),
+        // Following a parallel run under way, with no iteration named: one worker's iterations,
+        // not whichever started last (the workers' would interleave), and said.
+        None if a.follow && a.iteration.is_none() => {
+            let first =
+                live_workers(&root, &run_dir).and_then(|f| f.workers.into_iter().min_by_key(|r| r.id));
+            if let Some(row) = &first {
+                eprintln!(
+                    "ralph: a parallel run: following worker {} (`--worker N` follows another; `ralph status` lists them)",
+                    row.id
+                );
+            }
+            first
+        }
         None => None,
     };
     let iteration = match (&worker, a.iteration) {

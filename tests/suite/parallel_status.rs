@@ -263,6 +263,13 @@ fn logs_worker_prints_and_follows_that_workers_iterations_only() {
     let both = s.repo.ralph(&["logs", "2", "--worker", "1"]).expect(2).stderr();
     assert!(both.contains("cannot be used with"), "{both}");
 
+    // `-f` alone follows the first worker at work, not the latest iteration (worker 2's).
+    let plain = Follower::start(&s.repo, &["logs", "-f"]);
+    assert!(
+        plain.shows("==> worker 1 · iteration 2 · 020-b <==\nworker 1 starts on 020-b\n"),
+        "{}",
+        plain.text()
+    );
     let follow = Follower::start(&s.repo, &["logs", "-f", "--worker", "1"]);
     assert!(
         follow.shows("==> worker 1 · iteration 2 · 020-b <==\nworker 1 starts on 020-b\n"),
@@ -283,6 +290,9 @@ fn logs_worker_prints_and_follows_that_workers_iterations_only() {
     s.end();
     let (code, out) = follow.end();
     assert_eq!(code, 0, "{out}");
+    let (code, plain_out) = plain.end();
+    assert_eq!(code, 0, "{plain_out}");
+    assert_eq!(plain_out, out, "the plain follower followed worker 1 too");
     assert_eq!(
         out,
         "==> worker 1 · iteration 2 · 020-b <==\nworker 1 starts on 020-b\nworker 1 writes more\nworker 1's last words\n\
