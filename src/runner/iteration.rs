@@ -1087,6 +1087,10 @@ async fn run_checks(
         )
         .await?;
         let approved = verdict.approved;
+        // Stopped (Ctrl-C) while the reviewer worked or waited: not judged, not a rejection.
+        if !approved && it.stop.cancel.is_cancelled() {
+            return Ok(Outcome::Interrupted);
+        }
         if !approved {
             *failure = Some(format!("the review rejected it: {}", verdict.reasons));
             judged.cause = Some(Cause::ReviewRejected);

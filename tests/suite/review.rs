@@ -156,3 +156,48 @@ actions = [{ write = { path = "x.txt", content = "x\n" } }, { promise = true }]
     assert_eq!(r[0]["review"]["approved"], true);
     assert_eq!(repo.read("x.txt"), "x\n");
 }
+
+/// Ctrl-C while the reviewer works: the work was not judged, so it is no rejection (and uses
+/// no attempt): the iteration is interrupted like any other.
+#[test]
+fn ctrl_c_during_the_review_interrupts_the_iteration_rather_than_reject_it() {
+    let scenario = r#"
+[[step]]
+actions = [{ write = { path = "x.txt", content = "x\n" } }, { promise = true }]
+"#;
+    let repo = TestRepo::with_loop(scenario, &["true"], "", &[("010-a.md", "# A\n")]);
+    let asked = repo.outside.join("asked");
+    let reviewer = repo.outside.join("reviewer.sh");
+    std::fs::write(
+        &reviewer,
+        format!(
+            "#!/bin/sh\ncat > /dev/null\ntouch {}\nsleep 30\necho 'APPROVED'\n",
+            shell_quote(&asked.to_string_lossy())
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&reviewer, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let text = repo.read("ralph.toml")
+        + &format!(
+            "\n[review]\ncommand = [{}]\noutput_format = \"text\"\nkill_grace = \"200ms\"\n",
+            toml_str(&reviewer.to_string_lossy())
+        );
+    repo.write("ralph.toml", &text);
+    repo.commit_all("reviewer");
+    let mut child = repo
+        .cmd(&["run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_for(30, || asked.exists()), "the reviewer never started");
+    // SAFETY: sending SIGINT to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    let r = repo.records();
+    assert_eq!(r[0]["outcome"], "interrupted", "{}", r[0]);
+    let status: serde_json::Value =
+        serde_json::from_str(&repo.ralph(&["status", "--json"]).expect(0).stdout()).unwrap();
+    assert_eq!(status["tasks"][0]["attempts"], 0, "{status}");
+    assert!(!repo.exists("x.txt"), "the unjudged work is put back");
+}
