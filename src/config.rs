@@ -1163,6 +1163,12 @@ fn resolve_hooks(f: &HooksFile, invalid: &dyn Fn(String) -> ConfigError) -> Resu
 }
 
 impl Config {
+    /// Every secret a run knows of, masked wherever it writes: ralph's environment, every
+    /// agent's configured variables, the notifiers' URLs and tokens.
+    pub fn secrets(&self) -> crate::secrets::Secrets {
+        crate::secrets::Secrets::from_env(&self.agents_env()).with_values(self.notify_secrets())
+    }
+
     /// The values of the environment variables `[[notify]]` reads (URLs, tokens): secrets,
     /// masked wherever ralph writes, whatever their names.
     pub fn notify_secrets(&self) -> Vec<String> {

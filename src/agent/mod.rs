@@ -126,18 +126,16 @@ pub fn request(
         env.push(("IS_SANDBOX".into(), "1".into()));
     }
     let req = SpawnRequest {
-        program: cfg.command[0].clone(),
         args,
-        cwd: root.to_path_buf(),
-        env,
         env_remove: ENV_REMOVE.iter().map(|s| s.to_string()).collect(),
-        env_clear: false,
-        new_session: false,
-        spare_leader: false,
-        cleanup: None,
         stdin,
         pty: cfg.pty,
+        ..SpawnRequest::program(&cfg.command[0], &[], root, env)
     };
+    if sandbox.kind == crate::sandbox::Kind::None && !cfg.env_allowlist {
+        // Nothing to confine: no need to look for the program again (once per iteration).
+        return Ok(req);
+    }
     crate::sandbox::apply(sandbox, cfg.env_allowlist, req, &needs(cfg, root, Some(prompt_file)))
 }
 
@@ -175,15 +173,10 @@ pub fn resolve_program(cfg: &AgentConfig, root: &Path) -> Option<PathBuf> {
     if program.contains('/') {
         let p = Path::new(program);
         let p = if p.is_absolute() { p.to_path_buf() } else { root.join(p) };
-        return is_executable(&p).then_some(p);
+        return crate::process::is_executable(&p).then_some(p);
     }
     let path = cfg.env.get("PATH").cloned().or_else(|| std::env::var("PATH").ok())?;
-    std::env::split_paths(&path).map(|d| d.join(program)).find(|p| is_executable(p))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    crate::process::find_on(&path, program)
 }
 
 #[cfg(test)]

@@ -318,17 +318,17 @@ impl Events {
             _ => self.red = 0,
         }
         let about = || About { title: title.map(str::to_string), ..About::record(r) };
-        if done_here && r.outcome == Outcome::Done && r.commit.is_some() {
+        if done_here && r.outcome == Outcome::Done && r.commit.is_some() && self.wants(NotifyOn::TaskDone) {
             self.notify(NotifyOn::TaskDone, &self.event("task_done", about()));
         }
-        if r.outcome == Outcome::RateLimited {
+        if r.outcome == Outcome::RateLimited && self.wants(NotifyOn::RateLimited) {
             let mut a = about();
             a.reason = r.limit_resets_at.as_ref().map_or(a.reason.clone(), |at| {
                 Some(format!("{} (resets at {at})", a.reason.clone().unwrap_or_default()))
             });
             self.notify(NotifyOn::RateLimited, &self.event("rate_limited", a));
         }
-        if r.outcome == Outcome::ChecksFailed {
+        if r.outcome == Outcome::ChecksFailed && self.wants(NotifyOn::ChecksRedStreak) {
             let red = self.red;
             let mut ev = self.event("checks_red_streak", about());
             ev.streak = Some(red);

@@ -4,6 +4,7 @@
 //! `sendMessage`). Pure: the URL and tokens come resolved, nothing is sent here.
 
 use super::Event;
+use crate::agent::output::activity::shorten;
 
 /// The Telegram Bot API.
 pub const TELEGRAM_API: &str = "https://api.telegram.org";
@@ -64,7 +65,7 @@ pub fn post(target: &Target, ev: &Event) -> Option<Post> {
             url: url.clone(),
             headers: vec![content_json],
             body: json(serde_json::json!({
-                "content": cut(&ev.text, DISCORD_MAX),
+                "content": shorten(&ev.text, DISCORD_MAX),
                 "allowed_mentions": { "parse": [] },
             })),
         },
@@ -73,7 +74,7 @@ pub fn post(target: &Target, ev: &Event) -> Option<Post> {
             headers: vec![content_json],
             body: json(serde_json::json!({
                 "chat_id": chat_id,
-                "text": cut(&ev.text, TELEGRAM_MAX),
+                "text": shorten(&ev.text, TELEGRAM_MAX),
                 "disable_web_page_preview": true,
             })),
         },
@@ -106,16 +107,6 @@ fn ascii(s: &str) -> String {
 /// Slack reads `&`, `<` and `>` as markup.
 fn slack_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
-}
-
-/// At most `max` characters, an ellipsis at the cut.
-fn cut(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    let mut out: String = s.chars().take(max - 1).collect();
-    out.push('…');
-    out
 }
 
 /// The event in one line (two for `run_end`: the report's path), for people: what the chat

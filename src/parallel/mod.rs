@@ -161,7 +161,7 @@ impl<'a> Coordinator<'a> {
         if !crate::process::reaper::become_subreaper() {
             tracing::debug!("not a child subreaper: escaped processes are not ended");
         }
-        let secrets = Secrets::from_env(&cfg.agents_env()).with_values(cfg.notify_secrets());
+        let secrets = cfg.secrets();
         let resumed = runner::recover_latest(&root, &opts, &secrets, reporter)?;
         let current = git::current_branch(&root)?;
         let target = match (&cfg.branch, &current) {

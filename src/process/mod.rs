@@ -125,6 +125,17 @@ pub struct SpawnRequest {
     pub pty: bool,
 }
 
+/// Whether `p` is a file this user may run (links followed, as `exec` follows them).
+pub fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+}
+
+/// `program` in the folders of `path` (a `PATH` value): the first executable file.
+pub fn find_on(path: &str, program: &str) -> Option<PathBuf> {
+    std::env::split_paths(path).map(|d| d.join(program)).find(|p| is_executable(p))
+}
+
 impl SpawnRequest {
     /// A user's shell command (`sh -c`), as the checks and the hooks run it: in `cwd`, with
     /// `env` added to the inherited environment, stdin `/dev/null`, no sandbox.

@@ -277,7 +277,7 @@ pub async fn run(cwd: &Path, o: WorkerOptions, stop: Stop) -> Result<u8, CliErro
         remote.name,
         crate::runner::human(cfg.remote.lease_ttl)
     );
-    let secrets = crate::secrets::Secrets::from_env(&cfg.agents_env()).with_values(cfg.notify_secrets());
+    let secrets = cfg.secrets();
     let events = Events::new(&cfg, &root, &run_id, &run_dir, &secrets).for_worker(&remote.worker);
     let mut w = Worker {
         remote,
@@ -490,7 +490,7 @@ impl Worker {
                 break Ok(());
             }
             if attempts >= max_attempts {
-                let mine_now = mine.lock().map(|m| m.clone()).unwrap_or_default();
+                let mine_now = held(&mine);
                 let why = format!("{attempts} failed attempts across the workers");
                 self.block(task, &why, &mine_now, &learned).await?;
                 break Ok(());
@@ -607,7 +607,7 @@ impl Worker {
             }
             if result.fatal.is_some() || result.limit.is_some() {
                 self.recorded(&rec, task, false).await?;
-                let mine_now = mine.lock().map(|m| m.clone()).unwrap_or_default();
+                let mine_now = held(&mine);
                 let _ = self.remote.release(&task.id, &mine_now);
                 if let Some(f) = result.fatal {
                     break Err(CliError { code: crate::exit_code::AGENT, message: f, hints: Vec::new() });
@@ -637,7 +637,7 @@ impl Worker {
                     self.recorded(&rec, task, false).await?;
                     continue;
                 }
-                let mine_now = mine.lock().map(|m| m.clone()).unwrap_or_default();
+                let mine_now = held(&mine);
                 let branch = format!("ralph/{}", task.id);
                 if let Some(refused) = self.mark_done(task)? {
                     rec.outcome = Outcome::ChecksFailed;
@@ -655,7 +655,7 @@ impl Worker {
             }
             if rec.commit.is_some() {
                 let done = rec.outcome == Outcome::Done;
-                let mine_now = mine.lock().map(|m| m.clone()).unwrap_or_default();
+                let mine_now = held(&mine);
                 match self.land(task, &base, &mine_now, done, &spent, &learned).await? {
                     Ok((sha, added)) => {
                         spent = Spent::default();
@@ -690,7 +690,7 @@ impl Worker {
                 attempts = self.count_try(task, &base, failure, attempts);
             }
             if attempts >= max_attempts {
-                let mine_now = mine.lock().map(|m| m.clone()).unwrap_or_default();
+                let mine_now = held(&mine);
                 let why = format!(
                     "{attempts} failed attempts; the last: {}",
                     rec.failure.as_deref().and_then(|f| f.lines().next()).unwrap_or("")
@@ -706,7 +706,7 @@ impl Worker {
         heartbeat.abort();
         if result.is_ok() && !lost.load(Ordering::SeqCst) && !keep_claim {
             // Whatever did not land or block (stopped, a usage limit): the claim goes.
-            let mine_now = mine.lock().map(|m| m.clone()).unwrap_or_default();
+            let mine_now = held(&mine);
             self.remote.fetch()?;
             if self.remote.claims()?.get(&task.id) == Some(&mine_now) {
                 let _ = self.remote.release(&task.id, &mine_now);
@@ -804,17 +804,16 @@ impl Worker {
                 return Ok(Err(format!("`git commit` was refused: {refused}")));
             }
             // AGENTS.md rendered again on the tip it lands on, from the store as fetched now.
-            let admission = self.admit(task, learned)?;
             let before = git::head(&root)?;
-            if let Some(a) = &admission
-                && self.render_agents_md(a)?
-            {
-                git::add_paths(&root, &[Path::new(crate::learnings::AGENTS_MD)])?;
-                if let git::CommitResult::Refused(t) = git::amend(&root)? {
-                    return Ok(Err(format!("`git commit` was refused: {}", t.trim())));
+            let admission = match self.learnings_into_head(task, learned)? {
+                Ok((admission, changed)) => {
+                    if changed {
+                        rendered = before;
+                    }
+                    admission
                 }
-                rendered = before;
-            }
+                Err(refused) => return Ok(Err(refused)),
+            };
             if moved {
                 let lander = crate::parallel::landing::Lander {
                     root: &root,
@@ -849,19 +848,7 @@ impl Worker {
                 }
             }
             let new = git::head(&root)?.unwrap_or_default();
-            let target = format!("refs/heads/{}", self.remote.target);
-            let claim_ref = claims::claim_ref(&task.id);
-            let mut args = vec![
-                "--atomic".to_string(),
-                format!("--force-with-lease={target}:{tip}"),
-                format!("{new}:{target}"),
-                format!("--force-with-lease={claim_ref}:{claim}"),
-            ];
-            args.push(if done { format!(":{claim_ref}") } else { format!("{claim}:{claim_ref}") });
-            if done {
-                args.extend(self.remote.drop_tries(&task.id)?);
-            }
-            args.extend(self.store_update(admission.as_ref())?);
+            let args = self.landing_push(task, &tip, &new, claim, done, admission.as_ref())?;
             match git::push(&root, &self.remote.name, &args)? {
                 Ok(()) => {
                     self.keep_store_copy(admission.as_ref());
@@ -925,19 +912,7 @@ impl Worker {
             let git::CommitResult::Committed(new) = git::commit_including(root, &msg, &include)? else {
                 break;
             };
-            let target = format!("refs/heads/{}", self.remote.target);
-            let r = claims::claim_ref(&task.id);
-            let args = vec![
-                "--atomic".to_string(),
-                format!("--force-with-lease={target}:{tip}"),
-                format!("{new}:{target}"),
-                format!("--force-with-lease={r}:{claim}"),
-                format!(":{r}"),
-            ]
-            .into_iter()
-            .chain(self.remote.drop_tries(&task.id)?)
-            .chain(self.store_update(admission.as_ref())?)
-            .collect::<Vec<_>>();
+            let args = self.landing_push(task, &tip, &new, claim, true, admission.as_ref())?;
             if git::push(root, &self.remote.name, &args)?.is_ok() {
                 self.keep_store_copy(admission.as_ref());
                 return Ok(());
@@ -1033,6 +1008,54 @@ impl Worker {
         Ok(crate::learnings::write_agents_md(self.root(), &a.store, &self.cfg.learnings, &self.secrets)?)
     }
 
+    /// `learned` admitted (see [`Worker::admit`]) and AGENTS.md rendered from the store into
+    /// HEAD, amended: the admission and whether HEAD changed, or the words of a hook that
+    /// refused the amend.
+    fn learnings_into_head(
+        &self,
+        task: &Spec,
+        learned: &[Learned],
+    ) -> Result<Result<(Option<Admission>, bool), String>, CliError> {
+        let admission = self.admit(task, learned)?;
+        let Some(a) = &admission else { return Ok(Ok((None, false))) };
+        if !self.render_agents_md(a)? {
+            return Ok(Ok((admission, false)));
+        }
+        git::add_paths(self.root(), &[Path::new(crate::learnings::AGENTS_MD)])?;
+        if let git::CommitResult::Refused(t) = git::amend(self.root())? {
+            return Ok(Err(format!("`git commit` was refused: {}", t.trim())));
+        }
+        Ok(Ok((admission, true)))
+    }
+
+    /// The one atomic push that lands `new` on the target: the target leased on `tip`, the
+    /// claim on the worker's own `claim` commit (deleted when the task is `done`, with its
+    /// count of tries), and the learnings store moved with the AGENTS.md it rendered.
+    fn landing_push(
+        &self,
+        task: &Spec,
+        tip: &str,
+        new: &str,
+        claim: &str,
+        done: bool,
+        admission: Option<&Admission>,
+    ) -> Result<Vec<String>, CliError> {
+        let target = format!("refs/heads/{}", self.remote.target);
+        let claim_ref = claims::claim_ref(&task.id);
+        let mut args = vec![
+            "--atomic".to_string(),
+            format!("--force-with-lease={target}:{tip}"),
+            format!("{new}:{target}"),
+            format!("--force-with-lease={claim_ref}:{claim}"),
+            if done { format!(":{claim_ref}") } else { format!("{claim}:{claim_ref}") },
+        ];
+        if done {
+            args.extend(self.remote.drop_tries(&task.id)?);
+        }
+        args.extend(self.store_update(admission)?);
+        Ok(args)
+    }
+
     /// The push arguments that move the store's ref to the admission's store, leased on the
     /// store the admission started from.
     fn store_update(&self, a: Option<&Admission>) -> Result<Vec<String>, CliError> {
@@ -1058,9 +1081,8 @@ impl Worker {
     }
 
     /// Pushes the finished task's commit as `branch` for the forge to land, and marks the claim
-    /// `mine` pending.
-    /// The learnings go with the branch (AGENTS.md in its commit, the store's ref in the same
-    /// atomic push).
+    /// `mine` pending. The learnings go with the branch (AGENTS.md in its commit, the store's ref
+    /// in the same atomic push).
     async fn propose(
         &mut self,
         task: &Spec,
@@ -1071,16 +1093,13 @@ impl Worker {
     ) -> Result<(), CliError> {
         let mut last = String::new();
         for _ in 0..MAX_LAND_TRIES {
-            let admission = self.admit(task, learned)?;
-            if let Some(a) = &admission
-                && self.render_agents_md(a)?
-            {
-                git::add_paths(self.root(), &[Path::new(crate::learnings::AGENTS_MD)])?;
-                if let git::CommitResult::Refused(t) = git::amend(self.root())? {
-                    last = format!("`git commit` was refused: {}", t.trim());
+            let admission = match self.learnings_into_head(task, learned)? {
+                Ok((admission, _)) => admission,
+                Err(refused) => {
+                    last = refused;
                     break;
                 }
-            }
+            };
             let mut args = vec!["--atomic".to_string(), format!("+HEAD:refs/heads/{branch}")];
             args.extend(self.store_update(admission.as_ref())?);
             match git::push(self.root(), &self.remote.name, &args)? {
@@ -1197,6 +1216,11 @@ impl Worker {
     }
 }
 
+/// The claim commit the worker holds now (the heartbeat moves it).
+fn held(mine: &std::sync::Mutex<String>) -> String {
+    mine.lock().map(|m| m.clone()).unwrap_or_default()
+}
+
 /// The heartbeat of a claim: a new claim commit every third of the lease, leased on the last;
 /// one that does not hold means the claim is gone: `lost` is set and the iteration's process
 /// (`pid`) is stopped at once.
@@ -1212,7 +1236,7 @@ fn heartbeat(
     tokio::spawn(async move {
         loop {
             tokio::time::sleep((ttl / 3).max(Duration::from_millis(100))).await;
-            let last = mine.lock().map(|m| m.clone()).unwrap_or_default();
+            let last = held(&mine);
             match remote.renew(&id, &last) {
                 Ok(Leased::Won(next)) => {
                     if let Ok(mut m) = mine.lock() {

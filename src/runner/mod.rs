@@ -292,7 +292,7 @@ pub async fn run_validated(
     }
     // Secrets come from the environment, known before anything is written: recovery's
     // rejected.patch is masked like the iteration's own.
-    let secrets = Secrets::from_env(&cfg.agents_env()).with_values(cfg.notify_secrets());
+    let secrets = cfg.secrets();
     let resumed = recover_latest(&root, &opts, &secrets, reporter)?;
 
     // The working tree's watch starts before the scan that finds the tree clean, so that it

@@ -120,7 +120,7 @@ pub async fn run(t: SlotTask, reporter: &mut dyn Reporter, stop: Stop) -> Result
         cfg.template = Some(template.clone());
     }
     let template = super::validate_inputs(&root, &cfg)?;
-    let secrets = crate::secrets::Secrets::from_env(&cfg.agents_env());
+    let secrets = cfg.secrets();
     if let Some(name) = &t.agent_name {
         cfg.agent = cfg.agent_named(name).ok_or_else(|| {
             CliError::failure(format!(

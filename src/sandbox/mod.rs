@@ -231,16 +231,8 @@ impl Host {
 
     /// `program` on ralph's own PATH.
     pub fn find(&self, program: &str) -> Option<PathBuf> {
-        find_on(self.var("PATH")?, program)
+        crate::process::find_on(self.var("PATH")?, program)
     }
-}
-
-/// `program` in the folders of `path`: an executable file.
-pub fn find_on(path: &str, program: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    std::env::split_paths(path)
-        .map(|d| d.join(program))
-        .find(|p| p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false))
 }
 
 /// The allowlist for `needs` under `cfg`: [`env::BASE`], the agent's own variables, `[sandbox]

@@ -83,6 +83,14 @@ fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Appends `extra` to the clone's ralph.toml, commits it with `message` and pushes it to main.
+fn push_config(clone: &Path, extra: &str, message: &str) {
+    let toml = std::fs::read_to_string(clone.join("ralph.toml")).unwrap() + extra;
+    std::fs::write(clone.join("ralph.toml"), &toml).unwrap();
+    git(clone, &["commit", "-qam", message]);
+    git(clone, &["push", "-q", "origin", "HEAD:main"]);
+}
+
 /// A clone of `bare` for worker `name`.
 fn clone(seed: &TestRepo, bare: &Path, name: &str) -> PathBuf {
     let dir = seed.outside.join(name);
@@ -253,17 +261,11 @@ fn a_worker_whose_agent_is_limited_goes_on_with_its_fallback() {
 fn no_task_is_claimed_once_the_landed_commits_spent_the_shared_ceiling() {
     let (seed, bare) = origin(2, "0", "30s");
     let a = clone(&seed, &bare, "a");
-    let toml = std::fs::read_to_string(a.join("ralph.toml")).unwrap() + "max_cost = 4.0\n";
-    std::fs::write(a.join("ralph.toml"), &toml).unwrap();
-    git(
+    push_config(
         &a,
-        &[
-            "commit",
-            "-qam",
-            "a ceiling\n\nRalph-Worker: earlier\nRalph-Iterations: 3\nRalph-Tokens: 10\nRalph-Cost: 5.000000",
-        ],
+        "max_cost = 4.0\n",
+        "a ceiling\n\nRalph-Worker: earlier\nRalph-Iterations: 3\nRalph-Tokens: 10\nRalph-Cost: 5.000000",
     );
-    git(&a, &["push", "-q", "origin", "HEAD:main"]);
     let (code, err) = finish(worker(&seed, &a, "a", &["--until-empty"], None), 60);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("max_cost"), "{err}");
@@ -425,10 +427,7 @@ fn with_pull_requests_a_task_is_pushed_as_a_branch_and_its_claim_waits_for_the_m
     let (seed, bare) = origin(2, "0.2", "1s");
     // land = "pull-request": the target is protected, the forge lands.
     let a = clone(&seed, &bare, "a");
-    let toml = std::fs::read_to_string(a.join("ralph.toml")).unwrap() + "land = \"pull-request\"\n";
-    std::fs::write(a.join("ralph.toml"), &toml).unwrap();
-    git(&a, &["commit", "-qam", "land through pull requests"]);
-    git(&a, &["push", "-q", "origin", "HEAD:main"]);
+    push_config(&a, "land = \"pull-request\"\n", "land through pull requests");
     let before = landed(&bare);
     let (code, err) = finish(worker(&seed, &a, "a", &["--until-empty"], None), 120);
     assert_eq!(code, 0, "{err}");
@@ -455,10 +454,7 @@ fn with_pull_requests_a_task_is_pushed_as_a_branch_and_its_claim_waits_for_the_m
 fn ralph_toml_budgets_hold_per_worker() {
     let (seed, bare) = origin(4, "0", "30s");
     let a = clone(&seed, &bare, "a");
-    let toml = std::fs::read_to_string(a.join("ralph.toml")).unwrap() + "\n[budget]\nmax_iterations = 2\n";
-    std::fs::write(a.join("ralph.toml"), &toml).unwrap();
-    git(&a, &["commit", "-qam", "two iterations a worker"]);
-    git(&a, &["push", "-q", "origin", "HEAD:main"]);
+    push_config(&a, "\n[budget]\nmax_iterations = 2\n", "two iterations a worker");
     let (code, err) = finish(worker(&seed, &a, "a", &["--until-empty"], None), 60);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("max_iterations 2 reached"), "{err}");
